@@ -1,0 +1,247 @@
+"""The whole exception tree of kraiter-sync.
+
+Per-row problems are data (the rejects frame), never exceptions. Exceptions are for
+failures of a whole request or a whole run, and each says whether retrying can help
+(``retriable``), whether the request may already have taken effect (``ambiguous``), and
+which exit code the CLI uses for it (``exit_code``)::
+
+    KraiterSyncError                    exit 1
+    ├── UsageError                      exit 2   bad options, flags or input the user must fix
+    │   ├── ConfigError                          settings / kraiter-sync.toml
+    │   ├── InputError                           unusable input (missing file, no email column)
+    │   └── GuardError                           a safety guard refused (triggers, mirror ratio)
+    ├── TransportError                  retriable: the HTTP exchange itself failed
+    │   ├── ConnectError                         never reached Kraiter: safe to resend
+    │   ├── ResponseLostError           ambiguous: request sent, connection cut before the answer
+    │   └── RequestTimeoutError         ambiguous unless it timed out before sending
+    ├── ApiError                        Kraiter answered with an error body
+    │   ├── BadRequestError        400  VALIDATION_ERROR
+    │   ├── AuthenticationError    401  UNAUTHORISED            (exit 2: fix the key)
+    │   ├── PermissionDeniedError  403  FORBIDDEN               (exit 2)
+    │   ├── NotFoundError          404  NOT_FOUND
+    │   ├── ConflictError          409  CONFLICT
+    │   ├── UnprocessableError     422  UNPROCESSABLE_ENTITY
+    │   ├── RateLimitError         429  RATE_LIMITED            retriable
+    │   └── ServerError            5xx                          retriable, ambiguous
+    ├── StateError                      the state directory / ledger cannot be used
+    │   └── LockHeldError               exit 4: another run holds the lock
+    └── IncompleteError                 exit 4: interrupted or out of retries; resumable
+
+Foreign exceptions (httpx, sqlite3, polars) are translated at one boundary each
+(``client._translate_transport_error`` for httpx, ``ledger`` for sqlite3, ``sources``
+for polars/pyarrow), so callers only ever catch this tree.
+
+Messages never contain the API key or bulk personal data, and name the next step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ConflictError",
+    "ConnectError",
+    "GuardError",
+    "IncompleteError",
+    "InputError",
+    "KraiterSyncError",
+    "LockHeldError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseLostError",
+    "ServerError",
+    "StateError",
+    "TransportError",
+    "UnprocessableError",
+    "UsageError",
+    "api_error_class",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REJECTED = 3
+EXIT_INCOMPLETE = 4
+
+
+class KraiterSyncError(Exception):
+    """Root of every error kraiter-sync raises."""
+
+    #: Whether sending the same request again can succeed.
+    retriable: bool = False
+    #: Whether the request may already have taken effect on Kraiter's side.
+    ambiguous: bool = False
+    #: The CLI's exit code for this failure (design.md §8).
+    exit_code: ClassVar[int] = EXIT_FAILED
+
+
+class UsageError(KraiterSyncError):
+    """The user must change an option, a setting or the input; retrying cannot help."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A setting (flag, environment variable or kraiter-sync.toml entry) is wrong."""
+
+
+class InputError(UsageError):
+    """An input file cannot be used as a whole (missing, unreadable, no usable column)."""
+
+
+class GuardError(UsageError):
+    """A safety guard refused to go on (live sequence triggers, mirror deletion ratio)."""
+
+
+class TransportError(KraiterSyncError):
+    """The HTTP exchange failed before a complete answer arrived."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.method = method
+        self.path = path
+
+
+class ConnectError(TransportError):
+    """Kraiter could not be reached; the request never left, so resending is safe."""
+
+
+class ResponseLostError(TransportError):
+    """The request was sent but the connection broke before the answer: it may have applied."""
+
+    ambiguous = True
+
+
+class RequestTimeoutError(TransportError):
+    """No answer in time. Ambiguous when the request had been sent (read/write timeout)."""
+
+    def __init__(
+        self, message: str, *, method: str = "", path: str = "", sent: bool = True
+    ) -> None:
+        super().__init__(message, method=method, path=path)
+        self.sent = sent
+        self.ambiguous = sent
+
+
+class ApiError(KraiterSyncError):
+    """Kraiter answered with an error status and (usually) an ``{error: {code, message}}`` body."""
+
+    status: ClassVar[int] = 0
+    default_code: ClassVar[str] = "ERROR"
+    hint: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        status: int | None = None,
+        code: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.http_status = status if status is not None else self.status
+        self.code = code or self.default_code
+        self.api_message = message
+        self.details = dict(details or {})
+        self.retry_after = retry_after
+        text = f"{self.http_status} {self.code} from Kraiter on {method} {path}: {message}"
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        super().__init__(text)
+
+
+class BadRequestError(ApiError):
+    status = 400
+    default_code = "VALIDATION_ERROR"
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    default_code = "UNAUTHORISED"
+    exit_code = EXIT_USAGE
+    hint = "set KRAITER_API_KEY or pass --api-key with a valid key"
+
+
+class PermissionDeniedError(ApiError):
+    status = 403
+    default_code = "FORBIDDEN"
+    exit_code = EXIT_USAGE
+    hint = "this API key may not do this; use a key with more permissions"
+
+
+class NotFoundError(ApiError):
+    status = 404
+    default_code = "NOT_FOUND"
+
+
+class ConflictError(ApiError):
+    status = 409
+    default_code = "CONFLICT"
+
+
+class UnprocessableError(ApiError):
+    status = 422
+    default_code = "UNPROCESSABLE_ENTITY"
+
+
+class RateLimitError(ApiError):
+    status = 429
+    default_code = "RATE_LIMITED"
+    retriable = True
+
+
+class ServerError(ApiError):
+    status = 500
+    default_code = "INTERNAL_ERROR"
+    retriable = True
+    ambiguous = True
+
+
+class StateError(KraiterSyncError):
+    """The state directory or the ledger cannot be used."""
+
+
+class LockHeldError(StateError):
+    """Another kraiter-sync run holds the lock on this state directory."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class IncompleteError(KraiterSyncError):
+    """The run stopped before finishing (interrupted, out of retries); re-running resumes."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    cls.status: cls
+    for cls in (
+        BadRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        ConflictError,
+        UnprocessableError,
+        RateLimitError,
+    )
+}
+
+
+def api_error_class(status: int) -> type[ApiError]:
+    """The exception class for an HTTP error status (the one status → class table)."""
+    if status >= 500:
+        return ServerError
+    return _BY_STATUS.get(status, ApiError)
