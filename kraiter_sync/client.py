@@ -147,6 +147,8 @@ def _api_error(response: httpx.Response, method: str, path: str, secret: str) ->
             message = f"non-JSON answer: {snippet}"
         else:
             message = response.reason_phrase or "no error message"
+    if details is not None and secret and secret in json.dumps(details):
+        details = json.loads(_scrub(json.dumps(details), secret))
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     return api_error_class(status)(
         _scrub(message, secret),
@@ -262,7 +264,10 @@ _AIOHTTP_MAP: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...]
     (aiohttp.ClientPayloadError, httpx.ReadError),
     (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
     (aiohttp.ClientOSError, httpx.ReadError),
+    (aiohttp.ClientConnectionResetError, httpx.ReadError),
+    (aiohttp.UploadAbortedError, httpx.WriteError),
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
     (aiohttp.ClientConnectionError, httpx.RemoteProtocolError),
     (aiohttp.ClientError, httpx.RemoteProtocolError),
     (TimeoutError, httpx.ReadTimeout),
