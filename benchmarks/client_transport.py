@@ -5,7 +5,7 @@ runs in a separate process on a free 127.0.0.1 port, so the numbers measure the
 client side. All variants run in the same process, same server, same run; raw aiohttp
 is the ceiling. Prints req/s per variant and the ratios against httpx's default.
 
-    python benchmarks/client_transport.py [--requests 3000] [--concurrency 32]
+    python benchmarks/client_transport.py [--requests 3000] [--concurrency 32] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ async def run_raw(base: str, n: int, concurrency: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-async def measure(base: str, n: int, concurrency: int) -> dict[str, float]:
+async def measure(base: str, n: int, concurrency: int, rounds: int) -> dict[str, float]:
+    """Best of ``rounds`` interleaved runs per variant (the machine is shared and noisy)."""
     results: dict[str, float] = {}
     variants = {
         "httpx default transport": lambda: httpx.AsyncHTTPTransport(
@@ -86,11 +87,14 @@ async def measure(base: str, n: int, concurrency: int) -> dict[str, float]:
         ),
         "AiohttpTransport (default)": lambda: AiohttpTransport(max_connections=64),
     }
-    for label, make in variants.items():
-        async with KraiterClient(base, KEY, transport=make()) as client:
-            await run_client(client, 200, concurrency)  # warm up the pool
-            results[label] = await run_client(client, n, concurrency)
-    results["raw aiohttp (ceiling)"] = await run_raw(base, n, concurrency)
+    for _ in range(rounds):
+        for label, make in variants.items():
+            async with KraiterClient(base, KEY, transport=make()) as client:
+                await run_client(client, 200, concurrency)  # warm up the pool
+                rate = await run_client(client, n, concurrency)
+            results[label] = max(rate, results.get(label, 0.0))
+        rate = await run_raw(base, n, concurrency)
+        results["raw aiohttp (ceiling)"] = max(rate, results.get("raw aiohttp (ceiling)", 0.0))
     return results
 
 
@@ -98,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -113,14 +118,21 @@ def main() -> None:
                     break
             except OSError:
                 time.sleep(0.05)
-        results = asyncio.run(measure(base, args.requests, args.concurrency))
+        results = asyncio.run(measure(base, args.requests, args.concurrency, args.rounds))
     finally:
         server.terminate()
         server.wait(timeout=10)
     baseline = results["httpx default transport"]
-    print(f"{args.requests} x POST /api/events, concurrency {args.concurrency}")
+    ceiling = results["raw aiohttp (ceiling)"]
+    print(
+        f"{args.requests} x POST /api/events via KraiterClient.track_event, "
+        f"concurrency {args.concurrency}, best of {args.rounds}"
+    )
     for label, rate in results.items():
-        print(f"  {label:28s} {rate:8.0f} req/s   x{rate / baseline:.2f} vs httpx default")
+        print(
+            f"  {label:28s} {rate:8.0f} req/s   x{rate / baseline:5.2f} vs httpx default"
+            f"   {rate / ceiling:4.0%} of raw aiohttp"
+        )
 
 
 if __name__ == "__main__":

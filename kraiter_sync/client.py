@@ -11,10 +11,13 @@ always exceptions of :mod:`kraiter_sync.errors`: an error status becomes the
 translated by :func:`_translate_transport_error`, the one boundary for httpx
 exceptions. Neither the key nor anything echoing it ends up in a message or a log.
 
-For real HTTP the default transport is :class:`AiohttpTransport` (httpx's API over an
-aiohttp connection pool), many times faster than httpx's own pool here; see
-``benchmarks/client_transport.py``. Any httpx transport can be injected, and
-``respx.mock(using="httpx")`` intercepts whatever transport is in use.
+The client drives an httpx *transport* directly (httpx's Request/Response models, no
+``httpx.AsyncClient``: its per-request URL merging and cookie jar cost more than the
+exchange). For real HTTP the default is :class:`AiohttpTransport`, httpx's transport
+interface over an aiohttp connection pool, about ten times faster than httpx's own pool
+here (``benchmarks/client_transport.py``). Any transport can be injected:
+``httpx.ASGITransport`` for the in-process emulator, ``httpx.MockTransport`` — e.g.
+``httpx.MockTransport(respx_router.async_handler)`` — for request-shape tests.
 """
 
 from __future__ import annotations
@@ -405,17 +408,21 @@ class KraiterClient:
         self._key = api_key
         if transport is None:
             transport = AiohttpTransport(max_connections=max_connections)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            transport=transport,
-            timeout=httpx.Timeout(timeout),
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "User-Agent": USER_AGENT,
-                "Accept": "application/json",
-            },
-            follow_redirects=False,
-        )
+        # The transport is driven directly with httpx's Request/Response models:
+        # httpx.AsyncClient's per-request URL merging, cookie jar and hooks cost
+        # more than the whole aiohttp exchange (benchmarks/client_transport.py).
+        self._transport = transport
+        self._timeout = httpx.Timeout(timeout).as_dict()
+        base_headers = {
+            "Authorization": f"Bearer {api_key}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        }
+        self._headers = httpx.Headers(base_headers)
+        self._json_headers = httpx.Headers({**base_headers, **_JSON_HEADERS})
+        #: Parsed URLs of the parameterless routes (a fixed, small set).
+        self._urls: dict[str, httpx.URL] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> KraiterClient:
@@ -449,7 +456,7 @@ class KraiterClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     # ---- the one request path ---------------------------------------------------------
 
@@ -466,17 +473,29 @@ class KraiterClient:
         method = route.method
         path = route.path(path_params)
         params = {k: _query_value(v) for k, v in query.items() if v is not None} if query else None
+        if path_params or params:
+            url = httpx.URL(self.base_url + path, params=params)
+        else:
+            url = self._urls.get(path) or self._urls.setdefault(
+                path, httpx.URL(self.base_url + path)
+            )
+        request = httpx.Request(
+            method,
+            url,
+            headers=self._json_headers if body is not None else self._headers,
+            content=body,
+            extensions={"timeout": self._timeout},
+        )
         observer = self.observer
         if observer is not None:
             await observer.before_request()
         try:
-            response = await self._http.request(
-                method,
-                path,
-                params=params,
-                content=body,
-                headers=_JSON_HEADERS if body is not None else None,
-            )
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
             raise _translate_transport_error(exc, method=method, path=path) from exc
         if observer is not None:

@@ -27,6 +27,11 @@ BASE = "https://api.kraiter.test"
 KEY = "kr_test_0123456789"
 
 
+def mocked(router: respx.MockRouter) -> httpx.AsyncBaseTransport:
+    """The client drives its transport directly: hand it respx's router as one."""
+    return httpx.MockTransport(router.async_handler)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -39,8 +44,8 @@ def router() -> Iterator[respx.MockRouter]:
 
 
 @pytest.fixture
-async def kraiter() -> AsyncIterator[KraiterClient]:
-    async with KraiterClient(BASE, KEY) as client:
+async def kraiter(router: respx.MockRouter) -> AsyncIterator[KraiterClient]:
+    async with KraiterClient(BASE, KEY, transport=mocked(router)) as client:
         yield client
 
 
@@ -458,7 +463,7 @@ async def test_event_name_field_follows_the_dialect(router: respx.MockRouter) ->
     route = router.post("/api/events").respond(201, json={"id": "evt_1"})
     list_route = router.get("/api/events").respond(200, json={"data": []})
     dialect = Dialect(event_name_field="event", event_name_filter="event")
-    async with KraiterClient(BASE, KEY, dialect=dialect) as client:
+    async with KraiterClient(BASE, KEY, transport=mocked(router), dialect=dialect) as client:
         await client.track_event("signup", email="a@example.com", properties={"a": 1})
         await drain(client.list_events(name="signup"))
     assert json.loads(only_request(route).content) == {
@@ -472,7 +477,9 @@ async def test_event_name_field_follows_the_dialect(router: respx.MockRouter) ->
 async def test_a_route_can_be_moved_in_the_dialect(router: respx.MockRouter) -> None:
     moved = {**ROUTES, "contacts.by_email": Route("GET", "/api/contacts/lookup/{email}")}
     route = router.get("/api/contacts/lookup/a%40example.com").respond(200, json={"id": "cnt_1"})
-    async with KraiterClient(BASE, KEY, dialect=Dialect(routes=moved)) as client:
+    async with KraiterClient(
+        BASE, KEY, transport=mocked(router), dialect=Dialect(routes=moved)
+    ) as client:
         assert await client.get_contact_by_email("a@example.com") == {"id": "cnt_1"}
     assert route.call_count == 1
 
@@ -687,7 +694,7 @@ async def test_observer_sees_every_request_and_answer(router: respx.MockRouter) 
         ]
     )
     observer = RecordingObserver()
-    async with KraiterClient(BASE, KEY, observer=observer) as client:
+    async with KraiterClient(BASE, KEY, transport=mocked(router), observer=observer) as client:
         await client.track_event("a", contact_id="cnt_1")
         with pytest.raises(ApiError):
             await client.track_event("a", contact_id="cnt_1")
@@ -697,7 +704,9 @@ async def test_observer_sees_every_request_and_answer(router: respx.MockRouter) 
 async def test_from_settings_uses_base_url_and_key(router: respx.MockRouter) -> None:
     route = router.get("/api/contacts/cnt_1").respond(200, json={"id": "cnt_1"})
     settings = Settings(base_url=BASE, api_key=KEY)
-    async with KraiterClient.from_settings(settings, timeout=5.0) as client:
+    async with KraiterClient.from_settings(
+        settings, timeout=5.0, transport=mocked(router)
+    ) as client:
         await client.get_contact("cnt_1")
     assert only_request(route).headers["authorization"] == f"Bearer {KEY}"
 
@@ -713,3 +722,45 @@ def test_iso_timestamps_are_utc_milliseconds() -> None:
         "a", contact_id="cnt_1", timestamp=datetime(2025, 9, 15, 10, 30, tzinfo=UTC)
     )
     assert json.loads(body)["timestamp"] == "2025-09-15T10:30:00.000Z"
+
+
+async def test_works_over_an_in_process_asgi_transport() -> None:
+    """The local Kraiter is mounted this way: httpx.ASGITransport over a Starlette app."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route as StarletteRoute
+
+    seen: list[tuple[str, str, str, Any]] = []
+
+    async def by_email(request: Request) -> JSONResponse:
+        seen.append(
+            (request.method, request.path_params["email"], request.headers["authorization"], None)
+        )
+        return JSONResponse({"contactId": "con_1", "email": request.path_params["email"]})
+
+    async def events(request: Request) -> JSONResponse:
+        seen.append(("POST", "", request.headers["content-type"], await request.json()))
+        return JSONResponse({"id": "evt_1"}, status_code=201)
+
+    app = Starlette(
+        routes=[
+            StarletteRoute("/api/contacts/by-email/{email}", by_email),
+            StarletteRoute("/api/events", events, methods=["POST"]),
+        ]
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with KraiterClient("http://local.kraiter", KEY, transport=transport) as client:
+        contact = await client.get_contact_by_email("ann@example.com")
+        event = await client.track_event("signup", contact_id="con_1", properties='{"a":1}')
+    assert contact == {"contactId": "con_1", "id": "con_1", "email": "ann@example.com"}
+    assert event == {"id": "evt_1"}
+    assert seen == [
+        ("GET", "ann@example.com", f"Bearer {KEY}", None),
+        (
+            "POST",
+            "",
+            "application/json",
+            {"name": "signup", "contactId": "con_1", "properties": {"a": 1}},
+        ),
+    ]

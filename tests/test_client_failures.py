@@ -36,6 +36,11 @@ BASE = "https://api.kraiter.test"
 KEY = "kr_LEAKCHECK_5f1e9a7c3b"
 
 
+def mocked(router: respx.MockRouter) -> httpx.AsyncBaseTransport:
+    """The client drives its transport directly: hand it respx's router as one."""
+    return httpx.MockTransport(router.async_handler)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -132,7 +137,7 @@ async def test_failure_table(
     retry_after: tuple[float, float] | None,
 ) -> None:
     router.post("/api/events").mock(return_value=make_response(status, headers, body))
-    async with KraiterClient(BASE, KEY) as client:
+    async with KraiterClient(BASE, KEY, transport=mocked(router)) as client:
         with pytest.raises(errors.ApiError) as info:
             await client.track_event("signup", contact_id="cnt_1")
     err = info.value
@@ -158,7 +163,7 @@ async def test_error_details_are_kept(router: respx.MockRouter) -> None:
     router.post("/api/contacts").respond(
         400, json=err_body("VALIDATION_ERROR", "email is invalid", details={"field": "email"})
     )
-    async with KraiterClient(BASE, KEY) as client:
+    async with KraiterClient(BASE, KEY, transport=mocked(router)) as client:
         with pytest.raises(errors.BadRequestError) as info:
             await client.create_contact("not-an-email")
     assert info.value.details == {"field": "email"}
@@ -480,7 +485,7 @@ async def test_the_key_never_appears_in_errors_or_logs(
         *(make_httpx_error(c) for c in httpx_classes() if c is not httpx.HTTPStatusError),
     ]
     route = router.post("/api/events").mock(side_effect=effects)
-    async with KraiterClient(BASE, KEY) as client:
+    async with KraiterClient(BASE, KEY, transport=mocked(router)) as client:
         texts.append(repr(client))
         for _ in effects:
             with pytest.raises(errors.KraiterSyncError) as info:

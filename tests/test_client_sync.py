@@ -18,6 +18,11 @@ BASE = "https://api.kraiter.test"
 KEY = "kr_sync_test_key"
 
 
+def mocked(router: respx.MockRouter) -> httpx.AsyncBaseTransport:
+    """The client drives its transport directly: hand it respx's router as one."""
+    return httpx.MockTransport(router.async_handler)
+
+
 def test_sync_round_trip() -> None:
     threads_before = threading.active_count()
     with respx.mock(base_url=BASE, using="httpx", assert_all_called=True) as router:
@@ -34,7 +39,7 @@ def test_sync_round_trip() -> None:
         upsert = router.post("/api/contacts/upsert").respond(
             409, json={"error": {"code": "CONFLICT", "message": "taken"}}
         )
-        with SyncKraiterClient(BASE, KEY) as client:
+        with SyncKraiterClient(BASE, KEY, transport=mocked(router)) as client:
             assert threading.active_count() == threads_before + 1
             assert client.create_contact("ann@example.com", properties={"a": 1}) == {
                 "contactId": "con_1",
@@ -57,7 +62,9 @@ def test_sync_round_trip() -> None:
 
 def test_sync_client_works_inside_a_running_event_loop() -> None:
     async def inside() -> dict[str, object]:
-        with SyncKraiterClient.from_settings(Settings(base_url=BASE, api_key=KEY)) as client:
+        with SyncKraiterClient.from_settings(
+            Settings(base_url=BASE, api_key=KEY), transport=mocked(router)
+        ) as client:
             return client.track_event("signup", contact_id="cnt_1")
 
     with respx.mock(base_url=BASE, using="httpx", assert_all_called=True) as router:
