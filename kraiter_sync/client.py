@@ -292,6 +292,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ones with the right meaning: notably a server that cut the connection is a
     ``RemoteProtocolError`` (the request may have applied), never a connect error.
     The aiohttp session is created on first use, inside the running event loop.
+
+    One aiohttp behaviour to know: a GET/PUT/DELETE that fails on a *reused* keep-alive
+    connection the server had already closed is resent once on a fresh connection.
+    Those methods are idempotent, so this is not a hidden retry of anything that could
+    apply twice; POST and PATCH are never resent.
     """
 
     def __init__(
@@ -305,9 +310,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._verify = verify
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # A session belongs to the loop it was made in (asyncio.run twice).
+            self._loop = loop
             ssl_context: ssl.SSLContext | bool = self._verify
             if self._verify is True:
                 ssl_context = httpx.create_ssl_context()
@@ -804,17 +813,18 @@ class SyncKraiterClient:
     """
 
     def __init__(self, base_url: str, api_key: str, **kw: Any) -> None:
-        self._start()
         self._client = KraiterClient(base_url, api_key, **kw)
+        self._start()
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> SyncKraiterClient:
         self = cls.__new__(cls)
-        self._start()
         self._client = KraiterClient.from_settings(settings, **kw)
+        self._start()
         return self
 
     def _start(self) -> None:
+        # Started only once the client exists, so a bad argument leaves no thread behind.
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="kraiter-sync-client", daemon=True

@@ -499,3 +499,18 @@ async def test_the_key_never_appears_in_errors_or_logs(
     assert any("***" in t for t in texts)  # the echoed key was scrubbed, not dropped
     for text in texts:
         assert KEY not in text
+
+
+def test_aiohttp_transport_is_reusable_across_event_loops() -> None:
+    """``asyncio.run`` twice with one transport: the pool is remade in the new loop."""
+
+    async def serve_and_call(transport: AiohttpTransport) -> Any:
+        async with (
+            tcp_server(answer_201) as base,
+            KraiterClient(base, KEY, transport=transport) as client,
+        ):
+            return await client.track_event("signup", contact_id="cnt_1")
+
+    transport = AiohttpTransport()
+    assert asyncio.run(serve_and_call(transport)) == {"id": "evt_1", "name": "signup"}
+    assert asyncio.run(serve_and_call(transport)) == {"id": "evt_1", "name": "signup"}
