@@ -514,3 +514,30 @@ def test_aiohttp_transport_is_reusable_across_event_loops() -> None:
     transport = AiohttpTransport()
     assert asyncio.run(serve_and_call(transport)) == {"id": "evt_1", "name": "signup"}
     assert asyncio.run(serve_and_call(transport)) == {"id": "evt_1", "name": "signup"}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: AiohttpTransport(max_connections=1), id="aiohttp"),
+        pytest.param(
+            lambda: httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1)), id="httpx"
+        ),
+    ],
+)
+async def test_waiting_for_a_pooled_connection_times_out_unsent(
+    make: Callable[[], httpx.AsyncBaseTransport],
+) -> None:
+    """A request still queued for a connection never left: safe to resend."""
+    async with (
+        tcp_server(never_answer) as base,
+        KraiterClient(base, KEY, transport=make(), timeout=0.3) as client,
+    ):
+        results = await asyncio.gather(
+            client.track_event("a", contact_id="cnt_1"),
+            client.track_event("b", contact_id="cnt_1"),
+            return_exceptions=True,
+        )
+    kinds = sorted((type(r).__name__, getattr(r, "sent", None)) for r in results)
+    # One was sent and got no answer; the other waited for the only connection.
+    assert kinds == [("RequestTimeoutError", False), ("RequestTimeoutError", True)]
