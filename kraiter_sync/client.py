@@ -123,6 +123,10 @@ def _scrub(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+#: Codes for gateway answers that carry no Kraiter error body (proxies, load balancers).
+_GATEWAY_CODES = {502: "BAD_GATEWAY", 503: "SERVICE_UNAVAILABLE", 504: "GATEWAY_TIMEOUT"}
+
+
 def _api_error(response: httpx.Response, method: str, path: str, secret: str) -> ApiError:
     """The ApiError for an error answer; tolerates empty and non-JSON bodies."""
     status = response.status_code
@@ -134,6 +138,7 @@ def _api_error(response: httpx.Response, method: str, path: str, secret: str) ->
     except ValueError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
+    code = _GATEWAY_CODES.get(status)
     if isinstance(error, dict):
         if isinstance(error.get("code"), str):
             code = error["code"]
@@ -231,9 +236,13 @@ def _translate_transport_error(exc: httpx.HTTPError, *, method: str, path: str) 
     ours, sent = _classify(exc)
     detail = str(exc) or type(exc).__name__
     if ours is RequestTimeoutError:
-        stage = "while sending or waiting for the answer" if sent else "before sending"
+        outcome = (
+            "timed out waiting for the answer ({}); it may have been applied"
+            if sent
+            else "timed out before it was sent ({}); safe to resend"
+        )
         return RequestTimeoutError(
-            f"timed out {stage} {where} ({detail})", method=method, path=path, sent=sent
+            f"{where} {outcome.format(detail)}", method=method, path=path, sent=sent
         )
     if ours is ConnectError:
         return ConnectError(
