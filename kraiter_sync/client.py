@@ -416,7 +416,7 @@ class KraiterClient:
         *,
         dialect: Dialect | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float = 30.0,
+        timeout: float | httpx.Timeout = 30.0,
         max_connections: int = 64,
         observer: RequestObserver | None = None,
     ) -> None:

@@ -343,10 +343,17 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 @asynccontextmanager
 async def tcp_server(handler: Handler) -> AsyncIterator[str]:
+    """A loopback server running ``handler`` per connection; every connection is
+    closed (handlers cancelled) on exit, so no socket outlives the test."""
+    tasks: set[asyncio.Task[None]] = set()
+
     async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
         try:
             await handler(reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -357,6 +364,9 @@ async def tcp_server(handler: Handler) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
 
 
@@ -534,7 +544,7 @@ async def test_waiting_for_a_pooled_connection_times_out_unsent(
     """A request still queued for a connection never left: safe to resend."""
     async with (
         tcp_server(never_answer) as base,
-        KraiterClient(base, KEY, transport=make(), timeout=0.3) as client,
+        KraiterClient(base, KEY, transport=make(), timeout=httpx.Timeout(0.8, pool=0.1)) as client,
     ):
         results = await asyncio.gather(
             client.track_event("a", contact_id="cnt_1"),
