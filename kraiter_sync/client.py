@@ -746,8 +746,10 @@ class SyncKraiterClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def create_contact(self, email: str, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.create_contact(email, **kw))
+    def create_contact(
+        self, email: str, *, properties: Mapping[str, Any] | None = None, user_id: str | None = None
+    ) -> dict[str, Any]:
+        return self._run(self._client.create_contact(email, properties=properties, user_id=user_id))
 
     def get_contact(self, contact_id: str) -> dict[str, Any]:
         return self._run(self._client.get_contact(contact_id))
@@ -755,14 +757,38 @@ class SyncKraiterClient:
     def get_contact_by_email(self, email: str) -> dict[str, Any] | None:
         return self._run(self._client.get_contact_by_email(email))
 
-    def list_contacts(self, **kw: Any) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.list_contacts(**kw))
+    def list_contacts(
+        self, *, search: str | None = None, suppressed: bool | None = None, page_size: int = 100
+    ) -> list[dict[str, Any]]:
+        return self._collect(
+            lambda: self._client.list_contacts(
+                search=search, suppressed=suppressed, page_size=page_size
+            )
+        )
 
-    def update_contact(self, contact_id: str, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.update_contact(contact_id, **kw))
+    def update_contact(
+        self,
+        contact_id: str,
+        *,
+        email: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+        unsubscribed: bool | None = None,
+    ) -> dict[str, Any]:
+        return self._run(
+            self._client.update_contact(
+                contact_id,
+                email=email,
+                properties=properties,
+                user_id=user_id,
+                unsubscribed=unsubscribed,
+            )
+        )
 
-    def upsert_contact(self, email: str, **kw: Any) -> tuple[dict[str, Any], bool]:
-        return self._run(self._client.upsert_contact(email, **kw))
+    def upsert_contact(
+        self, email: str, *, properties: Mapping[str, Any] | None = None, user_id: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        return self._run(self._client.upsert_contact(email, properties=properties, user_id=user_id))
 
     def delete_contact(self, contact_id: str) -> None:
         self._run(self._client.delete_contact(contact_id))
@@ -782,20 +808,61 @@ class SyncKraiterClient:
     def contact_segments(self, contact_id: str) -> list[dict[str, Any]]:
         return self._run(self._client.contact_segments(contact_id))
 
-    def track_event(self, name: str, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.track_event(name, **kw))
+    def track_event(
+        self,
+        name: str,
+        *,
+        contact_id: str | None = None,
+        email: str | None = None,
+        properties: Mapping[str, Any] | str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        return self._run(
+            self._client.track_event(
+                name,
+                contact_id=contact_id,
+                email=email,
+                properties=properties,
+                timestamp=timestamp,
+            )
+        )
 
-    def list_events(self, **kw: Any) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.list_events(**kw))
+    def list_events(
+        self,
+        *,
+        contact_id: str | None = None,
+        email: str | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+    ) -> list[dict[str, Any]]:
+        return self._collect(
+            lambda: self._client.list_events(
+                contact_id=contact_id, email=email, name=name, page_size=page_size
+            )
+        )
 
-    def list_sends(self, **kw: Any) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.list_sends(**kw))
+    def list_sends(
+        self,
+        *,
+        status: str | None = None,
+        contact_id: str | None = None,
+        template_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return self._collect(
+            lambda: self._client.list_sends(
+                status=status, contact_id=contact_id, template_id=template_id
+            )
+        )
 
     def list_scheduled(self) -> list[dict[str, Any]]:
         return self._collect(self._client.list_scheduled)
 
-    def put_sequence(self, sequence_id: str, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.put_sequence(sequence_id, **kw))
+    def put_sequence(
+        self, sequence_id: str, *, name: str, status: str, triggers: list[str]
+    ) -> dict[str, Any]:
+        return self._run(
+            self._client.put_sequence(sequence_id, name=name, status=status, triggers=triggers)
+        )
 
     def list_sequences(self) -> list[dict[str, Any]]:
         return self._collect(self._client.list_sequences)
