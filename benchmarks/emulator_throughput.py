@@ -31,7 +31,8 @@ KEY = "kr_benchmark"
 
 
 def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
         [sys.executable, "-m", "kraiter_sync", "emulator", "--port", "0", "--db", str(db)],
         stdout=subprocess.PIPE,

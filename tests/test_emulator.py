@@ -747,3 +747,52 @@ def test_config_rejects_nonsense() -> None:
     ):
         with pytest.raises(ValueError):
             EmulatorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# -- group commit -------------------------------------------------------------------------
+
+
+def test_concurrent_writes_commit_together_and_a_failure_rolls_back_only_itself(
+    make_api: ApiFactory, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "group.db"
+    api = make_api(EmulatorConfig(db_path=db))
+    emails = ["g0@example.com", "g1@example.com", "G0@example.com", "g2@example.com", "bad"]
+
+    async def burst() -> list[httpx.Response]:
+        return list(
+            await asyncio.gather(
+                *(api.client.post("/api/contacts", json={"email": e}) for e in emails)
+            )
+        )
+
+    statuses = [r.status_code for r in api.loop.run_until_complete(burst())]
+    assert statuses == [201, 201, 409, 201, 400]
+    # Answered means committed: another connection sees them, and no write lock is left held.
+    other = sqlite3.connect(db, timeout=0)
+    try:
+        rows = other.execute("SELECT email FROM contacts ORDER BY id").fetchall()
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert [r[0] for r in rows] == ["g0@example.com", "g1@example.com", "g2@example.com"]
+
+
+def test_a_lone_failed_write_leaves_no_transaction_open(
+    make_api: ApiFactory, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "lone.db"
+    api = make_api(EmulatorConfig(db_path=db))
+    api.contact("x@example.com")
+    assert api.post("/api/contacts", json={"email": "X@example.com"}).status_code == 409
+    other = sqlite3.connect(db, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()

@@ -84,10 +84,60 @@ class EmulatorApp:
         # One lock around every handler: the store's single connection may be driven
         # from the server thread and from a test's thread at once.
         self._lock = threading.Lock()
+        self._pending: asyncio.Future[None] | None = None
 
     def close(self) -> None:
+        """Commit pending writes and close the database (idempotent)."""
         with self._lock:
+            if self.store.closed:
+                return
+            self._flush_locked()
             self.store.close()
+
+    # -- group commit -------------------------------------------------------------------
+
+    def _commit_waiter(self) -> asyncio.Future[None]:
+        """The future of the commit that will cover the writes just made (lock held).
+
+        The first write of a loop iteration schedules one commit at the end of the
+        iteration; every request whose writes ran in between waits for it. A request
+        from another event loop (another thread) flushes the batch synchronously.
+        """
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        if pending is not None and pending.get_loop() is not loop:
+            self._flush_locked()
+            pending = None
+        if pending is None:
+            pending = loop.create_future()
+            self._pending = pending
+            loop.call_soon(self._flush)
+        return pending
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        pending, self._pending = self._pending, None
+        error: BaseException | None = None
+        try:
+            self.store.commit()
+        except Exception as exc:
+            error = exc
+        if pending is None:
+            if error is not None:
+                raise error
+            return
+        loop = pending.get_loop()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            _settle(pending, error)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, pending, error)
 
     # -- ASGI -------------------------------------------------------------------------
 
@@ -114,11 +164,16 @@ class EmulatorApp:
             )
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             request = Request(method, parts, query, body, content_type, tenant, params)
-            with self._lock:
-                if writes:
-                    with self.store.transaction():
-                        status, payload = handler(request)
-                else:
+            if writes:
+                with self._lock:
+                    try:
+                        with self.store.batched():
+                            status, payload = handler(request)
+                    finally:
+                        committed = self._commit_waiter()
+                await asyncio.shield(committed)
+            else:
+                with self._lock:
                     status, payload = handler(request)
         except ApiProblem as problem:
             status, payload = problem.status, problem.body()
@@ -220,6 +275,15 @@ class EmulatorApp:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:

@@ -143,6 +143,7 @@ class Store:
         self._now = now or (lambda: datetime.now(UTC))
         self.ids = IdGenerator()
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.closed = False
         self.conn.execute("PRAGMA busy_timeout = 5000")
         if self.path != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")
@@ -165,7 +166,12 @@ class Store:
         self._data_version = self._read_data_version()
 
     def close(self) -> None:
+        """Commit what is pending and close; closing twice is harmless."""
+        if self.closed:
+            return
+        self.commit()
         self.conn.close()
+        self.closed = True
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -174,7 +180,21 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction, committed before the caller answers."""
+        """One atomic unit of writes.
+
+        Alone it is ``BEGIN IMMEDIATE`` … ``COMMIT``. Inside the app's shared batch
+        (:meth:`batched`) it is a savepoint: a failing request rolls back only itself.
+        """
+        if self.conn.in_transaction:
+            self.conn.execute("SAVEPOINT unit")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK TO unit")
+                self.conn.execute("RELEASE unit")
+                raise
+            self.conn.execute("RELEASE unit")
+            return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -182,6 +202,26 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Join (or open) the transaction shared by the requests of one loop iteration.
+
+        The caller must :meth:`commit` before it answers: group commit keeps the
+        promise "committed before the answer" at one fsync-free WAL write per batch.
+        """
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
+            yield
+
+    def commit(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                self.conn.execute("ROLLBACK")
+                raise
 
     def _read_data_version(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
