@@ -166,3 +166,9 @@ def test_emulator_command_port_in_use_is_a_clear_error(
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_emulator_command_rejects_bad_values() -> None:
+    result = CliRunner().invoke(main, ["emulator", "--fail-rate", "1.5"])
+    assert result.exit_code == 2
+    assert "--fail-rate" in result.output

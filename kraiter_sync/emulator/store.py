@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from kraiter_sync.emulator.ids import IdGenerator
@@ -140,6 +141,8 @@ class Store:
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self.path = os.fspath(db_path)
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)  # e.g. a new state dir
         self._now = now or (lambda: datetime.now(UTC))
         self.ids = IdGenerator()
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
