@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -91,7 +92,9 @@ async def run(url: str, n: int, concurrency: int, rounds: int) -> None:
         noop_rates.append(await drive(url, "/_emulator/noop", payloads, concurrency))
         events_rates.append(await drive(url, "/api/events", payloads, concurrency))
     noop, events = max(noop_rates), max(events_rates)
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
     print(f"requests per round: {n}, concurrency: {concurrency}, rounds: {rounds} (best of)")
+    print(f"server HTTP parser: {parser}")
     print(f"no-op route      : {noop:9.0f} requests/s")
     print(f"POST /api/events : {events:9.0f} requests/s (persisted to SQLite, WAL)")
     print(f"ratio            : {events / noop:9.1%}  (target >= 40 %)")

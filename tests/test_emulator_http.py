@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,9 +39,12 @@ def test_served_contacts_events_and_isolation() -> None:
         assert (r.status_code, r.json()["error"]["code"]) == (409, "CONFLICT")
 
 
-def test_served_dropped_response_cuts_the_connection_after_committing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_served_dropped_response_cuts_the_connection_after_committing(
+    tmp_path: Path, parser: Any
+) -> None:
     db = tmp_path / "drop.db"
-    with serve_in_thread(EmulatorConfig(db_path=db, drop_rate=1.0)) as url:
+    with serve_in_thread(EmulatorConfig(db_path=db, drop_rate=1.0), http=parser) as url:
         with pytest.raises(httpx.RemoteProtocolError):
             httpx.post(
                 url + "/api/events", json={"name": "cut", "email": "c@example.com"}, headers=A

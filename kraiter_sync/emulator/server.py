@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import httpx
 import uvicorn
@@ -62,8 +62,11 @@ def asgi_transport(app: Any) -> httpx.AsyncBaseTransport:
 # -- over HTTP ------------------------------------------------------------------------------
 
 
-def _base_protocol() -> type[asyncio.Protocol]:
-    if importlib.util.find_spec("httptools") is None:
+HttpParser = Literal["auto", "h11", "httptools"]
+
+
+def _base_protocol(parser: HttpParser) -> type[asyncio.Protocol]:
+    if parser == "h11" or (parser == "auto" and importlib.util.find_spec("httptools") is None):
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
         return H11Protocol
@@ -73,13 +76,13 @@ def _base_protocol() -> type[asyncio.Protocol]:
     return HttpToolsProtocol
 
 
-def http_protocol_class() -> type[asyncio.Protocol]:
+def http_protocol_class(parser: HttpParser = "auto") -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools if installed, else h11) that can cut a connection.
 
     Each connection wraps the app so that its scope carries ``kraiter.abort``: a
     callable that aborts the TCP transport at once (no response, no FIN handshake).
     """
-    base: Any = _base_protocol()
+    base: Any = _base_protocol(parser)
 
     class DroppableProtocol(base):  # type: ignore[misc]
         def connection_made(self, transport: asyncio.Transport) -> None:
@@ -139,10 +142,10 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _uvicorn_config(app: EmulatorApp) -> uvicorn.Config:
+def _uvicorn_config(app: EmulatorApp, parser: HttpParser = "auto") -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        http=http_protocol_class(),
+        http=http_protocol_class(parser),
         interface="asgi3",
         lifespan="off",
         access_log=False,
@@ -163,16 +166,18 @@ def serve_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     app: EmulatorApp | None = None,
+    http: HttpParser = "auto",
 ) -> Iterator[str]:
     """Serve the emulator over real HTTP in a background thread; yields the base URL.
 
     ``port=0`` picks a free port. The server is stopped (and an app created here
-    closed) when the block exits, even on error.
+    closed) when the block exits, even on error. ``http`` picks uvicorn's HTTP parser
+    (``auto``: httptools when installed, else h11).
     """
     owned = app is None
     emulator = app if app is not None else create_app(config or EmulatorConfig())
     sock = _bind(host, port)
-    server = _Server(_uvicorn_config(emulator))
+    server = _Server(_uvicorn_config(emulator, http))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="kraiter-emulator", daemon=True
     )
