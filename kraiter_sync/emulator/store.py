@@ -162,7 +162,10 @@ class Store:
         self.conn.executescript(SCHEMA)
         self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         for table in ("contacts", "events", "sends", "scheduled", "sequence_log", "segments"):
-            last = self.conn.execute(f"SELECT max(id) FROM {table}").fetchone()[0]
+            # Per tenant, so each max is one primary-key lookup, not a table scan.
+            last = self.conn.execute(
+                f"SELECT max((SELECT max(id) FROM {table} WHERE tenant = t.id)) FROM tenants t"
+            ).fetchone()[0]
             self.ids.observe(last)
         self._tenants: dict[str, int] = {}
         self._triggers: dict[int, dict[str, list[str]]] = {}
