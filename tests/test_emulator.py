@@ -817,3 +817,30 @@ def test_file_database_in_a_new_directory_survives_a_restart(
     assert again.get(f"/api/contacts/{c['id']}").json()["email"] == "keep@example.com"
     # Ids keep increasing across restarts, so id order stays creation order.
     assert again.contact("next@example.com")["id"] > c["id"]
+
+
+def test_timeline_pages_across_events_and_sequence_entries(api: Api) -> None:
+    _sequence(api, "s", "go")
+    c = api.contact("t@example.com")
+    for _ in range(3):
+        api.event(name="go", contactId=c["id"])
+    api.post("/_emulator/tick")
+    whole = api.all(f"/api/contacts/{c['id']}/timeline")
+    paged: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = api.get(f"/api/contacts/{c['id']}/timeline", params=params).json()
+        paged += body["data"]
+        cursor = body["nextCursor"]
+        if cursor is None:
+            break
+    assert paged == whole
+    assert {t["type"] for t in whole} == {"event", "sequence", "email"}
+    assert len(whole) >= 7  # 3 events, enrolled, sent, delivered, completed (+ maybe opened)
+
+
+def test_no_rate_headers_while_rate_limiting_is_off(api: Api) -> None:
+    r = api.get("/api/contacts")
+    assert r.status_code == 200
+    assert not any(h.startswith("x-ratelimit") for h in r.headers)
