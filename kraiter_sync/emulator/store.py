@@ -20,115 +20,29 @@ from pathlib import Path
 from typing import Any
 
 from kraiter_sync.emulator.ids import IdGenerator
+from kraiter_sync.emulator.rows import (
+    CONTACT_COLS,
+    EVENT_COLS,
+    SCHED_COLS,
+    SEND_COLS,
+    Page,
+    Row,
+    contact_row,
+    dumps,
+    event_row,
+    like_escape,
+    page,
+    scheduled_row,
+    send_row,
+    sequence_row,
+)
 from kraiter_sync.emulator.schema import SCHEMA, SCHEMA_VERSION
 from kraiter_sync.emulator.validation import ApiProblem, format_ts
 
 __all__ = ["UNSET", "Page", "Store"]
 
-Row = tuple[Any, ...]
-Page = tuple[list[dict[str, Any]], bool]  # (items, more after these?)
-
 #: "Not given" (distinct from None, which clears userId).
 UNSET: Any = object()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _contact(row: Row) -> dict[str, Any]:
-    return {
-        "id": row[0],
-        "email": row[1],
-        "properties": json.loads(row[2]),
-        "userId": row[3],
-        "suppressed": bool(row[4]),
-        "unsubscribed": bool(row[5]),
-        "createdAt": row[6],
-        "updatedAt": row[7],
-    }
-
-
-_CONTACT_COLS = "id, email, properties, user_id, suppressed, unsubscribed, created_at, updated_at"
-_EVENT_COLS = "id, name, contact_id, properties, timestamp, created_at, email"
-_SEND_COLS = (
-    "id, contact_id, email, template_id, template_name, subject, status, source, source_id, "
-    "sent_at, delivered_at, opened_at, clicked_at"
-)
-_SCHED_COLS = (
-    "id, contact_id, email, template_id, template_name, subject, scheduled_for, source, "
-    "source_id, step, created_at"
-)
-
-
-def _event(row: Row) -> dict[str, Any]:
-    event = {
-        "id": row[0],
-        "name": row[1],
-        "contactId": row[2],
-        "properties": json.loads(row[3]),
-        "timestamp": row[4],
-        "createdAt": row[5],
-    }
-    if row[2] is None:  # link-later, not linked yet: say whom it is waiting for
-        event["email"] = row[6]
-    return event
-
-
-def _send(row: Row) -> dict[str, Any]:
-    keys = [
-        "id",
-        "contactId",
-        "email",
-        "templateId",
-        "templateName",
-        "subject",
-        "status",
-        "source",
-        "sourceId",
-        "sentAt",
-        "deliveredAt",
-        "openedAt",
-        "clickedAt",
-    ]
-    return dict(zip(keys, row, strict=True))
-
-
-def _scheduled(row: Row) -> dict[str, Any]:
-    keys = [
-        "id",
-        "contactId",
-        "email",
-        "templateId",
-        "templateName",
-        "subject",
-        "scheduledFor",
-        "source",
-        "sourceId",
-        "step",
-        "createdAt",
-    ]
-    return dict(zip(keys, row, strict=True))
-
-
-def _sequence(row: Row) -> dict[str, Any]:
-    return {
-        "id": row[0],
-        "name": row[1],
-        "status": row[2],
-        "triggers": json.loads(row[3]),
-        "steps": json.loads(row[4]),
-        "createdAt": row[5],
-        "updatedAt": row[6],
-    }
-
-
-def _page(rows: list[Row], limit: int, convert: Callable[[Row], dict[str, Any]]) -> Page:
-    return [convert(r) for r in rows[:limit]], len(rows) > limit
 
 
 class Store:
@@ -256,10 +170,10 @@ class Store:
         if contact_id.startswith("con_"):  # the SDK examples' prefix names the same contact
             contact_id = "cnt_" + contact_id[4:]
         row = self.conn.execute(
-            f"SELECT {_CONTACT_COLS} FROM contacts WHERE tenant = ? AND id = ?",
+            f"SELECT {CONTACT_COLS} FROM contacts WHERE tenant = ? AND id = ?",
             (tenant, contact_id),
         ).fetchone()
-        return _contact(row) if row else None
+        return contact_row(row) if row else None
 
     def require_contact(self, tenant: int, contact_id: str) -> dict[str, Any]:
         contact = self.get_contact(tenant, contact_id)
@@ -270,10 +184,10 @@ class Store:
 
     def contact_by_email(self, tenant: int, email: str) -> dict[str, Any] | None:
         row = self.conn.execute(
-            f"SELECT {_CONTACT_COLS} FROM contacts WHERE tenant = ? AND email_lc = ?",
+            f"SELECT {CONTACT_COLS} FROM contacts WHERE tenant = ? AND email_lc = ?",
             (tenant, email.lower()),
         ).fetchone()
-        return _contact(row) if row else None
+        return contact_row(row) if row else None
 
     def _contact_id_by_email(self, tenant: int, email_lc: str) -> str | None:
         row = self.conn.execute(
@@ -306,7 +220,7 @@ class Store:
         self.conn.execute(
             "INSERT INTO contacts (tenant, id, email, email_lc, properties, user_id, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (tenant, contact_id, email, email_lc, _dumps(props), user_id, now, now),
+            (tenant, contact_id, email, email_lc, dumps(props), user_id, now, now),
         )
         self._link_waiting_events(tenant, contact_id, email_lc)
         return {
@@ -362,7 +276,7 @@ class Store:
             (
                 contact["email"],
                 contact["email"].lower(),
-                _dumps(contact["properties"]),
+                dumps(contact["properties"]),
                 contact["userId"],
                 int(contact["unsubscribed"]),
                 int(contact["suppressed"]),
@@ -407,11 +321,11 @@ class Store:
         after: str | None,
         limit: int,
     ) -> Page:
-        sql = f"SELECT {_CONTACT_COLS} FROM contacts WHERE tenant = ?"
+        sql = f"SELECT {CONTACT_COLS} FROM contacts WHERE tenant = ?"
         params: list[Any] = [tenant]
         if search:
             sql += " AND email_lc LIKE ? ESCAPE '\\'"
-            params.append(f"%{_like_escape(search.lower())}%")
+            params.append(f"%{like_escape(search.lower())}%")
         if suppressed is not None:
             sql += " AND suppressed = ?"
             params.append(int(suppressed))
@@ -420,7 +334,7 @@ class Store:
             params.append(after)
         sql += " ORDER BY id LIMIT ?"
         params.append(limit + 1)
-        return _page(self.conn.execute(sql, params).fetchall(), limit, _contact)
+        return page(self.conn.execute(sql, params).fetchall(), limit, contact_row)
 
     # -- events -----------------------------------------------------------------------
 
@@ -463,7 +377,7 @@ class Store:
             if contact_id is not None:
                 email_lc = None
         event_id = self.ids.new("evt")
-        props_json = _dumps(properties)
+        props_json = dumps(properties)
         ts = timestamp or now
         self.conn.execute(
             "INSERT INTO events (tenant, id, name, contact_id, email, email_lc, properties, "
@@ -493,7 +407,7 @@ class Store:
         self.conn.execute(
             "INSERT INTO events (tenant, id, name, contact_id, properties, timestamp, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (tenant, self.ids.new("evt"), name, contact_id, _dumps(properties), ts, ts),
+            (tenant, self.ids.new("evt"), name, contact_id, dumps(properties), ts, ts),
         )
 
     def list_events(
@@ -506,7 +420,7 @@ class Store:
         after: str | None,
         limit: int,
     ) -> Page:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE tenant = ?"
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE tenant = ?"
         params: list[Any] = [tenant]
         if contact_id is not None:
             if contact_id.startswith("con_"):
@@ -529,7 +443,7 @@ class Store:
             params.append(after)
         sql += " ORDER BY id LIMIT ?"
         params.append(limit + 1)
-        return _page(self.conn.execute(sql, params).fetchall(), limit, _event)
+        return page(self.conn.execute(sql, params).fetchall(), limit, event_row)
 
     # -- sends and scheduled sends ------------------------------------------------------
 
@@ -543,7 +457,7 @@ class Store:
         after: str | None,
         limit: int,
     ) -> Page:
-        sql = f"SELECT {_SEND_COLS} FROM sends WHERE tenant = ?"
+        sql = f"SELECT {SEND_COLS} FROM sends WHERE tenant = ?"
         params: list[Any] = [tenant]
         for column, value in (
             ("status", status),
@@ -558,7 +472,7 @@ class Store:
             params.append(after)
         sql += " ORDER BY id LIMIT ?"
         params.append(limit + 1)
-        return _page(self.conn.execute(sql, params).fetchall(), limit, _send)
+        return page(self.conn.execute(sql, params).fetchall(), limit, send_row)
 
     def list_scheduled(
         self,
@@ -569,7 +483,7 @@ class Store:
         limit: int,
     ) -> Page:
         """Earliest ``scheduledFor`` first; ``after`` is (scheduledFor, id) of the last row."""
-        sql = f"SELECT {_SCHED_COLS} FROM scheduled WHERE tenant = ?"
+        sql = f"SELECT {SCHED_COLS} FROM scheduled WHERE tenant = ?"
         params: list[Any] = [tenant]
         if contact_id is not None:
             sql += " AND contact_id = ?"
@@ -579,7 +493,7 @@ class Store:
             params.extend([after[0], after[0], after[1]])
         sql += " ORDER BY scheduled_for, id LIMIT ?"
         params.append(limit + 1)
-        return _page(self.conn.execute(sql, params).fetchall(), limit, _scheduled)
+        return page(self.conn.execute(sql, params).fetchall(), limit, scheduled_row)
 
     # -- sequences ----------------------------------------------------------------------
 
@@ -611,7 +525,7 @@ class Store:
         self.conn.execute(
             "INSERT OR REPLACE INTO sequences (tenant, id, name, status, triggers, steps, "
             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (tenant, sequence_id, name, status, _dumps(triggers), _dumps(steps), created_at, now),
+            (tenant, sequence_id, name, status, dumps(triggers), dumps(steps), created_at, now),
         )
         self._triggers.pop(tenant, None)
         sequence = {
@@ -631,7 +545,7 @@ class Store:
             "WHERE tenant = ? AND id = ?",
             (tenant, sequence_id),
         ).fetchone()
-        return _sequence(row) if row else None
+        return sequence_row(row) if row else None
 
     def list_sequences(self, tenant: int, *, after: str | None, limit: int) -> Page:
         sql = (
@@ -644,7 +558,7 @@ class Store:
             params.append(after)
         sql += " ORDER BY id LIMIT ?"
         params.append(limit + 1)
-        return _page(self.conn.execute(sql, params).fetchall(), limit, _sequence)
+        return page(self.conn.execute(sql, params).fetchall(), limit, sequence_row)
 
     def _trigger_map(self, tenant: int) -> dict[str, list[str]]:
         """event name → active sequence ids; cached, dropped when another process writes."""
@@ -671,7 +585,7 @@ class Store:
         self.conn.execute(
             "INSERT INTO sequence_log (tenant, id, contact_id, name, data, timestamp) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (tenant, self.ids.new("tle"), contact_id, name, _dumps(data), ts),
+            (tenant, self.ids.new("tle"), contact_id, name, dumps(data), ts),
         )
 
     def _enrol(self, tenant: int, contact_id: str, sequence_id: str) -> None:
@@ -704,7 +618,7 @@ class Store:
         ).fetchone()
         moment = self._now() + timedelta(minutes=float(spec.get("delayMinutes", 0)))
         self.conn.execute(
-            f"INSERT INTO scheduled (tenant, {_SCHED_COLS}) "
+            f"INSERT INTO scheduled (tenant, {SCHED_COLS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'sequence', ?, ?, ?)",
             (
                 tenant,
@@ -740,18 +654,18 @@ class Store:
         enrolment moves to its next step or completes.
         """
         due = self.conn.execute(
-            f"SELECT {_SCHED_COLS} FROM scheduled WHERE tenant = ? AND scheduled_for <= ? "
+            f"SELECT {SCHED_COLS} FROM scheduled WHERE tenant = ? AND scheduled_for <= ? "
             "ORDER BY scheduled_for, id",
             (tenant, until or self.now()),
         ).fetchall()
         delivered: list[str] = []
         for row in due:
-            item = _scheduled(row)
+            item = scheduled_row(row)
             now = self.now()
             opened = rng.random() < 0.5
             send_id = self.ids.new("snd")
             self.conn.execute(
-                f"INSERT INTO sends (tenant, {_SEND_COLS}) "
+                f"INSERT INTO sends (tenant, {SEND_COLS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'delivered', ?, ?, ?, ?, ?, NULL)",
                 (
                     tenant,
@@ -870,4 +784,4 @@ class Store:
                 "data": json.loads(row[5]),
             }
 
-        return _page(rows, limit, entry)
+        return page(rows, limit, entry)
