@@ -844,3 +844,17 @@ def test_no_rate_headers_while_rate_limiting_is_off(api: Api) -> None:
     r = api.get("/api/contacts")
     assert r.status_code == 200
     assert not any(h.startswith("x-ratelimit") for h in r.headers)
+
+
+def test_trigger_cache_sees_sequences_written_by_another_connection(
+    make_api: ApiFactory, tmp_path: Path
+) -> None:
+    db = tmp_path / "shared.db"
+    first = make_api(EmulatorConfig(db_path=db))
+    second = make_api(EmulatorConfig(db_path=db))
+    c = first.contact("x@example.com")
+    first.event(name="go", contactId=c["id"])  # caches "no triggers" for this tenant
+    assert _sequence(second, "later", "go").status_code == 201
+    first.event(name="go", contactId=c["id"])
+    enrolments = first.get(f"/api/contacts/{c['id']}/sequences").json()["data"]
+    assert [e["sequenceId"] for e in enrolments] == ["later"]

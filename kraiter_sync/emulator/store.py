@@ -115,7 +115,7 @@ class Store:
                 raise
             self.conn.execute("RELEASE unit")
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield
         except BaseException:
@@ -131,7 +131,7 @@ class Store:
         promise "committed before the answer" at one fsync-free WAL write per batch.
         """
         if not self.conn.in_transaction:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._begin()
         with self.transaction():
             yield
 
@@ -142,6 +142,18 @@ class Store:
             except sqlite3.Error:
                 self.conn.execute("ROLLBACK")
                 raise
+
+    def _begin(self) -> None:
+        """Take the write lock; drop caches if another connection committed meanwhile.
+
+        While we hold the lock nobody else can commit, so one check per transaction
+        keeps the trigger cache exact without a query per event.
+        """
+        self.conn.execute("BEGIN IMMEDIATE")
+        version = self._read_data_version()
+        if version != self._data_version:
+            self._triggers.clear()
+            self._data_version = version
 
     def _read_data_version(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
@@ -561,11 +573,7 @@ class Store:
         return page(self.conn.execute(sql, params).fetchall(), limit, sequence_row)
 
     def _trigger_map(self, tenant: int) -> dict[str, list[str]]:
-        """event name → active sequence ids; cached, dropped when another process writes."""
-        version = self._read_data_version()
-        if version != self._data_version:
-            self._triggers.clear()
-            self._data_version = version
+        """event name → active sequence ids (cached; see :meth:`_begin`). Writers only."""
         cached = self._triggers.get(tenant)
         if cached is None:
             cached = {}
