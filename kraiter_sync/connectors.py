@@ -97,6 +97,8 @@ _STRONG_NAME = frozenset({"event", "eventname", "eventtype", "action"})
 _PROPERTY_COLUMNS = frozenset(
     {"properties", "props", "traits", "attributes", "eventproperties", "customattributes"}
 )
+# Columns *about* the email rather than holding it ("Email Marketing Consent").
+_NOT_AN_ADDRESS = ("consent", "optin", "opt", "status", "verified", "bounce", "subscri", "count")
 _STRONG_TIME = frozenset({"timestamp", "time", "ts", "occurredat", "eventtime", "eventtimestamp"})
 
 
@@ -412,6 +414,16 @@ def detect_connector(
         found: list[tuple[str, str]] = []
         for candidate in _CANDIDATES[fld]:
             found.extend((candidate, col) for col in by_norm.get(candidate, []))
+        if fld == "email":
+            # last resort: any column with "email" in its name ("Work Email", "billingEmail")
+            taken = {col for _, col in found}
+            found.extend(
+                (norm, col)
+                for norm, cols in by_norm.items()
+                if "email" in norm and not any(flag in norm for flag in _NOT_AN_ADDRESS)
+                for col in cols
+                if col not in taken
+            )
         return found
 
     guesses = {fld: matches(fld) for fld in _CANDIDATES}
