@@ -566,7 +566,7 @@ class Source:
 
     def _scan_one(self, index: int) -> pl.LazyFrame:
         sf = self.files[index]
-        with _translated(sf):
+        with _translated(sf, self._prepared.get(index)):
             path, fmt, separator = self._prepare(index)
             if fmt == "csv":
                 lf = pl.scan_csv(
@@ -627,17 +627,29 @@ class Source:
         return pl.concat(frames, how="vertical")
 
     def iter_chunks(self, *, chunk_size: int | None = None) -> Iterator[pl.DataFrame]:
-        """Stream the rows as DataFrames of at most ``chunk_size`` rows, file by file."""
+        """Stream the rows as DataFrames of at most ``chunk_size`` rows, file by file.
+
+        Memory is bounded by one chunk (plus one Parquet row group / CSV block): the
+        readers below pull from the file only when the consumer asks for the next
+        chunk. polars' own ``collect_batches`` / ``sink_batches`` run ahead of a slow
+        consumer and buffer the whole result, so they are not used here.
+        """
         size = chunk_size or self.chunk_size
         if size < 1:
             msg = f"chunk size must be at least 1, not {size}"
             raise InputError(msg)
+        target = self.schema
         for index, sf in enumerate(self.files):
-            lf = self._align(self._scan_one(index))
-            with _translated(sf):
-                for chunk in lf.collect_batches(chunk_size=size):
-                    if chunk.height:
-                        yield from _split(chunk, size)
+            with _translated(sf, self._prepared.get(index)):
+                path, fmt, separator = self._prepare(index)
+                columns = [n for n in self._scan_one(index).collect_schema() if n not in _EXTRA]
+                row = 0
+                for raw in _read_batches(path, fmt, separator, columns, size):
+                    if not raw.height:
+                        continue
+                    for piece in _split(raw, size):
+                        yield _finish(piece, sf, row, target)
+                        row += piece.height
 
     def read(self) -> pl.DataFrame:
         """Everything at once (only for inputs that fit in memory)."""
@@ -645,6 +657,115 @@ class Source:
         if not chunks:
             return pl.DataFrame(schema=self.schema)
         return pl.concat(chunks, how="vertical")
+
+
+_EXTRA = frozenset({SOURCE_FILE, SOURCE_ROW})
+
+
+def _read_batches(
+    path: Path, fmt: Format, separator: str, columns: list[str], size: int
+) -> Iterator[pl.DataFrame]:
+    """Pull-based readers: each next() reads only what the next chunk needs."""
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
+        parquet = pq.ParquetFile(str(path))
+        for batch in parquet.iter_batches(batch_size=size):
+            yield cast(pl.DataFrame, pl.from_arrow(batch))
+    elif fmt == "ipc":
+        import pyarrow.ipc as ipc  # type: ignore[import-untyped, unused-ignore]
+
+        with pa.memory_map(str(path)) as source:
+            reader = ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                yield cast(pl.DataFrame, pl.from_arrow(reader.get_batch(i)))
+    elif fmt == "csv":
+        yield from _csv_blocks(path, separator)
+    else:  # ndjson: batches of lines, each parsed by polars
+        with path.open("rb") as fh:
+            while True:
+                lines = [line for _, line in zip(range(size), fh, strict=False)]
+                if not lines:
+                    return
+                body = b"".join(ln for ln in lines if ln.strip())
+                if body:
+                    yield pl.read_ndjson(io.BytesIO(body), infer_schema_length=None)
+
+
+_CSV_BLOCK = 16 << 20
+
+
+def _csv_blocks(path: Path, separator: str) -> Iterator[pl.DataFrame]:
+    """Parse a UTF-8 CSV in ~16 MB blocks cut at record boundaries, header re-attached.
+
+    A newline ends a record only outside quotes; with RFC 4180 quoting (a quote inside
+    a value is doubled) that is where the count of quote characters so far is even.
+    (pyarrow's streaming CSV reader was measured to grow RSS with file size, and
+    polars' batch APIs buffer ahead; this keeps memory at one block.)
+    """
+    with path.open("rb") as fh:
+        header = fh.readline()
+        if header.startswith(b"\xef\xbb\xbf"):
+            header = header[3:]
+        carry = b""
+        while True:
+            block = fh.read(_CSV_BLOCK)
+            data = carry + block
+            if not block:
+                if data.strip():
+                    yield _parse_csv(header + data, separator)
+                return
+            cut = _record_end(data)
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut:]
+            yield _parse_csv(header + data[:cut], separator)
+
+
+def _record_end(data: bytes) -> int:
+    """Index just after the last newline that is outside quotes, or -1."""
+    pos = len(data)
+    while True:
+        nl = data.rfind(b"\n", 0, pos)
+        if nl < 0:
+            return -1
+        if data.count(b'"', 0, nl) % 2 == 0:
+            return nl + 1
+        pos = nl
+
+
+def _parse_csv(data: bytes, separator: str) -> pl.DataFrame:
+    return pl.read_csv(
+        io.BytesIO(data),
+        separator=separator,
+        infer_schema=False,
+        has_header=True,
+        encoding="utf8",
+        raise_if_empty=False,
+    )
+
+
+def _finish(chunk: pl.DataFrame, sf: SourceFile, first_row: int, target: pl.Schema) -> pl.DataFrame:
+    """Add provenance and hive columns, then conform to the Source schema."""
+    chunk = chunk.with_columns(
+        *[pl.lit(v, dtype=pl.String).alias(k) for k, v in sf.hive],
+        pl.lit(sf.display, dtype=pl.String).alias(SOURCE_FILE),
+        pl.int_range(first_row + 1, first_row + 1 + chunk.height, dtype=pl.Int64).alias(SOURCE_ROW),
+    )
+    exprs = []
+    for name, dtype in target.items():
+        if name not in chunk.columns:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+        elif chunk.schema[name] == dtype:
+            exprs.append(pl.col(name))
+        else:
+            exprs.append(pl.col(name).cast(dtype, strict=False).alias(name))
+    # NDJSON keys first seen after the schema sample are kept, not dropped
+    extra = [pl.col(n) for n in chunk.columns if n not in target]
+    return chunk.select(exprs[:-2] + extra + exprs[-2:]) if extra else chunk.select(exprs)
 
 
 def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
@@ -656,7 +777,7 @@ def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
 
 
 @contextlib.contextmanager
-def _translated(sf: SourceFile) -> Iterator[None]:
+def _translated(sf: SourceFile, prepared: tuple[Path, Format, str] | None = None) -> Iterator[None]:
     """Turn polars/pyarrow/OS errors about one file into an InputError naming it."""
     try:
         yield
@@ -672,24 +793,29 @@ def _translated(sf: SourceFile) -> Iterator[None]:
         msg = f"{sf.display}: the file is empty; a header line naming the columns is required"
         raise InputError(msg) from exc
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise _explain(sf, exc) from exc
+        raise _explain(sf, exc, prepared) from exc
 
 
-def _explain(sf: SourceFile, exc: BaseException) -> InputError:
+def _explain(
+    sf: SourceFile, exc: BaseException, prepared: tuple[Path, Format, str] | None = None
+) -> InputError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lower = str(exc).lower()
     fmt = sf.format
     if "utf-8" in lower or "utf8" in lower:
         line = _bad_line(sf.path, sf.compression, sf.display, "utf-8")
         return _decode_error(sf.display, line, "utf-8")
-    if fmt in ("csv", "tsv") and ("more fields" in lower or "fields" in lower):
+    if fmt in ("csv", "tsv") and (
+        "fields" in lower or ("expected" in lower and "columns" in lower)
+    ):
         ragged = None
         with contextlib.suppress(Exception):
-            sep = "\t" if fmt == "tsv" else ","
-            with sf.path.open("rb") as fh:
-                sample = fh.read(_SNIFF_BYTES).decode("utf-8", errors="ignore")
-            sep = _detect_delimiter(sample, sf.display) if fmt == "csv" else sep
-            if sf.compression is None:
+            if prepared is not None:  # the decompressed / UTF-8 copy: same line numbers
+                ragged = _ragged_line(prepared[0], prepared[2])
+            elif sf.compression is None:
+                with sf.path.open("rb") as fh:
+                    sample = fh.read(_SNIFF_BYTES).decode("utf-8", errors="ignore")
+                sep = "\t" if fmt == "tsv" else _detect_delimiter(sample, sf.display)
                 ragged = _ragged_line(sf.path, sep)
         if ragged:
             line, expected, found = ragged

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import zstandard
 
+from kraiter_sync import sources
 from kraiter_sync.errors import InputError
 from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
 
@@ -284,6 +285,25 @@ def test_ragged_csv_names_the_line(tmp_path: Path) -> None:
         f"{path}: line 3 has 3 fields but the header has 2; fix or quote that line "
         "(a delimiter inside a value needs quotes)"
     )
+
+
+def test_ragged_gzipped_tsv_names_the_line(tmp_path: Path) -> None:
+    body = "email\tn\n" + "a@x.io\t1\n" * 5 + "b@x.io\t2\textra\n"
+    path = _write(tmp_path / "rag.tsv.gz", gzip.compress(body.encode()))
+    with pytest.raises(InputError, match=r"rag\.tsv\.gz: line 7 has 3 fields but the header has 2"):
+        read_source(path)
+
+
+def test_csv_blocks_cut_only_between_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny blocks force cuts everywhere, including inside quoted multi-line values."""
+    monkeypatch.setattr(sources, "_CSV_BLOCK", 7)
+    rows = [(f"u{i}@x.io", f'line one\nline "two" {i}') for i in range(50)]
+    body = "email,note\n" + "".join(f'{e},"{n.replace(chr(34), chr(34) * 2)}"\n' for e, n in rows)
+    frame = read_source(_write(tmp_path / "q.csv", body))
+    assert list(zip(frame["email"], frame["note"], strict=True)) == rows
+    assert frame["source_row"].to_list() == list(range(1, 51))
 
 
 def test_wrong_encoding_names_the_line(tmp_path: Path) -> None:
