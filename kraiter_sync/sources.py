@@ -671,7 +671,8 @@ def _read_batches(
     if fmt == "parquet":
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-        parquet = pq.ParquetFile(str(path))
+        # pre_buffer=False: pre-buffering whole row groups made RSS grow with file size
+        parquet = pq.ParquetFile(str(path), pre_buffer=False)
         for batch in parquet.iter_batches(batch_size=size):
             yield cast(pl.DataFrame, pl.from_arrow(batch))
     elif fmt == "ipc":
