@@ -762,11 +762,28 @@ def _finish(chunk: pl.DataFrame, sf: SourceFile, first_row: int, target: pl.Sche
             exprs.append(pl.lit(None, dtype=dtype).alias(name))
         elif chunk.schema[name] == dtype:
             exprs.append(pl.col(name))
+        elif _widens(chunk.schema[name], dtype):
+            exprs.append(pl.col(name).cast(dtype).alias(name))
         else:
-            exprs.append(pl.col(name).cast(dtype, strict=False).alias(name))
+            # never narrow (2.5 → 2) or drop struct fields: the chunk keeps its own type
+            exprs.append(pl.col(name))
     # NDJSON keys first seen after the schema sample are kept, not dropped
     extra = [pl.col(n) for n in chunk.columns if n not in target]
     return chunk.select(exprs[:-2] + extra + exprs[-2:]) if extra else chunk.select(exprs)
+
+
+def _widens(have: pl.DataType, want: pl.DataType) -> bool:
+    """Whether casting ``have`` to ``want`` loses nothing (want is their supertype)."""
+    if have == pl.Null:
+        return True
+    try:
+        both = pl.concat(
+            [pl.DataFrame(schema={"c": have}), pl.DataFrame(schema={"c": want})],
+            how="vertical_relaxed",
+        )
+    except pl.exceptions.PolarsError:
+        return False
+    return bool(both.schema["c"] == want)
 
 
 def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:

@@ -202,6 +202,20 @@ def test_parts_with_different_columns_are_aligned(tmp_path: Path) -> None:
     assert frame["extra"].to_list() == [None, "y"]
 
 
+def test_ndjson_later_rows_with_wider_types_lose_nothing(tmp_path: Path) -> None:
+    lines = [json.dumps({"n": i, "p": {"a": 1}}) for i in range(5)]
+    lines.append('{"n": 2.5, "p": {"a": 2, "b": "new"}, "late": true}')
+    path = _write(tmp_path / "w.ndjson", "\n".join(lines) + "\n")
+    chunks = list(iter_chunks(path, chunk_size=5))
+    assert chunks[0]["n"].to_list() == [0, 1, 2, 3, 4]
+    last = chunks[-1]
+    assert last["n"].to_list() == [2.5]
+    assert last["p"].to_list() == [{"a": 2, "b": "new"}]
+    assert last["late"].to_list() == [True]
+    assert last.columns[-2:] == ["source_file", "source_row"]
+    assert last["source_row"].to_list() == [6]
+
+
 # ---- chunking -------------------------------------------------------------------------
 
 
