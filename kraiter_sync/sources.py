@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import glob as globlib
 import gzip
 import io
@@ -32,7 +33,7 @@ import shutil
 import tempfile
 import urllib.parse
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -232,8 +233,8 @@ def _open_decompressed(
         elif compression == "zstd":
             import zstandard
 
-            with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as fh:
-                yield fh
+            with path.open("rb") as raw:
+                yield cast(IO[bytes], _ZstdReader(raw, zstandard.ZstdDecompressor()))
         else:
             with path.open("rb") as fh:
                 yield fh
@@ -248,6 +249,60 @@ def _open_decompressed(
             msg = f"{display}: the zstd stream is corrupt ({exc}); export the file again"
             raise InputError(msg) from exc
         raise
+
+
+class _ZstdReader(io.RawIOBase):
+    """Streaming zstd decompression that notices a truncated last frame.
+
+    ``zstandard``'s ``stream_reader`` returns a short read, not an error, when the
+    input stops mid-frame; a truncated export would then look complete (or empty).
+    """
+
+    def __init__(self, raw: IO[bytes], decompressor: Any) -> None:
+        self._raw = raw
+        self._dctx = decompressor
+        self._obj = decompressor.decompressobj()
+        self._buf = b""
+        self._eof = False
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, want: int) -> None:
+        while len(self._buf) < want and not self._eof:
+            block = self._raw.read(_COPY_BLOCK)
+            if not block:
+                self._eof = True
+                if self._in_frame:
+                    msg = "the zstd stream ends mid-frame"
+                    raise EOFError(msg)
+                break
+            out = self._obj.decompress(block)
+            self._in_frame = True
+            while self._obj.eof:
+                # a new frame may follow (zstd files may concatenate frames)
+                rest = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._in_frame = bool(rest)
+                if not rest:
+                    break
+                out += self._obj.decompress(rest)
+            self._buf += out
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            self._fill(1 << 62)
+            data, self._buf = self._buf, b""
+            return data
+        self._fill(size)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _normal_encoding(encoding: str) -> str:
@@ -566,7 +621,7 @@ class Source:
 
     def _scan_one(self, index: int) -> pl.LazyFrame:
         sf = self.files[index]
-        with _translated(sf, self._prepared.get(index)):
+        with _translated(sf, functools.partial(self._prepared.get, index)):
             path, fmt, separator = self._prepare(index)
             if fmt == "csv":
                 lf = pl.scan_csv(
@@ -640,7 +695,7 @@ class Source:
             raise InputError(msg)
         target = self.schema
         for index, sf in enumerate(self.files):
-            with _translated(sf, self._prepared.get(index)):
+            with _translated(sf, functools.partial(self._prepared.get, index)):
                 path, fmt, separator = self._prepare(index)
                 columns = [n for n in self._scan_one(index).collect_schema() if n not in _EXTRA]
                 row = 0
@@ -795,7 +850,9 @@ def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
 
 
 @contextlib.contextmanager
-def _translated(sf: SourceFile, prepared: tuple[Path, Format, str] | None = None) -> Iterator[None]:
+def _translated(
+    sf: SourceFile, prepared: Callable[[], tuple[Path, Format, str] | None] = lambda: None
+) -> Iterator[None]:
     """Turn polars/pyarrow/OS errors about one file into an InputError naming it."""
     try:
         yield
@@ -811,7 +868,24 @@ def _translated(sf: SourceFile, prepared: tuple[Path, Format, str] | None = None
         msg = f"{sf.display}: the file is empty; a header line naming the columns is required"
         raise InputError(msg) from exc
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise _explain(sf, exc, prepared) from exc
+        raise _explain(sf, exc, prepared()) from exc
+
+
+def _bad_json_line(path: Path | None) -> int:
+    """1-based number of the first non-blank line that is not a JSON object (error path)."""
+    if path is None:
+        return 0
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return number
+            if not isinstance(value, dict):
+                return number
+    return 0
 
 
 def _explain(
@@ -853,6 +927,13 @@ def _explain(
     if fmt == "ipc":
         return InputError(f"{sf.display}: not a valid Arrow IPC/Feather file ({text})")
     if fmt in ("ndjson", "json"):
+        plain = sf.path if sf.compression is None and sf.format == "ndjson" else None
+        line = _bad_json_line(prepared[0] if prepared is not None else plain)
+        if line:
+            return InputError(
+                f"{sf.display}: line {line} is not a valid JSON object; each line must be "
+                "one complete JSON object (is the file truncated?)"
+            )
         return InputError(
             f"{sf.display}: not valid newline-delimited JSON ({text}); each line must be one "
             "JSON object"
