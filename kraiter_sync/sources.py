@@ -61,6 +61,8 @@ SOURCE_ROW = "source_row"
 DEFAULT_CHUNK_SIZE = 100_000
 
 _COPY_BLOCK = 1 << 20
+_SAMPLE_BYTES = 4 << 20  # head of a converted file used to infer its schema
+_SAMPLE_ITEMS = 20_000  # JSON array elements / Avro records for the same
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = (",", "\t", ";", "|")
 _GLOB_CHARS = frozenset("*?[")
@@ -341,10 +343,14 @@ def _decode_error(
     return InputError(msg)
 
 
-def _transcode_text(sf: SourceFile, encoding: str, target: Path) -> None:
-    """Stream (decompress and) decode to UTF-8 without a BOM, in fixed-size pieces."""
+def _transcode_text(sf: SourceFile, encoding: str, target: Path, limit: int | None = None) -> None:
+    """Stream (decompress and) decode to UTF-8 without a BOM, in fixed-size pieces.
+
+    With ``limit``, stop after about that many bytes, at a line end (a schema sample).
+    """
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     first = True
+    written = 0
     with _open_decompressed(sf.path, sf.compression, sf.display) as src, target.open("wb") as dst:
         while True:
             block = src.read(_COPY_BLOCK)
@@ -356,7 +362,14 @@ def _transcode_text(sf: SourceFile, encoding: str, target: Path) -> None:
             if first and text:
                 text = text.removeprefix("\ufeff")
                 first = False
-            dst.write(text.encode("utf-8"))
+            data = text.encode("utf-8")
+            if limit is not None and written + len(data) >= limit:
+                cut = data.rfind(b"\n")
+                if cut >= 0:
+                    dst.write(data[: cut + 1])
+                    break
+            dst.write(data)
+            written += len(data)
             if not block:
                 break
 
@@ -415,14 +428,18 @@ def _iter_json_array(fh: IO[str], display: str) -> Iterator[Any]:
         pos = 0
 
 
-def _json_array_to_ndjson(sf: SourceFile, encoding: str, target: Path) -> None:
+def _json_array_to_ndjson(
+    sf: SourceFile, encoding: str, target: Path, limit: int | None = None
+) -> None:
     with (
         _open_decompressed(sf.path, sf.compression, sf.display) as raw,
         io.TextIOWrapper(raw, encoding=encoding) as fh,
         target.open("w", encoding="utf-8") as dst,
     ):
         try:
-            for item in _iter_json_array(fh, sf.display):
+            for count, item in enumerate(_iter_json_array(fh, sf.display)):
+                if limit is not None and count >= limit:
+                    break
                 if not isinstance(item, dict):
                     msg = f"{sf.display}: array elements must be JSON objects (one per row)"
                     raise InputError(msg)
@@ -432,7 +449,9 @@ def _json_array_to_ndjson(sf: SourceFile, encoding: str, target: Path) -> None:
             raise _decode_error(sf.display, 0, encoding, exc) from exc
 
 
-def _avro_to_parquet(sf: SourceFile, target: Path, chunk_size: int) -> None:
+def _avro_to_parquet(
+    sf: SourceFile, target: Path, chunk_size: int, limit: int | None = None
+) -> None:
     import fastavro
     import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
@@ -462,7 +481,9 @@ def _avro_to_parquet(sf: SourceFile, target: Path, chunk_size: int) -> None:
             batch.clear()
 
         try:
-            for record in reader:
+            for count, record in enumerate(reader):
+                if limit is not None and count >= limit:
+                    break
                 if not isinstance(record, dict):
                     msg = f"{sf.display}: Avro records must be records (objects), not {record!r}"
                     raise InputError(msg)
@@ -567,8 +588,13 @@ class Source:
             self._tmp = tempfile.TemporaryDirectory(prefix="kraiter-sync-")
         return Path(self._tmp.name)
 
-    def _prepare(self, index: int) -> tuple[Path, Format, str]:
-        """Path polars can scan, its format, and the CSV separator (if any)."""
+    def _prepare(self, index: int, *, sample: bool = False) -> tuple[Path, Format, str]:
+        """Path polars can scan, its format, and the CSV separator (if any).
+
+        ``sample=True`` converts only the head of a file that needs converting (enough
+        for its schema) into a throwaway copy, so computing the schema of a 40-part
+        gzipped unload does not decompress all 40 parts to disk at once.
+        """
         if index in self._prepared:
             return self._prepared[index]
         sf = self.files[index]
@@ -576,11 +602,13 @@ class Source:
         fmt: Format = sf.format
         path = sf.path
         separator = ""
-        target = self._tmpdir() / f"{index}"
+        target = self._tmpdir() / (f"sample-{index}" if sample else f"{index}")
+        limit = _SAMPLE_BYTES if sample else None
+        items = _SAMPLE_ITEMS if sample else None
         if fmt in ("csv", "tsv"):
             if sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
                 path = target.with_suffix(".csv")
-                _transcode_text(sf, encoding, path)
+                _transcode_text(sf, encoding, path, limit)
             separator = self.separator or ("\t" if fmt == "tsv" else "")
             with path.open("rb") as fh:
                 sample_bytes = fh.read(_SNIFF_BYTES)
@@ -589,10 +617,10 @@ class Source:
                     f"{sf.display}: the file is empty; a header line naming the columns is required"
                 )
                 raise InputError(msg)
-            sample = sample_bytes.decode("utf-8", errors="ignore").removeprefix("\ufeff")
+            head_text = sample_bytes.decode("utf-8", errors="ignore").removeprefix("\ufeff")
             if not separator:
-                separator = _detect_delimiter(sample, sf.display)
-            header_line = sample.splitlines()[0] if sample else ""
+                separator = _detect_delimiter(head_text, sf.display)
+            header_line = head_text.splitlines()[0] if head_text else ""
             _check_header(next(csv.reader([header_line], delimiter=separator), []), sf.display)
             fmt = "csv"
         elif fmt in ("ndjson", "json"):
@@ -604,25 +632,34 @@ class Source:
                 raise InputError(msg)
             if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
                 path = target.with_suffix(".ndjson")
-                _json_array_to_ndjson(sf, encoding, path)
+                _json_array_to_ndjson(sf, encoding, path, items)
             elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
                 path = target.with_suffix(".ndjson")
-                _transcode_text(sf, encoding, path)
+                _transcode_text(sf, encoding, path, limit)
             fmt = "ndjson"
         elif fmt == "avro":
             path = target.with_suffix(".parquet")
-            _avro_to_parquet(sf, path, self.chunk_size)
+            _avro_to_parquet(sf, path, self.chunk_size, items)
             fmt = "parquet"
         elif sf.compression is not None:
             path = target.with_suffix("." + fmt)
             _decompress(sf, path)
+        if sample:
+            return (path, fmt, separator)
         self._prepared[index] = (path, fmt, separator)
         return self._prepared[index]
 
-    def _scan_one(self, index: int) -> pl.LazyFrame:
+    def _release(self, index: int, path: Path) -> None:
+        """Delete a temporary copy as soon as it has been read (originals are untouched)."""
+        if self._tmp is not None and path.parent == Path(self._tmp.name):
+            path.unlink(missing_ok=True)
+            if self._prepared.get(index, (None,))[0] == path:
+                del self._prepared[index]
+
+    def _scan_one(self, index: int, *, sample: bool = False) -> pl.LazyFrame:
         sf = self.files[index]
         with _translated(sf, functools.partial(self._prepared.get, index)):
-            path, fmt, separator = self._prepare(index)
+            path, fmt, separator = self._prepare(index, sample=sample)
             if fmt == "csv":
                 lf = pl.scan_csv(
                     path,
@@ -655,8 +692,10 @@ class Source:
         if self._schema is None:
             empties = []
             for index in range(len(self.files)):
-                schema = self._scan_one(index).collect_schema()
+                schema = self._scan_one(index, sample=True).collect_schema()
                 empties.append(pl.DataFrame(schema=schema))
+                for leftover in self._tmpdir().glob(f"sample-{index}.*"):
+                    leftover.unlink()
             unified = pl.concat(empties, how="diagonal_relaxed").schema
             names = [n for n in unified if n not in (SOURCE_FILE, SOURCE_ROW)]
             self._schema = pl.Schema(
@@ -697,14 +736,14 @@ class Source:
         for index, sf in enumerate(self.files):
             with _translated(sf, functools.partial(self._prepared.get, index)):
                 path, fmt, separator = self._prepare(index)
-                columns = [n for n in self._scan_one(index).collect_schema() if n not in _EXTRA]
                 row = 0
-                for raw in _read_batches(path, fmt, separator, columns, size):
+                for raw in _read_batches(path, fmt, separator, size):
                     if not raw.height:
                         continue
                     for piece in _split(raw, size):
                         yield _finish(piece, sf, row, target)
                         row += piece.height
+            self._release(index, path)
 
     def read(self) -> pl.DataFrame:
         """Everything at once (only for inputs that fit in memory)."""
@@ -714,12 +753,7 @@ class Source:
         return pl.concat(chunks, how="vertical")
 
 
-_EXTRA = frozenset({SOURCE_FILE, SOURCE_ROW})
-
-
-def _read_batches(
-    path: Path, fmt: Format, separator: str, columns: list[str], size: int
-) -> Iterator[pl.DataFrame]:
+def _read_batches(path: Path, fmt: Format, separator: str, size: int) -> Iterator[pl.DataFrame]:
     """Pull-based readers: each next() reads only what the next chunk needs."""
     import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 

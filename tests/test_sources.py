@@ -444,3 +444,23 @@ def test_damaged_files_only_ever_raise_input_error(tmp_path: Path) -> None:
     for path, message in errors:
         assert message.startswith(f"{path}: "), message
         assert "file is empty" not in message, message  # damage is not emptiness
+
+
+def test_unload_parts_are_converted_one_at_a_time(tmp_path: Path) -> None:
+    """At most one decompressed copy exists on disk at a time; none after reading."""
+    for i in range(3):
+        body = "email\n" + "".join(f"p{i}r{r}@x.io\n" for r in range(2000))
+        _write(tmp_path / f"part{i}.csv.gz", gzip.compress(body.encode()))
+    with open_source(str(tmp_path / "part*.csv.gz"), chunk_size=500) as source:
+        assert len(source.schema) == 3
+        assert source._tmp is not None
+        tmpdir = Path(source._tmp.name)
+        assert list(tmpdir.iterdir()) == []  # schema samples are thrown away
+        copies = []
+        rows = 0
+        for chunk in source.iter_chunks():
+            copies.append(len(list(tmpdir.iterdir())))
+            rows += chunk.height
+        assert rows == 6000
+        assert max(copies) == 1
+        assert list(tmpdir.iterdir()) == []
