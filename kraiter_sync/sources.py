@@ -959,7 +959,10 @@ def _explain(
             "another format (pass --format)"
         )
     if fmt == "ipc":
-        return InputError(f"{sf.display}: not a valid Arrow IPC/Feather file ({text})")
+        return InputError(
+            f"{sf.display}: not a valid Arrow IPC/Feather file ({text}); it may be truncated "
+            "(export it again) or another format (pass --format)"
+        )
     if fmt in ("ndjson", "json"):
         plain = sf.path if sf.compression is None and sf.format == "ndjson" else None
         line = _bad_json_line(prepared[0] if prepared is not None else plain)
@@ -972,7 +975,9 @@ def _explain(
             f"{sf.display}: not valid newline-delimited JSON ({text}); each line must be one "
             "JSON object"
         )
-    return InputError(f"{sf.display}: cannot be read as {fmt} ({text})")
+    return InputError(
+        f"{sf.display}: cannot be read as {fmt} ({text}); check the file, or pass --format"
+    )
 
 
 # --------------------------------------------------------------------------------------
