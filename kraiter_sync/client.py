@@ -327,8 +327,8 @@ class KraiterClient:
         has already been checked (no plain http off loopback) by ``config``.
         """
         if settings.local and "transport" not in kw:
-            # emulator lands on its own branch
-            from kraiter_sync.emulator import (  # type: ignore[import-not-found, unused-ignore]
+            # imported here: only the offline default needs the emulator
+            from kraiter_sync.emulator import (
                 EmulatorConfig,
                 asgi_transport,
                 create_app,
@@ -336,7 +336,7 @@ class KraiterClient:
 
             settings.state_dir.mkdir(parents=True, exist_ok=True)
             app = create_app(EmulatorConfig(db_path=str(settings.local_db)))
-            transport: httpx.AsyncBaseTransport = asgi_transport(app)
+            transport: httpx.AsyncBaseTransport = asgi_transport(app, close_app=True)
             kw["transport"] = transport
         return cls(settings.base_url, settings.api_key, **kw)
 

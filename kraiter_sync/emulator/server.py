@@ -40,7 +40,9 @@ log = logging.getLogger("kraiter_sync.emulator")
 class _EmulatorTransport(httpx.AsyncBaseTransport):
     """httpx.ASGITransport plus the one fault it cannot express: a cut connection."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, close_app: bool = False) -> None:
+        self._app = app
+        self._close_app = close_app
         self._inner = httpx.ASGITransport(app=app)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -52,11 +54,16 @@ class _EmulatorTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+        if self._close_app:
+            self._app.close()
 
 
-def asgi_transport(app: Any) -> httpx.AsyncBaseTransport:
-    """Mount the app in-process: ``httpx.AsyncClient(transport=asgi_transport(app))``."""
-    return _EmulatorTransport(app)
+def asgi_transport(app: Any, *, close_app: bool = False) -> httpx.AsyncBaseTransport:
+    """Mount the app in-process: ``httpx.AsyncClient(transport=asgi_transport(app))``.
+
+    With ``close_app`` closing the transport also closes the app (commits, closes SQLite).
+    """
+    return _EmulatorTransport(app, close_app=close_app)
 
 
 # -- over HTTP ------------------------------------------------------------------------------
