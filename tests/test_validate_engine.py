@@ -340,3 +340,13 @@ def test_row_accounting_invariant_contacts(emails: list[str], chunk: int) -> Non
     assert run.report.rows_read == len(emails)
     assert valid.height == run.report.valid
     assert valid["email"].is_unique().all()
+
+
+def test_seen_keys_same_top_half_is_still_exact() -> None:
+    """Keys sharing their first 64 bits must not be confused (the rare tie path)."""
+    seen = SeenKeys()
+    hi = "00000000000000ff"
+    seen.add(pl.Series([hi + "0000000000000001", hi + "0000000000000003"]))
+    seen.add(pl.Series([hi + "0000000000000005"]))
+    probe = pl.Series([hi + f"{i:016x}" for i in range(7)])
+    assert seen.contains(probe).to_list() == [False, True, False, True, False, True, False]

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from kraiter_sync.validate._series import full
 from kraiter_sync.validate.emails import normalise_emails
 from kraiter_sync.validate.keys import SeenKeys, event_keys
 from kraiter_sync.validate.names import check_names, name_variants
@@ -137,7 +138,7 @@ def _column(mapped: pl.DataFrame, name: str, n: int) -> pl.Series:
     if name in mapped.columns:
         s = mapped[name]
         return s.cast(pl.String) if s.dtype == pl.Null else s
-    return pl.Series(name, [None] * n, dtype=pl.String)
+    return full(n, None, pl.String, name)
 
 
 def _originals(mapped: pl.DataFrame, n: int) -> pl.DataFrame:
@@ -156,24 +157,31 @@ def _originals(mapped: pl.DataFrame, n: int) -> pl.DataFrame:
 def _rejects(
     mapped: pl.DataFrame, field_s: pl.Series, rule_s: pl.Series, mask: pl.Series, n: int
 ) -> pl.DataFrame:
+    """The rejects frame for the rows in ``mask`` (filtered first: rejects are few)."""
+    bad = mapped.filter(mask)
+    m = bad.height
     base = pl.DataFrame(
         {
-            "source_file": _column(mapped, "source_file", n).cast(pl.String),
-            "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
-            "field": field_s,
-            "rule": rule_s,
+            "source_file": _column(bad, "source_file", m).cast(pl.String),
+            "source_row": _column(bad, "source_row", m).cast(pl.Int64),
+            "field": field_s.filter(mask),
+            "rule": rule_s.filter(mask),
         }
     ).with_columns(
         pl.col("rule").replace_strict(dict(RULE_MESSAGES), default=None).alias("message"),
         pl.lit("invalid").alias("stage"),
     )
-    return pl.concat([base, _originals(mapped, n)], how="horizontal").filter(mask)
+    return pl.concat([base, _originals(bad, m)], how="horizontal")
+
+
+def _no_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
 
 
 def _first_failure(checks: list[tuple[str, pl.Series]], n: int) -> tuple[pl.Series, pl.Series]:
     """(field, rule) of the first failing check per row; nulls where all pass."""
     if not checks:
-        empty = pl.Series([None] * n, dtype=pl.String)
+        empty = full(n, None, pl.String)
         return empty, empty
     frame = pl.DataFrame({f"r{i}": rule for i, (_, rule) in enumerate(checks)})
     rule = frame.select(pl.coalesce(pl.all()).alias("rule")).to_series()
@@ -229,6 +237,7 @@ def validate_events(
         n,
     )
     ok = rule.is_null()
+    all_ok = bool(ok.all())
     canon = pl.DataFrame(
         {
             "email": emails["email"],
@@ -239,7 +248,9 @@ def validate_events(
             "source_file": _column(mapped, "source_file", n).cast(pl.String),
             "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
         }
-    ).filter(ok)
+    )
+    if not all_ok:
+        canon = canon.filter(ok)
     canon = canon.with_columns(
         pl.col("timestamp").dt.strftime(ISO_FORMAT).alias("timestamp_iso"),
         pl.when(pl.col("contact_id").is_not_null())
@@ -249,10 +260,13 @@ def validate_events(
     )
     keys = event_keys(canon)
     canon = canon.with_columns(keys).drop("identity")
-    first = canon["event_key"].is_first_distinct()
+    first = keys.is_first_distinct()
+    halves = None
     if seen is not None:
-        first = first & ~seen.contains(canon["event_key"])
-    valid = canon.filter(first).select(
+        halves = SeenKeys.halves(keys)
+        first = first & ~seen.contains(halves)
+    all_first = bool(first.all())
+    valid = (canon if all_first else canon.filter(first)).select(
         "email",
         "contact_id",
         "name",
@@ -263,9 +277,10 @@ def validate_events(
         "source_file",
         "source_row",
     )
-    if seen is not None:
-        seen.add(valid["event_key"])
-    rejects = _rejects(mapped, fld, rule, ~ok, n)
+    if seen is not None and halves is not None:
+        # halves is sorted by key; keep the rows that were sent (pos = row in canon)
+        seen.add(halves if all_first else halves.filter(first.gather(halves["pos"])))
+    rejects = _rejects(mapped, fld, rule, ~ok, n) if not all_ok else _no_rejects()
     report = ValidationReport(
         kind="events",
         rows_read=n,
