@@ -350,3 +350,27 @@ def test_seen_keys_same_top_half_is_still_exact() -> None:
     seen.add(pl.Series([hi + "0000000000000005"]))
     probe = pl.Series([hi + f"{i:016x}" for i in range(7)])
     assert seen.contains(probe).to_list() == [False, True, False, True, False, True, False]
+
+
+def test_validate_verb_writes_rejects_and_report(tmp_path: Path) -> None:
+    from kraiter_sync.validate import exit_code, summary, validate
+
+    mapped = events([{"email": "a@b.co"}, {"email": "nope"}, {"email": "a@b.co"}])
+    report = validate(
+        mapped.iter_slices(2),
+        kind="events",
+        options=OPTS,
+        rejects_path=tmp_path / "out" / "rejects.ndjson",
+        report_path=tmp_path / "out" / "report.json",
+    )
+    assert (report.valid, report.duplicates, report.rejected) == (1, 1, 1)
+    assert exit_code(report) == 3
+    assert pl.read_ndjson(tmp_path / "out" / "rejects.ndjson")["source_row"].to_list() == [2]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["by_rule"] == {"email.invalid": 1}
+    assert saved["rows_read"] == 3
+    text = summary(report)
+    assert "3 events rows read: 1 valid, 1 duplicates, 1 rejected" in text
+    assert "email.invalid" in text
+    clean = validate(events([{"email": "a@b.co"}]).iter_slices(5), kind="events", options=OPTS)
+    assert exit_code(clean) == 0
