@@ -11,7 +11,7 @@ import polars as pl
 
 from kraiter_sync.validate._series import full
 from kraiter_sync.validate.emails import normalise_emails
-from kraiter_sync.validate.keys import SeenKeys, event_keys
+from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
 from kraiter_sync.validate.properties import canonical_properties
@@ -180,6 +180,7 @@ def _no_rejects() -> pl.DataFrame:
 
 def _first_failure(checks: list[tuple[str, pl.Series]], n: int) -> tuple[pl.Series, pl.Series]:
     """(field, rule) of the first failing check per row; nulls where all pass."""
+    checks = [(f, r) for f, r in checks if r.null_count() < n]  # skip checks that all pass
     if not checks:
         empty = full(n, None, pl.String)
         return empty, empty
@@ -217,13 +218,15 @@ def validate_events(
     contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
     has_contact = contact.is_not_null()
     emails = normalise_emails(_column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8)
-    email_rule = pl.select(
-        pl.when(pl.lit(has_contact))
-        .then(pl.lit(None, pl.String))
-        .when(pl.lit(emails["rule"]) == "email.missing")
-        .then(pl.lit("identity.missing"))
-        .otherwise(pl.lit(emails["rule"]))
-    ).to_series()
+    email_rule = emails["rule"]
+    if email_rule.null_count() < n:
+        email_rule = pl.select(
+            pl.when(pl.lit(has_contact))
+            .then(pl.lit(None, pl.String))
+            .when(pl.lit(email_rule) == "email.missing")
+            .then(pl.lit("identity.missing"))
+            .otherwise(pl.lit(email_rule))
+        ).to_series()
     names = check_names(_column(mapped, "name", n), options)
     ts = parse_timestamps(_column(mapped, "timestamp", n), options)
     props = canonical_properties(_column(mapped, "properties", n), options)
@@ -251,21 +254,22 @@ def validate_events(
     )
     if not all_ok:
         canon = canon.filter(ok)
-    canon = canon.with_columns(
-        pl.col("timestamp").dt.strftime(ISO_FORMAT).alias("timestamp_iso"),
-        pl.when(pl.col("contact_id").is_not_null())
-        .then(pl.lit("c:") + pl.col("contact_id"))
-        .otherwise(pl.lit("e:") + pl.col("email"))
-        .alias("identity"),
-    )
-    keys = event_keys(canon)
-    canon = canon.with_columns(keys).drop("identity")
-    first = keys.is_first_distinct()
-    halves = None
+    canon = canon.with_columns(pl.col("timestamp").dt.strftime(ISO_FORMAT).alias("timestamp_iso"))
+    parts = key_parts(canon)
+    canon = canon.with_columns(parts["event_key"])
+    # sorted by key (stable), so repeats are adjacent and the first is the earliest row
+    halves = SeenKeys.sorted_halves(parts["hi"], parts["lo"])
+    send = halves.select(
+        ~(
+            (pl.col("hi") == pl.col("hi").shift(1)) & (pl.col("lo") == pl.col("lo").shift(1))
+        ).fill_null(False)
+    ).to_series()
     if seen is not None:
-        halves = SeenKeys.halves(keys)
-        first = first & ~seen.contains(halves)
-    all_first = bool(first.all())
+        send = send & ~seen.contains_sorted(halves)
+    all_first = bool(send.all())
+    first = (
+        send if all_first else full(canon.height, False, pl.Boolean).scatter(halves["pos"], send)
+    )
     valid = (canon if all_first else canon.filter(first)).select(
         "email",
         "contact_id",
@@ -277,9 +281,8 @@ def validate_events(
         "source_file",
         "source_row",
     )
-    if seen is not None and halves is not None:
-        # halves is sorted by key; keep the rows that were sent (pos = row in canon)
-        seen.add(halves if all_first else halves.filter(first.gather(halves["pos"])))
+    if seen is not None:
+        seen.add(halves if all_first else halves.filter(send))
     rejects = _rejects(mapped, fld, rule, ~ok, n) if not all_ok else _no_rejects()
     report = ValidationReport(
         kind="events",
