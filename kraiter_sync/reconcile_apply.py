@@ -203,8 +203,11 @@ def read_tombstone(path: str | Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         msg = f"tombstone file {source} does not exist"
         raise InputError(msg) from None
-    except (OSError, ValueError) as exc:
-        msg = f"cannot read tombstone file {source}: {exc}"
+    except OSError as exc:
+        msg = f"cannot read tombstone file {source}: {exc.strerror}"
+        raise InputError(msg) from None
+    except ValueError as exc:
+        msg = f"{source} is not a kraiter-sync tombstone (not JSON: {exc})"
         raise InputError(msg) from None
     if not isinstance(doc, dict) or doc.get("format") != TOMBSTONE_FORMAT:
         msg = f"{source} is not a kraiter-sync tombstone (reconcile --mirror writes them)"

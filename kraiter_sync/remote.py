@@ -50,12 +50,19 @@ class Caller(Protocol):
 
 
 def normalise_keys(emails: pl.Series) -> pl.Series:
-    """Kraiter's stored emails → the join key, normalised like local emails.
+    """Kraiter's stored emails → the join key, normalised exactly like local emails.
 
-    Kraiter matches emails case-insensitively and keeps the case first sent, so the
-    key is trimmed and lowercased (the validator's normalisation for ASCII addresses).
+    Kraiter matches emails case-insensitively and keeps the case first sent; the
+    validator's normalisation (trim, lowercase, IDNA domains) makes ``Alice@Example.com``
+    the key ``alice@example.com``. An address the validator would refuse still gets a
+    key (trimmed, lowercased) so that it shows up as remote-only rather than vanishing.
     """
-    return emails.cast(pl.String).str.strip_chars().str.to_lowercase()
+    from kraiter_sync.validate import normalise_emails  # the validator is heavy to import
+
+    text = emails.cast(pl.String)
+    normalised = normalise_emails(text, allow_smtputf8=True)["email"]
+    fallback = text.str.strip_chars().str.to_lowercase()
+    return pl.select(pl.coalesce(pl.lit(normalised), pl.lit(fallback))).to_series().alias("key")
 
 
 def remote_frame(contacts: Iterable[Mapping[str, Any]]) -> pl.DataFrame:

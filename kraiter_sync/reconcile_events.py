@@ -1,0 +1,358 @@
+"""Reconcile events: per contact and event name, local count vs Kraiter's count.
+
+Kraiter's events of each local contact are read (``GET /api/events?contactId=…``,
+system ``email.*`` events left out) and matched one to one with the valid local events
+on (name, timestamp to the millisecond, properties): a local event with no match is
+*missing* from Kraiter, a remote one with no match is *extra*. The report is per
+(contact, name): local count, Kraiter count, missing, extra.
+
+``--apply`` sends the missing events and never deletes anything. No event is resent
+blindly: each send is one attempt, and whatever failed shows up as missing on the next
+run, because the comparison is against Kraiter itself (reconcile is its own check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from kraiter_sync.client import KraiterClient
+from kraiter_sync.config import Settings
+from kraiter_sync.errors import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_REJECTED,
+    ApiError,
+    ConflictError,
+    KraiterSyncError,
+)
+from kraiter_sync.logs import get_logger
+from kraiter_sync.remote import Caller
+
+__all__ = [
+    "EVENT_COUNTS_SCHEMA",
+    "EventsReconcileResult",
+    "canonical_event_properties",
+    "diff_events",
+    "reconcile_events",
+    "reconcile_events_command",
+    "remote_events_frame",
+]
+
+log = get_logger("reconcile")
+
+#: The per (contact, name) report.
+EVENT_COUNTS_SCHEMA: dict[str, pl.DataType] = {
+    "contact": pl.String(),
+    "name": pl.String(),
+    "local": pl.UInt32(),
+    "remote": pl.UInt32(),
+    "missing": pl.UInt32(),
+    "extra": pl.UInt32(),
+}
+_MATCH = ["contact", "name", "ts", "props"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def canonical_event_properties(props: Mapping[str, Any] | str | None) -> str:
+    """Properties as compact sorted JSON with integral floats as integers (30.0 → 30),
+    so that a value read back from Kraiter matches the one sent."""
+    obj = json.loads(props) if isinstance(props, str) else (props or {})
+    return json.dumps(
+        {k: _plain(v) for k, v in sorted(obj.items()) if v is not None},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _ms(ts: str | None) -> str | None:
+    if not ts:
+        return None
+    try:
+        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return ts
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    utc = when.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def remote_events_frame(
+    events_by_contact: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> pl.DataFrame:
+    """Kraiter's events (contact → list of event objects) → contact, name, ts, props.
+
+    System events (``email.*``) are Kraiter's own and never compared.
+    """
+    rows: dict[str, list[Any]] = {"contact": [], "name": [], "ts": [], "props": []}
+    for contact, events in events_by_contact.items():
+        for e in events:
+            name = e.get("name", e.get("event"))
+            if not isinstance(name, str) or name.startswith("email."):
+                continue
+            rows["contact"].append(contact)
+            rows["name"].append(name)
+            rows["ts"].append(_ms(e.get("timestamp")))
+            rows["props"].append(canonical_event_properties(e.get("properties")))
+    return pl.DataFrame(rows, schema=dict.fromkeys(rows, pl.String()))
+
+
+def _local_frame(local: pl.DataFrame) -> pl.DataFrame:
+    """The canonical events frame → contact, name, ts, props (+ the columns to send)."""
+    email = pl.col("email") if "email" in local.columns else pl.lit(None, pl.String)
+    cid = pl.col("contact_id") if "contact_id" in local.columns else pl.lit(None, pl.String)
+    return local.select(
+        pl.coalesce(email, pl.concat_str(pl.lit("id:"), cid)).alias("contact"),
+        "name",
+        pl.col("timestamp_iso").alias("ts"),
+        pl.col("properties")
+        .map_elements(canonical_event_properties, return_dtype=pl.String)
+        .alias("props"),
+        pl.col("properties").alias("properties_json"),
+        "source_file",
+        "source_row",
+    )
+
+
+def _numbered(frame: pl.DataFrame) -> pl.DataFrame:
+    """Number identical events 0, 1, 2… so that duplicates match one to one."""
+    return frame.with_columns(pl.int_range(pl.len()).over(_MATCH).alias("n"))
+
+
+def diff_events(local: pl.DataFrame, remote: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pure: (per contact/name counts, the local events missing from Kraiter).
+
+    ``local`` is :func:`_local_frame` shaped (contact, name, ts, props, …), ``remote``
+    :func:`remote_events_frame` shaped. Counts cover every (contact, name) on either side.
+    """
+    loc = _numbered(local)
+    rem = _numbered(remote.select(_MATCH))
+    keys = [*_MATCH, "n"]
+    missing = loc.join(rem, on=keys, how="anti", maintain_order="left")
+    extra = rem.join(loc.select(keys), on=keys, how="anti")
+
+    def count(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        return frame.group_by("contact", "name").agg(pl.len().cast(pl.UInt32).alias(name))
+
+    counts = (
+        count(loc, "local")
+        .join(count(rem, "remote"), on=["contact", "name"], how="full", coalesce=True)
+        .join(count(missing, "missing"), on=["contact", "name"], how="left")
+        .join(count(extra, "extra"), on=["contact", "name"], how="left")
+        .with_columns(pl.exclude("contact", "name").fill_null(0))
+        .select(list(EVENT_COUNTS_SCHEMA))
+        .sort("contact", "name")
+    )
+    return counts, missing.drop("n")
+
+
+@dataclass
+class EventsReconcileResult:
+    """Counts per (contact, name), the missing events, and what --apply sent."""
+
+    counts: pl.DataFrame
+    missing: pl.DataFrame
+    contacts_absent: int = 0
+    sent: int = 0
+    failed: int = 0
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    applied: bool = False
+    rejected_input: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return EXIT_INCOMPLETE
+        return EXIT_REJECTED if self.rejects or self.rejected_input else EXIT_OK
+
+    def render(self, *, sample: int = 10) -> str:
+        c = self.counts
+        total = {k: int(c[k].sum()) for k in ("local", "remote", "missing", "extra")}
+        contacts = c["contact"].n_unique() if c.height else 0
+        lines = [
+            f"events: {total['local']:,} local, {total['remote']:,} in Kraiter for these "
+            f"{contacts:,} contacts: {total['missing']:,} missing from Kraiter, "
+            f"{total['extra']:,} extra in Kraiter (never deleted)"
+        ]
+        if self.contacts_absent:
+            lines.append(f"{self.contacts_absent:,} contact(s) do not exist in Kraiter yet")
+        differ = c.filter((pl.col("missing") > 0) | (pl.col("extra") > 0))
+        if differ.height and sample > 0:
+            more = f", first {sample}" if differ.height > sample else ""
+            lines.append(f"differences ({differ.height:,} contact/name pairs{more}):")
+            for row in differ.head(sample).iter_rows(named=True):
+                lines.append(
+                    f"  {row['contact']}  {row['name']}: {row['local']} local, "
+                    f"{row['remote']} in Kraiter → {row['missing']} missing, {row['extra']} extra"
+                )
+        if self.applied:
+            lines.append(
+                f"applied: {self.sent:,} sent, {len(self.rejects):,} rejected, "
+                f"{self.failed:,} failed (re-run to compare again)"
+            )
+        return "\n".join(lines)
+
+
+async def _once(fn: Callable[[], Any]) -> Any:
+    return await fn()
+
+
+async def reconcile_events(
+    client: KraiterClient,
+    local_events: pl.DataFrame,
+    *,
+    apply: bool = False,
+    concurrency: int = 16,
+    call: Caller = _once,
+) -> EventsReconcileResult:
+    """Compare the canonical local events with Kraiter's; with ``apply`` send the missing.
+
+    Contacts are resolved to ids first (by email), and with ``apply`` a contact that
+    does not exist is created before its events, so the result does not depend on how
+    Kraiter treats events for unknown emails.
+    """
+    local = _local_frame(local_events)
+    contacts = local["contact"].unique().to_list()
+    ids: dict[str, str | None] = {}
+    sem = asyncio.Semaphore(concurrency)
+
+    async def resolve(contact: str) -> None:
+        async with sem:
+            if contact.startswith("id:"):
+                ids[contact] = contact[3:]
+                return
+            found = await call(functools.partial(client.get_contact_by_email, contact))
+            ids[contact] = None if found is None else str(found["id"])
+
+    await asyncio.gather(*(resolve(c) for c in contacts))
+    remote_events: dict[str, list[dict[str, Any]]] = {}
+
+    async def read(contact: str, contact_id: str) -> None:
+        async with sem:
+            remote_events[contact] = [
+                e async for e in client.list_events(contact_id=contact_id, page_size=100)
+            ]
+
+    await asyncio.gather(*(read(c, i) for c, i in ids.items() if i is not None))
+    counts, missing = diff_events(local, remote_events_frame(remote_events))
+    absent = sorted(c for c, i in ids.items() if i is None)
+    result = EventsReconcileResult(counts=counts, missing=missing, contacts_absent=len(absent))
+    if apply:
+        result.applied = True
+        await _send_missing(client, result, ids, absent, call=call, concurrency=concurrency)
+    return result
+
+
+async def _send_missing(
+    client: KraiterClient,
+    result: EventsReconcileResult,
+    ids: dict[str, str | None],
+    absent: list[str],
+    *,
+    call: Caller,
+    concurrency: int,
+) -> None:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def create(email: str) -> None:
+        async with sem:
+            made: dict[str, Any] | None
+            try:
+                made = await call(functools.partial(client.create_contact, email))
+            except ConflictError:
+                made = await call(functools.partial(client.get_contact_by_email, email))
+            ids[email] = str(made["id"]) if made else None
+
+    await asyncio.gather(*(create(e) for e in absent))
+
+    async def send(row: Mapping[str, Any]) -> None:
+        contact_id = ids.get(row["contact"])
+        if contact_id is None:
+            result.rejects.append(
+                {
+                    "source_file": row["source_file"],
+                    "source_row": row["source_row"],
+                    "rule": "api.NOT_FOUND",
+                    "message": f"contact {row['contact']} could not be created",
+                }
+            )
+            return
+        async with sem:
+            try:
+                # One attempt only: a lost answer may have applied, and the next run
+                # compares against Kraiter again instead of guessing.
+                await client.track_event(
+                    row["name"],
+                    contact_id=contact_id,
+                    properties=row["properties_json"],
+                    timestamp=row["ts"],
+                )
+                result.sent += 1
+            except ApiError as exc:
+                if exc.retriable:
+                    result.failed += 1
+                else:
+                    result.rejects.append(
+                        {
+                            "source_file": row["source_file"],
+                            "source_row": row["source_row"],
+                            "rule": f"api.{exc.code}",
+                            "message": exc.api_message,
+                        }
+                    )
+            except KraiterSyncError as exc:
+                if not exc.retriable:
+                    raise
+                result.failed += 1
+
+    await asyncio.gather(*(send(r) for r in result.missing.iter_rows(named=True)))
+
+
+def reconcile_events_command(
+    paths: Sequence[str | Path],
+    *,
+    settings: Settings,
+    connector: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    timezone: str | None = None,
+    rejects: Path | None = None,
+    apply: bool = False,
+    sample: int = 10,
+    concurrency: int = 16,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """``kraiter-sync reconcile --kind events PATH...``: print the report; the exit code."""
+    from kraiter_sync.reconcile_run import LocalInput, load_local
+
+    local, report = load_local(
+        paths,
+        LocalInput(connector=connector, mapping=mapping or {}, timezone=timezone, rejects=rejects),
+        kind="events",
+    )
+
+    async def run() -> EventsReconcileResult:
+        async with KraiterClient.from_settings(settings) as client:
+            return await reconcile_events(client, local, apply=apply, concurrency=concurrency)
+
+    result = asyncio.run(run())
+    result.rejected_input = report.rejected
+    echo(
+        f"input: {report.rows_read:,} rows, {report.valid:,} valid events, "
+        f"{report.duplicates:,} duplicates, {report.rejected:,} rejected"
+    )
+    echo(result.render(sample=sample))
+    return result.exit_code
