@@ -239,30 +239,34 @@ def _dedupe_remote(remote: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return out, remote.height - out.height
 
 
-def _key_values(frame: pl.DataFrame, column: str, side: str) -> pl.DataFrame:
-    """Flat compact JSON objects → one row per (row index ``i``, ``prop``, value text).
+def _pair_lists(frame: pl.DataFrame, column: str) -> pl.Series:
+    """Flat compact JSON objects → per row, the list of pair texts ``key":value``.
 
-    Inside a JSON string every ``"`` is escaped, so ``,"`` is a pair separator unless a
-    string ends in a comma (``"x,"`` — then ``,"`` is followed by ``,``, ``}`` or ``:``);
-    and the first ``":`` ends the key unless the key holds an escaped quote or a
-    backslash. The common rows are split with plain string splits; the rare rows that
-    could fool them go through an exact regex. ``prop`` stays JSON-escaped; JSON nulls
-    are dropped.
+    Inside a JSON string every ``"`` is escaped, so ``,"`` separates two pairs unless a
+    string ends in a comma (``"x,"``: then ``,"`` is followed by ``,``, ``}`` or ``:``).
+    Common rows are split with a plain string split; the rare rows that could fool it
+    go through an exact regex.
     """
     text = pl.col(column)
+    # "{}" → "" → [""]: never null, so set differences against it work; "" is dropped later
+    inner = text.str.slice(2, pl.max_horizontal(text.str.len_chars() - 3, 0))
     tricky = text.str.contains(_AMBIGUOUS_SEPARATOR)
-    has_tricky = frame.select(tricky.any()).item()
-    plain_rows = frame.filter(~tricky) if has_tricky else frame
-    inner = pl.when(text.str.len_bytes() > 2).then(text.str.slice(2, text.str.len_chars() - 3))
-    pairs = plain_rows.select("i", inner.str.split(',"').alias("p"))
-    if has_tricky:
-        exact = frame.filter(tricky).select(
-            "i", text.str.extract_all(_PAIR).list.eval(pl.element().str.slice(1)).alias("p")
-        )
-        pairs = pl.concat([pairs, exact])
+    if not frame.select(tricky.any()).item():
+        return frame.select(inner.str.split(',"').alias("p")).to_series()
+    exact = text.str.extract_all(_PAIR).list.eval(pl.element().str.slice(1))
+    return frame.select(
+        pl.when(tricky).then(exact).otherwise(inner.str.split(',"')).alias("p")
+    ).to_series()
+
+
+def _key_values(pairs: pl.DataFrame, side: str) -> pl.DataFrame:
+    """Pair texts → (``i``, ``prop``, value text); JSON nulls are dropped.
+
+    The first ``":`` ends the key unless the key holds an escaped quote or backslash;
+    those rare pairs are split again with an exact regex. ``prop`` stays JSON-escaped.
+    """
     kv = (
-        pairs.explode("p")
-        .drop_nulls("p")
+        pairs.filter(pl.col("p") != "")
         .select(
             "i",
             "p",
@@ -294,10 +298,26 @@ def _same_value(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 
 
 def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> pl.DataFrame:
-    """Changed properties of the rows whose JSON differs: key, prop, old, new (JSON texts)."""
-    rows = candidates.with_row_index("i")
-    local = _key_values(rows, "properties", "new")
-    remote = _key_values(rows, "r_properties", "old")
+    """Changed properties of the rows whose JSON differs: row, prop, old, new (JSON texts).
+
+    ``row`` is the candidate's row number in the joined frame.
+    """
+    rows = candidates.select(pl.col("row").alias("i"), "properties", "r_properties")
+    mine = _pair_lists(rows, "properties")
+    theirs = _pair_lists(rows, "r_properties")
+    # Pairs with the same text on both sides are equal: a per-row set difference drops
+    # them, so only the few that differ are split into key and value and compared.
+    rest = rows.select(
+        "i",
+        mine.list.set_difference(theirs).alias("mine"),
+        theirs.list.set_difference(mine).alias("theirs"),
+    )
+    local = _key_values(
+        rest.select("i", pl.col("mine").alias("p")).explode("p").drop_nulls("p"), "new"
+    )
+    remote = _key_values(
+        rest.select("i", pl.col("theirs").alias("p")).explode("p").drop_nulls("p"), "old"
+    )
     how: Literal["full", "left"] = "full" if mirror_properties else "left"
     # Row order is kept (local's sorted keys first), so no sort is needed for stable output.
     changed = local.join(
@@ -307,13 +327,11 @@ def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> p
         | pl.col("new").is_null()
         | ~_same_value(pl.col("new"), pl.col("old")).fill_null(False)
     )
-    return changed.join(rows.select("i", "key"), on="i", how="left", maintain_order="left").select(
-        "key", "prop", "old", "new"
-    )
+    return changed.select(pl.col("i").alias("row"), "prop", "old", "new")
 
 
 def _changes_json(props: pl.DataFrame, user_ids: pl.DataFrame) -> pl.DataFrame:
-    """Per changed contact (key): ``changes``, ``patch`` and ``uid_new``.
+    """Per changed contact (its row number): ``changes``, ``patch`` and ``uid_new``.
 
     ``changes`` is ``{"properties": {k: [old, new]}, "userId": [old, new]}``, ``patch``
     the properties object to PATCH (a null value removes a key), ``uid_new`` the user id
@@ -333,14 +351,14 @@ def _changes_json(props: pl.DataFrame, user_ids: pl.DataFrame) -> pl.DataFrame:
     )
     per_key = (
         props.lazy()
-        .select("key", pair.alias("pair"), patch.alias("patch"))
+        .select("row", pair.alias("pair"), patch.alias("patch"))
         # agg into lists, then list.join: several times faster than str.join in the agg
-        .group_by("key")
+        .group_by("row")
         .agg("pair", "patch")
         .with_columns(pl.col("pair").list.join(","), pl.col("patch").list.join(","))
     )
     uid = user_ids.lazy().select(
-        "key",
+        "row",
         pl.col("user_id").alias("uid_new"),
         pl.concat_str(
             pl.lit('"userId":['),
@@ -351,9 +369,9 @@ def _changes_json(props: pl.DataFrame, user_ids: pl.DataFrame) -> pl.DataFrame:
         ).alias("uid_json"),
     )
     return (
-        per_key.join(uid, on="key", how="full", coalesce=True)
+        per_key.join(uid, on="row", how="full", coalesce=True)
         .select(
-            "key",
+            "row",
             pl.concat_str(
                 pl.lit("{"),
                 pl.concat_str(
@@ -414,15 +432,21 @@ def diff_contacts(
         joined = loc.join(
             rem.rename(renamed), left_on="email", right_on="key", how="full", coalesce=False
         )
-    key = pl.coalesce("email", "key").alias("key")
-    both = joined.filter(in_local & in_remote)
-    candidates = both.filter(pl.col("properties") != pl.col("r_properties")).select(
-        key, "properties", "r_properties"
+    # Lazy filters, so only the compared columns of the matched rows are gathered.
+    both = joined.lazy().with_row_index("row").filter(in_local & in_remote)
+    candidates = (
+        both.filter(pl.col("properties") != pl.col("r_properties"))
+        .select("row", "properties", "r_properties")
+        .collect()
     )
-    user_ids = both.filter(
-        pl.col("user_id").is_not_null()
-        & (pl.col("r_user_id").is_null() | (pl.col("user_id") != pl.col("r_user_id")))
-    ).select(key, "user_id", "r_user_id")
+    user_ids = (
+        both.filter(
+            pl.col("user_id").is_not_null()
+            & (pl.col("r_user_id").is_null() | (pl.col("user_id") != pl.col("r_user_id")))
+        )
+        .select("row", "user_id", "r_user_id")
+        .collect()
+    )
     props = _property_changes(candidates, mirror_properties=mirror_properties)
     changes = _changes_json(props, user_ids)
     action = (
@@ -435,11 +459,19 @@ def diff_contacts(
         .otherwise(pl.lit("unchanged"))
     )
     create = ~in_remote
-    # Only the key is joined with the (few) changes, then the columns are put beside the
-    # joined frame: re-gathering every column of the big frame would cost a second join.
-    changed = joined.select(key).join(changes, on="key", how="left", maintain_order="left")
+    # The (few) changes are scattered into full-length columns by row number and put
+    # beside the joined frame: joining them back would re-gather every column.
+    rows = changes["row"]
+    changed = pl.DataFrame(
+        [
+            pl.Series(name, dtype=pl.String)
+            .extend_constant(None, joined.height)
+            .scatter(rows, changes[name])
+            for name in ("changes", "patch", "uid_new")
+        ]
+    )
     plan_rows = (
-        pl.concat([joined, changed.drop("key")], how="horizontal")
+        pl.concat([joined, changed], how="horizontal")
         .lazy()
         .select(
             action.alias("action"),
