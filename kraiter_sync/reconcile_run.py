@@ -40,6 +40,7 @@ from kraiter_sync.remote import Caller, RemoteSnapshot, Strategy, snapshot_conta
 from kraiter_sync.validate import ValidationReport
 
 __all__ = [
+    "LocalInput",
     "ReconcileOptions",
     "ReconcileResult",
     "apply_saved_plan",
