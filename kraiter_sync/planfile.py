@@ -78,6 +78,7 @@ def _plan_from(meta: dict[str, Any], rows: pl.DataFrame, path: Path) -> ContactP
         remote_count=meta.get("remote_count"),
         remote_complete=bool(meta.get("remote_complete", True)),
         remote_duplicates=int(meta.get("remote_duplicates") or 0),
+        target=meta.get("target"),
         created_at=str(meta.get("created_at") or ""),
     )
 

@@ -129,6 +129,9 @@ class ContactPlan:
     remote_count: int | None = None
     remote_complete: bool = True
     remote_duplicates: int = 0
+    #: Which Kraiter the plan was computed against (``Settings.target``: base URL and a
+    #: key fingerprint, never the key); a saved plan is only applied to the same one.
+    target: str | None = None
     created_at: str = field(
         default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     )
@@ -166,6 +169,7 @@ class ContactPlan:
             "remote_count": self.remote_count,
             "remote_complete": self.remote_complete,
             "remote_duplicates": self.remote_duplicates,
+            "target": self.target,
             "counts": self.counts(),
         }
 

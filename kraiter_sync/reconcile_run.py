@@ -288,6 +288,7 @@ def reconcile(
                 call=call,
                 on_progress=on_progress,
             )
+            plan.target = settings.target
             result = ReconcileResult(plan=plan, snapshot=snapshot, report=report)
             check_mirror_guards(plan, max_delete_ratio=opts.max_delete_ratio)
             if opts.plan_out is not None:
@@ -316,6 +317,12 @@ def apply_saved_plan(
     """``kraiter-sync reconcile --plan PLAN --apply``: refuse when Kraiter changed since."""
     opts = options or ReconcileOptions()
     plan = read_plan(plan_path)
+    if plan.target is not None and plan.target != settings.target:
+        msg = (
+            f"refusing to apply {plan_path}: it was computed against another Kraiter account "
+            "or base URL than the one configured now. Run reconcile against this one"
+        )
+        raise GuardError(msg)
     check_mirror_guards(plan, max_delete_ratio=opts.max_delete_ratio)
 
     async def run() -> ReconcileResult:

@@ -208,3 +208,17 @@ def test_help_explains_the_guards() -> None:
     for text in ("--max-delete-ratio", "tombstone", "--plan-out", "--mirror-properties"):
         assert text in result.output
     assert "restore" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_saved_plan_is_refused_for_another_kraiter(tmp_path: Path, state: Path) -> None:
+    csv = write_csv(tmp_path / "c.csv", ["a@example.com,,pro"])
+    made = run(state, "reconcile", str(csv), "--plan-out", str(tmp_path / "p.json"))
+    assert made.exit_code == 0, made.stderr
+    meta = json.loads((tmp_path / "p.json").read_text())["meta"]
+    assert meta["target"].startswith("local:")
+    assert "kr_" not in json.dumps(meta)  # a fingerprint, never the key
+    other = run(
+        tmp_path / "other-state", "reconcile", "--plan", str(tmp_path / "p.json"), "--apply"
+    )
+    assert other.exit_code == 2
+    assert "computed against another Kraiter account or base URL" in other.stderr
