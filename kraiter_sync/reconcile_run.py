@@ -45,6 +45,7 @@ __all__ = [
     "ReconcileResult",
     "apply_saved_plan",
     "changed_contacts",
+    "contacts_to_write",
     "load_local",
     "plan_contacts",
     "reconcile",
@@ -238,6 +239,27 @@ def changed_contacts(plan: ContactPlan, local: pl.DataFrame) -> pl.DataFrame:
     """
     keys = plan.rows.filter(pl.col("action").is_in(["create", "update"])).select("email")
     return local.join(keys, on="email", how="semi", maintain_order="left")
+
+
+async def contacts_to_write(
+    client: KraiterClient,
+    local: pl.DataFrame,
+    *,
+    strategy: Strategy = "auto",
+    concurrency: int = 16,
+    call: Caller = _once,
+) -> tuple[pl.DataFrame, ContactPlan, RemoteSnapshot]:
+    """For ``import --kind contacts``: diff against Kraiter, keep only what must be sent.
+
+    Returns (the rows of ``local`` to create or update, the plan, the snapshot). The
+    plan's ``unchanged`` count is what the importer reports as unchanged: those
+    contacts cost read requests only (listing or lookups, whichever is cheaper), no
+    writes — even when the ledger has never seen them (new machine, new state dir).
+    """
+    plan, snapshot = await plan_contacts(
+        client, local, strategy=strategy, concurrency=concurrency, call=call
+    )
+    return changed_contacts(plan, local), plan, snapshot
 
 
 def _tombstone_path(settings: Settings, explicit: Path | None) -> Path:

@@ -342,3 +342,48 @@ def test_diff_with_remote_frame_from_snapshot_matches_pure_diff() -> None:
         assert plan.rows.equals(diff_contacts(local, snap.frame, strategy="listing").rows)
 
     run_with_client(scenario)
+
+
+def test_import_hook_sends_nothing_for_unchanged_contacts() -> None:
+    from kraiter_sync.reconcile_run import contacts_to_write
+
+    class Counting:
+        """A RequestObserver that counts the write requests (the import's cost)."""
+
+        def __init__(self) -> None:
+            self.statuses: list[int] = []
+
+        async def before_request(self) -> None:
+            return None
+
+        def after_response(self, status: int, headers: Any) -> None:
+            self.statuses.append(status)
+
+    async def go() -> None:
+        app = create_app(EmulatorConfig())
+        counter = Counting()
+        async with KraiterClient(
+            "http://kraiter.test",
+            "kr_test",
+            transport=asgi_transport(app, close_app=True),
+            observer=counter,
+        ) as client:
+            local = local_frame([(f"c{i}@example.com", None, {"i": i}) for i in range(5)])
+            todo, plan, _ = await contacts_to_write(client, local)
+            assert todo.height == 5
+            await apply_plan(client, plan)
+            counter.statuses.clear()
+            todo, plan, snap = await contacts_to_write(client, local)
+            assert todo.height == 0
+            assert plan.counts()["unchanged"] == 5
+            assert counter.statuses == [200] * snap.requests  # reads only, no writes
+            changed = local.with_columns(
+                pl.when(pl.col("email") == "c3@example.com")
+                .then(pl.lit('{"i":33}'))
+                .otherwise(pl.col("properties"))
+                .alias("properties")
+            )
+            todo, _, _ = await contacts_to_write(client, changed)
+            assert todo["email"].to_list() == ["c3@example.com"]
+
+    asyncio.run(go())
