@@ -81,6 +81,7 @@ PLAN_SCHEMA: dict[str, pl.DataType] = {
 _PAIR = r'"(?:[^"\\]|\\.)*":(?:"(?:[^"\\]|\\.)*"|[^,}]*)'
 #: Where ``,"`` may not be a pair separator (a string ending in a comma).
 _AMBIGUOUS_SEPARATOR = r',"[,}:]'
+_BACKSLASH = "\\"
 #: One ``key":value`` pair of a flat compact JSON object, without its opening quote.
 _EXACT_PAIR = r'^((?:[^"\\]|\\.)*)":(.*)$'
 
@@ -243,53 +244,39 @@ def _dedupe_remote(remote: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return out, remote.height - out.height
 
 
-def _pair_lists(frame: pl.DataFrame, column: str) -> pl.Series:
+def _pair_list(column: str, *, tricky_rows: bool) -> pl.Expr:
     """Flat compact JSON objects → per row, the list of pair texts ``key":value``.
 
     Inside a JSON string every ``"`` is escaped, so ``,"`` separates two pairs unless a
     string ends in a comma (``"x,"``: then ``,"`` is followed by ``,``, ``}`` or ``:``).
-    Common rows are split with a plain string split; the rare rows that could fool it
-    go through an exact regex.
+    Rows are split with a plain string split; when some row could fool it
+    (``tricky_rows``), those rows go through an exact regex instead.
     """
     text = pl.col(column)
     # "{}" → "" → [""]: never null, so set differences against it work; "" is dropped later
-    inner = text.str.slice(2, pl.max_horizontal(text.str.len_chars() - 3, 0))
-    tricky = text.str.contains(_AMBIGUOUS_SEPARATOR)
-    if not frame.select(tricky.any()).item():
-        return frame.select(inner.str.split(',"').alias("p")).to_series()
+    plain = text.str.slice(2, pl.max_horizontal(text.str.len_chars() - 3, 0)).str.split(',"')
+    if not tricky_rows:
+        return plain
     exact = text.str.extract_all(_PAIR).list.eval(pl.element().str.slice(1))
-    return frame.select(
-        pl.when(tricky).then(exact).otherwise(inner.str.split(',"')).alias("p")
-    ).to_series()
+    return pl.when(text.str.contains(_AMBIGUOUS_SEPARATOR)).then(exact).otherwise(plain)
 
 
-def _key_values(pairs: pl.DataFrame, side: str) -> pl.DataFrame:
+def _key_values(pairs: pl.LazyFrame, side: str) -> pl.LazyFrame:
     """Pair texts → (``i``, ``prop``, value text); JSON nulls are dropped.
 
     The first ``":`` ends the key unless the key holds an escaped quote or backslash;
-    those rare pairs are split again with an exact regex. ``prop`` stays JSON-escaped.
+    those rare pairs are split with an exact regex. ``prop`` stays JSON-escaped.
     """
-    kv = (
-        pairs.filter(pl.col("p") != "")
-        .select(
-            "i",
-            "p",
-            pl.col("p").str.splitn('":', 2).struct.rename_fields(["prop", side]).alias("s"),
-        )
+    p = pl.col("p")
+    split = p.str.splitn('":', 2).struct.rename_fields(["prop", side])
+    exact = p.str.extract_groups(_EXACT_PAIR).struct.rename_fields(["prop", side])
+    odd = split.struct.field("prop").str.contains(_BACKSLASH, literal=True)
+    return (
+        pairs.filter(p != "")
+        .select("i", pl.when(odd).then(exact).otherwise(split).alias("s"))
         .unnest("s")
+        .filter(pl.col(side) != "null")
     )
-    odd = pl.col("prop").str.contains("\\", literal=True)
-    if kv.select(odd.any()).item():
-        exact_kv = kv.filter(odd).select(
-            "i",
-            "p",
-            pl.col("p")
-            .str.extract_groups(_EXACT_PAIR)
-            .struct.rename_fields(["prop", side])
-            .alias("s"),
-        )
-        kv = pl.concat([kv.filter(~odd), exact_kv.unnest("s")])
-    return kv.select("i", "prop", side).filter(pl.col(side) != "null")
 
 
 def _same_value(a: pl.Expr, b: pl.Expr) -> pl.Expr:
@@ -307,31 +294,38 @@ def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> p
     ``row`` is the candidate's row number in the joined frame.
     """
     rows = candidates.select(pl.col("row").alias("i"), "properties", "r_properties")
-    mine = _pair_lists(rows, "properties")
-    theirs = _pair_lists(rows, "r_properties")
+    tricky = rows.select(
+        pl.any_horizontal(
+            pl.col("properties", "r_properties").str.contains(_AMBIGUOUS_SEPARATOR).any()
+        )
+    ).item()
+    mine = _pair_list("properties", tricky_rows=tricky)
+    theirs = _pair_list("r_properties", tricky_rows=tricky)
     # Pairs with the same text on both sides are equal: a per-row set difference drops
     # them, so only the few that differ are split into key and value and compared.
-    rest = rows.select(
-        "i",
-        mine.list.set_difference(theirs).alias("mine"),
-        theirs.list.set_difference(mine).alias("theirs"),
+    rest = (
+        rows.lazy()
+        .select("i", mine.alias("mine"), theirs.alias("theirs"))
+        .select(
+            "i",
+            pl.col("mine").list.set_difference("theirs").alias("mine"),
+            pl.col("theirs").list.set_difference("mine").alias("theirs"),
+        )
     )
-    local = _key_values(
-        rest.select("i", pl.col("mine").alias("p")).explode("p").drop_nulls("p"), "new"
-    )
-    remote = _key_values(
-        rest.select("i", pl.col("theirs").alias("p")).explode("p").drop_nulls("p"), "old"
-    )
+    local = _key_values(rest.select("i", pl.col("mine").alias("p")).explode("p"), "new")
+    remote = _key_values(rest.select("i", pl.col("theirs").alias("p")).explode("p"), "old")
     how: Literal["full", "left"] = "full" if mirror_properties else "left"
     # Row order is kept (local's sorted keys first), so no sort is needed for stable output.
-    changed = local.join(
-        remote, on=["i", "prop"], how=how, coalesce=True, maintain_order="left"
-    ).filter(
-        pl.col("old").is_null()
-        | pl.col("new").is_null()
-        | ~_same_value(pl.col("new"), pl.col("old")).fill_null(False)
+    return (
+        local.join(remote, on=["i", "prop"], how=how, coalesce=True, maintain_order="left")
+        .filter(
+            pl.col("old").is_null()
+            | pl.col("new").is_null()
+            | ~_same_value(pl.col("new"), pl.col("old")).fill_null(False)
+        )
+        .select(pl.col("i").alias("row"), "prop", "old", "new")
+        .collect()
     )
-    return changed.select(pl.col("i").alias("row"), "prop", "old", "new")
 
 
 def _changes_json(props: pl.DataFrame, user_ids: pl.DataFrame) -> pl.DataFrame:
@@ -463,17 +457,15 @@ def diff_contacts(
         .otherwise(pl.lit("unchanged"))
     )
     create = ~in_remote
-    # The (few) changes are scattered into full-length columns by row number and put
-    # beside the joined frame: joining them back would re-gather every column.
-    rows = changes["row"]
-    changed = pl.DataFrame(
-        [
-            pl.Series(name, dtype=pl.String)
-            .extend_constant(None, joined.height)
-            .scatter(rows, changes[name])
-            for name in ("changes", "patch", "uid_new")
-        ]
+    # The (few) changes are put beside the joined frame by row number (a numeric
+    # scatter of positions, then one gather per column): joining them back would
+    # re-gather every column of the big frame.
+    pos = (
+        pl.Series("pos", dtype=pl.UInt32)
+        .extend_constant(None, joined.height)
+        .scatter(changes["row"], pl.int_range(changes.height, dtype=pl.UInt32, eager=True))
     )
+    changed = changes.select("changes", "patch", "uid_new").select(pl.all().gather(pos))
     plan_rows = (
         pl.concat([joined, changed], how="horizontal")
         .lazy()

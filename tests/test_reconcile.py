@@ -140,6 +140,10 @@ def test_tricky_keys_and_values_survive_the_split() -> None:
     upd = by_action(diff_contacts(local, remote))["update"][0]
     assert json.loads(upd["changes"]) == {"properties": {"k": ['","', "new"]}}
     assert json.loads(upd["properties"]) == {"k": "new"}
+    # a key holding '":' changes value: split exactly, not at the escaped quote
+    local = local_frame([("a@example.com", None, {'a":b': 2, "c\\": "y"})])
+    upd = by_action(diff_contacts(local, remote))["update"][0]
+    assert json.loads(upd["changes"]) == {"properties": {'a":b': [1, 2], "c\\": ['x,"y"', "y"]}}
 
 
 def test_empty_sides() -> None:
@@ -170,7 +174,7 @@ def test_duplicate_keys_are_resolved() -> None:
 # ---- properties ------------------------------------------------------------------------
 
 EMAILS = [f"{n}@example.com" for n in ("ann", "bob", "cy", "dee", "eve", "fay", "gus")]
-KEYS = st.sampled_from(["plan", "score", "a.b", 'q"k', "c,d", "back\\slash", "ü"])
+KEYS = st.sampled_from(["plan", "score", "a.b", 'q"k', 'x":y', "c,d", "back\\slash", "ü"])
 VALUES = st.one_of(
     st.text(alphabet='ab,":{}\\ü', max_size=6),
     st.integers(-5, 5),
