@@ -261,7 +261,7 @@ def _pair_list(column: str, *, tricky_rows: bool) -> pl.Expr:
     return pl.when(text.str.contains(_AMBIGUOUS_SEPARATOR)).then(exact).otherwise(plain)
 
 
-def _key_values(pairs: pl.LazyFrame, side: str) -> pl.LazyFrame:
+def _key_values(pairs: pl.DataFrame, side: str) -> pl.DataFrame:
     """Pair texts → (``i``, ``prop``, value text); JSON nulls are dropped.
 
     The first ``":`` ends the key unless the key holds an escaped quote or backslash;
@@ -303,14 +303,10 @@ def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> p
     theirs = _pair_list("r_properties", tricky_rows=tricky)
     # Pairs with the same text on both sides are equal: a per-row set difference drops
     # them, so only the few that differ are split into key and value and compared.
-    rest = (
-        rows.lazy()
-        .select("i", mine.alias("mine"), theirs.alias("theirs"))
-        .select(
-            "i",
-            pl.col("mine").list.set_difference("theirs").alias("mine"),
-            pl.col("theirs").list.set_difference("mine").alias("theirs"),
-        )
+    rest = rows.select("i", mine.alias("mine"), theirs.alias("theirs")).select(
+        "i",
+        pl.col("mine").list.set_difference("theirs").alias("mine"),
+        pl.col("theirs").list.set_difference("mine").alias("theirs"),
     )
     local = _key_values(rest.select("i", pl.col("mine").alias("p")).explode("p"), "new")
     remote = _key_values(rest.select("i", pl.col("theirs").alias("p")).explode("p"), "old")
@@ -324,7 +320,6 @@ def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> p
             | ~_same_value(pl.col("new"), pl.col("old")).fill_null(False)
         )
         .select(pl.col("i").alias("row"), "prop", "old", "new")
-        .collect()
     )
 
 
@@ -347,15 +342,15 @@ def _changes_json(props: pl.DataFrame, user_ids: pl.DataFrame) -> pl.DataFrame:
     patch = pl.concat_str(
         pl.lit('"'), pl.col("prop"), pl.lit('":'), pl.col("new").fill_null("null")
     )
+    # Eager on purpose: for these small frames the lazy engine's set-up cost dominates.
+    # agg into lists, then list.join: several times faster than str.join in the agg.
     per_key = (
-        props.lazy()
-        .select("row", pair.alias("pair"), patch.alias("patch"))
-        # agg into lists, then list.join: several times faster than str.join in the agg
+        props.select("row", pair.alias("pair"), patch.alias("patch"))
         .group_by("row")
         .agg("pair", "patch")
         .with_columns(pl.col("pair").list.join(","), pl.col("patch").list.join(","))
     )
-    uid = user_ids.lazy().select(
+    uid = user_ids.select(
         "row",
         pl.col("user_id").alias("uid_new"),
         pl.concat_str(
@@ -366,24 +361,26 @@ def _changes_json(props: pl.DataFrame, user_ids: pl.DataFrame) -> pl.DataFrame:
             pl.lit("]"),
         ).alias("uid_json"),
     )
-    return (
-        per_key.join(uid, on="row", how="full", coalesce=True)
-        .select(
-            "row",
-            pl.concat_str(
-                pl.lit("{"),
-                pl.concat_str(
-                    pl.concat_str(pl.lit('"properties":{'), pl.col("pair"), pl.lit("}")),
-                    pl.col("uid_json"),
-                    separator=",",
-                    ignore_nulls=True,
-                ),
-                pl.lit("}"),
-            ).alias("changes"),
-            pl.concat_str(pl.lit("{"), pl.col("patch").fill_null(""), pl.lit("}")).alias("patch"),
-            "uid_new",
+    if user_ids.height:
+        both = per_key.join(uid, on="row", how="full", coalesce=True)
+    else:  # the common case: skip the join
+        both = per_key.with_columns(
+            pl.lit(None, pl.String).alias("uid_new"), pl.lit(None, pl.String).alias("uid_json")
         )
-        .collect()
+    return both.select(
+        "row",
+        pl.concat_str(
+            pl.lit("{"),
+            pl.concat_str(
+                pl.concat_str(pl.lit('"properties":{'), pl.col("pair"), pl.lit("}")),
+                pl.col("uid_json"),
+                separator=",",
+                ignore_nulls=True,
+            ),
+            pl.lit("}"),
+        ).alias("changes"),
+        pl.concat_str(pl.lit("{"), pl.col("patch").fill_null(""), pl.lit("}")).alias("patch"),
+        "uid_new",
     )
 
 
@@ -430,21 +427,28 @@ def diff_contacts(
         joined = loc.join(
             rem.rename(renamed), left_on="email", right_on="key", how="full", coalesce=False
         )
-    # Lazy filters, so only the compared columns of the matched rows are gathered.
-    both = joined.lazy().with_row_index("row").filter(in_local & in_remote)
-    candidates = (
-        both.filter(pl.col("properties") != pl.col("r_properties"))
-        .select("row", "properties", "r_properties")
-        .collect()
+    # One lazy pass picks the matched rows that differ, gathering only compared columns.
+    props_differ = pl.col("properties") != pl.col("r_properties")
+    uid_differs = pl.col("user_id").is_not_null() & (
+        pl.col("r_user_id").is_null() | (pl.col("user_id") != pl.col("r_user_id"))
     )
-    user_ids = (
-        both.filter(
-            pl.col("user_id").is_not_null()
-            & (pl.col("r_user_id").is_null() | (pl.col("user_id") != pl.col("r_user_id")))
+    differing = (
+        joined.lazy()
+        .with_row_index("row")
+        .filter(in_local & in_remote & (props_differ | uid_differs))
+        .select(
+            "row",
+            "properties",
+            "r_properties",
+            "user_id",
+            "r_user_id",
+            props_differ.alias("props_differ"),
+            uid_differs.alias("uid_differs"),
         )
-        .select("row", "user_id", "r_user_id")
         .collect()
     )
+    candidates = differing.filter("props_differ")
+    user_ids = differing.filter("uid_differs")
     props = _property_changes(candidates, mirror_properties=mirror_properties)
     changes = _changes_json(props, user_ids)
     action = (
