@@ -182,6 +182,41 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------
 
 
+@main.command("connectors")
+@click.option(
+    "--show",
+    "show",
+    metavar="NAME|FILE",
+    default=None,
+    help="Print one connector's full mapping (a preset name or a .toml file).",
+)
+@common_options
+def connectors_command(common: Common, show: str | None) -> None:
+    """List the connector presets, or show one mapping.
+
+    A connector maps an export's columns onto Kraiter's fields (email, contact id, user
+    id, event name, timestamp) and says which columns become properties. Pass one to
+    `validate` or `import` with --connector NAME (or a path to your own .toml); without
+    one, common column names are detected and the choice is reported.
+
+    \b
+    Examples:
+      kraiter-sync connectors
+      kraiter-sync connectors --show ga4
+    """
+    from kraiter_sync.connectors import list_presets, load_connector
+
+    del common  # no Kraiter access needed: presets ship with the package
+    if show is not None:
+        click.echo(load_connector(show).describe())
+        return
+    presets = list_presets()
+    width = max((len(p.name) for p in presets), default=4)
+    click.echo(f"{'NAME':<{width}}  {'KIND':<8}  DESCRIPTION")
+    for preset in presets:
+        click.echo(f"{preset.name:<{width}}  {preset.kind:<8}  {preset.description}")
+
+
 # ---------------------------------------------------------------------------------------
 # import, runs, retry (issue 4)
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,928 @@
+"""The Kraiter API client: every operation of the contract, one attempt each.
+
+:class:`KraiterClient` is async and shares one connection pool; :class:`SyncKraiterClient`
+is a small blocking facade for library users. Wire details that the contract marks as
+[choice] live in :mod:`kraiter_sync.dialect`, never here.
+
+Every method makes exactly one HTTP attempt (an iterator makes one per page): only the
+caller knows whether resending is safe, so retrying is ``retry.py``'s job. Failures are
+always exceptions of :mod:`kraiter_sync.errors`: an error status becomes the
+:func:`~kraiter_sync.errors.api_error_class` for it, and a failed exchange is
+translated by :func:`_translate_transport_error`, the one boundary for httpx
+exceptions. Neither the key nor anything echoing it ends up in a message or a log.
+
+The client drives an httpx *transport* directly (httpx's Request/Response models, no
+``httpx.AsyncClient``: its per-request URL merging and cookie jar cost more than the
+exchange). For real HTTP the default is :class:`AiohttpTransport`, httpx's transport
+interface over an aiohttp connection pool, about ten times faster than httpx's own pool
+here (``benchmarks/client_transport.py``). Any transport can be injected:
+``httpx.ASGITransport`` for the in-process emulator, ``httpx.MockTransport`` — e.g.
+``httpx.MockTransport(respx_router.async_handler)`` — for request-shape tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import aiohttp
+import httpx
+
+from kraiter_sync import __version__
+from kraiter_sync.config import mask_key
+from kraiter_sync.dialect import Dialect, Route, decode_list
+from kraiter_sync.errors import (
+    ApiError,
+    ConnectError,
+    KraiterSyncError,
+    RequestTimeoutError,
+    ResponseLostError,
+    TransportError,
+    api_error_class,
+)
+from kraiter_sync.logs import get_logger
+
+if TYPE_CHECKING:
+    from kraiter_sync.config import Settings
+
+__all__ = [
+    "USER_AGENT",
+    "AiohttpTransport",
+    "KraiterClient",
+    "Page",
+    "RequestObserver",
+    "SyncKraiterClient",
+    "parse_retry_after",
+]
+
+USER_AGENT = f"kraiter-sync/{__version__}"
+log = get_logger("client")
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+T = TypeVar("T")
+
+
+class RequestObserver(Protocol):
+    """Sees every request go out and every answer come back (``ratelimit.RateController``)."""
+
+    async def before_request(self) -> None:
+        """Awaited before every HTTP request; may wait to keep the pace."""
+
+    def after_response(self, status: int, headers: Mapping[str, str]) -> None:
+        """Called after every HTTP response, error statuses included."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list: its items and the cursor of the next page (None at the end)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+# --------------------------------------------------------------------------------------
+# Failures: status → error, Retry-After, and the one httpx exception boundary
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date).
+
+    A value of 0 or less, or one that cannot be read, means "no hint" (None): it must
+    never make a caller retry in a hot loop.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return seconds
+
+
+def _scrub(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+#: Codes for gateway answers that carry no Kraiter error body (proxies, load balancers).
+_GATEWAY_CODES = {502: "BAD_GATEWAY", 503: "SERVICE_UNAVAILABLE", 504: "GATEWAY_TIMEOUT"}
+
+
+def _api_error(response: httpx.Response, method: str, path: str, secret: str) -> ApiError:
+    """The ApiError for an error answer; tolerates empty and non-JSON bodies."""
+    status = response.status_code
+    code: str | None = None
+    message = ""
+    details: Mapping[str, Any] | None = None
+    try:
+        body = json.loads(response.content) if response.content else None
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = _GATEWAY_CODES.get(status)
+    if isinstance(error, dict):
+        if isinstance(error.get("code"), str):
+            code = error["code"]
+        if error.get("message") is not None:
+            message = str(error["message"])
+        raw_details = error.get("details")
+        if isinstance(raw_details, dict):
+            details = raw_details
+        elif raw_details is not None:
+            details = {"details": raw_details}
+    if not message:
+        snippet = response.content[:200].decode("utf-8", "replace").strip()
+        if body is None and snippet:
+            message = f"non-JSON answer: {snippet}"
+        else:
+            message = response.reason_phrase or "no error message"
+    if details is not None and secret and secret in json.dumps(details):
+        details = json.loads(_scrub(json.dumps(details), secret))
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return api_error_class(status)(
+        _scrub(message, secret),
+        method=method,
+        path=path,
+        status=status,
+        code=code,
+        details=details,
+        retry_after=retry_after,
+    )
+
+
+def _unexpected(response: httpx.Response, method: str, path: str, why: str) -> ApiError:
+    """A success status whose body is not what the contract promises."""
+    err = ApiError(
+        f"unexpected answer ({why}); check --base-url points at Kraiter",
+        method=method,
+        path=path,
+        status=response.status_code,
+        code="UNEXPECTED_RESPONSE",
+    )
+    # The request succeeded, so a write may have taken effect.
+    err.ambiguous = method != "GET"
+    return err
+
+
+#: httpx exception class → (our class, whether the request may have been sent).
+#: Exact classes, most specific first; a test walks httpx's tree against this table.
+_NOT_SENT = False
+_MAYBE_SENT = True
+_TRANSPORT_MAP: tuple[tuple[type[httpx.HTTPError], type[TransportError], bool], ...] = (
+    (httpx.ConnectTimeout, RequestTimeoutError, _NOT_SENT),
+    (httpx.PoolTimeout, RequestTimeoutError, _NOT_SENT),
+    (httpx.ReadTimeout, RequestTimeoutError, _MAYBE_SENT),
+    (httpx.WriteTimeout, RequestTimeoutError, _MAYBE_SENT),
+    (httpx.TimeoutException, RequestTimeoutError, _MAYBE_SENT),
+    (httpx.ConnectError, ConnectError, _NOT_SENT),
+    (httpx.ProxyError, ConnectError, _NOT_SENT),
+    (httpx.ReadError, ResponseLostError, _MAYBE_SENT),
+    (httpx.WriteError, ResponseLostError, _MAYBE_SENT),
+    (httpx.CloseError, ResponseLostError, _MAYBE_SENT),
+    (httpx.RemoteProtocolError, ResponseLostError, _MAYBE_SENT),
+    (httpx.DecodingError, ResponseLostError, _MAYBE_SENT),
+    (httpx.NetworkError, ResponseLostError, _MAYBE_SENT),
+    (httpx.ProtocolError, ResponseLostError, _MAYBE_SENT),
+)
+#: Failures a resend cannot fix: the request could not even be formed or routed.
+_NOT_RETRIABLE: tuple[type[httpx.HTTPError], ...] = (
+    httpx.LocalProtocolError,
+    httpx.UnsupportedProtocol,
+    httpx.TooManyRedirects,
+)
+
+
+def _classify(exc: httpx.HTTPError) -> tuple[type[TransportError], bool]:
+    for httpx_cls, ours, sent in _TRANSPORT_MAP:
+        if isinstance(exc, httpx_cls):
+            return ours, sent
+    # An httpx error this table does not know yet: assume the worst (it may have
+    # applied) so that nothing is resent blindly.
+    return ResponseLostError, _MAYBE_SENT
+
+
+def _translate_transport_error(exc: httpx.HTTPError, *, method: str, path: str) -> KraiterSyncError:
+    """The one boundary for httpx exceptions: each becomes an errors.py exception."""
+    where = f"{method} {path}"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return _api_error(exc.response, method, path, "")
+    if isinstance(exc, _NOT_RETRIABLE):
+        err = TransportError(
+            f"request {where} could not be sent ({type(exc).__name__}: {exc})",
+            method=method,
+            path=path,
+        )
+        err.retriable = False
+        return err
+    ours, sent = _classify(exc)
+    detail = str(exc) or type(exc).__name__
+    if ours is RequestTimeoutError:
+        outcome = (
+            "timed out waiting for the answer ({}); it may have been applied"
+            if sent
+            else "timed out before it was sent ({}); safe to resend"
+        )
+        return RequestTimeoutError(
+            f"{where} {outcome.format(detail)}", method=method, path=path, sent=sent
+        )
+    if ours is ConnectError:
+        return ConnectError(
+            f"cannot reach Kraiter for {where} ({detail}); check --base-url and the network",
+            method=method,
+            path=path,
+        )
+    return ResponseLostError(
+        f"connection lost during {where} before a complete answer ({detail}); "
+        "the request may have been applied",
+        method=method,
+        path=path,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The aiohttp transport
+
+
+#: aiohttp exception → httpx exception, most specific first. What matters is the
+#: sent / maybe-sent split: only failures before the request left are "connect" ones.
+_AIOHTTP_MAP: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (aiohttp.ServerFingerprintMismatch, httpx.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx.ReadError),
+    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+    (aiohttp.ClientOSError, httpx.ReadError),
+    (aiohttp.ClientConnectionResetError, httpx.ReadError),
+    (aiohttp.UploadAbortedError, httpx.WriteError),
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+    (aiohttp.ClientConnectionError, httpx.RemoteProtocolError),
+    (aiohttp.ClientError, httpx.RemoteProtocolError),
+    (TimeoutError, httpx.ReadTimeout),
+    (OSError, httpx.ReadError),
+)
+
+
+def _map_aiohttp_error(exc: BaseException) -> type[httpx.TransportError] | None:
+    for aio_cls, httpx_cls in _AIOHTTP_MAP:
+        if isinstance(exc, aio_cls):
+            return httpx_cls
+    return None
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx's request/response API over an aiohttp connection pool.
+
+    Reads each (small, JSON) answer whole, and maps aiohttp's exceptions to the httpx
+    ones with the right meaning: notably a server that cut the connection is a
+    ``RemoteProtocolError`` (the request may have applied), never a connect error.
+    The aiohttp session is created on first use, inside the running event loop.
+
+    One aiohttp behaviour to know: a GET/PUT/DELETE that fails on a *reused* keep-alive
+    connection the server had already closed is resent once on a fresh connection.
+    Those methods are idempotent, so this is not a hidden retry of anything that could
+    apply twice; POST and PATCH are never resent.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 64,
+        keepalive_expiry: float = 15.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._verify = verify
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            # A session belongs to the loop it was made in (asyncio.run twice).
+            self._loop = loop
+            ssl_context: ssl.SSLContext | bool = self._verify
+            if self._verify is True:
+                ssl_context = httpx.create_ssl_context()
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                keepalive_timeout=self._keepalive_expiry,
+                ssl=ssl_context,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        content = request.content if isinstance(request.stream, httpx.ByteStream) else None
+        if content is None:
+            content = await request.aread()
+        session = self._get_session()
+        try:
+            async with session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=content or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            ) as answer:
+                body = await answer.read()
+                status = answer.status
+                headers = answer.raw_headers
+                reason = answer.reason
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            mapped = _map_aiohttp_error(exc) or httpx.RemoteProtocolError
+            raise mapped(str(exc) or type(exc).__name__, request=request) from exc
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if reason:
+            extensions["reason_phrase"] = reason.encode("ascii", "replace")
+        return httpx.Response(
+            status, headers=headers, content=body, request=request, extensions=extensions
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# --------------------------------------------------------------------------------------
+# The async client
+
+
+def _iso(ts: datetime | str) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``; strings are sent as given."""
+    if isinstance(ts, str):
+        return ts
+    if ts.tzinfo is None:
+        msg = "timestamp must be timezone-aware (naive datetimes are ambiguous)"
+        raise ValueError(msg)
+    utc = ts.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _query_value(value: str | bool | int) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class KraiterClient:
+    """Async client for Kraiter's REST API over one shared httpx connection pool.
+
+    Use it as ``async with KraiterClient(url, key) as kraiter: ...`` (or call
+    :meth:`aclose`). Methods return plain dicts; contacts always carry ``id``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        dialect: Dialect | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float | httpx.Timeout = 30.0,
+        max_connections: int = 64,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.dialect = dialect or Dialect()
+        self.observer = observer
+        self._key = api_key
+        if transport is None:
+            transport = AiohttpTransport(max_connections=max_connections)
+        # The transport is driven directly with httpx's Request/Response models:
+        # httpx.AsyncClient's per-request URL merging, cookie jar and hooks cost
+        # more than the whole aiohttp exchange (benchmarks/client_transport.py).
+        self._transport = transport
+        self._timeout = httpx.Timeout(timeout).as_dict()
+        base_headers = {
+            "Authorization": f"Bearer {api_key}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        }
+        self._headers = httpx.Headers(base_headers)
+        self._json_headers = httpx.Headers({**base_headers, **_JSON_HEADERS})
+        #: Parsed URLs of the parameterless routes (a fixed, small set).
+        self._urls: dict[str, httpx.URL] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kw: Any) -> KraiterClient:
+        """A client for resolved settings; the local Kraiter runs in-process.
+
+        With ``settings.local`` the emulator serves the SQLite file in the state
+        directory through an in-process transport (no socket); otherwise the base URL
+        has already been checked (no plain http off loopback) by ``config``.
+        """
+        if settings.local and "transport" not in kw:
+            # emulator lands on its own branch
+            from kraiter_sync.emulator import (  # type: ignore[import-not-found, unused-ignore]
+                EmulatorConfig,
+                asgi_transport,
+                create_app,
+            )
+
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+            app = create_app(EmulatorConfig(db_path=str(settings.local_db)))
+            transport: httpx.AsyncBaseTransport = asgi_transport(app)
+            kw["transport"] = transport
+        return cls(settings.base_url, settings.api_key, **kw)
+
+    def __repr__(self) -> str:
+        return f"KraiterClient(base_url={self.base_url!r}, api_key='{mask_key(self._key)}')"
+
+    async def __aenter__(self) -> KraiterClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    # ---- the one request path ---------------------------------------------------------
+
+    async def _request(
+        self,
+        operation: str,
+        path_params: Mapping[str, str] | None = None,
+        *,
+        query: Mapping[str, str | bool | int | None] | None = None,
+        body: bytes | None = None,
+    ) -> tuple[httpx.Response, str]:
+        """One attempt; returns a 2xx response (and the path) or raises from errors.py."""
+        route: Route = self.dialect.route(operation)
+        method = route.method
+        path = route.path(path_params)
+        params = {k: _query_value(v) for k, v in query.items() if v is not None} if query else None
+        if path_params or params:
+            url = httpx.URL(self.base_url + path, params=params)
+        else:
+            url = self._urls.get(path) or self._urls.setdefault(
+                path, httpx.URL(self.base_url + path)
+            )
+        request = httpx.Request(
+            method,
+            url,
+            headers=self._json_headers if body is not None else self._headers,
+            content=body,
+            extensions={"timeout": self._timeout},
+        )
+        observer = self.observer
+        if observer is not None:
+            await observer.before_request()
+        try:
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise _translate_transport_error(exc, method=method, path=path) from exc
+        if observer is not None:
+            observer.after_response(response.status_code, response.headers)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %d", method, path, response.status_code)
+        if not 200 <= response.status_code < 300:
+            raise _api_error(response, method, path, self._key)
+        return response, path
+
+    def _json(self, response: httpx.Response, path: str) -> Any:
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise _unexpected(response, response.request.method, path, "not JSON") from None
+
+    async def _object(
+        self,
+        operation: str,
+        path_params: Mapping[str, str] | None = None,
+        *,
+        body: bytes | None = None,
+        contact: bool = False,
+    ) -> tuple[dict[str, Any], int]:
+        response, path = await self._request(operation, path_params, body=body)
+        obj = self._json(response, path)
+        if not isinstance(obj, dict):
+            raise _unexpected(response, response.request.method, path, "not a JSON object")
+        if contact:
+            obj = self.dialect.normalise_contact(obj)
+        return obj, response.status_code
+
+    async def get_page(
+        self,
+        path_key: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+        path_params: Mapping[str, str] | None = None,
+        **query: str | bool | int | None,
+    ) -> Page:
+        """One page of a list operation (``path_key`` names a route, e.g. ``events.list``).
+
+        Resumable paging: store ``next_cursor`` and pass it back later.
+        """
+        d = self.dialect
+        if not 1 <= limit <= d.max_page_size:
+            msg = f"limit must be between 1 and {d.max_page_size}, got {limit}"
+            raise ValueError(msg)
+        params: dict[str, str | bool | int | None] = {**query, d.limit_param: limit}
+        if cursor is not None:
+            params[d.cursor_param] = cursor
+        response, path = await self._request(path_key, path_params, query=params)
+        decoded = decode_list(self._json(response, path), d)
+        if decoded is None:
+            raise _unexpected(response, "GET", path, "not a list envelope")
+        items, next_cursor = decoded
+        if path_key == "contacts.list":
+            items = [d.normalise_contact(item) for item in items]
+        return Page(items, next_cursor)
+
+    async def _pages(
+        self,
+        path_key: str,
+        *,
+        page_size: int = 100,
+        path_params: Mapping[str, str] | None = None,
+        **query: str | bool | int | None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a list, following cursors to the end."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = await self.get_page(
+                path_key, cursor=cursor, limit=page_size, path_params=path_params, **query
+            )
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            if page.next_cursor in seen:
+                msg = "Kraiter returned a cursor it had already returned (paging would loop)"
+                raise ApiError(msg, method="GET", path=path_key, code="CURSOR_LOOP")
+            seen.add(page.next_cursor)
+            cursor = page.next_cursor
+
+    async def _list(self, operation: str, contact_id: str) -> list[dict[str, Any]]:
+        response, path = await self._request(operation, {"id": contact_id})
+        decoded = decode_list(self._json(response, path), self.dialect)
+        if decoded is None:
+            raise _unexpected(response, "GET", path, "not a list envelope")
+        return decoded[0]
+
+    # ---- contacts ----------------------------------------------------------------------
+
+    @staticmethod
+    def _contact_body(
+        email: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+        unsubscribed: bool | None = None,
+    ) -> bytes:
+        body: dict[str, Any] = {}
+        if email is not None:
+            body["email"] = email
+        if properties is not None:
+            body["properties"] = dict(properties)
+        if user_id is not None:
+            body["userId"] = user_id
+        if unsubscribed is not None:
+            body["unsubscribed"] = unsubscribed
+        return _dumps(body).encode()
+
+    async def create_contact(
+        self, email: str, *, properties: Mapping[str, Any] | None = None, user_id: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /api/contacts``; ConflictError when the email is taken."""
+        body = self._contact_body(email, properties, user_id)
+        return (await self._object("contacts.create", body=body, contact=True))[0]
+
+    async def get_contact(self, contact_id: str) -> dict[str, Any]:
+        return (await self._object("contacts.get", {"id": contact_id}, contact=True))[0]
+
+    async def get_contact_by_email(self, email: str) -> dict[str, Any] | None:
+        """The contact with this email, or None when Kraiter has none (404)."""
+        try:
+            obj, _ = await self._object("contacts.by_email", {"email": email}, contact=True)
+        except ApiError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        return obj
+
+    def list_contacts(
+        self, *, search: str | None = None, suppressed: bool | None = None, page_size: int = 100
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self._pages(
+            "contacts.list", page_size=page_size, search=search, suppressed=suppressed
+        )
+
+    async def update_contact(
+        self,
+        contact_id: str,
+        *,
+        email: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+        unsubscribed: bool | None = None,
+    ) -> dict[str, Any]:
+        """``PATCH``: only given fields change; a property set to None is removed."""
+        body = self._contact_body(email, properties, user_id, unsubscribed)
+        return (await self._object("contacts.update", {"id": contact_id}, body=body, contact=True))[
+            0
+        ]
+
+    async def upsert_contact(
+        self, email: str, *, properties: Mapping[str, Any] | None = None, user_id: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or merge by email; returns ``(contact, created)``."""
+        body = self._contact_body(email, properties, user_id)
+        obj, status = await self._object("contacts.upsert", body=body, contact=True)
+        return obj, status == self.dialect.upsert_created_status
+
+    async def delete_contact(self, contact_id: str) -> None:
+        await self._request("contacts.delete", {"id": contact_id})
+
+    def contact_sends(
+        self, contact_id: str, *, page_size: int = 100
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self._pages("contacts.sends", page_size=page_size, path_params={"id": contact_id})
+
+    def contact_scheduled(
+        self, contact_id: str, *, page_size: int = 100
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self._pages(
+            "contacts.scheduled", page_size=page_size, path_params={"id": contact_id}
+        )
+
+    def contact_timeline(
+        self, contact_id: str, *, page_size: int = 100
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self._pages("contacts.timeline", page_size=page_size, path_params={"id": contact_id})
+
+    async def contact_sequences(self, contact_id: str) -> list[dict[str, Any]]:
+        return await self._list("contacts.sequences", contact_id)
+
+    async def contact_segments(self, contact_id: str) -> list[dict[str, Any]]:
+        return await self._list("contacts.segments", contact_id)
+
+    # ---- events ------------------------------------------------------------------------
+
+    def event_body(
+        self,
+        name: str,
+        *,
+        contact_id: str | None = None,
+        email: str | None = None,
+        properties: Mapping[str, Any] | str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> bytes:
+        """The JSON body of ``POST /api/events``; a str ``properties`` is embedded as is.
+
+        The importer pre-serialises millions of property objects, so a string is
+        spliced in without parsing it again (only its braces are checked).
+        """
+        if (contact_id is None) == (email is None):
+            msg = "track_event needs exactly one of contact_id or email"
+            raise ValueError(msg)
+        head: dict[str, Any] = {self.dialect.event_name_field: name}
+        if contact_id is not None:
+            head["contactId"] = contact_id
+        else:
+            head["email"] = email
+        if timestamp is not None:
+            head["timestamp"] = _iso(timestamp)
+        if properties is None:
+            return _dumps(head).encode()
+        if isinstance(properties, str):
+            raw = properties.strip()
+            if not (raw.startswith("{") and raw.endswith("}")):
+                msg = "properties given as a string must hold a JSON object"
+                raise ValueError(msg)
+        else:
+            raw = _dumps(dict(properties))
+        return f'{_dumps(head)[:-1]},"properties":{raw}}}'.encode()
+
+    async def track_event(
+        self,
+        name: str,
+        *,
+        contact_id: str | None = None,
+        email: str | None = None,
+        properties: Mapping[str, Any] | str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/events``: one event for one contact (by id or by email).
+
+        Kraiter has no idempotency key: a :class:`ResponseLostError` here means the
+        event may exist already (see the ledger in design.md).
+        """
+        body = self.event_body(
+            name, contact_id=contact_id, email=email, properties=properties, timestamp=timestamp
+        )
+        return (await self._object("events.track", body=body))[0]
+
+    def list_events(
+        self,
+        *,
+        contact_id: str | None = None,
+        email: str | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events of one contact, or the tenant-wide feed when no contact is given."""
+        query: dict[str, str | bool | int | None] = {
+            "contactId": contact_id,
+            "email": email,
+            self.dialect.event_name_filter: name,
+        }
+        return self._pages("events.list", page_size=page_size, path_params=None, **query)
+
+    # ---- sends, scheduled sends, sequences -------------------------------------------
+
+    def list_sends(
+        self,
+        *,
+        status: str | None = None,
+        contact_id: str | None = None,
+        template_id: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self._pages(
+            "sends.list",
+            page_size=page_size,
+            status=status,
+            contactId=contact_id,
+            templateId=template_id,
+        )
+
+    def list_scheduled(self, *, page_size: int = 100) -> AsyncIterator[dict[str, Any]]:
+        return self._pages("scheduled.list", page_size=page_size)
+
+    async def put_sequence(
+        self, sequence_id: str, *, name: str, status: str, triggers: list[str]
+    ) -> dict[str, Any]:
+        """``PUT /api/sequences/{id}``: idempotent create-or-update."""
+        body = _dumps(
+            {"name": name, "status": status, "triggers": [{"event": t} for t in triggers]}
+        ).encode()
+        return (await self._object("sequences.put", {"id": sequence_id}, body=body))[0]
+
+    def list_sequences(self, *, page_size: int = 100) -> AsyncIterator[dict[str, Any]]:
+        return self._pages("sequences.list", page_size=page_size)
+
+
+# --------------------------------------------------------------------------------------
+# The synchronous facade
+
+
+class SyncKraiterClient:
+    """Blocking facade over :class:`KraiterClient` for scripts and notebooks.
+
+    The async client runs on a private event loop in a daemon thread, so this works
+    even where an event loop is already running (Jupyter). ``list_*`` methods return
+    lists. Close it (or use ``with``) to stop the thread.
+    """
+
+    def __init__(self, base_url: str, api_key: str, **kw: Any) -> None:
+        self._client = KraiterClient(base_url, api_key, **kw)
+        self._start()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kw: Any) -> SyncKraiterClient:
+        self = cls.__new__(cls)
+        self._client = KraiterClient.from_settings(settings, **kw)
+        self._start()
+        return self
+
+    def _start(self) -> None:
+        # Started only once the client exists, so a bad argument leaves no thread behind.
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="kraiter-sync-client", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"Sync{self._client!r}"
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _collect(
+        self, factory: Callable[[], AsyncIterator[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        async def collect() -> list[dict[str, Any]]:
+            return [item async for item in factory()]
+
+        return self._run(collect())
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._run(self._client.aclose())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def __enter__(self) -> SyncKraiterClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def create_contact(self, email: str, **kw: Any) -> dict[str, Any]:
+        return self._run(self._client.create_contact(email, **kw))
+
+    def get_contact(self, contact_id: str) -> dict[str, Any]:
+        return self._run(self._client.get_contact(contact_id))
+
+    def get_contact_by_email(self, email: str) -> dict[str, Any] | None:
+        return self._run(self._client.get_contact_by_email(email))
+
+    def list_contacts(self, **kw: Any) -> list[dict[str, Any]]:
+        return self._collect(lambda: self._client.list_contacts(**kw))
+
+    def update_contact(self, contact_id: str, **kw: Any) -> dict[str, Any]:
+        return self._run(self._client.update_contact(contact_id, **kw))
+
+    def upsert_contact(self, email: str, **kw: Any) -> tuple[dict[str, Any], bool]:
+        return self._run(self._client.upsert_contact(email, **kw))
+
+    def delete_contact(self, contact_id: str) -> None:
+        self._run(self._client.delete_contact(contact_id))
+
+    def contact_sends(self, contact_id: str) -> list[dict[str, Any]]:
+        return self._collect(lambda: self._client.contact_sends(contact_id))
+
+    def contact_scheduled(self, contact_id: str) -> list[dict[str, Any]]:
+        return self._collect(lambda: self._client.contact_scheduled(contact_id))
+
+    def contact_timeline(self, contact_id: str) -> list[dict[str, Any]]:
+        return self._collect(lambda: self._client.contact_timeline(contact_id))
+
+    def contact_sequences(self, contact_id: str) -> list[dict[str, Any]]:
+        return self._run(self._client.contact_sequences(contact_id))
+
+    def contact_segments(self, contact_id: str) -> list[dict[str, Any]]:
+        return self._run(self._client.contact_segments(contact_id))
+
+    def track_event(self, name: str, **kw: Any) -> dict[str, Any]:
+        return self._run(self._client.track_event(name, **kw))
+
+    def list_events(self, **kw: Any) -> list[dict[str, Any]]:
+        return self._collect(lambda: self._client.list_events(**kw))
+
+    def list_sends(self, **kw: Any) -> list[dict[str, Any]]:
+        return self._collect(lambda: self._client.list_sends(**kw))
+
+    def list_scheduled(self) -> list[dict[str, Any]]:
+        return self._collect(self._client.list_scheduled)
+
+    def put_sequence(self, sequence_id: str, **kw: Any) -> dict[str, Any]:
+        return self._run(self._client.put_sequence(sequence_id, **kw))
+
+    def list_sequences(self) -> list[dict[str, Any]]:
+        return self._collect(self._client.list_sequences)
+
+    def get_page(self, path_key: str, **kw: Any) -> Page:
+        return self._run(self._client.get_page(path_key, **kw))

@@ -1,0 +1,788 @@
+"""Reading input files: CSV/TSV, Parquet, NDJSON/JSON, Avro and Arrow IPC, in chunks.
+
+Every row read gets two columns that follow it to the rejects file and the report:
+``source_file`` (the path as the user gave it, or the resolved part of a directory or
+glob) and ``source_row`` (the 1-based data row within that file, header excluded).
+
+Why files are *prepared* first: polars scans plain CSV, NDJSON, Parquet and IPC lazily
+and in bounded memory, but not compressed text, other encodings, JSON arrays or Avro.
+Those are streamed once, in fixed-size pieces, into a temporary file polars can scan
+(UTF-8 CSV, NDJSON or Parquet). Memory then stays flat whatever the input size; the
+cost is one sequential copy on disk. Each file is scanned on its own so ``source_row``
+restarts at 1 per file, which is what a user opening that file expects.
+
+Naming follows polars: ``scan_source`` is lazy, ``read_source`` is eager, and
+``iter_chunks`` streams ``pl.DataFrame`` chunks. The source is positional, every other
+argument keyword-only.
+
+This module is the one boundary where polars, pyarrow, OS and codec errors become
+:class:`~kraiter_sync.errors.InputError` naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import glob as globlib
+import gzip
+import io
+import json
+import shutil
+import tempfile
+import urllib.parse
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+import polars as pl
+
+from kraiter_sync.errors import InputError
+
+__all__ = [
+    "FORMATS",
+    "Source",
+    "SourceFile",
+    "iter_chunks",
+    "open_source",
+    "read_source",
+    "scan_source",
+]
+
+Format = Literal["csv", "tsv", "parquet", "ndjson", "json", "avro", "ipc"]
+FORMATS: tuple[str, ...] = ("csv", "tsv", "parquet", "ndjson", "json", "avro", "ipc")
+Compression = Literal["gzip", "zstd"]
+
+SOURCE_FILE = "source_file"
+SOURCE_ROW = "source_row"
+DEFAULT_CHUNK_SIZE = 100_000
+
+_COPY_BLOCK = 1 << 20
+_SNIFF_BYTES = 64 * 1024
+_DELIMITERS = (",", "\t", ";", "|")
+_GLOB_CHARS = frozenset("*?[")
+
+_EXTENSIONS: dict[str, Format] = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "json",
+    ".avro": "avro",
+    ".arrow": "ipc",
+    ".feather": "ipc",
+    ".ipc": "ipc",
+}
+_COMPRESSED_EXTENSIONS: dict[str, Compression] = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One physical input file and how to read it."""
+
+    path: Path
+    display: str
+    format: Format
+    compression: Compression | None = None
+    hive: tuple[tuple[str, str], ...] = ()
+
+
+# --------------------------------------------------------------------------------------
+# path expansion and format detection
+# --------------------------------------------------------------------------------------
+
+
+def _is_data_file(path: Path) -> bool:
+    """Skip warehouse markers (``_SUCCESS``, ``.crc``, hidden files) in directories."""
+    name = path.name
+    return path.is_file() and not name.startswith((".", "_")) and not name.endswith(".crc")
+
+
+def _hive_pairs(path: Path, root: Path) -> tuple[tuple[str, str], ...]:
+    try:
+        parts = path.relative_to(root).parts[:-1]
+    except ValueError:
+        return ()
+    pairs = []
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if sep and key:
+            pairs.append((key, urllib.parse.unquote(value)))
+    return tuple(pairs)
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = []
+    for part in Path(pattern).parts:
+        if _GLOB_CHARS & set(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path()
+
+
+def _expand(raw: str | Path) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
+    text = str(raw)
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if _is_data_file(p))
+        if not files:
+            msg = f"{text}: the directory holds no data files; point at the files to read"
+            raise InputError(msg)
+        return [(p, str(p), _hive_pairs(p, path)) for p in files]
+    if path.exists():
+        if not path.is_file():
+            msg = f"{text}: not a regular file"
+            raise InputError(msg)
+        return [(path, text, ())]
+    if _GLOB_CHARS & set(text):
+        root = _glob_root(text)
+        matches = sorted(Path(m) for m in globlib.glob(text, recursive=True))  # noqa: PTH207
+        files = [m for m in matches if _is_data_file(m)]
+        if not files:
+            msg = f"{text}: no file matches this pattern; check the path and quoting"
+            raise InputError(msg)
+        return [(m, str(m), _hive_pairs(m, root)) for m in files]
+    msg = f"{text}: no such file; check the path (relative paths start in {Path.cwd()})"
+    raise InputError(msg)
+
+
+def _sniff_compression(path: Path, head: bytes) -> Compression | None:
+    suffix = path.suffix.lower()
+    if suffix in _COMPRESSED_EXTENSIONS:
+        return _COMPRESSED_EXTENSIONS[suffix]
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    return None
+
+
+def _format_from_magic(head: bytes) -> Format:
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"ARROW1"):
+        return "ipc"
+    if head.startswith(b"Obj\x01"):
+        return "avro"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"["):
+        return "json"
+    if stripped.startswith(b"{"):
+        return "ndjson"
+    return "csv"
+
+
+def _detect(path: Path, display: str, forced: Format | None) -> tuple[Format, Compression | None]:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        msg = f"{display}: cannot be opened ({exc.strerror}); check its permissions"
+        raise InputError(msg) from exc
+    if not head:
+        msg = f"{display}: the file is empty (0 bytes); check that the export finished writing it"
+        raise InputError(msg)
+    compression = _sniff_compression(path, head)
+    if forced is not None:
+        return forced, compression
+    stem = path.with_suffix("") if path.suffix.lower() in _COMPRESSED_EXTENSIONS else path
+    fmt = _EXTENSIONS.get(stem.suffix.lower())
+    if fmt is None:
+        if compression is not None:
+            with _open_decompressed(path, compression, display) as fh:
+                head = fh.read(16)
+        fmt = _format_from_magic(head)
+    return fmt, compression
+
+
+def _resolve(paths: Sequence[str | Path] | str | Path, forced: Format | None) -> list[SourceFile]:
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    if not items:
+        msg = "no input given; pass one or more files, directories or globs"
+        raise InputError(msg)
+    out: list[SourceFile] = []
+    for item in items:
+        for path, display, hive in _expand(item):
+            fmt, compression = _detect(path, display, forced)
+            out.append(SourceFile(path, display, fmt, compression, hive))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# streaming preparation: decompress, transcode, convert
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open_decompressed(
+    path: Path, compression: Compression | None, display: str
+) -> Iterator[IO[bytes]]:
+    try:
+        if compression == "gzip":
+            with gzip.open(path, "rb") as gz:
+                yield cast(IO[bytes], gz)
+        elif compression == "zstd":
+            import zstandard
+
+            with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as fh:
+                yield fh
+        else:
+            with path.open("rb") as fh:
+                yield fh
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        msg = (
+            f"{display}: the {compression} stream is truncated or corrupt ({exc}); "
+            "download or export the file again"
+        )
+        raise InputError(msg) from exc
+    except Exception as exc:
+        if compression == "zstd" and type(exc).__name__ == "ZstdError":
+            msg = f"{display}: the zstd stream is corrupt ({exc}); export the file again"
+            raise InputError(msg) from exc
+        raise
+
+
+def _normal_encoding(encoding: str) -> str:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError as exc:
+        msg = (
+            f"unknown encoding {encoding!r}; use a Python codec name such as utf-8, latin-1, cp1252"
+        )
+        raise InputError(msg) from exc
+    return name
+
+
+def _bad_line(path: Path, compression: Compression | None, display: str, encoding: str) -> int:
+    """Find the 1-based physical line holding the first undecodable bytes (error path only)."""
+    decoder_name = "utf-8" if encoding in ("utf-8", "utf-8-sig") else encoding
+    with _open_decompressed(path, compression, display) as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode(decoder_name)
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
+def _decode_error(
+    display: str, line: int, encoding: str, exc: Exception | None = None
+) -> InputError:
+    where = f" on line {line}" if line else ""
+    hint = (
+        "pass --encoding (e.g. latin-1, cp1252, utf-16) with the file's real encoding"
+        if encoding in ("utf-8", "utf-8-sig")
+        else "check --encoding: the bytes do not match it"
+    )
+    msg = f"{display}: bytes that are not valid {encoding}{where}; {hint}"
+    return InputError(msg)
+
+
+def _transcode_text(sf: SourceFile, encoding: str, target: Path) -> None:
+    """Stream (decompress and) decode to UTF-8 without a BOM, in fixed-size pieces."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    first = True
+    with _open_decompressed(sf.path, sf.compression, sf.display) as src, target.open("wb") as dst:
+        while True:
+            block = src.read(_COPY_BLOCK)
+            try:
+                text = decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                line = _bad_line(sf.path, sf.compression, sf.display, encoding)
+                raise _decode_error(sf.display, line, encoding, exc) from exc
+            if first and text:
+                text = text.removeprefix("\ufeff")
+                first = False
+            dst.write(text.encode("utf-8"))
+            if not block:
+                break
+
+
+def _decompress(sf: SourceFile, target: Path) -> None:
+    with _open_decompressed(sf.path, sf.compression, sf.display) as src, target.open("wb") as dst:
+        shutil.copyfileobj(src, dst, _COPY_BLOCK)
+
+
+def _iter_json_array(fh: IO[str], display: str) -> Iterator[Any]:
+    """Yield the elements of a top-level JSON array without holding the whole array."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    pos = 0
+    started = False
+    eof = False
+    while True:
+        while pos < len(buf) and buf[pos] in " \t\r\n,":
+            pos += 1
+        if not started:
+            if pos < len(buf):
+                if buf[pos] != "[":
+                    msg = (
+                        f"{display}: expected a JSON array ('[' first); "
+                        "for one object per line name the file .ndjson"
+                    )
+                    raise InputError(msg)
+                started = True
+                pos += 1
+                continue
+        elif pos < len(buf) and buf[pos] == "]":
+            return
+        elif pos < len(buf):
+            try:
+                value, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as exc:
+                if not eof:
+                    value, end = None, -1
+                else:
+                    line = buf.count("\n", 0, exc.pos) + 1
+                    msg = f"{display}: invalid JSON near element line {line}: {exc.msg}"
+                    raise InputError(msg) from exc
+            if end >= 0 and (end < len(buf) or eof):
+                yield value
+                pos = end
+                continue
+        if eof:
+            if started:
+                msg = f"{display}: the JSON array is not closed (file truncated?); export it again"
+                raise InputError(msg)
+            return
+        chunk = fh.read(_COPY_BLOCK)
+        if not chunk:
+            eof = True
+        buf = buf[pos:] + chunk
+        pos = 0
+
+
+def _json_array_to_ndjson(sf: SourceFile, encoding: str, target: Path) -> None:
+    with (
+        _open_decompressed(sf.path, sf.compression, sf.display) as raw,
+        io.TextIOWrapper(raw, encoding=encoding) as fh,
+        target.open("w", encoding="utf-8") as dst,
+    ):
+        try:
+            for item in _iter_json_array(fh, sf.display):
+                if not isinstance(item, dict):
+                    msg = f"{sf.display}: array elements must be JSON objects (one per row)"
+                    raise InputError(msg)
+                dst.write(json.dumps(item, ensure_ascii=False))
+                dst.write("\n")
+        except UnicodeDecodeError as exc:
+            raise _decode_error(sf.display, 0, encoding, exc) from exc
+
+
+def _avro_to_parquet(sf: SourceFile, target: Path, chunk_size: int) -> None:
+    import fastavro
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
+    with _open_decompressed(sf.path, sf.compression, sf.display) as fh:
+        try:
+            reader = fastavro.reader(fh)
+        except Exception as exc:
+            msg = f"{sf.display}: not a readable Avro container file ({exc})"
+            raise InputError(msg) from exc
+        writer: pq.ParquetWriter | None = None
+        schema: pl.Schema | None = None
+        batch: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            nonlocal writer, schema
+            if not batch:
+                return
+            if schema is None:
+                frame = pl.from_dicts(batch, infer_schema_length=None)
+                schema = frame.schema
+            else:
+                frame = pl.from_dicts(batch, schema=schema, strict=False)
+            table = frame.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(str(target), table.schema)
+            writer.write_table(table)
+            batch.clear()
+
+        try:
+            for record in reader:
+                if not isinstance(record, dict):
+                    msg = f"{sf.display}: Avro records must be records (objects), not {record!r}"
+                    raise InputError(msg)
+                batch.append(record)
+                if len(batch) >= chunk_size:
+                    flush()
+            flush()
+        except (EOFError, ValueError, StopIteration) as exc:
+            msg = f"{sf.display}: the Avro file is truncated or corrupt ({exc}); export it again"
+            raise InputError(msg) from exc
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            pl.DataFrame().write_parquet(target)
+
+
+# --------------------------------------------------------------------------------------
+# CSV specifics
+# --------------------------------------------------------------------------------------
+
+
+def _detect_delimiter(sample: str, display: str) -> str:
+    lines = [ln for ln in sample.splitlines()[:50] if ln.strip()]
+    if not lines:
+        msg = f"{display}: the file has no header line; a header naming the columns is required"
+        raise InputError(msg)
+    try:
+        dialect = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters="".join(_DELIMITERS))
+    except csv.Error:
+        counts = {d: lines[0].count(d) for d in _DELIMITERS}
+        best = max(counts, key=lambda d: counts[d])
+        return best if counts[best] else ","
+    return dialect.delimiter
+
+
+def _check_header(header: list[str], display: str) -> None:
+    looks_like_data = [h for h in header if "@" in h and "." in h.split("@")[-1]]
+    if looks_like_data:
+        msg = (
+            f"{display}: the first line looks like data ({looks_like_data[0]!r}), not a header; "
+            "add a header line naming the columns"
+        )
+        raise InputError(msg)
+    if not any(h.strip() for h in header):
+        msg = f"{display}: the header line is blank; a header naming the columns is required"
+        raise InputError(msg)
+
+
+def _ragged_line(path: Path, separator: str) -> tuple[int, int, int] | None:
+    """(line, expected, found) of the first row whose field count differs from the header."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter=separator)
+        header = next(reader, None)
+        if header is None:
+            return None
+        for row in reader:
+            if row and len(row) != len(header):
+                return reader.line_num, len(header), len(row)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# the Source
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """A set of input files read as one input, with a unified schema and chunked reading.
+
+    Use as a context manager (or call :meth:`close`) so temporary copies of compressed,
+    transcoded or converted files are removed.
+    """
+
+    files: list[SourceFile]
+    encoding: str = "utf-8"
+    separator: str | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    infer_schema_length: int = 10_000
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    _prepared: dict[int, tuple[Path, Format, str]] = field(default_factory=dict, repr=False)
+    _schema: pl.Schema | None = field(default=None, repr=False)
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the temporary copies made while reading."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        self._prepared.clear()
+
+    # -- preparation -------------------------------------------------------------------
+
+    def _tmpdir(self) -> Path:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="kraiter-sync-")
+        return Path(self._tmp.name)
+
+    def _prepare(self, index: int) -> tuple[Path, Format, str]:
+        """Path polars can scan, its format, and the CSV separator (if any)."""
+        if index in self._prepared:
+            return self._prepared[index]
+        sf = self.files[index]
+        encoding = _normal_encoding(self.encoding)
+        fmt: Format = sf.format
+        path = sf.path
+        separator = ""
+        target = self._tmpdir() / f"{index}"
+        if fmt in ("csv", "tsv"):
+            if sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
+                path = target.with_suffix(".csv")
+                _transcode_text(sf, encoding, path)
+            separator = self.separator or ("\t" if fmt == "tsv" else "")
+            with path.open("rb") as fh:
+                sample_bytes = fh.read(_SNIFF_BYTES)
+            if not sample_bytes.strip():
+                msg = (
+                    f"{sf.display}: the file is empty; a header line naming the columns is required"
+                )
+                raise InputError(msg)
+            sample = sample_bytes.decode("utf-8", errors="ignore").removeprefix("\ufeff")
+            if not separator:
+                separator = _detect_delimiter(sample, sf.display)
+            header_line = sample.splitlines()[0] if sample else ""
+            _check_header(next(csv.reader([header_line], delimiter=separator), []), sf.display)
+            fmt = "csv"
+        elif fmt in ("ndjson", "json"):
+            head = b""
+            with _open_decompressed(sf.path, sf.compression, sf.display) as fh:
+                head = fh.read(_SNIFF_BYTES)
+            if not head.strip():
+                msg = f"{sf.display}: the file is empty; expected JSON objects"
+                raise InputError(msg)
+            if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+                path = target.with_suffix(".ndjson")
+                _json_array_to_ndjson(sf, encoding, path)
+            elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
+                path = target.with_suffix(".ndjson")
+                _transcode_text(sf, encoding, path)
+            fmt = "ndjson"
+        elif fmt == "avro":
+            path = target.with_suffix(".parquet")
+            _avro_to_parquet(sf, path, self.chunk_size)
+            fmt = "parquet"
+        elif sf.compression is not None:
+            path = target.with_suffix("." + fmt)
+            _decompress(sf, path)
+        self._prepared[index] = (path, fmt, separator)
+        return self._prepared[index]
+
+    def _scan_one(self, index: int) -> pl.LazyFrame:
+        sf = self.files[index]
+        with _translated(sf):
+            path, fmt, separator = self._prepare(index)
+            if fmt == "csv":
+                lf = pl.scan_csv(
+                    path,
+                    separator=separator,
+                    infer_schema=False,
+                    has_header=True,
+                    raise_if_empty=True,
+                    encoding="utf8",
+                    glob=False,
+                )
+            elif fmt == "ndjson":
+                lf = pl.scan_ndjson(path, infer_schema_length=self.infer_schema_length)
+            elif fmt == "parquet":
+                lf = pl.scan_parquet(path, glob=False, hive_partitioning=False)
+            else:
+                lf = pl.scan_ipc(path, glob=False, hive_partitioning=False)
+            lf.collect_schema()
+        hive = [pl.lit(v, dtype=pl.String).alias(k) for k, v in sf.hive]
+        return lf.with_row_index(SOURCE_ROW, offset=1).with_columns(
+            *hive,
+            pl.col(SOURCE_ROW).cast(pl.Int64),
+            pl.lit(sf.display, dtype=pl.String).alias(SOURCE_FILE),
+        )
+
+    # -- schema --------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> pl.Schema:
+        """Unified schema of all files (columns in first-seen order, types relaxed)."""
+        if self._schema is None:
+            empties = []
+            for index in range(len(self.files)):
+                schema = self._scan_one(index).collect_schema()
+                empties.append(pl.DataFrame(schema=schema))
+            unified = pl.concat(empties, how="diagonal_relaxed").schema
+            names = [n for n in unified if n not in (SOURCE_FILE, SOURCE_ROW)]
+            self._schema = pl.Schema(
+                [(n, unified[n]) for n in names]
+                + [(SOURCE_FILE, pl.String()), (SOURCE_ROW, pl.Int64())]
+            )
+        return self._schema
+
+    def _align(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        target = self.schema
+        have = lf.collect_schema()
+        exprs = [
+            (pl.col(n).cast(t) if n in have else pl.lit(None, dtype=t)).alias(n)
+            for n, t in target.items()
+        ]
+        return lf.select(exprs)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def scan(self) -> pl.LazyFrame:
+        """All files as one lazy frame (valid while this Source is open)."""
+        frames = [self._align(self._scan_one(i)) for i in range(len(self.files))]
+        return pl.concat(frames, how="vertical")
+
+    def iter_chunks(self, *, chunk_size: int | None = None) -> Iterator[pl.DataFrame]:
+        """Stream the rows as DataFrames of at most ``chunk_size`` rows, file by file."""
+        size = chunk_size or self.chunk_size
+        if size < 1:
+            msg = f"chunk size must be at least 1, not {size}"
+            raise InputError(msg)
+        for index, sf in enumerate(self.files):
+            lf = self._align(self._scan_one(index))
+            with _translated(sf):
+                for chunk in lf.collect_batches(chunk_size=size):
+                    if chunk.height:
+                        yield from _split(chunk, size)
+
+    def read(self) -> pl.DataFrame:
+        """Everything at once (only for inputs that fit in memory)."""
+        chunks = list(self.iter_chunks())
+        if not chunks:
+            return pl.DataFrame(schema=self.schema)
+        return pl.concat(chunks, how="vertical")
+
+
+def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
+    if frame.height <= size:
+        yield frame
+        return
+    for offset in range(0, frame.height, size):
+        yield frame.slice(offset, size)
+
+
+@contextlib.contextmanager
+def _translated(sf: SourceFile) -> Iterator[None]:
+    """Turn polars/pyarrow/OS errors about one file into an InputError naming it."""
+    try:
+        yield
+    except InputError:
+        raise
+    except FileNotFoundError as exc:
+        msg = f"{sf.display}: no such file (was it moved while reading?)"
+        raise InputError(msg) from exc
+    except PermissionError as exc:
+        msg = f"{sf.display}: permission denied; check the file's permissions"
+        raise InputError(msg) from exc
+    except pl.exceptions.NoDataError as exc:
+        msg = f"{sf.display}: the file is empty; a header line naming the columns is required"
+        raise InputError(msg) from exc
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise _explain(sf, exc) from exc
+
+
+def _explain(sf: SourceFile, exc: BaseException) -> InputError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lower = str(exc).lower()
+    fmt = sf.format
+    if "utf-8" in lower or "utf8" in lower:
+        line = _bad_line(sf.path, sf.compression, sf.display, "utf-8")
+        return _decode_error(sf.display, line, "utf-8")
+    if fmt in ("csv", "tsv") and ("more fields" in lower or "fields" in lower):
+        ragged = None
+        with contextlib.suppress(Exception):
+            sep = "\t" if fmt == "tsv" else ","
+            with sf.path.open("rb") as fh:
+                sample = fh.read(_SNIFF_BYTES).decode("utf-8", errors="ignore")
+            sep = _detect_delimiter(sample, sf.display) if fmt == "csv" else sep
+            if sf.compression is None:
+                ragged = _ragged_line(sf.path, sep)
+        if ragged:
+            line, expected, found = ragged
+            return InputError(
+                f"{sf.display}: line {line} has {found} fields but the header has {expected}; "
+                "fix or quote that line (a delimiter inside a value needs quotes)"
+            )
+        return InputError(
+            f"{sf.display}: a line has more fields than the header ({text}); "
+            "fix or quote it (a delimiter inside a value needs quotes)"
+        )
+    if fmt == "parquet" and ("parquet" in lower or "out of specification" in lower):
+        return InputError(
+            f"{sf.display}: not a valid Parquet file ({text}); it may be truncated or "
+            "another format (pass --format)"
+        )
+    if fmt == "ipc":
+        return InputError(f"{sf.display}: not a valid Arrow IPC/Feather file ({text})")
+    if fmt in ("ndjson", "json"):
+        return InputError(
+            f"{sf.display}: not valid newline-delimited JSON ({text}); each line must be one "
+            "JSON object"
+        )
+    return InputError(f"{sf.display}: cannot be read as {fmt} ({text})")
+
+
+# --------------------------------------------------------------------------------------
+# public functions
+# --------------------------------------------------------------------------------------
+
+
+def open_source(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    format: Format | None = None,
+    encoding: str = "utf-8",
+    separator: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Source:
+    """Resolve files, directories and globs into a :class:`Source` (nothing read yet)."""
+    if format is not None and format not in FORMATS:
+        msg = f"unknown format {format!r}; choose one of {', '.join(FORMATS)}"
+        raise InputError(msg)
+    return Source(
+        _resolve(paths, format),
+        encoding=encoding,
+        separator=separator,
+        chunk_size=chunk_size,
+    )
+
+
+def iter_chunks(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    format: Format | None = None,
+    encoding: str = "utf-8",
+    separator: str | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Stream every row of every input as DataFrames of at most ``chunk_size`` rows."""
+    with open_source(
+        paths, format=format, encoding=encoding, separator=separator, chunk_size=chunk_size
+    ) as source:
+        yield from source.iter_chunks()
+
+
+def read_source(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    format: Format | None = None,
+    encoding: str = "utf-8",
+    separator: str | None = None,
+) -> pl.DataFrame:
+    """Eager: every row of every input in one DataFrame."""
+    with open_source(paths, format=format, encoding=encoding, separator=separator) as source:
+        return source.read()
+
+
+def scan_source(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    format: Format | None = None,
+    encoding: str = "utf-8",
+    separator: str | None = None,
+) -> pl.LazyFrame:
+    """Lazy: every input as one LazyFrame.
+
+    Temporary copies (compressed, transcoded, JSON arrays, Avro) live until the
+    interpreter exits; prefer :func:`open_source` as a context manager for those.
+    """
+    source = open_source(paths, format=format, encoding=encoding, separator=separator)
+    _KEEP_ALIVE.append(source)
+    return source.scan()
+
+
+_KEEP_ALIVE: list[Source] = []

@@ -1,0 +1,324 @@
+"""sources: every format, compression and layout; row provenance; clear errors for bad files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import fastavro
+import polars as pl
+import pytest
+import zstandard
+
+from kraiter_sync.errors import InputError
+from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
+
+ROWS = [
+    {"email": "ana@example.com", "event": "signed_up", "n": "1"},
+    {"email": "bo@example.com", "event": "viewed_pricing", "n": "2"},
+    {"email": "cy@example.com", "event": "invoice_paid", "n": "3"},
+]
+CSV = "email,event,n\n" + "".join(f"{r['email']},{r['event']},{r['n']}\n" for r in ROWS)
+
+
+def _data(frame: pl.DataFrame) -> list[tuple[str, str]]:
+    return list(zip(frame["email"].to_list(), frame["event"].to_list(), strict=True))
+
+
+EXPECTED = [(r["email"], r["event"]) for r in ROWS]
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+# ---- formats -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("plain.csv", CSV),
+        ("semicolon.csv", CSV.replace(",", ";")),
+        ("pipe.txt", CSV.replace(",", "|")),
+        ("tabs.tsv", CSV.replace(",", "\t")),
+        ("tabs_named.csv", CSV.replace(",", "\t")),
+        ("crlf.csv", CSV.replace("\n", "\r\n")),
+        ("bom.csv", "\ufeff" + CSV),
+    ],
+)
+def test_csv_variants(tmp_path: Path, name: str, content: str) -> None:
+    frame = read_source(_write(tmp_path / name, content))
+    assert _data(frame) == EXPECTED
+    assert frame.columns == ["email", "event", "n", "source_file", "source_row"]
+    assert frame["source_row"].to_list() == [1, 2, 3]
+    assert frame["source_file"].to_list() == [str(tmp_path / name)] * 3
+
+
+def test_csv_values_stay_strings(tmp_path: Path) -> None:
+    """Zip codes and ids keep their leading zeros: CSV is read without type guessing."""
+    frame = read_source(_write(tmp_path / "z.csv", "email,zip\na@x.io,01234\n"))
+    assert frame["zip"].to_list() == ["01234"]
+
+
+def test_quoted_newline_counts_as_one_row(tmp_path: Path) -> None:
+    path = _write(tmp_path / "q.csv", 'email,note\na@x.io,"two\nlines"\nb@x.io,one\n')
+    frame = read_source(path)
+    assert frame["email"].to_list() == ["a@x.io", "b@x.io"]
+    assert frame["source_row"].to_list() == [1, 2]
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252", "utf-16"])
+def test_other_encodings(tmp_path: Path, encoding: str) -> None:
+    text = "email,name\nrene@example.com,René Müller\n"
+    path = _write(tmp_path / "enc.csv", text.encode(encoding))
+    frame = read_source(path, encoding=encoding)
+    assert frame["name"].to_list() == ["René Müller"]
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.zst", ".gzdata"])
+def test_compressed_csv(tmp_path: Path, suffix: str) -> None:
+    raw = CSV.encode()
+    data = zstandard.ZstdCompressor().compress(raw) if "zst" in suffix else gzip.compress(raw)
+    frame = read_source(_write(tmp_path / f"data{suffix}", data))
+    assert _data(frame) == EXPECTED
+    assert frame["source_row"].to_list() == [1, 2, 3]
+
+
+def test_compressed_latin1(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "l.csv.gz", gzip.compress("email,n\nzoë@example.com,1\n".encode("latin-1"))
+    )
+    assert read_source(path, encoding="latin-1")["email"].to_list() == ["zoë@example.com"]
+
+
+def test_ndjson_plain_and_gzipped(tmp_path: Path) -> None:
+    lines = "".join(json.dumps(r) + "\n" for r in ROWS)
+    for path in (
+        _write(tmp_path / "a.ndjson", lines),
+        _write(tmp_path / "b.jsonl.gz", gzip.compress(lines.encode())),
+        _write(tmp_path / "c.json", lines),
+    ):
+        frame = read_source(path)
+        assert _data(frame) == EXPECTED, path
+        assert frame["source_row"].to_list() == [1, 2, 3]
+
+
+def test_json_array_streams_nested_values(tmp_path: Path) -> None:
+    items = [r | {"props": {"plan": "pro", "seats": i}} for i, r in enumerate(ROWS)]
+    path = _write(tmp_path / "arr.json", json.dumps(items, indent=2))
+    frame = read_source(path)
+    assert _data(frame) == EXPECTED
+    assert frame["props"].struct.field("seats").to_list() == [0, 1, 2]
+
+
+def test_json_array_truncated(tmp_path: Path) -> None:
+    path = _write(tmp_path / "cut.json", json.dumps(ROWS)[:-30])
+    with pytest.raises(InputError, match=r"cut\.json.*(not closed|invalid JSON)"):
+        read_source(path)
+
+
+def test_parquet_ipc_avro(tmp_path: Path) -> None:
+    frame = pl.DataFrame(ROWS)
+    frame.write_parquet(tmp_path / "f.parquet")
+    frame.write_ipc(tmp_path / "f.arrow")
+    frame.write_ipc(tmp_path / "f.feather")
+    schema = {
+        "type": "record",
+        "name": "Row",
+        "fields": [{"name": k, "type": "string"} for k in ("email", "event", "n")],
+    }
+    with (tmp_path / "f.avro").open("wb") as fh:
+        fastavro.writer(fh, schema, ROWS)
+    for name in ("f.parquet", "f.arrow", "f.feather", "f.avro"):
+        got = read_source(tmp_path / name)
+        assert _data(got) == EXPECTED, name
+        assert got["source_row"].to_list() == [1, 2, 3], name
+
+
+def test_format_detected_from_magic_bytes(tmp_path: Path) -> None:
+    pl.DataFrame(ROWS).write_parquet(tmp_path / "export.bin")
+    assert _data(read_source(tmp_path / "export.bin")) == EXPECTED
+
+
+def test_avro_large_is_chunked(tmp_path: Path) -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "i", "type": "long"}]}
+    with (tmp_path / "big.avro").open("wb") as fh:
+        fastavro.writer(fh, schema, ({"i": i} for i in range(2500)))
+    with open_source(tmp_path / "big.avro", chunk_size=1000) as source:
+        chunks = list(source.iter_chunks())
+    assert [c.height for c in chunks] == [1000, 1000, 500]
+    assert pl.concat(chunks)["i"].to_list() == list(range(2500))
+
+
+# ---- several files, directories, globs, hive ------------------------------------------
+
+
+def test_warehouse_unload_parts_each_with_header(tmp_path: Path) -> None:
+    unload = tmp_path / "unload"
+    unload.mkdir()
+    for i in range(3):
+        part = "email,event,n\n" + f"p{i}a@x.io,e,1\np{i}b@x.io,e,2\n"
+        _write(unload / f"data_0_0_{i}.csv.gz", gzip.compress(part.encode()))
+    _write(unload / "_SUCCESS", "")
+    frame = read_source(unload)
+    assert frame.height == 6
+    assert frame["source_row"].to_list() == [1, 2, 1, 2, 1, 2]
+    assert frame["source_file"].unique(maintain_order=True).to_list() == [
+        str(unload / f"data_0_0_{i}.csv.gz") for i in range(3)
+    ]
+
+
+def test_several_paths_and_globs(tmp_path: Path) -> None:
+    for i in range(3):
+        _write(tmp_path / f"part-{i}.csv", f"email,n\nu{i}@x.io,{i}\n")
+    _write(tmp_path / "other.csv", "email,n\nz@x.io,9\n")
+    frame = read_source([str(tmp_path / "part-*.csv"), tmp_path / "other.csv"])
+    assert frame["email"].to_list() == ["u0@x.io", "u1@x.io", "u2@x.io", "z@x.io"]
+
+
+def test_hive_partitions_become_columns(tmp_path: Path) -> None:
+    for day in ("2025-01-01", "2025-01-02"):
+        d = tmp_path / "events" / f"dt={day}" / "region=eu%20west"
+        d.mkdir(parents=True)
+        pl.DataFrame({"email": [f"{day}@x.io"]}).write_parquet(d / "0.parquet")
+    frame = read_source(tmp_path / "events")
+    assert frame["dt"].to_list() == ["2025-01-01", "2025-01-02"]
+    assert frame["region"].to_list() == ["eu west", "eu west"]
+    glob_frame = read_source(str(tmp_path / "events" / "**" / "*.parquet"))
+    assert glob_frame["dt"].to_list() == ["2025-01-01", "2025-01-02"]
+
+
+def test_parts_with_different_columns_are_aligned(tmp_path: Path) -> None:
+    pl.DataFrame({"email": ["a@x.io"], "n": [1]}).write_parquet(tmp_path / "a.parquet")
+    pl.DataFrame({"email": ["b@x.io"], "extra": ["y"]}).write_parquet(tmp_path / "b.parquet")
+    with open_source(tmp_path) as source:
+        assert list(source.schema) == ["email", "n", "extra", "source_file", "source_row"]
+        frame = source.read()
+    assert frame["n"].to_list() == [1, None]
+    assert frame["extra"].to_list() == [None, "y"]
+
+
+# ---- chunking -------------------------------------------------------------------------
+
+
+def test_chunks_keep_source_row_across_chunk_and_file_boundaries(tmp_path: Path) -> None:
+    for i, size in enumerate((2500, 1300)):
+        rows = "".join(f"f{i}r{r}@x.io\n" for r in range(1, size + 1))
+        _write(tmp_path / f"f{i}.csv", "email\n" + rows)
+    chunks = list(iter_chunks([tmp_path / "f0.csv", tmp_path / "f1.csv"], chunk_size=1000))
+    assert all(c.height <= 1000 for c in chunks)
+    frame = pl.concat(chunks)
+    assert frame.height == 3800
+    expected = [f"f0r{r}@x.io" for r in range(1, 2501)] + [f"f1r{r}@x.io" for r in range(1, 1301)]
+    assert frame["email"].to_list() == expected
+    rows = frame["source_row"].to_list()
+    assert rows == list(range(1, 2501)) + list(range(1, 1301))
+    assert frame["source_row"].dtype == pl.Int64
+
+
+def test_parquet_chunks(tmp_path: Path) -> None:
+    pl.DataFrame({"i": range(10_000)}).write_parquet(tmp_path / "p.parquet", row_group_size=3000)
+    chunks = list(iter_chunks(tmp_path / "p.parquet", chunk_size=4096))
+    assert max(c.height for c in chunks) <= 4096
+    assert len(chunks) >= 3
+    assert pl.concat(chunks)["source_row"].to_list() == list(range(1, 10_001))
+
+
+def test_scan_source_is_lazy_and_complete(tmp_path: Path) -> None:
+    _write(tmp_path / "a.csv.gz", gzip.compress(CSV.encode()))
+    lazy = scan_source(tmp_path / "a.csv.gz")
+    assert isinstance(lazy, pl.LazyFrame)
+    assert _data(lazy.collect()) == EXPECTED
+
+
+# ---- malformed input: InputError naming the file and the fix ---------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nope\.csv: no such file; check the path"):
+        read_source(tmp_path / "nope.csv")
+
+
+def test_glob_without_match(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"no file matches this pattern"):
+        read_source(str(tmp_path / "*.parquet"))
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"empty\.csv: the file is empty"):
+        read_source(_write(tmp_path / "empty.csv", ""))
+
+
+def test_empty_parquet(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"e\.parquet: the file is empty"):
+        read_source(_write(tmp_path / "e.parquet", ""))
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    data = gzip.compress((CSV * 200).encode())
+    path = _write(tmp_path / "cut.csv.gz", data[: len(data) // 2])
+    with pytest.raises(InputError) as info:
+        read_source(path)
+    message = str(info.value)
+    assert "cut.csv.gz" in message
+    assert "truncated or corrupt" in message
+    assert "export the file again" in message
+
+
+def test_truncated_parquet(tmp_path: Path) -> None:
+    pl.DataFrame(ROWS).write_parquet(tmp_path / "ok.parquet")
+    data = (tmp_path / "ok.parquet").read_bytes()
+    path = _write(tmp_path / "cut.parquet", data[: len(data) - 20])
+    with pytest.raises(InputError, match=r"cut\.parquet: not a valid Parquet file"):
+        read_source(path)
+
+
+def test_ragged_csv_names_the_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "rag.csv", "email,n\na@x.io,1\nb@x.io,2,oops\nc@x.io,3\n")
+    with pytest.raises(InputError) as info:
+        read_source(path)
+    assert str(info.value) == (
+        f"{path}: line 3 has 3 fields but the header has 2; fix or quote that line "
+        "(a delimiter inside a value needs quotes)"
+    )
+
+
+def test_wrong_encoding_names_the_line(tmp_path: Path) -> None:
+    text = "email,name\na@x.io,Ann\nb@x.io,Zoë\n"
+    path = _write(tmp_path / "latin.csv", text.encode("latin-1"))
+    with pytest.raises(InputError) as info:
+        read_source(path)
+    message = str(info.value)
+    assert "latin.csv: bytes that are not valid utf-8 on line 3" in message
+    assert "--encoding" in message
+
+
+def test_wrong_encoding_given(tmp_path: Path) -> None:
+    path = _write(tmp_path / "u.csv", "email\n\xff\xfe".encode("latin-1"))
+    with pytest.raises(InputError, match=r"u\.csv: bytes that are not valid ascii on line 2"):
+        read_source(path, encoding="ascii")
+
+
+def test_unknown_encoding(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"unknown encoding 'klingon'"):
+        read_source(_write(tmp_path / "a.csv", CSV), encoding="klingon")
+
+
+def test_headerless_csv_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "nohdr.csv", "ann@example.com,1\nbo@example.com,2\n")
+    with pytest.raises(InputError, match=r"looks like data .* not a header"):
+        read_source(path)
+
+
+def test_invalid_ndjson(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.ndjson", '{"a": 1}\n{"a": \n')
+    with pytest.raises(InputError, match=r"bad\.ndjson: not valid newline-delimited JSON"):
+        read_source(path)
+
+
+def test_no_input() -> None:
+    with pytest.raises(InputError, match="no input given"):
+        read_source([])
