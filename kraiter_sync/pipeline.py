@@ -1,0 +1,152 @@
+"""Read → map → validate: the part of the flow that ``validate`` and ``import`` share.
+
+Each path argument is one *input* (a glob or directory inside it is one input made of
+many parts) with its own connector: ``contacts.csv events.parquet`` is two inputs of
+two kinds. Inputs of one kind are validated as one stream, so an event repeated in two
+files is a duplicate and a contact in two files is merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from kraiter_sync.connectors import Detection, apply, resolve_connector
+from kraiter_sync.errors import InputError
+from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, Source, open_source
+from kraiter_sync.validate import (
+    ChunkedValidation,
+    ReportAccumulator,
+    SeenKeys,
+    ValidationOptions,
+    ValidationReport,
+    merge_contacts,
+)
+
+__all__ = ["InputOptions", "PreparedInput", "KindValidation", "prepare_inputs"]
+
+Kind = Literal["events", "contacts"]
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How to read and map inputs (the options ``validate`` and ``import`` share)."""
+
+    kind: Kind | None = None
+    connector: str | None = None
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    encoding: str = "utf-8"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    #: ``--timezone`` when given explicitly (else the connector's zone, else UTC).
+    timezone: str | None = None
+    validation: ValidationOptions = field(default_factory=ValidationOptions)
+
+
+@dataclass
+class PreparedInput:
+    """One path argument: its files, and the mapping chosen for them."""
+
+    label: str
+    source: Source
+    detection: Detection
+
+    @property
+    def kind(self) -> Kind:
+        return self.detection.kind
+
+    def mapped_chunks(self) -> Iterator[pl.DataFrame]:
+        connector = self.detection.connector
+        for chunk in self.source.iter_chunks():
+            yield apply(connector, chunk)
+
+    def validation_options(self, options: InputOptions) -> ValidationOptions:
+        """The run's options, adjusted by what the connector knows about timestamps."""
+        connector = self.detection.connector
+        changes: dict[str, object] = {}
+        zone = options.timezone or connector.timezone
+        if zone:
+            changes["timezone"] = zone
+        if connector.timestamp_unit != "auto" and options.validation.epoch_unit is None:
+            changes["epoch_unit"] = connector.timestamp_unit
+        return dataclasses.replace(options.validation, **changes)  # type: ignore[arg-type]
+
+
+def prepare_inputs(
+    paths: Sequence[str | Path], options: InputOptions, *, stack: contextlib.ExitStack
+) -> list[PreparedInput]:
+    """Open every path argument and choose its mapping; nothing is read beyond headers.
+
+    Sources are closed by ``stack`` (temporary decompressed copies are removed).
+    """
+    if not paths:
+        msg = "no input given: pass one or more files, directories or globs"
+        raise InputError(msg)
+    prepared: list[PreparedInput] = []
+    for path in paths:
+        source = stack.enter_context(
+            open_source(path, encoding=options.encoding, chunk_size=options.chunk_size)
+        )
+        detection = resolve_connector(
+            source.schema.names(),
+            connector=options.connector,
+            kind=options.kind,
+            overrides=options.mapping,
+        )
+        prepared.append(PreparedInput(str(path), source, detection))
+    return prepared
+
+
+class KindValidation:
+    """Every input of one kind through the validator, sharing duplicate detection.
+
+    Iterate :meth:`run` for the valid frames (events stream chunk by chunk; contacts
+    come as one merged frame at the end); :attr:`report` is complete afterwards.
+    """
+
+    def __init__(
+        self,
+        kind: Kind,
+        inputs: Sequence[PreparedInput],
+        options: InputOptions,
+        *,
+        on_rejects: Callable[[pl.DataFrame], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.inputs = [i for i in inputs if i.kind == kind]
+        self.options = options
+        self.on_rejects = on_rejects
+        self._accumulator = ReportAccumulator(kind)
+
+    @property
+    def report(self) -> ValidationReport:
+        return self._accumulator.report
+
+    def run(self) -> Iterator[pl.DataFrame]:
+        seen = SeenKeys()
+        pending: list[pl.DataFrame] = []
+        for inp in self.inputs:
+            run = ChunkedValidation(
+                kind=self.kind,
+                options=inp.validation_options(self.options),
+                on_rejects=self.on_rejects,
+            )
+            run.seen = seen
+            for valid in run.run(inp.mapped_chunks()):
+                if self.kind == "events":
+                    yield valid
+                else:
+                    pending.append(valid)
+            self._accumulator.add(run.report)
+        if pending:
+            both = pl.concat(pending)
+            merged = merge_contacts(both) if len(pending) > 1 else both
+            extra = both.height - merged.height
+            self.report.valid -= extra
+            self.report.duplicates += extra
+            yield merged
