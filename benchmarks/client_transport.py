@@ -87,6 +87,14 @@ async def measure(base: str, n: int, concurrency: int, rounds: int) -> dict[str,
         ),
         "AiohttpTransport (default)": lambda: AiohttpTransport(max_connections=64),
     }
+    try:  # for comparison only: it maps a cut connection to ConnectTimeout (unsafe)
+        import httpx_aiohttp
+
+        variants["httpx-aiohttp package"] = lambda: httpx_aiohttp.AiohttpTransport(
+            limits=httpx.Limits(max_connections=64)
+        )
+    except ImportError:
+        pass
     for _ in range(rounds):
         for label, make in variants.items():
             async with KraiterClient(base, KEY, transport=make()) as client:

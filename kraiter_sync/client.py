@@ -26,7 +26,6 @@ import asyncio
 import json
 import logging
 import math
-import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -35,7 +34,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import aiohttp
 import httpx
 
 from kraiter_sync import __version__
@@ -51,6 +49,7 @@ from kraiter_sync.errors import (
     api_error_class,
 )
 from kraiter_sync.logs import get_logger
+from kraiter_sync.transport import AiohttpTransport
 
 if TYPE_CHECKING:
     from kraiter_sync.config import Settings
@@ -259,129 +258,6 @@ def _translate_transport_error(exc: httpx.HTTPError, *, method: str, path: str) 
 
 
 # --------------------------------------------------------------------------------------
-# The aiohttp transport
-
-
-#: aiohttp exception → httpx exception, most specific first. What matters is the
-#: sent / maybe-sent split: only failures before the request left are "connect" ones.
-_AIOHTTP_MAP: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
-    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerFingerprintMismatch, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.ReadError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-    (aiohttp.ClientOSError, httpx.ReadError),
-    (aiohttp.ClientConnectionResetError, httpx.ReadError),
-    (aiohttp.UploadAbortedError, httpx.WriteError),
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-    (aiohttp.ClientConnectionError, httpx.RemoteProtocolError),
-    (aiohttp.ClientError, httpx.RemoteProtocolError),
-    (TimeoutError, httpx.ReadTimeout),
-    (OSError, httpx.ReadError),
-)
-
-
-def _map_aiohttp_error(exc: BaseException) -> type[httpx.TransportError] | None:
-    for aio_cls, httpx_cls in _AIOHTTP_MAP:
-        if isinstance(exc, aio_cls):
-            return httpx_cls
-    return None
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx's request/response API over an aiohttp connection pool.
-
-    Reads each (small, JSON) answer whole, and maps aiohttp's exceptions to the httpx
-    ones with the right meaning: notably a server that cut the connection is a
-    ``RemoteProtocolError`` (the request may have applied), never a connect error.
-    The aiohttp session is created on first use, inside the running event loop.
-
-    One aiohttp behaviour to know: a GET/PUT/DELETE that fails on a *reused* keep-alive
-    connection the server had already closed is resent once on a fresh connection.
-    Those methods are idempotent, so this is not a hidden retry of anything that could
-    apply twice; POST and PATCH are never resent.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_connections: int = 64,
-        keepalive_expiry: float = 15.0,
-        verify: ssl.SSLContext | bool = True,
-    ) -> None:
-        self._max_connections = max_connections
-        self._keepalive_expiry = keepalive_expiry
-        self._verify = verify
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            # A session belongs to the loop it was made in (asyncio.run twice).
-            self._loop = loop
-            ssl_context: ssl.SSLContext | bool = self._verify
-            if self._verify is True:
-                ssl_context = httpx.create_ssl_context()
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                keepalive_timeout=self._keepalive_expiry,
-                ssl=ssl_context,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-            )
-        return self._session
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {})
-        content = request.content if isinstance(request.stream, httpx.ByteStream) else None
-        if content is None:
-            content = await request.aread()
-        session = self._get_session()
-        try:
-            async with session.request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
-                data=content or None,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
-            ) as answer:
-                body = await answer.read()
-                status = answer.status
-                headers = answer.raw_headers
-                reason = answer.reason
-        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
-            mapped = _map_aiohttp_error(exc) or httpx.RemoteProtocolError
-            raise mapped(str(exc) or type(exc).__name__, request=request) from exc
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if reason:
-            extensions["reason_phrase"] = reason.encode("ascii", "replace")
-        return httpx.Response(
-            status, headers=headers, content=body, request=request, extensions=extensions
-        )
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-# --------------------------------------------------------------------------------------
 # The async client
 
 
@@ -451,8 +327,8 @@ class KraiterClient:
         has already been checked (no plain http off loopback) by ``config``.
         """
         if settings.local and "transport" not in kw:
-            # emulator lands on its own branch
-            from kraiter_sync.emulator import (  # type: ignore[import-not-found, unused-ignore]
+            # imported here: only the offline default needs the emulator
+            from kraiter_sync.emulator import (
                 EmulatorConfig,
                 asgi_transport,
                 create_app,
@@ -460,7 +336,7 @@ class KraiterClient:
 
             settings.state_dir.mkdir(parents=True, exist_ok=True)
             app = create_app(EmulatorConfig(db_path=str(settings.local_db)))
-            transport: httpx.AsyncBaseTransport = asgi_transport(app)
+            transport: httpx.AsyncBaseTransport = asgi_transport(app, close_app=True)
             kw["transport"] = transport
         return cls(settings.base_url, settings.api_key, **kw)
 
@@ -870,8 +746,10 @@ class SyncKraiterClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def create_contact(self, email: str, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.create_contact(email, **kw))
+    def create_contact(
+        self, email: str, *, properties: Mapping[str, Any] | None = None, user_id: str | None = None
+    ) -> dict[str, Any]:
+        return self._run(self._client.create_contact(email, properties=properties, user_id=user_id))
 
     def get_contact(self, contact_id: str) -> dict[str, Any]:
         return self._run(self._client.get_contact(contact_id))
@@ -879,14 +757,38 @@ class SyncKraiterClient:
     def get_contact_by_email(self, email: str) -> dict[str, Any] | None:
         return self._run(self._client.get_contact_by_email(email))
 
-    def list_contacts(self, **kw: Any) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.list_contacts(**kw))
+    def list_contacts(
+        self, *, search: str | None = None, suppressed: bool | None = None, page_size: int = 100
+    ) -> list[dict[str, Any]]:
+        return self._collect(
+            lambda: self._client.list_contacts(
+                search=search, suppressed=suppressed, page_size=page_size
+            )
+        )
 
-    def update_contact(self, contact_id: str, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.update_contact(contact_id, **kw))
+    def update_contact(
+        self,
+        contact_id: str,
+        *,
+        email: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+        unsubscribed: bool | None = None,
+    ) -> dict[str, Any]:
+        return self._run(
+            self._client.update_contact(
+                contact_id,
+                email=email,
+                properties=properties,
+                user_id=user_id,
+                unsubscribed=unsubscribed,
+            )
+        )
 
-    def upsert_contact(self, email: str, **kw: Any) -> tuple[dict[str, Any], bool]:
-        return self._run(self._client.upsert_contact(email, **kw))
+    def upsert_contact(
+        self, email: str, *, properties: Mapping[str, Any] | None = None, user_id: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        return self._run(self._client.upsert_contact(email, properties=properties, user_id=user_id))
 
     def delete_contact(self, contact_id: str) -> None:
         self._run(self._client.delete_contact(contact_id))
@@ -906,20 +808,61 @@ class SyncKraiterClient:
     def contact_segments(self, contact_id: str) -> list[dict[str, Any]]:
         return self._run(self._client.contact_segments(contact_id))
 
-    def track_event(self, name: str, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.track_event(name, **kw))
+    def track_event(
+        self,
+        name: str,
+        *,
+        contact_id: str | None = None,
+        email: str | None = None,
+        properties: Mapping[str, Any] | str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        return self._run(
+            self._client.track_event(
+                name,
+                contact_id=contact_id,
+                email=email,
+                properties=properties,
+                timestamp=timestamp,
+            )
+        )
 
-    def list_events(self, **kw: Any) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.list_events(**kw))
+    def list_events(
+        self,
+        *,
+        contact_id: str | None = None,
+        email: str | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+    ) -> list[dict[str, Any]]:
+        return self._collect(
+            lambda: self._client.list_events(
+                contact_id=contact_id, email=email, name=name, page_size=page_size
+            )
+        )
 
-    def list_sends(self, **kw: Any) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.list_sends(**kw))
+    def list_sends(
+        self,
+        *,
+        status: str | None = None,
+        contact_id: str | None = None,
+        template_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return self._collect(
+            lambda: self._client.list_sends(
+                status=status, contact_id=contact_id, template_id=template_id
+            )
+        )
 
     def list_scheduled(self) -> list[dict[str, Any]]:
         return self._collect(self._client.list_scheduled)
 
-    def put_sequence(self, sequence_id: str, **kw: Any) -> dict[str, Any]:
-        return self._run(self._client.put_sequence(sequence_id, **kw))
+    def put_sequence(
+        self, sequence_id: str, *, name: str, status: str, triggers: list[str]
+    ) -> dict[str, Any]:
+        return self._run(
+            self._client.put_sequence(sequence_id, name=name, status=status, triggers=triggers)
+        )
 
     def list_sequences(self) -> list[dict[str, Any]]:
         return self._collect(self._client.list_sequences)

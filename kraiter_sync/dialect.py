@@ -83,7 +83,7 @@ class Dialect:
     """
 
     #: The route table (override one entry with ``{**ROUTES, name: Route(...)}``).
-    routes: Mapping[str, Route] = field(default_factory=lambda: ROUTES)
+    routes: Mapping[str, Route] = field(default_factory=lambda: ROUTES, hash=False)
     #: Body field carrying an event's name: ``name`` [doc, API] or ``event`` [doc, guides].
     event_name_field: Literal["name", "event"] = "name"
     #: Query parameter filtering events by name on ``GET /api/events``.

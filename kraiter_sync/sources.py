@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import glob as globlib
 import gzip
 import io
@@ -32,7 +33,7 @@ import shutil
 import tempfile
 import urllib.parse
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -60,6 +61,8 @@ SOURCE_ROW = "source_row"
 DEFAULT_CHUNK_SIZE = 100_000
 
 _COPY_BLOCK = 1 << 20
+_SAMPLE_BYTES = 4 << 20  # head of a converted file used to infer its schema
+_SAMPLE_ITEMS = 20_000  # JSON array elements / Avro records for the same
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = (",", "\t", ";", "|")
 _GLOB_CHARS = frozenset("*?[")
@@ -232,8 +235,8 @@ def _open_decompressed(
         elif compression == "zstd":
             import zstandard
 
-            with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as fh:
-                yield fh
+            with path.open("rb") as raw:
+                yield cast(IO[bytes], _ZstdReader(raw, zstandard.ZstdDecompressor()))
         else:
             with path.open("rb") as fh:
                 yield fh
@@ -248,6 +251,60 @@ def _open_decompressed(
             msg = f"{display}: the zstd stream is corrupt ({exc}); export the file again"
             raise InputError(msg) from exc
         raise
+
+
+class _ZstdReader(io.RawIOBase):
+    """Streaming zstd decompression that notices a truncated last frame.
+
+    ``zstandard``'s ``stream_reader`` returns a short read, not an error, when the
+    input stops mid-frame; a truncated export would then look complete (or empty).
+    """
+
+    def __init__(self, raw: IO[bytes], decompressor: Any) -> None:
+        self._raw = raw
+        self._dctx = decompressor
+        self._obj = decompressor.decompressobj()
+        self._buf = b""
+        self._eof = False
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, want: int) -> None:
+        while len(self._buf) < want and not self._eof:
+            block = self._raw.read(_COPY_BLOCK)
+            if not block:
+                self._eof = True
+                if self._in_frame:
+                    msg = "the zstd stream ends mid-frame"
+                    raise EOFError(msg)
+                break
+            out = self._obj.decompress(block)
+            self._in_frame = True
+            while self._obj.eof:
+                # a new frame may follow (zstd files may concatenate frames)
+                rest = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._in_frame = bool(rest)
+                if not rest:
+                    break
+                out += self._obj.decompress(rest)
+            self._buf += out
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            self._fill(1 << 62)
+            data, self._buf = self._buf, b""
+            return data
+        self._fill(size)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _normal_encoding(encoding: str) -> str:
@@ -286,10 +343,14 @@ def _decode_error(
     return InputError(msg)
 
 
-def _transcode_text(sf: SourceFile, encoding: str, target: Path) -> None:
-    """Stream (decompress and) decode to UTF-8 without a BOM, in fixed-size pieces."""
+def _transcode_text(sf: SourceFile, encoding: str, target: Path, limit: int | None = None) -> None:
+    """Stream (decompress and) decode to UTF-8 without a BOM, in fixed-size pieces.
+
+    With ``limit``, stop after about that many bytes, at a line end (a schema sample).
+    """
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     first = True
+    written = 0
     with _open_decompressed(sf.path, sf.compression, sf.display) as src, target.open("wb") as dst:
         while True:
             block = src.read(_COPY_BLOCK)
@@ -301,7 +362,14 @@ def _transcode_text(sf: SourceFile, encoding: str, target: Path) -> None:
             if first and text:
                 text = text.removeprefix("\ufeff")
                 first = False
-            dst.write(text.encode("utf-8"))
+            data = text.encode("utf-8")
+            if limit is not None and written + len(data) >= limit:
+                cut = data.rfind(b"\n")
+                if cut >= 0:
+                    dst.write(data[: cut + 1])
+                    break
+            dst.write(data)
+            written += len(data)
             if not block:
                 break
 
@@ -360,14 +428,18 @@ def _iter_json_array(fh: IO[str], display: str) -> Iterator[Any]:
         pos = 0
 
 
-def _json_array_to_ndjson(sf: SourceFile, encoding: str, target: Path) -> None:
+def _json_array_to_ndjson(
+    sf: SourceFile, encoding: str, target: Path, limit: int | None = None
+) -> None:
     with (
         _open_decompressed(sf.path, sf.compression, sf.display) as raw,
         io.TextIOWrapper(raw, encoding=encoding) as fh,
         target.open("w", encoding="utf-8") as dst,
     ):
         try:
-            for item in _iter_json_array(fh, sf.display):
+            for count, item in enumerate(_iter_json_array(fh, sf.display)):
+                if limit is not None and count >= limit:
+                    break
                 if not isinstance(item, dict):
                     msg = f"{sf.display}: array elements must be JSON objects (one per row)"
                     raise InputError(msg)
@@ -377,7 +449,9 @@ def _json_array_to_ndjson(sf: SourceFile, encoding: str, target: Path) -> None:
             raise _decode_error(sf.display, 0, encoding, exc) from exc
 
 
-def _avro_to_parquet(sf: SourceFile, target: Path, chunk_size: int) -> None:
+def _avro_to_parquet(
+    sf: SourceFile, target: Path, chunk_size: int, limit: int | None = None
+) -> None:
     import fastavro
     import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
@@ -407,7 +481,9 @@ def _avro_to_parquet(sf: SourceFile, target: Path, chunk_size: int) -> None:
             batch.clear()
 
         try:
-            for record in reader:
+            for count, record in enumerate(reader):
+                if limit is not None and count >= limit:
+                    break
                 if not isinstance(record, dict):
                     msg = f"{sf.display}: Avro records must be records (objects), not {record!r}"
                     raise InputError(msg)
@@ -512,8 +588,13 @@ class Source:
             self._tmp = tempfile.TemporaryDirectory(prefix="kraiter-sync-")
         return Path(self._tmp.name)
 
-    def _prepare(self, index: int) -> tuple[Path, Format, str]:
-        """Path polars can scan, its format, and the CSV separator (if any)."""
+    def _prepare(self, index: int, *, sample: bool = False) -> tuple[Path, Format, str]:
+        """Path polars can scan, its format, and the CSV separator (if any).
+
+        ``sample=True`` converts only the head of a file that needs converting (enough
+        for its schema) into a throwaway copy, so computing the schema of a 40-part
+        gzipped unload does not decompress all 40 parts to disk at once.
+        """
         if index in self._prepared:
             return self._prepared[index]
         sf = self.files[index]
@@ -521,11 +602,13 @@ class Source:
         fmt: Format = sf.format
         path = sf.path
         separator = ""
-        target = self._tmpdir() / f"{index}"
+        target = self._tmpdir() / (f"sample-{index}" if sample else f"{index}")
+        limit = _SAMPLE_BYTES if sample else None
+        items = _SAMPLE_ITEMS if sample else None
         if fmt in ("csv", "tsv"):
             if sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
                 path = target.with_suffix(".csv")
-                _transcode_text(sf, encoding, path)
+                _transcode_text(sf, encoding, path, limit)
             separator = self.separator or ("\t" if fmt == "tsv" else "")
             with path.open("rb") as fh:
                 sample_bytes = fh.read(_SNIFF_BYTES)
@@ -534,10 +617,10 @@ class Source:
                     f"{sf.display}: the file is empty; a header line naming the columns is required"
                 )
                 raise InputError(msg)
-            sample = sample_bytes.decode("utf-8", errors="ignore").removeprefix("\ufeff")
+            head_text = sample_bytes.decode("utf-8", errors="ignore").removeprefix("\ufeff")
             if not separator:
-                separator = _detect_delimiter(sample, sf.display)
-            header_line = sample.splitlines()[0] if sample else ""
+                separator = _detect_delimiter(head_text, sf.display)
+            header_line = head_text.splitlines()[0] if head_text else ""
             _check_header(next(csv.reader([header_line], delimiter=separator), []), sf.display)
             fmt = "csv"
         elif fmt in ("ndjson", "json"):
@@ -549,25 +632,34 @@ class Source:
                 raise InputError(msg)
             if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
                 path = target.with_suffix(".ndjson")
-                _json_array_to_ndjson(sf, encoding, path)
+                _json_array_to_ndjson(sf, encoding, path, items)
             elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
                 path = target.with_suffix(".ndjson")
-                _transcode_text(sf, encoding, path)
+                _transcode_text(sf, encoding, path, limit)
             fmt = "ndjson"
         elif fmt == "avro":
             path = target.with_suffix(".parquet")
-            _avro_to_parquet(sf, path, self.chunk_size)
+            _avro_to_parquet(sf, path, self.chunk_size, items)
             fmt = "parquet"
         elif sf.compression is not None:
             path = target.with_suffix("." + fmt)
             _decompress(sf, path)
+        if sample:
+            return (path, fmt, separator)
         self._prepared[index] = (path, fmt, separator)
         return self._prepared[index]
 
-    def _scan_one(self, index: int) -> pl.LazyFrame:
+    def _release(self, index: int, path: Path) -> None:
+        """Delete a temporary copy as soon as it has been read (originals are untouched)."""
+        if self._tmp is not None and path.parent == Path(self._tmp.name):
+            path.unlink(missing_ok=True)
+            if self._prepared.get(index, (None,))[0] == path:
+                del self._prepared[index]
+
+    def _scan_one(self, index: int, *, sample: bool = False) -> pl.LazyFrame:
         sf = self.files[index]
-        with _translated(sf):
-            path, fmt, separator = self._prepare(index)
+        with _translated(sf, functools.partial(self._prepared.get, index)):
+            path, fmt, separator = self._prepare(index, sample=sample)
             if fmt == "csv":
                 lf = pl.scan_csv(
                     path,
@@ -600,8 +692,10 @@ class Source:
         if self._schema is None:
             empties = []
             for index in range(len(self.files)):
-                schema = self._scan_one(index).collect_schema()
+                schema = self._scan_one(index, sample=True).collect_schema()
                 empties.append(pl.DataFrame(schema=schema))
+                for leftover in self._tmpdir().glob(f"sample-{index}.*"):
+                    leftover.unlink()
             unified = pl.concat(empties, how="diagonal_relaxed").schema
             names = [n for n in unified if n not in (SOURCE_FILE, SOURCE_ROW)]
             self._schema = pl.Schema(
@@ -627,17 +721,29 @@ class Source:
         return pl.concat(frames, how="vertical")
 
     def iter_chunks(self, *, chunk_size: int | None = None) -> Iterator[pl.DataFrame]:
-        """Stream the rows as DataFrames of at most ``chunk_size`` rows, file by file."""
+        """Stream the rows as DataFrames of at most ``chunk_size`` rows, file by file.
+
+        Memory is bounded by one chunk (plus one Parquet row group / CSV block): the
+        readers below pull from the file only when the consumer asks for the next
+        chunk. polars' own ``collect_batches`` / ``sink_batches`` run ahead of a slow
+        consumer and buffer the whole result, so they are not used here.
+        """
         size = chunk_size or self.chunk_size
         if size < 1:
             msg = f"chunk size must be at least 1, not {size}"
             raise InputError(msg)
+        target = self.schema
         for index, sf in enumerate(self.files):
-            lf = self._align(self._scan_one(index))
-            with _translated(sf):
-                for chunk in lf.collect_batches(chunk_size=size):
-                    if chunk.height:
-                        yield from _split(chunk, size)
+            with _translated(sf, functools.partial(self._prepared.get, index)):
+                path, fmt, separator = self._prepare(index)
+                row = 0
+                for raw in _read_batches(path, fmt, separator, size):
+                    if not raw.height:
+                        continue
+                    for piece in _split(raw, size):
+                        yield _finish(piece, sf, row, target)
+                        row += piece.height
+            self._release(index, path)
 
     def read(self) -> pl.DataFrame:
         """Everything at once (only for inputs that fit in memory)."""
@@ -645,6 +751,128 @@ class Source:
         if not chunks:
             return pl.DataFrame(schema=self.schema)
         return pl.concat(chunks, how="vertical")
+
+
+def _read_batches(path: Path, fmt: Format, separator: str, size: int) -> Iterator[pl.DataFrame]:
+    """Pull-based readers: each next() reads only what the next chunk needs."""
+    import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
+        # pre_buffer=False: pre-buffering whole row groups made RSS grow with file size
+        parquet = pq.ParquetFile(str(path), pre_buffer=False)
+        for batch in parquet.iter_batches(batch_size=size):
+            yield cast(pl.DataFrame, pl.from_arrow(batch))
+    elif fmt == "ipc":
+        import pyarrow.ipc as ipc  # type: ignore[import-untyped, unused-ignore]
+
+        with pa.memory_map(str(path)) as source:
+            reader = ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                yield cast(pl.DataFrame, pl.from_arrow(reader.get_batch(i)))
+    elif fmt == "csv":
+        yield from _csv_blocks(path, separator)
+    else:  # ndjson: batches of lines, each parsed by polars
+        with path.open("rb") as fh:
+            while True:
+                lines = [line for _, line in zip(range(size), fh, strict=False)]
+                if not lines:
+                    return
+                body = b"".join(ln for ln in lines if ln.strip())
+                if body:
+                    yield pl.read_ndjson(io.BytesIO(body), infer_schema_length=None)
+
+
+_CSV_BLOCK = 16 << 20
+
+
+def _csv_blocks(path: Path, separator: str) -> Iterator[pl.DataFrame]:
+    """Parse a UTF-8 CSV in ~16 MB blocks cut at record boundaries, header re-attached.
+
+    A newline ends a record only outside quotes; with RFC 4180 quoting (a quote inside
+    a value is doubled) that is where the count of quote characters so far is even.
+    (pyarrow's streaming CSV reader was measured to grow RSS with file size, and
+    polars' batch APIs buffer ahead; this keeps memory at one block.)
+    """
+    with path.open("rb") as fh:
+        header = fh.readline()
+        if header.startswith(b"\xef\xbb\xbf"):
+            header = header[3:]
+        carry = b""
+        while True:
+            block = fh.read(_CSV_BLOCK)
+            data = carry + block
+            if not block:
+                if data.strip():
+                    yield _parse_csv(header + data, separator)
+                return
+            cut = _record_end(data)
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut:]
+            yield _parse_csv(header + data[:cut], separator)
+
+
+def _record_end(data: bytes) -> int:
+    """Index just after the last newline that is outside quotes, or -1."""
+    pos = len(data)
+    while True:
+        nl = data.rfind(b"\n", 0, pos)
+        if nl < 0:
+            return -1
+        if data.count(b'"', 0, nl) % 2 == 0:
+            return nl + 1
+        pos = nl
+
+
+def _parse_csv(data: bytes, separator: str) -> pl.DataFrame:
+    return pl.read_csv(
+        io.BytesIO(data),
+        separator=separator,
+        infer_schema=False,
+        has_header=True,
+        encoding="utf8",
+        raise_if_empty=False,
+    )
+
+
+def _finish(chunk: pl.DataFrame, sf: SourceFile, first_row: int, target: pl.Schema) -> pl.DataFrame:
+    """Add provenance and hive columns, then conform to the Source schema."""
+    chunk = chunk.with_columns(
+        *[pl.lit(v, dtype=pl.String).alias(k) for k, v in sf.hive],
+        pl.lit(sf.display, dtype=pl.String).alias(SOURCE_FILE),
+        pl.int_range(first_row + 1, first_row + 1 + chunk.height, dtype=pl.Int64).alias(SOURCE_ROW),
+    )
+    exprs = []
+    for name, dtype in target.items():
+        if name not in chunk.columns:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+        elif chunk.schema[name] == dtype:
+            exprs.append(pl.col(name))
+        elif _widens(chunk.schema[name], dtype):
+            exprs.append(pl.col(name).cast(dtype).alias(name))
+        else:
+            # never narrow (2.5 → 2) or drop struct fields: the chunk keeps its own type
+            exprs.append(pl.col(name))
+    # NDJSON keys first seen after the schema sample are kept, not dropped
+    extra = [pl.col(n) for n in chunk.columns if n not in target]
+    return chunk.select(exprs[:-2] + extra + exprs[-2:]) if extra else chunk.select(exprs)
+
+
+def _widens(have: pl.DataType, want: pl.DataType) -> bool:
+    """Whether casting ``have`` to ``want`` loses nothing (want is their supertype)."""
+    if have == pl.Null:
+        return True
+    try:
+        both = pl.concat(
+            [pl.DataFrame(schema={"c": have}), pl.DataFrame(schema={"c": want})],
+            how="vertical_relaxed",
+        )
+    except pl.exceptions.PolarsError:
+        return False
+    return bool(both.schema["c"] == want)
 
 
 def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
@@ -656,7 +884,9 @@ def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
 
 
 @contextlib.contextmanager
-def _translated(sf: SourceFile) -> Iterator[None]:
+def _translated(
+    sf: SourceFile, prepared: Callable[[], tuple[Path, Format, str] | None] = lambda: None
+) -> Iterator[None]:
     """Turn polars/pyarrow/OS errors about one file into an InputError naming it."""
     try:
         yield
@@ -672,24 +902,46 @@ def _translated(sf: SourceFile) -> Iterator[None]:
         msg = f"{sf.display}: the file is empty; a header line naming the columns is required"
         raise InputError(msg) from exc
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise _explain(sf, exc) from exc
+        raise _explain(sf, exc, prepared()) from exc
 
 
-def _explain(sf: SourceFile, exc: BaseException) -> InputError:
+def _bad_json_line(path: Path | None) -> int:
+    """1-based number of the first non-blank line that is not a JSON object (error path)."""
+    if path is None:
+        return 0
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return number
+            if not isinstance(value, dict):
+                return number
+    return 0
+
+
+def _explain(
+    sf: SourceFile, exc: BaseException, prepared: tuple[Path, Format, str] | None = None
+) -> InputError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lower = str(exc).lower()
     fmt = sf.format
     if "utf-8" in lower or "utf8" in lower:
         line = _bad_line(sf.path, sf.compression, sf.display, "utf-8")
         return _decode_error(sf.display, line, "utf-8")
-    if fmt in ("csv", "tsv") and ("more fields" in lower or "fields" in lower):
+    if fmt in ("csv", "tsv") and (
+        "fields" in lower or ("expected" in lower and "columns" in lower)
+    ):
         ragged = None
         with contextlib.suppress(Exception):
-            sep = "\t" if fmt == "tsv" else ","
-            with sf.path.open("rb") as fh:
-                sample = fh.read(_SNIFF_BYTES).decode("utf-8", errors="ignore")
-            sep = _detect_delimiter(sample, sf.display) if fmt == "csv" else sep
-            if sf.compression is None:
+            if prepared is not None:  # the decompressed / UTF-8 copy: same line numbers
+                ragged = _ragged_line(prepared[0], prepared[2])
+            elif sf.compression is None:
+                with sf.path.open("rb") as fh:
+                    sample = fh.read(_SNIFF_BYTES).decode("utf-8", errors="ignore")
+                sep = "\t" if fmt == "tsv" else _detect_delimiter(sample, sf.display)
                 ragged = _ragged_line(sf.path, sep)
         if ragged:
             line, expected, found = ragged
@@ -707,13 +959,25 @@ def _explain(sf: SourceFile, exc: BaseException) -> InputError:
             "another format (pass --format)"
         )
     if fmt == "ipc":
-        return InputError(f"{sf.display}: not a valid Arrow IPC/Feather file ({text})")
+        return InputError(
+            f"{sf.display}: not a valid Arrow IPC/Feather file ({text}); it may be truncated "
+            "(export it again) or another format (pass --format)"
+        )
     if fmt in ("ndjson", "json"):
+        plain = sf.path if sf.compression is None and sf.format == "ndjson" else None
+        line = _bad_json_line(prepared[0] if prepared is not None else plain)
+        if line:
+            return InputError(
+                f"{sf.display}: line {line} is not a valid JSON object; each line must be "
+                "one complete JSON object (is the file truncated?)"
+            )
         return InputError(
             f"{sf.display}: not valid newline-delimited JSON ({text}); each line must be one "
             "JSON object"
         )
-    return InputError(f"{sf.display}: cannot be read as {fmt} ({text})")
+    return InputError(
+        f"{sf.display}: cannot be read as {fmt} ({text}); check the file, or pass --format"
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -542,6 +542,12 @@ def test_contact_id_falls_back_to_contact_id(obj: dict[str, Any], expected_id: s
     assert Dialect().normalise_contact(dict(obj))["id"] == expected_id
 
 
+def test_dialects_compare_and_hash_by_value() -> None:
+    assert Dialect() == Dialect()
+    assert hash(Dialect()) == hash(Dialect())
+    assert Dialect(event_name_field="event") != Dialect()
+
+
 def test_both_contact_id_prefixes_are_recognised() -> None:
     dialect = Dialect()
     assert dialect.is_contact_id("cnt_01H")

@@ -22,13 +22,8 @@ import pytest
 import respx
 
 from kraiter_sync import errors
-from kraiter_sync.client import (
-    AiohttpTransport,
-    KraiterClient,
-    _map_aiohttp_error,
-    _translate_transport_error,
-    parse_retry_after,
-)
+from kraiter_sync.client import KraiterClient, _translate_transport_error, parse_retry_after
+from kraiter_sync.transport import AiohttpTransport, _map_aiohttp_error
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import respx
 
-from kraiter_sync.client import SyncKraiterClient
+from kraiter_sync.client import Page, SyncKraiterClient
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import ConflictError
 
@@ -76,3 +76,52 @@ def test_close_is_idempotent() -> None:
     client = SyncKraiterClient(BASE, KEY)
     client.close()
     client.close()
+
+
+LIST = {"data": [{"id": "x_1"}], "nextCursor": None}
+SYNC_CALLS: list[tuple[str, tuple[object, ...], dict[str, object], str, str, object, object]] = [
+    ("get_contact", ("cnt_1",), {}, "GET", "/api/contacts/cnt_1", {"id": "cnt_1"}, {"id": "cnt_1"}),
+    ("list_contacts", (), {"search": "a"}, "GET", "/api/contacts", LIST, [{"id": "x_1"}]),
+    ("update_contact", ("cnt_1",), {"unsubscribed": True}, "PATCH", "/api/contacts/cnt_1",
+     {"id": "cnt_1"}, {"id": "cnt_1"}),
+    ("upsert_contact", ("a@example.com",), {}, "POST", "/api/contacts/upsert",
+     {"id": "cnt_1"}, ({"id": "cnt_1"}, False)),
+    ("delete_contact", ("cnt_1",), {}, "DELETE", "/api/contacts/cnt_1", None, None),
+    ("contact_sends", ("cnt_1",), {}, "GET", "/api/contacts/cnt_1/sends", LIST, [{"id": "x_1"}]),
+    ("contact_scheduled", ("cnt_1",), {}, "GET", "/api/contacts/cnt_1/scheduled", LIST,
+     [{"id": "x_1"}]),
+    ("contact_timeline", ("cnt_1",), {}, "GET", "/api/contacts/cnt_1/timeline", LIST,
+     [{"id": "x_1"}]),
+    ("contact_sequences", ("cnt_1",), {}, "GET", "/api/contacts/cnt_1/sequences", LIST,
+     [{"id": "x_1"}]),
+    ("contact_segments", ("cnt_1",), {}, "GET", "/api/contacts/cnt_1/segments", LIST,
+     [{"id": "x_1"}]),
+    ("list_sends", (), {"status": "sent"}, "GET", "/api/sends", LIST, [{"id": "x_1"}]),
+    ("list_scheduled", (), {}, "GET", "/api/scheduled", LIST, [{"id": "x_1"}]),
+    ("put_sequence", ("seq_1",), {"name": "W", "status": "active", "triggers": ["a"]}, "PUT",
+     "/api/sequences/seq_1", {"id": "seq_1"}, {"id": "seq_1"}),
+    ("list_sequences", (), {}, "GET", "/api/sequences", LIST, [{"id": "x_1"}]),
+    ("get_page", ("events.list",), {"limit": 5}, "GET", "/api/events", LIST,
+     Page([{"id": "x_1"}], None)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs", "verb", "path", "answer", "expected"),
+    [pytest.param(*row, id=row[0]) for row in SYNC_CALLS],
+)
+def test_every_sync_method_delegates(
+    method: str,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    verb: str,
+    path: str,
+    answer: object,
+    expected: object,
+) -> None:
+    with respx.mock(base_url=BASE, using="httpx", assert_all_called=True) as router:
+        status = 204 if answer is None else 200
+        route = router.route(method=verb, path=path).respond(status, json=answer)
+        with SyncKraiterClient(BASE, KEY, transport=mocked(router)) as client:
+            assert getattr(client, method)(*args, **kwargs) == expected
+    assert route.call_count == 1

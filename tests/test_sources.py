@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import zstandard
 
+from kraiter_sync import sources
 from kraiter_sync.errors import InputError
 from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
 
@@ -201,6 +202,20 @@ def test_parts_with_different_columns_are_aligned(tmp_path: Path) -> None:
     assert frame["extra"].to_list() == [None, "y"]
 
 
+def test_ndjson_later_rows_with_wider_types_lose_nothing(tmp_path: Path) -> None:
+    lines = [json.dumps({"n": i, "p": {"a": 1}}) for i in range(5)]
+    lines.append('{"n": 2.5, "p": {"a": 2, "b": "new"}, "late": true}')
+    path = _write(tmp_path / "w.ndjson", "\n".join(lines) + "\n")
+    chunks = list(iter_chunks(path, chunk_size=5))
+    assert chunks[0]["n"].to_list() == [0, 1, 2, 3, 4]
+    last = chunks[-1]
+    assert last["n"].to_list() == [2.5]
+    assert last["p"].to_list() == [{"a": 2, "b": "new"}]
+    assert last["late"].to_list() == [True]
+    assert last.columns[-2:] == ["source_file", "source_row"]
+    assert last["source_row"].to_list() == [6]
+
+
 # ---- chunking -------------------------------------------------------------------------
 
 
@@ -286,6 +301,25 @@ def test_ragged_csv_names_the_line(tmp_path: Path) -> None:
     )
 
 
+def test_ragged_gzipped_tsv_names_the_line(tmp_path: Path) -> None:
+    body = "email\tn\n" + "a@x.io\t1\n" * 5 + "b@x.io\t2\textra\n"
+    path = _write(tmp_path / "rag.tsv.gz", gzip.compress(body.encode()))
+    with pytest.raises(InputError, match=r"rag\.tsv\.gz: line 7 has 3 fields but the header has 2"):
+        read_source(path)
+
+
+def test_csv_blocks_cut_only_between_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny blocks force cuts everywhere, including inside quoted multi-line values."""
+    monkeypatch.setattr(sources, "_CSV_BLOCK", 7)
+    rows = [(f"u{i}@x.io", f'line one\nline "two" {i}') for i in range(50)]
+    body = "email,note\n" + "".join(f'{e},"{n.replace(chr(34), chr(34) * 2)}"\n' for e, n in rows)
+    frame = read_source(_write(tmp_path / "q.csv", body))
+    assert list(zip(frame["email"], frame["note"], strict=True)) == rows
+    assert frame["source_row"].to_list() == list(range(1, 51))
+
+
 def test_wrong_encoding_names_the_line(tmp_path: Path) -> None:
     text = "email,name\na@x.io,Ann\nb@x.io,Zoë\n"
     path = _write(tmp_path / "latin.csv", text.encode("latin-1"))
@@ -315,10 +349,118 @@ def test_headerless_csv_is_refused(tmp_path: Path) -> None:
 
 def test_invalid_ndjson(tmp_path: Path) -> None:
     path = _write(tmp_path / "bad.ndjson", '{"a": 1}\n{"a": \n')
-    with pytest.raises(InputError, match=r"bad\.ndjson: not valid newline-delimited JSON"):
+    with pytest.raises(InputError) as info:
         read_source(path)
+    assert str(info.value) == (
+        f"{path}: line 2 is not a valid JSON object; each line must be one complete JSON "
+        "object (is the file truncated?)"
+    )
 
 
 def test_no_input() -> None:
     with pytest.raises(InputError, match="no input given"):
         read_source([])
+
+
+# ---- the translation boundary: no foreign exception escapes -----------------------------
+
+
+def test_truncated_zstd(tmp_path: Path) -> None:
+    data = zstandard.ZstdCompressor().compress((CSV * 100).encode())
+    path = _write(tmp_path / "cut.csv.zst", data[: len(data) - 8])
+    with pytest.raises(InputError, match=r"cut\.csv\.zst: the zstd stream is truncated"):
+        read_source(path)
+
+
+def test_multi_frame_zstd(tmp_path: Path) -> None:
+    cctx = zstandard.ZstdCompressor()
+    data = cctx.compress(CSV.encode()) + cctx.compress(b"dy@example.com,e,4\n")
+    frame = read_source(_write(tmp_path / "two.csv.zst", data))
+    assert frame["email"].to_list()[-1] == "dy@example.com"
+    assert frame.height == 4
+
+
+def test_truncated_ndjson_names_the_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "cut.ndjson", '{"a": 1}\n{"a": 2}\n{"a": ')
+    with pytest.raises(InputError, match=r"cut\.ndjson: line 3 is not a valid JSON object"):
+        read_source(path)
+
+
+def _all_formats(tmp_path: Path) -> list[Path]:
+    frame = pl.DataFrame(
+        {"email": [f"u{i}@x.io" for i in range(300)], "n": list(range(300))}
+    ).with_columns(props=pl.struct(a=pl.col("n"), b=pl.lit("x")))
+    flat = frame.drop("props")
+    out = []
+    flat.write_csv(tmp_path / "a.csv")
+    out.append(tmp_path / "a.csv")
+    out.append(_write(tmp_path / "a.csv.gz", gzip.compress((tmp_path / "a.csv").read_bytes())))
+    out.append(
+        _write(
+            tmp_path / "a.csv.zst",
+            zstandard.ZstdCompressor().compress((tmp_path / "a.csv").read_bytes()),
+        )
+    )
+    frame.write_parquet(tmp_path / "a.parquet")
+    frame.write_ipc(tmp_path / "a.arrow")
+    frame.write_ndjson(tmp_path / "a.ndjson")
+    out += [tmp_path / "a.parquet", tmp_path / "a.arrow", tmp_path / "a.ndjson"]
+    out.append(_write(tmp_path / "arr.json", json.dumps(flat.to_dicts())))
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "email", "type": "string"}, {"name": "n", "type": "long"}],
+    }
+    with (tmp_path / "a.avro").open("wb") as fh:
+        fastavro.writer(fh, schema, flat.to_dicts())
+    out.append(tmp_path / "a.avro")
+    return out
+
+
+def test_damaged_files_only_ever_raise_input_error(tmp_path: Path) -> None:
+    """Truncate or corrupt every format at several points: either rows come back, or an
+    InputError naming the file does. Anything else is an unmapped foreign exception."""
+    outcomes = []
+    for original in _all_formats(tmp_path):
+        data = original.read_bytes()
+        damaged = {
+            "head": data[:1],
+            "short": data[:10],
+            "half": data[: len(data) // 2],
+            "tail": data[:-5],
+            "garbage": data[:20] + bytes(range(256)) * 4 + data[-20:],
+        }
+        for label, content in damaged.items():
+            path = _write(tmp_path / f"{label}-{original.name}", content)
+            try:
+                frame = read_source(path)
+            except InputError as exc:
+                outcomes.append((path, str(exc)))
+            else:
+                assert frame.height <= 300
+                outcomes.append((path, ""))
+    errors = [(path, message) for path, message in outcomes if message]
+    assert len(errors) > len(outcomes) // 2
+    for path, message in errors:
+        assert message.startswith(f"{path}: "), message
+        assert "file is empty" not in message, message  # damage is not emptiness
+
+
+def test_unload_parts_are_converted_one_at_a_time(tmp_path: Path) -> None:
+    """At most one decompressed copy exists on disk at a time; none after reading."""
+    for i in range(3):
+        body = "email\n" + "".join(f"p{i}r{r}@x.io\n" for r in range(2000))
+        _write(tmp_path / f"part{i}.csv.gz", gzip.compress(body.encode()))
+    with open_source(str(tmp_path / "part*.csv.gz"), chunk_size=500) as source:
+        assert len(source.schema) == 3
+        assert source._tmp is not None
+        tmpdir = Path(source._tmp.name)
+        assert list(tmpdir.iterdir()) == []  # schema samples are thrown away
+        copies = []
+        rows = 0
+        for chunk in source.iter_chunks():
+            copies.append(len(list(tmpdir.iterdir())))
+            rows += chunk.height
+        assert rows == 6000
+        assert max(copies) == 1
+        assert list(tmpdir.iterdir()) == []

@@ -1,0 +1,795 @@
+"""SQLite storage of the local Kraiter: every object of the contract, per tenant.
+
+One connection, used under the app's lock, one short transaction per request and
+committed before the answer leaves. Files run in WAL mode with ``synchronous=NORMAL``
+(durable against a crash of the process, which is what the importer's crash tests
+kill). SQL strings are constants, so :mod:`sqlite3`'s statement cache keeps them
+prepared. Every query is scoped by tenant: data never crosses tenants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kraiter_sync.emulator.ids import IdGenerator
+from kraiter_sync.emulator.rows import (
+    CONTACT_COLS,
+    EVENT_COLS,
+    SCHED_COLS,
+    SEND_COLS,
+    Page,
+    Row,
+    contact_row,
+    dumps,
+    event_row,
+    like_escape,
+    page,
+    scheduled_row,
+    send_row,
+    sequence_row,
+)
+from kraiter_sync.emulator.schema import SCHEMA, SCHEMA_VERSION
+from kraiter_sync.emulator.validation import ApiProblem, format_ts
+
+__all__ = ["UNSET", "Page", "Store"]
+
+#: "Not given" (distinct from None, which clears userId).
+UNSET: Any = object()
+
+
+class Store:
+    """The emulator's data. Methods are synchronous and must be called under one lock."""
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str] = ":memory:",
+        *,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.path = os.fspath(db_path)
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)  # e.g. a new state dir
+        self._now = now or (lambda: datetime.now(UTC))
+        self.ids = IdGenerator()
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.closed = False
+        self.conn.execute("PRAGMA busy_timeout = 5000")
+        if self.path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA temp_store = MEMORY")
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            msg = (
+                f"{self.path} was written by a newer kraiter-sync (schema {version}); "
+                "upgrade kraiter-sync or use another --db"
+            )
+            raise RuntimeError(msg)
+        self.conn.executescript(SCHEMA)
+        self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for table in ("contacts", "events", "sends", "scheduled", "sequence_log", "segments"):
+            # Per tenant, so each max is one primary-key lookup, not a table scan.
+            last = self.conn.execute(
+                f"SELECT max((SELECT max(id) FROM {table} WHERE tenant = t.id)) FROM tenants t"
+            ).fetchone()[0]
+            self.ids.observe(last)
+        self._tenants: dict[str, int] = {}
+        self._triggers: dict[int, dict[str, list[str]]] = {}
+        self._data_version = self._read_data_version()
+
+    def close(self) -> None:
+        """Commit what is pending and close; closing twice is harmless."""
+        if self.closed:
+            return
+        self.commit()
+        self.conn.close()
+        self.closed = True
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def now(self) -> str:
+        return format_ts(self._now())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit of writes.
+
+        Alone it is ``BEGIN IMMEDIATE`` … ``COMMIT``. Inside the app's shared batch
+        (:meth:`batched`) it is a savepoint: a failing request rolls back only itself.
+        """
+        if self.conn.in_transaction:
+            self.conn.execute("SAVEPOINT unit")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK TO unit")
+                self.conn.execute("RELEASE unit")
+                raise
+            self.conn.execute("RELEASE unit")
+            return
+        self._begin()
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Join (or open) the transaction shared by the requests of one loop iteration.
+
+        The caller must :meth:`commit` before it answers: group commit keeps the
+        promise "committed before the answer" at one fsync-free WAL write per batch.
+        """
+        if not self.conn.in_transaction:
+            self._begin()
+        with self.transaction():
+            yield
+
+    def commit(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def _begin(self) -> None:
+        """Take the write lock; drop caches if another connection committed meanwhile.
+
+        While we hold the lock nobody else can commit, so one check per transaction
+        keeps the trigger cache exact without a query per event.
+        """
+        self.conn.execute("BEGIN IMMEDIATE")
+        version = self._read_data_version()
+        if version != self._data_version:
+            self._triggers.clear()
+            self._data_version = version
+
+    def _read_data_version(self) -> int:
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def tenant(self, key_hash: str) -> int:
+        """The tenant of a key hash, created on first sight (any ``kr_`` key is a tenant)."""
+        tenant = self._tenants.get(key_hash)
+        if tenant is not None:
+            return tenant
+        row = self.conn.execute("SELECT id FROM tenants WHERE key_hash = ?", (key_hash,)).fetchone()
+        if row is None:
+            with self.transaction():
+                cur = self.conn.execute(
+                    "INSERT INTO tenants (key_hash, created_at) VALUES (?, ?)",
+                    (key_hash, self.now()),
+                )
+            tenant = int(cur.lastrowid or 0)
+        else:
+            tenant = int(row[0])
+        self._tenants[key_hash] = tenant
+        return tenant
+
+    # -- contacts ---------------------------------------------------------------------
+
+    def get_contact(self, tenant: int, contact_id: str) -> dict[str, Any] | None:
+        if contact_id.startswith("con_"):  # the SDK examples' prefix names the same contact
+            contact_id = "cnt_" + contact_id[4:]
+        row = self.conn.execute(
+            f"SELECT {CONTACT_COLS} FROM contacts WHERE tenant = ? AND id = ?",
+            (tenant, contact_id),
+        ).fetchone()
+        return contact_row(row) if row else None
+
+    def require_contact(self, tenant: int, contact_id: str) -> dict[str, Any]:
+        contact = self.get_contact(tenant, contact_id)
+        if contact is None:
+            msg = f"no contact with id {contact_id}"
+            raise ApiProblem(404, msg)
+        return contact
+
+    def contact_by_email(self, tenant: int, email: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            f"SELECT {CONTACT_COLS} FROM contacts WHERE tenant = ? AND email_lc = ?",
+            (tenant, email.lower()),
+        ).fetchone()
+        return contact_row(row) if row else None
+
+    def _contact_id_by_email(self, tenant: int, email_lc: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT id FROM contacts WHERE tenant = ? AND email_lc = ?", (tenant, email_lc)
+        ).fetchone()
+        return row[0] if row else None
+
+    def _link_waiting_events(self, tenant: int, contact_id: str, email_lc: str) -> None:
+        self.conn.execute(
+            "UPDATE events SET contact_id = ?, email = NULL, email_lc = NULL "
+            "WHERE tenant = ? AND contact_id IS NULL AND email_lc = ?",
+            (contact_id, tenant, email_lc),
+        )
+
+    def create_contact(
+        self,
+        tenant: int,
+        email: str,
+        properties: dict[str, Any],
+        user_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Insert a contact; 409 when the email (any case) is taken."""
+        email_lc = email.lower()
+        if self._contact_id_by_email(tenant, email_lc) is not None:
+            msg = f"a contact with email {email} already exists"
+            raise ApiProblem(409, msg, field="email")
+        props = {k: v for k, v in properties.items() if v is not None}
+        now = self.now()
+        contact_id = self.ids.new("cnt")
+        self.conn.execute(
+            "INSERT INTO contacts (tenant, id, email, email_lc, properties, user_id, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (tenant, contact_id, email, email_lc, dumps(props), user_id, now, now),
+        )
+        self._link_waiting_events(tenant, contact_id, email_lc)
+        return {
+            "id": contact_id,
+            "email": email,
+            "properties": props,
+            "userId": user_id,
+            "suppressed": False,
+            "unsubscribed": False,
+            "createdAt": now,
+            "updatedAt": now,
+        }
+
+    def update_contact(
+        self,
+        tenant: int,
+        contact_id: str,
+        *,
+        email: str | None = None,
+        properties: dict[str, Any] | None = None,
+        user_id: Any = UNSET,
+        unsubscribed: bool | None = None,
+        suppressed: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change only what is given; properties merge key by key, ``None`` removes a key."""
+        contact = self.require_contact(tenant, contact_id)
+        contact_id = contact["id"]
+        if email is not None and email.lower() != contact["email"].lower():
+            if self._contact_id_by_email(tenant, email.lower()) is not None:
+                msg = f"another contact already has email {email}"
+                raise ApiProblem(409, msg, field="email")
+            self._link_waiting_events(tenant, contact_id, email.lower())
+        if email is not None:
+            contact["email"] = email
+        if properties:
+            merged = dict(contact["properties"])
+            for key, value in properties.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            contact["properties"] = merged
+        if user_id is not UNSET:
+            contact["userId"] = user_id
+        if unsubscribed is not None:
+            contact["unsubscribed"] = unsubscribed
+        if suppressed is not None:
+            contact["suppressed"] = suppressed
+        contact["updatedAt"] = self.now()
+        self.conn.execute(
+            "UPDATE contacts SET email = ?, email_lc = ?, properties = ?, user_id = ?, "
+            "unsubscribed = ?, suppressed = ?, updated_at = ? WHERE tenant = ? AND id = ?",
+            (
+                contact["email"],
+                contact["email"].lower(),
+                dumps(contact["properties"]),
+                contact["userId"],
+                int(contact["unsubscribed"]),
+                int(contact["suppressed"]),
+                contact["updatedAt"],
+                tenant,
+                contact_id,
+            ),
+        )
+        return contact
+
+    def upsert_contact(
+        self, tenant: int, email: str, properties: dict[str, Any], user_id: Any = UNSET
+    ) -> tuple[dict[str, Any], bool]:
+        """Create, or merge into the contact with this email. Returns (contact, created)."""
+        existing = self._contact_id_by_email(tenant, email.lower())
+        if existing is None:
+            uid = None if user_id is UNSET else user_id
+            return self.create_contact(tenant, email, properties, uid), True
+        return (
+            self.update_contact(tenant, existing, properties=properties, user_id=user_id),
+            False,
+        )
+
+    def delete_contact(self, tenant: int, contact_id: str) -> None:
+        """Remove the contact and everything that belongs to it."""
+        contact_id = self.require_contact(tenant, contact_id)["id"]
+        for table in ("contacts",):
+            self.conn.execute(
+                f"DELETE FROM {table} WHERE tenant = ? AND id = ?", (tenant, contact_id)
+            )
+        for table in ("events", "sends", "scheduled", "enrolments", "sequence_log", "memberships"):
+            self.conn.execute(
+                f"DELETE FROM {table} WHERE tenant = ? AND contact_id = ?", (tenant, contact_id)
+            )
+
+    def list_contacts(
+        self,
+        tenant: int,
+        *,
+        search: str | None,
+        suppressed: bool | None,
+        after: str | None,
+        limit: int,
+    ) -> Page:
+        sql = f"SELECT {CONTACT_COLS} FROM contacts WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        if search:
+            sql += " AND email_lc LIKE ? ESCAPE '\\'"
+            params.append(f"%{like_escape(search.lower())}%")
+        if suppressed is not None:
+            sql += " AND suppressed = ?"
+            params.append(int(suppressed))
+        if after:
+            sql += " AND id > ?"
+            params.append(after)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit + 1)
+        return page(self.conn.execute(sql, params).fetchall(), limit, contact_row)
+
+    # -- events -----------------------------------------------------------------------
+
+    def track_event(
+        self,
+        tenant: int,
+        *,
+        name: str,
+        contact_id: str | None,
+        email: str | None,
+        properties: dict[str, Any],
+        timestamp: str | None,
+        unknown_email: str,
+    ) -> dict[str, Any]:
+        """Store one event (never deduplicated) and fire matching sequence triggers."""
+        now = self.now()
+        email_col: str | None = None
+        email_lc: str | None = None
+        if contact_id is not None:
+            if contact_id.startswith("con_"):
+                contact_id = "cnt_" + contact_id[4:]
+            row = self.conn.execute(
+                "SELECT 1 FROM contacts WHERE tenant = ? AND id = ?", (tenant, contact_id)
+            ).fetchone()
+            if row is None:
+                msg = f"no contact with id {contact_id}"
+                raise ApiProblem(404, msg, field="contactId")
+        else:
+            assert email is not None  # noqa: S101 - the app checked that one of them is given
+            email_lc = email.lower()
+            contact_id = self._contact_id_by_email(tenant, email_lc)
+            if contact_id is None:
+                if unknown_email == "not-found":
+                    msg = f"no contact with email {email}"
+                    raise ApiProblem(404, msg, field="email")
+                if unknown_email == "create":
+                    contact_id = self.create_contact(tenant, email, {})["id"]
+                else:  # link-later: keep the email, link when the contact appears
+                    email_col = email
+            if contact_id is not None:
+                email_lc = None
+        event_id = self.ids.new("evt")
+        props_json = dumps(properties)
+        ts = timestamp or now
+        self.conn.execute(
+            "INSERT INTO events (tenant, id, name, contact_id, email, email_lc, properties, "
+            "timestamp, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (tenant, event_id, name, contact_id, email_col, email_lc, props_json, ts, now),
+        )
+        if contact_id is not None:
+            sequences = self._trigger_map(tenant).get(name)
+            if sequences:
+                for sequence_id in sequences:
+                    self._enrol(tenant, contact_id, sequence_id)
+        event: dict[str, Any] = {
+            "id": event_id,
+            "name": name,
+            "contactId": contact_id,
+            "properties": properties,
+            "timestamp": ts,
+            "createdAt": now,
+        }
+        if contact_id is None:
+            event["email"] = email_col
+        return event
+
+    def _system_event(
+        self, tenant: int, contact_id: str, name: str, properties: dict[str, Any], ts: str
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO events (tenant, id, name, contact_id, properties, timestamp, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (tenant, self.ids.new("evt"), name, contact_id, dumps(properties), ts, ts),
+        )
+
+    def list_events(
+        self,
+        tenant: int,
+        *,
+        contact_id: str | None,
+        email: str | None,
+        name: str | None,
+        after: str | None,
+        limit: int,
+    ) -> Page:
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        if contact_id is not None:
+            if contact_id.startswith("con_"):
+                contact_id = "cnt_" + contact_id[4:]
+            sql += " AND contact_id = ?"
+            params.append(contact_id)
+        elif email is not None:
+            found = self._contact_id_by_email(tenant, email.lower())
+            if found is not None:
+                sql += " AND contact_id = ?"
+                params.append(found)
+            else:  # link-later events still waiting for this email
+                sql += " AND contact_id IS NULL AND email_lc = ?"
+                params.append(email.lower())
+        if name is not None:
+            sql += " AND name = ?"
+            params.append(name)
+        if after:
+            sql += " AND id > ?"
+            params.append(after)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit + 1)
+        return page(self.conn.execute(sql, params).fetchall(), limit, event_row)
+
+    # -- sends and scheduled sends ------------------------------------------------------
+
+    def list_sends(
+        self,
+        tenant: int,
+        *,
+        status: str | None = None,
+        contact_id: str | None = None,
+        template_id: str | None = None,
+        after: str | None,
+        limit: int,
+    ) -> Page:
+        sql = f"SELECT {SEND_COLS} FROM sends WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        for column, value in (
+            ("status", status),
+            ("contact_id", contact_id),
+            ("template_id", template_id),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if after:
+            sql += " AND id > ?"
+            params.append(after)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit + 1)
+        return page(self.conn.execute(sql, params).fetchall(), limit, send_row)
+
+    def list_scheduled(
+        self,
+        tenant: int,
+        *,
+        contact_id: str | None = None,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> Page:
+        """Earliest ``scheduledFor`` first; ``after`` is (scheduledFor, id) of the last row."""
+        sql = f"SELECT {SCHED_COLS} FROM scheduled WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        if contact_id is not None:
+            sql += " AND contact_id = ?"
+            params.append(contact_id)
+        if after:
+            sql += " AND (scheduled_for > ? OR (scheduled_for = ? AND id > ?))"
+            params.extend([after[0], after[0], after[1]])
+        sql += " ORDER BY scheduled_for, id LIMIT ?"
+        params.append(limit + 1)
+        return page(self.conn.execute(sql, params).fetchall(), limit, scheduled_row)
+
+    # -- sequences ----------------------------------------------------------------------
+
+    def put_sequence(
+        self,
+        tenant: int,
+        sequence_id: str,
+        *,
+        name: str,
+        status: str,
+        triggers: list[dict[str, str]],
+        steps: list[dict[str, Any]] | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Idempotent create-or-update. Returns (sequence, created)."""
+        now = self.now()
+        if not steps:
+            steps = [
+                {
+                    "templateId": f"tpl_{sequence_id}_1",
+                    "templateName": f"{name} (step 1)",
+                    "subject": name,
+                    "delayMinutes": 0,
+                }
+            ]
+        row = self.conn.execute(
+            "SELECT created_at FROM sequences WHERE tenant = ? AND id = ?", (tenant, sequence_id)
+        ).fetchone()
+        created_at = row[0] if row else now
+        self.conn.execute(
+            "INSERT OR REPLACE INTO sequences (tenant, id, name, status, triggers, steps, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (tenant, sequence_id, name, status, dumps(triggers), dumps(steps), created_at, now),
+        )
+        self._triggers.pop(tenant, None)
+        sequence = {
+            "id": sequence_id,
+            "name": name,
+            "status": status,
+            "triggers": triggers,
+            "steps": steps,
+            "createdAt": created_at,
+            "updatedAt": now,
+        }
+        return sequence, row is None
+
+    def get_sequence(self, tenant: int, sequence_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT id, name, status, triggers, steps, created_at, updated_at FROM sequences "
+            "WHERE tenant = ? AND id = ?",
+            (tenant, sequence_id),
+        ).fetchone()
+        return sequence_row(row) if row else None
+
+    def list_sequences(self, tenant: int, *, after: str | None, limit: int) -> Page:
+        sql = (
+            "SELECT id, name, status, triggers, steps, created_at, updated_at FROM sequences "
+            "WHERE tenant = ?"
+        )
+        params: list[Any] = [tenant]
+        if after:
+            sql += " AND id > ?"
+            params.append(after)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit + 1)
+        return page(self.conn.execute(sql, params).fetchall(), limit, sequence_row)
+
+    def _trigger_map(self, tenant: int) -> dict[str, list[str]]:
+        """event name → active sequence ids (cached; see :meth:`_begin`). Writers only."""
+        cached = self._triggers.get(tenant)
+        if cached is None:
+            cached = {}
+            for sequence_id, triggers in self.conn.execute(
+                "SELECT id, triggers FROM sequences WHERE tenant = ? AND status = 'active' "
+                "ORDER BY id",
+                (tenant,),
+            ):
+                for trigger in json.loads(triggers):
+                    cached.setdefault(trigger["event"], []).append(sequence_id)
+            self._triggers[tenant] = cached
+        return cached
+
+    def _log_sequence(
+        self, tenant: int, contact_id: str, name: str, data: dict[str, Any], ts: str
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO sequence_log (tenant, id, contact_id, name, data, timestamp) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (tenant, self.ids.new("tle"), contact_id, name, dumps(data), ts),
+        )
+
+    def _enrol(self, tenant: int, contact_id: str, sequence_id: str) -> None:
+        """Enrol once per (contact, sequence) and schedule the first step."""
+        now = self.now()
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO enrolments (tenant, contact_id, sequence_id, status, "
+            "current_step, enrolled_at, updated_at) VALUES (?, ?, ?, 'active', 1, ?, ?)",
+            (tenant, contact_id, sequence_id, now, now),
+        )
+        if cur.rowcount != 1:
+            return
+        sequence = self.get_sequence(tenant, sequence_id)
+        assert sequence is not None  # noqa: S101 - came from the trigger map of this tenant
+        self._log_sequence(
+            tenant,
+            contact_id,
+            "sequence.enrolled",
+            {"sequenceId": sequence_id, "sequenceName": sequence["name"], "step": 1},
+            now,
+        )
+        self._schedule_step(tenant, contact_id, sequence, 1)
+
+    def _schedule_step(
+        self, tenant: int, contact_id: str, sequence: dict[str, Any], step: int
+    ) -> None:
+        spec = sequence["steps"][step - 1]
+        contact = self.conn.execute(
+            "SELECT email FROM contacts WHERE tenant = ? AND id = ?", (tenant, contact_id)
+        ).fetchone()
+        moment = self._now() + timedelta(minutes=float(spec.get("delayMinutes", 0)))
+        self.conn.execute(
+            f"INSERT INTO scheduled (tenant, {SCHED_COLS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'sequence', ?, ?, ?)",
+            (
+                tenant,
+                self.ids.new("sch"),
+                contact_id,
+                contact[0],
+                spec["templateId"],
+                spec.get("templateName"),
+                spec.get("subject"),
+                format_ts(moment),
+                sequence["id"],
+                step,
+                self.now(),
+            ),
+        )
+
+    def contact_sequences(self, tenant: int, contact_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT sequence_id, status, current_step, enrolled_at, updated_at FROM enrolments "
+            "WHERE tenant = ? AND contact_id = ? ORDER BY enrolled_at, sequence_id",
+            (tenant, contact_id),
+        ).fetchall()
+        keys = ("sequenceId", "status", "currentStep", "enrolledAt", "updatedAt")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    # -- delivery (the admin "tick") -----------------------------------------------------
+
+    def tick(self, tenant: int, *, until: str | None, rng: random.Random) -> dict[str, Any]:
+        """Deliver every scheduled send due by ``until`` (default now).
+
+        Each becomes a Send (delivered; about half opened) with ``email.sent``,
+        ``email.delivered`` and maybe ``email.opened`` system events, and the
+        enrolment moves to its next step or completes.
+        """
+        due = self.conn.execute(
+            f"SELECT {SCHED_COLS} FROM scheduled WHERE tenant = ? AND scheduled_for <= ? "
+            "ORDER BY scheduled_for, id",
+            (tenant, until or self.now()),
+        ).fetchall()
+        delivered: list[str] = []
+        for row in due:
+            item = scheduled_row(row)
+            now = self.now()
+            opened = rng.random() < 0.5
+            send_id = self.ids.new("snd")
+            self.conn.execute(
+                f"INSERT INTO sends (tenant, {SEND_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'delivered', ?, ?, ?, ?, ?, NULL)",
+                (
+                    tenant,
+                    send_id,
+                    item["contactId"],
+                    item["email"],
+                    item["templateId"],
+                    item["templateName"],
+                    item["subject"],
+                    item["source"],
+                    item["sourceId"],
+                    now,
+                    now,
+                    now if opened else None,
+                ),
+            )
+            props = {
+                "sendId": send_id,
+                "templateId": item["templateId"],
+                "templateName": item["templateName"] or "",
+                "sequenceId": item["sourceId"] or "",
+                "subject": item["subject"] or "",
+            }
+            names = ["email.sent", "email.delivered"] + (["email.opened"] if opened else [])
+            for name in names:
+                self._system_event(tenant, item["contactId"], name, props, now)
+            self.conn.execute(
+                "DELETE FROM scheduled WHERE tenant = ? AND id = ?", (tenant, item["id"])
+            )
+            self._advance(tenant, item, now)
+            delivered.append(send_id)
+        return {"delivered": len(delivered), "sendIds": delivered}
+
+    def _advance(self, tenant: int, item: dict[str, Any], now: str) -> None:
+        if item["source"] != "sequence" or not item["sourceId"]:
+            return
+        sequence = self.get_sequence(tenant, item["sourceId"])
+        step = int(item["step"])
+        if sequence is not None and step < len(sequence["steps"]):
+            self._schedule_step(tenant, item["contactId"], sequence, step + 1)
+            self.conn.execute(
+                "UPDATE enrolments SET current_step = ?, updated_at = ? "
+                "WHERE tenant = ? AND contact_id = ? AND sequence_id = ?",
+                (step + 1, now, tenant, item["contactId"], item["sourceId"]),
+            )
+            return
+        self.conn.execute(
+            "UPDATE enrolments SET status = 'completed', updated_at = ? "
+            "WHERE tenant = ? AND contact_id = ? AND sequence_id = ?",
+            (now, tenant, item["contactId"], item["sourceId"]),
+        )
+        self._log_sequence(
+            tenant,
+            item["contactId"],
+            "sequence.completed",
+            {
+                "sequenceId": item["sourceId"],
+                "sequenceName": sequence["name"] if sequence else "",
+                "step": step,
+            },
+            now,
+        )
+
+    # -- segments and timeline ------------------------------------------------------------
+
+    def add_segment(self, tenant: int, name: str, contact_ids: list[str]) -> dict[str, Any]:
+        """Create a segment with these members (the emulator's only way to get memberships)."""
+        now = self.now()
+        segment_id = self.ids.new("seg")
+        self.conn.execute(
+            "INSERT INTO segments (tenant, id, name, created_at) VALUES (?, ?, ?, ?)",
+            (tenant, segment_id, name, now),
+        )
+        members = [self.require_contact(tenant, cid)["id"] for cid in contact_ids]
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO memberships (tenant, contact_id, segment_id, joined_at) "
+            "VALUES (?, ?, ?, ?)",
+            [(tenant, cid, segment_id, now) for cid in members],
+        )
+        return {"id": segment_id, "name": name, "createdAt": now, "members": len(members)}
+
+    def contact_segments(self, tenant: int, contact_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT m.segment_id, s.name, m.joined_at FROM memberships m "
+            "JOIN segments s ON s.tenant = m.tenant AND s.id = m.segment_id "
+            "WHERE m.tenant = ? AND m.contact_id = ? ORDER BY m.segment_id",
+            (tenant, contact_id),
+        ).fetchall()
+        return [{"segmentId": r[0], "segmentName": r[1], "joinedAt": r[2]} for r in rows]
+
+    def contact_timeline(
+        self, tenant: int, contact_id: str, *, after: str | None, limit: int
+    ) -> Page:
+        """Events (``event``/``email``) and enrolment changes (``sequence``), oldest first."""
+        after_key = after.split("_", 1)[-1] if after else ""
+        rows = self.conn.execute(
+            "SELECT id, substr(id, 5) AS k, 'e' AS kind, name, timestamp, properties "
+            "FROM events WHERE tenant = ? AND contact_id = ? AND substr(id, 5) > ? "
+            "UNION ALL "
+            "SELECT id, substr(id, 5) AS k, 's' AS kind, name, timestamp, data "
+            "FROM sequence_log WHERE tenant = ? AND contact_id = ? AND substr(id, 5) > ? "
+            "ORDER BY k LIMIT ?",
+            (tenant, contact_id, after_key, tenant, contact_id, after_key, limit + 1),
+        ).fetchall()
+
+        def entry(row: Row) -> dict[str, Any]:
+            if row[2] == "s":
+                kind = "sequence"
+            else:
+                kind = "email" if row[3].startswith("email.") else "event"
+            return {
+                "id": row[0],
+                "type": kind,
+                "name": row[3],
+                "timestamp": row[4],
+                "data": json.loads(row[5]),
+            }
+
+        return page(rows, limit, entry)
