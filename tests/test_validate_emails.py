@@ -79,3 +79,14 @@ def test_frame_keeps_row_order_and_length() -> None:
     out = normalise_emails(s)
     assert out["email"].to_list() == ["b@x.com", None, None, None, "c@xn--tda.de"]
     assert out["rule"].to_list() == [None, "email.invalid", "email.smtputf8", "email.missing", None]
+
+
+def test_smtputf8_local_limit_counts_characters_not_bytes() -> None:
+    local = "é" * 40  # 40 characters, 80 bytes
+    assert normalise_email(f"{local}@example.com", allow_smtputf8=True) == (
+        f"{local}@example.com",
+        None,
+    )
+    too_long = normalise_email("é" * 65 + "@example.com", allow_smtputf8=True)
+    assert too_long == (None, "email.local_too_long")
+    assert normalise_email("a" * 65 + "@bücher.de") == (None, "email.local_too_long")

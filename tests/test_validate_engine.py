@@ -23,6 +23,7 @@ from kraiter_sync.validate import (
     validate_contacts,
     validate_events,
 )
+from kraiter_sync.validate.keys import hash_text
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 OPTS = ValidationOptions(now=NOW)
@@ -65,14 +66,24 @@ def test_canonical_event_columns_and_values() -> None:
     text = "\x1f".join(
         ["e:ann@example.com", "signup", "2024-01-01T00:00:00.000Z", '{"a.x":1,"b":2}']
     )
-    assert row["event_key"] == hashlib.sha256(text.encode()).hexdigest()[:32]
+    assert row["event_key"] == hash_text(pl.Series([text]))["event_key"][0]
+
+
+def test_hash_is_standard_xxh3_128() -> None:
+    """Published XXH3-128 test vector (seed 0, empty input): anyone can recompute keys."""
+    assert hash_text(pl.Series([""]))["event_key"][0] == "99aa06d3014798d86001c324468d497f"
+    parts = hash_text(pl.Series(["", "abc"]))
+    assert parts["hi"][0] == 0x99AA06D3014798D8
+    assert parts["lo"][0] == 0x6001C324468D497F
+    assert parts["event_key"][1] != parts["event_key"][0]
+    assert len(parts["event_key"][1]) == 32
 
 
 def test_event_key_is_a_pinned_value() -> None:
     """Fails if the key's definition or the hash implementation ever drifts."""
     mapped = events([{"email": "a@b.co", "name": "x", "properties": '{"k":"v"}'}])
     key = validate_events(mapped, options=OPTS).valid["event_key"][0]
-    assert key == "a10989bc258bc967c2ededb659c1388f"
+    assert key == "6c36f04755a948f89439e11b9d0bcb31"
 
 
 def test_contact_id_identity_and_missing_identity() -> None:
@@ -340,3 +351,44 @@ def test_row_accounting_invariant_contacts(emails: list[str], chunk: int) -> Non
     assert run.report.rows_read == len(emails)
     assert valid.height == run.report.valid
     assert valid["email"].is_unique().all()
+
+
+def test_seen_keys_same_top_half_is_still_exact() -> None:
+    """Keys sharing their first 64 bits must not be confused (the rare tie path)."""
+    seen = SeenKeys()
+    hi = "00000000000000ff"
+    seen.add(pl.Series([hi + "0000000000000001", hi + "0000000000000003"]))
+    seen.add(pl.Series([hi + "0000000000000005"]))
+    probe = pl.Series([hi + f"{i:016x}" for i in range(7)])
+    assert seen.contains(probe).to_list() == [False, True, False, True, False, True, False]
+
+
+def test_validate_verb_writes_rejects_and_report(tmp_path: Path) -> None:
+    from kraiter_sync.validate import exit_code, summary, validate
+
+    mapped = events([{"email": "a@b.co"}, {"email": "nope"}, {"email": "a@b.co"}])
+    report = validate(
+        mapped.iter_slices(2),
+        kind="events",
+        options=OPTS,
+        rejects_path=tmp_path / "out" / "rejects.ndjson",
+        report_path=tmp_path / "out" / "report.json",
+    )
+    assert (report.valid, report.duplicates, report.rejected) == (1, 1, 1)
+    assert exit_code(report) == 3
+    assert pl.read_ndjson(tmp_path / "out" / "rejects.ndjson")["source_row"].to_list() == [2]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["by_rule"] == {"email.invalid": 1}
+    assert saved["rows_read"] == 3
+    text = summary(report)
+    assert "3 events rows read: 1 valid, 1 duplicates, 1 rejected" in text
+    assert "email.invalid" in text
+    clean = validate(events([{"email": "a@b.co"}]).iter_slices(5), kind="events", options=OPTS)
+    assert exit_code(clean) == 0
+
+
+def test_sorted_halves_keeps_equal_keys_adjacent_on_top_half_ties() -> None:
+    hi = pl.Series([5, 5, 5, 1], dtype=pl.UInt64)
+    lo = pl.Series([1, 2, 1, 9], dtype=pl.UInt64)
+    q = SeenKeys.sorted_halves(hi, lo)
+    assert q.select("hi", "lo", "pos").rows() == [(1, 9, 3), (5, 1, 0), (5, 1, 2), (5, 2, 1)]

@@ -7,6 +7,8 @@ import json
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kraiter_sync.validate.options import ValidationOptions
 from kraiter_sync.validate.properties import (
@@ -109,3 +111,30 @@ def test_lists_unsupported_and_invalid_json() -> None:
         "properties.invalid_json",
         "properties.key_conflict",
     ]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(alphabet="abc._ é", min_size=1, max_size=4),
+        st.recursive(
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(-(10**6), 10**6),
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.text(max_size=5),
+            ),
+            lambda inner: st.dictionaries(
+                st.text(alphabet="xyz", min_size=1, max_size=2), inner, max_size=3
+            ),
+            max_leaves=6,
+        ),
+        max_size=5,
+    )
+)
+def test_canonical_properties_are_idempotent(obj: dict[str, object]) -> None:
+    once, rule = canonical_json_row(json.dumps(obj), OPTS)
+    if rule is None:
+        assert canonical_json_row(once, OPTS) == (once, None)
+        assert json.loads(once) == dict(sorted(json.loads(once).items()))

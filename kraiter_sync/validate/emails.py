@@ -13,6 +13,8 @@ import unicodedata
 import polars as pl
 from email_validator import EmailNotValidError, validate_email
 
+from kraiter_sync.validate._series import full
+
 __all__ = ["normalise_email", "normalise_emails"]
 
 #: Whitespace to trim: ASCII, no-break spaces and the zero-width family.
@@ -69,15 +71,26 @@ def _unicode_row(addr: str, allow_smtputf8: bool) -> tuple[str | None, str | Non
 
 
 def _classify(s: pl.Series, allow_smtputf8: bool) -> pl.Series:
-    """The first failing rule per row (null = valid), all vectorised."""
+    """The first failing rule per row (null = valid), all vectorised.
+
+    One regex and two lengths decide the common (valid) case; only the rows that fail are
+    examined further to name the precise rule.
+    """
     valid = _VALID_UTF8 if allow_smtputf8 else _VALID_ASCII
-    local = s.str.replace(r"@[^@]*$", "")
-    domain = s.str.extract(r"@([^@]*)$", 1)
-    frame = pl.DataFrame({"s": s, "local": local, "domain": domain})
-    return frame.select(
+    ok = (
+        s.str.contains(valid) & (s.str.len_chars() <= 254) & (s.str.find("@", literal=True) <= 64)
+    ).fill_null(False)
+    if ok.all():
+        return full(len(s), None, pl.String, "rule")
+    idx = (~ok).arg_true()
+    bad = s.gather(idx)
+    local = bad.str.replace(r"@[^@]*$", "")
+    domain = bad.str.extract(r"@([^@]*)$", 1)
+    frame = pl.DataFrame({"s": bad, "local": local, "domain": domain})
+    rules = frame.select(
         pl.when(pl.col("s").is_null() | (pl.col("s") == ""))
         .then(pl.lit("email.missing"))
-        .when(pl.col("s").str.contains(r"^[^@]*\"", literal=False) & pl.col("s").str.contains("@"))
+        .when(pl.col("s").str.contains(r'^[^@]*"') & pl.col("s").str.contains("@"))
         .then(pl.lit("email.quoted_local"))
         .when(pl.col("s").str.contains(r"[()]"))
         .then(pl.lit("email.comment"))
@@ -94,9 +107,10 @@ def _classify(s: pl.Series, allow_smtputf8: bool) -> pl.Series:
         .then(pl.lit("email.dotless_domain"))
         .when(~pl.col("s").str.contains(valid))
         .then(pl.lit("email.invalid"))
-        .otherwise(pl.lit(None, pl.String))
+        .otherwise(pl.lit(None, pl.String))  # only the byte-offset shortcut failed (UTF-8)
         .alias("rule")
     ).to_series()
+    return full(len(s), None, pl.String, "rule").scatter(idx, rules)
 
 
 def normalise_emails(values: pl.Series, *, allow_smtputf8: bool = False) -> pl.DataFrame:
@@ -107,7 +121,7 @@ def normalise_emails(values: pl.Series, *, allow_smtputf8: bool = False) -> pl.D
     """
     s = _clean(values)
     non_ascii = s.str.len_bytes() != s.str.len_chars()
-    pre_rule = pl.Series("rule", [None] * len(s), dtype=pl.String)
+    pre_rule = full(len(s), None, pl.String, "rule")
     if non_ascii.any():
         idx = non_ascii.arg_true()
         fixed = [_unicode_row(v, allow_smtputf8) for v in s.gather(idx).to_list()]

@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 import polars as pl
 
+from kraiter_sync.validate._series import full
 from kraiter_sync.validate.emails import normalise_emails
-from kraiter_sync.validate.keys import SeenKeys, event_keys
+from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
 from kraiter_sync.validate.properties import canonical_properties
@@ -137,7 +138,7 @@ def _column(mapped: pl.DataFrame, name: str, n: int) -> pl.Series:
     if name in mapped.columns:
         s = mapped[name]
         return s.cast(pl.String) if s.dtype == pl.Null else s
-    return pl.Series(name, [None] * n, dtype=pl.String)
+    return full(n, None, pl.String, name)
 
 
 def _originals(mapped: pl.DataFrame, n: int) -> pl.DataFrame:
@@ -156,24 +157,32 @@ def _originals(mapped: pl.DataFrame, n: int) -> pl.DataFrame:
 def _rejects(
     mapped: pl.DataFrame, field_s: pl.Series, rule_s: pl.Series, mask: pl.Series, n: int
 ) -> pl.DataFrame:
+    """The rejects frame for the rows in ``mask`` (filtered first: rejects are few)."""
+    bad = mapped.filter(mask)
+    m = bad.height
     base = pl.DataFrame(
         {
-            "source_file": _column(mapped, "source_file", n).cast(pl.String),
-            "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
-            "field": field_s,
-            "rule": rule_s,
+            "source_file": _column(bad, "source_file", m).cast(pl.String),
+            "source_row": _column(bad, "source_row", m).cast(pl.Int64),
+            "field": field_s.filter(mask),
+            "rule": rule_s.filter(mask),
         }
     ).with_columns(
         pl.col("rule").replace_strict(dict(RULE_MESSAGES), default=None).alias("message"),
         pl.lit("invalid").alias("stage"),
     )
-    return pl.concat([base, _originals(mapped, n)], how="horizontal").filter(mask)
+    return pl.concat([base, _originals(bad, m)], how="horizontal")
+
+
+def _no_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
 
 
 def _first_failure(checks: list[tuple[str, pl.Series]], n: int) -> tuple[pl.Series, pl.Series]:
     """(field, rule) of the first failing check per row; nulls where all pass."""
+    checks = [(f, r) for f, r in checks if r.null_count() < n]  # skip checks that all pass
     if not checks:
-        empty = pl.Series([None] * n, dtype=pl.String)
+        empty = full(n, None, pl.String)
         return empty, empty
     frame = pl.DataFrame({f"r{i}": rule for i, (_, rule) in enumerate(checks)})
     rule = frame.select(pl.coalesce(pl.all()).alias("rule")).to_series()
@@ -209,13 +218,15 @@ def validate_events(
     contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
     has_contact = contact.is_not_null()
     emails = normalise_emails(_column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8)
-    email_rule = pl.select(
-        pl.when(pl.lit(has_contact))
-        .then(pl.lit(None, pl.String))
-        .when(pl.lit(emails["rule"]) == "email.missing")
-        .then(pl.lit("identity.missing"))
-        .otherwise(pl.lit(emails["rule"]))
-    ).to_series()
+    email_rule = emails["rule"]
+    if email_rule.null_count() < n:
+        email_rule = pl.select(
+            pl.when(pl.lit(has_contact))
+            .then(pl.lit(None, pl.String))
+            .when(pl.lit(email_rule) == "email.missing")
+            .then(pl.lit("identity.missing"))
+            .otherwise(pl.lit(email_rule))
+        ).to_series()
     names = check_names(_column(mapped, "name", n), options)
     ts = parse_timestamps(_column(mapped, "timestamp", n), options)
     props = canonical_properties(_column(mapped, "properties", n), options)
@@ -229,6 +240,7 @@ def validate_events(
         n,
     )
     ok = rule.is_null()
+    all_ok = bool(ok.all())
     canon = pl.DataFrame(
         {
             "email": emails["email"],
@@ -239,20 +251,26 @@ def validate_events(
             "source_file": _column(mapped, "source_file", n).cast(pl.String),
             "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
         }
-    ).filter(ok)
-    canon = canon.with_columns(
-        pl.col("timestamp").dt.strftime(ISO_FORMAT).alias("timestamp_iso"),
-        pl.when(pl.col("contact_id").is_not_null())
-        .then(pl.lit("c:") + pl.col("contact_id"))
-        .otherwise(pl.lit("e:") + pl.col("email"))
-        .alias("identity"),
     )
-    keys = event_keys(canon)
-    canon = canon.with_columns(keys).drop("identity")
-    first = canon["event_key"].is_first_distinct()
+    if not all_ok:
+        canon = canon.filter(ok)
+    canon = canon.with_columns(pl.col("timestamp").dt.strftime(ISO_FORMAT).alias("timestamp_iso"))
+    parts = key_parts(canon)
+    canon = canon.with_columns(parts["event_key"])
+    # sorted by key (stable), so repeats are adjacent and the first is the earliest row
+    halves = SeenKeys.sorted_halves(parts["hi"], parts["lo"])
+    send = halves.select(
+        ~(
+            (pl.col("hi") == pl.col("hi").shift(1)) & (pl.col("lo") == pl.col("lo").shift(1))
+        ).fill_null(False)
+    ).to_series()
     if seen is not None:
-        first = first & ~seen.contains(canon["event_key"])
-    valid = canon.filter(first).select(
+        send = send & ~seen.contains_sorted(halves)
+    all_first = bool(send.all())
+    first = (
+        send if all_first else full(canon.height, False, pl.Boolean).scatter(halves["pos"], send)
+    )
+    valid = (canon if all_first else canon.filter(first)).select(
         "email",
         "contact_id",
         "name",
@@ -264,8 +282,8 @@ def validate_events(
         "source_row",
     )
     if seen is not None:
-        seen.add(valid["event_key"])
-    rejects = _rejects(mapped, fld, rule, ~ok, n)
+        seen.add(halves if all_first else halves.filter(send))
+    rejects = _rejects(mapped, fld, rule, ~ok, n) if not all_ok else _no_rejects()
     report = ValidationReport(
         kind="events",
         rows_read=n,

@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import ValidationOptions
 
 __all__ = ["CanonicalProperties", "canonical_properties", "is_card_number", "looks_secret"]
@@ -77,7 +78,7 @@ def _flatten(s: pl.Series, prefix: str, out: list[tuple[str, pl.Series]]) -> Non
 def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series, pl.Series]:
     """Convert one flattened leaf to a JSON-encodable column; rule per row (null = ok)."""
     present = s.is_not_null()
-    none = pl.Series([None] * len(s), dtype=pl.String)
+    none = full(len(s), None, pl.String)
     rule = none
     dtype = s.dtype
     if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, pl.Enum | pl.Categorical):
@@ -97,7 +98,7 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
         rule = pl.select(
             pl.when(pl.lit(present)).then(pl.lit("properties.unsupported_type"))
         ).to_series()
-        return pl.Series([None] * len(s), dtype=pl.String), rule
+        return full(len(s), None, pl.String), rule
     if s.dtype.is_float():
         bad = (s.is_nan() | s.is_infinite()).fill_null(False)
         if bad.any():
@@ -105,7 +106,7 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
             s = pl.select(pl.when(~pl.lit(bad)).then(pl.lit(s))).to_series()
     if s.dtype == pl.String:
         too_long = (s.str.len_chars() > options.max_value_length).fill_null(False)
-        card = pl.Series([False] * len(s), dtype=pl.Boolean)
+        card = full(len(s), False, pl.Boolean)
         if not options.allow_card_numbers:
             cand = s.str.contains(_CARD_CANDIDATE).fill_null(False)
             if cand.any():
@@ -169,9 +170,7 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
             ).to_series()
         columns[key] = value
     if not columns:
-        return CanonicalProperties(
-            pl.Series("properties", ["{}"] * n), pl.Series([None] * n, dtype=pl.String)
-        )
+        return CanonicalProperties(full(n, "{}", pl.String, "properties"), full(n, None, pl.String))
     frame = pl.DataFrame({k: columns[k].alias(k) for k in sorted(columns)})
     count = frame.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
     rules.append(
@@ -182,14 +181,21 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
     encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
     with_nulls = [k for k in frame.columns if frame[k].null_count() > 0]
     if with_nulls:
+        # drop "key":null entries, only in the rows that have any (quotes inside strings
+        # are escaped, so '"key":null' cannot match inside a value)
         keys = "|".join(re.escape(json.dumps(k, ensure_ascii=False)) for k in with_nulls)
-        encoded = encoded.str.replace_all(f",?(?:{keys}):null", "").str.replace(
-            "{,", "{", literal=True
+        rows = frame.select(pl.any_horizontal(pl.col(with_nulls).is_null())).to_series()
+        idx = rows.arg_true()
+        fixed = (
+            encoded.gather(idx)
+            .str.replace_all(f",?(?:{keys}):null", "")
+            .str.replace("{,", "{", literal=True)
         )
+        encoded = encoded.scatter(idx, fixed)
     rule = (
         pl.select(pl.coalesce([pl.lit(r) for r in rules])).to_series()
         if rules
-        else pl.Series([None] * n, dtype=pl.String)
+        else full(n, None, pl.String)
     )
     return CanonicalProperties(encoded.alias("properties"), rule.alias("rule"))
 
@@ -267,7 +273,7 @@ def canonical_properties(values: pl.Series, options: ValidationOptions) -> Canon
         return out
     if values.dtype == pl.Null:
         return CanonicalProperties(
-            pl.Series("properties", ["{}"] * n), pl.Series("rule", [None] * n, dtype=pl.String)
+            full(n, "{}", pl.String, "properties"), full(n, None, pl.String, "rule")
         )
     if values.dtype == pl.String:
         pairs = [canonical_json_row(v, options) for v in values.to_list()]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import EpochUnit, ValidationOptions
 
 __all__ = ["ISO_FORMAT", "ParsedTimestamps", "parse_timestamps", "to_iso"]
@@ -94,7 +95,7 @@ def _from_strings(s: pl.Series, options: ValidationOptions) -> ParsedTimestamps:
     ).to_series()
     is_number = s.str.contains(r"^-?\d+(?:\.\d+)?$")
     formats: dict[str, int] = {}
-    epoch = pl.Series([None] * len(s), dtype=_UTC)
+    epoch = full(len(s), None, _UTC)
     if is_number.any():
         nums = s.cast(pl.Float64, strict=False)
         ints = s.cast(pl.Int64, strict=False)
@@ -168,7 +169,7 @@ def parse_timestamps(values: pl.Series, options: ValidationOptions) -> ParsedTim
         ts, formats = _from_epoch(values, options.epoch_unit)
         return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), formats, 0)
     if dtype == pl.Null:
-        ts = pl.Series([None] * len(values), dtype=_UTC)
+        ts = full(len(values), None, _UTC)
         return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), {}, 0)
     return _from_strings(values.cast(pl.String, strict=False), options)
 
