@@ -33,6 +33,7 @@ from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardEr
 from kraiter_sync.ledger import Ledger, state_lock
 from kraiter_sync.logs import get_logger
 from kraiter_sync.pipeline import InputOptions, KindValidation, PreparedInput, prepare_inputs
+from kraiter_sync.progress import Snapshot
 from kraiter_sync.ratelimit import RateController
 from kraiter_sync.rejects import RejectsWriter
 from kraiter_sync.retry import RetryPolicy
@@ -51,8 +52,14 @@ __all__ = ["ImportOptions", "ImportResult", "KindCounts", "import_"]
 
 log = get_logger("import")
 _SPOOL_COLUMNS = [
-    "event_key", "email", "contact_id", "name", "timestamp_iso", "properties",
-    "source_file", "source_row",
+    "event_key",
+    "email",
+    "contact_id",
+    "name",
+    "timestamp_iso",
+    "properties",
+    "source_file",
+    "source_row",
 ]
 
 
@@ -98,8 +105,15 @@ class KindCounts:
     @property
     def accounted(self) -> int:
         return (
-            self.duplicates + self.invalid + self.already + self.previously_rejected
-            + self.sent + self.verified + self.unchanged + self.rejected + self.failed
+            self.duplicates
+            + self.invalid
+            + self.already
+            + self.previously_rejected
+            + self.sent
+            + self.verified
+            + self.unchanged
+            + self.rejected
+            + self.failed
             + self.pending
         )
 
@@ -174,8 +188,14 @@ def _api_rejects(outcomes: Sequence[Outcome[Any]]) -> pl.DataFrame:
 class _Run:
     """State of one import between its two passes."""
 
-    def __init__(self, settings: Settings, options: ImportOptions, ledger: Ledger,
-                 run_id: int, writer: RejectsWriter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        options: ImportOptions,
+        ledger: Ledger,
+        run_id: int,
+        writer: RejectsWriter,
+    ) -> None:
         self.settings = settings
         self.options = options
         self.ledger = ledger
@@ -187,15 +207,16 @@ class _Run:
         self.contacts: pl.DataFrame | None = None
         self.names: set[str] = set()
         self.emails: pl.Series | None = None
-        self.result = ImportResult(run_id=run_id, rejects_path=writer.path,
-                                   dry_run=options.dry_run)
+        self.result = ImportResult(run_id=run_id, rejects_path=writer.path, dry_run=options.dry_run)
 
     # -- pass 1 --------------------------------------------------------------------------
 
     def validate(self, inputs: Sequence[PreparedInput]) -> None:
         kinds = {i.kind for i in inputs}
         if "contacts" in kinds:
-            run = KindValidation("contacts", inputs, self.options.input, on_rejects=self.writer.write)
+            run = KindValidation(
+                "contacts", inputs, self.options.input, on_rejects=self.writer.write
+            )
             frames = list(run.run())
             self.contacts = pl.concat(frames) if frames else None
             self.result.contacts.absorb(run.report)
@@ -208,8 +229,10 @@ class _Run:
                 if not valid.height:
                     continue
                 frame = valid.select(
-                    [pl.col(c) if c in valid.columns else pl.lit(None, pl.String).alias(c)
-                     for c in _SPOOL_COLUMNS]
+                    [
+                        pl.col(c) if c in valid.columns else pl.lit(None, pl.String).alias(c)
+                        for c in _SPOOL_COLUMNS
+                    ]
                 )
                 path = self.spool / f"part-{part:05d}.parquet"
                 frame.write_parquet(path)
@@ -241,7 +264,9 @@ class _Run:
                     label = f"{seq.get('name') or seq.get('id')} ({seq.get('id')})"
                     hits.setdefault(str(event), []).append(label)
         if hits:
-            listing = "; ".join(f"{name} → {', '.join(seqs)}" for name, seqs in sorted(hits.items()))
+            listing = "; ".join(
+                f"{name} → {', '.join(seqs)}" for name, seqs in sorted(hits.items())
+            )
             msg = (
                 f"nothing was sent: these event names trigger live sequences and importing "
                 f"history would enrol contacts and send real emails: {listing}. Pause those "
@@ -249,17 +274,22 @@ class _Run:
             )
             raise GuardError(msg)
 
-    def plan_contacts(self) -> tuple[list[ContactRow], int]:
+    def plan_contacts(self, frame: pl.DataFrame) -> tuple[list[ContactRow], int]:
         """Rows whose hash differs from what the ledger last wrote, and the unchanged count."""
-        assert self.contacts is not None
-        frame = self.contacts
-        hashes = [contact_hash(p, u) for p, u in zip(frame["properties"], frame["user_id"], strict=True)]
+        hashes = [
+            contact_hash(p, u) for p, u in zip(frame["properties"], frame["user_id"], strict=True)
+        ]
         cached = self.ledger.contact_hashes(self.target, frame["email"].to_list())
         rows: list[ContactRow] = []
         unchanged = 0
         for email, props, user, sfile, srow, digest in zip(
-            frame["email"], frame["properties"], frame["user_id"], frame["source_file"],
-            frame["source_row"], hashes, strict=True,
+            frame["email"],
+            frame["properties"],
+            frame["user_id"],
+            frame["source_file"],
+            frame["source_row"],
+            hashes,
+            strict=True,
         ):
             if cached.get(email) == digest:
                 unchanged += 1
@@ -267,9 +297,9 @@ class _Run:
             rows.append(ContactRow(email, props, user, sfile, int(srow), digest))
         return rows, unchanged
 
-    async def send_contacts(self, engine: Engine) -> None:
+    async def send_contacts(self, engine: Engine, frame: pl.DataFrame) -> None:
         counts = self.result.contacts
-        rows, counts.unchanged = self.plan_contacts()
+        rows, counts.unchanged = self.plan_contacts(frame)
         if self.options.dry_run:
             counts.pending = counts.read - counts.accounted
             return
@@ -283,7 +313,9 @@ class _Run:
         counts.failed = before.contacts_failed
         counts.pending = counts.read - counts.accounted
 
-    def _plan_part(self, frame: pl.DataFrame, ids: dict[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _plan_part(
+        self, frame: pl.DataFrame, ids: dict[str, str]
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Split a spool part: (rows to send, rows left inflight by a killed run)."""
         states = self.ledger.key_states(self.target, frame["event_key"].to_list())
         state = frame["event_key"].replace_strict(states, default=None, return_dtype=pl.String)
@@ -292,7 +324,9 @@ class _Run:
         counts.previously_rejected += int((state == "rejected").sum())
         if ids:
             resolved = frame["email"].replace_strict(ids, default=None, return_dtype=pl.String)
-            frame = frame.with_columns(pl.coalesce(pl.col("contact_id"), resolved).alias("contact_id"))
+            frame = frame.with_columns(
+                pl.coalesce(pl.col("contact_id"), resolved).alias("contact_id")
+            )
         todo = frame.filter(state.is_null())
         inflight = frame.filter(state == "inflight")
         return todo, inflight
@@ -323,22 +357,60 @@ class _Run:
         # Whatever was valid and not accounted for above was not attempted.
         counts.pending = counts.read - counts.accounted
 
-    async def send(self, client: KraiterClient, controller: RateController,
-                   on_progress: Callable[[EngineStats], None] | None) -> None:
+    def snapshot(self, stats: EngineStats, controller: RateController) -> Snapshot:
+        """Progress so far: records settled out of the valid records of this run."""
+        ev, ct = self.result.events, self.result.contacts
+        total = (ev.read - ev.duplicates - ev.invalid) + (ct.read - ct.duplicates - ct.invalid)
+        done = (
+            ct.unchanged
+            + stats.contacts_created
+            + stats.contacts_updated
+            + stats.contacts_unchanged
+            + stats.contacts_rejected
+            + stats.contacts_failed
+            + ev.already
+            + ev.previously_rejected
+            + stats.events_sent
+            + stats.events_verified
+            + stats.events_rejected
+            + stats.events_failed
+        )
+        rate = controller.stats()
+        return Snapshot(
+            done=done,
+            total=total,
+            retries=stats.retries,
+            rate_limited=rate.rate_limited,
+            rate_budget=rate.rate,
+        )
+
+    async def send(
+        self,
+        client: KraiterClient,
+        controller: RateController,
+        on_progress: Callable[[Snapshot], None] | None,
+    ) -> None:
+        def progress(stats: EngineStats) -> None:
+            if on_progress is not None:
+                on_progress(self.snapshot(stats, controller))
+
         engine = Engine(
-            client, self.ledger, target=self.target, run_id=self.run_id,
+            client,
+            self.ledger,
+            target=self.target,
+            run_id=self.run_id,
             options=EngineOptions(
                 concurrency=self.options.concurrency,
                 retry=RetryPolicy(max_retries=self.options.max_retries),
             ),
             on_rejected=lambda outcomes: self.writer.write(_api_rejects(outcomes)),
-            on_progress=on_progress,
+            on_progress=progress,
         )
         loop = asyncio.get_running_loop()
         with _stop_on_signals(loop, engine.request_stop):
             await self.guard_triggers(client)
             if self.contacts is not None:
-                await self.send_contacts(engine)
+                await self.send_contacts(engine, self.contacts)
             await self.send_events(engine)
         self.result.interrupted = engine.stopping
         self.result.retries = engine.stats.retries
@@ -348,11 +420,9 @@ class _Run:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(
-    loop: asyncio.AbstractEventLoop, stop: Callable[[], None]
-) -> Iterator[None]:
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Iterator[None]:
     """First Ctrl-C / SIGTERM: stop issuing, drain, flush. A second one: stop at once."""
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     pressed = 0
 
     def handler() -> None:
@@ -388,7 +458,7 @@ def import_(
     settings: Settings,
     options: ImportOptions | None = None,
     client_factory: Callable[[RateController], KraiterClient] | None = None,
-    on_progress: Callable[[EngineStats], None] | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
     args: dict[str, Any] | None = None,
 ) -> ImportResult:
     """Import files into Kraiter: the library form of ``kraiter-sync import``.
@@ -403,13 +473,13 @@ def import_(
     with state_lock(settings.state_dir), contextlib.ExitStack() as stack:
         _clear_old_spools(settings.state_dir)
         ledger = stack.enter_context(Ledger(settings.ledger_path))
-        run_id = ledger.start_run("import", settings.target, args or {"paths": [str(p) for p in paths]})
+        run_id = ledger.start_run(
+            "import", settings.target, args or {"paths": [str(p) for p in paths]}
+        )
         status = "failed"
         run: _Run | None = None
         try:
-            rejects_path = options.rejects or (
-                settings.state_dir / "rejects" / f"run-{run_id}.csv"
-            )
+            rejects_path = options.rejects or (settings.state_dir / "rejects" / f"run-{run_id}.csv")
             writer = stack.enter_context(RejectsWriter(rejects_path))
             inputs = prepare_inputs(paths, options.input, stack=stack)
             run = _Run(settings, options, ledger, run_id, writer)
@@ -421,12 +491,11 @@ def import_(
                 )
             )
 
-            async def main() -> None:
-                assert run is not None
+            async def main(run: _Run) -> None:
                 async with factory(controller) as client:
                     await run.send(client, controller, on_progress)
 
-            asyncio.run(main())
+            asyncio.run(main(run))
             run.result.duration_s = time.monotonic() - started
             status = "incomplete" if run.result.exit_code == EXIT_INCOMPLETE else "ok"
             if options.dry_run:

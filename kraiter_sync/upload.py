@@ -29,7 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import polars as pl
 
 from kraiter_sync.client import KraiterClient
-from kraiter_sync.errors import ApiError, ConflictError, KraiterSyncError, NotFoundError
+from kraiter_sync.errors import ApiError, ConflictError, KraiterSyncError
 from kraiter_sync.ledger import Ledger
 from kraiter_sync.logs import get_logger
 from kraiter_sync.retry import RetryPolicy, call_with_retry
@@ -41,6 +41,8 @@ __all__ = [
     "EngineStats",
     "EventRow",
     "Outcome",
+    "event_matches",
+    "rows_of_events",
 ]
 
 log = get_logger("upload")
@@ -136,7 +138,9 @@ def event_matches(row: EventRow, remote: dict[str, Any]) -> bool:
 
 def rows_of_events(frame: pl.DataFrame) -> Iterator[EventRow]:
     """Iterate a canonical events frame (with ``contact_id`` resolved) as EventRows."""
-    emails = frame["email"] if "email" in frame.columns else pl.repeat(None, frame.height, eager=True)
+    emails = (
+        frame["email"] if "email" in frame.columns else pl.repeat(None, frame.height, eager=True)
+    )
     for key, cid, name, ts, props, sfile, srow, email in zip(
         frame["event_key"],
         frame["contact_id"],
@@ -250,7 +254,8 @@ class Engine:
 
             async def listing() -> list[dict[str, Any]]:
                 return [
-                    ev async for ev in self.client.list_events(
+                    ev
+                    async for ev in self.client.list_events(
                         contact_id=head.contact_id, name=head.name
                     )
                 ]
@@ -306,7 +311,7 @@ class Engine:
             return False
         self.ledger.mark_inflight(self.target, [row.key for row in batch], self.run_id)
         for i, row in enumerate(batch):
-            if self.stopping:
+            if self._stop.is_set():
                 # Never sent: the ledger must not claim they might have been.
                 self._forget.extend(r.key for r in batch[i:])
                 return False
@@ -357,7 +362,9 @@ class Engine:
     def _give_up(self, row: EventRow, exc: KraiterSyncError, ambiguous: bool) -> None:
         """Out of retries: an ambiguous key stays inflight (verified next run)."""
         self.stats.events_failed += 1
-        log.warning("giving up on row %s:%s after retries: %s", row.source_file, row.source_row, exc)
+        log.warning(
+            "giving up on row %s:%s after retries: %s", row.source_file, row.source_row, exc
+        )
         if not ambiguous:
             self._forget.append(row.key)
 
@@ -486,6 +493,3 @@ class Engine:
         if cache:
             self.ledger.put_contacts(self.target, cache)
         return rejected
-
-
-__all__ += ["NotFoundError", "event_matches", "rows_of_events"]
