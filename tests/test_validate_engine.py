@@ -392,3 +392,12 @@ def test_sorted_halves_keeps_equal_keys_adjacent_on_top_half_ties() -> None:
     lo = pl.Series([1, 2, 1, 9], dtype=pl.UInt64)
     q = SeenKeys.sorted_halves(hi, lo)
     assert q.select("hi", "lo", "pos").rows() == [(1, 9, 3), (5, 1, 0), (5, 1, 2), (5, 2, 1)]
+
+
+def test_options_refuse_unknown_timezone_and_naive_clock() -> None:
+    from kraiter_sync.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="IANA name"):
+        ValidationOptions(timezone="Mars/Olympus")
+    with pytest.raises(ConfigError, match="timezone-aware"):
+        ValidationOptions(now=dt.datetime(2025, 1, 1))

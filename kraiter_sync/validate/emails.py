@@ -121,21 +121,26 @@ def normalise_emails(values: pl.Series, *, allow_smtputf8: bool = False) -> pl.D
     """
     s = _clean(values)
     non_ascii = s.str.len_bytes() != s.str.len_chars()
-    pre_rule = full(len(s), None, pl.String, "rule")
     if non_ascii.any():
+        pre_rule = full(len(s), None, pl.String, "rule")
         idx = non_ascii.arg_true()
         fixed = [_unicode_row(v, allow_smtputf8) for v in s.gather(idx).to_list()]
         s = s.scatter(idx, pl.Series([v for v, _ in fixed], dtype=pl.String))
         pre_rule = pre_rule.scatter(idx, pl.Series([r for _, r in fixed], dtype=pl.String))
-    lowered = pl.select(
-        pl.when(pl.lit(non_ascii)).then(pl.lit(s)).otherwise(pl.lit(s).str.to_lowercase())
-    ).to_series()
-    rule = pl.select(pl.coalesce(pl.lit(pre_rule), pl.lit(_classify(lowered, allow_smtputf8))))
-    rule_s = rule.to_series().alias("rule")
+        lowered = pl.select(
+            pl.when(pl.lit(non_ascii)).then(pl.lit(s)).otherwise(pl.lit(s).str.to_lowercase())
+        ).to_series()
+        classified = _classify(lowered, allow_smtputf8)
+        rule_s = pl.select(pl.coalesce(pl.lit(pre_rule), pl.lit(classified))).to_series()
+    else:  # the common case: all ASCII, nothing per row
+        lowered = s.str.to_lowercase()
+        rule_s = _classify(lowered, allow_smtputf8)
+    if rule_s.null_count() == len(rule_s):
+        return pl.DataFrame({"email": lowered.alias("email"), "rule": rule_s.alias("rule")})
     email = pl.select(
         pl.when(pl.lit(rule_s).is_null()).then(pl.lit(lowered)).otherwise(None)
     ).to_series()
-    return pl.DataFrame({"email": email, "rule": rule_s})
+    return pl.DataFrame({"email": email.alias("email"), "rule": rule_s.alias("rule")})
 
 
 def normalise_email(

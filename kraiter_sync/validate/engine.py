@@ -201,6 +201,17 @@ def _count_rules(rules: pl.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in rules.drop_nulls().value_counts().iter_rows()}
 
 
+@dataclass
+class _Prepared:
+    """A chunk validated up to (not including) cross-chunk dedup; safe to build in threads."""
+
+    canon: pl.DataFrame
+    halves: pl.DataFrame
+    send: pl.Series
+    rejects: pl.DataFrame
+    report: ValidationReport
+
+
 def validate_events(
     mapped: pl.DataFrame,
     *,
@@ -212,6 +223,10 @@ def validate_events(
     Pass the same ``seen`` to every chunk of one input so duplicates are found across
     chunks; without it, only duplicates inside this chunk are found.
     """
+    return _finish_events(_prepare_events(mapped, options), seen)
+
+
+def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> _Prepared:
     options = options or ValidationOptions()
     n = mapped.height
     contact = _column(mapped, "contact_id", n).cast(pl.String).str.strip_chars()
@@ -264,6 +279,23 @@ def validate_events(
             (pl.col("hi") == pl.col("hi").shift(1)) & (pl.col("lo") == pl.col("lo").shift(1))
         ).fill_null(False)
     ).to_series()
+    rejects = _rejects(mapped, fld, rule, ~ok, n) if not all_ok else _no_rejects()
+    report = ValidationReport(
+        kind="events",
+        rows_read=n,
+        rejected=rejects.height,
+        by_rule=_count_rules(rule),
+        timestamp_formats=ts.formats,
+        naive_timestamps=ts.naive,
+        timezone_assumed=options.timezone if ts.naive else None,
+        names=set(names["name"].drop_nulls().unique().head(_MAX_NAMES).to_list()),
+    )
+    return _Prepared(canon, halves, send, rejects, report)
+
+
+def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
+    """Cross-chunk dedup: must run chunk after chunk, in input order."""
+    canon, halves, send = prep.canon, prep.halves, prep.send
     if seen is not None:
         send = send & ~seen.contains_sorted(halves)
     all_first = bool(send.all())
@@ -283,20 +315,9 @@ def validate_events(
     )
     if seen is not None:
         seen.add(halves if all_first else halves.filter(send))
-    rejects = _rejects(mapped, fld, rule, ~ok, n) if not all_ok else _no_rejects()
-    report = ValidationReport(
-        kind="events",
-        rows_read=n,
-        valid=valid.height,
-        duplicates=canon.height - valid.height,
-        rejected=rejects.height,
-        by_rule=_count_rules(rule),
-        timestamp_formats=ts.formats,
-        naive_timestamps=ts.naive,
-        timezone_assumed=options.timezone if ts.naive else None,
-        names=set(names["name"].drop_nulls().unique().head(_MAX_NAMES).to_list()),
-    )
-    return ValidationResult(valid, rejects, report)
+    prep.report.valid = valid.height
+    prep.report.duplicates = canon.height - valid.height
+    return ValidationResult(valid, prep.rejects, prep.report)
 
 
 def _merge_props(texts: list[str]) -> str:
@@ -395,7 +416,9 @@ class ChunkedValidation:
     """Runs one input through the validator chunk by chunk with one report at the end.
 
     Events stream (memory: one chunk plus 16 bytes per distinct event key); contacts are
-    merged across chunks, so the valid contacts are held until the end.
+    merged across chunks, so their valid rows are held until the end. (Validating the
+    next chunk in a worker thread while deduplicating this one was measured: no gain,
+    CPU time equalled wall time, so the runner stays sequential.)
     """
 
     def __init__(
@@ -415,20 +438,27 @@ class ChunkedValidation:
     def report(self) -> ValidationReport:
         return self.accumulator.report
 
+    def _take(self, result: ValidationResult) -> None:
+        self.accumulator.add(result.report)
+        if self.on_rejects is not None and result.rejects.height:
+            self.on_rejects(result.rejects)
+
+    def _events(self, chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        for chunk in chunks:
+            result = validate_events(chunk, options=self.options, seen=self.seen)
+            self._take(result)
+            yield result.valid
+
     def run(self, chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        """Yield the valid rows chunk by chunk (events) or once merged (contacts)."""
+        if self.kind == "events":
+            yield from self._events(chunks)
+            return
         pending: list[pl.DataFrame] = []
         for chunk in chunks:
-            if self.kind == "events":
-                result = validate_events(chunk, options=self.options, seen=self.seen)
-            else:
-                result = validate_contacts(chunk, options=self.options)
-            self.accumulator.add(result.report)
-            if self.on_rejects is not None and result.rejects.height:
-                self.on_rejects(result.rejects)
-            if self.kind == "events":
-                yield result.valid
-            else:
-                pending.append(result.valid)
+            result = validate_contacts(chunk, options=self.options)
+            self._take(result)
+            pending.append(result.valid)
         if pending:
             both = pl.concat(pending)
             merged = merge_contacts(both)

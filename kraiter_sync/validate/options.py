@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
+
+from kraiter_sync.errors import ConfigError
 
 __all__ = ["RULE_MESSAGES", "EpochUnit", "NamePolicy", "ValidationOptions"]
 
@@ -85,6 +88,22 @@ class ValidationOptions:
     allow_secret_keys: bool = False
     #: Send values that look like payment card numbers (13-19 digits passing Luhn).
     allow_card_numbers: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse options that cannot work, with the fix in the message (exit 2 in the CLI)."""
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            msg = (
+                f"unknown timezone {self.timezone!r}: pass an IANA name such as UTC, "
+                "Europe/Paris or America/New_York"
+            )
+            raise ConfigError(msg) from None
+        for name in ("now", "floor"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                msg = f"ValidationOptions.{name} must be timezone-aware (e.g. tzinfo=datetime.UTC)"
+                raise ConfigError(msg)
 
     def current_time(self) -> dt.datetime:
         """The validation clock: ``now`` when injected, else the real time (UTC)."""

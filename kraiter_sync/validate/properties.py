@@ -276,10 +276,14 @@ def canonical_properties(values: pl.Series, options: ValidationOptions) -> Canon
             full(n, "{}", pl.String, "properties"), full(n, None, pl.String, "rule")
         )
     if values.dtype == pl.String:
-        pairs = [canonical_json_row(v, options) for v in values.to_list()]
-        return CanonicalProperties(
-            pl.Series("properties", [p for p, _ in pairs], dtype=pl.String),
-            pl.Series("rule", [r for _, r in pairs], dtype=pl.String),
-        )
+        # per row, but only the rows that hold text: empty and null cost nothing
+        out_json = full(n, "{}", pl.String, "properties")
+        out_rule = full(n, None, pl.String, "rule")
+        idx = (values.str.strip_chars().str.len_bytes() > 0).fill_null(False).arg_true()
+        if len(idx):
+            pairs = [canonical_json_row(v, options) for v in values.gather(idx).to_list()]
+            out_json = out_json.scatter(idx, pl.Series([p for p, _ in pairs], dtype=pl.String))
+            out_rule = out_rule.scatter(idx, pl.Series([r for _, r in pairs], dtype=pl.String))
+        return CanonicalProperties(out_json, out_rule)
     msg = f"properties column has unsupported type {values.dtype}: map it to a struct or JSON text"
     raise TypeError(msg)
