@@ -250,12 +250,16 @@ class _Run:
 
     # -- pass 2 --------------------------------------------------------------------------
 
-    async def guard_triggers(self, client: KraiterClient) -> None:
+    async def guard_triggers(self, engine: Engine) -> None:
         """Refuse back-dated events that would start live sequences (before any send)."""
         if self.options.allow_triggers or not self.names:
             return
+
+        async def listing() -> list[dict[str, Any]]:
+            return [seq async for seq in engine.client.list_sequences()]
+
         hits: dict[str, list[str]] = {}
-        async for seq in client.list_sequences():
+        for seq in await engine.with_retry(listing):
             if str(seq.get("status", "")).lower() != "active":
                 continue
             for trigger in seq.get("triggers") or []:
@@ -264,12 +268,12 @@ class _Run:
                     label = f"{seq.get('name') or seq.get('id')} ({seq.get('id')})"
                     hits.setdefault(str(event), []).append(label)
         if hits:
-            listing = "; ".join(
+            found = "; ".join(
                 f"{name} → {', '.join(seqs)}" for name, seqs in sorted(hits.items())
             )
             msg = (
                 f"nothing was sent: these event names trigger live sequences and importing "
-                f"history would enrol contacts and send real emails: {listing}. Pause those "
+                f"history would enrol contacts and send real emails: {found}. Pause those "
                 "sequences, or pass --allow-triggers if that is what you want"
             )
             raise GuardError(msg)
@@ -408,7 +412,7 @@ class _Run:
         )
         loop = asyncio.get_running_loop()
         with _stop_on_signals(loop, engine.request_stop):
-            await self.guard_triggers(client)
+            await self.guard_triggers(engine)
             if self.contacts is not None:
                 await self.send_contacts(engine, self.contacts)
             await self.send_events(engine)

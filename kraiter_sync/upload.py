@@ -221,7 +221,9 @@ class Engine:
         if errors:
             raise errors[0]
 
-    async def _with_retry(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def with_retry(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run one call under the engine's retry policy, counting retries."""
+
         def count(_exc: BaseException, _attempt: int) -> None:
             self.stats.retries += 1
 
@@ -261,7 +263,7 @@ class Engine:
                 ]
 
             self.stats.verifications += 1
-            remote = await self._with_retry(listing)
+            remote = await self.with_retry(listing)
             found: list[tuple[str, str]] = []
             for row in group:
                 match = next(
@@ -342,7 +344,7 @@ class Engine:
             return str(event["id"])
 
         try:
-            remote_id = await self._with_retry(attempt)
+            remote_id = await self.with_retry(attempt)
         except ApiError as exc:
             if exc.retriable:
                 self._give_up(row, exc, ambiguous)
@@ -406,7 +408,7 @@ class Engine:
                 return contact
 
             try:
-                contact = await self._with_retry(attempt)
+                contact = await self.with_retry(attempt)
             except KraiterSyncError as exc:
                 log.warning("could not make sure contact %s exists: %s", email, exc)
                 self.stats.contacts_failed += 1
@@ -464,7 +466,7 @@ class Engine:
                 return str(contact["id"]), "created"
 
             try:
-                contact_id, what = await self._with_retry(attempt)
+                contact_id, what = await self.with_retry(attempt)
             except ApiError as exc:
                 if exc.retriable or isinstance(exc, ConflictError):
                     self.stats.contacts_failed += 1
