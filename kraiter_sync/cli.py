@@ -486,6 +486,11 @@ def import_command(
         result = import_(
             paths, settings=settings, options=options, args=args, on_progress=progress.update
         )
+    _finish_import(result, as_json=as_json)
+
+
+def _finish_import(result: ImportResult, *, as_json: bool) -> None:
+    """Print the summary and exit with the run's code (import and retry)."""
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
@@ -517,6 +522,75 @@ def _resume_command() -> str:
             continue
         kept.append(arg)
     return shlex.join(["kraiter-sync", *kept])
+
+
+@main.command("retry")
+@click.argument("rejects_file", type=click.Path(path_type=Path))
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where rows rejected again go [default: STATE_DIR/rejects/run-N.csv].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Ceiling in requests/s.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Retries per request (0: none).",
+)
+@click.option(
+    "--allow-triggers",
+    is_flag=True,
+    help="Send events even when their names trigger live sequences.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@common_options
+def retry_command(
+    rejects_file: Path,
+    rejects: Path | None,
+    concurrency: int,
+    rate: float | None,
+    max_retries: int,
+    allow_triggers: bool,
+    as_json: bool,
+    common: Common,
+) -> None:
+    """Re-send the rows Kraiter rejected, once you have fixed the cause.
+
+    REJECTS_FILE is the file an `import` named in its summary. Only rows Kraiter refused
+    (stage "rejected", e.g. a property it found too long after you raised a limit, or a
+    contact that was missing) are sent again; rows caught by validation (stage
+    "invalid") need fixing in the source and a new import. Nothing is sent twice.
+    """
+    from kraiter_sync.importer import ImportOptions, retry_
+    from kraiter_sync.progress import ImportProgress
+
+    options = ImportOptions(
+        rejects=rejects,
+        concurrency=concurrency,
+        rate=rate,
+        max_retries=max_retries,
+        allow_triggers=allow_triggers,
+    )
+    with ImportProgress.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+        result = retry_(
+            rejects_file, settings=common.settings(), options=options, on_progress=progress.update
+        )
+    _finish_import(result, as_json=as_json)
 
 
 @main.command("runs")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import shutil
 import signal
@@ -29,7 +30,7 @@ import polars as pl
 
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import Settings
-from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError
+from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
 from kraiter_sync.ledger import Ledger, state_lock
 from kraiter_sync.logs import get_logger
 from kraiter_sync.pipeline import InputOptions, KindValidation, PreparedInput, prepare_inputs
@@ -48,7 +49,7 @@ from kraiter_sync.upload import (
 )
 from kraiter_sync.validate import REJECT_SCHEMA, ValidationReport
 
-__all__ = ["ImportOptions", "ImportResult", "KindCounts", "import_"]
+__all__ = ["ImportOptions", "ImportResult", "KindCounts", "import_", "retry_"]
 
 log = get_logger("import")
 _SPOOL_COLUMNS = [
@@ -75,6 +76,8 @@ class ImportOptions:
     rate: float | None = None
     max_retries: int = 5
     allow_triggers: bool = False
+    #: Send again the keys the ledger holds as ``rejected`` (what ``retry`` does).
+    resend_rejected: bool = False
 
 
 @dataclass
@@ -268,9 +271,7 @@ class _Run:
                     label = f"{seq.get('name') or seq.get('id')} ({seq.get('id')})"
                     hits.setdefault(str(event), []).append(label)
         if hits:
-            found = "; ".join(
-                f"{name} → {', '.join(seqs)}" for name, seqs in sorted(hits.items())
-            )
+            found = "; ".join(f"{name} → {', '.join(seqs)}" for name, seqs in sorted(hits.items()))
             msg = (
                 f"nothing was sent: these event names trigger live sequences and importing "
                 f"history would enrol contacts and send real emails: {found}. Pause those "
@@ -324,6 +325,8 @@ class _Run:
         states = self.ledger.key_states(self.target, frame["event_key"].to_list())
         state = frame["event_key"].replace_strict(states, default=None, return_dtype=pl.String)
         counts = self.result.events
+        if self.options.resend_rejected:
+            state = state.replace("rejected", None)
         counts.already += int((state == "done").sum())
         counts.previously_rejected += int((state == "rejected").sum())
         if ids:
@@ -510,3 +513,98 @@ def import_(
             ledger.finish_run(run_id, status, counts)
             if run is not None:
                 shutil.rmtree(run.spool, ignore_errors=True)
+
+
+_UNFORMULA = r"^'([=+\-@\t\r])"
+
+
+def _read_rejects(path: Path) -> pl.DataFrame:
+    """A rejects file back as a frame (CSV formula neutralisation undone)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        elif suffix in (".ndjson", ".jsonl"):
+            frame = pl.read_ndjson(path, schema=REJECT_SCHEMA)
+        elif suffix == ".csv":
+            frame = pl.read_csv(path, infer_schema=False).with_columns(
+                pl.col(pl.String).str.replace(_UNFORMULA, "${1}")
+            )
+        else:
+            msg = f"{path}: a rejects file ends in .csv, .parquet or .ndjson"
+            raise InputError(msg)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read the rejects file {path}: {exc}"
+        raise InputError(msg) from None
+    missing = {"stage", "email", "name", "timestamp", "properties"} - set(frame.columns)
+    if missing:
+        msg = (
+            f"{path} is not a kraiter-sync rejects file (no column {sorted(missing)[0]!r}); "
+            "pass the file that `import` named at the end of its summary"
+        )
+        raise InputError(msg)
+    return frame
+
+
+def retry_(
+    rejects_file: str | Path,
+    *,
+    settings: Settings,
+    options: ImportOptions | None = None,
+    client_factory: Callable[[RateController], KraiterClient] | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
+) -> ImportResult:
+    """Re-send the rows Kraiter refused (stage ``rejected``) after their cause was fixed.
+
+    Rows the validator caught (stage ``invalid``) are not re-sent: fix them in the
+    source and import again. Keys the ledger holds as rejected are sent again; keys
+    already done are still skipped, so running ``retry`` twice sends nothing twice.
+    """
+    path = Path(rejects_file)
+    frame = _read_rejects(path).filter(pl.col("stage") == "rejected")
+    options = dataclasses.replace(options or ImportOptions(), resend_rejected=True)
+    work = settings.state_dir / "retry"
+    work.mkdir(parents=True, exist_ok=True)
+    renamed = frame.rename(
+        {"source_file": "original_file", "source_row": "original_row"}, strict=False
+    )
+    results: list[ImportResult] = []
+    for kind, subset in (
+        ("contacts", renamed.filter(pl.col("name").is_null())),
+        ("events", renamed.filter(pl.col("name").is_not_null())),
+    ):
+        if not subset.height:
+            continue
+        part = work / f"{path.stem}-{kind}.parquet"
+        subset.write_parquet(part)
+        kind_options = dataclasses.replace(
+            options,
+            input=dataclasses.replace(
+                options.input,
+                kind=kind,  # type: ignore[arg-type]
+                connector=f"kraiter_rejects_{kind}",
+            ),
+        )
+        results.append(
+            import_(
+                [part],
+                settings=settings,
+                options=kind_options,
+                client_factory=client_factory,
+                on_progress=on_progress,
+                args={"retry": str(path), "kind": kind},
+            )
+        )
+        part.unlink(missing_ok=True)
+    if not results:
+        msg = f"{path} holds no rows that Kraiter rejected (stage 'rejected'): nothing to retry"
+        raise InputError(msg)
+    merged = results[-1]
+    for other in results[:-1]:
+        merged.contacts = other.contacts if other.contacts.read else merged.contacts
+        merged.requests += other.requests
+        merged.retries += other.retries
+        merged.rate_limited += other.rate_limited
+        merged.duration_s += other.duration_s
+        merged.interrupted = merged.interrupted or other.interrupted
+    return merged

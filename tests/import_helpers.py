@@ -36,9 +36,16 @@ def write_events(path: Path, *, rows: int, contacts: int = 40, seed: int = 7) ->
         records.append({"email": email, "event": name, "timestamp": ts, "props": props})
         expected.append((email, name, _iso(ts), json.dumps(props, sort_keys=True)))
     records.append(dict(records[0]))  # an exact duplicate: sent once
-    records.append({"email": "not-an-email", "event": "x", "timestamp": start, "props": {"n": -1, "plan": "x"}})
     records.append(
-        {"email": "a@example.com", "event": "email.opened", "timestamp": start, "props": {"n": -1, "plan": "x"}}
+        {"email": "not-an-email", "event": "x", "timestamp": start, "props": {"n": -1, "plan": "x"}}
+    )
+    records.append(
+        {
+            "email": "a@example.com",
+            "event": "email.opened",
+            "timestamp": start,
+            "props": {"n": -1, "plan": "x"},
+        }
     )
     records.append(
         {

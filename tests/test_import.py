@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections import Counter
@@ -47,13 +48,12 @@ class LocalKraiter:
 
 @pytest.fixture
 def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return resolve_settings(api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / "st",
-                            env={})
+    return resolve_settings(
+        api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / "st", env={}
+    )
 
 
-def test_import_sends_each_valid_event_once_and_rejects_the_rest(
-    tmp_path: Path, settings
-) -> None:  # type: ignore[no-untyped-def]
+def test_import_sends_each_valid_event_once_and_rejects_the_rest(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "events.parquet"
     expected = write_events(src, rows=120)
     kraiter = LocalKraiter(tmp_path)
@@ -69,7 +69,9 @@ def test_import_sends_each_valid_event_once_and_rejects_the_rest(
     assert kraiter.events() == Counter(expected)
     rejects = pl.read_csv(result.rejects_path)  # type: ignore[arg-type]
     assert sorted(rejects["rule"].to_list()) == [
-        "email.invalid", "name.reserved", "timestamp.future",
+        "email.invalid",
+        "name.reserved",
+        "timestamp.future",
     ]
     assert set(rejects["stage"]) == {"invalid"}
 
@@ -79,8 +81,12 @@ def test_rerun_sends_nothing_and_dry_run_sends_nothing(tmp_path: Path, settings)
     write_events(src, rows=60)
     kraiter = LocalKraiter(tmp_path)
 
-    dry = import_([src], settings=settings, options=ImportOptions(dry_run=True),
-                  client_factory=kraiter.factory)
+    dry = import_(
+        [src],
+        settings=settings,
+        options=ImportOptions(dry_run=True),
+        client_factory=kraiter.factory,
+    )
     assert kraiter.transports[-1].writes == 0
     assert dry.events.pending == 60
     assert sum(kraiter.events().values()) == 0
@@ -113,13 +119,17 @@ def test_sequence_guard_stops_before_anything_is_sent(tmp_path: Path, settings) 
     app = create_app(kraiter.config)
     try:
         from tests.emulator_helpers import Api  # the emulator's own synchronous facade
-        import asyncio
 
         loop = asyncio.new_event_loop()
         api = Api(app, loop, KEY)
-        r = api.put("/api/sequences/seq_trial", json={
-            "name": "Trial nurture", "status": "active", "triggers": [{"event": "started_trial"}],
-        })
+        r = api.put(
+            "/api/sequences/seq_trial",
+            json={
+                "name": "Trial nurture",
+                "status": "active",
+                "triggers": [{"event": "started_trial"}],
+            },
+        )
         assert r.status_code in (200, 201), r.text
         loop.run_until_complete(api.client.aclose())
         loop.close()
@@ -129,8 +139,12 @@ def test_sequence_guard_stops_before_anything_is_sent(tmp_path: Path, settings) 
     with pytest.raises(GuardError, match=r"started_trial → Trial nurture"):
         import_([src], settings=settings, client_factory=kraiter.factory)
     assert kraiter.transports[-1].writes == 0
-    allowed = import_([src], settings=settings, options=ImportOptions(allow_triggers=True),
-                      client_factory=kraiter.factory)
+    allowed = import_(
+        [src],
+        settings=settings,
+        options=ImportOptions(allow_triggers=True),
+        client_factory=kraiter.factory,
+    )
     assert allowed.events.sent == 30
 
 
@@ -150,8 +164,9 @@ def test_contacts_created_then_patched_only_where_changed(tmp_path: Path, settin
     assert changed.contacts.sent == 1
     assert changed.contacts.unchanged == 1
     # a fresh state dir knows nothing: create → CONFLICT → look up → nothing differs
-    fresh = resolve_settings(api_key=KEY, base_url="http://127.0.0.1:9",
-                             state_dir=tmp_path / "fresh", env={})
+    fresh = resolve_settings(
+        api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / "fresh", env={}
+    )
     again = import_([src], settings=fresh, client_factory=kraiter.factory)
     assert again.contacts.unchanged == 2
     assert kraiter.transports[-1].methods["PATCH"] == 0
@@ -162,8 +177,13 @@ def test_cli_import_of_sample_data_offline(tmp_path: Path) -> None:
 
     runner = CliRunner()
     state = tmp_path / "state"
-    args = ["import", str(SAMPLE_DATA / "contacts.csv"), str(SAMPLE_DATA / "events.parquet"),
-            "--state-dir", str(state)]
+    args = [
+        "import",
+        str(SAMPLE_DATA / "contacts.csv"),
+        str(SAMPLE_DATA / "events.parquet"),
+        "--state-dir",
+        str(state),
+    ]
     result = runner.invoke(main, args)
     assert result.exit_code == 3, result.output  # the samples hold deliberately bad rows
     assert "local Kraiter" in result.stderr
@@ -183,13 +203,65 @@ def test_api_key_is_never_written_or_printed(tmp_path: Path) -> None:
     src = tmp_path / "events.parquet"
     write_events(src, rows=20)
     kraiter = LocalKraiter(tmp_path)
-    settings = resolve_settings(api_key=KEY, base_url="http://127.0.0.1:9",
-                                state_dir=tmp_path / "st", env={})
-    result = import_([src], settings=settings, client_factory=kraiter.factory,
-                     args={"paths": [str(src)], "api_key": KEY})
+    settings = resolve_settings(
+        api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / "st", env={}
+    )
+    result = import_(
+        [src],
+        settings=settings,
+        client_factory=kraiter.factory,
+        args={"paths": [str(src)], "api_key": KEY},
+    )
     assert result.events.sent == 20
     for path in (tmp_path / "st").rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
     with sqlite3.connect(tmp_path / "st" / "ledger.db") as db:
         assert KEY not in json.dumps(db.execute("SELECT * FROM runs").fetchall())
+
+
+def test_retry_resends_what_kraiter_rejected_once_the_cause_is_fixed(
+    tmp_path: Path, settings
+) -> None:  # type: ignore[no-untyped-def]
+    from kraiter_sync.importer import retry_
+
+    kraiter = LocalKraiter(tmp_path)
+
+    async def make_contact() -> str:
+        async with kraiter.factory(RateController()) as client:
+            contact = await client.create_contact("ada@example.com")
+            return str(contact["id"])
+
+    real_id = asyncio.run(make_contact())
+    src = tmp_path / "events.csv"
+    lines = ["contact_id,event,timestamp,plan"]
+    lines += [f"{real_id},login,2025-01-0{i}T10:00:00Z,pro" for i in (1, 2)]
+    lines += [f"cnt_gone,+login,2025-02-0{i}T10:00:00Z,team" for i in (1, 2, 3)]
+    src.write_text("\n".join(lines) + "\n")
+
+    first = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert (first.events.sent, first.events.rejected, first.exit_code) == (2, 3, 3)
+    rejects_path = first.rejects_path
+    assert rejects_path is not None
+    rejects = pl.read_csv(rejects_path, infer_schema=False)
+    assert set(rejects["rule"]) == {"api.NOT_FOUND"}
+    assert set(rejects["stage"]) == {"rejected"}
+    # the CSV is spreadsheet-safe: a cell a spreadsheet would evaluate is neutralised
+    assert set(rejects["name"]) == {"'+login"}
+
+    # unchanged rejects: sent again, refused again, still nothing lost
+    again = retry_(rejects_path, settings=settings, client_factory=kraiter.factory)
+    assert (again.events.sent, again.events.rejected) == (0, 3)
+
+    # the user fixes the cause (the right contact id) and retries
+    rejects_path.write_text(rejects_path.read_text().replace("cnt_gone", real_id))
+    fixed = retry_(rejects_path, settings=settings, client_factory=kraiter.factory)
+    assert (fixed.events.sent, fixed.exit_code) == (3, 0)
+    stored = kraiter.events()
+    assert sum(stored.values()) == 5
+    # retry undid the neutralisation: the name Kraiter holds is the original one
+    assert {name for (_e, name, _t, _p) in stored} == {"login", "+login"}
+
+    nothing = retry_(rejects_path, settings=settings, client_factory=kraiter.factory)
+    assert nothing.events.already == 3
+    assert kraiter.transports[-1].writes == 0

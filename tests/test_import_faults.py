@@ -36,7 +36,11 @@ def test_faults_and_429s_still_give_each_event_exactly_once(tmp_path: Path, mode
     expected = write_events(src, rows=250, contacts=30, seed=11)
     db = tmp_path / "kraiter.db"
     config = EmulatorConfig(
-        db_path=str(db), fail_rate=0.05, drop_rate=0.03, rate_limit=400, burst=10,
+        db_path=str(db),
+        fail_rate=0.05,
+        drop_rate=0.03,
+        rate_limit=400,
+        burst=10,
         unknown_email=mode,  # type: ignore[arg-type]
         seed=5,
     )
@@ -57,30 +61,44 @@ def test_killed_imports_resume_to_the_exact_end_state(
     tmp_path: Path, python: str, cli_env: dict[str, str]
 ) -> None:
     src = tmp_path / "events.parquet"
-    expected = write_events(src, rows=600, contacts=50, seed=3)
+    expected = write_events(src, rows=1500, contacts=60, seed=3)
     db = tmp_path / "kraiter.db"
     state = tmp_path / "st"
     rng = random.Random(20261127)
-    config = EmulatorConfig(db_path=str(db), latency_ms=3, drop_rate=0.02, seed=9)
+    config = EmulatorConfig(db_path=str(db), latency_ms=8, drop_rate=0.02, seed=9)
     env = dict(cli_env, KRAITER_API_KEY=KEY)
     kills = 0
     with serve_in_thread(config) as url:
-        cmd = [python, "-m", "kraiter_sync", "import", str(src), "--base-url", url,
-               "--state-dir", str(state), "--concurrency", "8", "--quiet"]
+        cmd = [
+            python,
+            "-m",
+            "kraiter_sync",
+            "import",
+            str(src),
+            "--base-url",
+            url,
+            "--state-dir",
+            str(state),
+            "--concurrency",
+            "4",
+            "--quiet",
+        ]
         while kills < 6:
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.6, 1.8))
+            proc = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            time.sleep(rng.uniform(1.0, 2.5))
             if proc.poll() is not None:
                 break  # finished before the kill: the remaining kills are not needed
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-        final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
-                               check=False)
+        final = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
     assert kills >= 5, "the import finished too fast to be killed mid-run"
     assert final.returncode == 3, final.stderr  # the bad rows, nothing else
     assert _stored(db) == Counter(expected)
     with Ledger(state / "ledger.db") as ledger:
         target = resolve_settings(api_key=KEY, base_url=url, state_dir=state, env={}).target
-        assert ledger.count_states(target) == {"done": 600}
+        assert ledger.count_states(target) == {"done": 1500}
