@@ -296,14 +296,19 @@ class Ledger:
         tid = self._target_id(target)
         rows = [(remote_id, now, tid, key) for key, remote_id in done]
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO events (target, event_key, state, remote_id, updated_at) "
-                "VALUES (?3, ?4, 'done', ?1, ?2) "
-                "ON CONFLICT (target, event_key) DO UPDATE SET state = 'done', "
-                "remote_id = excluded.remote_id, code = NULL, message = NULL, "
-                "updated_at = excluded.updated_at",
+            # Keys are normally inflight already: a plain UPDATE by primary key is the
+            # fast path; keys the ledger never saw are inserted afterwards.
+            cur = db.executemany(
+                "UPDATE events SET state = 'done', remote_id = ?1, code = NULL, "
+                "message = NULL, updated_at = ?2 WHERE target = ?3 AND event_key = ?4",
                 rows,
             )
+            if cur.rowcount < len(rows):
+                db.executemany(
+                    "INSERT OR IGNORE INTO events (target, event_key, state, remote_id, "
+                    "updated_at) VALUES (?3, ?4, 'done', ?1, ?2)",
+                    rows,
+                )
 
     def mark_rejected(self, target: str, rejected: Iterable[tuple[str, str, str]]) -> None:
         """Record ``(key, code, message)`` triples as refused by Kraiter."""
