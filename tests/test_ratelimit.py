@@ -131,7 +131,7 @@ def sustained_ratio(result: SimResult, server: SimServer) -> float:
 
 @pytest.mark.parametrize(
     ("burst", "reset_mode", "limit_mode"),
-    [(100, "full", "rate"), (20, "full", "rate"), (200, "next", "burst")],
+    [(100, "full", "rate"), (20, "full", "rate"), (200, "next", "burst"), (5, "full", "rate")],
 )
 def test_simulation_with_headers_reaches_95_percent_with_under_1_percent_429(
     burst: int, reset_mode: str, limit_mode: str
@@ -280,11 +280,23 @@ def test_headers_pace_to_remaining_budget() -> None:
     ft = FakeTime()
     ctl = make(ft)
 
+    def answer(remaining: int) -> None:
+        ctl.after_response(
+            201,
+            {
+                "X-RateLimit-Limit": "5",
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": "0",
+            },
+        )
+
     async def go() -> None:
         await ctl.before_request()
-        ctl.after_response(
-            201, {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0"}
-        )
+        answer(9)  # a full bucket of 10 shows 9 left
+        start = ft.now
+        await ctl.before_request()
+        assert ft.now == start  # tokens to spare: no wait
+        answer(0)
         start = ft.now
         await ctl.before_request()
         # empty bucket refilling at 5/s, one token in reserve: 2 tokens → 0.4 s
