@@ -38,6 +38,7 @@ from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 if TYPE_CHECKING:
     from kraiter_sync.emulator.config import ListShape, UnknownEmail
     from kraiter_sync.importer import ImportResult
+    from kraiter_sync.ledger import RunRecord
     from kraiter_sync.pipeline import InputOptions
 
 __all__ = ["Common", "common_options", "input_options", "main"]
@@ -593,6 +594,19 @@ def retry_command(
     _finish_import(result, as_json=as_json)
 
 
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _run_dict(run: RunRecord) -> dict[str, Any]:
+    out = dataclasses.asdict(run)
+    out["started_at"] = _iso(run.started_at)
+    out["finished_at"] = _iso(run.finished_at)
+    return out
+
+
 @main.command("runs")
 @click.option(
     "--limit",
@@ -614,7 +628,7 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
     with Ledger(settings.ledger_path) as ledger:
         runs = ledger.list_runs(limit=limit)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in runs], indent=2))
+        click.echo(json.dumps([_run_dict(r) for r in runs], indent=2))
         return
     click.echo(f"{'ID':>5}  {'COMMAND':<9} {'STATUS':<11} {'STARTED':<20}  SUMMARY")
     for run in runs:
@@ -629,7 +643,7 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
                 else json.dumps(run.counts)[:60]
             )
         click.echo(
-            f"{run.id:>5}  {run.command:<9} {run.status:<11} {run.started_at:<20}  {summary}"
+            f"{run.id:>5}  {run.command:<9} {run.status:<11} {_iso(run.started_at):<20}  {summary}"
         )
 
 

@@ -284,7 +284,12 @@ class _Run:
         hashes = [
             contact_hash(p, u) for p, u in zip(frame["properties"], frame["user_id"], strict=True)
         ]
-        cached = self.ledger.contact_hashes(self.target, frame["email"].to_list())
+        cached = {
+            email: digest
+            for email, (_cid, digest) in self.ledger.get_contacts(
+                self.target, frame["email"].to_list()
+            ).items()
+        }
         rows: list[ContactRow] = []
         unchanged = 0
         for email, props, user, sfile, srow, digest in zip(
@@ -322,7 +327,7 @@ class _Run:
         self, frame: pl.DataFrame, ids: dict[str, str]
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Split a spool part: (rows to send, rows left inflight by a killed run)."""
-        states = self.ledger.key_states(self.target, frame["event_key"].to_list())
+        states = self.ledger.known_states(self.target, frame["event_key"].to_list())
         state = frame["event_key"].replace_strict(states, default=None, return_dtype=pl.String)
         counts = self.result.events
         if self.options.resend_rejected:
@@ -343,7 +348,9 @@ class _Run:
         if self.spool_parts:
             emails = self.emails.to_list() if self.emails is not None else []
             if self.options.dry_run:
-                ids = self.ledger.contact_ids(self.target, emails)
+                ids = {
+                    e: cid for e, (cid, _h) in self.ledger.get_contacts(self.target, emails).items()
+                }
             else:
                 ids = await engine.ensure_contacts(emails)
             unresolved = 0

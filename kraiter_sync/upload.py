@@ -227,7 +227,7 @@ class Engine:
         def count(_exc: BaseException, _attempt: int) -> None:
             self.stats.retries += 1
 
-        return await call_with_retry(attempt, self.options.retry, on_retry=count)
+        return await call_with_retry(attempt, self.options.retry, before_retry=count)
 
     # -- events --------------------------------------------------------------------------
 
@@ -398,7 +398,7 @@ class Engine:
         upsert (idempotent, so safe to retry).
         """
         wanted = list(dict.fromkeys(emails))
-        ids = self.ledger.contact_ids(self.target, wanted)
+        ids = {e: cid for e, (cid, _h) in self.ledger.get_contacts(self.target, wanted).items()}
         missing = [email for email in wanted if email not in ids]
         found: list[tuple[str, str]] = []
 
