@@ -35,12 +35,14 @@ def test_faults_and_429s_still_give_each_event_exactly_once(tmp_path: Path, mode
     src = tmp_path / "events.parquet"
     expected = write_events(src, rows=250, contacts=30, seed=11)
     db = tmp_path / "kraiter.db"
+    # Headers hidden: the controller learns the limit from 429s alone, so they happen.
     config = EmulatorConfig(
         db_path=str(db),
         fail_rate=0.05,
         drop_rate=0.03,
-        rate_limit=400,
-        burst=10,
+        rate_limit=60,
+        burst=5,
+        hide_rate_headers=True,
         unknown_email=mode,  # type: ignore[arg-type]
         seed=5,
     )
@@ -51,6 +53,7 @@ def test_faults_and_429s_still_give_each_event_exactly_once(tmp_path: Path, mode
     assert result.exit_code == 3, result.as_dict()  # only the deliberately bad rows
     assert result.events.invalid == BAD_ROWS
     assert result.retries > 0  # the faults really happened
+    assert result.rate_limited > 0
     assert result.events.sent + result.events.verified == 250
     assert _stored(db) == Counter(expected)
     rejects = pl.read_csv(result.rejects_path)  # type: ignore[arg-type]
