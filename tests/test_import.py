@@ -265,3 +265,19 @@ def test_retry_resends_what_kraiter_rejected_once_the_cause_is_fixed(
     nothing = retry_(rejects_path, settings=settings, client_factory=kraiter.factory)
     assert nothing.events.already == 3
     assert kraiter.transports[-1].writes == 0
+
+
+def test_json_log_format_gives_machine_readable_progress_on_stderr(tmp_path: Path) -> None:
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=40)
+    result = CliRunner().invoke(
+        main,
+        ["import", str(src), "--state-dir", str(tmp_path / "st"), "--log-format", "json", "--json"],
+    )
+    assert result.exit_code == 3, result.output
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    progress = [r for r in records if r["msg"] == "progress"]
+    assert progress, records
+    assert progress[-1]["done"] == progress[-1]["total"] == 40
+    assert {"per_s", "eta_s", "rate_limited", "retries"} <= set(progress[-1])
+    assert json.loads(result.stdout)["events"]["sent"] == 40
