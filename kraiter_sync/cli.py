@@ -665,32 +665,7 @@ def _reconcile_progress(common: Common) -> Callable[[int], None] | None:
 
 @main.command("reconcile")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--kind",
-    type=click.Choice(["contacts", "events"]),
-    default="contacts",
-    show_default=True,
-    help="What to compare: contact properties, or event counts per contact and name.",
-)
-@click.option(
-    "--connector",
-    default=None,
-    metavar="NAME|FILE",
-    help="Mapping preset or .toml file (see `kraiter-sync connectors`); default: detect.",
-)
-@click.option(
-    "--map",
-    "mapping",
-    multiple=True,
-    metavar="FIELD=COLUMN",
-    help="Override one field of the mapping, e.g. --map email='Email Address'. Repeatable.",
-)
-@click.option(
-    "--timezone",
-    default=None,
-    metavar="ZONE",
-    help="IANA zone for timestamps without an offset [default: the connector's, else UTC].",
-)
+@input_options
 @click.option(
     "--rejects",
     type=click.Path(path_type=Path),
@@ -767,15 +742,26 @@ def _reconcile_progress(common: Common) -> Callable[[int], None] | None:
     show_default=True,
     help="Requests in flight at once.",
 )
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Retries per request on 429, 5xx and network errors (0: none).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="N",
+    help="At most N requests per second [default: as fast as Kraiter allows].",
+)
 @common_options
 def reconcile_command(
     *,
     common: Common,
     paths: tuple[Path, ...],
-    kind: str,
-    connector: str | None,
-    mapping: tuple[str, ...],
-    timezone: str | None,
+    inputs: InputOptions,
     rejects: Path | None,
     plan_out: Path | None,
     do_apply: bool,
@@ -787,6 +773,8 @@ def reconcile_command(
     strategy: str,
     sample: int,
     concurrency: int,
+    max_retries: int,
+    rate: float | None,
 ) -> None:
     """Show what differs between the input and Kraiter, right now; optionally fix it.
 
@@ -798,7 +786,7 @@ def reconcile_command(
 
     \b
     --mirror deletes only-in-Kraiter contacts, with guards (exit 2 when refused):
-      * an empty input is refused;
+      * an empty input, or one with rejected rows, is refused;
       * deleting more than --max-delete-ratio of Kraiter's contacts is refused;
       * a tombstone file with every deleted contact is written first;
         `kraiter-sync restore TOMBSTONE` recreates them.
@@ -811,12 +799,11 @@ def reconcile_command(
       kraiter-sync reconcile contacts.parquet --mirror --apply
       kraiter-sync reconcile --kind events events.parquet --apply
 
-    With --kind events, the count of valid local events per contact and event name is
-    compared with Kraiter's; --apply sends the missing ones (events are never deleted).
+    With events, the count of valid local events per contact and event name is
+    compared with Kraiter's; --apply sends the missing ones through the import engine
+    (events are never deleted).
     """
-    from kraiter_sync.connectors import parse_overrides
     from kraiter_sync.reconcile_run import (
-        LocalInput,
         ReconcileOptions,
         apply_saved_plan,
         reconcile,
@@ -832,7 +819,10 @@ def reconcile_command(
         apply=do_apply,
         plan_out=plan_out,
         tombstone=tombstone,
+        rejects=rejects,
         concurrency=concurrency,
+        max_retries=max_retries,
+        rate=rate,
     )
     if plan_path is not None:
         if paths:
@@ -846,47 +836,26 @@ def reconcile_command(
         if not paths:
             msg = "no input given: pass one or more files (or --plan PLAN --apply)"
             raise ConfigError(msg)
-        if kind == "events":
-            from kraiter_sync.reconcile_events import reconcile_events_command
-
-            sys.exit(
-                reconcile_events_command(
-                    paths,
-                    settings=settings,
-                    connector=connector,
-                    mapping=parse_overrides(mapping),
-                    timezone=timezone,
-                    rejects=rejects,
-                    apply=do_apply,
-                    sample=sample,
-                    concurrency=concurrency,
-                    echo=click.echo,
-                )
-            )
-        local_input = LocalInput(
-            connector=connector,
-            mapping=parse_overrides(mapping),
-            timezone=timezone,
-            rejects=rejects,
-        )
+        progress = _reconcile_progress(common)
         result = reconcile(
-            paths,
-            settings=settings,
-            local_input=local_input,
-            options=options,
-            on_progress=_reconcile_progress(common),
+            paths, settings=settings, inputs=inputs, options=options, on_progress=progress
         )
-        if _reconcile_progress(common) is not None:
+        if progress is not None:
             click.echo(err=True)
     if result.report is not None and not common.quiet:
         r = result.report
+        what = "contacts" if result.events is None else "valid events"
         click.echo(
-            f"input: {r.rows_read:,} rows, {r.valid:,} contacts, {r.duplicates:,} merged "
-            f"duplicates, {r.rejected:,} rejected",
+            f"input: {r.rows_read:,} rows, {r.valid:,} {what}, {r.duplicates:,} "
+            f"{'merged ' if result.events is None else ''}duplicates, {r.rejected:,} rejected",
             err=True,
         )
     if result.snapshot is not None and not common.quiet:
         click.echo(result.snapshot.describe(), err=True)
+    if result.events is not None:
+        click.echo(result.events.render(sample=sample))
+        sys.exit(result.exit_code)
+    assert result.plan is not None  # noqa: S101 (contacts)
     click.echo(render_plan(result.plan, sample=sample))
     if result.plan_path is not None and not common.quiet:
         click.echo(f"plan written to {result.plan_path}", err=True)
@@ -919,9 +888,10 @@ def restore_command(*, common: Common, tombstone: Path, concurrency: int) -> Non
     Example:
       kraiter-sync restore .kraiter-sync/tombstones/tombstone-20260101T020000.000000Z.json
     """
-    from kraiter_sync.reconcile_run import restore
+    from kraiter_sync.reconcile_run import ReconcileOptions, restore
 
-    result = restore(tombstone, settings=common.settings(), concurrency=concurrency)
+    options = ReconcileOptions(concurrency=concurrency)
+    result = restore(tombstone, settings=common.settings(), options=options)
     click.echo(result.summary())
     sys.exit(result.exit_code)
 

@@ -15,6 +15,7 @@ after retries make the run incomplete (exit 4) and re-running reconciles again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -40,6 +41,7 @@ from kraiter_sync.errors import (
 from kraiter_sync.logs import get_logger
 from kraiter_sync.reconcile import ContactPlan, contact_hash
 from kraiter_sync.remote import PAGE_SIZE, Caller, remote_frame, snapshot_contacts
+from kraiter_sync.upload import ContactRow, Engine
 
 __all__ = [
     "DEFAULT_MAX_DELETE_RATIO",
@@ -234,6 +236,7 @@ class ApplyResult:
     failed: int = 0
     rejects: list[dict[str, Any]] = field(default_factory=list)
     tombstone: Path | None = None
+    rejects_path: Path | None = None
 
     @property
     def exit_code(self) -> int:
@@ -246,6 +249,8 @@ class ApplyResult:
             f"applied: {self.created:,} created, {self.updated:,} updated, "
             f"{self.deleted:,} deleted, {len(self.rejects):,} rejected, {self.failed:,} failed"
         )
+        if self.rejects_path is not None:
+            text += f"\nrejected contacts written to {self.rejects_path}"
         if self.tombstone is not None:
             text += f"\ntombstone: {self.tombstone} (undo: kraiter-sync restore {self.tombstone})"
         return text
@@ -298,6 +303,7 @@ async def apply_plan(
     remote: Mapping[str, Mapping[str, Any]] | None = None,
     tombstone: str | Path | None = None,
     call: Caller = _once,
+    engine: Engine | None = None,
     concurrency: int = 16,
     on_progress: Callable[[ApplyResult], None] | None = None,
 ) -> ApplyResult:
@@ -305,7 +311,9 @@ async def apply_plan(
 
     ``remote`` maps contact id → the full contact object as last read (from the
     snapshot or :func:`verify_plan_fresh`); deletions need it for the tombstone, which
-    is written to ``tombstone`` before the first delete.
+    is written to ``tombstone`` before the first delete. With an ``engine`` (the import
+    engine), creates go through :meth:`Engine.write_contacts` — create, and on CONFLICT
+    patch only what differs — which also keeps the ledger's contact cache current.
     """
     result = ApplyResult()
     deletes = plan.of("delete").to_dicts() if plan.mirror else []
@@ -394,11 +402,51 @@ async def apply_plan(
 
         await guarded(row, op)
 
-    await _pool(plan.of("create").to_dicts(), create, concurrency)
+    if engine is not None:
+        await _create_with_engine(engine, plan.of("create"), result)
+    else:
+        await _pool(plan.of("create").to_dicts(), create, concurrency)
     await _pool(plan.of("update").to_dicts(), update, concurrency)
     if deletes:
         await _pool(deletes, delete, concurrency)
     return result
+
+
+async def _create_with_engine(engine: Engine, creates: pl.DataFrame, result: ApplyResult) -> None:
+    from kraiter_sync.importer import contact_hash as import_hash
+
+    before = dataclasses.replace(engine.stats)
+    rows = [
+        ContactRow(
+            r["email"],
+            r["properties"] or "{}",
+            r["user_id"],
+            r["source_file"] or "",
+            int(r["source_row"] or 0),
+            import_hash(r["properties"], r["user_id"]),
+        )
+        for r in creates.iter_rows(named=True)
+    ]
+    rejected = await engine.write_contacts(rows)
+    stats = engine.stats
+    result.created += stats.contacts_created - before.contacts_created
+    result.updated += stats.contacts_updated - before.contacts_updated
+    result.failed += stats.contacts_failed - before.contacts_failed
+    for outcome in rejected:
+        row = outcome.row
+        result.rejects.append(
+            {
+                "source_file": row.source_file,
+                "source_row": row.source_row,
+                "field": "contact",
+                "rule": f"api.{outcome.code}",
+                "message": outcome.message,
+                "stage": "rejected",
+                "email": row.email,
+                "properties": row.properties,
+                "action": "create",
+            }
+        )
 
 
 # ---- restore ---------------------------------------------------------------------------

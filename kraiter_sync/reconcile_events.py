@@ -14,6 +14,7 @@ run, because the comparison is against Kraiter itself (reconcile is its own chec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +26,6 @@ from typing import Any
 import polars as pl
 
 from kraiter_sync.client import KraiterClient
-from kraiter_sync.config import Settings
 from kraiter_sync.errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -36,6 +36,7 @@ from kraiter_sync.errors import (
 )
 from kraiter_sync.logs import get_logger
 from kraiter_sync.remote import Caller
+from kraiter_sync.upload import Engine, EventRow, Outcome
 
 __all__ = [
     "EVENT_COUNTS_SCHEMA",
@@ -43,7 +44,6 @@ __all__ = [
     "canonical_event_properties",
     "diff_events",
     "reconcile_events",
-    "reconcile_events_command",
     "remote_events_frame",
 ]
 
@@ -123,6 +123,9 @@ def _local_frame(local: pl.DataFrame) -> pl.DataFrame:
         .map_elements(canonical_event_properties, return_dtype=pl.String)
         .alias("props"),
         pl.col("properties").alias("properties_json"),
+        (pl.col("event_key") if "event_key" in local.columns else pl.lit(None, pl.String)).alias(
+            "event_key"
+        ),
         "source_file",
         "source_row",
     )
@@ -171,13 +174,13 @@ class EventsReconcileResult:
     failed: int = 0
     rejects: list[dict[str, Any]] = field(default_factory=list)
     applied: bool = False
-    rejected_input: int = 0
+    rejects_path: Path | None = None
 
     @property
     def exit_code(self) -> int:
         if self.failed:
             return EXIT_INCOMPLETE
-        return EXIT_REJECTED if self.rejects or self.rejected_input else EXIT_OK
+        return EXIT_REJECTED if self.rejects else EXIT_OK
 
     def render(self, *, sample: int = 10) -> str:
         c = self.counts
@@ -204,6 +207,8 @@ class EventsReconcileResult:
                 f"applied: {self.sent:,} sent, {len(self.rejects):,} rejected, "
                 f"{self.failed:,} failed (re-run to compare again)"
             )
+        if self.rejects_path is not None:
+            lines.append(f"rejected events written to {self.rejects_path}")
         return "\n".join(lines)
 
 
@@ -218,12 +223,15 @@ async def reconcile_events(
     apply: bool = False,
     concurrency: int = 16,
     call: Caller = _once,
+    engine: Engine | None = None,
 ) -> EventsReconcileResult:
     """Compare the canonical local events with Kraiter's; with ``apply`` send the missing.
 
     Contacts are resolved to ids first (by email), and with ``apply`` a contact that
     does not exist is created before its events, so the result does not depend on how
-    Kraiter treats events for unknown emails.
+    Kraiter treats events for unknown emails. With an ``engine`` (the import engine) the
+    missing events are sent through it: marked in flight in the ledger first, ambiguous
+    outcomes verified, never sent twice.
     """
     local = _local_frame(local_events)
     contacts = local["contact"].unique().to_list()
@@ -242,10 +250,11 @@ async def reconcile_events(
     remote_events: dict[str, list[dict[str, Any]]] = {}
 
     async def read(contact: str, contact_id: str) -> None:
+        async def listing() -> list[dict[str, Any]]:
+            return [e async for e in client.list_events(contact_id=contact_id, page_size=100)]
+
         async with sem:
-            remote_events[contact] = [
-                e async for e in client.list_events(contact_id=contact_id, page_size=100)
-            ]
+            remote_events[contact] = await call(listing)
 
     await asyncio.gather(*(read(c, i) for c, i in ids.items() if i is not None))
     counts, missing = diff_events(local, remote_events_frame(remote_events))
@@ -253,8 +262,83 @@ async def reconcile_events(
     result = EventsReconcileResult(counts=counts, missing=missing, contacts_absent=len(absent))
     if apply:
         result.applied = True
-        await _send_missing(client, result, ids, absent, call=call, concurrency=concurrency)
+        if engine is not None:
+            await _send_with_engine(engine, result, ids, absent)
+        else:
+            await _send_missing(client, result, ids, absent, call=call, concurrency=concurrency)
     return result
+
+
+async def _send_with_engine(
+    engine: Engine, result: EventsReconcileResult, ids: dict[str, str | None], absent: list[str]
+) -> None:
+    """The missing events through the import engine (ledger, rate, retries, verification).
+
+    The ledger may hold a missing event as ``done`` (sent once, then deleted in Kraiter,
+    or sent to a contact that was deleted): reconcile has just seen that Kraiter does not
+    hold it, so those keys are forgotten before sending.
+    """
+    if absent:
+        ids.update(await engine.ensure_contacts(absent))
+    rows: list[EventRow] = []
+    for r in result.missing.iter_rows(named=True):
+        contact_id = ids.get(r["contact"])
+        if contact_id is None:
+            result.rejects.append(
+                {
+                    "source_file": r["source_file"],
+                    "source_row": r["source_row"],
+                    "field": "contact",
+                    "rule": "api.NOT_FOUND",
+                    "message": f"contact {r['contact']} could not be created",
+                    "stage": "rejected",
+                    "name": r["name"],
+                }
+            )
+            continue
+        rows.append(
+            EventRow(
+                r["event_key"],
+                contact_id,
+                r["name"],
+                r["ts"],
+                r["properties_json"],
+                r["source_file"],
+                int(r["source_row"]),
+                None if r["contact"].startswith("id:") else r["contact"],
+            )
+        )
+    engine.ledger.forget(engine.target, [row.key for row in rows])
+    before = dataclasses.replace(engine.stats)
+    await engine.send_events(rows)
+    stats = engine.stats
+    result.sent += (stats.events_sent - before.events_sent) + (
+        stats.events_verified - before.events_verified
+    )
+    result.failed += stats.events_failed - before.events_failed
+
+
+def event_rejects(outcomes: Sequence[Outcome[Any]]) -> list[dict[str, Any]]:
+    """Events Kraiter refused (engine outcomes) as rejects-file rows."""
+    out = []
+    for o in outcomes:
+        row = o.row
+        out.append(
+            {
+                "source_file": row.source_file,
+                "source_row": row.source_row,
+                "field": "api",
+                "rule": f"api.{o.code}",
+                "message": o.message,
+                "stage": "rejected",
+                "email": row.email,
+                "contact_id": row.contact_id,
+                "name": row.name,
+                "timestamp": row.timestamp,
+                "properties": row.properties,
+            }
+        )
+    return out
 
 
 async def _send_missing(
@@ -320,39 +404,3 @@ async def _send_missing(
                 result.failed += 1
 
     await asyncio.gather(*(send(r) for r in result.missing.iter_rows(named=True)))
-
-
-def reconcile_events_command(
-    paths: Sequence[str | Path],
-    *,
-    settings: Settings,
-    connector: str | None = None,
-    mapping: Mapping[str, str] | None = None,
-    timezone: str | None = None,
-    rejects: Path | None = None,
-    apply: bool = False,
-    sample: int = 10,
-    concurrency: int = 16,
-    echo: Callable[[str], None] = print,
-) -> int:
-    """``kraiter-sync reconcile --kind events PATH...``: print the report; the exit code."""
-    from kraiter_sync.reconcile_run import LocalInput, load_local
-
-    local, report = load_local(
-        paths,
-        LocalInput(connector=connector, mapping=mapping or {}, timezone=timezone, rejects=rejects),
-        kind="events",
-    )
-
-    async def run() -> EventsReconcileResult:
-        async with KraiterClient.from_settings(settings) as client:
-            return await reconcile_events(client, local, apply=apply, concurrency=concurrency)
-
-    result = asyncio.run(run())
-    result.rejected_input = report.rejected
-    echo(
-        f"input: {report.rows_read:,} rows, {report.valid:,} valid events, "
-        f"{report.duplicates:,} duplicates, {report.rejected:,} rejected"
-    )
-    echo(result.render(sample=sample))
-    return result.exit_code

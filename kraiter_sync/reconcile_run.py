@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import Settings
-from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, GuardError, InputError
+from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
+from kraiter_sync.ledger import Ledger, state_lock
 from kraiter_sync.logs import get_logger
 from kraiter_sync.planfile import read_plan, write_plan
 from kraiter_sync.reconcile import ContactPlan, diff_contacts
@@ -37,16 +38,25 @@ from kraiter_sync.reconcile_apply import (
     verify_plan_fresh,
 )
 from kraiter_sync.remote import Caller, RemoteSnapshot, Strategy, snapshot_contacts
+
+if TYPE_CHECKING:
+    from kraiter_sync.reconcile_events import EventsReconcileResult
+from kraiter_sync.pipeline import InputOptions, KindValidation, prepare_inputs
+from kraiter_sync.ratelimit import RateController
+from kraiter_sync.rejects import RejectsWriter
+from kraiter_sync.retry import RetryPolicy, call_with_retry
+from kraiter_sync.upload import Engine, EngineOptions, Outcome, RejectSink
 from kraiter_sync.validate import ValidationReport
 
 __all__ = [
-    "LocalInput",
     "ReconcileOptions",
     "ReconcileResult",
+    "Session",
     "apply_saved_plan",
     "changed_contacts",
     "contacts_to_write",
     "load_local",
+    "open_session",
     "plan_contacts",
     "reconcile",
     "render_plan",
@@ -69,101 +79,86 @@ class ReconcileOptions:
     plan_out: Path | None = None
     #: Where mirror mode writes its tombstone (default: the state directory).
     tombstone: Path | None = None
+    #: Where rows refused by the validator or by Kraiter go (default: the state directory).
+    rejects: Path | None = None
     concurrency: int = 16
+    max_retries: int = 5
+    #: Requests per second at most (None: as fast as Kraiter allows).
+    rate: float | None = None
 
 
 @dataclass
 class ReconcileResult:
-    """The plan, how Kraiter was read, what was applied, and the input's report."""
+    """The plan (contacts) or the events report, how Kraiter was read, what was applied."""
 
-    plan: ContactPlan
+    plan: ContactPlan | None
     snapshot: RemoteSnapshot | None = None
     applied: ApplyResult | None = None
     report: ValidationReport | None = None
     plan_path: Path | None = None
-    notes: list[str] = field(default_factory=list)
+    events: EventsReconcileResult | None = None
 
     @property
     def exit_code(self) -> int:
+        if self.events is not None and self.events.exit_code != EXIT_OK:
+            return self.events.exit_code
         if self.applied is not None and self.applied.exit_code != EXIT_OK:
             return self.applied.exit_code
         if self.report is not None and self.report.rejected:
             return EXIT_REJECTED
         return EXIT_OK
 
+    def counts(self) -> dict[str, Any]:
+        """For the run record in the ledger."""
+        out: dict[str, Any] = {"exit_code": self.exit_code}
+        if self.plan is not None:
+            out["plan"] = self.plan.counts()
+        if self.applied is not None:
+            a = self.applied
+            out.update(
+                created=a.created,
+                updated=a.updated,
+                deleted=a.deleted,
+                rejected=len(a.rejects),
+                failed=a.failed,
+            )
+        return out
+
 
 # ---- local input -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LocalInput:
-    """How to read the local contacts: the mapping options ``import`` and ``validate`` take."""
-
-    connector: str | None = None
-    mapping: Mapping[str, str] = field(default_factory=dict)
-    timezone: str | None = None
-    rejects: Path | None = None
-
-
 def load_local(
-    paths: Sequence[str | Path], options: LocalInput, *, kind: Kind = "contacts"
-) -> tuple[pl.DataFrame, ValidationReport]:
-    """Read, map and validate the inputs → (canonical frame of ``kind``, report).
+    paths: Sequence[str | Path],
+    options: InputOptions,
+    *,
+    rejects: Path | None = None,
+) -> tuple[Kind, pl.DataFrame, ValidationReport]:
+    """Read, map and validate the inputs (``pipeline``, as ``import`` does).
 
-    Contacts from several inputs are merged by email (last row wins per property);
-    events are deduplicated by event key across inputs, as ``import`` does.
+    Returns (kind, canonical frame, report). The kind is ``options.kind``, else what
+    detection found; inputs of both kinds at once need ``--kind``. Contacts from several
+    inputs are merged by email; events are deduplicated by event key.
     """
-    from kraiter_sync.connectors import apply, resolve_connector
-    from kraiter_sync.rejects import RejectsWriter
-    from kraiter_sync.sources import open_source
-    from kraiter_sync.validate import (
-        ChunkedValidation,
-        ReportAccumulator,
-        SeenKeys,
-        ValidationOptions,
-        merge_contacts,
-    )
-
-    if not paths:
-        msg = "no input given: pass one or more files, directories or globs"
-        raise InputError(msg)
-    frames: list[pl.DataFrame] = []
-    total = ReportAccumulator(kind)
-    seen = SeenKeys()
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(RejectsWriter(options.rejects)) if options.rejects else None
-        for path in paths:
-            source = stack.enter_context(open_source(path))
-            detection = resolve_connector(
-                source.schema.names(),
-                connector=options.connector,
-                kind=kind,
-                overrides=options.mapping,
-            )
-            zone = options.timezone or detection.connector.timezone or "UTC"
-            run = ChunkedValidation(
-                kind=kind,
-                options=ValidationOptions(timezone=zone),
-                on_rejects=writer.write if writer is not None else None,
-            )
-            run.seen = seen
-
-            def mapped(source: Any = source, detection: Any = detection) -> Iterator[pl.DataFrame]:
-                for chunk in source.iter_chunks():
-                    yield apply(detection.connector, chunk)
-
-            frames.extend(f for f in run.run(mapped()) if f.height)
-            total.add(run.report)
-    report = total.report
+        inputs = prepare_inputs(paths, options, stack=stack)
+        kinds = {inp.kind for inp in inputs}
+        if options.kind is not None:
+            kind: Kind = options.kind
+        elif len(kinds) == 1:
+            kind = next(iter(kinds))
+        else:
+            msg = "the inputs hold both contacts and events: reconcile one kind at a time (--kind)"
+            raise InputError(msg)
+        writer = stack.enter_context(RejectsWriter(rejects)) if rejects is not None else None
+        run = KindValidation(
+            kind, inputs, options, on_rejects=writer.write if writer is not None else None
+        )
+        frames = [f for f in run.run() if f.height]
+        report = run.report
     if not frames:
-        return pl.DataFrame(schema=_EMPTY[kind]), report
-    local = pl.concat(frames, how="diagonal_relaxed")
-    if kind == "contacts" and len(frames) > 1:
-        merged = merge_contacts(local)
-        report.valid -= local.height - merged.height
-        report.duplicates += local.height - merged.height
-        local = merged
-    return local, report
+        return kind, pl.DataFrame(schema=_EMPTY[kind]), report
+    return kind, pl.concat(frames, how="diagonal_relaxed"), report
 
 
 _EMPTY: dict[str, dict[str, pl.DataType]] = {
@@ -185,6 +180,67 @@ _EMPTY: dict[str, dict[str, pl.DataType]] = {
         "source_row": pl.Int64(),
     },
 }
+
+
+# ---- one run: lock, ledger record, rate controller, client, engine -------------------------
+
+
+@dataclass
+class Session:
+    """Everything a writing run shares: the client (rate-controlled), engine and ledger."""
+
+    client: KraiterClient
+    engine: Engine
+    ledger: Ledger
+    run_id: int
+    controller: RateController
+
+    @property
+    def call(self) -> Caller:
+        """Retries under the engine's policy (429/5xx/transport), counting them."""
+        return self.engine.with_retry
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    settings: Settings,
+    command: str,
+    args: Mapping[str, Any],
+    options: ReconcileOptions,
+    *,
+    counts: dict[str, Any] | None = None,
+    on_rejected: RejectSink | None = None,
+) -> AsyncIterator[Session]:
+    """Hold the state lock, record the run in the ledger, and yield a :class:`Session`.
+
+    The run is recorded as ``ok``, ``incomplete`` or ``failed`` with ``counts`` (filled
+    in by the caller) when the block ends.
+    """
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with state_lock(settings.state_dir), Ledger(settings.ledger_path) as ledger:
+        run_id = ledger.start_run(command, settings.target, args)
+        status = "failed"
+        try:
+            controller = RateController(ceiling=options.rate)
+            client = KraiterClient.from_settings(
+                settings, observer=controller, max_connections=max(options.concurrency, 1)
+            )
+            async with client:
+                engine = Engine(
+                    client,
+                    ledger,
+                    target=settings.target,
+                    run_id=run_id,
+                    options=EngineOptions(
+                        concurrency=options.concurrency,
+                        retry=RetryPolicy(max_retries=options.max_retries),
+                    ),
+                    on_rejected=on_rejected,
+                )
+                yield Session(client, engine, ledger, run_id, controller)
+            status = "incomplete" if (counts or {}).get("exit_code") == EXIT_INCOMPLETE else "ok"
+        finally:
+            ledger.finish_run(run_id, status, counts or {})
 
 
 # ---- the verbs ---------------------------------------------------------------------------
@@ -269,61 +325,165 @@ def _tombstone_path(settings: Settings, explicit: Path | None) -> Path:
     return settings.state_dir / "tombstones" / f"tombstone-{stamp}.json"
 
 
-def _client(settings: Settings) -> KraiterClient:
-    return KraiterClient.from_settings(settings)
+@contextlib.asynccontextmanager
+async def _reader(
+    settings: Settings, options: ReconcileOptions
+) -> AsyncIterator[tuple[KraiterClient, Caller]]:
+    """A rate-controlled client and a retrying caller, for runs that only read."""
+    controller = RateController(ceiling=options.rate)
+    policy = RetryPolicy(max_retries=options.max_retries)
+
+    async def call(fn: Callable[[], Any]) -> Any:
+        return await call_with_retry(fn, policy)
+
+    client = KraiterClient.from_settings(
+        settings, observer=controller, max_connections=max(options.concurrency, 1)
+    )
+    async with client:
+        yield client, call
 
 
-def reconcile(
-    paths: Sequence[str | Path],
-    *,
-    settings: Settings,
-    local_input: LocalInput | None = None,
-    options: ReconcileOptions | None = None,
-    call: Caller = _once,
-    on_progress: Callable[[int], None] | None = None,
-) -> ReconcileResult:
-    """The library form of ``kraiter-sync reconcile PATH...`` (contacts)."""
-    opts = options or ReconcileOptions()
-    local, report = load_local(paths, local_input or LocalInput())
-    if opts.mirror and local.height == 0:
+def _refuse_unsafe_mirror(local: pl.DataFrame, report: ValidationReport) -> None:
+    if local.height == 0:
         msg = (
             "refusing to mirror an empty input: it would delete every contact in Kraiter. "
             "Check the input files and the mapping (kraiter-sync validate)"
         )
         raise GuardError(msg)
-    if opts.mirror and report.rejected:
+    if report.rejected:
         msg = (
             f"refusing to mirror: {report.rejected:,} input row(s) were rejected, and mirror "
             "mode would delete their contacts from Kraiter. Fix them (see --rejects) first"
         )
         raise GuardError(msg)
 
+
+def _write_rejects(path: Path, rejects: Sequence[Mapping[str, Any]]) -> Path:
+    """Contacts or events Kraiter refused, as rows of the rejects file."""
+    from kraiter_sync.validate import REJECT_SCHEMA
+
+    frame = pl.DataFrame(
+        [{k: r.get(k) for k in REJECT_SCHEMA} for r in rejects],
+        schema=REJECT_SCHEMA,
+    )
+    with RejectsWriter(path) as writer:
+        writer.write(frame)
+    return path
+
+
+def reconcile(
+    paths: Sequence[str | Path],
+    *,
+    settings: Settings,
+    inputs: InputOptions | None = None,
+    options: ReconcileOptions | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReconcileResult:
+    """The library form of ``kraiter-sync reconcile PATH...`` (contacts or events).
+
+    Without ``options.apply`` nothing is written and no lock is taken. With it, the run
+    holds the state lock, is recorded in the ledger (``kraiter-sync runs``), and writes
+    go through the import engine's client, rate controller and retry policy; creates go
+    through ``Engine.write_contacts`` (which keeps the ledger's contact cache current).
+    """
+    opts = options or ReconcileOptions()
+    kind, local, report = load_local(paths, inputs or InputOptions(), rejects=opts.rejects)
+    if kind == "events":
+        return ReconcileResult(
+            plan=None, events=_events(settings, local, opts, paths), report=report
+        )
+    if opts.mirror:
+        _refuse_unsafe_mirror(local, report)
+    args = {"paths": [str(p) for p in paths], "mirror": opts.mirror, "apply": opts.apply}
+
+    async def plan_with(client: KraiterClient, call: Caller) -> ReconcileResult:
+        plan, snapshot = await plan_contacts(
+            client,
+            local,
+            mirror=opts.mirror,
+            mirror_properties=opts.mirror_properties,
+            strategy=opts.strategy,
+            concurrency=opts.concurrency,
+            call=call,
+            on_progress=on_progress,
+        )
+        plan.target = settings.target
+        check_mirror_guards(plan, max_delete_ratio=opts.max_delete_ratio)
+        result = ReconcileResult(plan=plan, snapshot=snapshot, report=report)
+        if opts.plan_out is not None:
+            result.plan_path = write_plan(plan, opts.plan_out)
+        return result
+
     async def run() -> ReconcileResult:
-        async with _client(settings) as client:
-            plan, snapshot = await plan_contacts(
-                client,
-                local,
-                mirror=opts.mirror,
-                mirror_properties=opts.mirror_properties,
-                strategy=opts.strategy,
-                concurrency=opts.concurrency,
-                call=call,
-                on_progress=on_progress,
-            )
-            plan.target = settings.target
-            result = ReconcileResult(plan=plan, snapshot=snapshot, report=report)
-            check_mirror_guards(plan, max_delete_ratio=opts.max_delete_ratio)
-            if opts.plan_out is not None:
-                result.plan_path = write_plan(plan, opts.plan_out)
-            if opts.apply and not plan.is_empty:
+        if not opts.apply:
+            async with _reader(settings, opts) as (client, call):
+                return await plan_with(client, call)
+        counts: dict[str, Any] = {}
+        async with open_session(settings, "reconcile", args, opts, counts=counts) as session:
+            result = await plan_with(session.client, session.call)
+            plan = result.plan
+            assert plan is not None  # noqa: S101 (contacts)
+            if not plan.is_empty:
                 result.applied = await apply_plan(
-                    client,
+                    session.client,
                     plan,
-                    remote=remote_by_id(snapshot.frame) if plan.mirror else None,
+                    remote=remote_by_id(result.snapshot.frame)
+                    if plan.mirror and result.snapshot is not None
+                    else None,
                     tombstone=_tombstone_path(settings, opts.tombstone) if plan.mirror else None,
-                    call=call,
+                    call=session.call,
+                    engine=session.engine,
                     concurrency=opts.concurrency,
                 )
+                _finish_apply(settings, session, result.applied)
+            counts.update(result.counts())
+            return result
+
+    return asyncio.run(run())
+
+
+def _finish_apply(settings: Settings, session: Session, applied: ApplyResult) -> None:
+    if applied.rejects:
+        path = settings.state_dir / "rejects" / f"reconcile-run-{session.run_id}.csv"
+        applied.rejects_path = _write_rejects(path, applied.rejects)
+
+
+def _events(
+    settings: Settings, local: pl.DataFrame, opts: ReconcileOptions, paths: Sequence[Any]
+) -> EventsReconcileResult:
+    from kraiter_sync.reconcile_events import event_rejects, reconcile_events
+
+    async def run() -> EventsReconcileResult:
+        if not opts.apply:
+            async with _reader(settings, opts) as (client, call):
+                return await reconcile_events(
+                    client, local, concurrency=opts.concurrency, call=call
+                )
+        counts: dict[str, Any] = {}
+        args = {"paths": [str(p) for p in paths], "kind": "events", "apply": True}
+        refused: list[dict[str, Any]] = []
+
+        def sink(outcomes: Sequence[Outcome[Any]]) -> None:
+            refused.extend(event_rejects(outcomes))
+
+        async with open_session(
+            settings, "reconcile", args, opts, counts=counts, on_rejected=sink
+        ) as session:
+            result = await reconcile_events(
+                session.client,
+                local,
+                apply=True,
+                concurrency=opts.concurrency,
+                call=session.call,
+                engine=session.engine,
+            )
+            result.rejects.extend(refused)
+            if result.rejects:
+                path = settings.state_dir / "rejects" / f"reconcile-run-{session.run_id}.csv"
+                result.rejects_path = _write_rejects(path, result.rejects)
+            counts.update(
+                {"sent": result.sent, "failed": result.failed, "exit_code": result.exit_code}
+            )
             return result
 
     return asyncio.run(run())
@@ -334,7 +494,6 @@ def apply_saved_plan(
     *,
     settings: Settings,
     options: ReconcileOptions | None = None,
-    call: Caller = _once,
 ) -> ReconcileResult:
     """``kraiter-sync reconcile --plan PLAN --apply``: refuse when Kraiter changed since."""
     opts = options or ReconcileOptions()
@@ -346,20 +505,27 @@ def apply_saved_plan(
         )
         raise GuardError(msg)
     check_mirror_guards(plan, max_delete_ratio=opts.max_delete_ratio)
+    args = {"plan": str(plan_path), "apply": True}
 
     async def run() -> ReconcileResult:
-        async with _client(settings) as client:
-            current = await verify_plan_fresh(client, plan, call=call, concurrency=opts.concurrency)
+        counts: dict[str, Any] = {}
+        async with open_session(settings, "reconcile", args, opts, counts=counts) as session:
+            current = await verify_plan_fresh(
+                session.client, plan, call=session.call, concurrency=opts.concurrency
+            )
             result = ReconcileResult(plan=plan)
             if not plan.is_empty:
                 result.applied = await apply_plan(
-                    client,
+                    session.client,
                     plan,
                     remote=current,
                     tombstone=_tombstone_path(settings, opts.tombstone) if plan.mirror else None,
-                    call=call,
+                    call=session.call,
+                    engine=session.engine,
                     concurrency=opts.concurrency,
                 )
+                _finish_apply(settings, session, result.applied)
+            counts.update(result.counts())
             return result
 
     return asyncio.run(run())
@@ -369,15 +535,29 @@ def restore(
     tombstone: str | Path,
     *,
     settings: Settings,
-    concurrency: int = 16,
-    call: Caller = _once,
+    options: ReconcileOptions | None = None,
 ) -> RestoreResult:
     """``kraiter-sync restore TOMBSTONE``: recreate the contacts a mirror run deleted."""
+    opts = options or ReconcileOptions()
     contacts = read_tombstone(tombstone)
 
     async def run() -> RestoreResult:
-        async with _client(settings) as client:
-            return await restore_tombstone(client, contacts, call=call, concurrency=concurrency)
+        counts: dict[str, Any] = {}
+        args = {"tombstone": str(tombstone)}
+        async with open_session(settings, "restore", args, opts, counts=counts) as session:
+            result = await restore_tombstone(
+                session.client, contacts, call=session.call, concurrency=opts.concurrency
+            )
+            counts.update(
+                {
+                    "restored": result.restored,
+                    "existing": result.existing,
+                    "rejected": len(result.rejects),
+                    "failed": result.failed,
+                    "exit_code": result.exit_code,
+                }
+            )
+            return result
 
     return asyncio.run(run())
 
