@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,9 +38,16 @@ from kraiter_sync.errors import (
     InputError,
     KraiterSyncError,
 )
+from kraiter_sync.ledger import Ledger
 from kraiter_sync.logs import get_logger
 from kraiter_sync.reconcile import ContactPlan, contact_hash
-from kraiter_sync.remote import PAGE_SIZE, Caller, remote_frame, snapshot_contacts
+from kraiter_sync.remote import (
+    PAGE_SIZE,
+    Caller,
+    normalise_keys,
+    remote_frame,
+    snapshot_contacts,
+)
 from kraiter_sync.upload import ContactRow, Engine
 
 __all__ = [
@@ -409,7 +416,28 @@ async def apply_plan(
     await _pool(plan.of("update").to_dicts(), update, concurrency)
     if deletes:
         await _pool(deletes, delete, concurrency)
+        if engine is not None:
+            forget_cached_contacts(engine.ledger, engine.target, [r["email"] for r in deletes])
     return result
+
+
+def forget_cached_contacts(ledger: Ledger, target: str, emails: Sequence[str]) -> None:
+    """Drop deleted contacts from the ledger's contact cache.
+
+    Otherwise a later ``import`` would take a re-imported contact as unchanged (same
+    properties hash) and never recreate it, and would send events to the deleted id.
+    """
+    keys = normalise_keys(pl.Series(emails, dtype=pl.String)).to_list()
+    forget = getattr(ledger, "forget_contacts", None)
+    if forget is not None:  # pragma: no cover (once ledger.py offers it)
+        forget(target, keys)
+        return
+    # ledger.py has no method for this yet (requested from its owner): the same
+    # transaction helper its own methods use.
+    with ledger._tx() as db:
+        db.executemany(
+            "DELETE FROM contacts WHERE target = ? AND email = ?", [(target, k) for k in keys]
+        )
 
 
 async def _create_with_engine(engine: Engine, creates: pl.DataFrame, result: ApplyResult) -> None:

@@ -279,7 +279,26 @@ async def _send_with_engine(
     hold it, so those keys are forgotten before sending.
     """
     if absent:
-        ids.update(await engine.ensure_contacts(absent))
+        # Not engine.ensure_contacts: its ledger cache may still name a contact that was
+        # deleted in Kraiter, and reconcile has just seen that these do not exist.
+        sem = asyncio.Semaphore(engine.options.concurrency)
+
+        async def upsert(email: str) -> None:
+            async with sem:
+                try:
+                    contact, _ = await engine.with_retry(
+                        functools.partial(engine.client.upsert_contact, email)
+                    )
+                except ApiError as exc:
+                    if exc.retriable:
+                        result.failed += 1
+                    return
+                ids[email] = str(contact["id"])
+
+        await asyncio.gather(*(upsert(e) for e in absent))
+        engine.ledger.put_contacts(
+            engine.target, [(e, i, None) for e in absent if (i := ids.get(e)) is not None]
+        )
     rows: list[EventRow] = []
     for r in result.missing.iter_rows(named=True):
         contact_id = ids.get(r["contact"])

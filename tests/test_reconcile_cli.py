@@ -222,3 +222,68 @@ def test_saved_plan_is_refused_for_another_kraiter(tmp_path: Path, state: Path) 
     )
     assert other.exit_code == 2
     assert "computed against another Kraiter account or base URL" in other.stderr
+
+
+def test_mirror_refuses_an_input_with_rejected_rows(tmp_path: Path, state: Path) -> None:
+    kraiter(state, lambda c: c.create_contact("keep@example.com"))
+    csv = write_csv(tmp_path / "c.csv", ["keep@example.com,,", "not-an-email,,"])
+    result = run(state, "reconcile", str(csv), "--mirror", "--apply")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "error: refusing to mirror: 1 input row(s) were rejected, and mirror mode would "
+        "delete their contacts from Kraiter. Fix them (see --rejects) first"
+    )
+
+
+def test_apply_is_recorded_as_a_run(tmp_path: Path, state: Path) -> None:
+    from kraiter_sync.ledger import Ledger
+
+    csv = write_csv(tmp_path / "c.csv", ["a@example.com,,pro"])
+    assert run(state, "reconcile", str(csv)).exit_code == 0  # read-only: no run, no lock
+    assert run(state, "reconcile", str(csv), "--apply").exit_code == 0
+    with Ledger(state / "ledger.db") as ledger:
+        runs = ledger.list_runs()
+    assert [(r.command, r.status) for r in runs] == [("reconcile", "ok")]
+    assert runs[0].counts["created"] == 1
+
+
+def test_events_deleted_in_kraiter_are_sent_again(tmp_path: Path, state: Path) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "email,event,timestamp\n"
+        "ann@example.com,login,2026-01-01T10:00:00Z\n"
+        "ann@example.com,paid,2026-01-02T10:00:00Z\n"
+    )
+    first = run(state, "reconcile", "--kind", "events", str(events), "--apply")
+    assert first.exit_code == 0, first.stderr
+    assert "1 contact(s) do not exist in Kraiter yet" in first.stdout
+    assert "applied: 2 sent" in first.stdout
+
+    async def delete_ann(client: KraiterClient) -> None:
+        ann = await client.get_contact_by_email("ann@example.com")
+        assert ann is not None
+        await client.delete_contact(ann["id"])  # takes its events with it
+
+    kraiter(state, delete_ann)
+    # the ledger holds both events as done; reconcile sees Kraiter lacks them
+    again = run(state, "reconcile", "--kind", "events", str(events), "--apply")
+    assert again.exit_code == 0, again.stderr
+    assert "applied: 2 sent" in again.stdout
+    check = run(state, "reconcile", "--kind", "events", str(events))
+    assert "2 local, 2 in Kraiter for these 1 contacts: 0 missing" in check.stdout
+
+
+def test_import_after_a_mirror_delete_recreates_the_contact(tmp_path: Path, state: Path) -> None:
+    full = write_csv(tmp_path / "full.csv", [f"r{i}@example.com,,p{i}" for i in range(4)])
+    imported = run(state, "import", str(full))
+    assert imported.exit_code == 0, imported.stderr
+    fewer = write_csv(tmp_path / "fewer.csv", [f"r{i}@example.com,,p{i}" for i in range(3)])
+    mirrored = run(
+        state, "reconcile", str(fewer), "--mirror", "--max-delete-ratio", "0.5", "--apply"
+    )
+    assert mirrored.exit_code == 0, mirrored.stderr
+    assert kraiter(state, _count) == 3
+    # the ledger's contact cache must not make import think r3 is still there, unchanged
+    again = run(state, "import", str(full))
+    assert again.exit_code == 0, again.stderr
+    assert kraiter(state, _count) == 4
