@@ -4,6 +4,7 @@ tombstones and restore, events. In-process emulator (one real-HTTP test at the e
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -387,3 +388,52 @@ def test_import_hook_sends_nothing_for_unchanged_contacts() -> None:
             assert todo["email"].to_list() == ["c3@example.com"]
 
     asyncio.run(go())
+
+
+def test_apply_under_faults_converges_with_retries(tmp_path: Path) -> None:
+    """5xx answers and dropped responses (applied, then cut): retried, nothing doubled."""
+    from kraiter_sync.retry import RetryPolicy, call_with_retry
+
+    waits: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    policy = RetryPolicy(max_retries=12, sleep=no_sleep)
+
+    async def call(fn: Callable[[], Awaitable[Any]]) -> Any:
+        return await call_with_retry(fn, policy)
+
+    async def go() -> None:
+        app = create_app(EmulatorConfig(fail_rate=0.25, drop_rate=0.15, seed=11))
+        async with KraiterClient(
+            "http://kraiter.test", "kr_test", transport=asgi_transport(app, close_app=True)
+        ) as client:
+            for i in range(12):
+                # a partial (not a lambda): tenacity awaits retries only of coroutine functions
+                await call(
+                    functools.partial(
+                        client.upsert_contact, f"r{i}@example.com", properties={"v": 0}
+                    )
+                )
+            local = local_frame(
+                [(f"r{i}@example.com", None, {"v": 1}) for i in range(11)]
+                + [(f"n{i}@example.com", None, {"v": 1}) for i in range(8)]
+            )
+            plan, snap = await plan_contacts(client, local, mirror=True, call=call)
+            assert plan.counts()["delete"] == 1
+            result = await apply_plan(
+                client,
+                plan,
+                remote={c["id"]: c for c in read_frame_raw(snap.frame)},
+                tombstone=tmp_path / "t.json",
+                call=call,
+            )
+            assert result.failed == 0
+            assert result.rejects == []
+            again, _ = await plan_contacts(client, local, mirror=True, call=call)
+            assert again.is_empty, again.rows.filter(pl.col("action") != "unchanged")
+            assert again.counts()["unchanged"] == 19  # no duplicates were created
+
+    asyncio.run(go())
+    assert waits  # faults happened and were retried (without real sleeping)
