@@ -742,6 +742,12 @@ def _reconcile_progress(common: Common) -> Callable[[int], None] | None:
     metavar="N",
     help="At most N requests per second [default: as fast as Kraiter allows].",
 )
+@click.option(
+    "--allow-triggers",
+    is_flag=True,
+    help="Events: send missing ones even when their names trigger live sequences "
+    "(this can enrol contacts and send real emails).",
+)
 @common_options
 def reconcile_command(
     *,
@@ -761,6 +767,7 @@ def reconcile_command(
     concurrency: int,
     max_retries: int,
     rate: float | None,
+    allow_triggers: bool,
 ) -> None:
     """Show what differs between the input and Kraiter, right now; optionally fix it.
 
@@ -809,6 +816,7 @@ def reconcile_command(
         concurrency=concurrency,
         max_retries=max_retries,
         rate=rate,
+        allow_triggers=allow_triggers,
     )
     if plan_path is not None:
         if paths:

@@ -32,6 +32,7 @@ from kraiter_sync.errors import (
     EXIT_REJECTED,
     ApiError,
     ConflictError,
+    GuardError,
     KraiterSyncError,
 )
 from kraiter_sync.logs import get_logger
@@ -224,6 +225,7 @@ async def reconcile_events(
     concurrency: int = 16,
     call: Caller = _once,
     engine: Engine | None = None,
+    allow_triggers: bool = False,
 ) -> EventsReconcileResult:
     """Compare the canonical local events with Kraiter's; with ``apply`` send the missing.
 
@@ -261,6 +263,8 @@ async def reconcile_events(
     absent = sorted(c for c, i in ids.items() if i is None)
     result = EventsReconcileResult(counts=counts, missing=missing, contacts_absent=len(absent))
     if apply:
+        if not allow_triggers and missing.height:
+            await guard_triggers(client, set(missing["name"].unique().to_list()), call=call)
         result.applied = True
         if engine is not None:
             await _send_with_engine(engine, result, ids, absent)
@@ -335,6 +339,34 @@ async def _send_with_engine(
         stats.events_verified - before.events_verified
     )
     result.failed += stats.events_failed - before.events_failed
+
+
+async def guard_triggers(client: KraiterClient, names: set[str], *, call: Caller) -> None:
+    """Refuse to send events whose names trigger live sequences (as ``import`` does).
+
+    Back-dated events would enrol contacts and send real emails. GuardError (exit 2)
+    names each event and sequence; ``--allow-triggers`` skips the check.
+    """
+
+    async def listing() -> list[dict[str, Any]]:
+        return [seq async for seq in client.list_sequences()]
+
+    hits: dict[str, list[str]] = {}
+    for seq in await call(listing):
+        if str(seq.get("status", "")).lower() != "active":
+            continue
+        for trigger in seq.get("triggers") or []:
+            event = trigger.get("event") if isinstance(trigger, dict) else trigger
+            if event in names:
+                hits.setdefault(str(event), []).append(f"{seq.get('name') or seq.get('id')}")
+    if hits:
+        found = "; ".join(f"{name} → {', '.join(seqs)}" for name, seqs in sorted(hits.items()))
+        msg = (
+            f"nothing was sent: these missing events trigger live sequences, and sending "
+            f"them would enrol contacts and send real emails: {found}. Pause those "
+            "sequences, or pass --allow-triggers if that is what you want"
+        )
+        raise GuardError(msg)
 
 
 def event_rejects(outcomes: Sequence[Outcome[Any]]) -> list[dict[str, Any]]:

@@ -85,6 +85,8 @@ class ReconcileOptions:
     max_retries: int = 5
     #: Requests per second at most (None: as fast as Kraiter allows).
     rate: float | None = None
+    #: Events: send missing ones even when their names trigger live sequences.
+    allow_triggers: bool = False
 
 
 @dataclass
@@ -476,6 +478,7 @@ def _events(
                 concurrency=opts.concurrency,
                 call=session.call,
                 engine=session.engine,
+                allow_triggers=opts.allow_triggers,
             )
             result.rejects.extend(refused)
             if result.rejects:

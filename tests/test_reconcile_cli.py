@@ -287,3 +287,21 @@ def test_import_after_a_mirror_delete_recreates_the_contact(tmp_path: Path, stat
     again = run(state, "import", str(full))
     assert again.exit_code == 0, again.stderr
     assert kraiter(state, _count) == 4
+
+
+def test_events_apply_refuses_live_sequence_triggers(tmp_path: Path, state: Path) -> None:
+    kraiter(
+        state,
+        lambda c: c.put_sequence("seq1", name="Welcome", status="active", triggers=["signup"]),
+    )
+    events = tmp_path / "events.csv"
+    events.write_text("email,event,timestamp\nann@example.com,signup,2026-01-01T10:00:00Z\n")
+    refused = run(state, "reconcile", "--kind", "events", str(events), "--apply")
+    assert refused.exit_code == 2
+    assert "these missing events trigger live sequences" in refused.stderr
+    assert "signup → Welcome" in refused.stderr
+    allowed = run(
+        state, "reconcile", "--kind", "events", str(events), "--apply", "--allow-triggers"
+    )
+    assert allowed.exit_code == 0, allowed.stderr
+    assert "applied: 1 sent" in allowed.stdout
