@@ -305,3 +305,20 @@ def test_events_apply_refuses_live_sequence_triggers(tmp_path: Path, state: Path
     )
     assert allowed.exit_code == 0, allowed.stderr
     assert "applied: 1 sent" in allowed.stdout
+
+
+def test_after_import_of_the_sample_data_reconcile_finds_nothing_to_do(state: Path) -> None:
+    """Import and reconcile agree on every value (formatting of numbers, dates, case)."""
+    from tests.conftest import SAMPLE_DATA
+
+    contacts, events = SAMPLE_DATA / "contacts.csv", SAMPLE_DATA / "events.parquet"
+    imported = run(state, "import", str(contacts), str(events))
+    assert imported.exit_code == 3, imported.stderr  # the sample has deliberately bad rows
+    plan = run(state, "reconcile", str(contacts))
+    # ghost.user@ has events but no contact row: import created the contact for them
+    assert plan.stdout.startswith(
+        "plan: 0 to create, 0 to update, 1,502 unchanged, 1 only in Kraiter"
+    ), plan.stdout
+    assert "  - ghost.user@example.com  id cnt_" in plan.stdout
+    ev = run(state, "reconcile", str(events))
+    assert "0 missing from Kraiter, 0 extra in Kraiter" in ev.stdout, ev.stdout
