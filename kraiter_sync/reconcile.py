@@ -265,18 +265,30 @@ def _key_values(pairs: pl.DataFrame, side: str) -> pl.DataFrame:
     """Pair texts → (``i``, ``prop``, value text); JSON nulls are dropped.
 
     The first ``":`` ends the key unless the key holds an escaped quote or backslash;
-    those rare pairs are split with an exact regex. ``prop`` stays JSON-escaped.
+    those rare pairs (found after the cheap split) are split again with an exact regex.
+    ``prop`` stays JSON-escaped.
     """
-    p = pl.col("p")
-    split = p.str.splitn('":', 2).struct.rename_fields(["prop", side])
-    exact = p.str.extract_groups(_EXACT_PAIR).struct.rename_fields(["prop", side])
-    odd = split.struct.field("prop").str.contains(_BACKSLASH, literal=True)
-    return (
-        pairs.filter(p != "")
-        .select("i", pl.when(odd).then(exact).otherwise(split).alias("s"))
+    kv = (
+        pairs.filter(pl.col("p") != "")
+        .select(
+            "i",
+            "p",
+            pl.col("p").str.splitn('":', 2).struct.rename_fields(["prop", side]).alias("s"),
+        )
         .unnest("s")
-        .filter(pl.col(side) != "null")
     )
+    odd = pl.col("prop").str.contains(_BACKSLASH, literal=True)
+    if kv.select(odd.any()).item():
+        exact = kv.filter(odd).select(
+            "i",
+            "p",
+            pl.col("p")
+            .str.extract_groups(_EXACT_PAIR)
+            .struct.rename_fields(["prop", side])
+            .alias("s"),
+        )
+        kv = pl.concat([kv.filter(~odd), exact.unnest("s")])
+    return kv.select("i", "prop", side).filter(pl.col(side) != "null")
 
 
 def _same_value(a: pl.Expr, b: pl.Expr) -> pl.Expr:
