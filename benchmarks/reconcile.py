@@ -41,8 +41,14 @@ def local_frame(rows: int) -> pl.DataFrame:
     )
 
 
-def remote_contacts(rows: int, changed_every: int) -> list[dict[str, object]]:
-    """Kraiter's side: the same contacts, every ``changed_every``-th one different."""
+def remote_contacts(
+    rows: int, changed_every: int, *, extra: bool = False
+) -> list[dict[str, object]]:
+    """Kraiter's side: the same contacts, every ``changed_every``-th one different.
+
+    ``extra`` gives every remote contact one property the local rows lack (set in Kraiter
+    by someone else): the worst case, where no row's JSON text matches exactly.
+    """
     out: list[dict[str, object]] = []
     for i in range(rows):
         props: dict[str, object] = {
@@ -51,6 +57,8 @@ def remote_contacts(rows: int, changed_every: int) -> list[dict[str, object]]:
             "score": i % 1000,
             "vip": i % 11 == 0,
         }
+        if extra:
+            props["crm_score"] = i % 7
         if i % changed_every == 0:
             props["plan"] = PLANS[(i + 1) % 4]
             props["last_login"] = "2026-01-01T00:00:00.000Z"
@@ -78,10 +86,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--changed", type=float, default=0.10, help="share of changed contacts")
     parser.add_argument("--repeat", type=int, default=11)
+    parser.add_argument(
+        "--extra-remote-property",
+        action="store_true",
+        help="worst case: every Kraiter contact has a property the input lacks",
+    )
     args = parser.parse_args()
 
     local = local_frame(args.rows)
-    remote = remote_frame(remote_contacts(args.rows, max(1, round(1 / args.changed))))
+    remote = remote_frame(
+        remote_contacts(
+            args.rows, max(1, round(1 / args.changed)), extra=args.extra_remote_property
+        )
+    )
 
     def plain_join() -> pl.DataFrame:
         return local.join(remote, left_on="email", right_on="key", how="full")
