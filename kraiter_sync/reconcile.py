@@ -315,13 +315,20 @@ def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> p
     theirs = _pair_list("r_properties", tricky_rows=tricky)
     # Pairs with the same text on both sides are equal: a per-row set difference drops
     # them, so only the few that differ are split into key and value and compared.
-    rest = rows.select("i", mine.alias("mine"), theirs.alias("theirs")).select(
-        "i",
-        pl.col("mine").list.set_difference("theirs").alias("mine"),
-        pl.col("theirs").list.set_difference("mine").alias("theirs"),
+    lists = rows.select("i", mine.alias("mine"), theirs.alias("theirs"))
+    local = _key_values(
+        lists.select("i", pl.col("mine").list.set_difference("theirs").alias("p")).explode("p"),
+        "new",
     )
-    local = _key_values(rest.select("i", pl.col("mine").alias("p")).explode("p"), "new")
-    remote = _key_values(rest.select("i", pl.col("theirs").alias("p")).explode("p"), "old")
+    # Kraiter's side is only needed for the old values of what changed locally — unless
+    # properties are mirrored (then Kraiter-only keys are removals): when Kraiter
+    # contacts carry extra properties, most candidate rows need no remote split at all.
+    if not mirror_properties:
+        lists = lists.join(local.select("i").unique(), on="i", how="semi")
+    remote = _key_values(
+        lists.select("i", pl.col("theirs").list.set_difference("mine").alias("p")).explode("p"),
+        "old",
+    )
     how: Literal["full", "left"] = "full" if mirror_properties else "left"
     # Row order is kept (local's sorted keys first), so no sort is needed for stable output.
     return (
