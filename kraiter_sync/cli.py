@@ -383,6 +383,13 @@ def _export_progress(common: Common) -> Any:
     show_default=True,
     help="Rows per committed chunk (files written and watermark saved together).",
 )
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 100),
+    default=100,
+    show_default=True,
+    help="Rows asked for per request (Kraiter allows at most 100).",
+)
 @common_options
 def export_command(
     *,
@@ -399,6 +406,7 @@ def export_command(
     rate: float | None,
     retries: int,
     chunk_rows: int,
+    page_size: int,
 ) -> None:
     """Export a stream from Kraiter to Parquet, CSV or NDJSON files for analysis.
 
@@ -442,6 +450,7 @@ def export_command(
         custom_only=custom_only,
         retries=retries,
         chunk_rows=chunk_rows,
+        page_size=page_size,
     )
     settings = common.settings()
 
