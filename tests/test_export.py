@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from kraiter_sync.client import SyncKraiterClient
+from kraiter_sync.csvsafe import neutralise_frame
 from kraiter_sync.emulator import asgi_transport
 from kraiter_sync.export import (
     SCHEMAS,
@@ -21,7 +22,6 @@ from kraiter_sync.export import (
     export_events,
     read_stream_async,
 )
-from kraiter_sync.export.writers import neutralise_frame
 from tests.export_helpers import (
     BASE,
     EMAILS,

@@ -197,7 +197,7 @@ async def pages(
 
 
 class ContactDirectory:
-    """contact id → email, for rows (events) that carry only the contact id.
+    """contact id → (email, user id), for rows (events) that carry only the contact id.
 
     Contacts are listed once, lazily and in id order, only as far as needed: contacts
     created during a run are found at the end of the list; a contact the list no
@@ -208,6 +208,7 @@ class ContactDirectory:
         self.fetcher = fetcher
         self.limit = limit
         self.emails: dict[str, str | None] = {}
+        self.user_ids: dict[str, str | None] = {}
         self._pos = Position()
         self._exhausted = False
 
@@ -215,6 +216,7 @@ class ContactDirectory:
         cid = contact.get("id")
         if isinstance(cid, str):
             self.emails[cid] = contact.get("email")
+            self.user_ids[cid] = contact.get("userId")
 
     async def resolve(self, ids: set[str]) -> None:
         missing = {i for i in ids if i not in self.emails}
@@ -242,3 +244,6 @@ class ContactDirectory:
 
     def email(self, contact_id: Any) -> str | None:
         return self.emails.get(contact_id) if isinstance(contact_id, str) else None
+
+    def user_id(self, contact_id: Any) -> str | None:
+        return self.user_ids.get(contact_id) if isinstance(contact_id, str) else None

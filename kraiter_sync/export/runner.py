@@ -361,7 +361,7 @@ class _Run:
 
     async def _frame(self, items: Sequence[Item]) -> pl.DataFrame:
         spec, opts = self.spec, self.options
-        email_of = None
+        email_of = user_id_of = None
         if spec.needs_emails:
             wanted = {
                 i["contactId"]
@@ -370,7 +370,8 @@ class _Run:
             }
             await self.directory_of_contacts.resolve(wanted)
             email_of = self.directory_of_contacts.email
-        frame = rows_to_frame(spec, items, email_of=email_of)
+            user_id_of = self.directory_of_contacts.user_id
+        frame = rows_to_frame(spec, items, email_of=email_of, user_id_of=user_id_of)
         if opts.custom_only:
             if spec.name == "events":
                 frame = frame.filter(~pl.col("name").str.starts_with("email."))
@@ -522,6 +523,7 @@ class _Run:
                     for item in page.items:
                         item["contactId"] = cid
                         item["email"] = email
+                        item["userId"] = contact.get("userId")
                     self.buffer.extend(page.items)
                     self.contact_pos[cid] = page.after
                     self.driver = before
@@ -535,6 +537,7 @@ class _Run:
                 for item in rows:
                     item["contactId"] = cid
                     item["email"] = email
+                    item["userId"] = contact.get("userId")
                 self.buffer.extend(rows)
                 self.driver = after
                 await self._maybe_commit()

@@ -51,7 +51,7 @@ class Column:
     dtype: pl.DataType
     field: str
     #: ``json``: the value is an object serialised to a JSON string.
-    how: Literal["plain", "json", "contact_email"] = "plain"
+    how: Literal["plain", "json", "contact_email", "contact_user"] = "plain"
 
 
 def _c(name: str, dtype: pl.DataType, field: str, how: Any = "plain") -> Column:
@@ -76,6 +76,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         _c("name", S, "name"),
         _c("contact_id", S, "contactId"),
         _c("email", S, "email", "contact_email"),
+        _c("user_id", S, "userId", "contact_user"),
         _c("timestamp", UTC_DT, "timestamp"),
         _c("created_at", UTC_DT, "createdAt"),
         _c("properties", S, "properties", "json"),
@@ -84,6 +85,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         _c("id", S, "id"),
         _c("contact_id", S, "contactId"),
         _c("email", S, "email", "contact_email"),
+        _c("user_id", S, "userId", "contact_user"),
         _c("type", S, "type"),
         _c("name", S, "name"),
         _c("timestamp", UTC_DT, "timestamp"),
@@ -120,6 +122,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
     "enrolments": (
         _c("contact_id", S, "contactId"),
         _c("email", S, "email", "contact_email"),
+        _c("user_id", S, "userId", "contact_user"),
         _c("sequence_id", S, "sequenceId"),
         _c("status", S, "status"),
         _c("current_step", I64, "currentStep"),
@@ -129,6 +132,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
     "memberships": (
         _c("contact_id", S, "contactId"),
         _c("email", S, "email", "contact_email"),
+        _c("user_id", S, "userId", "contact_user"),
         _c("segment_id", S, "segmentId"),
         _c("segment_name", S, "segmentName"),
         _c("joined_at", UTC_DT, "joinedAt"),
@@ -247,6 +251,7 @@ def rows_to_frame(
     items: Sequence[Item],
     *,
     email_of: Callable[[Any], str | None] | None = None,
+    user_id_of: Callable[[Any], str | None] | None = None,
 ) -> pl.DataFrame:
     """API objects → a frame with exactly the stream's schema (column by column)."""
     data: dict[str, pl.Series] = {}
@@ -258,6 +263,11 @@ def rows_to_frame(
                 raw: list[Any] = [it.get("email") for it in items]
             else:
                 raw = [it.get("email") or email_of(it.get("contactId")) for it in items]
+        elif col.how == "contact_user":
+            if user_id_of is None:
+                raw = [it.get("userId") for it in items]
+            else:
+                raw = [it.get("userId") or user_id_of(it.get("contactId")) for it in items]
         elif col.how == "json":
             raw = [None if (v := it.get(col.field)) is None else _dumps(v) for it in items]
         else:

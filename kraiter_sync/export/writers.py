@@ -6,7 +6,8 @@ journal records it (see ``runner``), so a reader never sees a half-written file 
 killed run never leaves one that a later run would write again.
 
 CSV cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
-CR) get a leading apostrophe (OWASP CSV-injection guidance) unless ``raw_csv``.
+CR) get a leading apostrophe (OWASP CSV-injection guidance, ``csvsafe``) unless
+``raw_csv``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Literal
 
 import polars as pl
 
+from kraiter_sync.csvsafe import neutralise_frame
+
 __all__ = [
     "FORMATS",
     "Format",
     "PendingFile",
     "empty_frame",
-    "neutralise_frame",
     "prepare_text_frame",
     "write_chunk",
 ]
@@ -34,23 +36,6 @@ EXTENSIONS: Mapping[Format, str] = {"parquet": "parquet", "csv": "csv", "ndjson"
 TMP_PREFIX = ".part-"
 TMP_SUFFIX = ".tmp"
 ISO_MS = "%Y-%m-%dT%H:%M:%S%.3fZ"
-
-# CSV injection (OWASP): private copy until kraiter_sync.csvsafe lands on main; the
-# integrator replaces these two functions with csvsafe.neutralise_expr / neutralise_frame.
-_FORMULA = r"^[=+\-@\t\r]"
-
-
-def _neutralise_expr(expr: pl.Expr) -> pl.Expr:
-    return pl.when(expr.str.contains(_FORMULA)).then(pl.lit("'") + expr).otherwise(expr)
-
-
-def neutralise_frame(frame: pl.DataFrame) -> pl.DataFrame:
-    """Prefix ``'`` to every String cell a spreadsheet would evaluate as a formula."""
-    return frame.with_columns(
-        _neutralise_expr(pl.col(name)).alias(name)
-        for name, dtype in frame.schema.items()
-        if dtype == pl.String
-    )
 
 
 @dataclass(frozen=True)
