@@ -15,6 +15,7 @@ policy and the rate controller are applied to every request of an export alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -175,25 +176,47 @@ async def pages(
     path_params: Mapping[str, str] | None = None,
     query: Mapping[str, str | bool | int | None] | None = None,
 ) -> AsyncIterator[PageRows]:
-    """New rows page by page from ``start``, each with the position after it."""
+    """New rows page by page from ``start``, each with the position after it.
+
+    The next page is requested as soon as its cursor is known, before this page is
+    handed over: converting one page overlaps with Kraiter producing the next (one
+    request in flight at a time, so the rate controller sees the same sequence).
+    """
+
+    def fetch(cursor: str | None) -> asyncio.Task[Page]:
+        return asyncio.ensure_future(
+            fetcher.page(route, cursor, limit=limit, path_params=path_params, query=query)
+        )
+
     pos = start
     cursor = start.cursor
     first = True
-    while True:
-        page = await fetcher.page(route, cursor, limit=limit, path_params=path_params, query=query)
-        items = _after(page.items, pos, key) if first else page.items
-        first = False
-        if page.next_cursor is not None:
-            if page.next_cursor == cursor:
-                msg = "Kraiter returned the cursor it was given (paging would loop)"
-                raise ApiError(msg, method="GET", path=route, code="CURSOR_LOOP")
-            pos = Position(page.next_cursor)
-        elif items:
-            pos = Position(cursor, items[-1].get("id"), key(items[-1]))
-        yield PageRows(items, cursor, pos, key)
-        if page.next_cursor is None:
-            return
-        cursor = page.next_cursor
+    ahead: asyncio.Task[Page] | None = fetch(cursor)
+    try:
+        while ahead is not None:
+            page = await ahead
+            ahead = None
+            if page.next_cursor is not None:
+                if page.next_cursor == cursor:
+                    msg = "Kraiter returned the cursor it was given (paging would loop)"
+                    raise ApiError(msg, method="GET", path=route, code="CURSOR_LOOP")
+                ahead = fetch(page.next_cursor)
+                # Let the request leave before this page is processed: Kraiter then
+                # works on the next page while we convert this one.
+                await asyncio.sleep(0)
+            items = _after(page.items, pos, key) if first else page.items
+            first = False
+            if page.next_cursor is not None:
+                pos = Position(page.next_cursor)
+            elif items:
+                pos = Position(cursor, items[-1].get("id"), key(items[-1]))
+            yield PageRows(items, cursor, pos, key)
+            cursor = page.next_cursor
+    finally:
+        if ahead is not None:
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead
 
 
 class ContactDirectory:
@@ -218,8 +241,8 @@ class ContactDirectory:
             self.emails[cid] = contact.get("email")
             self.user_ids[cid] = contact.get("userId")
 
-    async def resolve(self, ids: set[str]) -> None:
-        missing = {i for i in ids if i not in self.emails}
+    async def resolve(self, ids: set[Any]) -> None:
+        missing = {i for i in ids if isinstance(i, str) and i not in self.emails}
         while missing and not self._exhausted:
             page = await self.fetcher.page("contacts.list", self._pos.cursor, limit=self.limit)
             for contact in page.items:
@@ -241,9 +264,3 @@ class ContactDirectory:
     async def _get(self, contact_id: str) -> Item:
         client = self.fetcher.client
         return await self.fetcher.call(lambda: client.get_contact(contact_id))
-
-    def email(self, contact_id: Any) -> str | None:
-        return self.emails.get(contact_id) if isinstance(contact_id, str) else None
-
-    def user_id(self, contact_id: Any) -> str | None:
-        return self.user_ids.get(contact_id) if isinstance(contact_id, str) else None

@@ -17,6 +17,7 @@ whatever its flags.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import secrets
@@ -25,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +63,9 @@ __all__ = [
 ]
 
 log = get_logger("export")
+#: Rows converted to a frame at a time: large enough that polars' per-call cost
+#: vanishes, small enough that the conversion overlaps with fetching the next pages.
+CONVERT_ROWS = 1_000
 Item = dict[str, Any]
 Clock = Callable[[], float]
 
@@ -178,6 +183,12 @@ class _Progress:
         )
 
 
+def _concat(frames: list[pl.DataFrame], spec: StreamSpec) -> pl.DataFrame:
+    if not frames:
+        return empty_frame(spec.schema)
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
 def _now_id() -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"
@@ -206,8 +217,12 @@ class _Run:
         self.state = state
         self.clock = clock
         self.directory = out / spec.name if out is not None else None
-        self.buffer: list[Item] = []
+        self.buffer: list[Item] = []  # items not converted yet
+        self.converted: list[pl.DataFrame] = []  # frames of this chunk, not written yet
+        self.buffered = 0  # rows in buffer + converted
         self.frames: list[pl.DataFrame] = []  # in-memory sink (no output directory)
+        self._converting: asyncio.Future[pl.DataFrame] | None = None
+        self._committing: asyncio.Future[None] | None = None
         self.directory_of_contacts = ContactDirectory(fetcher, limit=options.page_size)
         self.last_commit = clock()
         self.progress = _Progress(spec.name, fetcher, clock, progress or log_progress)
@@ -359,19 +374,23 @@ class _Run:
 
     # ---- buffering and commits --------------------------------------------------------
 
-    async def _frame(self, items: Sequence[Item]) -> pl.DataFrame:
+    async def _resolve(self, items: Sequence[Item]) -> None:
+        if self.spec.needs_emails:
+            wanted = set(map(dict.get, items, repeat("contactId")))
+            wanted.difference_update(self.directory_of_contacts.emails)
+            wanted.discard(None)
+            if wanted:
+                await self.directory_of_contacts.resolve(wanted)
+
+    def _frame_sync(self, items: Sequence[Item]) -> pl.DataFrame:
         spec, opts = self.spec, self.options
-        email_of = user_id_of = None
-        if spec.needs_emails:
-            wanted = {
-                i["contactId"]
-                for i in items
-                if not i.get("email") and isinstance(i.get("contactId"), str)
-            }
-            await self.directory_of_contacts.resolve(wanted)
-            email_of = self.directory_of_contacts.email
-            user_id_of = self.directory_of_contacts.user_id
-        frame = rows_to_frame(spec, items, email_of=email_of, user_id_of=user_id_of)
+        directory = self.directory_of_contacts if spec.needs_emails else None
+        frame = rows_to_frame(
+            spec,
+            items,
+            emails=directory.emails if directory else None,
+            user_ids=directory.user_ids if directory else None,
+        )
         if opts.custom_only:
             if spec.name == "events":
                 frame = frame.filter(~pl.col("name").str.starts_with("email."))
@@ -389,12 +408,38 @@ class _Run:
 
     def _due(self) -> bool:
         return (
-            len(self.buffer) >= self.options.chunk_rows
+            self.buffered >= self.options.chunk_rows
             or self.clock() - self.last_commit >= self.options.commit_seconds
         )
 
+    async def _add(self, items: list[Item]) -> None:
+        """Buffer rows; every CONVERT_ROWS, convert them while the next pages come in."""
+        self.buffer.extend(items)
+        self.buffered += len(items)
+        if len(self.buffer) >= CONVERT_ROWS:
+            await self._convert()
+
+    async def _convert(self) -> None:
+        """Start converting the buffer in the background (one conversion at a time)."""
+        if not self.buffer:
+            return
+        # Emails first: if that fails, the rows stay buffered (nothing is dropped).
+        await self._resolve(self.buffer)
+        items, self.buffer = self.buffer, []
+        if self._converting is not None:
+            self.converted.append(await self._converting)
+        self._converting = asyncio.ensure_future(asyncio.to_thread(self._frame_sync, items))
+
+    async def _converted(self) -> list[pl.DataFrame]:
+        await self._convert()
+        if self._converting is not None:
+            task, self._converting = self._converting, None
+            self.converted.append(await task)
+        frames, self.converted = self.converted, []
+        return frames
+
     async def _maybe_commit(self) -> None:
-        self.progress.tick(self.result.rows + len(self.buffer))
+        self.progress.tick(self.result.rows + self.buffered)
         if self._due():
             await self._commit()
 
@@ -404,30 +449,59 @@ class _Run:
         return {"pos": self.pos.to_json()}
 
     async def _commit(self, *, final: bool = False) -> None:
-        items, self.buffer = self.buffer, []
+        """Write the buffered rows as one chunk (files + journal + renames).
+
+        The chunk is written in a worker thread while fetching goes on; the next commit
+        (and the end of the run) waits for it first, so chunks land in order. The
+        positions saved with a chunk are the ones its rows were read up to.
+        """
+        frames = await self._converted()
+        self.buffered = 0
         self.last_commit = self.clock()
-        frame = await self._frame(items)
+        await self._settle_commit()
         if self.state is None or self.directory is None:
+            frame = _concat(frames, self.spec)
             self.frames.append(frame)
             self.result.rows += frame.height
             return
         run = self.run
-        target = Path(run["staging"]) if self.full else self.directory
+        stem = f"{run['id']}-{run['seq']:05d}"
+        run["seq"] += 1
+        marks = (self._watermark_json(), self.driver)
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self._write_chunk, frames, stem, marks, final=final)
+        )
+        self._committing = task
+        if final:
+            await self._settle_commit()
+
+    async def _settle_commit(self) -> None:
+        if self._committing is not None:
+            task, self._committing = self._committing, None
+            await task
+
+    def _write_chunk(
+        self, frames: list[pl.DataFrame], stem: str, marks: tuple[Any, Any], *, final: bool
+    ) -> None:
+        """(worker thread) files under temporary names → journal + position → renames."""
+        frame = _concat(frames, self.spec)
+        run = self.run
+        target = Path(run["staging"]) if self.full else self._dir
         write_empty = final and self.full and run["rows"] == 0 and frame.height == 0
         pending: list[PendingFile] = write_chunk(
             frame,
             target,
             fmt=self.options.format,
-            stem=f"{run['id']}-{run['seq']:05d}",
+            stem=stem,
             partition=self.spec.partition,
             raw_csv=self.options.raw_csv,
             write_empty=write_empty,
         )
+        watermark, driver = marks
         self.data["pending"] = [[str(p.tmp), str(p.final)] for p in pending]
-        run["seq"] += 1
         run["rows"] += frame.height
-        run["driver"] = self.driver
-        (run if self.full else self.data)["watermark"] = self._watermark_json()
+        run["driver"] = driver
+        (run if self.full else self.data)["watermark"] = watermark
         if not self.full:
             self.data["format"] = self.options.format
         self._state.save()
@@ -435,6 +509,15 @@ class _Run:
             p.tmp.replace(p.final)
             self.result.files.append(p.final)
         self.result.rows += frame.height
+
+    async def _settle(self) -> None:
+        """After a failure: let background work finish (its journal stays consistent)."""
+        for name in ("_converting", "_committing"):
+            task = getattr(self, name)
+            setattr(self, name, None)
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
 
     def _finish(self) -> None:
         data, run = self.data, self.run
@@ -466,7 +549,7 @@ class _Run:
         async for page in pages(
             self.fetcher, spec.route, self.pos, key=spec.key, limit=self.options.page_size
         ):
-            self.buffer.extend(page.items)
+            await self._add(page.items)
             self.pos = page.after
             await self._maybe_commit()
 
@@ -524,7 +607,7 @@ class _Run:
                         item["contactId"] = cid
                         item["email"] = email
                         item["userId"] = contact.get("userId")
-                    self.buffer.extend(page.items)
+                    await self._add(page.items)
                     self.contact_pos[cid] = page.after
                     self.driver = before
                     await self._maybe_commit()
@@ -538,7 +621,7 @@ class _Run:
                     item["contactId"] = cid
                     item["email"] = email
                     item["userId"] = contact.get("userId")
-                self.buffer.extend(rows)
+                await self._add(rows)
                 self.driver = after
                 await self._maybe_commit()
 
@@ -555,14 +638,22 @@ class _Run:
                 await self._read_per_contact()
         except KraiterSyncError as exc:
             if not exc.retriable or self.state is None:
+                await self._settle()
                 raise
             # Out of retries: keep what was read, then stop resumably (exit 4).
-            await self._commit()
+            try:
+                await self._commit()
+                await self._settle_commit()
+            except KraiterSyncError:
+                await self._settle()  # those rows are read again by the next run
             msg = (
                 f"export of {self.spec.name} stopped after {self.result.rows:,} rows: {exc}; "
                 "re-run the same command to resume"
             )
             raise IncompleteError(msg) from exc
+        except BaseException:
+            await self._settle()
+            raise
         await self._commit(final=True)
         if self.state is not None:
             self._finish()

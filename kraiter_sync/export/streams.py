@@ -18,9 +18,10 @@ Two kinds of stream (see :attr:`StreamSpec.incremental`):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from typing import Any, Literal
 
 import polars as pl
@@ -216,19 +217,13 @@ def stream_spec(name: str) -> StreamSpec:
 
 
 def _parse_times(values: pl.Series) -> pl.Series:
-    """ISO 8601 strings → Datetime(us, UTC); the contract's ``…sssZ`` on the fast path."""
-    fast = values.str.to_datetime(
-        "%Y-%m-%dT%H:%M:%S%.fZ", time_unit="us", time_zone="UTC", strict=False
+    """The slow path for timestamps the fast format missed: any ISO 8601, per value."""
+    return pl.Series(
+        values.name, [None if v is None else _parse_one(v) for v in values], dtype=UTC_DT
     )
-    bad = fast.is_null() & values.is_not_null()
-    if not bad.any():
-        return fast
-    # Other ISO 8601 spellings (an offset instead of Z, no fraction): rare, per value.
-    parsed = [
-        _parse_one(v) if b else f
-        for v, f, b in zip(values.to_list(), fast.to_list(), bad.to_list(), strict=True)
-    ]
-    return pl.Series(values.name, parsed, dtype=UTC_DT)
+
+
+_ISO_FAST = "%Y-%m-%dT%H:%M:%S%.fZ"
 
 
 def _parse_one(value: str) -> datetime | None:
@@ -250,33 +245,50 @@ def rows_to_frame(
     spec: StreamSpec,
     items: Sequence[Item],
     *,
-    email_of: Callable[[Any], str | None] | None = None,
-    user_id_of: Callable[[Any], str | None] | None = None,
+    emails: Mapping[str, str | None] | None = None,
+    user_ids: Mapping[str, str | None] | None = None,
 ) -> pl.DataFrame:
-    """API objects → a frame with exactly the stream's schema (column by column)."""
-    data: dict[str, pl.Series] = {}
+    """API objects → a frame with exactly the stream's schema.
+
+    Columns are gathered with C-level loops where possible, then built and typed by
+    polars in two calls (building; parsing every timestamp column with the contract's
+    ``…sssZ`` format); only values that format misses go through the per-value parser.
+    ``emails`` / ``user_ids`` (contact id → value) fill the contact columns of rows
+    that carry only a contact id; a value the row carries itself wins.
+    """
+    data: dict[str, list[Any]] = {}
+    lookups: dict[str, list[Any]] = {}
+    contact_ids: list[Any] | None = None
     for col in spec.columns:
-        if col.how == "contact_email":
-            # Per-contact rows carry the email the driver put in; events carry only
-            # the contact id (or, linked later, the email they wait for).
-            if email_of is None:
-                raw: list[Any] = [it.get("email") for it in items]
-            else:
-                raw = [it.get("email") or email_of(it.get("contactId")) for it in items]
-        elif col.how == "contact_user":
-            if user_id_of is None:
-                raw = [it.get("userId") for it in items]
-            else:
-                raw = [it.get("userId") or user_id_of(it.get("contactId")) for it in items]
-        elif col.how == "json":
-            raw = [None if (v := it.get(col.field)) is None else _dumps(v) for it in items]
-        else:
-            raw = [it.get(col.field) for it in items]
-        if col.dtype == UTC_DT:
-            data[col.name] = _parse_times(pl.Series(col.name, raw, dtype=pl.String))
-        else:
-            data[col.name] = pl.Series(col.name, raw, dtype=col.dtype, strict=False)
-    return pl.DataFrame(data)
+        field = col.field
+        raw: list[Any] = list(map(dict.get, items, repeat(field)))
+        if col.how == "json":
+            raw = [None if v is None else _dumps(v) for v in raw]
+        elif col.how in ("contact_email", "contact_user"):
+            table = emails if col.how == "contact_email" else user_ids
+            if table is not None:
+                if contact_ids is None:
+                    contact_ids = list(map(dict.get, items, repeat("contactId")))
+                lookups[col.name] = list(map(table.get, contact_ids))
+        data[col.name] = raw
+    schema = {c.name: pl.String() if c.dtype == UTC_DT else c.dtype for c in spec.columns}
+    for name, values in lookups.items():
+        data[f"__{name}"] = values
+        schema[f"__{name}"] = pl.String()
+    built = pl.DataFrame(data, schema=schema, strict=False)
+    times = [c.name for c in spec.columns if c.dtype == UTC_DT]
+    frame = built.with_columns(
+        *(
+            pl.col(name).str.to_datetime(_ISO_FAST, time_unit="us", time_zone="UTC", strict=False)
+            for name in times
+        ),
+        *(pl.coalesce(name, f"__{name}").alias(name) for name in lookups),
+    ).drop([f"__{name}" for name in lookups])
+    for name in times:
+        if frame[name].null_count() != built[name].null_count():
+            # Another ISO 8601 spelling (an offset instead of Z, no fraction): rare.
+            frame = frame.with_columns(_parse_times(built[name]))
+    return frame
 
 
 def _render(value: Any) -> str | None:

@@ -70,6 +70,11 @@ def _write(frame: pl.DataFrame, path: Path, fmt: Format, *, raw_csv: bool) -> No
         prepare_text_frame(frame, neutralise=False).write_ndjson(path)
 
 
+#: The directory name for rows whose partition time is null (Hive's convention).
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+_KEY = "__date"
+
+
 def write_chunk(
     frame: pl.DataFrame,
     directory: Path,
@@ -83,33 +88,52 @@ def write_chunk(
     """Write ``frame`` under temporary names in ``directory``; returns what to rename.
 
     With ``partition`` the rows are split by the UTC date of that column into
-    ``date=YYYY-MM-DD/`` directories (the column stays in the file too). An empty frame
-    writes nothing unless ``write_empty`` (a snapshot keeps its schema on disk).
+    ``date=YYYY-MM-DD/`` directories (the date itself is only in the directory name,
+    as Hive readers expect). An empty frame writes nothing unless ``write_empty`` (a
+    snapshot keeps its schema on disk).
     """
     ext = EXTENSIONS[fmt]
-    groups: list[tuple[Path, pl.DataFrame]]
-    if frame.height == 0:
-        if not write_empty or partition is not None:
-            return []
-        groups = [(directory, frame)]
-    elif partition is None:
-        groups = [(directory, frame)]
-    else:
-        keyed = frame.with_columns(
-            pl.col(partition).dt.strftime("%Y-%m-%d").fill_null("unknown").alias("__date")
+    if frame.height == 0 and (not write_empty or partition is not None):
+        return []
+    if partition is not None:
+        return _write_partitioned(
+            frame, directory, fmt=fmt, stem=stem, partition=partition, raw_csv=raw_csv
         )
-        groups = [
-            (directory / f"date={key[0]}", part.drop("__date"))
-            for key, part in sorted(
-                keyed.partition_by("__date", as_dict=True, maintain_order=True).items(),
-                key=lambda kv: str(kv[0][0]),
-            )
-        ]
-    pending: list[PendingFile] = []
-    for folder, part in groups:
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"part-{stem}.{ext}"
-        tmp = folder / f"{TMP_PREFIX}{stem}.{ext}{TMP_SUFFIX}"
-        _write(part, tmp, fmt, raw_csv=raw_csv)
-        pending.append(PendingFile(tmp, final, part.height))
-    return pending
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"part-{stem}.{ext}"
+    tmp = directory / f"{TMP_PREFIX}{stem}.{ext}{TMP_SUFFIX}"
+    _write(frame, tmp, fmt, raw_csv=raw_csv)
+    return [PendingFile(tmp, final, frame.height)]
+
+
+def _write_partitioned(
+    frame: pl.DataFrame, directory: Path, *, fmt: Format, stem: str, partition: str, raw_csv: bool
+) -> list[PendingFile]:
+    """One file per date, all written by one polars partitioned sink (multithreaded)."""
+    ext = EXTENSIONS[fmt]
+    name = f"{TMP_PREFIX}{stem}.{ext}{TMP_SUFFIX}"
+    keyed = frame.with_columns(
+        pl.col(partition).dt.strftime("%Y-%m-%d").fill_null(NULL_PARTITION).alias(_KEY)
+    )
+    counts = keyed.group_by(_KEY).len().sort(_KEY).rows()
+    if fmt != "parquet":
+        keyed = prepare_text_frame(keyed, neutralise=fmt == "csv" and not raw_csv)
+    target = pl.PartitionBy(
+        directory,
+        key=_KEY,
+        include_key=False,
+        file_path_provider=lambda args: f"date={args.partition_keys[_KEY][0]}/{name}",
+    )
+    lazy = keyed.lazy()
+    if fmt == "parquet":
+        lazy.sink_parquet(target, compression="zstd", statistics=True, mkdir=True)
+    elif fmt == "csv":
+        lazy.sink_csv(target, mkdir=True)
+    else:
+        lazy.sink_ndjson(target, mkdir=True)
+    return [
+        PendingFile(
+            directory / f"date={day}" / name, directory / f"date={day}" / f"part-{stem}.{ext}", rows
+        )
+        for day, rows in counts
+    ]
