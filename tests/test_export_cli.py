@@ -125,3 +125,21 @@ def test_sigkilled_export_resumes_without_duplicates(
     assert partial < len(want)
     assert len(got) == len(set(got))
     assert sorted(got) == sorted(want)
+
+
+def test_docs_name_every_export_option_and_column() -> None:
+    from kraiter_sync.export import SCHEMAS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "export.md").read_text()
+    command = main.commands["export"]
+    common = {"--api-key", "--base-url", "--state-dir", "--config", "--quiet", "--verbose"}
+    common |= {"--log-format", "--help"}
+    for param in command.params:
+        for opt in param.opts:
+            if opt.startswith("--") and opt not in common:
+                assert f"`{opt}" in text, f"{opt} is not documented in docs/export.md"
+    for stream, schema in SCHEMAS.items():
+        rows = [ln for ln in text.splitlines() if ln.startswith(f"| {stream} | `")]
+        assert len(rows) == 1, stream
+        documented = [c.split("`")[1] for c in rows[0].split(", ")]
+        assert documented == list(schema), stream
