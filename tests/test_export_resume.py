@@ -366,3 +366,26 @@ def test_a_second_export_of_the_same_stream_waits_for_the_lock(tmp_path: Path) -
     with state.locked(), pytest.raises(LockHeldError):
         asyncio.run(_run(app, tmp_path, "events"))
     app.close()
+
+
+def test_resume_finishes_with_the_options_the_run_started_with(tmp_path: Path) -> None:
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=90)))
+    with pytest.raises(Killed):
+        asyncio.run(_run(app, tmp_path, "events", custom_only=True, wrap=lambda t: Failing(t, 5)))
+    resumed = asyncio.run(_run(app, tmp_path, "events"))  # flag forgotten on re-run
+    assert resumed.resumed
+    names = _files(tmp_path, "events")["name"]
+    assert not names.str.starts_with("email.").any()
+    assert names.len() == 90 + 3
+    app.close()
+
+
+def test_appending_with_other_layout_options_needs_full(tmp_path: Path) -> None:
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=5)))
+    asyncio.run(_run(app, tmp_path, "events", custom_only=True))
+    with pytest.raises(UsageError, match="custom_only=True"):
+        asyncio.run(_run(app, tmp_path, "events"))
+    asyncio.run(_run(app, tmp_path, "events", custom_only=True))  # same options: fine
+    app.close()

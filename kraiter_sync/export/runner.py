@@ -183,6 +183,19 @@ class _Progress:
         )
 
 
+def _layout(options: ExportOptions, *, with_contacts: bool = False) -> dict[str, Any]:
+    """The options that shape the files (appending with others would mix layouts)."""
+    layout: dict[str, Any] = {
+        "format": options.format,
+        "custom_only": options.custom_only,
+        "flatten_properties": options.flatten_properties,
+        "raw_csv": options.raw_csv,
+    }
+    if with_contacts:
+        layout["contacts"] = list(options.contacts) if options.contacts is not None else None
+    return layout
+
+
 def _concat(frames: list[pl.DataFrame], spec: StreamSpec) -> pl.DataFrame:
     if not frames:
         return empty_frame(spec.schema)
@@ -271,12 +284,23 @@ class _Run:
                 run["id"].split("-")[0],
                 f"{run.get('rows', 0):,}",
             )
-            if run.get("format", opts.format) != opts.format:
-                msg = (
-                    f"an interrupted {run['format']} export of {self.spec.name} to this "
-                    f"directory must finish first; re-run with --format {run['format']}"
+            stored = run.get("options") or {}
+            if stored and stored != _layout(opts, with_contacts=True):
+                log.warning(
+                    "the interrupted run is finished with the options it started with (%s); "
+                    "re-run afterwards for the new ones",
+                    ", ".join(f"{k}={v}" for k, v in stored.items() if k != "contacts"),
                 )
-                raise UsageError(msg)
+                contacts = stored.get("contacts")
+                opts = self.options = replace(
+                    opts,
+                    format=stored["format"],
+                    custom_only=stored["custom_only"],
+                    flatten_properties=stored["flatten_properties"],
+                    raw_csv=stored["raw_csv"],
+                    contacts=tuple(contacts) if contacts is not None else None,
+                )
+                self.result.format = opts.format
         else:
             has_output = self._dir.exists()
             watermark = data.get("watermark")
@@ -287,10 +311,15 @@ class _Run:
                     self.directory,
                 )
                 full = True
-            if not full and watermark and data.get("format") not in (None, opts.format):
+            layout = data.get("layout")
+            if not full and watermark and layout and layout != _layout(opts):
+                differs = ", ".join(
+                    f"{k}={layout.get(k)}" for k, v in _layout(opts).items() if layout.get(k) != v
+                )
                 msg = (
-                    f"{self.directory} holds a {data['format']} export; pass --full to "
-                    f"replace it with {opts.format}, or choose another --out"
+                    f"{self.directory} was exported with {differs}; appending with other "
+                    "options would mix layouts: pass --full to replace it, or choose another "
+                    "--out"
                 )
                 raise UsageError(msg)
             run_id = _now_id()
@@ -298,10 +327,10 @@ class _Run:
                 "id": run_id,
                 "full": full,
                 "since": opts.since.isoformat() if opts.since else None,
-                "format": opts.format,
                 "seq": 0,
                 "rows": 0,
                 "staging": str(self._staging(run_id)) if full else None,
+                "options": _layout(opts, with_contacts=True),
                 "watermark": None,
                 "driver": None,
             }
@@ -503,7 +532,7 @@ class _Run:
         run["driver"] = driver
         (run if self.full else self.data)["watermark"] = watermark
         if not self.full:
-            self.data["format"] = self.options.format
+            self.data["layout"] = _layout(self.options)
         self._state.save()
         for p in pending:
             p.tmp.replace(p.final)
@@ -527,7 +556,7 @@ class _Run:
                 "old": str(self._dir.parent / f".{self.spec.name}.old-{run['id']}"),
             }
             data["watermark"] = run.get("watermark") if self.spec.incremental else None
-            data["format"] = self.options.format
+            data["layout"] = _layout(self.options)
         data["run"] = None
         data["pending"] = []
         data["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
