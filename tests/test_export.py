@@ -243,3 +243,43 @@ def test_sync_frame_functions_work_with_the_sync_client() -> None:
     app.close()
     assert frame.select("name", "email").rows() == [("opened_app", "a@example.com")]
     assert frame.schema["timestamp"] == pl.Datetime("us", "UTC")
+
+
+def test_export_to_with_the_sync_client_and_progress_reports(tmp_path: Path) -> None:
+    from kraiter_sync.export import export_to
+
+    app = new_app()
+    with SyncKraiterClient(BASE, KEY, transport=asgi_transport(app)) as client:
+        client.create_contact("a@example.com", user_id="u-1")
+        for i in range(7):
+            client.track_event("opened_app", email="a@example.com", properties={"i": i})
+        result = export_to(
+            client, "events", tmp_path / "out", state_dir=tmp_path / "s", target="t", format="csv"
+        )
+    app.close()
+    assert result.rows == 7
+    files = read_output(tmp_path / "out" / "events", "csv")
+    assert set(files["user_id"]) == {"u-1"}
+
+    reports: list[dict[str, Any]] = []
+
+    async def main() -> ExportResult:
+        app2 = new_app()
+        async with client_for(app2) as client:
+            await seed(client, events=30)
+            done = await export_async(
+                client,
+                "events",
+                tmp_path / "out2",
+                state_dir=tmp_path / "s",
+                target="t",
+                progress=reports.append,
+            )
+        app2.close()
+        return done
+
+    done = asyncio.run(main())
+    assert reports[-1]["done"] is True
+    assert reports[-1]["rows"] == done.rows > 30
+    assert reports[-1]["requests"] == done.requests
+    assert {"rows_per_s", "requests_per_s", "retries", "stream"} <= set(reports[-1])
