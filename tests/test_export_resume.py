@@ -389,3 +389,21 @@ def test_appending_with_other_layout_options_needs_full(tmp_path: Path) -> None:
         asyncio.run(_run(app, tmp_path, "events"))
     asyncio.run(_run(app, tmp_path, "events", custom_only=True))  # same options: fine
     app.close()
+
+
+def test_unusable_output_or_state_paths_are_clear_errors(tmp_path: Path) -> None:
+    from kraiter_sync.errors import ConfigError, StateError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    app = new_app()
+
+    async def run(out: Path, state: Path) -> None:
+        async with client_for(app) as client:
+            await export_async(client, "events", out, state_dir=state, target="t")
+
+    with pytest.raises(ConfigError, match="cannot create --out"):
+        asyncio.run(run(blocker / "out", tmp_path / "state"))
+    with pytest.raises(StateError, match="cannot use the state directory"):
+        asyncio.run(run(tmp_path / "out", blocker / "state"))
+    app.close()

@@ -33,7 +33,14 @@ from typing import Any, Literal
 import polars as pl
 
 from kraiter_sync.client import KraiterClient
-from kraiter_sync.errors import IncompleteError, KraiterSyncError, NotFoundError, UsageError
+from kraiter_sync.errors import (
+    ConfigError,
+    IncompleteError,
+    KraiterSyncError,
+    NotFoundError,
+    StateError,
+    UsageError,
+)
 from kraiter_sync.export.paging import ContactDirectory, Fetcher, Position, pages
 from kraiter_sync.export.state import ExportState, state_path
 from kraiter_sync.export.streams import (
@@ -517,15 +524,23 @@ class _Run:
         run = self.run
         target = Path(run["staging"]) if self.full else self._dir
         write_empty = final and self.full and run["rows"] == 0 and frame.height == 0
-        pending: list[PendingFile] = write_chunk(
-            frame,
-            target,
-            fmt=self.options.format,
-            stem=stem,
-            partition=self.spec.partition,
-            raw_csv=self.options.raw_csv,
-            write_empty=write_empty,
-        )
+        try:
+            pending: list[PendingFile] = write_chunk(
+                frame,
+                target,
+                fmt=self.options.format,
+                stem=stem,
+                partition=self.spec.partition,
+                raw_csv=self.options.raw_csv,
+                write_empty=write_empty,
+            )
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            msg = (
+                f"cannot write the {self.spec.name} files under {target}: {reason}; check "
+                "the free space and permissions of --out, then re-run to resume"
+            )
+            raise StateError(msg) from None
         watermark, driver = marks
         self.data["pending"] = [[str(p.tmp), str(p.final)] for p in pending]
         run["rows"] += frame.height
@@ -718,7 +733,11 @@ async def export_async(
     state = ExportState(state_path(Path(state_dir), target, spec.name, out_path))
     fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
     with state.locked():
-        out_path.mkdir(parents=True, exist_ok=True)
+        try:
+            out_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create --out {out_path}: {exc.strerror}"
+            raise ConfigError(msg) from None
         run = _Run(
             client,
             spec,

@@ -85,9 +85,14 @@ class ExportState:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive lock for one run; LockHeldError (exit 4) when another run has it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_suffix(".lock")
-        with lock_path.open("a+") as fh:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = lock_path.open("a+")
+        except OSError as exc:
+            msg = f"cannot use the state directory {self.path.parent}: {exc.strerror}"
+            raise StateError(msg) from None
+        with fh:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
