@@ -167,12 +167,9 @@ def overhead(db: Path, work: Path, rounds: int) -> float:
     return ratio
 
 
-def rate_budget(db: Path, work: Path, page_size: int) -> float | None:
-    try:
-        from kraiter_sync.ratelimit import RateController  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        print("(a) skipped: kraiter_sync.ratelimit (the shared rate controller) is not here yet")
-        return None
+def rate_budget(db: Path, work: Path, page_size: int) -> float:
+    from kraiter_sync.ratelimit import RateController
+
     proc, url = start_server(db, rate_limit=RATE)
     try:
         controller = RateController()

@@ -704,12 +704,8 @@ def _read_contacts_file(path: Path) -> tuple[str, ...]:
 
 def _rate_observer(rate: float | None) -> Any:
     """The importer's rate controller (ratelimit.py), shared by every request."""
-    try:
-        from kraiter_sync.ratelimit import RateController  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - until ratelimit.py lands on this branch
-        if rate is not None:
-            log.warning("--rate is not available in this build; going without a ceiling")
-        return None
+    from kraiter_sync.ratelimit import RateController
+
     return RateController(ceiling=rate)
 
 

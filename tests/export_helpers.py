@@ -31,17 +31,24 @@ def client_for(
     return KraiterClient(BASE, KEY, transport=wrap(transport) if wrap else transport)
 
 
-async def admin(client: KraiterClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST an /_emulator admin route with the same key (outside the Kraiter API)."""
-    async with httpx.AsyncClient(
+def _http(client: KraiterClient) -> httpx.AsyncClient:
+    """Raw HTTP over the client's own transport and key (for routes it has no method for).
+
+    Never closed: closing it would close the transport, which the client owns.
+    """
+    return httpx.AsyncClient(
         transport=client._transport,
         base_url=BASE,
-        headers={"Authorization": f"Bearer {KEY}"},
-    ) as http:
-        r = await http.post(f"/_emulator/{path}", json=body)
-        assert r.status_code in (200, 201), r.text
-        out: dict[str, Any] = r.json()
-        return out
+        headers={"Authorization": f"Bearer {client._key}"},
+    )
+
+
+async def admin(client: KraiterClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST an /_emulator admin route with the same key (outside the Kraiter API)."""
+    r = await _http(client).post(f"/_emulator/{path}", json=body)
+    assert r.status_code in (200, 201), r.text
+    out: dict[str, Any] = r.json()
+    return out
 
 
 async def add_events(client: KraiterClient, n: int, *, start: int = 0) -> None:
@@ -82,11 +89,8 @@ async def seed(client: KraiterClient, *, events: int = 120) -> dict[str, str]:
             },
         ],
     }
-    async with httpx.AsyncClient(
-        transport=client._transport, base_url=BASE, headers={"Authorization": f"Bearer {KEY}"}
-    ) as http:
-        r = await http.put("/api/sequences/seq_welcome", json=body)
-        assert r.status_code in (200, 201), r.text
+    r = await _http(client).put("/api/sequences/seq_welcome", json=body)
+    assert r.status_code in (200, 201), r.text
     for email in EMAILS[:3]:
         await client.track_event("signed_up", email=email, properties={"via": "web"})
     await admin(client, "tick", {})

@@ -1,9 +1,9 @@
-"""Round trip: `export events` output → the kraiter_export preset → validator → a fresh tenant.
+"""Round trip: `export events` output → the kraiter_export preset → a fresh tenant.
 
-The import engine (importer.import_) had not landed when this was written, so the last
-step sends the validator's canonical rows with the client one by one, the way the
-importer does; the comparison is on what matters: the same events (email, name,
-timestamp, properties) end up in the empty tenant, none missing, none extra.
+End to end through ``importer.import_`` (the real engine) into an empty local Kraiter,
+and at the mapping level (preset → validator) for the details. The comparison is on
+what matters: the same events (email, name, timestamp, properties) end up in the empty
+tenant, none missing, none extra.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ import polars as pl
 import pytest
 
 from kraiter_sync.client import KraiterClient
+from kraiter_sync.config import resolve_settings
 from kraiter_sync.connectors import apply, load_connector
-from kraiter_sync.export import ExportOptions, export_async, read_stream_async
+from kraiter_sync.export import ExportOptions, export, export_async, read_stream_async
+from kraiter_sync.importer import ImportOptions, import_
+from kraiter_sync.pipeline import InputOptions
 from kraiter_sync.sources import read_source
 from kraiter_sync.validate import validate_events
 from tests.export_helpers import FORMULAS, client_for, new_app, seed
@@ -128,3 +131,35 @@ def test_neutralised_csv_changes_only_formula_cells(tmp_path: Path) -> None:
     assert {n for n in names if n.startswith("'")} == {"'" + f for f in FORMULAS}
     # properties (JSON text starting with "{") and timestamps survive untouched
     assert validate_events(mapped).rejects.height == 0
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
+def test_round_trip_through_the_importer_into_an_empty_tenant(tmp_path: Path, fmt: str) -> None:
+    source = resolve_settings(state_dir=tmp_path / "source", env={})
+    empty = resolve_settings(state_dir=tmp_path / "empty", env={})
+    assert source.local
+    assert empty.local
+    assert source.target != empty.target
+
+    async def fill() -> Counter[Event]:
+        async with KraiterClient.from_settings(source) as client:
+            await seed(client, events=60)
+            return await _events(client)
+
+    before = asyncio.run(fill())
+    out = tmp_path / "export"
+    options = ExportOptions(format=fmt, custom_only=True, raw_csv=True)  # type: ignore[arg-type]
+    export(source, "events", out, options=options)
+    result = import_(
+        [out / "events"],
+        settings=empty,
+        options=ImportOptions(input=InputOptions(connector="kraiter_export")),
+    )
+    assert result.exit_code == 0, result.as_dict()
+    assert result.events.sent == sum(before.values())
+
+    async def read() -> Counter[Event]:
+        async with KraiterClient.from_settings(empty) as client:
+            return await _events(client)
+
+    assert asyncio.run(read()) == before

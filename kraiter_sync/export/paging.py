@@ -9,20 +9,21 @@ lists are ordered oldest first, which also gives the fallback when the remembere
 has gone (deleted): rows whose sort key is not past the remembered one are dropped.
 
 :class:`Fetcher` is the one place where a page (or a contact) is fetched, so the retry
-policy and the rate controller are applied to every request of an export alike.
+policy (``retry.call_with_retry``) and the rate controller (the client's observer) apply
+to every request of an export alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kraiter_sync.client import KraiterClient, Page
-from kraiter_sync.errors import ApiError, KraiterSyncError, NotFoundError
+from kraiter_sync.errors import ApiError, NotFoundError
+from kraiter_sync.retry import RetryPolicy, call_with_retry
 
 __all__ = [
     "ContactDirectory",
@@ -103,11 +104,11 @@ def _after(items: list[Item], pos: Position, key: SortKey) -> list[Item]:
 
 
 class Fetcher:
-    """Fetches pages and objects with retries: GETs are always safe to resend.
+    """Fetches pages and objects with the toolkit's retry policy (``retry.py``).
 
-    ``attempts`` is the number of *retries* after the first try (0 means none). Waits
-    honour ``Retry-After`` and otherwise back off exponentially with full jitter.
-    Replaced by ``retry.call_with_retry`` once that lands (one function to change).
+    GETs are always safe to resend. ``attempts`` is the number of *retries* after the
+    first try (0 means none); waits honour ``Retry-After`` and otherwise back off
+    exponentially with full jitter. Counts every attempt and every retry.
     """
 
     def __init__(
@@ -116,38 +117,25 @@ class Fetcher:
         *,
         attempts: int = 5,
         sleep: Sleep = asyncio.sleep,
-        max_wait: float = 30.0,
-        on_retry: Callable[[KraiterSyncError, float], None] | None = None,
+        on_retry: Callable[[BaseException, int], None] | None = None,
     ) -> None:
         self.client = client
-        self.attempts = attempts
-        self.sleep = sleep
-        self.max_wait = max_wait
+        self.policy = RetryPolicy(max_retries=attempts, sleep=sleep)
         self.on_retry = on_retry
         self.requests = 0
         self.retries = 0
-        # Jitter only: not security relevant.
-        self._rng = random.Random()  # noqa: S311
 
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(self.attempts + 1):
+        async def attempt() -> T:
             self.requests += 1
-            try:
-                return await make()
-            except KraiterSyncError as exc:
-                if not exc.retriable or attempt >= self.attempts:
-                    raise
-                hint = getattr(exc, "retry_after", None)
-                wait = (
-                    float(hint)
-                    if hint
-                    else self._rng.uniform(0, min(self.max_wait, 0.25 * 2**attempt))
-                )
-                self.retries += 1
-                if self.on_retry is not None:
-                    self.on_retry(exc, wait)
-                await self.sleep(min(wait, self.max_wait))
-        raise AssertionError  # pragma: no cover - the loop always returns or raises
+            return await make()
+
+        return await call_with_retry(attempt, self.policy, before_retry=self._retrying)
+
+    def _retrying(self, exc: BaseException, attempt: int) -> None:
+        self.retries += 1
+        if self.on_retry is not None:
+            self.on_retry(exc, attempt)
 
     async def page(
         self,

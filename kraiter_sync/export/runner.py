@@ -760,8 +760,8 @@ def _check_contacts(spec: StreamSpec, options: ExportOptions) -> None:
         raise UsageError(msg)
 
 
-def _log_retry(exc: KraiterSyncError, wait: float) -> None:
-    log.info("retrying in %.1fs after: %s", wait, exc)
+def _log_retry(exc: BaseException, attempt: int) -> None:
+    log.info("retry %d after: %s", attempt, exc)
 
 
 async def read_stream_async(
