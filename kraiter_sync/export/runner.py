@@ -243,6 +243,7 @@ class _Run:
         self.frames: list[pl.DataFrame] = []  # in-memory sink (no output directory)
         self._converting: asyncio.Future[pl.DataFrame] | None = None
         self._committing: asyncio.Future[None] | None = None
+        self._saved_marks: tuple[Any, Any] | None = None
         self.directory_of_contacts = ContactDirectory(fetcher, limit=options.page_size)
         self.last_commit = clock()
         self.progress = _Progress(spec.name, fetcher, clock, progress or log_progress)
@@ -501,9 +502,16 @@ class _Run:
             self.result.rows += frame.height
             return
         run = self.run
+        marks = (self._watermark_json(), self.driver)
+        if (
+            not any(f.height for f in frames)
+            and marks == self._saved_marks
+            and not (final and self.full and run["rows"] == 0)
+        ):
+            return  # nothing new to write or to remember
+        self._saved_marks = marks
         stem = f"{run['id']}-{run['seq']:05d}"
         run["seq"] += 1
-        marks = (self._watermark_json(), self.driver)
         task = asyncio.ensure_future(
             asyncio.to_thread(self._write_chunk, frames, stem, marks, final=final)
         )

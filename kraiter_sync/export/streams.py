@@ -41,7 +41,29 @@ Item = dict[str, Any]
 Source = Literal["feed", "contact_pages", "contact_list"]
 
 UTC_DT = pl.Datetime("us", "UTC")
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+_dumps_slow = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def _not_json(value: Any) -> Any:
+    msg = f"not JSON serialisable: {type(value).__name__}"
+    raise TypeError(msg)
+
+
+# The C encoder built once (JSONEncoder.encode builds it again on every call, which is
+# half the cost of serialising a small properties object). Same output: compact
+# separators, keys sorted, non-ASCII kept, NaN refused.
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_encode_one = (
+    _C_ENCODER(None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+    if _C_ENCODER is not None
+    else None
+)
+
+
+def _dumps(value: Any) -> str:
+    if _encode_one is None:  # pragma: no cover - interpreters without the C accelerator
+        return _dumps_slow(value)
+    return "".join(_encode_one(value, 0))
 
 
 @dataclass(frozen=True)
@@ -257,11 +279,10 @@ def rows_to_frame(
     that carry only a contact id; a value the row carries itself wins.
     """
     data: dict[str, list[Any]] = {}
-    lookups: dict[str, list[Any]] = {}
+    coalesce: list[str] = []
     contact_ids: list[Any] | None = None
     for col in spec.columns:
-        field = col.field
-        raw: list[Any] = list(map(dict.get, items, repeat(field)))
+        raw: list[Any] = list(map(dict.get, items, repeat(col.field)))
         if col.how == "json":
             raw = [None if v is None else _dumps(v) for v in raw]
         elif col.how in ("contact_email", "contact_user"):
@@ -269,21 +290,32 @@ def rows_to_frame(
             if table is not None:
                 if contact_ids is None:
                     contact_ids = list(map(dict.get, items, repeat("contactId")))
-                lookups[col.name] = list(map(table.get, contact_ids))
+                looked = list(map(table.get, contact_ids))
+                if raw.count(None) == len(raw):  # the usual case: only the id is known
+                    raw = looked
+                else:
+                    data[f"__{col.name}"] = looked
+                    coalesce.append(col.name)
         data[col.name] = raw
-    schema = {c.name: pl.String() if c.dtype == UTC_DT else c.dtype for c in spec.columns}
-    for name, values in lookups.items():
-        data[f"__{name}"] = values
-        schema[f"__{name}"] = pl.String()
+    schema: dict[str, pl.DataType] = {
+        c.name: pl.String() if c.dtype == UTC_DT else c.dtype for c in spec.columns
+    }
+    schema.update({f"__{name}": pl.String() for name in coalesce})
     built = pl.DataFrame(data, schema=schema, strict=False)
-    times = [c.name for c in spec.columns if c.dtype == UTC_DT]
-    frame = built.with_columns(
-        *(
-            pl.col(name).str.to_datetime(_ISO_FAST, time_unit="us", time_zone="UTC", strict=False)
-            for name in times
-        ),
-        *(pl.coalesce(name, f"__{name}").alias(name) for name in lookups),
-    ).drop([f"__{name}" for name in lookups])
+    times = {c.name for c in spec.columns if c.dtype == UTC_DT}
+    exprs: list[pl.Expr] = []
+    for col in spec.columns:
+        if col.name in times:
+            exprs.append(
+                pl.col(col.name).str.to_datetime(
+                    _ISO_FAST, time_unit="us", time_zone="UTC", strict=False
+                )
+            )
+        elif col.name in coalesce:
+            exprs.append(pl.coalesce(col.name, f"__{col.name}").alias(col.name))
+        else:
+            exprs.append(pl.col(col.name))
+    frame = built.select(exprs)
     for name in times:
         if frame[name].null_count() != built[name].null_count():
             # Another ISO 8601 spelling (an offset instead of Z, no fraction): rare.
