@@ -6,9 +6,11 @@ directory: two output directories of the same stream never share a watermark. Th
 file holds a schema version, the target identity (never the key), the committed
 watermark, the unfinished run (if any) and the renames not yet known to be done.
 
-Why not the ledger's watermarks table: ledger.py had not landed when this was built;
-the document is small and self-contained so it can move into the ledger as one value
-(``stream = "export:<stream>:<out>"``) without changing its shape.
+Why not the ledger's watermarks table: the journal is saved from the chunk-writer
+thread (a ``Ledger`` must not be shared between threads), and the ledger's
+``state_lock`` covers the whole state directory, which would serialise every export
+against every import. The document is small and self-contained, so it can still move
+into the ledger as one value (``stream = "export:<stream>:<out>"``) unchanged.
 
 A lock file (``fcntl.flock``) keeps two exports of the same stream and output from
 running at once; the lock is released by the kernel when a process dies.
