@@ -80,11 +80,26 @@ async def call_with_retry(
 
     The last error is re-raised as is (``reraise=True``), so callers only ever see
     the exception tree of :mod:`kraiter_sync.errors`.
+
+    The first attempt runs outside tenacity: almost every call succeeds at once, and
+    building a retry controller per request cost about a tenth of the importer's CPU.
+    Waits and attempt numbers are exactly those of one tenacity loop.
     """
+    try:
+        return await fn()
+    except Exception as exc:
+        if not is_retriable(exc) or policy.max_retries == 0:
+            raise
+        first = exc
+    if before_retry is not None:
+        result = before_retry(first, 1)
+        if result is not None:
+            await result
+    await policy.sleep(policy.wait_for(1, first))
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
-        return policy.wait_for(state.attempt_number, exc)
+        return policy.wait_for(state.attempt_number + 1, exc)
 
     async def before_sleep(state: RetryCallState) -> None:
         if before_retry is None or state.outcome is None:
@@ -92,13 +107,13 @@ async def call_with_retry(
         exc = state.outcome.exception()
         if exc is None:
             return
-        result = before_retry(exc, state.attempt_number)
+        result = before_retry(exc, state.attempt_number + 1)
         if result is not None:
             await result
 
     retrying = AsyncRetrying(
         sleep=policy.sleep,
-        stop=stop_after_attempt(policy.max_retries + 1),
+        stop=stop_after_attempt(policy.max_retries),
         wait=wait,
         retry=retry_if_exception(is_retriable),
         before_sleep=before_sleep,
