@@ -428,16 +428,7 @@ def forget_cached_contacts(ledger: Ledger, target: str, emails: Sequence[str]) -
     properties hash) and never recreate it, and would send events to the deleted id.
     """
     keys = normalise_keys(pl.Series(emails, dtype=pl.String)).to_list()
-    forget = getattr(ledger, "forget_contacts", None)
-    if forget is not None:  # pragma: no cover (once ledger.py offers it)
-        forget(target, keys)
-        return
-    # ledger.py has no method for this yet (requested from its owner): the same
-    # transaction helper its own methods use.
-    with ledger._tx() as db:
-        db.executemany(
-            "DELETE FROM contacts WHERE target = ? AND email = ?", [(target, k) for k in keys]
-        )
+    ledger.forget_contacts(target, keys)
 
 
 async def _create_with_engine(engine: Engine, creates: pl.DataFrame, result: ApplyResult) -> None:
