@@ -290,3 +290,39 @@ def record() -> None:
 if __name__ == "__main__":
     if "--record" in sys.argv:
         record()
+
+
+def _hash_text_before(text: pl.Series) -> pl.DataFrame:
+    """``keys.hash_text`` as it was before the hex formatting changed (16-bit limb table)."""
+    import polars_hash as plh
+
+    table = pl.Series([f"{i:04x}" for i in range(65536)], dtype=pl.String)
+    h = text.alias("t").to_frame().select(plh.col("t").nchash.xxh3_128().alias("h"))
+    halves = h.select(
+        hi=(pl.col("h") // pl.lit(2**64, pl.UInt128)).cast(pl.UInt64),
+        lo=pl.col("h").cast(pl.UInt64, wrap_numerical=True),
+    )
+    limbs = halves.select(
+        [
+            ((pl.col(c) // (2**s)) % 65536).cast(pl.UInt32).alias(f"{c}{s}")
+            for c in ("hi", "lo")
+            for s in (48, 32, 16, 0)
+        ]
+    )
+    parts = pl.DataFrame({c: table.gather(limbs[c]) for c in limbs.columns})
+    return halves.with_columns(parts.select(pl.concat_str(pl.all()).alias("event_key")))
+
+
+def test_hash_text_identical_to_previous_implementation() -> None:
+    from kraiter_sync.validate.keys import hash_text
+
+    texts = pl.Series(
+        "t",
+        ["", "\x1f", "caf\u00e9", "\u2603" * 40]
+        + [f"e:user{i}@example{i % 50}.com\x1fev{i % 7}\x1f{i}\x1f{{}}" for i in range(20_000)],
+    )
+    new, old = hash_text(texts), _hash_text_before(texts)
+    assert_frame_equal(new, old, check_exact=True)
+    # and independently of both: the hex is the 128-bit digest, zero-padded, high half first
+    for hi, lo, key in new.head(50).iter_rows():
+        assert key == f"{(hi << 64) | lo:032x}"
