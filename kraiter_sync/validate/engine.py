@@ -15,7 +15,7 @@ from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
 from kraiter_sync.validate.properties import canonical_properties
-from kraiter_sync.validate.timestamps import ISO_FORMAT, parse_timestamps
+from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
 
 __all__ = [
     "REJECT_SCHEMA",
@@ -269,7 +269,7 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
     )
     if not all_ok:
         canon = canon.filter(ok)
-    canon = canon.with_columns(pl.col("timestamp").dt.strftime(ISO_FORMAT).alias("timestamp_iso"))
+    canon = canon.with_columns(to_iso(canon["timestamp"]).alias("timestamp_iso"))
     parts = key_parts(canon)
     canon = canon.with_columns(parts["event_key"])
     # sorted by key (stable), so repeats are adjacent and the first is the earliest row
