@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 import polars as pl
@@ -134,6 +136,12 @@ class ReportAccumulator:
         return r
 
 
+@cache
+def _pool() -> ThreadPoolExecutor:
+    """One worker thread shared by every validation in the process."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kraiter-validate")
+
+
 def _column(mapped: pl.DataFrame, name: str, n: int) -> pl.Series:
     if name in mapped.columns:
         s = mapped[name]
@@ -232,6 +240,9 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
     contact = _column(mapped, "contact_id", n).cast(pl.String).str.strip_chars()
     contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
     has_contact = contact.is_not_null()
+    # properties (the costliest field) are checked in a worker thread meanwhile: polars
+    # releases the GIL, so the field validators use both cores
+    props_future = _pool().submit(canonical_properties, _column(mapped, "properties", n), options)
     emails = normalise_emails(_column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8)
     email_rule = emails["rule"]
     if email_rule.null_count() < n:
@@ -244,7 +255,7 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
         ).to_series()
     names = check_names(_column(mapped, "name", n), options)
     ts = parse_timestamps(_column(mapped, "timestamp", n), options)
-    props = canonical_properties(_column(mapped, "properties", n), options)
+    props = props_future.result()
     fld, rule = _first_failure(
         [
             ("email", email_rule),
