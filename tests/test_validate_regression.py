@@ -326,3 +326,23 @@ def test_hash_text_identical_to_previous_implementation() -> None:
     # and independently of both: the hex is the 128-bit digest, zero-padded, high half first
     for hi, lo, key in new.head(50).iter_rows():
         assert key == f"{(hi << 64) | lo:032x}"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ValidationOptions(now=NOW),
+        ValidationOptions(now=NOW, name_policy="snake_case", rename={"Sign Up": "sign_up"}),
+    ],
+)
+def test_names_checked_once_per_distinct_value_match_per_row_checks(
+    options: ValidationOptions,
+) -> None:
+    from kraiter_sync.validate.names import _check, check_names
+
+    pool = [*GOOD_NAMES, *BAD_NAMES, " Sign Up ", "email.x", "\u00e9t\u00e9"]
+    values = pl.Series("name", [pool[(i * 7) % len(pool)] for i in range(2000)])
+    assert values.n_unique() * 4 <= len(values)  # the distinct-value path is taken
+    assert_frame_equal(check_names(values, options), _check(values, options), check_exact=True)
+    trimmed = pl.Series("name", ["a", "b", None] * 100)  # nothing to change: no copy path
+    assert_frame_equal(check_names(trimmed, options), _check(trimmed, options), check_exact=True)
