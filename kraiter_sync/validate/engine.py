@@ -193,8 +193,11 @@ def _first_failure(checks: list[tuple[str, pl.Series]], n: int) -> tuple[pl.Seri
         empty = full(n, None, pl.String)
         return empty, empty
     frame = pl.DataFrame({f"r{i}": rule for i, (_, rule) in enumerate(checks)})
-    rule = frame.select(pl.coalesce(pl.all()).alias("rule")).to_series()
-    fld = frame.select(
+    # failing rows are few: find them in one pass, then pick field and rule there only
+    idx = frame.select(pl.any_horizontal(pl.all().is_not_null())).to_series().arg_true()
+    bad = frame[idx]
+    rule = bad.select(pl.coalesce(pl.all()).alias("rule")).to_series()
+    fld = bad.select(
         pl.coalesce(
             [
                 pl.when(pl.col(f"r{i}").is_not_null()).then(pl.lit(f))
@@ -202,7 +205,10 @@ def _first_failure(checks: list[tuple[str, pl.Series]], n: int) -> tuple[pl.Seri
             ]
         ).alias("field")
     ).to_series()
-    return fld, rule
+    return (
+        full(n, None, pl.String, "field").scatter(idx, fld),
+        full(n, None, pl.String, "rule").scatter(idx, rule),
+    )
 
 
 def _count_rules(rules: pl.Series) -> dict[str, int]:
