@@ -90,3 +90,36 @@ def test_smtputf8_local_limit_counts_characters_not_bytes() -> None:
     too_long = normalise_email("é" * 65 + "@example.com", allow_smtputf8=True)
     assert too_long == (None, "email.local_too_long")
     assert normalise_email("a" * 65 + "@bücher.de") == (None, "email.local_too_long")
+
+
+def _domain(length: int) -> str:
+    """A valid domain of exactly ``length`` characters (labels of at most 63)."""
+    labels, left = [], length - 4  # room for ".com"
+    while left > 0:
+        size = min(63, left if left <= 63 else left - 2)
+        labels.append("d" * size)
+        left -= size + 1
+    domain = ".".join(labels) + ".com"
+    assert len(domain) == length, (len(domain), length)
+    return domain
+
+
+@pytest.mark.parametrize(
+    ("local", "domain_length", "rule"),
+    [
+        (64, 20, None),
+        (65, 20, "email.local_too_long"),
+        (64, 189, None),  # 254 in total
+        (64, 190, "email.too_long"),  # 255
+        (3, 251, "email.too_long"),
+        (1, 63, None),  # 65 bytes: the last length that skips the scans
+    ],
+)
+def test_length_limits_at_their_boundaries(
+    local: int, domain_length: int, rule: str | None
+) -> None:
+    addr = "a" * local + "@" + _domain(domain_length)
+    mixed = pl.Series([addr, "x@y.io", addr.upper()])
+    out = normalise_emails(mixed)
+    assert out["rule"].to_list() == [rule, None, rule]
+    assert out["email"].to_list() == [None if rule else addr, "x@y.io", None if rule else addr]

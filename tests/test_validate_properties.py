@@ -138,3 +138,32 @@ def test_canonical_properties_are_idempotent(obj: dict[str, object]) -> None:
     if rule is None:
         assert canonical_json_row(once, OPTS) == (once, None)
         assert json.loads(once) == dict(sorted(json.loads(once).items()))
+
+
+def test_length_and_card_checks_at_the_byte_length_shortcuts() -> None:
+    """Values on either side of the lengths below which scans are skipped."""
+    base = "123456789012345678"
+    card19 = next(base + d for d in "0123456789" if is_card_number(base + d))
+    spaced = " ".join(card19)  # 37 characters: the longest card candidate
+    card13 = next("412345678901" + d for d in "0123456789" if is_card_number("412345678901" + d))
+    values = [
+        {"v": spaced},
+        {"v": card13},
+        {"v": card13[:-1]},
+        {"v": "é" * 10_000},  # 20,000 bytes but 10,000 characters: allowed
+        {"v": "é" * 10_001},
+        {"v": "x" * 10_000},
+    ]
+    assert len(spaced) == 37
+    rules = canonical_properties(pl.Series(values), OPTS).rule.to_list()
+    assert rules == [
+        "properties.card_number",
+        "properties.card_number",
+        None,
+        None,
+        "properties.value_too_long",
+        None,
+    ]
+    assert rules == [canonical_json_row(json.dumps(v), OPTS)[1] for v in values]
+    wide = {f"k{i:03d}": i for i in range(100)}  # exactly the limit: no per-row count needed
+    assert canonical_properties(pl.Series([wide]), OPTS).rule.to_list() == [None]

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from kraiter_sync.validate.options import ValidationOptions
-from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
+from kraiter_sync.validate.timestamps import ISO_FORMAT, parse_timestamps, to_iso
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 OPTS = ValidationOptions(now=NOW)
@@ -122,3 +122,17 @@ def test_dst_gap_is_unparseable_not_shifted() -> None:
     options = ValidationOptions(now=NOW, timezone="Europe/London")
     rule = parse_timestamps(pl.Series(["2024-03-31T01:30:00"]), options).rule
     assert rule.to_list() == ["timestamp.unparseable"]
+
+
+@pytest.mark.parametrize("span_days", [3, 40_000, 400_000])
+def test_to_iso_matches_strftime(span_days: int) -> None:
+    """The table-based formatter is byte-identical to strftime (both paths, edge values)."""
+    start = -86_400_000_000 * 2  # two days before the epoch: floor division matters
+    step = span_days * 86_400_000_000 // 5000 + 7
+    values: list[int | None] = [start + i * step for i in range(5000)]
+    values += [-1, -999, 0, 999, 1000, 86_399_999_999, 946_684_800_000_000, None]
+    ts = pl.Series("t", values, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
+    assert to_iso(ts).to_list() == ts.dt.strftime(ISO_FORMAT).to_list()
+    assert to_iso(ts).name == "t"
+    assert to_iso(ts.clear()).to_list() == []
+    assert to_iso(pl.Series([None], dtype=pl.Datetime("us", "UTC"))).to_list() == [None]

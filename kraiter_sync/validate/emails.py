@@ -32,6 +32,8 @@ _VALID_UTF8 = rf"^{_ATOM_UTF8}+(?:\.{_ATOM_UTF8}+)*@{_DOMAIN}$"
 def _clean(s: pl.Series) -> pl.Series:
     """Trim, strip ``mailto:`` and ``Name <addr>``; vectorised, never changes validity."""
     s = s.cast(pl.String).str.strip_chars(_TRIM)
+    if not s.str.contains("[:>]").any():  # one scan rules out both forms (the usual case)
+        return s
     if s.str.contains("(?i)^mailto:").any():
         s = s.str.replace("(?i)^mailto:", "").str.strip_chars(_TRIM)
     if s.str.contains(">", literal=True).any():
@@ -77,9 +79,15 @@ def _classify(s: pl.Series, allow_smtputf8: bool) -> pl.Series:
     examined further to name the precise rule.
     """
     valid = _VALID_UTF8 if allow_smtputf8 else _VALID_ASCII
-    ok = (
-        s.str.contains(valid) & (s.str.len_chars() <= 254) & (s.str.find("@", literal=True) <= 64)
-    ).fill_null(False)
+    ok = s.str.contains(valid).fill_null(False)
+    # the two length limits cost a scan each, so they are only computed where the byte
+    # length (free: string offsets) says they could fail: a match holds an "@", whose byte
+    # offset is below the byte length, and characters never outnumber bytes
+    n_bytes = s.str.len_bytes().fill_null(0)
+    if (n_bytes > 254).any():
+        ok = ok & (s.str.len_chars() <= 254).fill_null(False)
+    if (n_bytes > 65).any():
+        ok = ok & ((n_bytes <= 65) | (s.str.find("@", literal=True) <= 64)).fill_null(False)
     if ok.all():
         return full(len(s), None, pl.String, "rule")
     idx = (~ok).arg_true()

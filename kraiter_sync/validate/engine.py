@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 import polars as pl
@@ -15,7 +17,7 @@ from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
 from kraiter_sync.validate.properties import canonical_properties
-from kraiter_sync.validate.timestamps import ISO_FORMAT, parse_timestamps
+from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
 
 __all__ = [
     "REJECT_SCHEMA",
@@ -134,6 +136,12 @@ class ReportAccumulator:
         return r
 
 
+@cache
+def _pool() -> ThreadPoolExecutor:
+    """One worker thread shared by every validation in the process."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kraiter-validate")
+
+
 def _column(mapped: pl.DataFrame, name: str, n: int) -> pl.Series:
     if name in mapped.columns:
         s = mapped[name]
@@ -185,8 +193,11 @@ def _first_failure(checks: list[tuple[str, pl.Series]], n: int) -> tuple[pl.Seri
         empty = full(n, None, pl.String)
         return empty, empty
     frame = pl.DataFrame({f"r{i}": rule for i, (_, rule) in enumerate(checks)})
-    rule = frame.select(pl.coalesce(pl.all()).alias("rule")).to_series()
-    fld = frame.select(
+    # failing rows are few: find them in one pass, then pick field and rule there only
+    idx = frame.select(pl.any_horizontal(pl.all().is_not_null())).to_series().arg_true()
+    bad = frame[idx]
+    rule = bad.select(pl.coalesce(pl.all()).alias("rule")).to_series()
+    fld = bad.select(
         pl.coalesce(
             [
                 pl.when(pl.col(f"r{i}").is_not_null()).then(pl.lit(f))
@@ -194,7 +205,10 @@ def _first_failure(checks: list[tuple[str, pl.Series]], n: int) -> tuple[pl.Seri
             ]
         ).alias("field")
     ).to_series()
-    return fld, rule
+    return (
+        full(n, None, pl.String, "field").scatter(idx, fld),
+        full(n, None, pl.String, "rule").scatter(idx, rule),
+    )
 
 
 def _count_rules(rules: pl.Series) -> dict[str, int]:
@@ -232,6 +246,9 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
     contact = _column(mapped, "contact_id", n).cast(pl.String).str.strip_chars()
     contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
     has_contact = contact.is_not_null()
+    # properties (the costliest field) are checked in a worker thread meanwhile: polars
+    # releases the GIL, so the field validators use both cores
+    props_future = _pool().submit(canonical_properties, _column(mapped, "properties", n), options)
     emails = normalise_emails(_column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8)
     email_rule = emails["rule"]
     if email_rule.null_count() < n:
@@ -244,7 +261,7 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
         ).to_series()
     names = check_names(_column(mapped, "name", n), options)
     ts = parse_timestamps(_column(mapped, "timestamp", n), options)
-    props = canonical_properties(_column(mapped, "properties", n), options)
+    props = props_future.result()
     fld, rule = _first_failure(
         [
             ("email", email_rule),
@@ -269,7 +286,7 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
     )
     if not all_ok:
         canon = canon.filter(ok)
-    canon = canon.with_columns(pl.col("timestamp").dt.strftime(ISO_FORMAT).alias("timestamp_iso"))
+    canon = canon.with_columns(to_iso(canon["timestamp"]).alias("timestamp_iso"))
     parts = key_parts(canon)
     canon = canon.with_columns(parts["event_key"])
     # sorted by key (stable), so repeats are adjacent and the first is the earliest row

@@ -17,8 +17,38 @@ _POLICY = {
 
 
 def check_names(values: pl.Series, options: ValidationOptions) -> pl.DataFrame:
-    """Trim surrounding whitespace, apply the rename map, check; returns ``name``, ``rule``."""
-    s = values.cast(pl.String).str.strip_chars()
+    """Trim surrounding whitespace, apply the rename map, check; returns ``name``, ``rule``.
+
+    Event data repeats a few names millions of times, so when the distinct names are
+    few (a quarter of the rows or less) each is checked once and the results are mapped
+    back: one cheap hash pass instead of a strip, a regex and three scans per row.
+    """
+    s = values.cast(pl.String)
+    distinct = s.drop_nulls().unique()
+    if len(distinct) * 4 > len(s):
+        return _check(s, options)
+    small = _check(distinct, options)
+    name = (
+        s
+        if small["name"].equals(distinct)  # trimming and renaming changed nothing
+        else s.replace_strict(distinct, small["name"], return_dtype=pl.String)
+    )
+    rules = small["rule"]
+    rule = pl.select(
+        pl.when(pl.lit(s).is_null())
+        .then(pl.lit("name.empty"))
+        .otherwise(
+            pl.lit(s).replace_strict(distinct, rules, default=None, return_dtype=pl.String)
+            if rules.null_count() < len(rules)
+            else pl.lit(None, pl.String)
+        )
+    ).to_series()
+    return pl.DataFrame({"name": name.alias("name"), "rule": rule.alias("rule")})
+
+
+def _check(values: pl.Series, options: ValidationOptions) -> pl.DataFrame:
+    """The checks themselves, one row per value."""
+    s = values.str.strip_chars()
     if options.rename:
         s = s.replace(dict(options.rename))
     frame = pl.DataFrame({"name": s})

@@ -105,22 +105,23 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
             rule = pl.select(pl.when(pl.lit(bad)).then(pl.lit("properties.nan"))).to_series()
             s = pl.select(pl.when(~pl.lit(bad)).then(pl.lit(s))).to_series()
     if s.dtype == pl.String:
-        too_long = (s.str.len_chars() > options.max_value_length).fill_null(False)
-        card = full(len(s), False, pl.Boolean)
-        if not options.allow_card_numbers:
+        # the byte length is free (string offsets): it rules out most scans, since
+        # characters never outnumber bytes and a card candidate is 13-37 ASCII characters
+        n_bytes = s.str.len_bytes()
+        found: list[pl.Expr] = []
+        if (n_bytes > options.max_value_length).any():
+            too_long = (s.str.len_chars() > options.max_value_length).fill_null(False)
+            found.append(pl.when(pl.lit(too_long)).then(pl.lit("properties.value_too_long")))
+        if not options.allow_card_numbers and ((n_bytes >= 13) & (n_bytes <= 37)).any():
             cand = s.str.contains(_CARD_CANDIDATE).fill_null(False)
             if cand.any():
                 digits = s.str.replace_all(r"[ -]", "")
                 card = pl.select(
                     pl.lit(cand) & _luhn_expr(pl.lit(digits)).fill_null(False)
                 ).to_series()
-        rule = pl.select(
-            pl.coalesce(
-                pl.lit(rule),
-                pl.when(pl.lit(too_long)).then(pl.lit("properties.value_too_long")),
-                pl.when(pl.lit(card)).then(pl.lit("properties.card_number")),
-            )
-        ).to_series()
+                found.append(pl.when(pl.lit(card)).then(pl.lit("properties.card_number")))
+        if found:
+            rule = pl.select(pl.coalesce(pl.lit(rule), *found)).to_series()
     elif s.dtype.is_integer() and not options.allow_card_numbers:
         cand = (
             (s.abs() >= 10**12).fill_null(False) if s.dtype.is_signed_integer() else (s >= 10**12)
@@ -172,12 +173,14 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
     if not columns:
         return CanonicalProperties(full(n, "{}", pl.String, "properties"), full(n, None, pl.String))
     frame = pl.DataFrame({k: columns[k].alias(k) for k in sorted(columns)})
-    count = frame.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
-    rules.append(
-        pl.select(
-            pl.when(pl.lit(count) > options.max_properties).then(pl.lit("properties.too_many"))
-        ).to_series()
-    )
+    if frame.width > options.max_properties:  # else no row can have too many
+        count = frame.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
+        rules.append(
+            pl.select(
+                pl.when(pl.lit(count) > options.max_properties).then(pl.lit("properties.too_many"))
+            ).to_series()
+        )
+    rules = [r for r in rules if r.null_count() < n]  # most checks find nothing
     encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
     with_nulls = [k for k in frame.columns if frame[k].null_count() > 0]
     if with_nulls:

