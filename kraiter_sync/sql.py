@@ -21,7 +21,7 @@ it streams: the result never sits in memory whole. DuckDB hands out Arrow batche
 natively; SQLite goes through the standard library with ``fetchmany``.
 
 An incremental job reads only rows whose cursor column is at or past a value: the
-query is wrapped (``SELECT * FROM (query) WHERE cursor >= ?``) with a *bound*
+query is wrapped (``SELECT * FROM (query) WHERE cursor >= ? OR cursor IS NULL``) with a *bound*
 parameter, so the warehouse filters (and can use an index) and nothing is spliced into
 SQL text.
 
@@ -111,7 +111,8 @@ def _secrets_of(url: str) -> list[str]:
 
 @dataclass(frozen=True)
 class CursorFilter:
-    """Read only rows with ``column >= value`` (an incremental job's lower bound)."""
+    """Read only rows with ``column >= value`` or a NULL ``column`` (an incremental job's
+    lower bound; rows without a cursor value cannot be placed, so they are always read)."""
 
     column: str
     value: CursorValue
@@ -272,11 +273,14 @@ class SqlSource:
     def _sql(self, *, limit0: bool = False) -> tuple[str, list[Any]]:
         sql = self.query
         params: list[Any] = []
-        if self.since is not None:
+        # The schema is the query's own (LIMIT 0 without the window), so a wrong cursor
+        # column is reported by name by the caller rather than as a SQL error.
+        if self.since is not None and not limit0:
             column = quote_identifier(self.since.column)
             sql = (
                 f"SELECT * FROM (\n{sql}\n) AS {_WRAP_ALIAS} "
-                f"WHERE {_WRAP_ALIAS}.{column} >= {self._placeholder()}"
+                f"WHERE {_WRAP_ALIAS}.{column} >= {self._placeholder()} "
+                f"OR {_WRAP_ALIAS}.{column} IS NULL"
             )
             params.append(_bindable(self.since.value, self.dialect))
         if limit0:
