@@ -1,0 +1,224 @@
+"""Validator throughput and memory, as ratios measured in one run (issue 3).
+
+1. end to end (read in chunks + validate) ÷ ``pl.scan_parquet(f).collect()``  (target ≤ 4x)
+2. per-row speedup over a straightforward per-row Python validation
+   (email-validator + datetime.fromisoformat + name checks)                 (target ≥ 50x)
+3. peak RSS validating the large file ÷ the small file, in subprocesses      (target ≤ 1.5x)
+
+Default sizes run in a couple of minutes; ``--full`` uses the issue's sizes
+(5M rows, 200k baseline rows, 1M vs 10M for RSS). Data is generated with a fixed seed.
+
+    python benchmarks/validate_throughput.py [--full] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kraiter_sync.validate import ChunkedValidation, ValidationOptions
+
+NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+OPTIONS = ValidationOptions(now=NOW)
+
+
+def generate(path: Path, rows: int, seed: int = 42) -> None:
+    """A believable events file: ~0.2 % bad rows, ~0.5 % exact duplicates, nested props."""
+    rng = random.Random(seed)
+    mult, users, start = rng.choice([7919, 104729, 1299709]), 200_000, 1_700_000_000_000_000
+    written = 0
+    writer = None
+    block = 1_000_000
+    while written < rows:
+        n = min(block, rows - written)
+        i = pl.int_range(written, written + n, dtype=pl.Int64, eager=True).alias("i")
+        frame = (
+            i.to_frame()
+            .with_columns(dup=(pl.col("i") % 200) == 199)
+            .with_columns(j=pl.when(pl.col("dup")).then(pl.col("i") - 1).otherwise(pl.col("i")))
+            .with_columns(u=(pl.col("j") * mult) % users)
+            .select(
+                email=pl.when(pl.col("j") % 997 == 5)
+                .then(pl.format("broken-address-{}", pl.col("u")))
+                .when(pl.col("j") % 13 == 0)
+                .then(pl.format(" User{}@Example{}.COM ", pl.col("u"), pl.col("u") % 50))
+                .otherwise(pl.format("user{}@example{}.com", pl.col("u"), pl.col("u") % 50)),
+                event=pl.when(pl.col("j") % 1009 == 7)
+                .then(pl.lit(""))
+                .otherwise(
+                    pl.lit(["signup", "page_view", "purchase", "login", "Page View"]).list.get(
+                        pl.col("j") % 5
+                    )
+                ),
+                timestamp=(pl.lit(start) + pl.col("j") * 1_000_003).cast(pl.Datetime("us", "UTC")),
+                properties=pl.struct(
+                    plan=pl.lit(["free", "pro", "team"]).list.get(pl.col("j") % 3),
+                    amount=pl.when(pl.col("j") % 1013 == 11)
+                    .then(float("nan"))
+                    .otherwise((pl.col("j") % 1000) / 7),
+                    count=pl.col("j") % 13,
+                    utm=pl.struct(
+                        source=pl.lit("google"), campaign=pl.format("c{}", pl.col("j") % 97)
+                    ),
+                ),
+            )
+        )
+        table = frame.to_arrow()
+        if writer is None:
+            writer = pq.ParquetWriter(str(path), table.schema)
+        writer.write_table(table, row_group_size=100_000)
+        written += n
+    assert writer is not None
+    writer.close()
+
+
+def mapped_chunks(path: Path, chunk: int) -> Iterator[pl.DataFrame]:
+    """Stand-in for sources + connector: stream the file in chunks and map columns."""
+    offset = 0
+    for df in pl.scan_parquet(path).collect_batches(chunk_size=chunk):
+        yield df.rename({"event": "name"}).with_columns(
+            source_file=pl.lit(str(path)),
+            source_row=pl.int_range(offset + 1, offset + 1 + df.height, dtype=pl.Int64),
+        )
+        offset += df.height
+
+
+def validate_file(path: Path, chunk: int) -> dict[str, int]:
+    run = ChunkedValidation(kind="events", options=OPTIONS)
+    valid = sum(v.height for v in run.run(mapped_chunks(path, chunk)))
+    report = run.report
+    assert report.balanced
+    assert valid == report.valid
+    return {
+        "rows": report.rows_read,
+        "valid": report.valid,
+        "dups": report.duplicates,
+        "rejected": report.rejected,
+    }
+
+
+def per_row_baseline(path: Path, rows: int) -> float:
+    """Seconds for a straightforward per-row validation of ``rows`` rows."""
+    from email_validator import EmailNotValidError, validate_email
+
+    df = pl.read_parquet(path, n_rows=rows).with_columns(
+        pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+    )
+    emails, names, stamps = df["email"].to_list(), df["event"].to_list(), df["timestamp"].to_list()
+    t0 = time.perf_counter()
+    good = 0
+    for email, name, stamp in zip(emails, names, stamps, strict=True):
+        try:
+            validate_email(email.strip(), check_deliverability=False)
+            name = name.strip()
+            if not name or len(name) > 255 or name.startswith("email."):
+                continue
+            dt.datetime.fromisoformat(stamp)
+            good += 1
+        except (EmailNotValidError, ValueError):
+            continue
+    return time.perf_counter() - t0
+
+
+def child(path: Path, chunk: int) -> None:
+    out = validate_file(path, chunk)
+    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(out))
+
+
+def rss_of(path: Path, chunk: int) -> dict[str, int]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", str(path), "--chunk", str(chunk)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--baseline-rows", type=int, default=50_000)
+    ap.add_argument("--rss-small", type=int, default=200_000)
+    ap.add_argument("--rss-large", type=int, default=2_000_000)
+    ap.add_argument("--chunk", type=int, default=250_000)
+    ap.add_argument("--full", action="store_true", help="issue sizes: 5M, 200k, 1M vs 10M")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:
+        child(args.child, args.chunk)
+        return
+    if args.full:
+        args.rows, args.baseline_rows, args.rss_small, args.rss_large = (
+            5_000_000,
+            200_000,
+            1_000_000,
+            10_000_000,
+        )
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="kraiter-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    main_file = work / f"events_{args.rows}.parquet"
+    for rows, path in (
+        (args.rows, main_file),
+        (args.rss_small, work / f"events_{args.rss_small}.parquet"),
+        (args.rss_large, work / f"events_{args.rss_large}.parquet"),
+    ):
+        if not path.exists():
+            t0 = time.perf_counter()
+            generate(path, rows)
+            print(f"generated {rows:,} rows in {time.perf_counter() - t0:.1f}s: {path}")
+
+    reads = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        pl.scan_parquet(main_file).collect()
+        reads.append(time.perf_counter() - t0)
+    read = min(reads)
+    t0 = time.perf_counter()
+    counts = validate_file(main_file, args.chunk)
+    end_to_end = time.perf_counter() - t0
+    print(
+        f"\n{args.rows:,} rows: read {read:.2f}s (best of 3), validate end to end "
+        f"{end_to_end:.2f}s  {counts}"
+    )
+    print(f"  end-to-end / read           = {end_to_end / read:.2f}x   (target <= 4x)")
+
+    base = per_row_baseline(main_file, args.baseline_rows)
+    ours_per_row = end_to_end / args.rows
+    base_per_row = base / args.baseline_rows
+    print(
+        f"  per-row Python: {base_per_row * 1e6:.2f} us/row on {args.baseline_rows:,} rows; "
+        f"ours {ours_per_row * 1e6:.3f} us/row"
+    )
+    print(f"  per-row speedup             = {base_per_row / ours_per_row:.1f}x  (target >= 50x)")
+
+    small = rss_of(work / f"events_{args.rss_small}.parquet", args.chunk)
+    large = rss_of(work / f"events_{args.rss_large}.parquet", args.chunk)
+    print(
+        f"  peak RSS {args.rss_small:,} rows: {small['maxrss_kb'] / 1024:.0f} MiB; "
+        f"{args.rss_large:,} rows: {large['maxrss_kb'] / 1024:.0f} MiB"
+    )
+    print(
+        f"  peak RSS large / small      = {large['maxrss_kb'] / small['maxrss_kb']:.2f}x  "
+        "(target <= 1.5x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

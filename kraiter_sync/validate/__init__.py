@@ -1,0 +1,83 @@
+"""The validator: pure, vectorised; mapped frames in, canonical frames + rejects + report out.
+
+Every input row is counted exactly once: ``valid + duplicates + rejected == rows_read``.
+A rejected row gets the *first* failing rule, checked in the order email (or contact
+identity) → name → timestamp → properties.
+
+Stable rule codes (``options.RULE_MESSAGES`` holds the message for each)::
+
+    identity.missing            events without email and contact id
+    email.missing               contacts without an email
+    email.invalid               not local@domain.tld (bad characters, empty labels, ...)
+    email.quoted_local          "quoted"@example.com
+    email.comment               comments in parentheses
+    email.ip_literal            user@[1.2.3.4], user@1.2.3.4
+    email.dotless_domain        user@localhost
+    email.too_long              more than 254 characters
+    email.local_too_long        more than 64 characters before @
+    email.smtputf8              non-ASCII local part without allow_smtputf8
+    email.invalid_domain        a non-ASCII domain that IDNA refuses
+    name.empty                  empty after trimming
+    name.control_chars          control characters
+    name.too_long               more than 255 characters
+    name.reserved               email.* (Kraiter system events)
+    name.policy                 not snake_case / dot.case when a policy is set
+    timestamp.missing           null or empty
+    timestamp.unparseable       not ISO 8601, a date, or an epoch number
+    timestamp.future            more than future_tolerance (5 min) after now
+    timestamp.too_old           before floor (2000-01-01 by default)
+    properties.invalid_json     JSON text that is not an object
+    properties.unsupported_type lists, binary, durations
+    properties.nan              NaN or ±inf
+    properties.too_many         more than 100 keys after flattening
+    properties.key_too_long     key over 128 characters
+    properties.value_too_long   string over 10,000 characters
+    properties.key_conflict     {"a": {"b": 1}, "a.b": 2}
+    properties.secret           password / token / secret / api_key keys
+    properties.card_number      13-19 digits passing the Luhn check
+
+Modules: ``options`` (knobs, rule messages), ``emails``, ``names``, ``timestamps``,
+``properties``, ``keys`` (event_key, SeenKeys), ``engine`` (the per-chunk validators,
+reports, whole-input runner), ``run`` (the ``validate`` verb: rejects file, JSON report,
+exit code, summary).
+"""
+
+from __future__ import annotations
+
+from kraiter_sync.validate.emails import normalise_email, normalise_emails
+from kraiter_sync.validate.engine import (
+    REJECT_SCHEMA,
+    ChunkedValidation,
+    ReportAccumulator,
+    ValidationReport,
+    ValidationResult,
+    merge_contacts,
+    validate_chunks,
+    validate_contacts,
+    validate_events,
+)
+from kraiter_sync.validate.keys import SeenKeys, event_keys
+from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
+from kraiter_sync.validate.run import exit_code, summary, validate, write_report
+
+__all__ = [
+    "REJECT_SCHEMA",
+    "RULE_MESSAGES",
+    "ChunkedValidation",
+    "ReportAccumulator",
+    "SeenKeys",
+    "ValidationOptions",
+    "ValidationReport",
+    "ValidationResult",
+    "event_keys",
+    "exit_code",
+    "merge_contacts",
+    "normalise_email",
+    "normalise_emails",
+    "summary",
+    "validate",
+    "validate_chunks",
+    "validate_contacts",
+    "validate_events",
+    "write_report",
+]

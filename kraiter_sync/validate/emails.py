@@ -1,0 +1,151 @@
+"""Email normalisation and checks: vectorised for ASCII, per row only for non-ASCII.
+
+Normalisation: trim (including NBSP and zero-width characters), strip ``mailto:`` and a
+``Display Name <addr>`` wrapper, NFC, lowercase the whole address, IDNA (punycode) for
+non-ASCII domains. The ASCII majority never leaves polars; only rows with non-ASCII
+characters go through ``email-validator`` one by one.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import polars as pl
+from email_validator import EmailNotValidError, validate_email
+
+from kraiter_sync.validate._series import full
+
+__all__ = ["normalise_email", "normalise_emails"]
+
+#: Whitespace to trim: ASCII, no-break spaces and the zero-width family.
+_TRIM = " \t\n\r\x0b\x0c\u00a0\u1680\u2007\u202f\u3000\u200b\u200c\u200d\u2060\ufeff"
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]"
+_ATOM_UTF8 = r"(?:[a-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_TLD = r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = rf"(?:{_LABEL}\.)+{_TLD}"
+_VALID_ASCII = rf"^{_ATOM}+(?:\.{_ATOM}+)*@{_DOMAIN}$"
+_VALID_UTF8 = rf"^{_ATOM_UTF8}+(?:\.{_ATOM_UTF8}+)*@{_DOMAIN}$"
+
+
+def _clean(s: pl.Series) -> pl.Series:
+    """Trim, strip ``mailto:`` and ``Name <addr>``; vectorised, never changes validity."""
+    s = s.cast(pl.String).str.strip_chars(_TRIM)
+    if s.str.contains("(?i)^mailto:").any():
+        s = s.str.replace("(?i)^mailto:", "").str.strip_chars(_TRIM)
+    if s.str.contains(">", literal=True).any():
+        inner = s.str.extract(r"<([^<>]*)>$", 1)
+        s = pl.select(pl.coalesce(inner, s)).to_series().str.strip_chars(_TRIM)
+    return s
+
+
+def _unicode_row(addr: str, allow_smtputf8: bool) -> tuple[str | None, str | None]:
+    """One non-ASCII address: NFC, lowercase, IDNA domain. Returns (value, rule)."""
+    for ch in _ZERO_WIDTH:
+        addr = addr.replace(ch, "")
+    addr = unicodedata.normalize("NFC", unicodedata.normalize("NFC", addr).lower())
+    local, at, domain = addr.rpartition("@")
+    if not at:
+        return None, "email.invalid"
+    if local.isascii() and domain.isascii():  # only zero-width characters were in the way
+        return addr, None
+    if not local.isascii() and not allow_smtputf8:
+        return None, "email.smtputf8"
+    if local.startswith('"') or "(" in addr:
+        return None, "email.quoted_local" if local.startswith('"') else "email.comment"
+    try:
+        info = validate_email(
+            addr,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            globally_deliverable=False,
+        )
+    except EmailNotValidError:
+        return None, "email.invalid_domain" if local.isascii() else "email.invalid"
+    ascii_domain = info.ascii_domain or info.domain
+    value = f"{info.local_part}@{ascii_domain}"
+    return unicodedata.normalize("NFC", value.lower()), None
+
+
+def _classify(s: pl.Series, allow_smtputf8: bool) -> pl.Series:
+    """The first failing rule per row (null = valid), all vectorised.
+
+    One regex and two lengths decide the common (valid) case; only the rows that fail are
+    examined further to name the precise rule.
+    """
+    valid = _VALID_UTF8 if allow_smtputf8 else _VALID_ASCII
+    ok = (
+        s.str.contains(valid) & (s.str.len_chars() <= 254) & (s.str.find("@", literal=True) <= 64)
+    ).fill_null(False)
+    if ok.all():
+        return full(len(s), None, pl.String, "rule")
+    idx = (~ok).arg_true()
+    bad = s.gather(idx)
+    local = bad.str.replace(r"@[^@]*$", "")
+    domain = bad.str.extract(r"@([^@]*)$", 1)
+    frame = pl.DataFrame({"s": bad, "local": local, "domain": domain})
+    rules = frame.select(
+        pl.when(pl.col("s").is_null() | (pl.col("s") == ""))
+        .then(pl.lit("email.missing"))
+        .when(pl.col("s").str.contains(r'^[^@]*"') & pl.col("s").str.contains("@"))
+        .then(pl.lit("email.quoted_local"))
+        .when(pl.col("s").str.contains(r"[()]"))
+        .then(pl.lit("email.comment"))
+        .when(
+            pl.col("domain").str.starts_with("[")
+            | pl.col("domain").str.contains(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+        )
+        .then(pl.lit("email.ip_literal"))
+        .when(pl.col("s").str.len_chars() > 254)
+        .then(pl.lit("email.too_long"))
+        .when(pl.col("local").str.len_chars() > 64)
+        .then(pl.lit("email.local_too_long"))
+        .when(pl.col("domain").is_not_null() & ~pl.col("domain").str.contains(".", literal=True))
+        .then(pl.lit("email.dotless_domain"))
+        .when(~pl.col("s").str.contains(valid))
+        .then(pl.lit("email.invalid"))
+        .otherwise(pl.lit(None, pl.String))  # only the byte-offset shortcut failed (UTF-8)
+        .alias("rule")
+    ).to_series()
+    return full(len(s), None, pl.String, "rule").scatter(idx, rules)
+
+
+def normalise_emails(values: pl.Series, *, allow_smtputf8: bool = False) -> pl.DataFrame:
+    """Normalise and check a column of addresses.
+
+    Returns a frame with ``email`` (normalised; null where rejected) and ``rule`` (null when
+    valid, else the first failing rule code), one row per input row, in order.
+    """
+    s = _clean(values)
+    non_ascii = s.str.len_bytes() != s.str.len_chars()
+    if non_ascii.any():
+        pre_rule = full(len(s), None, pl.String, "rule")
+        idx = non_ascii.arg_true()
+        fixed = [_unicode_row(v, allow_smtputf8) for v in s.gather(idx).to_list()]
+        s = s.scatter(idx, pl.Series([v for v, _ in fixed], dtype=pl.String))
+        pre_rule = pre_rule.scatter(idx, pl.Series([r for _, r in fixed], dtype=pl.String))
+        lowered = pl.select(
+            pl.when(pl.lit(non_ascii)).then(pl.lit(s)).otherwise(pl.lit(s).str.to_lowercase())
+        ).to_series()
+        classified = _classify(lowered, allow_smtputf8)
+        rule_s = pl.select(pl.coalesce(pl.lit(pre_rule), pl.lit(classified))).to_series()
+    else:  # the common case: all ASCII, nothing per row
+        lowered = s.str.to_lowercase()
+        rule_s = _classify(lowered, allow_smtputf8)
+    if rule_s.null_count() == len(rule_s):
+        return pl.DataFrame({"email": lowered.alias("email"), "rule": rule_s.alias("rule")})
+    email = pl.select(
+        pl.when(pl.lit(rule_s).is_null()).then(pl.lit(lowered)).otherwise(None)
+    ).to_series()
+    return pl.DataFrame({"email": email.alias("email"), "rule": rule_s.alias("rule")})
+
+
+def normalise_email(
+    value: str | None, *, allow_smtputf8: bool = False
+) -> tuple[str | None, str | None]:
+    """One address through the same path as :func:`normalise_emails`: (value, rule)."""
+    out = normalise_emails(pl.Series([value], dtype=pl.String), allow_smtputf8=allow_smtputf8)
+    return out["email"][0], out["rule"][0]

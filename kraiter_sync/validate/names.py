@@ -1,0 +1,50 @@
+"""Event-name checks. Names are case-sensitive in Kraiter, so case is never changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import polars as pl
+
+from kraiter_sync.validate.options import ValidationOptions
+
+__all__ = ["check_names", "name_variants"]
+
+_POLICY = {
+    "snake_case": r"^[a-z0-9]+(?:_[a-z0-9]+)*$",
+    "dot.case": r"^[a-z0-9_]+(?:\.[a-z0-9_]+)*$",
+}
+
+
+def check_names(values: pl.Series, options: ValidationOptions) -> pl.DataFrame:
+    """Trim surrounding whitespace, apply the rename map, check; returns ``name``, ``rule``."""
+    s = values.cast(pl.String).str.strip_chars()
+    if options.rename:
+        s = s.replace(dict(options.rename))
+    frame = pl.DataFrame({"name": s})
+    n = pl.col("name")
+    rule = (
+        pl.when(n.is_null() | (n == ""))
+        .then(pl.lit("name.empty"))
+        .when(n.str.contains(r"[\x00-\x1f\x7f]"))
+        .then(pl.lit("name.control_chars"))
+        .when(n.str.len_chars() > options.max_name_length)
+        .then(pl.lit("name.too_long"))
+        .when(n.str.starts_with("email."))
+        .then(pl.lit("name.reserved"))
+    )
+    if options.name_policy is not None:
+        rule = rule.when(~n.str.contains(_POLICY[options.name_policy])).then(pl.lit("name.policy"))
+    return frame.with_columns(rule.otherwise(pl.lit(None, pl.String)).alias("rule"))
+
+
+def name_variants(names: Iterable[str]) -> list[list[str]]:
+    """Groups of distinct names that differ only by case or separator (``Sign Up``/``sign_up``).
+
+    Usually a sign of two tracking plans feeding one input; Kraiter would see two events.
+    """
+    groups: dict[str, set[str]] = {}
+    for name in names:
+        folded = "".join(ch for ch in name.casefold() if ch not in " _.-")
+        groups.setdefault(folded, set()).add(name)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)

@@ -1,0 +1,289 @@
+"""Properties → one flat, compact JSON object per row with sorted keys.
+
+Struct columns (possibly nested) take the vectorised path: leaves are flattened to
+``a.b`` keys, checked column by column, and encoded by polars. JSON-string columns
+(CSV, NDJSON read as text) are parsed per row with the same rules and the same output
+format, because polars' JSON decoding coerces mixed-type values silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from kraiter_sync.validate._series import full
+from kraiter_sync.validate.options import ValidationOptions
+
+__all__ = ["CanonicalProperties", "canonical_properties", "is_card_number", "looks_secret"]
+
+#: Key fragments that name credentials; matched case-insensitively anywhere in the key.
+_SECRET = re.compile(r"(?i)password|passwd|secret|token|api[_\-]?key|private[_\-]?key|credential")
+_CARD_CANDIDATE = r"^\d(?:[ -]?\d){12,18}$"
+_ISO_UTC = "%Y-%m-%dT%H:%M:%S%.3fZ"
+
+
+@dataclass
+class CanonicalProperties:
+    """``json`` (Utf8, ``{}`` when empty) and ``rule`` (null when ok), one per row."""
+
+    json: pl.Series
+    rule: pl.Series
+
+
+def looks_secret(key: str) -> bool:
+    """True when a property key names a credential (password, token, secret, api_key)."""
+    return bool(_SECRET.search(key))
+
+
+def is_card_number(value: str) -> bool:
+    """13-19 digits (spaces/dashes allowed) passing the Luhn check."""
+    if not re.fullmatch(_CARD_CANDIDATE, value):
+        return False
+    digits = [int(c) for c in value if c.isdigit()]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _luhn_expr(digits: pl.Expr) -> pl.Expr:
+    """Vectorised Luhn over a column of digit-only strings (13-19 long)."""
+    rev = digits.str.reverse()
+    total: pl.Expr = pl.lit(0)
+    for i in range(19):
+        d = rev.str.slice(i, 1).cast(pl.Int32, strict=False).fill_null(0)
+        if i % 2 == 1:
+            d = pl.when(d > 4).then(d * 2 - 9).otherwise(d * 2)
+        total = total + d
+    return (total % 10) == 0
+
+
+def _flatten(s: pl.Series, prefix: str, out: list[tuple[str, pl.Series]]) -> None:
+    for name in s.struct.fields:
+        child = s.struct.field(name)
+        key = f"{prefix}{name}"
+        if isinstance(child.dtype, pl.Struct):
+            _flatten(child, f"{key}.", out)
+        else:
+            out.append((key, child))
+
+
+def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series, pl.Series]:
+    """Convert one flattened leaf to a JSON-encodable column; rule per row (null = ok)."""
+    present = s.is_not_null()
+    none = full(len(s), None, pl.String)
+    rule = none
+    dtype = s.dtype
+    if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, pl.Enum | pl.Categorical):
+        s = s.cast(pl.String)
+    elif isinstance(dtype, pl.Datetime):
+        aware = (
+            s if dtype.time_zone else s.dt.replace_time_zone(options.timezone, non_existent="null")
+        )
+        s = aware.dt.convert_time_zone("UTC").dt.strftime(_ISO_UTC)
+    elif dtype == pl.Date:
+        s = s.dt.strftime("%Y-%m-%d")
+    elif dtype == pl.Time:
+        s = s.dt.strftime("%H:%M:%S%.f")
+    elif isinstance(dtype, pl.Decimal):
+        s = s.cast(pl.Float64)
+    elif not (dtype == pl.String or dtype == pl.Boolean or dtype.is_numeric() or dtype == pl.Null):
+        rule = pl.select(
+            pl.when(pl.lit(present)).then(pl.lit("properties.unsupported_type"))
+        ).to_series()
+        return full(len(s), None, pl.String), rule
+    if s.dtype.is_float():
+        bad = (s.is_nan() | s.is_infinite()).fill_null(False)
+        if bad.any():
+            rule = pl.select(pl.when(pl.lit(bad)).then(pl.lit("properties.nan"))).to_series()
+            s = pl.select(pl.when(~pl.lit(bad)).then(pl.lit(s))).to_series()
+    if s.dtype == pl.String:
+        too_long = (s.str.len_chars() > options.max_value_length).fill_null(False)
+        card = full(len(s), False, pl.Boolean)
+        if not options.allow_card_numbers:
+            cand = s.str.contains(_CARD_CANDIDATE).fill_null(False)
+            if cand.any():
+                digits = s.str.replace_all(r"[ -]", "")
+                card = pl.select(
+                    pl.lit(cand) & _luhn_expr(pl.lit(digits)).fill_null(False)
+                ).to_series()
+        rule = pl.select(
+            pl.coalesce(
+                pl.lit(rule),
+                pl.when(pl.lit(too_long)).then(pl.lit("properties.value_too_long")),
+                pl.when(pl.lit(card)).then(pl.lit("properties.card_number")),
+            )
+        ).to_series()
+    elif s.dtype.is_integer() and not options.allow_card_numbers:
+        cand = (
+            (s.abs() >= 10**12).fill_null(False) if s.dtype.is_signed_integer() else (s >= 10**12)
+        )
+        if cand.fill_null(False).any():
+            txt = s.cast(pl.String)
+            card = pl.select(
+                pl.lit(cand).fill_null(False)
+                & pl.lit(txt).str.contains(_CARD_CANDIDATE).fill_null(False)
+                & _luhn_expr(pl.lit(txt)).fill_null(False)
+            ).to_series()
+            rule = pl.select(
+                pl.coalesce(
+                    pl.lit(rule), pl.when(pl.lit(card)).then(pl.lit("properties.card_number"))
+                )
+            ).to_series()
+    key_rule = None
+    if len(key) > options.max_key_length:
+        key_rule = "properties.key_too_long"
+    elif not options.allow_secret_keys and looks_secret(key):
+        key_rule = "properties.secret"
+    if key_rule is not None:
+        rule = pl.select(
+            pl.coalesce(pl.when(pl.lit(present)).then(pl.lit(key_rule)), pl.lit(rule))
+        ).to_series()
+    return s, rule
+
+
+def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalProperties:
+    leaves: list[tuple[str, pl.Series]] = []
+    _flatten(s, "", leaves)
+    n = len(s)
+    rules: list[pl.Series] = []
+    columns: dict[str, pl.Series] = {}
+    for key, leaf in leaves:
+        if leaf.dtype == pl.Null:
+            continue
+        value, rule = _leaf(key, leaf, options)
+        rules.append(rule)
+        if key in columns:  # "a.b" both nested and literal: reject rows that set both
+            both = columns[key].is_not_null() & value.is_not_null()
+            rules.append(
+                pl.select(pl.when(pl.lit(both)).then(pl.lit("properties.key_conflict"))).to_series()
+            )
+            value = pl.select(
+                pl.coalesce(pl.lit(value), pl.lit(columns[key].cast(value.dtype, strict=False)))
+            ).to_series()
+        columns[key] = value
+    if not columns:
+        return CanonicalProperties(full(n, "{}", pl.String, "properties"), full(n, None, pl.String))
+    frame = pl.DataFrame({k: columns[k].alias(k) for k in sorted(columns)})
+    count = frame.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
+    rules.append(
+        pl.select(
+            pl.when(pl.lit(count) > options.max_properties).then(pl.lit("properties.too_many"))
+        ).to_series()
+    )
+    encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    with_nulls = [k for k in frame.columns if frame[k].null_count() > 0]
+    if with_nulls:
+        # drop "key":null entries, only in the rows that have any (quotes inside strings
+        # are escaped, so '"key":null' cannot match inside a value)
+        keys = "|".join(re.escape(json.dumps(k, ensure_ascii=False)) for k in with_nulls)
+        rows = frame.select(pl.any_horizontal(pl.col(with_nulls).is_null())).to_series()
+        idx = rows.arg_true()
+        fixed = (
+            encoded.gather(idx)
+            .str.replace_all(f",?(?:{keys}):null", "")
+            .str.replace("{,", "{", literal=True)
+        )
+        encoded = encoded.scatter(idx, fixed)
+    rule = (
+        pl.select(pl.coalesce([pl.lit(r) for r in rules])).to_series()
+        if rules
+        else full(n, None, pl.String)
+    )
+    return CanonicalProperties(encoded.alias("properties"), rule.alias("rule"))
+
+
+def _flatten_obj(obj: dict[str, Any], prefix: str, out: list[tuple[str, Any]]) -> None:
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            _flatten_obj(value, f"{prefix}{key}.", out)
+        else:
+            out.append((f"{prefix}{key}", value))
+
+
+def canonical_json_row(text: str | None, options: ValidationOptions) -> tuple[str, str | None]:
+    """One JSON-text properties value → (canonical JSON, rule or None). The reference path."""
+    if text is None or not text.strip():
+        return "{}", None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return "{}", "properties.invalid_json"
+    if not isinstance(obj, dict):
+        return "{}", "properties.invalid_json"
+    leaves: list[tuple[str, Any]] = []
+    _flatten_obj(obj, "", leaves)
+    flat: dict[str, Any] = {}
+    rule: str | None = None
+    for key, value in leaves:
+        if value is None:
+            continue
+        if key in flat:
+            rule = rule or "properties.key_conflict"
+        if isinstance(value, list):
+            rule = rule or "properties.unsupported_type"
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            rule = rule or "properties.nan"
+            continue
+        if len(key) > options.max_key_length:
+            rule = rule or "properties.key_too_long"
+        elif not options.allow_secret_keys and looks_secret(key):
+            rule = rule or "properties.secret"
+        if isinstance(value, str):
+            if len(value) > options.max_value_length:
+                rule = rule or "properties.value_too_long"
+            elif not options.allow_card_numbers and is_card_number(value):
+                rule = rule or "properties.card_number"
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not options.allow_card_numbers
+            and is_card_number(str(value))
+        ):
+            rule = rule or "properties.card_number"
+        flat[key] = value
+    if len(flat) > options.max_properties:
+        rule = rule or "properties.too_many"
+    text_out = json.dumps(dict(sorted(flat.items())), ensure_ascii=False, separators=(",", ":"))
+    return text_out, rule
+
+
+def canonical_properties(values: pl.Series, options: ValidationOptions) -> CanonicalProperties:
+    """Flatten, check and encode a properties column of any supported dtype."""
+    n = len(values)
+    if isinstance(values.dtype, pl.Struct):
+        # a null struct row means "no properties"
+        out = _struct_path(values, options)
+        if values.null_count():
+            out.json = (
+                pl.select(
+                    pl.when(pl.lit(values).is_null()).then(pl.lit("{}")).otherwise(pl.lit(out.json))
+                )
+                .to_series()
+                .alias("properties")
+            )
+        return out
+    if values.dtype == pl.Null:
+        return CanonicalProperties(
+            full(n, "{}", pl.String, "properties"), full(n, None, pl.String, "rule")
+        )
+    if values.dtype == pl.String:
+        # per row, but only the rows that hold text: empty and null cost nothing
+        out_json = full(n, "{}", pl.String, "properties")
+        out_rule = full(n, None, pl.String, "rule")
+        idx = (values.str.strip_chars().str.len_bytes() > 0).fill_null(False).arg_true()
+        if len(idx):
+            pairs = [canonical_json_row(v, options) for v in values.gather(idx).to_list()]
+            out_json = out_json.scatter(idx, pl.Series([p for p, _ in pairs], dtype=pl.String))
+            out_rule = out_rule.scatter(idx, pl.Series([r for _, r in pairs], dtype=pl.String))
+        return CanonicalProperties(out_json, out_rule)
+    msg = f"properties column has unsupported type {values.dtype}: map it to a struct or JSON text"
+    raise TypeError(msg)

@@ -1,0 +1,176 @@
+"""Timestamp parsing: ISO 8601 strings, native datetimes and dates, epoch numbers.
+
+Output is always ``Datetime("us", "UTC")``. Naive values (no offset) take
+``options.timezone``; numeric values are epochs whose unit is given or detected per value
+from its magnitude (seconds < 1e11 ≤ milliseconds < 1e14 ≤ microseconds < 1e17 ≤
+nanoseconds), and the units seen are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from kraiter_sync.validate._series import full
+from kraiter_sync.validate.options import EpochUnit, ValidationOptions
+
+__all__ = ["ISO_FORMAT", "ParsedTimestamps", "parse_timestamps", "to_iso"]
+
+#: The canonical wire form: UTC with milliseconds and ``Z``.
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
+_UTC = pl.Datetime("us", "UTC")
+_SCALE = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}
+
+
+@dataclass
+class ParsedTimestamps:
+    """Parsed values, the rule per row (null = ok) and what was detected."""
+
+    timestamp: pl.Series
+    rule: pl.Series
+    formats: dict[str, int] = field(default_factory=dict)
+    naive: int = 0
+
+
+def _localise(s: pl.Series, timezone: str) -> pl.Series:
+    """Naive → ``timezone`` → UTC; non-existent local times (DST gaps) become null."""
+    return (
+        s.cast(pl.Datetime("us"))
+        .dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
+    )
+
+
+def _from_epoch(num: pl.Series, unit: EpochUnit | None) -> tuple[pl.Series, dict[str, int]]:
+    """Epoch numbers → UTC, unit given or detected per value by magnitude."""
+    f = num.cast(pl.Float64)
+    mag = f.abs()
+    if unit is None:
+        units = pl.select(
+            pl.when(mag < 1e11)
+            .then(pl.lit("s"))
+            .when(mag < 1e14)
+            .then(pl.lit("ms"))
+            .when(mag < 1e17)
+            .then(pl.lit("us"))
+            .otherwise(pl.lit("ns"))
+        ).to_series()
+        units = pl.select(pl.when(f.is_not_null()).then(units)).to_series()
+    else:
+        units = pl.select(pl.when(f.is_not_null()).then(pl.lit(unit))).to_series()
+    scale = units.replace_strict(_SCALE, return_dtype=pl.Float64, default=None)
+    if num.dtype.is_integer() and (unit in (None, "s", "ms", "us")):
+        # exact integer path: no float rounding for realistic magnitudes
+        iscale = units.replace_strict(
+            {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1}, return_dtype=pl.Int64, default=None
+        )
+        micros = pl.select(
+            pl.when(pl.lit(units) == "ns")
+            .then(pl.lit(num).cast(pl.Int64) // 1000)
+            .otherwise(pl.lit(num).cast(pl.Int64) * pl.lit(iscale))
+        ).to_series()
+    else:
+        micros = pl.select(
+            pl.when(pl.lit(f).is_finite()).then((pl.lit(f) * pl.lit(scale)).round(0))
+        ).to_series()
+        micros = micros.cast(pl.Int64, strict=False)
+    counts = units.drop_nulls().value_counts()
+    found = {f"epoch_{u}": int(c) for u, c in counts.iter_rows()}
+    return micros.cast(_UTC), found
+
+
+def _from_strings(s: pl.Series, options: ValidationOptions) -> ParsedTimestamps:
+    s = s.str.strip_chars()
+    s = s.str.replace(r"^(\d{4}-\d{2}-\d{2})[ t]", "${1}T").str.replace(r"[Zz]$", "+00:00")
+    has_offset = s.str.contains(r"T.*[+-]\d{2}:?\d{2}$")
+    aware = s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC")
+    aware_min = s.str.to_datetime("%Y-%m-%dT%H:%M%z", strict=False, time_zone="UTC")
+    naive = pl.select(
+        pl.coalesce(
+            pl.lit(s).str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
+            pl.lit(s).str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
+            pl.lit(s).str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
+        )
+    ).to_series()
+    is_number = s.str.contains(r"^-?\d+(?:\.\d+)?$")
+    formats: dict[str, int] = {}
+    epoch = full(len(s), None, _UTC)
+    if is_number.any():
+        nums = s.cast(pl.Float64, strict=False)
+        ints = s.cast(pl.Int64, strict=False)
+        src = ints if ints.null_count() == s.null_count() else nums
+        epoch, formats = _from_epoch(
+            pl.select(pl.when(is_number).then(src)).to_series(), options.epoch_unit
+        )
+    with_offset = pl.select(
+        pl.when(pl.lit(has_offset)).then(pl.coalesce(pl.lit(aware), pl.lit(aware_min)))
+    ).to_series()
+    naive_ok = (~has_offset) & naive.is_not_null() & ~is_number
+    localised = _localise(naive, options.timezone)
+    ts = pl.select(
+        pl.coalesce(
+            pl.lit(with_offset),
+            pl.when(pl.lit(naive_ok)).then(pl.lit(localised)),
+            pl.lit(epoch),
+        )
+    ).to_series()
+    n_offset = int(with_offset.is_not_null().sum())
+    n_naive = int((naive_ok & localised.is_not_null()).sum())
+    if n_offset:
+        formats["iso8601_offset"] = n_offset
+    if n_naive:
+        formats["iso8601_naive"] = n_naive
+    missing = s.is_null() | (s == "")
+    return ParsedTimestamps(ts, _rules(ts, missing, options), formats, n_naive)
+
+
+def _rules(ts: pl.Series, missing: pl.Series, options: ValidationOptions) -> pl.Series:
+    now = options.current_time()
+    limit = now + options.future_tolerance
+    return pl.select(
+        pl.when(pl.lit(missing))
+        .then(pl.lit("timestamp.missing"))
+        .when(pl.lit(ts).is_null())
+        .then(pl.lit("timestamp.unparseable"))
+        .when(pl.lit(ts) > pl.lit(limit).cast(_UTC))
+        .then(pl.lit("timestamp.future"))
+        .when(pl.lit(ts) < pl.lit(options.floor).cast(_UTC))
+        .then(pl.lit("timestamp.too_old"))
+        .otherwise(pl.lit(None, pl.String))
+    ).to_series()
+
+
+def parse_timestamps(values: pl.Series, options: ValidationOptions) -> ParsedTimestamps:
+    """Parse one column of any supported dtype; never raises for bad values (they get a rule)."""
+    dtype = values.dtype
+    n_present = len(values) - values.null_count()
+    if dtype == pl.String:
+        return _from_strings(values, options)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            ts = _localise(values, options.timezone)
+            fmt, naive = "datetime_naive", n_present
+        else:
+            ts = values.dt.convert_time_zone("UTC").cast(_UTC)
+            fmt, naive = "datetime", 0
+        formats = {fmt: n_present} if n_present else {}
+        return ParsedTimestamps(
+            ts.cast(_UTC), _rules(ts, values.is_null(), options), formats, naive
+        )
+    if dtype == pl.Date:
+        ts = _localise(values.cast(pl.Datetime("us")), options.timezone)
+        formats = {"date": n_present} if n_present else {}
+        return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), formats, n_present)
+    if dtype.is_numeric():
+        ts, formats = _from_epoch(values, options.epoch_unit)
+        return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), formats, 0)
+    if dtype == pl.Null:
+        ts = full(len(values), None, _UTC)
+        return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), {}, 0)
+    return _from_strings(values.cast(pl.String, strict=False), options)
+
+
+def to_iso(ts: pl.Series) -> pl.Series:
+    """``YYYY-MM-DDTHH:MM:SS.sssZ`` for UTC datetimes."""
+    return ts.dt.strftime(ISO_FORMAT)
