@@ -408,9 +408,13 @@ def _is_driver_error(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         return True
     root = type(exc).__module__.split(".")[0]
-    return root in {"duckdb", "_duckdb", "adbc_driver_manager", "adbc_driver_postgresql"} or (
-        isinstance(exc, pl.exceptions.PolarsError | OSError)
-    )
+    return root in {
+        "duckdb",
+        "_duckdb",
+        "adbc_driver_manager",
+        "adbc_driver_postgresql",
+        "pyarrow",
+    } or (isinstance(exc, pl.exceptions.PolarsError | OSError))
 
 
 _CONNECTION_WORDS = re.compile(
