@@ -1,9 +1,14 @@
 """kraiter-sync: move contacts and event history into and out of Kraiter.
 
-The library API mirrors the CLI: every command is a function of the same verb.
+The library API mirrors the CLI: every command is a function of the same verb
+(``validate_inputs``, ``import_``, ``retry_``, …). Heavy modules (polars, the HTTP
+stack) load on first use, so ``import kraiter_sync`` and ``kraiter-sync --help`` stay fast.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -11,20 +16,90 @@ from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import (
     ApiError,
     ConfigError,
+    GuardError,
     IncompleteError,
     InputError,
     KraiterSyncError,
+    StateError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from kraiter_sync.client import KraiterClient, SyncKraiterClient
+    from kraiter_sync.connectors import Connector, list_presets, load_connector
+    from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
+    from kraiter_sync.importer import ImportOptions, ImportResult, import_, retry_
+    from kraiter_sync.ledger import Ledger
+    from kraiter_sync.pipeline import InputOptions, validate_inputs
+    from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
+    from kraiter_sync.validate import ValidationOptions, validate_contacts, validate_events
+
+_LAZY = {
+    "KraiterClient": "kraiter_sync.client",
+    "SyncKraiterClient": "kraiter_sync.client",
+    "Connector": "kraiter_sync.connectors",
+    "list_presets": "kraiter_sync.connectors",
+    "load_connector": "kraiter_sync.connectors",
+    "EmulatorConfig": "kraiter_sync.emulator",
+    "create_app": "kraiter_sync.emulator",
+    "serve_in_thread": "kraiter_sync.emulator",
+    "ImportOptions": "kraiter_sync.importer",
+    "ImportResult": "kraiter_sync.importer",
+    "import_": "kraiter_sync.importer",
+    "retry_": "kraiter_sync.importer",
+    "Ledger": "kraiter_sync.ledger",
+    "InputOptions": "kraiter_sync.pipeline",
+    "validate_inputs": "kraiter_sync.pipeline",
+    "iter_chunks": "kraiter_sync.sources",
+    "open_source": "kraiter_sync.sources",
+    "read_source": "kraiter_sync.sources",
+    "scan_source": "kraiter_sync.sources",
+    "ValidationOptions": "kraiter_sync.validate",
+    "validate_contacts": "kraiter_sync.validate",
+    "validate_events": "kraiter_sync.validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'kraiter_sync' has no attribute {name!r}"
+        raise AttributeError(msg)
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "ApiError",
     "ConfigError",
+    "Connector",
+    "EmulatorConfig",
+    "GuardError",
+    "ImportOptions",
+    "ImportResult",
     "IncompleteError",
     "InputError",
+    "InputOptions",
+    "KraiterClient",
     "KraiterSyncError",
+    "Ledger",
     "Settings",
+    "StateError",
+    "SyncKraiterClient",
     "UsageError",
+    "ValidationOptions",
     "__version__",
+    "create_app",
+    "import_",
+    "iter_chunks",
+    "list_presets",
+    "load_connector",
+    "open_source",
+    "read_source",
     "resolve_settings",
+    "retry_",
+    "scan_source",
+    "serve_in_thread",
+    "validate_contacts",
+    "validate_events",
+    "validate_inputs",
 ]

@@ -11,9 +11,13 @@ rejected rows; 4 incomplete (interrupted or out of retries; re-running resumes).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import shlex
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +37,11 @@ from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 
 if TYPE_CHECKING:
     from kraiter_sync.emulator.config import ListShape, UnknownEmail
+    from kraiter_sync.importer import ImportResult
+    from kraiter_sync.ledger import RunRecord
+    from kraiter_sync.pipeline import InputOptions
 
-__all__ = ["Common", "common_options", "main"]
+__all__ = ["Common", "common_options", "input_options", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
@@ -186,6 +193,134 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------
 
 
+def input_options(func: F) -> F:
+    """Options for reading and mapping inputs, shared by validate, import and reconcile.
+
+    The command receives them as ``inputs: InputOptions``.
+    """
+
+    @click.option(
+        "--kind",
+        type=click.Choice(["events", "contacts"]),
+        default=None,
+        help="What the files hold [default: detected from the columns].",
+    )
+    @click.option(
+        "--connector",
+        metavar="NAME|FILE",
+        default=None,
+        help="A preset (see `kraiter-sync connectors`) or a connector .toml file.",
+    )
+    @click.option(
+        "--map",
+        "mapping",
+        metavar="FIELD=COLUMN",
+        multiple=True,
+        help="Use COLUMN for FIELD (email, contact_id, user_id, name, timestamp); "
+        "repeatable. Wins over detection and connectors.",
+    )
+    @click.option(
+        "--timezone",
+        default=None,
+        metavar="ZONE",
+        help="IANA zone for timestamps without an offset [default: UTC, reported].",
+    )
+    @click.option(
+        "--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/JSON inputs."
+    )
+    @click.option(
+        "--allow-smtputf8",
+        is_flag=True,
+        help="Accept non-ASCII local parts (off: Kraiter sends through Amazon SES, "
+        "which refuses them).",
+    )
+    @click.option(
+        "--chunk-size",
+        type=click.IntRange(min=1),
+        default=100_000,
+        show_default=True,
+        help="Rows read and validated at a time (memory bound).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kraiter_sync.connectors import parse_overrides
+        from kraiter_sync.pipeline import InputOptions
+        from kraiter_sync.validate import ValidationOptions
+
+        timezone = kwargs.pop("timezone")
+        validation = ValidationOptions(allow_smtputf8=kwargs.pop("allow_smtputf8"))
+        if timezone:
+            validation = dataclasses.replace(validation, timezone=timezone)
+        kwargs["inputs"] = InputOptions(
+            kind=kwargs.pop("kind"),
+            connector=kwargs.pop("connector"),
+            mapping=parse_overrides(kwargs.pop("mapping")),
+            encoding=kwargs.pop("encoding"),
+            chunk_size=kwargs.pop("chunk_size"),
+            timezone=timezone,
+            validation=validation,
+        )
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def _default_rejects(state_dir: Path, stem: str) -> Path:
+    return state_dir / "rejects" / f"{stem}.csv"
+
+
+@main.command("validate")
+@click.argument("paths", nargs=-1, required=True)
+@input_options
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write rejected rows here (.csv, .parquet or .ndjson) "
+    "[default: STATE_DIR/rejects/validate-TIME.csv].",
+)
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the full report as JSON here.",
+)
+@common_options
+def validate_command(
+    paths: tuple[str, ...],
+    inputs: InputOptions,
+    rejects: Path | None,
+    report: Path | None,
+    common: Common,
+) -> None:
+    """Check files without sending anything: what would be sent, what is wrong.
+
+    PATHS are files, directories or globs (quote globs); each argument is one input with
+    its own column mapping, and its kind (events or contacts) is detected unless --kind
+    is given. Every row is counted once: valid, duplicate or rejected; rejected rows go
+    to the rejects file with a rule code and a message.
+
+    \b
+    Exit codes: 0 nothing rejected · 3 rows rejected · 2 unusable input.
+    \b
+    Examples:
+      kraiter-sync validate events.parquet
+      kraiter-sync validate 'unload/part-*.csv.gz' --map email='Work Email' --timezone Europe/Berlin
+    """
+    from kraiter_sync.pipeline import validate_inputs
+
+    state_dir = common.state_dir or common.settings().state_dir
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    rejects_path = rejects or _default_rejects(state_dir, f"validate-{stamp}")
+    result = validate_inputs(paths, inputs, rejects_path=rejects_path, report_path=report)
+    for line in result.detections:
+        log.info("%s", line)
+    click.echo(result.summary())
+    if result.rejected:
+        click.echo(f"rejected rows: {result.rejects_path}")
+    sys.exit(result.exit_code)
+
+
 @main.command("connectors")
 @click.option(
     "--show",
@@ -224,6 +359,292 @@ def connectors_command(common: Common, show: str | None) -> None:
 # ---------------------------------------------------------------------------------------
 # import, runs, retry (issue 4)
 # ---------------------------------------------------------------------------------------
+
+
+def _render_import(result: ImportResult) -> str:
+    """The final summary: every row accounted for, then the run's vital signs."""
+    lines = []
+    for kind, c in (("contacts", result.contacts), ("events", result.events)):
+        if not c.read:
+            continue
+        parts = [f"{c.read:,} read"]
+        for label, value in (
+            ("sent", c.sent),
+            ("verified already in Kraiter", c.verified),
+            ("unchanged", c.unchanged),
+            ("already imported", c.already),
+            ("duplicates", c.duplicates),
+            ("invalid", c.invalid),
+            ("rejected by Kraiter", c.rejected),
+            ("previously rejected", c.previously_rejected),
+            ("failed", c.failed),
+            ("would send" if result.dry_run else "not sent", c.pending),
+        ):
+            if value:
+                parts.append(f"{value:,} {label}")
+        lines.append(f"{kind}: " + ", ".join(parts))
+    lines.append(
+        f"{result.requests:,} requests in {result.duration_s:.1f}s "
+        f"({result.requests_per_s:.1f}/s), {result.retries:,} retries, "
+        f"{result.rate_limited:,} answered 429"
+    )
+    if any(c.invalid or c.rejected for c in (result.contacts, result.events)):
+        lines.append(f"rejected rows: {result.rejects_path}")
+    return "\n".join(lines)
+
+
+@main.command("import")
+@click.argument("paths", nargs=-1, required=True)
+@input_options
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write rejected rows here (.csv, .parquet or .ndjson) "
+    "[default: STATE_DIR/rejects/run-N.csv].",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Ceiling in requests/s [default: as fast as Kraiter allows; the rate "
+    "adapts to 429s and X-RateLimit headers either way].",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Retries per request on 429, 5xx, timeouts and dropped connections (0: no retries).",
+)
+@click.option(
+    "--allow-triggers",
+    is_flag=True,
+    help="Send events even when their names trigger live sequences (this can "
+    "enrol contacts and send real emails).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@common_options
+def import_command(
+    paths: tuple[str, ...],
+    inputs: InputOptions,
+    rejects: Path | None,
+    dry_run: bool,
+    concurrency: int,
+    rate: float | None,
+    max_retries: int,
+    allow_triggers: bool,
+    as_json: bool,
+    common: Common,
+) -> None:
+    """Load contacts and events into Kraiter: nothing lost, nothing sent twice.
+
+    PATHS are files, directories or globs; each argument is one input whose kind
+    (contacts or events) is detected from its columns unless --kind is given. Contacts
+    are written first, then events, each event exactly once: a killed or failed run is
+    resumed by running the same command again (the ledger in the state directory knows
+    what was sent, and anything in doubt is checked against Kraiter before re-sending).
+
+    \b
+    Exit codes: 0 all sent · 3 finished with rejected rows (see the rejects file)
+                4 incomplete (interrupted or out of retries: re-run to resume) · 2 usage
+    \b
+    Examples:
+      kraiter-sync import sample_data/contacts.csv sample_data/events.parquet
+      kraiter-sync import 'export/*.parquet' --connector segment_tracks --rate 50
+      kraiter-sync import events.csv --map email=user_email --dry-run
+    """
+    from kraiter_sync.importer import ImportOptions, import_
+    from kraiter_sync.progress import ImportProgress
+
+    settings = common.settings()
+    options = ImportOptions(
+        input=inputs,
+        rejects=rejects,
+        dry_run=dry_run,
+        concurrency=concurrency,
+        rate=rate,
+        max_retries=max_retries,
+        allow_triggers=allow_triggers,
+    )
+    args = {
+        "paths": list(paths),
+        "dry_run": dry_run,
+        "kind": inputs.kind,
+        "connector": inputs.connector,
+        "concurrency": concurrency,
+        "rate": rate,
+    }
+    with ImportProgress.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+        result = import_(
+            paths, settings=settings, options=options, args=args, on_progress=progress.update
+        )
+    _finish_import(result, as_json=as_json)
+
+
+def _finish_import(result: ImportResult, *, as_json: bool) -> None:
+    """Print the summary and exit with the run's code (import and retry)."""
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        click.echo(_render_import(result))
+    for warning in result.warnings:
+        log.warning("warning: %s", warning)
+    if result.exit_code == EXIT_INCOMPLETE:
+        click.echo(
+            "incomplete: re-run the same command to resume (nothing will be sent twice): "
+            + _resume_command(),
+            err=True,
+        )
+    sys.exit(result.exit_code)
+
+
+def _resume_command() -> str:
+    """This command line again, minus any --api-key value (never echo a key)."""
+    args = sys.argv[1:]
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--api-key":
+            skip = True
+            continue
+        if arg.startswith("--api-key="):
+            continue
+        kept.append(arg)
+    return shlex.join(["kraiter-sync", *kept])
+
+
+@main.command("retry")
+@click.argument("rejects_file", type=click.Path(path_type=Path))
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where rows rejected again go [default: STATE_DIR/rejects/run-N.csv].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Ceiling in requests/s.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Retries per request (0: none).",
+)
+@click.option(
+    "--allow-triggers",
+    is_flag=True,
+    help="Send events even when their names trigger live sequences.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@common_options
+def retry_command(
+    rejects_file: Path,
+    rejects: Path | None,
+    concurrency: int,
+    rate: float | None,
+    max_retries: int,
+    allow_triggers: bool,
+    as_json: bool,
+    common: Common,
+) -> None:
+    """Re-send the rows Kraiter rejected, once you have fixed the cause.
+
+    REJECTS_FILE is the file an `import` named in its summary. Only rows Kraiter refused
+    (stage "rejected", e.g. a property it found too long after you raised a limit, or a
+    contact that was missing) are sent again; rows caught by validation (stage
+    "invalid") need fixing in the source and a new import. Nothing is sent twice.
+    """
+    from kraiter_sync.importer import ImportOptions, retry_
+    from kraiter_sync.progress import ImportProgress
+
+    options = ImportOptions(
+        rejects=rejects,
+        concurrency=concurrency,
+        rate=rate,
+        max_retries=max_retries,
+        allow_triggers=allow_triggers,
+    )
+    with ImportProgress.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+        result = retry_(
+            rejects_file, settings=common.settings(), options=options, on_progress=progress.update
+        )
+    _finish_import(result, as_json=as_json)
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _run_dict(run: RunRecord) -> dict[str, Any]:
+    out = dataclasses.asdict(run)
+    out["started_at"] = _iso(run.started_at)
+    out["finished_at"] = _iso(run.finished_at)
+    return out
+
+
+@main.command("runs")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many of the latest runs to show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON on stdout.")
+@common_options
+def runs_command(limit: int, as_json: bool, common: Common) -> None:
+    """Show the history of runs recorded in the state directory's ledger."""
+    from kraiter_sync.ledger import Ledger
+
+    settings = common.settings()
+    if not settings.ledger_path.exists():
+        click.echo("no runs yet" if not as_json else "[]")
+        return
+    with Ledger(settings.ledger_path) as ledger:
+        runs = ledger.list_runs(limit=limit)
+    if as_json:
+        click.echo(json.dumps([_run_dict(r) for r in runs], indent=2))
+        return
+    click.echo(f"{'ID':>5}  {'COMMAND':<9} {'STATUS':<11} {'STARTED':<20}  SUMMARY")
+    for run in runs:
+        summary = ""
+        if run.counts:
+            ev = run.counts.get("events") or {}
+            ct = run.counts.get("contacts") or {}
+            summary = (
+                f"contacts {ct.get('sent', 0)} sent/{ct.get('read', 0)} read; "
+                f"events {ev.get('sent', 0)} sent/{ev.get('read', 0)} read"
+                if ev or ct
+                else json.dumps(run.counts)[:60]
+            )
+        click.echo(
+            f"{run.id:>5}  {run.command:<9} {run.status:<11} {_iso(run.started_at):<20}  {summary}"
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -81,6 +81,9 @@ class RequestObserver(Protocol):
     def after_response(self, status: int, headers: Mapping[str, str]) -> None:
         """Called after every HTTP response, error statuses included."""
 
+    def after_failure(self) -> None:
+        """Called when a request that was let out got no answer (cut, timed out)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -391,6 +394,8 @@ class KraiterClient:
             finally:
                 await response.aclose()
         except httpx.HTTPError as exc:
+            if observer is not None:
+                observer.after_failure()
             raise _translate_transport_error(exc, method=method, path=path) from exc
         if observer is not None:
             observer.after_response(response.status_code, response.headers)

@@ -19,7 +19,7 @@ import respx
 from kraiter_sync.client import USER_AGENT, KraiterClient, Page
 from kraiter_sync.config import Settings
 from kraiter_sync.dialect import ROUTES, Dialect, Route, decode_list, encode_segment
-from kraiter_sync.errors import ApiError
+from kraiter_sync.errors import ApiError, ResponseLostError
 
 pytestmark = pytest.mark.anyio
 
@@ -690,6 +690,9 @@ class RecordingObserver:
         self.log.append(("after", status))
         assert headers.get("x-ratelimit-remaining") == "7"
 
+    def after_failure(self) -> None:
+        self.log.append(("failed", None))
+
 
 async def test_observer_sees_every_request_and_answer(router: respx.MockRouter) -> None:
     headers = {"X-RateLimit-Remaining": "7"}
@@ -705,6 +708,15 @@ async def test_observer_sees_every_request_and_answer(router: respx.MockRouter) 
         with pytest.raises(ApiError):
             await client.track_event("a", contact_id="cnt_1")
     assert observer.log == [("before", None), ("after", 201), ("before", None), ("after", 429)]
+
+
+async def test_observer_hears_of_requests_that_got_no_answer(router: respx.MockRouter) -> None:
+    router.post("/api/events").mock(side_effect=httpx.RemoteProtocolError("cut"))
+    observer = RecordingObserver()
+    async with KraiterClient(BASE, KEY, transport=mocked(router), observer=observer) as client:
+        with pytest.raises(ResponseLostError):
+            await client.track_event("a", contact_id="cnt_1")
+    assert observer.log == [("before", None), ("failed", None)]
 
 
 async def test_from_settings_uses_base_url_and_key(router: respx.MockRouter) -> None:

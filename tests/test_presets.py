@@ -80,7 +80,8 @@ def test_sample_maps_to_the_exact_mapped_schema(preset: Connector) -> None:
         assert mapped["name"].dtype == pl.String
         assert mapped["name"].null_count() == 0
         assert mapped["timestamp"].null_count() == 0
-        assert mapped["user_id"].null_count() == 0
+        if "user_id" in preset.fields:  # kraiter-sync's own formats carry no user id
+            assert mapped["user_id"].null_count() == 0
 
 
 def test_sample_maps_lazily_and_in_chunks_the_same(preset: Connector) -> None:

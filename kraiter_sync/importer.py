@@ -1,0 +1,617 @@
+"""``import``: files → validated frames → plan against the ledger → upload → report.
+
+Two passes keep memory flat and make the safety checks possible before anything is
+sent:
+
+1. **Validate** every input in chunks. Invalid rows go to the rejects file; valid
+   events are spooled to Parquet parts in the state directory; the event names and
+   contact emails seen are collected.
+2. **Send.** First the sequence-trigger guard (nothing has been sent yet). Then
+   contacts (created or patched; unchanged ones skipped by hash). Then, for events:
+   one upsert per contact the ledger does not know yet, verification of keys a killed
+   run left ``inflight``, and the spool chunk by chunk, minus keys already recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from kraiter_sync.client import KraiterClient
+from kraiter_sync.config import Settings
+from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
+from kraiter_sync.ledger import Ledger, state_lock
+from kraiter_sync.logs import get_logger
+from kraiter_sync.pipeline import InputOptions, KindValidation, PreparedInput, prepare_inputs
+from kraiter_sync.progress import Snapshot
+from kraiter_sync.ratelimit import RateController
+from kraiter_sync.rejects import RejectsWriter
+from kraiter_sync.retry import RetryPolicy
+from kraiter_sync.upload import (
+    ContactRow,
+    Engine,
+    EngineOptions,
+    EngineStats,
+    EventRow,
+    Outcome,
+    rows_of_events,
+)
+from kraiter_sync.validate import REJECT_SCHEMA, ValidationReport
+
+__all__ = ["ImportOptions", "ImportResult", "KindCounts", "import_", "retry_"]
+
+log = get_logger("import")
+_SPOOL_COLUMNS = [
+    "event_key",
+    "email",
+    "contact_id",
+    "name",
+    "timestamp_iso",
+    "properties",
+    "source_file",
+    "source_row",
+]
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """Everything ``kraiter-sync import`` takes besides the paths and the target."""
+
+    input: InputOptions = field(default_factory=InputOptions)
+    rejects: Path | None = None
+    dry_run: bool = False
+    concurrency: int = 16
+    #: Ceiling in requests/s (None: as fast as Kraiter allows).
+    rate: float | None = None
+    max_retries: int = 5
+    allow_triggers: bool = False
+    #: Send again the keys the ledger holds as ``rejected`` (what ``retry`` does).
+    resend_rejected: bool = False
+
+
+@dataclass
+class KindCounts:
+    """What happened to every row of one kind.
+
+    ``read = duplicates + invalid + already + previously_rejected + sent + verified
+    + unchanged + rejected + failed + pending``.
+    """
+
+    read: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    already: int = 0
+    previously_rejected: int = 0
+    sent: int = 0
+    verified: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    failed: int = 0
+    pending: int = 0
+
+    def absorb(self, report: ValidationReport) -> None:
+        self.read += report.rows_read
+        self.duplicates += report.duplicates
+        self.invalid += report.rejected
+
+    @property
+    def accounted(self) -> int:
+        return (
+            self.duplicates
+            + self.invalid
+            + self.already
+            + self.previously_rejected
+            + self.sent
+            + self.verified
+            + self.unchanged
+            + self.rejected
+            + self.failed
+            + self.pending
+        )
+
+
+@dataclass
+class ImportResult:
+    """The outcome of one import run; ``exit_code`` follows design.md §8."""
+
+    run_id: int
+    events: KindCounts = field(default_factory=KindCounts)
+    contacts: KindCounts = field(default_factory=KindCounts)
+    rejects_path: Path | None = None
+    duration_s: float = 0.0
+    requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    interrupted: bool = False
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        kinds = (self.events, self.contacts)
+        if self.interrupted or any(c.failed or (c.pending and not self.dry_run) for c in kinds):
+            return EXIT_INCOMPLETE
+        if any(c.invalid or c.rejected for c in kinds):
+            return EXIT_REJECTED
+        return EXIT_OK
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rejects_path"] = str(self.rejects_path) if self.rejects_path else None
+        out["exit_code"] = self.exit_code
+        out["requests_per_s"] = round(self.requests_per_s, 1)
+        return out
+
+
+def contact_hash(properties: str | None, user_id: str | None) -> str:
+    """Hash of what we would write for a contact: equal hash → nothing to send."""
+    text = f"{user_id or ''}\x1f{properties or '{}'}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _api_rejects(outcomes: Sequence[Outcome[Any]]) -> pl.DataFrame:
+    """Outcomes refused by Kraiter as rows of the rejects frame (stage ``rejected``)."""
+    rows = []
+    for o in outcomes:
+        row = o.row
+        is_event = isinstance(row, EventRow)
+        rows.append(
+            {
+                "source_file": row.source_file,
+                "source_row": row.source_row,
+                "field": "api",
+                "rule": f"api.{o.code}",
+                "message": o.message,
+                "stage": "rejected",
+                "email": row.email,
+                "contact_id": row.contact_id if is_event else None,
+                "name": row.name if is_event else None,
+                "timestamp": row.timestamp if is_event else None,
+                "properties": row.properties,
+            }
+        )
+    return pl.DataFrame(rows, schema=REJECT_SCHEMA)
+
+
+class _Run:
+    """State of one import between its two passes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: ImportOptions,
+        ledger: Ledger,
+        run_id: int,
+        writer: RejectsWriter,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.ledger = ledger
+        self.run_id = run_id
+        self.writer = writer
+        self.target = settings.target
+        self.spool = settings.state_dir / "spool" / f"run-{run_id}"
+        self.spool_parts: list[Path] = []
+        self.contacts: pl.DataFrame | None = None
+        self.names: set[str] = set()
+        self.emails: pl.Series | None = None
+        self.result = ImportResult(run_id=run_id, rejects_path=writer.path, dry_run=options.dry_run)
+
+    # -- pass 1 --------------------------------------------------------------------------
+
+    def validate(self, inputs: Sequence[PreparedInput]) -> None:
+        kinds = {i.kind for i in inputs}
+        if "contacts" in kinds:
+            run = KindValidation(
+                "contacts", inputs, self.options.input, on_rejects=self.writer.write
+            )
+            frames = list(run.run())
+            self.contacts = pl.concat(frames) if frames else None
+            self.result.contacts.absorb(run.report)
+            self.result.warnings.extend(run.report.all_warnings())
+        if "events" in kinds:
+            run = KindValidation("events", inputs, self.options.input, on_rejects=self.writer.write)
+            self.spool.mkdir(parents=True, exist_ok=True)
+            emails: list[pl.Series] = []
+            for part, valid in enumerate(run.run()):
+                if not valid.height:
+                    continue
+                frame = valid.select(
+                    [
+                        pl.col(c) if c in valid.columns else pl.lit(None, pl.String).alias(c)
+                        for c in _SPOOL_COLUMNS
+                    ]
+                )
+                path = self.spool / f"part-{part:05d}.parquet"
+                frame.write_parquet(path)
+                self.spool_parts.append(path)
+                self.names.update(frame["name"].unique().to_list())
+                emails.append(frame["email"].drop_nulls().unique())
+            if emails:
+                self.emails = pl.concat(emails).unique()
+            self.result.events.absorb(run.report)
+            self.result.warnings.extend(run.report.all_warnings())
+
+    def spooled(self) -> Iterator[pl.DataFrame]:
+        for path in self.spool_parts:
+            yield pl.read_parquet(path)
+
+    # -- pass 2 --------------------------------------------------------------------------
+
+    async def guard_triggers(self, engine: Engine) -> None:
+        """Refuse back-dated events that would start live sequences (before any send)."""
+        if self.options.allow_triggers or not self.names:
+            return
+
+        async def listing() -> list[dict[str, Any]]:
+            return [seq async for seq in engine.client.list_sequences()]
+
+        hits: dict[str, list[str]] = {}
+        for seq in await engine.with_retry(listing):
+            if str(seq.get("status", "")).lower() != "active":
+                continue
+            for trigger in seq.get("triggers") or []:
+                event = trigger.get("event") if isinstance(trigger, dict) else trigger
+                if event in self.names:
+                    label = f"{seq.get('name') or seq.get('id')} ({seq.get('id')})"
+                    hits.setdefault(str(event), []).append(label)
+        if hits:
+            found = "; ".join(f"{name} → {', '.join(seqs)}" for name, seqs in sorted(hits.items()))
+            msg = (
+                f"nothing was sent: these event names trigger live sequences and importing "
+                f"history would enrol contacts and send real emails: {found}. Pause those "
+                "sequences, or pass --allow-triggers if that is what you want"
+            )
+            raise GuardError(msg)
+
+    def plan_contacts(self, frame: pl.DataFrame) -> tuple[list[ContactRow], int]:
+        """Rows whose hash differs from what the ledger last wrote, and the unchanged count."""
+        hashes = [
+            contact_hash(p, u) for p, u in zip(frame["properties"], frame["user_id"], strict=True)
+        ]
+        cached = {
+            email: digest
+            for email, (_cid, digest) in self.ledger.get_contacts(
+                self.target, frame["email"].to_list()
+            ).items()
+        }
+        rows: list[ContactRow] = []
+        unchanged = 0
+        for email, props, user, sfile, srow, digest in zip(
+            frame["email"],
+            frame["properties"],
+            frame["user_id"],
+            frame["source_file"],
+            frame["source_row"],
+            hashes,
+            strict=True,
+        ):
+            if cached.get(email) == digest:
+                unchanged += 1
+                continue
+            rows.append(ContactRow(email, props, user, sfile, int(srow), digest))
+        return rows, unchanged
+
+    async def send_contacts(self, engine: Engine, frame: pl.DataFrame) -> None:
+        counts = self.result.contacts
+        rows, counts.unchanged = self.plan_contacts(frame)
+        if self.options.dry_run:
+            counts.pending = counts.read - counts.accounted
+            return
+        before = engine.stats
+        rejected = await engine.write_contacts(rows)
+        if rejected:
+            self.writer.write(_api_rejects(rejected))
+        counts.sent = before.contacts_created + before.contacts_updated
+        counts.unchanged += before.contacts_unchanged
+        counts.rejected = before.contacts_rejected
+        counts.failed = before.contacts_failed
+        counts.pending = counts.read - counts.accounted
+
+    def _plan_part(
+        self, frame: pl.DataFrame, ids: dict[str, str]
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Split a spool part: (rows to send, rows left inflight by a killed run)."""
+        states = self.ledger.known_states(self.target, frame["event_key"].to_list())
+        state = frame["event_key"].replace_strict(states, default=None, return_dtype=pl.String)
+        counts = self.result.events
+        if self.options.resend_rejected:
+            state = state.replace("rejected", None)
+        counts.already += int((state == "done").sum())
+        counts.previously_rejected += int((state == "rejected").sum())
+        if ids:
+            resolved = frame["email"].replace_strict(ids, default=None, return_dtype=pl.String)
+            frame = frame.with_columns(
+                pl.coalesce(pl.col("contact_id"), resolved).alias("contact_id")
+            )
+        todo = frame.filter(state.is_null())
+        inflight = frame.filter(state == "inflight")
+        return todo, inflight
+
+    async def send_events(self, engine: Engine) -> None:
+        counts = self.result.events
+        if self.spool_parts:
+            emails = self.emails.to_list() if self.emails is not None else []
+            if self.options.dry_run:
+                ids = {
+                    e: cid for e, (cid, _h) in self.ledger.get_contacts(self.target, emails).items()
+                }
+            else:
+                ids = await engine.ensure_contacts(emails)
+            unresolved = 0
+            for frame in self.spooled():
+                if engine.stopping:
+                    break
+                todo, inflight = self._plan_part(frame, ids)
+                if self.options.dry_run:
+                    continue
+                known = pl.col("contact_id").is_not_null()
+                unresolved += todo.filter(~known).height + inflight.filter(~known).height
+                leftovers = await engine.recover(list(rows_of_events(inflight.filter(known))))
+                await engine.send_events([*leftovers, *rows_of_events(todo.filter(known))])
+            counts.sent = engine.stats.events_sent
+            counts.verified = engine.stats.events_verified
+            counts.rejected = engine.stats.events_rejected
+            counts.failed = engine.stats.events_failed + unresolved
+        # Whatever was valid and not accounted for above was not attempted.
+        counts.pending = counts.read - counts.accounted
+
+    def snapshot(self, stats: EngineStats, controller: RateController) -> Snapshot:
+        """Progress so far: records settled out of the valid records of this run."""
+        ev, ct = self.result.events, self.result.contacts
+        total = (ev.read - ev.duplicates - ev.invalid) + (ct.read - ct.duplicates - ct.invalid)
+        done = (
+            ct.unchanged
+            + stats.contacts_created
+            + stats.contacts_updated
+            + stats.contacts_unchanged
+            + stats.contacts_rejected
+            + stats.contacts_failed
+            + ev.already
+            + ev.previously_rejected
+            + stats.events_sent
+            + stats.events_verified
+            + stats.events_rejected
+            + stats.events_failed
+        )
+        rate = controller.stats()
+        return Snapshot(
+            done=done,
+            total=total,
+            retries=stats.retries,
+            rate_limited=rate.rate_limited,
+            rate_budget=rate.rate,
+        )
+
+    async def send(
+        self,
+        client: KraiterClient,
+        controller: RateController,
+        on_progress: Callable[[Snapshot], None] | None,
+    ) -> None:
+        def progress(stats: EngineStats) -> None:
+            if on_progress is not None:
+                on_progress(self.snapshot(stats, controller))
+
+        engine = Engine(
+            client,
+            self.ledger,
+            target=self.target,
+            run_id=self.run_id,
+            options=EngineOptions(
+                concurrency=self.options.concurrency,
+                retry=RetryPolicy(max_retries=self.options.max_retries),
+            ),
+            on_rejected=lambda outcomes: self.writer.write(_api_rejects(outcomes)),
+            on_progress=progress,
+        )
+        loop = asyncio.get_running_loop()
+        with _stop_on_signals(loop, engine.request_stop):
+            await self.guard_triggers(engine)
+            if self.contacts is not None:
+                await self.send_contacts(engine, self.contacts)
+            await self.send_events(engine)
+        self.result.interrupted = engine.stopping
+        self.result.retries = engine.stats.retries
+        stats = controller.stats()
+        self.result.requests = stats.requests
+        self.result.rate_limited = stats.rate_limited
+
+
+@contextlib.contextmanager
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Iterator[None]:
+    """First Ctrl-C / SIGTERM: stop issuing, drain, flush. A second one: stop at once."""
+    installed: list[signal.Signals] = []
+    pressed = 0
+
+    def handler() -> None:
+        nonlocal pressed
+        pressed += 1
+        if pressed == 1:
+            log.warning("stopping: finishing requests in flight (Ctrl-C again to abort)")
+            stop()
+        else:
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _clear_old_spools(state_dir: Path) -> None:
+    """Spools of earlier (finished or killed) runs; we hold the state lock, so none is live."""
+    root = state_dir / "spool"
+    if root.is_dir():
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def import_(
+    paths: Sequence[str | Path],
+    *,
+    settings: Settings,
+    options: ImportOptions | None = None,
+    client_factory: Callable[[RateController], KraiterClient] | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    args: dict[str, Any] | None = None,
+) -> ImportResult:
+    """Import files into Kraiter: the library form of ``kraiter-sync import``.
+
+    Safe to kill and re-run: the ledger in ``settings.state_dir`` makes the next run
+    skip what is done and verify what was in flight. Returns counts for every row;
+    ``result.exit_code`` is what the CLI exits with.
+    """
+    options = options or ImportOptions()
+    started = time.monotonic()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with state_lock(settings.state_dir), contextlib.ExitStack() as stack:
+        _clear_old_spools(settings.state_dir)
+        ledger = stack.enter_context(Ledger(settings.ledger_path))
+        run_id = ledger.start_run(
+            "import", settings.target, args or {"paths": [str(p) for p in paths]}
+        )
+        status = "failed"
+        run: _Run | None = None
+        try:
+            rejects_path = options.rejects or (settings.state_dir / "rejects" / f"run-{run_id}.csv")
+            writer = stack.enter_context(RejectsWriter(rejects_path))
+            inputs = prepare_inputs(paths, options.input, stack=stack)
+            run = _Run(settings, options, ledger, run_id, writer)
+            run.validate(inputs)
+            controller = RateController(ceiling=options.rate)
+            factory = client_factory or (
+                lambda ctrl: KraiterClient.from_settings(
+                    settings, observer=ctrl, max_connections=max(options.concurrency, 1)
+                )
+            )
+
+            async def main(run: _Run) -> None:
+                async with factory(controller) as client:
+                    await run.send(client, controller, on_progress)
+
+            asyncio.run(main(run))
+            run.result.duration_s = time.monotonic() - started
+            status = "incomplete" if run.result.exit_code == EXIT_INCOMPLETE else "ok"
+            if options.dry_run:
+                status = "dry-run"
+            return run.result
+        finally:
+            counts = run.result.as_dict() if run is not None else {}
+            ledger.finish_run(run_id, status, counts)
+            if run is not None:
+                shutil.rmtree(run.spool, ignore_errors=True)
+
+
+_UNFORMULA = r"^'([=+\-@\t\r])"
+
+
+def _read_rejects(path: Path) -> pl.DataFrame:
+    """A rejects file back as a frame (CSV formula neutralisation undone)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        elif suffix in (".ndjson", ".jsonl"):
+            frame = pl.read_ndjson(path, schema=REJECT_SCHEMA)
+        elif suffix == ".csv":
+            frame = pl.read_csv(path, infer_schema=False).with_columns(
+                pl.col(pl.String).str.replace(_UNFORMULA, "${1}")
+            )
+        else:
+            msg = f"{path}: a rejects file ends in .csv, .parquet or .ndjson"
+            raise InputError(msg)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read the rejects file {path}: {exc}"
+        raise InputError(msg) from None
+    missing = {"stage", "email", "name", "timestamp", "properties"} - set(frame.columns)
+    if missing:
+        msg = (
+            f"{path} is not a kraiter-sync rejects file (no column {sorted(missing)[0]!r}); "
+            "pass the file that `import` named at the end of its summary"
+        )
+        raise InputError(msg)
+    return frame
+
+
+def retry_(
+    rejects_file: str | Path,
+    *,
+    settings: Settings,
+    options: ImportOptions | None = None,
+    client_factory: Callable[[RateController], KraiterClient] | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
+) -> ImportResult:
+    """Re-send the rows Kraiter refused (stage ``rejected``) after their cause was fixed.
+
+    Rows the validator caught (stage ``invalid``) are not re-sent: fix them in the
+    source and import again. Keys the ledger holds as rejected are sent again; keys
+    already done are still skipped, so running ``retry`` twice sends nothing twice.
+    """
+    path = Path(rejects_file)
+    frame = _read_rejects(path).filter(pl.col("stage") == "rejected")
+    options = dataclasses.replace(options or ImportOptions(), resend_rejected=True)
+    work = settings.state_dir / "retry"
+    work.mkdir(parents=True, exist_ok=True)
+    renamed = frame.rename(
+        {"source_file": "original_file", "source_row": "original_row"}, strict=False
+    )
+    results: list[ImportResult] = []
+    for kind, subset in (
+        ("contacts", renamed.filter(pl.col("name").is_null())),
+        ("events", renamed.filter(pl.col("name").is_not_null())),
+    ):
+        if not subset.height:
+            continue
+        part = work / f"{path.stem}-{kind}.parquet"
+        subset.write_parquet(part)
+        kind_options = dataclasses.replace(
+            options,
+            input=dataclasses.replace(
+                options.input,
+                kind=kind,  # type: ignore[arg-type]
+                connector=f"kraiter_rejects_{kind}",
+            ),
+        )
+        results.append(
+            import_(
+                [part],
+                settings=settings,
+                options=kind_options,
+                client_factory=client_factory,
+                on_progress=on_progress,
+                args={"retry": str(path), "kind": kind},
+            )
+        )
+        part.unlink(missing_ok=True)
+    if not results:
+        msg = f"{path} holds no rows that Kraiter rejected (stage 'rejected'): nothing to retry"
+        raise InputError(msg)
+    merged = results[-1]
+    for other in results[:-1]:
+        merged.contacts = other.contacts if other.contacts.read else merged.contacts
+        merged.requests += other.requests
+        merged.retries += other.retries
+        merged.rate_limited += other.rate_limited
+        merged.duration_s += other.duration_s
+        merged.interrupted = merged.interrupted or other.interrupted
+    return merged

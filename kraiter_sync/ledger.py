@@ -1,0 +1,505 @@
+"""The ledger: SQLite state that makes imports exactly-once and resumable (design.md §4).
+
+One database file (WAL, ``synchronous=NORMAL``) in the state directory holds, per
+*target* (``Settings.target``: base URL + key fingerprint, never the key):
+
+* ``events``: each event key's state, ``inflight`` (written, in one transaction per
+  batch, **before** the requests leave) → ``done`` with the remote id, or
+  ``rejected`` with Kraiter's code and message. ``inflight`` rows that survive a run
+  are the ambiguous leftovers of a crash, to be verified before anything is re-sent.
+* ``runs``: one row per command run, with its arguments (scrubbed of secrets) and
+  final counts.
+* ``contacts``: the "this email exists, with these properties" cache.
+* ``watermarks``: per stream, how far an incremental sync got.
+
+Concurrency: the engine runs in one asyncio loop and calls the ledger synchronously
+with whole batches (thousands of keys per call), so each call is short and one
+connection is enough; do not share a :class:`Ledger` between threads. Another
+*process* is kept out by :func:`state_lock`.
+
+Every ``sqlite3`` error is translated here into :class:`~kraiter_sync.errors.StateError`
+with the next step to take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from kraiter_sync.errors import LockHeldError, StateError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EventState",
+    "Ledger",
+    "RunRecord",
+    "scrub_args",
+    "state_lock",
+]
+
+EventState = Literal["inflight", "done", "rejected"]
+
+#: Keys per SQL statement for chunked lookups (well under SQLite's variable limit).
+_CHUNK = 10_000
+#: Argument names never written to the ledger.
+_SECRET_ARGS = frozenset({"api_key", "apikey", "key", "token", "password", "secret"})
+
+_MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        command TEXT NOT NULL,
+        target TEXT NOT NULL,
+        args TEXT NOT NULL DEFAULT '{}',
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        status TEXT NOT NULL DEFAULT 'running',
+        counts TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE targets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE events (
+        target INTEGER NOT NULL,  -- targets.id
+        event_key TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('inflight', 'done', 'rejected')),
+        remote_id TEXT,
+        code TEXT,
+        message TEXT,
+        run_id INTEGER,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (target, event_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE contacts (
+        target TEXT NOT NULL,
+        email TEXT NOT NULL,
+        contact_id TEXT NOT NULL,
+        props_hash TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (target, email)
+    ) WITHOUT ROWID;
+    CREATE TABLE watermarks (
+        target TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (target, stream)
+    ) WITHOUT ROWID;
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def scrub_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of command arguments safe to store: secrets dropped, paths as strings."""
+    clean: dict[str, Any] = {}
+    for name, value in args.items():
+        if name.lower() in _SECRET_ARGS:
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple | list):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
+        clean[name] = value
+    return clean
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    command: str
+    target: str
+    args: dict[str, Any]
+    started_at: float
+    finished_at: float | None
+    status: str
+    counts: dict[str, Any]
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> StateError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        msg = (
+            f"the ledger {path} is locked: is another kraiter-sync run using this state "
+            "directory? Wait for it to finish, or use another --state-dir"
+        )
+    elif isinstance(exc, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "corrupt" in text
+    ):
+        msg = (
+            f"the ledger {path} is damaged ({text}). Move it aside and re-run; without it, "
+            "events already sent are not known and the ledger must be rebuilt"
+        )
+    elif isinstance(exc, sqlite3.OperationalError) and (
+        "readonly" in text or "unable to open" in text or "disk" in text
+    ):
+        msg = (
+            f"cannot write the ledger {path} ({text}): check the state directory's "
+            "permissions and free space"
+        )
+    else:
+        msg = f"ledger error in {path}: {text}"
+    return StateError(msg)
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _as_list(keys: Iterable[str] | Any) -> list[str]:
+    """Accept a list, tuple or polars Series of keys."""
+    to_list = getattr(keys, "to_list", None)
+    if callable(to_list):
+        return list(to_list())
+    return list(keys)
+
+
+class Ledger:
+    """The SQLite state of one state directory (see the module docstring)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._targets: dict[str, int] = {}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create the state directory {self.path.parent}: {exc.strerror}"
+            raise StateError(msg) from None
+        try:
+            self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _translate(exc, self.path) from None
+
+    # -------------------------------------------------------------- plumbing
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            msg = (
+                f"the ledger {self.path} has schema version {version}, newer than this "
+                f"kraiter-sync understands ({SCHEMA_VERSION}): upgrade kraiter-sync"
+            )
+            raise StateError(msg)
+        for number in range(version, SCHEMA_VERSION):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._query("PRAGMA user_version")[0][0])
+
+    # -------------------------------------------------------------- event keys
+
+    def _target_id(self, target: str) -> int:
+        """Event rows carry a small integer per target: shorter keys, faster batches."""
+        cached = self._targets.get(target)
+        if cached is not None:
+            return cached
+        rows = self._query("SELECT id FROM targets WHERE name = ?", [target])
+        if not rows:
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO targets (name) VALUES (?)", (target,))
+            rows = self._query("SELECT id FROM targets WHERE name = ?", [target])
+        self._targets[target] = int(rows[0][0])
+        return self._targets[target]
+
+    def known_states(self, target: str, keys: Sequence[str] | Any) -> dict[str, EventState]:
+        """The state of every key in ``keys`` that the ledger knows (absent = never sent)."""
+        wanted = _as_list(keys)
+        tid = self._target_id(target)
+        found: dict[str, EventState] = {}
+        for chunk in _chunks(wanted):
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT event_key, state FROM events WHERE target = ? AND event_key IN ({marks})",
+                [tid, *chunk],
+            )
+            found.update((key, state) for key, state in rows)
+        return found
+
+    def mark_inflight(self, target: str, keys: Sequence[str] | Any, run_id: int | None) -> None:
+        """Record ``keys`` as about to be sent, in one transaction (call before sending)."""
+        now = _now()
+        tid = self._target_id(target)
+        rows = [(tid, key, run_id, now) for key in _as_list(keys)]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO events (target, event_key, state, run_id, updated_at) "
+                "VALUES (?, ?, 'inflight', ?, ?) "
+                "ON CONFLICT (target, event_key) DO UPDATE SET state = 'inflight', "
+                "run_id = excluded.run_id, updated_at = excluded.updated_at, code = NULL, "
+                "message = NULL WHERE events.state != 'done'",
+                rows,
+            )
+
+    def mark_done(self, target: str, done: Iterable[tuple[str, str | None]]) -> None:
+        """Record ``(key, remote_id)`` pairs as created on Kraiter."""
+        now = _now()
+        tid = self._target_id(target)
+        rows = [(remote_id, now, tid, key) for key, remote_id in done]
+        with self._tx() as db:
+            # Keys are normally inflight already: a plain UPDATE by primary key is the
+            # fast path; keys the ledger never saw are inserted afterwards.
+            cur = db.executemany(
+                "UPDATE events SET state = 'done', remote_id = ?1, code = NULL, "
+                "message = NULL, updated_at = ?2 WHERE target = ?3 AND event_key = ?4",
+                rows,
+            )
+            if cur.rowcount < len(rows):
+                db.executemany(
+                    "INSERT OR IGNORE INTO events (target, event_key, state, remote_id, "
+                    "updated_at) VALUES (?3, ?4, 'done', ?1, ?2)",
+                    rows,
+                )
+
+    def mark_rejected(self, target: str, rejected: Iterable[tuple[str, str, str]]) -> None:
+        """Record ``(key, code, message)`` triples as refused by Kraiter."""
+        now = _now()
+        tid = self._target_id(target)
+        rows = [(tid, key, code, message, now) for key, code, message in rejected]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO events (target, event_key, state, code, message, updated_at) "
+                "VALUES (?, ?, 'rejected', ?, ?, ?) "
+                "ON CONFLICT (target, event_key) DO UPDATE SET state = 'rejected', "
+                "code = excluded.code, message = excluded.message, "
+                "updated_at = excluded.updated_at WHERE events.state != 'done'",
+                rows,
+            )
+
+    def inflight(self, target: str) -> list[str]:
+        """Keys left ``inflight`` (by a crashed or killed run): verify before re-sending."""
+        rows = self._query(
+            "SELECT event_key FROM events WHERE target = ? AND state = 'inflight' "
+            "ORDER BY event_key",
+            [self._target_id(target)],
+        )
+        return [row[0] for row in rows]
+
+    def forget(self, target: str, keys: Sequence[str] | Any) -> int:
+        """Drop keys (e.g. rejected ones the user fixed) so they are sent again."""
+        removed = 0
+        tid = self._target_id(target)
+        with self._tx() as db:
+            for chunk in _chunks(_as_list(keys)):
+                marks = ",".join("?" * len(chunk))
+                cur = db.execute(
+                    f"DELETE FROM events WHERE target = ? AND event_key IN ({marks})",
+                    [tid, *chunk],
+                )
+                removed += cur.rowcount
+        return removed
+
+    def count_states(self, target: str) -> dict[str, int]:
+        rows = self._query(
+            "SELECT state, count(*) FROM events WHERE target = ? GROUP BY state",
+            [self._target_id(target)],
+        )
+        return {state: int(n) for state, n in rows}
+
+    def rejection(self, target: str, key: str) -> tuple[str, str] | None:
+        rows = self._query(
+            "SELECT code, message FROM events WHERE target = ? AND event_key = ? "
+            "AND state = 'rejected'",
+            [self._target_id(target), key],
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def remote_id(self, target: str, key: str) -> str | None:
+        rows = self._query(
+            "SELECT remote_id FROM events WHERE target = ? AND event_key = ?",
+            [self._target_id(target), key],
+        )
+        return rows[0][0] if rows else None
+
+    # -------------------------------------------------------------- runs
+
+    def start_run(self, command: str, target: str, args: Mapping[str, Any] | None = None) -> int:
+        """Open a run; ``args`` are scrubbed of secrets before they are stored."""
+        payload = json.dumps(scrub_args(args or {}), default=str, sort_keys=True)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO runs (command, target, args, started_at) VALUES (?, ?, ?, ?)",
+                (command, target, payload, _now()),
+            )
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any] | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, counts = ? WHERE id = ?",
+                (_now(), status, json.dumps(dict(counts or {}), default=str), run_id),
+            )
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        rows = self._query(
+            "SELECT id, command, target, args, started_at, finished_at, status, counts "
+            "FROM runs WHERE id = ?",
+            [run_id],
+        )
+        return _run(rows[0]) if rows else None
+
+    def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Most recent first."""
+        sql = "SELECT id, command, target, args, started_at, finished_at, status, counts FROM runs"
+        params: list[Any] = []
+        if target is not None:
+            sql += " WHERE target = ?"
+            params.append(target)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [_run(row) for row in self._query(sql, params)]
+
+    # -------------------------------------------------------------- watermarks
+
+    def get_watermark(self, target: str, stream: str) -> str | None:
+        rows = self._query(
+            "SELECT value FROM watermarks WHERE target = ? AND stream = ?", [target, stream]
+        )
+        return rows[0][0] if rows else None
+
+    def set_watermark(self, target: str, stream: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO watermarks (target, stream, value, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (target, stream) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (target, stream, value, _now()),
+            )
+
+    # -------------------------------------------------------------- contacts cache
+
+    def get_contacts(
+        self, target: str, emails: Sequence[str] | Any
+    ) -> dict[str, tuple[str, str | None]]:
+        """``email → (contact_id, props_hash)`` for the cached ones among ``emails``."""
+        found: dict[str, tuple[str, str | None]] = {}
+        for chunk in _chunks(_as_list(emails)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                "SELECT email, contact_id, props_hash FROM contacts "
+                f"WHERE target = ? AND email IN ({marks})",
+                [target, *chunk],
+            )
+            found.update((email, (cid, props)) for email, cid, props in rows)
+        return found
+
+    def put_contacts(self, target: str, contacts: Iterable[tuple[str, str, str | None]]) -> None:
+        """Cache ``(email, contact_id, props_hash)`` triples."""
+        now = _now()
+        rows = [(target, email, cid, props, now) for email, cid, props in contacts]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO contacts (target, email, contact_id, props_hash, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (target, email) DO UPDATE SET "
+                "contact_id = excluded.contact_id, props_hash = excluded.props_hash, "
+                "updated_at = excluded.updated_at",
+                rows,
+            )
+
+
+def _run(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=int(row[0]),
+        command=row[1],
+        target=row[2],
+        args=json.loads(row[3] or "{}"),
+        started_at=float(row[4]),
+        finished_at=None if row[5] is None else float(row[5]),
+        status=row[6],
+        counts=json.loads(row[7] or "{}"),
+    )
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path | str) -> Iterator[Path]:
+    """Hold the state directory's lock (``<state>/lock``) for the duration.
+
+    ``fcntl.flock`` is released by the kernel when the holder dies, so a lock left by
+    a killed run is taken over without any stale-lock guessing. The holder's pid is
+    written into the file so a refused run can name it.
+    """
+    directory = Path(state_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        msg = f"cannot create the lock in {directory}: {exc.strerror}"
+        raise StateError(msg) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            msg = (
+                f"another kraiter-sync run (pid {holder}) is using the state directory "
+                f"{directory}; wait for it to finish, or use another --state-dir"
+            )
+            raise LockHeldError(msg) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield directory / "lock"
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,218 @@
+"""Read → map → validate: the part of the flow that ``validate`` and ``import`` share.
+
+Each path argument is one *input* (a glob or directory inside it is one input made of
+many parts) with its own connector: ``contacts.csv events.parquet`` is two inputs of
+two kinds. Inputs of one kind are validated as one stream, so an event repeated in two
+files is a duplicate and a contact in two files is merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from kraiter_sync.connectors import Detection, apply, resolve_connector
+from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError
+from kraiter_sync.rejects import RejectsWriter
+from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, Source, open_source
+from kraiter_sync.validate import (
+    ChunkedValidation,
+    ReportAccumulator,
+    SeenKeys,
+    ValidationOptions,
+    ValidationReport,
+    merge_contacts,
+)
+from kraiter_sync.validate.run import summary, write_report
+
+__all__ = [
+    "InputOptions",
+    "KindValidation",
+    "PreparedInput",
+    "ValidateResult",
+    "prepare_inputs",
+    "validate_inputs",
+]
+
+Kind = Literal["events", "contacts"]
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How to read and map inputs (the options ``validate`` and ``import`` share)."""
+
+    kind: Kind | None = None
+    connector: str | None = None
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    encoding: str = "utf-8"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    #: ``--timezone`` when given explicitly (else the connector's zone, else UTC).
+    timezone: str | None = None
+    validation: ValidationOptions = field(default_factory=ValidationOptions)
+
+
+@dataclass
+class PreparedInput:
+    """One path argument: its files, and the mapping chosen for them."""
+
+    label: str
+    source: Source
+    detection: Detection
+
+    @property
+    def kind(self) -> Kind:
+        return self.detection.kind
+
+    def mapped_chunks(self) -> Iterator[pl.DataFrame]:
+        connector = self.detection.connector
+        for chunk in self.source.iter_chunks():
+            yield apply(connector, chunk)
+
+    def validation_options(self, options: InputOptions) -> ValidationOptions:
+        """The run's options, adjusted by what the connector knows about timestamps."""
+        connector = self.detection.connector
+        changes: dict[str, object] = {}
+        zone = options.timezone or connector.timezone
+        if zone:
+            changes["timezone"] = zone
+        if connector.timestamp_unit != "auto" and options.validation.epoch_unit is None:
+            changes["epoch_unit"] = connector.timestamp_unit
+        return dataclasses.replace(options.validation, **changes)  # type: ignore[arg-type]
+
+
+def prepare_inputs(
+    paths: Sequence[str | Path], options: InputOptions, *, stack: contextlib.ExitStack
+) -> list[PreparedInput]:
+    """Open every path argument and choose its mapping; nothing is read beyond headers.
+
+    Sources are closed by ``stack`` (temporary decompressed copies are removed).
+    """
+    if not paths:
+        msg = "no input given: pass one or more files, directories or globs"
+        raise InputError(msg)
+    prepared: list[PreparedInput] = []
+    for path in paths:
+        source = stack.enter_context(
+            open_source(path, encoding=options.encoding, chunk_size=options.chunk_size)
+        )
+        detection = resolve_connector(
+            source.schema.names(),
+            connector=options.connector,
+            kind=options.kind,
+            overrides=options.mapping,
+        )
+        prepared.append(PreparedInput(str(path), source, detection))
+    return prepared
+
+
+class KindValidation:
+    """Every input of one kind through the validator, sharing duplicate detection.
+
+    Iterate :meth:`run` for the valid frames (events stream chunk by chunk; contacts
+    come as one merged frame at the end); :attr:`report` is complete afterwards.
+    """
+
+    def __init__(
+        self,
+        kind: Kind,
+        inputs: Sequence[PreparedInput],
+        options: InputOptions,
+        *,
+        on_rejects: Callable[[pl.DataFrame], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.inputs = [i for i in inputs if i.kind == kind]
+        self.options = options
+        self.on_rejects = on_rejects
+        self._accumulator = ReportAccumulator(kind)
+
+    @property
+    def report(self) -> ValidationReport:
+        return self._accumulator.report
+
+    def run(self) -> Iterator[pl.DataFrame]:
+        seen = SeenKeys()
+        pending: list[pl.DataFrame] = []
+        for inp in self.inputs:
+            run = ChunkedValidation(
+                kind=self.kind,
+                options=inp.validation_options(self.options),
+                on_rejects=self.on_rejects,
+            )
+            run.seen = seen
+            for valid in run.run(inp.mapped_chunks()):
+                if self.kind == "events":
+                    yield valid
+                else:
+                    pending.append(valid)
+            self._accumulator.add(run.report)
+        if pending:
+            both = pl.concat(pending)
+            merged = merge_contacts(both) if len(pending) > 1 else both
+            extra = both.height - merged.height
+            self.report.valid -= extra
+            self.report.duplicates += extra
+            yield merged
+
+
+@dataclass
+class ValidateResult:
+    """What ``validate`` found: one report per kind present, and where the rejects are."""
+
+    reports: list[ValidationReport]
+    detections: list[str]
+    rejects_path: Path | None
+
+    @property
+    def rejected(self) -> int:
+        return sum(r.rejected for r in self.reports)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_REJECTED if self.rejected else EXIT_OK
+
+    def summary(self) -> str:
+        return "\n".join(summary(r) for r in self.reports)
+
+
+def validate_inputs(
+    paths: Sequence[str | Path],
+    options: InputOptions,
+    *,
+    rejects_path: Path | None = None,
+    report_path: Path | None = None,
+) -> ValidateResult:
+    """The library form of ``kraiter-sync validate``: nothing is sent anywhere."""
+    with contextlib.ExitStack() as stack:
+        inputs = prepare_inputs(paths, options, stack=stack)
+        writer = stack.enter_context(RejectsWriter(rejects_path)) if rejects_path else None
+        detections = [f"{inp.label}: {line}" for inp in inputs for line in inp.detection.lines()]
+        reports = []
+        kinds: tuple[Kind, ...] = ("contacts", "events")
+        for kind in kinds:
+            if not any(i.kind == kind for i in inputs):
+                continue
+            run = KindValidation(kind, inputs, options, on_rejects=writer.write if writer else None)
+            for _valid in run.run():
+                pass
+            reports.append(run.report)
+    if report_path is not None:
+        if len(reports) == 1:
+            write_report(reports[0], report_path)
+        else:
+            _write_reports(reports, report_path)
+    return ValidateResult(reports, detections, rejects_path if writer else None)
+
+
+def _write_reports(reports: Sequence[ValidationReport], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps({r.kind: r.to_dict() for r in reports}, indent=2) + "\n")
+    tmp.replace(path)

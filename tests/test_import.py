@@ -1,0 +1,267 @@
+"""``import`` end to end against the local Kraiter (in-process, real SQLite, real files)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from kraiter_sync.cli import main
+from kraiter_sync.client import KraiterClient
+from kraiter_sync.config import resolve_settings
+from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
+from kraiter_sync.errors import GuardError
+from kraiter_sync.importer import ImportOptions, import_
+from kraiter_sync.ratelimit import RateController
+from tests.import_helpers import BAD_ROWS, CountingTransport, remote_events, write_events
+
+KEY = "kr_import_test_secret_0123456789"
+
+
+class LocalKraiter:
+    """One emulator app over a SQLite file; each import gets a counting client on it."""
+
+    def __init__(self, tmp_path: Path, **config: object) -> None:
+        self.db = tmp_path / "kraiter.db"
+        self.config = EmulatorConfig(db_path=str(self.db), **config)  # type: ignore[arg-type]
+        self.transports: list[CountingTransport] = []
+
+    def factory(self, controller: RateController) -> KraiterClient:
+        app = create_app(self.config)
+        transport = CountingTransport(asgi_transport(app, close_app=True))
+        self.transports.append(transport)
+        return KraiterClient("http://local.kraiter", KEY, transport=transport, observer=controller)
+
+    def events(self) -> Counter[tuple]:
+        app = create_app(EmulatorConfig(db_path=str(self.db)))
+        try:
+            return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
+        finally:
+            app.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return resolve_settings(
+        api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / "st", env={}
+    )
+
+
+def test_import_sends_each_valid_event_once_and_rejects_the_rest(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "events.parquet"
+    expected = write_events(src, rows=120)
+    kraiter = LocalKraiter(tmp_path)
+
+    result = import_([src], settings=settings, client_factory=kraiter.factory)
+
+    assert result.events.read == 120 + 1 + BAD_ROWS
+    assert result.events.sent == 120
+    assert result.events.duplicates == 1
+    assert result.events.invalid == BAD_ROWS
+    assert result.events.accounted == result.events.read
+    assert result.exit_code == 3
+    assert kraiter.events() == Counter(expected)
+    rejects = pl.read_csv(result.rejects_path)  # type: ignore[arg-type]
+    assert sorted(rejects["rule"].to_list()) == [
+        "email.invalid",
+        "name.reserved",
+        "timestamp.future",
+    ]
+    assert set(rejects["stage"]) == {"invalid"}
+
+
+def test_rerun_sends_nothing_and_dry_run_sends_nothing(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=60)
+    kraiter = LocalKraiter(tmp_path)
+
+    dry = import_(
+        [src],
+        settings=settings,
+        options=ImportOptions(dry_run=True),
+        client_factory=kraiter.factory,
+    )
+    assert kraiter.transports[-1].writes == 0
+    assert dry.events.pending == 60
+    assert sum(kraiter.events().values()) == 0
+
+    first = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert first.events.sent == 60
+    second = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert kraiter.transports[-1].writes == 0
+    assert second.events.already == 60
+    assert second.events.sent == 0
+    assert sum(kraiter.events().values()) == 60
+
+
+@pytest.mark.parametrize("mode", ["create", "not-found", "link-later"])
+def test_same_end_state_under_every_unknown_email_behaviour(
+    tmp_path: Path, settings, mode: str
+) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "events.parquet"
+    expected = write_events(src, rows=50)
+    kraiter = LocalKraiter(tmp_path, unknown_email=mode)
+    result = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert result.events.sent == 50
+    assert kraiter.events() == Counter(expected)
+
+
+def test_sequence_guard_stops_before_anything_is_sent(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=30)
+    kraiter = LocalKraiter(tmp_path)
+    app = create_app(kraiter.config)
+    try:
+        from tests.emulator_helpers import Api  # the emulator's own synchronous facade
+
+        loop = asyncio.new_event_loop()
+        api = Api(app, loop, KEY)
+        r = api.put(
+            "/api/sequences/seq_trial",
+            json={
+                "name": "Trial nurture",
+                "status": "active",
+                "triggers": [{"event": "started_trial"}],
+            },
+        )
+        assert r.status_code in (200, 201), r.text
+        loop.run_until_complete(api.client.aclose())
+        loop.close()
+    finally:
+        app.close()
+
+    with pytest.raises(GuardError, match=r"started_trial → Trial nurture"):
+        import_([src], settings=settings, client_factory=kraiter.factory)
+    assert kraiter.transports[-1].writes == 0
+    allowed = import_(
+        [src],
+        settings=settings,
+        options=ImportOptions(allow_triggers=True),
+        client_factory=kraiter.factory,
+    )
+    assert allowed.events.sent == 30
+
+
+def test_contacts_created_then_patched_only_where_changed(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    kraiter = LocalKraiter(tmp_path)
+    src = tmp_path / "contacts.csv"
+    src.write_text("email,plan,country\nada@example.com,pro,UK\nbob@example.com,free,US\n")
+    first = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert first.contacts.sent == 2
+
+    unchanged = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert kraiter.transports[-1].writes == 0
+    assert unchanged.contacts.unchanged == 2
+
+    src.write_text("email,plan,country\nADA@example.com,team,UK\nbob@example.com,free,US\n")
+    changed = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert changed.contacts.sent == 1
+    assert changed.contacts.unchanged == 1
+    # a fresh state dir knows nothing: create → CONFLICT → look up → nothing differs
+    fresh = resolve_settings(
+        api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / "fresh", env={}
+    )
+    again = import_([src], settings=fresh, client_factory=kraiter.factory)
+    assert again.contacts.unchanged == 2
+    assert kraiter.transports[-1].methods["PATCH"] == 0
+
+
+def test_cli_import_of_sample_data_offline(tmp_path: Path) -> None:
+    from tests.conftest import SAMPLE_DATA
+
+    runner = CliRunner()
+    state = tmp_path / "state"
+    args = [
+        "import",
+        str(SAMPLE_DATA / "contacts.csv"),
+        str(SAMPLE_DATA / "events.parquet"),
+        "--state-dir",
+        str(state),
+    ]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 3, result.output  # the samples hold deliberately bad rows
+    assert "local Kraiter" in result.stderr
+    assert "contacts: 1,506 read" in result.stdout
+    assert "rejected rows:" in result.stdout
+    again = runner.invoke(main, [*args, "--json"])
+    summary = json.loads(again.stdout)
+    assert summary["events"]["sent"] == 0
+    assert summary["events"]["already"] == summary["events"]["read"] - (
+        summary["events"]["duplicates"] + summary["events"]["invalid"]
+    )
+    runs = runner.invoke(main, ["runs", "--json", "--state-dir", str(state)])
+    assert [r["status"] for r in json.loads(runs.stdout)] == ["ok", "ok"]
+
+
+def test_api_key_is_never_written_or_printed(tmp_path: Path) -> None:
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=20)
+    kraiter = LocalKraiter(tmp_path)
+    settings = resolve_settings(
+        api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / "st", env={}
+    )
+    result = import_(
+        [src],
+        settings=settings,
+        client_factory=kraiter.factory,
+        args={"paths": [str(src)], "api_key": KEY},
+    )
+    assert result.events.sent == 20
+    for path in (tmp_path / "st").rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    with sqlite3.connect(tmp_path / "st" / "ledger.db") as db:
+        assert KEY not in json.dumps(db.execute("SELECT * FROM runs").fetchall())
+
+
+def test_retry_resends_what_kraiter_rejected_once_the_cause_is_fixed(
+    tmp_path: Path, settings
+) -> None:  # type: ignore[no-untyped-def]
+    from kraiter_sync.importer import retry_
+
+    kraiter = LocalKraiter(tmp_path)
+
+    async def make_contact() -> str:
+        async with kraiter.factory(RateController()) as client:
+            contact = await client.create_contact("ada@example.com")
+            return str(contact["id"])
+
+    real_id = asyncio.run(make_contact())
+    src = tmp_path / "events.csv"
+    lines = ["contact_id,event,timestamp,plan"]
+    lines += [f"{real_id},login,2025-01-0{i}T10:00:00Z,pro" for i in (1, 2)]
+    lines += [f"cnt_gone,+login,2025-02-0{i}T10:00:00Z,team" for i in (1, 2, 3)]
+    src.write_text("\n".join(lines) + "\n")
+
+    first = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert (first.events.sent, first.events.rejected, first.exit_code) == (2, 3, 3)
+    rejects_path = first.rejects_path
+    assert rejects_path is not None
+    rejects = pl.read_csv(rejects_path, infer_schema=False)
+    assert set(rejects["rule"]) == {"api.NOT_FOUND"}
+    assert set(rejects["stage"]) == {"rejected"}
+    # the CSV is spreadsheet-safe: a cell a spreadsheet would evaluate is neutralised
+    assert set(rejects["name"]) == {"'+login"}
+
+    # unchanged rejects: sent again, refused again, still nothing lost
+    again = retry_(rejects_path, settings=settings, client_factory=kraiter.factory)
+    assert (again.events.sent, again.events.rejected) == (0, 3)
+
+    # the user fixes the cause (the right contact id) and retries
+    rejects_path.write_text(rejects_path.read_text().replace("cnt_gone", real_id))
+    fixed = retry_(rejects_path, settings=settings, client_factory=kraiter.factory)
+    assert (fixed.events.sent, fixed.exit_code) == (3, 0)
+    stored = kraiter.events()
+    assert sum(stored.values()) == 5
+    # retry undid the neutralisation: the name Kraiter holds is the original one
+    assert {name for (_e, name, _t, _p) in stored} == {"login", "+login"}
+
+    nothing = retry_(rejects_path, settings=settings, client_factory=kraiter.factory)
+    assert nothing.events.already == 3
+    assert kraiter.transports[-1].writes == 0
