@@ -747,7 +747,7 @@ def sync_command(
     if check:
         result = check_jobs(sync_config, settings, jobs)
         if as_json:
-            click.echo(json.dumps(result.as_dict(), indent=2))
+            click.echo(json.dumps(result.as_dict()))
         else:
             for item in [*result.jobs, result.target]:
                 mark = "ok  " if item.ok else "FAIL"
@@ -757,8 +757,14 @@ def sync_command(
                         click.echo(f"       {line}")
         ctx = click.get_current_context()
         ctx.exit(result.exit_code)
-    msg = "running jobs needs the import engine (issue 4); only --check works in this build"
-    raise ConfigError(msg)
+    from kraiter_sync.sync import run_sync
+
+    outcome = run_sync(sync_config, settings, jobs, dry_run=dry_run, full=full)
+    # Each job's outcome is logged (info when ok, so cron stays silent on a good night;
+    # warning for rejected rows; error for failures). --json adds the summary on stdout.
+    if as_json:
+        click.echo(json.dumps(outcome.as_dict()))
+    click.get_current_context().exit(outcome.exit_code)
 
 
 # ---------------------------------------------------------------------------------------
