@@ -296,6 +296,7 @@ class KnownRows:
     def __init__(self, frame: pl.DataFrame) -> None:
         """From (source_file, source_row, h) rows, sorted by file and row."""
         self._all = frame["h"]
+        self.rows = frame.height
         self._ordered: pl.Series | None = None
         self.by_file: dict[str, pl.Series] = {}
         single = frame["source_file"].n_unique() == 1
@@ -395,6 +396,8 @@ class ChangedRows:
         self.seen: list[pl.DataFrame] = []
         self.rows_read = 0
         self.skipped = 0
+        #: Rows equal to the same row (file and number) last time.
+        self.in_place = 0
 
     @property
     def schema(self) -> pl.Schema:
@@ -425,6 +428,7 @@ class ChangedRows:
             same = (hashes.head(old.len()) == old).fill_null(False)
             same = same.extend_constant(False, height - same.len())
             moved = moved.filter(~same)
+        self.in_place += height - moved.len()
         # Rows that only moved are found in the whole set; when few rows differ it is
         # cheaper to let validation see them (the engine's cache still skips the
         # unchanged) than to build and search that set.
@@ -457,6 +461,12 @@ class ChangedRows:
                 pending, held = [], 0
         if pending:
             yield pl.concat(pending, how="diagonal_relaxed")
+
+    @property
+    def same_as_before(self) -> bool:
+        """Every row is where and what it was last time, and none is new or gone: the
+        cache would be written back unchanged."""
+        return self.known is not None and self.in_place == self.rows_read == self.known.rows
 
     def rows(self, *, excluding: pl.DataFrame | None = None) -> pl.DataFrame:
         """(source_file, source_row, h) of every row read, minus rows in ``excluding``."""
@@ -767,7 +777,7 @@ def run_job(
             after = top
         with Ledger(settings.ledger_path) as ledger:
             ledger.set_watermark(target, cursor_stream(job.name), encode_cursor(after))
-    if row_cache is not None and changed is not None and complete:
+    if row_cache is not None and changed is not None and complete and not changed.same_as_before:
         rejected = _rejected_rows(result.rejects_path) if code == EXIT_REJECTED else None
         row_cache.save(changed.rows(excluding=rejected))
     if full_pass and complete:
