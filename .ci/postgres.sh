@@ -15,7 +15,8 @@ _kraiter_pg_log() { echo "postgres.sh: $*" >&2; }
 
 _kraiter_pg_bindir() {
     local dir
-    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    # `|| true`: sourced under `set -euo pipefail`, a failed glob must not end .ci/run
+    dir=$( (ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true) | sort -V | tail -n 1)
     if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then
         echo "$dir"
     elif command -v initdb >/dev/null 2>&1; then

@@ -548,8 +548,18 @@ class CheckResult:
         }
 
 
+def _refuse_mirror(job: JobConfig) -> None:
+    if job.mode == "mirror":
+        msg = (
+            f'job {job.name}: mode = "mirror" deletes contacts through reconcile\'s guards, '
+            'which this build does not include yet; use mode = "upsert"'
+        )
+        raise ConfigError(msg)
+
+
 def _check_job(job: JobConfig) -> JobCheck:
     try:
+        _refuse_mirror(job)
         with contextlib.closing(open_job_source(job, chunk_size=1)) as source:
             schema = source.schema
             columns = [n for n in schema.names() if n not in ("source_file", "source_row")]
@@ -717,12 +727,7 @@ def run_job(
 
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
-    if job.mode == "mirror":
-        msg = (
-            f'job {job.name}: mode = "mirror" deletes contacts through reconcile\'s guards, '
-            'which this build does not include yet; use mode = "upsert"'
-        )
-        raise ConfigError(msg)
+    _refuse_mirror(job)
     target = settings.target
     with Ledger(settings.ledger_path) as ledger:
         raw_mark = ledger.get_watermark(target, cursor_stream(job.name)) if job.cursor else None

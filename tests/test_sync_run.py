@@ -309,6 +309,11 @@ def test_cli_summary_exit_code_and_logs_of_a_bad_night(
     everything = result.stdout + result.stderr
     assert "s3cr3t" not in everything
     assert KEY not in everything
+    for path in (tmp_path / "state").rglob("*"):  # ledger, run records, rejects, caches
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"s3cr3t" not in data, path
+            assert KEY.encode() not in data, path
 
 
 def test_runs_lists_one_record_per_job(tmp_path: Path, kraiter: tuple[CountingApp, str]) -> None:
@@ -508,6 +513,9 @@ def test_postgres_job_end_to_end(tmp_path: Path, kraiter: tuple[CountingApp, str
         password = pg_url.split(":")[2].split("@")[0]
         assert "broken" in rejects
         assert password not in rejects
+        for path in settings.state_dir.rglob("*"):  # run records, caches, rejects
+            if path.is_file():
+                assert password.encode() not in path.read_bytes(), path
         app.reset()
         again = run_sync(config, settings).jobs[0]
         assert again.unchanged_rows == 2  # the good rows
