@@ -37,11 +37,11 @@ from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 
 if TYPE_CHECKING:
     from kraiter_sync.emulator.config import ListShape, UnknownEmail
-    from kraiter_sync.importer import ImportResult
+    from kraiter_sync.importer import ImportOptions, ImportResult
     from kraiter_sync.ledger import RunRecord
     from kraiter_sync.pipeline import InputOptions
 
-__all__ = ["Common", "common_options", "input_options", "main"]
+__all__ = ["Common", "SendFlags", "common_options", "input_options", "main", "send_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
@@ -393,56 +393,95 @@ def _render_import(result: ImportResult) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SendFlags:
+    """The options of every command that sends through the engine."""
+
+    rejects: Path | None
+    concurrency: int
+    rate: float | None
+    max_retries: int
+    allow_triggers: bool
+    as_json: bool
+
+    def import_options(self, inputs: InputOptions, *, dry_run: bool = False) -> ImportOptions:
+        from kraiter_sync.importer import ImportOptions
+
+        return ImportOptions(
+            input=inputs,
+            rejects=self.rejects,
+            dry_run=dry_run,
+            concurrency=self.concurrency,
+            rate=self.rate,
+            max_retries=self.max_retries,
+            allow_triggers=self.allow_triggers,
+        )
+
+
+def send_options(func: F) -> F:
+    """Options for sending (import, retry, ...); the command receives ``sending: SendFlags``."""
+
+    @click.option(
+        "--rejects",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Write rejected rows here (.csv, .parquet or .ndjson) "
+        "[default: STATE_DIR/rejects/run-N.csv].",
+    )
+    @click.option(
+        "--concurrency",
+        type=click.IntRange(1, 256),
+        default=16,
+        show_default=True,
+        help="Requests in flight at once.",
+    )
+    @click.option(
+        "--rate",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Ceiling in requests/s [default: as fast as Kraiter allows; the rate "
+        "adapts to 429s and X-RateLimit headers either way].",
+    )
+    @click.option(
+        "--max-retries",
+        type=click.IntRange(min=0),
+        default=5,
+        show_default=True,
+        help="Retries per request on 429, 5xx, timeouts and dropped connections (0: no retries).",
+    )
+    @click.option(
+        "--allow-triggers",
+        is_flag=True,
+        help="Send events even when their names trigger live sequences (this can "
+        "enrol contacts and send real emails).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["sending"] = SendFlags(
+            rejects=kwargs.pop("rejects"),
+            concurrency=kwargs.pop("concurrency"),
+            rate=kwargs.pop("rate"),
+            max_retries=kwargs.pop("max_retries"),
+            allow_triggers=kwargs.pop("allow_triggers"),
+            as_json=kwargs.pop("as_json"),
+        )
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True)
 @input_options
-@click.option(
-    "--rejects",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write rejected rows here (.csv, .parquet or .ndjson) "
-    "[default: STATE_DIR/rejects/run-N.csv].",
-)
 @click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 256),
-    default=16,
-    show_default=True,
-    help="Requests in flight at once.",
-)
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Ceiling in requests/s [default: as fast as Kraiter allows; the rate "
-    "adapts to 429s and X-RateLimit headers either way].",
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Retries per request on 429, 5xx, timeouts and dropped connections (0: no retries).",
-)
-@click.option(
-    "--allow-triggers",
-    is_flag=True,
-    help="Send events even when their names trigger live sequences (this can "
-    "enrol contacts and send real emails).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@send_options
 @common_options
 def import_command(
     paths: tuple[str, ...],
     inputs: InputOptions,
-    rejects: Path | None,
     dry_run: bool,
-    concurrency: int,
-    rate: float | None,
-    max_retries: int,
-    allow_triggers: bool,
-    as_json: bool,
+    sending: SendFlags,
     common: Common,
 ) -> None:
     """Load contacts and events into Kraiter: nothing lost, nothing sent twice.
@@ -462,32 +501,24 @@ def import_command(
       kraiter-sync import 'export/*.parquet' --connector segment_tracks --rate 50
       kraiter-sync import events.csv --map email=user_email --dry-run
     """
-    from kraiter_sync.importer import ImportOptions, import_
+    from kraiter_sync.importer import import_
     from kraiter_sync.progress import ImportProgress
 
     settings = common.settings()
-    options = ImportOptions(
-        input=inputs,
-        rejects=rejects,
-        dry_run=dry_run,
-        concurrency=concurrency,
-        rate=rate,
-        max_retries=max_retries,
-        allow_triggers=allow_triggers,
-    )
+    options = sending.import_options(inputs, dry_run=dry_run)
     args = {
         "paths": list(paths),
         "dry_run": dry_run,
         "kind": inputs.kind,
         "connector": inputs.connector,
-        "concurrency": concurrency,
-        "rate": rate,
+        "concurrency": sending.concurrency,
+        "rate": sending.rate,
     }
     with ImportProgress.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
         result = import_(
             paths, settings=settings, options=options, args=args, on_progress=progress.update
         )
-    _finish_import(result, as_json=as_json)
+    _finish_import(result, as_json=sending.as_json)
 
 
 def _finish_import(result: ImportResult, *, as_json: bool) -> None:
@@ -527,49 +558,9 @@ def _resume_command() -> str:
 
 @main.command("retry")
 @click.argument("rejects_file", type=click.Path(path_type=Path))
-@click.option(
-    "--rejects",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where rows rejected again go [default: STATE_DIR/rejects/run-N.csv].",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 256),
-    default=16,
-    show_default=True,
-    help="Requests in flight at once.",
-)
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Ceiling in requests/s.",
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Retries per request (0: none).",
-)
-@click.option(
-    "--allow-triggers",
-    is_flag=True,
-    help="Send events even when their names trigger live sequences.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@send_options
 @common_options
-def retry_command(
-    rejects_file: Path,
-    rejects: Path | None,
-    concurrency: int,
-    rate: float | None,
-    max_retries: int,
-    allow_triggers: bool,
-    as_json: bool,
-    common: Common,
-) -> None:
+def retry_command(rejects_file: Path, sending: SendFlags, common: Common) -> None:
     """Re-send the rows Kraiter rejected, once you have fixed the cause.
 
     REJECTS_FILE is the file an `import` named in its summary. Only rows Kraiter refused
@@ -577,21 +568,16 @@ def retry_command(
     contact that was missing) are sent again; rows caught by validation (stage
     "invalid") need fixing in the source and a new import. Nothing is sent twice.
     """
-    from kraiter_sync.importer import ImportOptions, retry_
+    from kraiter_sync.importer import retry_
+    from kraiter_sync.pipeline import InputOptions
     from kraiter_sync.progress import ImportProgress
 
-    options = ImportOptions(
-        rejects=rejects,
-        concurrency=concurrency,
-        rate=rate,
-        max_retries=max_retries,
-        allow_triggers=allow_triggers,
-    )
+    options = sending.import_options(InputOptions())
     with ImportProgress.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
         result = retry_(
             rejects_file, settings=common.settings(), options=options, on_progress=progress.update
         )
-    _finish_import(result, as_json=as_json)
+    _finish_import(result, as_json=sending.as_json)
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import polars as pl
 
 from kraiter_sync.client import KraiterClient
-from kraiter_sync.errors import ApiError, ConflictError, KraiterSyncError
+from kraiter_sync.errors import ApiError, ConflictError, KraiterSyncError, NotFoundError
 from kraiter_sync.ledger import Ledger
 from kraiter_sync.logs import get_logger
 from kraiter_sync.retry import RetryPolicy, call_with_retry
@@ -182,6 +182,7 @@ class Engine:
         self._done: list[tuple[str, str]] = []
         self._rejected: list[Outcome[EventRow]] = []
         self._forget: list[str] = []
+        self._refreshed: dict[str, str] = {}
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -231,10 +232,11 @@ class Engine:
 
     # -- events --------------------------------------------------------------------------
 
-    async def find_remote(self, row: EventRow) -> str | None:
+    async def find_remote(self, row: EventRow, contact_id: str | None = None) -> str | None:
         """The id of the remote event that is ``row``, if Kraiter holds it (unclaimed)."""
         self.stats.verifications += 1
-        async for remote in self.client.list_events(contact_id=row.contact_id, name=row.name):
+        contact = contact_id or row.contact_id
+        async for remote in self.client.list_events(contact_id=contact, name=row.name):
             rid = str(remote.get("id"))
             if rid not in self._claimed and event_matches(row, remote):
                 self._claimed.add(rid)
@@ -320,23 +322,39 @@ class Engine:
             await put(row)
         return True
 
+    async def _refresh_contact(self, email: str) -> str:
+        """The contact behind a cached id is gone (deleted in Kraiter): make it again."""
+        if email not in self._refreshed:
+            contact, _created = await self.client.upsert_contact(email)
+            self._refreshed[email] = str(contact["id"])
+            self.ledger.put_contacts(self.target, [(email, self._refreshed[email], None)])
+            log.info("contact %s was missing in Kraiter; recreated it", email)
+        return self._refreshed[email]
+
     async def _send_event(self, row: EventRow) -> None:
         ambiguous = False
+        contact_id = self._refreshed.get(row.email or "", row.contact_id)
 
         async def attempt() -> str:
-            nonlocal ambiguous
+            nonlocal ambiguous, contact_id
             if ambiguous:
-                found = await self.find_remote(row)
+                found = await self.find_remote(row, contact_id)
                 if found is not None:
                     self.stats.events_verified += 1
                     return found
             try:
                 event = await self.client.track_event(
                     row.name,
-                    contact_id=row.contact_id,
+                    contact_id=contact_id,
                     properties=row.properties,
                     timestamp=row.timestamp,
                 )
+            except NotFoundError:
+                if row.email is None or contact_id == self._refreshed.get(row.email):
+                    raise
+                # Our cache named a contact Kraiter no longer has: recreate, send again.
+                contact_id = await self._refresh_contact(row.email)
+                return await attempt()
             except KraiterSyncError as exc:
                 ambiguous = ambiguous or exc.ambiguous
                 raise

@@ -265,3 +265,44 @@ def test_retry_resends_what_kraiter_rejected_once_the_cause_is_fixed(
     nothing = retry_(rejects_path, settings=settings, client_factory=kraiter.factory)
     assert nothing.events.already == 3
     assert kraiter.transports[-1].writes == 0
+
+
+def test_json_log_format_gives_machine_readable_progress_on_stderr(tmp_path: Path) -> None:
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=40)
+    result = CliRunner().invoke(
+        main,
+        ["import", str(src), "--state-dir", str(tmp_path / "st"), "--log-format", "json", "--json"],
+    )
+    assert result.exit_code == 3, result.output
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    progress = [r for r in records if r["msg"] == "progress"]
+    assert progress, records
+    assert progress[-1]["done"] == progress[-1]["total"] == 40
+    assert {"per_s", "eta_s", "rate_limited", "retries"} <= set(progress[-1])
+    assert json.loads(result.stdout)["events"]["sent"] == 40
+
+
+def test_contact_deleted_in_kraiter_after_being_cached_is_recreated(
+    tmp_path: Path, settings
+) -> None:  # type: ignore[no-untyped-def]
+    kraiter = LocalKraiter(tmp_path)
+    first = tmp_path / "first.csv"
+    first.write_text("email,event,timestamp\nada@example.com,login,2025-01-01T10:00:00Z\n")
+    assert import_([first], settings=settings, client_factory=kraiter.factory).events.sent == 1
+
+    async def delete_ada() -> None:
+        async with kraiter.factory(RateController()) as client:
+            contact = await client.get_contact_by_email("ada@example.com")
+            assert contact is not None
+            await client.delete_contact(str(contact["id"]))
+
+    asyncio.run(delete_ada())
+    second = tmp_path / "second.csv"
+    second.write_text("email,event,timestamp\nada@example.com,login,2025-01-02T10:00:00Z\n")
+    result = import_([second], settings=settings, client_factory=kraiter.factory)
+    assert (result.events.sent, result.events.rejected) == (1, 0)
+    stored = kraiter.events()
+    assert [(email, ts) for (email, _n, ts, _p) in stored] == [
+        ("ada@example.com", "2025-01-02T10:00:00.000Z")
+    ]

@@ -105,3 +105,47 @@ def test_killed_imports_resume_to_the_exact_end_state(
     with Ledger(state / "ledger.db") as ledger:
         target = resolve_settings(api_key=KEY, base_url=url, state_dir=state, env={}).target
         assert ledger.count_states(target) == {"done": 1500}
+
+
+def test_ctrl_c_drains_records_and_exits_4_with_the_resume_command(
+    tmp_path: Path, python: str, cli_env: dict[str, str]
+) -> None:
+    src = tmp_path / "events.parquet"
+    expected = write_events(src, rows=800, contacts=40, seed=8)
+    db = tmp_path / "kraiter.db"
+    state = tmp_path / "st"
+    env = dict(cli_env, KRAITER_API_KEY=KEY)
+    with serve_in_thread(EmulatorConfig(db_path=str(db), latency_ms=10)) as url:
+        cmd = [
+            python,
+            "-m",
+            "kraiter_sync",
+            "import",
+            str(src),
+            "--base-url",
+            url,
+            "--state-dir",
+            str(state),
+            "--concurrency",
+            "4",
+        ]
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 4, err
+        assert "re-run the same command to resume" in err
+        assert f"kraiter-sync import {src}" in err
+        assert "not sent" in out  # the summary says what is left
+        with Ledger(state / "ledger.db") as ledger:
+            target = resolve_settings(api_key=KEY, base_url=url, state_dir=state, env={}).target
+            states = ledger.count_states(target)
+        assert "inflight" not in states  # drained: every request that left was recorded
+        assert 0 < states.get("done", 0) < 800
+        final = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+    assert final.returncode == 3, final.stderr
+    assert _stored(db) == Counter(expected)

@@ -1,0 +1,88 @@
+"""``kraiter-sync validate``: exit codes, rejects file, report, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from click.testing import CliRunner
+
+from kraiter_sync.cli import main
+from tests.conftest import SAMPLE_DATA
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["validate", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_clean_input_exits_0(tmp_path: Path) -> None:
+    src = tmp_path / "contacts.csv"
+    src.write_text("email,plan\nada@example.com,pro\n Bob@Example.COM ,free\n")
+    code, out, err = run(str(src), "--state-dir", str(tmp_path / "st"))
+    assert code == 0, err
+    assert "2 contacts rows read: 2 valid, 0 duplicates, 0 rejected" in out
+
+
+def test_rejected_rows_exit_3_and_land_in_the_rejects_file_with_a_report(
+    tmp_path: Path,
+) -> None:
+    rejects = tmp_path / "rejects.ndjson"
+    report = tmp_path / "report.json"
+    code, out, _err = run(
+        str(SAMPLE_DATA / "contacts.csv"),
+        str(SAMPLE_DATA / "events.parquet"),
+        "--rejects",
+        str(rejects),
+        "--report",
+        str(report),
+        "--state-dir",
+        str(tmp_path / "st"),
+    )
+    assert code == 3
+    assert "1,506 contacts rows read" in out
+    assert f"rejected rows: {rejects}" in out
+    rows = pl.read_ndjson(rejects)
+    assert rows.height == 3 + 5  # the deliberately bad rows of both samples
+    assert set(rows["stage"]) == {"invalid"}
+    assert {"email.invalid", "timestamp.future", "name.reserved"} <= set(rows["rule"])
+    data = json.loads(report.read_text())
+    assert data["contacts"]["rejected"] == 3
+    assert data["events"]["rejected"] == 5
+    assert data["events"]["rows_read"] == (
+        data["events"]["valid"] + data["events"]["duplicates"] + data["events"]["rejected"]
+    )
+
+
+def test_missing_file_is_a_usage_error_without_traceback(tmp_path: Path) -> None:
+    code, _out, err = run(str(tmp_path / "nope.csv"), "--state-dir", str(tmp_path / "st"))
+    assert code == 2
+    assert err.startswith("error: ")
+    assert "nope.csv" in err
+    assert "Traceback" not in err
+
+
+def test_no_email_column_names_the_columns_and_the_fix(tmp_path: Path) -> None:
+    src = tmp_path / "people.csv"
+    src.write_text("name_of_person,plan\nAda,pro\n")
+    code, _out, err = run(str(src), "--kind", "contacts", "--state-dir", str(tmp_path / "st"))
+    assert code == 2
+    assert "name_of_person" in err
+    assert "--map email=" in err
+
+
+def test_map_override_rescues_an_odd_column_name(tmp_path: Path) -> None:
+    src = tmp_path / "people.csv"
+    src.write_text("contact,plan\nada@example.com,pro\n")
+    code, out, err = run(
+        str(src),
+        "--kind",
+        "contacts",
+        "--map",
+        "email=contact",
+        "--state-dir",
+        str(tmp_path / "st"),
+    )
+    assert code == 0, err
+    assert "1 valid" in out
