@@ -524,3 +524,33 @@ def test_postgres_job_end_to_end(tmp_path: Path, kraiter: tuple[CountingApp, str
         assert app.writes() == []
     finally:
         pg_execute(pg_url, f"DROP TABLE IF EXISTS {table}")
+
+
+def test_cli_full_and_dry_run_flags(tmp_path: Path, kraiter: tuple[CountingApp, str]) -> None:
+    app, url = kraiter
+    write(tmp_path / "contacts.csv", "email,plan\na@example.com,pro\nb@example.com,free\n")
+    config = write(
+        tmp_path / "kraiter-sync.toml", '[jobs.c]\nsource = "contacts.csv"\nkind = "contacts"\n'
+    )
+    runner = CliRunner(env={"KRAITER_API_KEY": KEY, "KRAITER_BASE_URL": url})
+    base = ["sync", "--config", str(config), "--state-dir", str(tmp_path / "state"), "--json"]
+
+    def summary(*extra: str) -> dict[str, Any]:
+        result = runner.invoke(main, [*base, *extra])
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    assert summary()["jobs"][0]["counts"]["contacts"]["sent"] == 2
+    app.reset()
+    assert summary()["jobs"][0]["unchanged_rows"] == 2
+    assert app.writes() == []
+    dry = summary("--full", "--dry-run")["jobs"][0]
+    assert (dry["status"], dry["full"]) == ("dry-run", True)
+    assert app.writes() == []
+    full = summary("--full")["jobs"][0]
+    assert full["full"]
+    # every contact re-checked against Kraiter; equal ones are not patched
+    assert full["counts"]["contacts"]["read"] == 2
+    assert full["counts"]["contacts"]["unchanged"] == 2
+    assert [w for w in app.writes() if w[0] == "PATCH"] == []
+    assert len(app.writes()) == 2  # the two creates Kraiter answered CONFLICT
