@@ -708,7 +708,7 @@ def sync_command(
       api_key_file = "/etc/kraiter-sync/key"   # or KRAITER_API_KEY; never inline
       [jobs.customers]
       source = "postgresql://etl@warehouse/crm"  # or duckdb:///x.duckdb, sqlite:///x.db,
-      query = "SELECT email, plan FROM customers" #    or files/globs: "exports/*.csv"
+      query = "SELECT email, plan FROM customers"  # or files/globs: "exports/*.csv"
       kind = "contacts"                          # contacts | events
       full_every = "7d"                          # re-check every contact weekly
       [jobs.events]
