@@ -221,6 +221,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--memory", action="store_true", help="also the 1M vs 10M RSS check")
     parser.add_argument("--skip-budget", action="store_true")
+    parser.add_argument("--skip-ceiling", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.events, args.ceiling_events = 600, 3000
@@ -229,7 +230,8 @@ def main() -> None:
         if not args.skip_budget:
             rate_budget(tmp, limit=args.limit, events=args.events, hide=False)
             rate_budget(tmp, limit=args.limit, events=args.events, hide=True)
-        client_ceiling(tmp, events=args.ceiling_events, concurrency=args.concurrency)
+        if not args.skip_ceiling:
+            client_ceiling(tmp, events=args.ceiling_events, concurrency=args.concurrency)
         if args.memory:
             small, big = (100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
             memory(tmp, small, big)

@@ -235,7 +235,9 @@ class _Run:
         if "events" in kinds:
             run = KindValidation("events", inputs, self.options.input, on_rejects=self.writer.write)
             self.spool.mkdir(parents=True, exist_ok=True)
-            emails: list[pl.Series] = []
+            # distinct emails so far: merged chunk by chunk, so memory follows the number
+            # of contacts, not the number of events
+            emails = pl.Series("email", [], dtype=pl.String)
             for part, valid in enumerate(run.run()):
                 if not valid.height:
                     continue
@@ -249,9 +251,8 @@ class _Run:
                 frame.write_parquet(path)
                 self.spool_parts.append(path)
                 self.names.update(frame["name"].unique().to_list())
-                emails.append(frame["email"].drop_nulls().unique())
-            if emails:
-                self.emails = pl.concat(emails).unique()
+                emails = pl.concat([emails, frame["email"].drop_nulls()]).unique()
+            self.emails = emails if emails.len() else None
             self.result.events.absorb(run.report)
             self.result.warnings.extend(run.report.all_warnings())
 
