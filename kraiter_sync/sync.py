@@ -132,9 +132,18 @@ def decode_cursor(text: str) -> CursorValue:
 
 
 def window_start(
-    watermark: CursorValue, lag: dt.timedelta | int | float | None, job: str
+    watermark: CursorValue,
+    lag: dt.timedelta | int | float | None,
+    job: str,
+    *,
+    parse_text: bool = True,
 ) -> CursorValue:
-    """``watermark - lag``: where an incremental run starts reading."""
+    """``watermark - lag``: where an incremental run starts reading.
+
+    A text watermark holding an ISO 8601 timestamp takes a duration only with
+    ``parse_text`` (file sources, whose windows compare parsed timestamps); a SQL text
+    column would be compared with a timestamp, so the query must cast it instead.
+    """
     if lag is None or lag == 0:
         return watermark
     if isinstance(lag, dt.timedelta):
@@ -142,7 +151,7 @@ def window_start(
             return watermark - lag
         if isinstance(watermark, dt.date):
             return watermark - dt.timedelta(days=max(1, lag.days))
-        if isinstance(watermark, str):
+        if isinstance(watermark, str) and parse_text:
             parsed = _parse_iso(watermark)
             if parsed is not None:
                 return parsed - lag
@@ -736,7 +745,7 @@ def run_job(
     watermark = decode_cursor(raw_mark) if raw_mark is not None else None
     since = None
     if job.cursor and watermark is not None and not full_pass:
-        since = window_start(watermark, job.lag, job.name)
+        since = window_start(watermark, job.lag, job.name, parse_text=not job.is_sql)
     source = open_job_source(job, since=since)
     row_cache: RowCache | None = None
     changed: ChangedRows | None = None

@@ -167,6 +167,8 @@ def test_window_start_subtracts_the_lag_by_cursor_type() -> None:
         2026, 1, 1, 23, tzinfo=dt.UTC
     )
     assert window_start(ts, None, "j") == ts
+    with pytest.raises(ConfigError, match="CAST"):  # a SQL text column: cast it in the query
+        window_start("2026-01-02T00:00:00Z", dt.timedelta(hours=1), "j", parse_text=False)
     with pytest.raises(ConfigError, match="lag"):
         window_start("abc", dt.timedelta(hours=1), "j")
     with pytest.raises(ConfigError, match="lag"):
