@@ -18,6 +18,7 @@ for them costs at most 2x reading and hashing the source, measured in the same r
 
     python benchmarks/sync.py                 # 1M rows, Parquet
     python benchmarks/sync.py --rows 200000 --source duckdb
+    python benchmarks/sync.py --source postgresql   # with KRAITER_TEST_POSTGRES_URL set
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import os
 import sqlite3
 import sys
 import tempfile
@@ -89,6 +91,16 @@ def write_source(frame: pl.DataFrame, kind: str, root: Path) -> str:
         conn.execute("CREATE TABLE contacts AS SELECT * FROM frame")
         conn.close()
         return f'source = "duckdb:///{path}"\nquery = "SELECT * FROM contacts"\n'
+    if kind == "postgresql":
+        import adbc_driver_postgresql.dbapi as adbc
+
+        url = os.environ.get("KRAITER_TEST_POSTGRES_URL", "")
+        if not url:
+            sys.exit("--source postgresql needs KRAITER_TEST_POSTGRES_URL (source .ci/postgres.sh)")
+        with adbc.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS bench_sync_contacts")
+            cur.adbc_ingest("bench_sync_contacts", frame.to_arrow(), mode="create")
+        return f'source = "{url}"\nquery = "SELECT * FROM bench_sync_contacts ORDER BY email"\n'
     path = root / "app.db"
     path.unlink(missing_ok=True)
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
@@ -157,7 +169,9 @@ class Counting(httpx.AsyncBaseTransport):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--source", choices=["parquet", "duckdb", "sqlite"], default="parquet")
+    parser.add_argument(
+        "--source", choices=["parquet", "duckdb", "sqlite", "postgresql"], default="parquet"
+    )
     parser.add_argument("--repeat", type=int, default=2, help="best of N for the timings")
     args = parser.parse_args()
     changed_every = 100
