@@ -727,7 +727,7 @@ def run_job(
     full: bool = False,
     now: dt.datetime | None = None,
     client_factory: Callable[[Any], Any] | None = None,
-    concurrency: int = 16,
+    concurrency: int | None = None,
 ) -> JobResult:
     """Run one job (the caller holds the state lock); raises on a failure of the job."""
     from kraiter_sync.importer import ImportOptions, import_
@@ -763,7 +763,10 @@ def run_job(
             timezone=job.timezone,
         ),
         dry_run=dry_run,
-        concurrency=concurrency,
+        concurrency=concurrency or job.concurrency,
+        rate=job.rate,
+        max_retries=job.max_retries,
+        allow_triggers=job.allow_triggers,
         ignore_contact_cache=full_pass and job.kind != "events",
     )
     args = {
@@ -855,7 +858,7 @@ def run_sync(
     full: bool = False,
     now: dt.datetime | None = None,
     client_factory: Callable[[Any], Any] | None = None,
-    concurrency: int = 16,
+    concurrency: int | None = None,
 ) -> SyncResult:
     """Run the selected jobs in order under one lock on the state directory.
 

@@ -71,6 +71,10 @@ _JOB_KEYS = (
     "encoding",
     "chunk_size",
     "enabled",
+    "allow_triggers",
+    "rate",
+    "concurrency",
+    "max_retries",
 )
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
@@ -162,6 +166,12 @@ class JobConfig:
     encoding: str = "utf-8"
     chunk_size: int = 100_000
     enabled: bool = True
+    #: Send events whose names trigger live sequences (a nightly feed usually should).
+    allow_triggers: bool = False
+    #: Ceiling in requests/s (None: as fast as Kraiter allows).
+    rate: float | None = None
+    concurrency: int = 16
+    max_retries: int = 5
     line: int | None = None
     base_dir: Path = Path()
 
@@ -403,6 +413,24 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         check.fail(f"must be true or false, not {_type_name(enabled)}", *at, "enabled")
+    allow_triggers = table.get("allow_triggers", False)
+    if not isinstance(allow_triggers, bool):
+        check.fail(
+            f"must be true or false, not {_type_name(allow_triggers)}", *at, "allow_triggers"
+        )
+    rate = table.get("rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
+        check.fail(f"must be a number of requests per second, not {_type_name(rate)}", *at, "rate")
+    if rate is not None and rate <= 0:
+        check.fail("must be more than 0 (leave it out for no ceiling)", *at, "rate")
+    limits: dict[str, int] = {}
+    for key, default, low, high in (("concurrency", 16, 1, 256), ("max_retries", 5, 0, 100)):
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            check.fail(f"must be an integer, not {_type_name(value)}", *at, key)
+        if not low <= value <= high:
+            check.fail(f"must be between {low} and {high}", *at, key)
+        limits[key] = value
     return JobConfig(
         name=name,
         source=source,
@@ -418,6 +446,10 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
         encoding=encoding,
         chunk_size=chunk_size,
         enabled=enabled,
+        allow_triggers=allow_triggers,
+        rate=float(rate) if rate is not None else None,
+        concurrency=limits["concurrency"],
+        max_retries=limits["max_retries"],
         line=check.index.line(*at),
         base_dir=base_dir,
     )

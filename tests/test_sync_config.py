@@ -119,6 +119,20 @@ def test_a_good_file_parses_in_order_with_paths_relative_to_it() -> None:
             '[jobs.a]\nsource = "x.csv"\nenabled = "yes"\n',
             ":3: jobs.a.enabled: must be true or false",
         ),
+        ('[jobs.a]\nsource = "x.csv"\nrate = 0\n', ":3: jobs.a.rate: must be more than 0"),
+        ('[jobs.a]\nsource = "x.csv"\nrate = "fast"\n', ":3: jobs.a.rate: must be a number"),
+        (
+            '[jobs.a]\nsource = "x.csv"\nconcurrency = 0\n',
+            ":3: jobs.a.concurrency: must be between",
+        ),
+        (
+            '[jobs.a]\nsource = "x.csv"\nmax_retries = 1.5\n',
+            ":3: jobs.a.max_retries: must be an integer",
+        ),
+        (
+            '[jobs.a]\nsource = "x.csv"\nallow_triggers = 1\n',
+            ":3: jobs.a.allow_triggers: must be true",
+        ),
         (
             '[jobs.a]\nsource = "x.csv"\nmap = { email = 3 }\n',
             ":3: jobs.a.map.email: must be a string",

@@ -329,6 +329,27 @@ def test_runs_lists_one_record_per_job(tmp_path: Path, kraiter: tuple[CountingAp
     assert all(r.status == "ok" for r in runs)
 
 
+def test_live_sequence_triggers_need_allow_triggers(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    app, url = kraiter
+    with SyncKraiterClient(url, KEY) as client:
+        client.put_sequence("seq_welcome", name="Welcome", status="active", triggers=["signup"])
+    write(tmp_path / "events.csv", events_rows(("a@example.com", "signup", "2026-01-01T00:00:00Z")))
+    job = (
+        '[jobs.events]\nsource = "events.csv"\nkind = "events"\n'
+        'map = { name = "event", timestamp = "at" }\n'
+    )
+    settings = settings_for(url, tmp_path)
+    refused = run_sync(parse_sync_config(job, tmp_path / "k.toml"), settings).jobs[0]
+    assert refused.exit_code == 2
+    assert "Welcome" in refused.message
+    assert [w for w in app.writes() if w[1] == "/api/events"] == []
+    allowed = parse_sync_config(job + "allow_triggers = true\n", tmp_path / "k.toml")
+    assert run_sync(allowed, settings).exit_code == 0
+    assert len([w for w in app.writes() if w[1] == "/api/events"]) == 1
+
+
 def test_dry_run_sends_nothing_and_keeps_the_watermark(
     tmp_path: Path, kraiter: tuple[CountingApp, str]
 ) -> None:
