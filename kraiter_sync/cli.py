@@ -643,6 +643,247 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+_EXPORT_STREAMS = (
+    "contacts",
+    "events",
+    "timelines",
+    "sends",
+    "scheduled",
+    "enrolments",
+    "memberships",
+)
+
+
+def _parse_since(value: str | None) -> Any:
+    """--since: an ISO 8601 date or date-time; without an offset it is UTC."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"--since {value!r} is not an ISO 8601 date or date-time (e.g. 2025-01-31)"
+        raise click.BadParameter(msg) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _read_contacts_file(path: Path) -> tuple[str, ...]:
+    """One contact id or email per line; blank lines, # comments and a header skipped."""
+    from kraiter_sync.errors import InputError
+
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        msg = f"--contacts {path}: cannot read it ({exc.strerror})"
+        raise InputError(msg) from None
+    refs = [ln.split(",")[0].strip().strip('"') for ln in lines]
+    refs = [r for r in refs if r and not r.startswith("#")]
+    if refs and refs[0].lower() in {"email", "id", "contact_id", "contactid"}:
+        refs = refs[1:]
+    if not refs:
+        msg = f"--contacts {path}: no contact ids or emails in it (one per line)"
+        raise InputError(msg)
+    return tuple(dict.fromkeys(refs))
+
+
+def _rate_observer(rate: float | None) -> Any:
+    """The importer's rate controller (ratelimit.py), shared by every request."""
+    from kraiter_sync.ratelimit import RateController
+
+    return RateController(ceiling=rate)
+
+
+def _export_progress(common: Common) -> Any:
+    """A live status line on a terminal; else None (INFO / JSON log lines)."""
+    if common.quiet or common.log_format != "text" or not sys.stderr.isatty():
+        return None
+
+    def show(info: dict[str, Any]) -> None:
+        line = (
+            f"{info['stream']}: {info['rows']:,} rows · {info['rows_per_s']:,.0f} rows/s · "
+            f"{info['requests']:,} requests ({info['requests_per_s']:.1f}/s) · "
+            f"{info['retries']} retries"
+        )
+        click.echo(f"\r\x1b[2K{line}", err=True, nl=bool(info["done"]))
+
+    return show
+
+
+@main.command("export")
+@click.argument("stream", type=click.Choice(_EXPORT_STREAMS))
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write into; the stream goes to OUT/STREAM/.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv", "ndjson"]),
+    default="parquet",
+    show_default=True,
+    help="File format. events and timelines are partitioned by date=YYYY-MM-DD.",
+)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Re-export everything and replace OUT/STREAM when done (ignores the watermark).",
+)
+@click.option(
+    "--since",
+    metavar="DATE",
+    default=None,
+    help="Re-export only rows at/after DATE (ISO 8601; UTC unless an offset is given), "
+    "replacing OUT/STREAM; later runs continue incrementally.",
+)
+@click.option(
+    "--contacts",
+    "contacts_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Limit timelines, enrolments and memberships to these contacts: a file with one "
+    "contact id or email per line.",
+)
+@click.option(
+    "--flatten-properties",
+    is_flag=True,
+    help="Also write one text column per property key (properties.KEY / data.KEY).",
+)
+@click.option(
+    "--raw-csv",
+    is_flag=True,
+    help="Write CSV cells as they are. By default cells starting with = + - @ tab or CR "
+    "get a leading ' so spreadsheets do not run them as formulas.",
+)
+@click.option(
+    "--custom-only",
+    is_flag=True,
+    help="events/timelines: leave out Kraiter's own events (email.*, sequence changes). "
+    "Use it for an export you want to import again.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="N",
+    help="At most N requests per second (a ceiling; Kraiter's limit is followed anyway).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Retries per request on 429, 5xx and network errors (0 = none).",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Rows per committed chunk (files written and watermark saved together).",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 100),
+    default=100,
+    show_default=True,
+    help="Rows asked for per request (Kraiter allows at most 100).",
+)
+@common_options
+def export_command(
+    *,
+    common: Common,
+    stream: str,
+    out: Path,
+    fmt: str,
+    full: bool,
+    since: str | None,
+    contacts_file: Path | None,
+    flatten_properties: bool,
+    raw_csv: bool,
+    custom_only: bool,
+    rate: float | None,
+    retries: int,
+    chunk_rows: int,
+    page_size: int,
+) -> None:
+    """Export a stream from Kraiter to Parquet, CSV or NDJSON files for analysis.
+
+    \b
+    Streams:
+      contacts     every contact (snapshot)
+      events       the tenant-wide event feed, system email.* events included
+      timelines    each contact's timeline: events, emails, sequence changes
+      sends        emails sent
+      scheduled    emails queued to be sent (snapshot)
+      enrolments   each contact's sequences (snapshot)
+      memberships  each contact's segments (snapshot)
+
+    events, timelines and sends are incremental: each run appends only what is new
+    since the last run (a watermark per target, stream and --out in the state
+    directory). Snapshot streams are rewritten whole each run. Files appear
+    atomically; an interrupted run (Ctrl-C, kill, out of retries: exit 4) resumes
+    where it stopped when re-run, without duplicating rows.
+
+    Re-import an events export with `kraiter-sync import OUT/events --connector
+    kraiter_export` (export with --custom-only: email.* events cannot be sent).
+
+    \b
+    Examples:
+      kraiter-sync export events --out exports/
+      kraiter-sync export contacts --out exports/ --format csv
+      kraiter-sync export timelines --out exports/ --contacts vip.txt
+      kraiter-sync export events --out exports/ --since 2025-01-01
+    """
+    import signal
+
+    from kraiter_sync.export import ExportOptions, export
+
+    options = ExportOptions(
+        format=cast(Any, fmt),
+        full=full,
+        since=_parse_since(since),
+        contacts=_read_contacts_file(contacts_file) if contacts_file else None,
+        flatten_properties=flatten_properties,
+        raw_csv=raw_csv,
+        custom_only=custom_only,
+        retries=retries,
+        chunk_rows=chunk_rows,
+        page_size=page_size,
+    )
+    settings = common.settings()
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = export(
+            settings,
+            stream,
+            out,
+            options=options,
+            observer=_rate_observer(rate),
+            progress=_export_progress(common),
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.contacts_not_found:
+        shown = ", ".join(result.contacts_not_found[:5])
+        more = len(result.contacts_not_found) - 5
+        log.warning(
+            "%d contact(s) from --contacts not found in Kraiter: %s%s",
+            len(result.contacts_not_found),
+            shown,
+            f" and {more} more" if more > 0 else "",
+        )
+    click.echo(result.summary())
+
+
 # ---------------------------------------------------------------------------------------
 # sync (issue 7)
 # ---------------------------------------------------------------------------------------

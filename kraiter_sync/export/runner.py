@@ -1,0 +1,790 @@
+"""Running one export: read pages, commit chunks of files, advance the watermark.
+
+A run reads its stream page by page into a buffer and *commits* it every
+``chunk_rows`` rows (or ``commit_seconds``): the chunk's files are written under
+temporary names, the state document records the renames and the new position in one
+atomic write, then the files are renamed. Whatever kills the process, the next run
+first finishes recorded renames and deletes unrecorded temporary files, so each row is
+in the output exactly once and the watermark never runs ahead of the files.
+
+Incremental runs append new part files to ``<out>/<stream>/``. Full runs (``--full``,
+``--since``, and every run of a snapshot stream) build a hidden staging directory next
+to it and swap it in at the end (also journaled), so readers see the old output until
+the new one is complete. An interrupted run is resumed by the next invocation,
+whatever its flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from kraiter_sync.client import KraiterClient
+from kraiter_sync.errors import (
+    ConfigError,
+    IncompleteError,
+    KraiterSyncError,
+    NotFoundError,
+    StateError,
+    UsageError,
+)
+from kraiter_sync.export.paging import ContactDirectory, Fetcher, Position, pages
+from kraiter_sync.export.state import ExportState, state_path
+from kraiter_sync.export.streams import (
+    StreamSpec,
+    flatten_json_column,
+    rows_to_frame,
+    stream_spec,
+)
+from kraiter_sync.export.writers import (
+    FORMATS,
+    TMP_PREFIX,
+    TMP_SUFFIX,
+    Format,
+    PendingFile,
+    empty_frame,
+    write_chunk,
+)
+from kraiter_sync.logs import get_logger
+
+__all__ = [
+    "ExportOptions",
+    "ExportResult",
+    "ProgressSink",
+    "export_async",
+    "log_progress",
+    "read_stream_async",
+]
+
+log = get_logger("export")
+#: Rows converted to a frame at a time: large enough that polars' per-call cost
+#: vanishes, small enough that the conversion overlaps with fetching the next pages.
+CONVERT_ROWS = 1_000
+Item = dict[str, Any]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export and how (the CLI's flags)."""
+
+    format: Format = "parquet"
+    #: Re-export everything (replaces the stream's output when complete).
+    full: bool = False
+    #: Re-export rows at or after this moment (on the stream's time column), replacing
+    #: the stream's output; ignores the watermark.
+    since: datetime | None = None
+    #: Limit per-contact streams to these contacts (ids or emails).
+    contacts: tuple[str, ...] | None = None
+    #: Add one String column per property key next to the JSON column.
+    flatten_properties: bool = False
+    #: Write CSV cells exactly as they are (no formula neutralisation).
+    raw_csv: bool = False
+    #: Events / timelines: leave out Kraiter's system events (``email.*``, sequences).
+    custom_only: bool = False
+    page_size: int = 100
+    chunk_rows: int = 50_000
+    commit_seconds: float = 30.0
+    #: Retries per request after the first attempt (0 = none).
+    retries: int = 5
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            msg = f"format must be one of {', '.join(FORMATS)}, not {self.format!r}"
+            raise UsageError(msg)
+        if self.since is not None and self.since.tzinfo is None:
+            msg = "--since must carry a time zone (e.g. 2025-01-01T00:00:00Z)"
+            raise UsageError(msg)
+
+
+@dataclass
+class ExportResult:
+    """What one run did."""
+
+    stream: str
+    directory: Path | None
+    format: Format
+    mode: Literal["incremental", "full", "snapshot"]
+    rows: int = 0
+    files: list[Path] = field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+    resumed: bool = False
+    seconds: float = 0.0
+    contacts_not_found: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rate = self.rows / self.seconds if self.seconds > 0 else 0.0
+        where = f" to {self.directory}" if self.directory else ""
+        text = (
+            f"exported {self.rows:,} {self.stream} rows ({self.mode}"
+            f"{', resumed' if self.resumed else ''}){where} as {self.format}: "
+            f"{len(self.files)} file(s), {self.requests:,} request(s), "
+            f"{self.retries} retr{'y' if self.retries == 1 else 'ies'}, "
+            f"{self.seconds:.1f}s ({rate:,.0f} rows/s)"
+        )
+        if self.contacts_not_found:
+            text += f"; {len(self.contacts_not_found)} listed contact(s) not found"
+        return text
+
+
+ProgressSink = Callable[[dict[str, Any]], None]
+
+
+def log_progress(info: dict[str, Any]) -> None:
+    """The default progress sink: an INFO line (shown with -v, or as JSON lines)."""
+    log.info(
+        "export %s: %s rows, %s requests (%.1f req/s), %d retries",
+        info["stream"],
+        f"{info['rows']:,}",
+        f"{info['requests']:,}",
+        info["requests_per_s"],
+        info["retries"],
+        extra={"progress": info},
+    )
+
+
+class _Progress:
+    """Throttled progress reports (rows, requests, rate, retries) to a sink."""
+
+    def __init__(
+        self, stream: str, fetcher: Fetcher, clock: Clock, sink: ProgressSink, every: float = 1.0
+    ) -> None:
+        self.stream = stream
+        self.fetcher = fetcher
+        self.clock = clock
+        self.sink = sink
+        self.every = every
+        self.start = clock()
+        self.last = self.start
+
+    def tick(self, rows: int, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        self.sink(
+            {
+                "stream": self.stream,
+                "rows": rows,
+                "requests": self.fetcher.requests,
+                "requests_per_s": self.fetcher.requests / elapsed,
+                "rows_per_s": rows / elapsed,
+                "retries": self.fetcher.retries,
+                "done": force,
+            }
+        )
+
+
+def _layout(options: ExportOptions, *, with_contacts: bool = False) -> dict[str, Any]:
+    """The options that shape the files (appending with others would mix layouts)."""
+    layout: dict[str, Any] = {
+        "format": options.format,
+        "custom_only": options.custom_only,
+        "flatten_properties": options.flatten_properties,
+        "raw_csv": options.raw_csv,
+    }
+    if with_contacts:
+        layout["contacts"] = list(options.contacts) if options.contacts is not None else None
+    return layout
+
+
+def _concat(frames: list[pl.DataFrame], spec: StreamSpec) -> pl.DataFrame:
+    if not frames:
+        return empty_frame(spec.schema)
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def _now_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+class _Run:
+    """One export run (or a resumed one) of one stream."""
+
+    def __init__(
+        self,
+        client: KraiterClient,
+        spec: StreamSpec,
+        options: ExportOptions,
+        fetcher: Fetcher,
+        *,
+        out: Path | None,
+        state: ExportState | None,
+        clock: Clock,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.client = client
+        self.spec = spec
+        self.options = options
+        self.fetcher = fetcher
+        self.out = out
+        self.state = state
+        self.clock = clock
+        self.directory = out / spec.name if out is not None else None
+        self.buffer: list[Item] = []  # items not converted yet
+        self.converted: list[pl.DataFrame] = []  # frames of this chunk, not written yet
+        self.buffered = 0  # rows in buffer + converted
+        self.frames: list[pl.DataFrame] = []  # in-memory sink (no output directory)
+        self._converting: asyncio.Future[pl.DataFrame] | None = None
+        self._committing: asyncio.Future[None] | None = None
+        self._saved_marks: tuple[Any, Any] | None = None
+        self.directory_of_contacts = ContactDirectory(fetcher, limit=options.page_size)
+        self.last_commit = clock()
+        self.progress = _Progress(spec.name, fetcher, clock, progress or log_progress)
+        self.result = ExportResult(
+            spec.name,
+            self.directory,
+            options.format,
+            "incremental" if spec.incremental else "snapshot",
+        )
+        self.data: dict[str, Any] = {}
+        self.run: dict[str, Any] = {}
+        # working positions (serialised into the state at each commit)
+        self.pos = Position()
+        self.contact_pos: dict[str, Position] = {}
+        self.driver: Any = None
+        self.since = options.since
+        self.full = True
+
+    # ---- state, recovery ---------------------------------------------------------------
+
+    @property
+    def _state(self) -> ExportState:
+        if self.state is None:  # pragma: no cover - only file runs reach the state code
+            msg = "no state: this run writes no files"
+            raise RuntimeError(msg)
+        return self.state
+
+    @property
+    def _dir(self) -> Path:
+        if self.directory is None:  # pragma: no cover - as above
+            msg = "no output directory: this run writes no files"
+            raise RuntimeError(msg)
+        return self.directory
+
+    def _start(self) -> None:
+        data = self._state.load()
+        self.data = data
+        self._recover()
+        run = data.get("run")
+        opts = self.options
+        if run:
+            self.result.resumed = True
+            log.warning(
+                "resuming the interrupted %s export started %s (%s rows so far)",
+                self.spec.name,
+                run["id"].split("-")[0],
+                f"{run.get('rows', 0):,}",
+            )
+            stored = run.get("options") or {}
+            if stored and stored != _layout(opts, with_contacts=True):
+                log.warning(
+                    "the interrupted run is finished with the options it started with (%s); "
+                    "re-run afterwards for the new ones",
+                    ", ".join(f"{k}={v}" for k, v in stored.items() if k != "contacts"),
+                )
+                contacts = stored.get("contacts")
+                opts = self.options = replace(
+                    opts,
+                    format=stored["format"],
+                    custom_only=stored["custom_only"],
+                    flatten_properties=stored["flatten_properties"],
+                    raw_csv=stored["raw_csv"],
+                    contacts=tuple(contacts) if contacts is not None else None,
+                )
+                self.result.format = opts.format
+        else:
+            has_output = self._dir.exists()
+            watermark = data.get("watermark")
+            full = opts.full or opts.since is not None or not self.spec.incremental
+            if not full and watermark and not has_output:
+                log.warning(
+                    "%s is missing although an earlier export wrote it: exporting everything",
+                    self.directory,
+                )
+                full = True
+            layout = data.get("layout")
+            if not full and watermark and layout and layout != _layout(opts):
+                differs = ", ".join(
+                    f"{k}={layout.get(k)}" for k, v in _layout(opts).items() if layout.get(k) != v
+                )
+                msg = (
+                    f"{self.directory} was exported with {differs}; appending with other "
+                    "options would mix layouts: pass --full to replace it, or choose another "
+                    "--out"
+                )
+                raise UsageError(msg)
+            run_id = _now_id()
+            run = {
+                "id": run_id,
+                "full": full,
+                "since": opts.since.isoformat() if opts.since else None,
+                "seq": 0,
+                "rows": 0,
+                "staging": str(self._staging(run_id)) if full else None,
+                "options": _layout(opts, with_contacts=True),
+                "watermark": None,
+                "driver": None,
+            }
+            data.update(
+                stream=self.spec.name,
+                out=str(self._dir.parent.resolve()),
+                run=run,
+            )
+            self._state.save()
+        self.run = run
+        self.full = bool(run["full"])
+        self.since = datetime.fromisoformat(run["since"]) if run.get("since") else None
+        if self.full:
+            Path(run["staging"]).mkdir(parents=True, exist_ok=True)
+        if self.spec.incremental:
+            self.result.mode = "full" if self.full else "incremental"
+        holder = run if self.full else data
+        wm = holder.get("watermark") or {}
+        if self.spec.source == "contact_pages":
+            self.contact_pos = {
+                cid: Position.from_json(p) for cid, p in (wm.get("contacts") or {}).items()
+            }
+        else:
+            self.pos = Position.from_json(wm.get("pos"))
+        self.driver = run.get("driver")
+        self._clean_strays()
+
+    def _staging(self, run_id: str) -> Path:
+        return self._dir.parent / f".{self.spec.name}.staging-{run_id}"
+
+    def _recover(self) -> None:
+        """Finish recorded renames and a recorded swap (a killed run's last steps)."""
+        changed = False
+        for tmp, final in self.data.get("pending") or []:
+            if Path(tmp).exists():
+                Path(tmp).replace(final)
+            changed = True
+        self.data["pending"] = []
+        if self.data.get("swap"):
+            self._finish_swap()
+            changed = True
+        if changed:
+            self._state.save()
+
+    def _clean_strays(self) -> None:
+        """Delete temporary files no journal entry refers to, and abandoned staging."""
+        staging = Path(self.run["staging"]) if self.run.get("staging") else None
+        for root in (self.directory, staging):
+            if root is not None and root.exists():
+                for tmp in root.rglob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+                    tmp.unlink()
+        parent = self._dir.parent
+        if parent.exists():
+            for other in parent.glob(f".{self.spec.name}.staging-*"):
+                if other != staging:
+                    shutil.rmtree(other, ignore_errors=True)
+            for old in parent.glob(f".{self.spec.name}.old-*"):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _finish_swap(self) -> None:
+        swap = self.data["swap"]
+        staging, old = Path(swap["staging"]), Path(swap["old"])
+        if staging.exists():
+            if self._dir.exists():
+                self._dir.rename(old)
+            staging.rename(self._dir)
+        if old.exists():
+            shutil.rmtree(old)
+        self.data["swap"] = None
+
+    # ---- buffering and commits --------------------------------------------------------
+
+    async def _resolve(self, items: Sequence[Item]) -> None:
+        if self.spec.needs_emails:
+            wanted = set(map(dict.get, items, repeat("contactId")))
+            wanted.difference_update(self.directory_of_contacts.emails)
+            wanted.discard(None)
+            if wanted:
+                await self.directory_of_contacts.resolve(wanted)
+
+    def _frame_sync(self, items: Sequence[Item]) -> pl.DataFrame:
+        spec, opts = self.spec, self.options
+        directory = self.directory_of_contacts if spec.needs_emails else None
+        frame = rows_to_frame(
+            spec,
+            items,
+            emails=directory.emails if directory else None,
+            user_ids=directory.user_ids if directory else None,
+        )
+        if opts.custom_only:
+            if spec.name == "events":
+                frame = frame.filter(~pl.col("name").str.starts_with("email."))
+            elif spec.name == "timelines":
+                frame = frame.filter(pl.col("type") == "event")
+        if self.since is not None and spec.since_column is not None:
+            col = pl.col(spec.since_column)
+            keep = col >= self.since
+            if spec.name == "sends":  # queued sends have no sentAt yet: they are recent
+                keep = keep | col.is_null()
+            frame = frame.filter(keep)
+        if opts.flatten_properties and spec.json_column is not None:
+            frame = flatten_json_column(frame, spec.json_column)
+        return frame
+
+    def _due(self) -> bool:
+        return (
+            self.buffered >= self.options.chunk_rows
+            or self.clock() - self.last_commit >= self.options.commit_seconds
+        )
+
+    async def _add(self, items: list[Item]) -> None:
+        """Buffer rows; every CONVERT_ROWS, convert them while the next pages come in."""
+        self.buffer.extend(items)
+        self.buffered += len(items)
+        if len(self.buffer) >= CONVERT_ROWS:
+            await self._convert()
+
+    async def _convert(self) -> None:
+        """Start converting the buffer in the background (one conversion at a time)."""
+        if not self.buffer:
+            return
+        # Emails first: if that fails, the rows stay buffered (nothing is dropped).
+        await self._resolve(self.buffer)
+        items, self.buffer = self.buffer, []
+        if self._converting is not None:
+            self.converted.append(await self._converting)
+        self._converting = asyncio.ensure_future(asyncio.to_thread(self._frame_sync, items))
+
+    async def _converted(self) -> list[pl.DataFrame]:
+        await self._convert()
+        if self._converting is not None:
+            task, self._converting = self._converting, None
+            self.converted.append(await task)
+        frames, self.converted = self.converted, []
+        return frames
+
+    async def _maybe_commit(self) -> None:
+        self.progress.tick(self.result.rows + self.buffered)
+        if self._due():
+            await self._commit()
+
+    def _watermark_json(self) -> dict[str, Any]:
+        if self.spec.source == "contact_pages":
+            return {"contacts": {cid: p.to_json() for cid, p in self.contact_pos.items()}}
+        return {"pos": self.pos.to_json()}
+
+    async def _commit(self, *, final: bool = False) -> None:
+        """Write the buffered rows as one chunk (files + journal + renames).
+
+        The chunk is written in a worker thread while fetching goes on; the next commit
+        (and the end of the run) waits for it first, so chunks land in order. The
+        positions saved with a chunk are the ones its rows were read up to.
+        """
+        frames = await self._converted()
+        self.buffered = 0
+        self.last_commit = self.clock()
+        await self._settle_commit()
+        if self.state is None or self.directory is None:
+            frame = _concat(frames, self.spec)
+            self.frames.append(frame)
+            self.result.rows += frame.height
+            return
+        run = self.run
+        marks = (self._watermark_json(), self.driver)
+        if (
+            not any(f.height for f in frames)
+            and marks == self._saved_marks
+            and not (final and self.full and run["rows"] == 0)
+        ):
+            return  # nothing new to write or to remember
+        self._saved_marks = marks
+        stem = f"{run['id']}-{run['seq']:05d}"
+        run["seq"] += 1
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self._write_chunk, frames, stem, marks, final=final)
+        )
+        self._committing = task
+        if final:
+            await self._settle_commit()
+
+    async def _settle_commit(self) -> None:
+        if self._committing is not None:
+            task, self._committing = self._committing, None
+            await task
+
+    def _write_chunk(
+        self, frames: list[pl.DataFrame], stem: str, marks: tuple[Any, Any], *, final: bool
+    ) -> None:
+        """(worker thread) files under temporary names → journal + position → renames."""
+        frame = _concat(frames, self.spec)
+        run = self.run
+        target = Path(run["staging"]) if self.full else self._dir
+        write_empty = final and self.full and run["rows"] == 0 and frame.height == 0
+        try:
+            pending: list[PendingFile] = write_chunk(
+                frame,
+                target,
+                fmt=self.options.format,
+                stem=stem,
+                partition=self.spec.partition,
+                raw_csv=self.options.raw_csv,
+                write_empty=write_empty,
+            )
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            msg = (
+                f"cannot write the {self.spec.name} files under {target}: {reason}; check "
+                "the free space and permissions of --out, then re-run to resume"
+            )
+            raise StateError(msg) from None
+        watermark, driver = marks
+        self.data["pending"] = [[str(p.tmp), str(p.final)] for p in pending]
+        run["rows"] += frame.height
+        run["driver"] = driver
+        (run if self.full else self.data)["watermark"] = watermark
+        if not self.full:
+            self.data["layout"] = _layout(self.options)
+        self._state.save()
+        for p in pending:
+            p.tmp.replace(p.final)
+            self.result.files.append(p.final)
+        self.result.rows += frame.height
+
+    async def _settle(self) -> None:
+        """After a failure: let background work finish (its journal stays consistent)."""
+        for name in ("_converting", "_committing"):
+            task = getattr(self, name)
+            setattr(self, name, None)
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+
+    def _finish(self) -> None:
+        data, run = self.data, self.run
+        if self.full:
+            data["swap"] = {
+                "staging": run["staging"],
+                "old": str(self._dir.parent / f".{self.spec.name}.old-{run['id']}"),
+            }
+            data["watermark"] = run.get("watermark") if self.spec.incremental else None
+            data["layout"] = _layout(self.options)
+        data["run"] = None
+        data["pending"] = []
+        data["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self._state.save()
+        if self.full:
+            self._finish_swap()
+            self._state.save()
+            # Files now live under the stream directory, not the staging one.
+            staging = Path(run["staging"])
+            self.result.files = [
+                self._dir / f.relative_to(staging) if f.is_relative_to(staging) else f
+                for f in self.result.files
+            ]
+
+    # ---- reading ----------------------------------------------------------------------
+
+    async def _read_feed(self) -> None:
+        spec = self.spec
+        async for page in pages(
+            self.fetcher, spec.route, self.pos, key=spec.key, limit=self.options.page_size
+        ):
+            await self._add(page.items)
+            self.pos = page.after
+            await self._maybe_commit()
+
+    async def _contacts(self) -> AsyncIterator[tuple[Item, Any, Any]]:
+        """(contact, driver position before it, after it) for the per-contact streams."""
+        listed = self.options.contacts
+        if listed is not None:
+            start = int(self.driver or 0)
+            for index in range(start, len(listed)):
+                contact = await self._lookup(listed[index])
+                if contact is None:
+                    self.result.contacts_not_found.append(listed[index])
+                    continue
+                yield contact, index, index + 1
+            return
+        before = Position.from_json(self.driver)
+        async for page in pages(
+            self.fetcher, "contacts.list", before, limit=self.options.page_size
+        ):
+            for i, contact in enumerate(page.items):
+                after = page.position_after(i)
+                yield contact, before.to_json(), after.to_json()
+                before = after
+            before = page.after
+
+    async def _lookup(self, ref: str) -> Item | None:
+        client = self.client
+        try:
+            if client.dialect.is_contact_id(ref):
+                return await self.fetcher.call(lambda: client.get_contact(ref))
+            return await self.fetcher.call(lambda: client.get_contact_by_email(ref))
+        except NotFoundError:
+            return None
+
+    async def _contact_list(self, contact_id: str) -> list[Item]:
+        if self.spec.name == "enrolments":
+            return await self.client.contact_sequences(contact_id)
+        return await self.client.contact_segments(contact_id)
+
+    async def _read_per_contact(self) -> None:
+        spec = self.spec
+        async for contact, before, after in self._contacts():
+            cid, email = contact["id"], contact.get("email")
+            if spec.source == "contact_pages":
+                start = self.contact_pos.get(cid, Position())
+                async for page in pages(
+                    self.fetcher,
+                    spec.route,
+                    start,
+                    key=spec.key,
+                    limit=self.options.page_size,
+                    path_params={"id": cid},
+                ):
+                    for item in page.items:
+                        item["contactId"] = cid
+                        item["email"] = email
+                        item["userId"] = contact.get("userId")
+                    await self._add(page.items)
+                    self.contact_pos[cid] = page.after
+                    self.driver = before
+                    await self._maybe_commit()
+                self.driver = after
+            else:
+                try:
+                    rows = await self.fetcher.call(functools.partial(self._contact_list, cid))
+                except NotFoundError:  # deleted since it was listed
+                    rows = []
+                for item in rows:
+                    item["contactId"] = cid
+                    item["email"] = email
+                    item["userId"] = contact.get("userId")
+                await self._add(rows)
+                self.driver = after
+                await self._maybe_commit()
+
+    async def execute(self) -> ExportResult:
+        started = self.clock()
+        if self.state is not None:
+            self._start()
+        elif self.spec.source == "contact_pages" or self.spec.source == "feed":
+            self.full = True
+        try:
+            if self.spec.source == "feed":
+                await self._read_feed()
+            else:
+                await self._read_per_contact()
+        except KraiterSyncError as exc:
+            if not exc.retriable or self.state is None:
+                await self._settle()
+                raise
+            # Out of retries: keep what was read, then stop resumably (exit 4).
+            try:
+                await self._commit()
+                await self._settle_commit()
+            except KraiterSyncError:
+                await self._settle()  # those rows are read again by the next run
+            msg = (
+                f"export of {self.spec.name} stopped after {self.result.rows:,} rows: {exc}; "
+                "re-run the same command to resume"
+            )
+            raise IncompleteError(msg) from exc
+        except BaseException:
+            await self._settle()
+            raise
+        await self._commit(final=True)
+        if self.state is not None:
+            self._finish()
+        self.progress.tick(self.result.rows, force=True)
+        self.result.requests = self.fetcher.requests
+        self.result.retries = self.fetcher.retries
+        self.result.seconds = self.clock() - started
+        return self.result
+
+
+async def export_async(
+    client: KraiterClient,
+    stream: str,
+    out: str | os.PathLike[str],
+    *,
+    state_dir: str | os.PathLike[str],
+    target: str,
+    options: ExportOptions | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Callable[[float], Any] = asyncio.sleep,
+    progress: ProgressSink | None = None,
+) -> ExportResult:
+    """Export ``stream`` into ``<out>/<stream>/`` incrementally and resumably.
+
+    ``target`` is the tenant identity (``Settings.target``) keying the watermark;
+    ``state_dir`` holds the state document. Raises IncompleteError (exit 4) when a
+    request still fails after the retries: re-running resumes.
+    """
+    spec = stream_spec(stream)
+    options = options or ExportOptions()
+    _check_contacts(spec, options)
+    out_path = Path(out)
+    state = ExportState(state_path(Path(state_dir), target, spec.name, out_path))
+    fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
+    with state.locked():
+        try:
+            out_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create --out {out_path}: {exc.strerror}"
+            raise ConfigError(msg) from None
+        run = _Run(
+            client,
+            spec,
+            options,
+            fetcher,
+            out=out_path,
+            state=state,
+            clock=clock,
+            progress=progress,
+        )
+        return await run.execute()
+
+
+def _check_contacts(spec: StreamSpec, options: ExportOptions) -> None:
+    if options.contacts is not None and spec.source == "feed":
+        msg = (
+            "--contacts applies to the per-contact streams (timelines, enrolments, "
+            f"memberships), not to {spec.name}"
+        )
+        raise UsageError(msg)
+
+
+def _log_retry(exc: BaseException, attempt: int) -> None:
+    log.info("retry %d after: %s", attempt, exc)
+
+
+async def read_stream_async(
+    client: KraiterClient,
+    stream: str,
+    *,
+    options: ExportOptions | None = None,
+    sleep: Callable[[float], Any] = asyncio.sleep,
+) -> pl.DataFrame:
+    """The whole stream as one frame (no files, no watermark): for notebooks and tests."""
+    spec = stream_spec(stream)
+    _check_contacts(spec, options or ExportOptions())
+    options = replace(options or ExportOptions(), chunk_rows=10**12, commit_seconds=float("inf"))
+    fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
+    run = _Run(client, spec, options, fetcher, out=None, state=None, clock=time.monotonic)
+    await run.execute()
+    frames = [f for f in run.frames if f.height] or [empty_frame(spec.schema)]
+    return pl.concat(frames, how="diagonal_relaxed")
