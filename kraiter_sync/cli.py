@@ -638,6 +638,258 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+def _reconcile_progress(common: Common) -> Callable[[int], None] | None:
+    """Contacts read so far, on stderr (quiet when asked or not a terminal)."""
+    if common.quiet or not sys.stderr.isatty():
+        return None
+
+    def show(count: int) -> None:
+        click.echo(f"\rreading Kraiter: {count:,} contacts", err=True, nl=False)
+
+    return show
+
+
+@main.command("reconcile")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@input_options
+@click.option(
+    "--rejects",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Write rows the validator refused to PATH (.csv, .parquet or .ndjson).",
+)
+@click.option(
+    "--plan-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Write the full plan (every contact and its action) to PATH: .json or .parquet.",
+)
+@click.option(
+    "--apply", "do_apply", is_flag=True, help="Carry the plan out (default: only show it)."
+)
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="PLAN",
+    help="With --apply: carry out a plan saved by --plan-out (no PATHs), refusing if the "
+    "affected contacts changed in Kraiter since it was computed.",
+)
+@click.option(
+    "--mirror",
+    is_flag=True,
+    help="Delete contacts that are in Kraiter but not in the input (guarded: see below).",
+)
+@click.option(
+    "--mirror-properties",
+    is_flag=True,
+    help="Remove properties Kraiter has but the input lacks (default: leave them alone).",
+)
+@click.option(
+    "--max-delete-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    metavar="R",
+    help="With --mirror: refuse to delete more than this share of Kraiter's contacts.",
+)
+@click.option(
+    "--tombstone",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="With --mirror: where to save the deleted contacts "
+    "[default: STATE_DIR/tombstones/tombstone-TIME.json].",
+)
+@click.option(
+    "--remote",
+    "strategy",
+    type=click.Choice(["auto", "listing", "lookups"]),
+    default="auto",
+    show_default=True,
+    help="How to read Kraiter: list every contact, look each local email up, or pick "
+    "the cheaper from the counts.",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="Changes shown per action.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Retries per request on 429, 5xx and network errors (0: none).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="N",
+    help="At most N requests per second [default: as fast as Kraiter allows].",
+)
+@click.option(
+    "--allow-triggers",
+    is_flag=True,
+    help="Events: send missing ones even when their names trigger live sequences "
+    "(this can enrol contacts and send real emails).",
+)
+@common_options
+def reconcile_command(
+    *,
+    common: Common,
+    paths: tuple[Path, ...],
+    inputs: InputOptions,
+    rejects: Path | None,
+    plan_out: Path | None,
+    do_apply: bool,
+    plan_path: Path | None,
+    mirror: bool,
+    mirror_properties: bool,
+    max_delete_ratio: float,
+    tombstone: Path | None,
+    strategy: str,
+    sample: int,
+    concurrency: int,
+    max_retries: int,
+    rate: float | None,
+    allow_triggers: bool,
+) -> None:
+    """Show what differs between the input and Kraiter, right now; optionally fix it.
+
+    Contacts are matched by normalised email (case-insensitive). Each lands in one of:
+    create (not in Kraiter), update (properties or userId differ: old → new shown),
+    unchanged, or only-in-Kraiter (left alone unless --mirror). Changes made directly
+    in Kraiter show up too. A property Kraiter has but the input lacks is left alone
+    unless --mirror-properties.
+
+    \b
+    --mirror deletes only-in-Kraiter contacts, with guards (exit 2 when refused):
+      * an empty input, or one with rejected rows, is refused;
+      * deleting more than --max-delete-ratio of Kraiter's contacts is refused;
+      * a tombstone file with every deleted contact is written first;
+        `kraiter-sync restore TOMBSTONE` recreates them.
+
+    \b
+    Examples:
+      kraiter-sync reconcile contacts.csv
+      kraiter-sync reconcile contacts.csv --plan-out plan.json
+      kraiter-sync reconcile --plan plan.json --apply
+      kraiter-sync reconcile contacts.parquet --mirror --apply
+      kraiter-sync reconcile --kind events events.parquet --apply
+
+    With events, the count of valid local events per contact and event name is
+    compared with Kraiter's; --apply sends the missing ones through the import engine
+    (events are never deleted).
+    """
+    from kraiter_sync.reconcile_run import (
+        ReconcileOptions,
+        apply_saved_plan,
+        reconcile,
+        render_plan,
+    )
+
+    settings = common.settings()
+    options = ReconcileOptions(
+        mirror=mirror,
+        mirror_properties=mirror_properties,
+        max_delete_ratio=max_delete_ratio,
+        strategy=cast("Any", strategy),
+        apply=do_apply,
+        plan_out=plan_out,
+        tombstone=tombstone,
+        rejects=rejects,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        rate=rate,
+        allow_triggers=allow_triggers,
+    )
+    if plan_path is not None:
+        if paths:
+            msg = "pass either PATHs to compare or --plan PLAN to apply, not both"
+            raise ConfigError(msg)
+        if not do_apply:
+            msg = "--plan PLAN applies a saved plan: add --apply (or just read the file)"
+            raise ConfigError(msg)
+        result = apply_saved_plan(plan_path, settings=settings, options=options)
+    else:
+        if not paths:
+            msg = "no input given: pass one or more files (or --plan PLAN --apply)"
+            raise ConfigError(msg)
+        progress = _reconcile_progress(common)
+        result = reconcile(
+            paths, settings=settings, inputs=inputs, options=options, on_progress=progress
+        )
+        if progress is not None:
+            click.echo(err=True)
+    if result.report is not None and not common.quiet:
+        r = result.report
+        what = "contacts" if result.events is None else "valid events"
+        click.echo(
+            f"input: {r.rows_read:,} rows, {r.valid:,} {what}, {r.duplicates:,} "
+            f"{'merged ' if result.events is None else ''}duplicates, {r.rejected:,} rejected",
+            err=True,
+        )
+    if result.snapshot is not None and not common.quiet:
+        click.echo(result.snapshot.describe(), err=True)
+    if result.events is not None:
+        click.echo(result.events.render(sample=sample))
+        sys.exit(result.exit_code)
+    assert result.plan is not None  # noqa: S101 (contacts)
+    click.echo(render_plan(result.plan, sample=sample))
+    if result.plan_path is not None and not common.quiet:
+        click.echo(f"plan written to {result.plan_path}", err=True)
+    if result.applied is not None:
+        click.echo(result.applied.summary())
+    elif do_apply:
+        click.echo("nothing to apply: Kraiter already matches the input")
+    sys.exit(result.exit_code)
+
+
+@main.command("restore")
+@click.argument("tombstone", type=click.Path(path_type=Path))
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@common_options
+def restore_command(*, common: Common, tombstone: Path, concurrency: int) -> None:
+    """Recreate the contacts a `reconcile --mirror` run deleted, from its tombstone file.
+
+    Each contact comes back with its email, properties, userId and unsubscribed state
+    (it gets a new id). Contacts that exist again are left as they are, so running
+    restore twice is safe. Events, sends and memberships of deleted contacts are not in
+    the tombstone and cannot be restored.
+
+    \b
+    Example:
+      kraiter-sync restore .kraiter-sync/tombstones/tombstone-20260101T020000.000000Z.json
+    """
+    from kraiter_sync.reconcile_run import ReconcileOptions, restore
+
+    options = ReconcileOptions(concurrency=concurrency)
+    result = restore(tombstone, settings=common.settings(), options=options)
+    click.echo(result.summary())
+    sys.exit(result.exit_code)
+
+
 # ---------------------------------------------------------------------------------------
 # export (issue 6)
 # ---------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from kraiter_sync.pipeline import (
 )
 from kraiter_sync.progress import Snapshot
 from kraiter_sync.ratelimit import RateController
+from kraiter_sync.reconcile_run import contacts_to_write
 from kraiter_sync.rejects import RejectsWriter
 from kraiter_sync.retry import RetryPolicy
 from kraiter_sync.upload import (
@@ -320,9 +321,58 @@ class _Run:
             rows.append(ContactRow(email, props, user, sfile, int(srow), digest))
         return rows, unchanged
 
+    async def diff_against_kraiter(
+        self, engine: Engine, rows: list[ContactRow]
+    ) -> tuple[list[ContactRow], int]:
+        """Of the rows the ledger can't vouch for, keep those Kraiter doesn't already hold.
+
+        This is the reconcile plan (issue 5): a new state directory or another machine
+        re-importing the same contacts costs reads (a listing or per-email lookups,
+        whichever is cheaper), not writes. Unchanged ones are cached for next time.
+        """
+        if not rows:
+            return rows, 0
+        wanted = pl.DataFrame(
+            {
+                "email": [r.email for r in rows],
+                "user_id": [r.user_id for r in rows],
+                "properties": [r.properties for r in rows],
+                "source_file": [r.source_file for r in rows],
+                "source_row": [r.source_row for r in rows],
+            },
+            schema={
+                "email": pl.String,
+                "user_id": pl.String,
+                "properties": pl.String,
+                "source_file": pl.String,
+                "source_row": pl.Int64,
+            },
+        )
+        todo, plan, _snapshot = await contacts_to_write(
+            engine.client,
+            wanted,
+            call=engine.with_retry,
+            concurrency=engine.options.concurrency,
+        )
+        unchanged = plan.of("unchanged")
+        by_email = {r.email: r for r in rows}
+        if not self.options.dry_run and unchanged.height:
+            self.ledger.put_contacts(
+                self.target,
+                [
+                    (email, cid, by_email[email].props_hash)
+                    for email, cid in zip(unchanged["email"], unchanged["id"], strict=True)
+                    if email in by_email
+                ],
+            )
+        keep = set(todo["email"].to_list())
+        return [r for r in rows if r.email in keep], unchanged.height
+
     async def send_contacts(self, engine: Engine, frame: pl.DataFrame) -> None:
         counts = self.result.contacts
         rows, counts.unchanged = self.plan_contacts(frame)
+        rows, same_in_kraiter = await self.diff_against_kraiter(engine, rows)
+        counts.unchanged += same_in_kraiter
         if self.options.dry_run:
             counts.pending = counts.read - counts.accounted
             return

@@ -443,16 +443,26 @@ class Ledger:
         return found
 
     def put_contacts(self, target: str, contacts: Iterable[tuple[str, str, str | None]]) -> None:
-        """Cache ``(email, contact_id, props_hash)`` triples."""
+        """Cache ``(email, contact_id, props_hash)`` triples; a None hash keeps the known one
+        (making sure a contact exists says nothing about its properties)."""
         now = _now()
         rows = [(target, email, cid, props, now) for email, cid, props in contacts]
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO contacts (target, email, contact_id, props_hash, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (target, email) DO UPDATE SET "
-                "contact_id = excluded.contact_id, props_hash = excluded.props_hash, "
+                "contact_id = excluded.contact_id, "
+                "props_hash = COALESCE(excluded.props_hash, contacts.props_hash), "
                 "updated_at = excluded.updated_at",
                 rows,
+            )
+
+    def forget_contacts(self, target: str, emails: Iterable[str]) -> None:
+        """Drop contacts from the cache (deleted in Kraiter: the next import recreates them)."""
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM contacts WHERE target = ? AND email = ?",
+                [(target, email) for email in emails],
             )
 
 

@@ -111,6 +111,11 @@ async def call_with_retry(
         if result is not None:
             await result
 
+    async def again() -> T:
+        # A coroutine function for tenacity, whatever ``fn`` is (a lambda returning a
+        # coroutine would otherwise come back un-awaited, as a "success").
+        return await fn()
+
     retrying = AsyncRetrying(
         sleep=policy.sleep,
         stop=stop_after_attempt(policy.max_retries),
@@ -119,4 +124,4 @@ async def call_with_retry(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retrying(fn)
+    return await retrying(again)

@@ -163,13 +163,14 @@ def test_contacts_created_then_patched_only_where_changed(tmp_path: Path, settin
     changed = import_([src], settings=settings, client_factory=kraiter.factory)
     assert changed.contacts.sent == 1
     assert changed.contacts.unchanged == 1
-    # a fresh state dir knows nothing: create → CONFLICT → look up → nothing differs
+    # a fresh state dir knows nothing: Kraiter is read and nothing differs
     fresh = resolve_settings(
         api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / "fresh", env={}
     )
     again = import_([src], settings=fresh, client_factory=kraiter.factory)
     assert again.contacts.unchanged == 2
-    assert kraiter.transports[-1].methods["PATCH"] == 0
+    # the reconcile plan (issue 5 item 6): a new state dir costs reads, not writes
+    assert kraiter.transports[-1].writes == 0
 
 
 def test_cli_import_of_sample_data_offline(tmp_path: Path) -> None:

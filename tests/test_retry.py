@@ -136,3 +136,22 @@ def test_sync_hook_is_accepted() -> None:
 def test_invalid_policy() -> None:
     with pytest.raises(ValueError, match="max_retries"):
         RetryPolicy(max_retries=-1)
+
+
+def test_a_lambda_returning_a_coroutine_is_retried_and_awaited() -> None:
+    from kraiter_sync.errors import ServerError
+
+    calls = {"n": 0}
+
+    async def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise ServerError("boom", method="POST", path="/api/events")
+        return "ok"
+
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    policy = RetryPolicy(max_retries=5, sleep=no_sleep)
+    assert asyncio.run(call_with_retry(lambda: flaky(), policy)) == "ok"
+    assert calls["n"] == 3
