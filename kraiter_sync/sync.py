@@ -557,18 +557,8 @@ class CheckResult:
         }
 
 
-def _refuse_mirror(job: JobConfig) -> None:
-    if job.mode == "mirror":
-        msg = (
-            f'job {job.name}: mode = "mirror" deletes contacts through reconcile\'s guards, '
-            'which this build does not include yet; use mode = "upsert"'
-        )
-        raise ConfigError(msg)
-
-
 def _check_job(job: JobConfig) -> JobCheck:
     try:
-        _refuse_mirror(job)
         with contextlib.closing(open_job_source(job, chunk_size=1)) as source:
             schema = source.schema
             columns = [n for n in schema.names() if n not in ("source_file", "source_row")]
@@ -736,7 +726,8 @@ def run_job(
 
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
-    _refuse_mirror(job)
+    if job.mode == "mirror":
+        return _mirror_job(job, settings=settings, dry_run=dry_run, started=started)
     target = settings.target
     with Ledger(settings.ledger_path) as ledger:
         raw_mark = ledger.get_watermark(target, cursor_stream(job.name)) if job.cursor else None
@@ -821,6 +812,61 @@ def run_job(
             if code == EXIT_REJECTED and result.rejects_path
             else ""
         ),
+    )
+
+
+def _mirror_job(job: JobConfig, *, settings: Settings, dry_run: bool, started: float) -> JobResult:
+    """``mode = "mirror"``: make Kraiter's contacts equal the source, deletions included.
+
+    Every night is a full reconcile (all of the source against all of Kraiter) with its
+    guards: an empty source, rejected rows, or deleting more than ``max_delete_ratio``
+    of Kraiter's contacts stop the job (exit 2) before anything is written; deleted
+    contacts go to a tombstone file (``kraiter-sync restore`` undoes them).
+    """
+    from kraiter_sync.pipeline import InputOptions
+    from kraiter_sync.reconcile_run import ReconcileOptions, reconcile
+
+    source = open_job_source(job)
+    result = reconcile(
+        [source],
+        settings=settings,
+        inputs=InputOptions(
+            kind="contacts",
+            connector=job.connector,
+            mapping=dict(job.mapping),
+            encoding=job.encoding,
+            chunk_size=job.chunk_size,
+            timezone=job.timezone,
+        ),
+        options=ReconcileOptions(
+            mirror=True,
+            max_delete_ratio=job.max_delete_ratio,
+            apply=not dry_run,
+            concurrency=job.concurrency,
+            max_retries=job.max_retries,
+            rate=job.rate,
+        ),
+    )
+    code = result.exit_code
+    plan = result.plan.counts() if result.plan is not None else {}
+    parts = [f"{plan.get(k, 0)} to {k}" for k in ("create", "update", "delete")]
+    message = "mirror plan: " + ", ".join(parts) + f", {plan.get('unchanged', 0)} unchanged"
+    applied = result.applied
+    if applied is not None:
+        message += (
+            f"; applied: {applied.created} created, {applied.updated} updated, "
+            f"{applied.deleted} deleted"
+        )
+        if applied.tombstone is not None:
+            message += f" (tombstone {applied.tombstone})"
+    return JobResult(
+        job=job.name,
+        status=_status(code, dry_run),
+        exit_code=code,
+        kind="contacts",
+        message=message,
+        duration_s=time.monotonic() - started,
+        counts=result.counts(),
     )
 
 

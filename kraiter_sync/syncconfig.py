@@ -75,6 +75,7 @@ _JOB_KEYS = (
     "rate",
     "concurrency",
     "max_retries",
+    "max_delete_ratio",
 )
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
@@ -172,6 +173,8 @@ class JobConfig:
     rate: float | None = None
     concurrency: int = 16
     max_retries: int = 5
+    #: Mirror mode refuses to delete more than this share of Kraiter's contacts.
+    max_delete_ratio: float = 0.05
     line: int | None = None
     base_dir: Path = Path()
 
@@ -431,6 +434,11 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
         if not low <= value <= high:
             check.fail(f"must be between {low} and {high}", *at, key)
         limits[key] = value
+    ratio = table.get("max_delete_ratio", 0.05)
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+        check.fail("must be a share between 0 and 1 (0.05 = 5 %)", *at, "max_delete_ratio")
+    if "max_delete_ratio" in table and mode != "mirror":
+        check.fail('only applies with mode = "mirror"', *at, "max_delete_ratio")
     return JobConfig(
         name=name,
         source=source,
@@ -450,6 +458,7 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
         rate=float(rate) if rate is not None else None,
         concurrency=limits["concurrency"],
         max_retries=limits["max_retries"],
+        max_delete_ratio=float(ratio),
         line=check.index.line(*at),
         base_dir=base_dir,
     )

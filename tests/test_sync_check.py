@@ -254,18 +254,3 @@ def test_worst_exit_code_orders_by_severity() -> None:
     assert worst_exit_code([1, 2]) == 2
     assert worst_exit_code([0, 0]) == 0
     assert worst_exit_code([]) == 0
-
-
-def test_mirror_mode_is_refused_until_reconcile_lands(tmp_path: Path) -> None:
-    events_csv(tmp_path / "events.csv")
-    write(tmp_path / "contacts.csv", "email\na@example.com\n")
-    config = write(
-        tmp_path / "kraiter-sync.toml",
-        '[jobs.mirror]\nsource = "contacts.csv"\nkind = "contacts"\nmode = "mirror"\n',
-    )
-    code, _, err = run(config, "--check")
-    assert code == 2
-    assert 'FAIL mirror: job mirror: mode = "mirror"' in err
-    code, _, err = run(config)
-    assert code == 2
-    assert 'use mode = "upsert"' in err

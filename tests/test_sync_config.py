@@ -120,6 +120,15 @@ def test_a_good_file_parses_in_order_with_paths_relative_to_it() -> None:
             ":3: jobs.a.enabled: must be true or false",
         ),
         ('[jobs.a]\nsource = "x.csv"\nrate = 0\n', ":3: jobs.a.rate: must be more than 0"),
+        (
+            '[jobs.a]\nsource = "x.csv"\nkind = "contacts"\nmax_delete_ratio = 0.2\n',
+            ':4: jobs.a.max_delete_ratio: only applies with mode = "mirror"',
+        ),
+        (
+            '[jobs.a]\nsource = "x.csv"\nkind = "contacts"\nmode = "mirror"\n'
+            "max_delete_ratio = 5\n",
+            ":5: jobs.a.max_delete_ratio: must be a share between 0 and 1",
+        ),
         ('[jobs.a]\nsource = "x.csv"\nrate = "fast"\n', ":3: jobs.a.rate: must be a number"),
         (
             '[jobs.a]\nsource = "x.csv"\nconcurrency = 0\n',

@@ -350,6 +350,44 @@ def test_live_sequence_triggers_need_allow_triggers(
     assert len([w for w in app.writes() if w[1] == "/api/events"]) == 1
 
 
+def test_mirror_job_deletes_what_left_the_source_within_the_guard(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    app, url = kraiter
+    with SyncKraiterClient(url, KEY) as client:
+        for i in range(25):
+            client.create_contact(f"u{i}@example.com", properties={"plan": "pro"})
+    source = tmp_path / "contacts.csv"
+    keep = [f"u{i}@example.com,pro" for i in range(24)]  # u24 left the warehouse
+    write(source, "email,plan\n" + "\n".join(keep) + "\nnew@example.com,free\n")
+    config = parse_sync_config(
+        '[jobs.m]\nsource = "contacts.csv"\nkind = "contacts"\nmode = "mirror"\n',
+        tmp_path / "kraiter-sync.toml",
+    )
+    settings = settings_for(url, tmp_path)
+    app.reset()
+    dry = run_sync(config, settings, dry_run=True).jobs[0]
+    assert dry.status == "dry-run"
+    assert "1 to create, 0 to update, 1 to delete, 24 unchanged" in dry.message
+    assert app.writes() == []
+    job = run_sync(config, settings).jobs[0]
+    assert job.exit_code == 0, job.as_dict()
+    assert "1 created, 0 updated, 1 deleted" in job.message
+    contacts = remote(url)[0]
+    assert "u24@example.com" not in contacts
+    assert "new@example.com" in contacts
+    assert len(contacts) == 25
+
+    # a source that lost most of its rows is refused before anything is deleted
+    write(source, "email,plan\nu0@example.com,pro\n")
+    app.reset()
+    refused = run_sync(config, settings).jobs[0]
+    assert refused.exit_code == 2
+    assert "refusing to delete 24 of 25 contacts" in refused.message
+    assert [w for w in app.writes() if w[0] == "DELETE"] == []
+    assert len(remote(url)[0]) == 25
+
+
 def test_dry_run_sends_nothing_and_keeps_the_watermark(
     tmp_path: Path, kraiter: tuple[CountingApp, str]
 ) -> None:
