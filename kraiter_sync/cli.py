@@ -1141,6 +1141,111 @@ def export_command(
 # ---------------------------------------------------------------------------------------
 
 
+def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
+    """Load kraiter-sync.toml and resolve settings from it (its relative paths are
+    relative to the file), with flags and environment winning; remembered on ``common``."""
+    from kraiter_sync.syncconfig import load_sync_config
+
+    sync_config = load_sync_config(config_path)
+    settings = sync_config.settings(
+        api_key=common.api_key, base_url=common.base_url, state_dir=common.state_dir
+    )
+    common._settings = settings
+    configure_logging(
+        verbose=common.verbose,
+        quiet=common.quiet,
+        log_format=common.log_format,
+        secrets=[settings.api_key],
+    )
+    if settings.local:
+        log.warning(
+            "No KRAITER_API_KEY or KRAITER_BASE_URL set: using the local Kraiter in "
+            "%s (set both to talk to your real account).",
+            settings.local_db,
+        )
+    return sync_config, settings
+
+
+@main.command("sync")
+@click.argument("jobs", nargs=-1, metavar="[JOB]...")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Validate the config, open every source (SQL: the query with LIMIT 0), resolve "
+    "every mapping and make one read from Kraiter; send nothing.",
+)
+@click.option("--dry-run", is_flag=True, help="Read, validate and plan every job; send nothing.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Ignore watermarks and the contact change cache: re-read and re-check everything.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@common_options
+def sync_command(
+    common: Common, jobs: tuple[str, ...], check: bool, dry_run: bool, full: bool, as_json: bool
+) -> None:
+    """Run the jobs of kraiter-sync.toml (all enabled ones, or the JOBs named), in order.
+
+    Meant for cron, systemd timers and Airflow: one lock per state directory (a second
+    run exits 4 at once, naming the holder), a watermark per incremental events job, a
+    change cache so unchanged contacts cost nothing, a run record per job
+    (`kraiter-sync runs`), and an exit code for the whole run. A failing job does not
+    stop the others; the run exits with the most severe code of all jobs
+    (2 config > 1 failed > 4 incomplete > 3 rejected rows > 0).
+
+    \b
+    kraiter-sync.toml (relative paths are relative to the file):
+      [target]
+      base_url = "https://api.kraiter.com"
+      api_key_file = "/etc/kraiter-sync/key"   # or KRAITER_API_KEY; never inline
+      [jobs.customers]
+      source = "postgresql://etl@warehouse/crm"  # or duckdb:///x.duckdb, sqlite:///x.db,
+      query = "SELECT email, plan FROM customers"  # or files/globs: "exports/*.csv"
+      kind = "contacts"                          # contacts | events
+      full_every = "7d"                          # re-check every contact weekly
+      [jobs.events]
+      source = "exports/events/*.parquet"
+      kind = "events"
+      cursor = "occurred_at"                     # read only rows >= watermark - lag
+      lag = "2h"
+
+    \b
+    Examples:
+      kraiter-sync sync --check
+      kraiter-sync sync                    # every enabled job
+      kraiter-sync sync events --dry-run   # one job, nothing sent
+      kraiter-sync sync --json > last-sync.json
+    """
+    import json
+
+    from kraiter_sync.sync import check_jobs
+
+    config_path = common.config_path or DEFAULT_CONFIG_FILE
+    sync_config, settings = _sync_settings(common, config_path)
+    if check:
+        result = check_jobs(sync_config, settings, jobs)
+        if as_json:
+            click.echo(json.dumps(result.as_dict()))
+        else:
+            for item in [*result.jobs, result.target]:
+                mark = "ok  " if item.ok else "FAIL"
+                click.echo(f"{mark} {item.name}: {item.message}", err=not item.ok)
+                if item.ok and common.verbose:
+                    for line in item.details:
+                        click.echo(f"       {line}")
+        ctx = click.get_current_context()
+        ctx.exit(result.exit_code)
+    from kraiter_sync.sync import run_sync
+
+    outcome = run_sync(sync_config, settings, jobs, dry_run=dry_run, full=full)
+    # Each job's outcome is logged (info when ok, so cron stays silent on a good night;
+    # warning for rejected rows; error for failures). --json adds the summary on stdout.
+    if as_json:
+        click.echo(json.dumps(outcome.as_dict()))
+    click.get_current_context().exit(outcome.exit_code)
+
+
 # ---------------------------------------------------------------------------------------
 # emulator (issue 2)
 # ---------------------------------------------------------------------------------------

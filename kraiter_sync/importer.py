@@ -33,7 +33,13 @@ from kraiter_sync.config import Settings
 from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
 from kraiter_sync.ledger import Ledger, state_lock
 from kraiter_sync.logs import get_logger
-from kraiter_sync.pipeline import InputOptions, KindValidation, PreparedInput, prepare_inputs
+from kraiter_sync.pipeline import (
+    ChunkSource,
+    InputOptions,
+    KindValidation,
+    PreparedInput,
+    prepare_inputs,
+)
 from kraiter_sync.progress import Snapshot
 from kraiter_sync.ratelimit import RateController
 from kraiter_sync.reconcile_run import contacts_to_write
@@ -79,6 +85,8 @@ class ImportOptions:
     allow_triggers: bool = False
     #: Send again the keys the ledger holds as ``rejected`` (what ``retry`` does).
     resend_rejected: bool = False
+    #: Re-send every valid contact even when its hash equals the ledger's (a full pass).
+    ignore_contact_cache: bool = False
 
 
 @dataclass
@@ -286,12 +294,16 @@ class _Run:
         hashes = [
             contact_hash(p, u) for p, u in zip(frame["properties"], frame["user_id"], strict=True)
         ]
-        cached = {
-            email: digest
-            for email, (_cid, digest) in self.ledger.get_contacts(
-                self.target, frame["email"].to_list()
-            ).items()
-        }
+        cached = (
+            {}
+            if self.options.ignore_contact_cache
+            else {
+                email: digest
+                for email, (_cid, digest) in self.ledger.get_contacts(
+                    self.target, frame["email"].to_list()
+                ).items()
+            }
+        )
         rows: list[ContactRow] = []
         unchanged = 0
         for email, props, user, sfile, srow, digest in zip(
@@ -518,15 +530,19 @@ def _clear_old_spools(state_dir: Path) -> None:
 
 
 def import_(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | ChunkSource],
     *,
     settings: Settings,
     options: ImportOptions | None = None,
     client_factory: Callable[[RateController], KraiterClient] | None = None,
     on_progress: Callable[[Snapshot], None] | None = None,
     args: dict[str, Any] | None = None,
+    command: str = "import",
 ) -> ImportResult:
     """Import files into Kraiter: the library form of ``kraiter-sync import``.
+
+    ``paths`` may also hold open chunk sources (``sql.SqlSource``: see
+    ``pipeline.ChunkSource``); ``command`` names the run record (``sync`` uses it).
 
     Safe to kill and re-run: the ledger in ``settings.state_dir`` makes the next run
     skip what is done and verify what was in flight. Returns counts for every row;
@@ -539,7 +555,7 @@ def import_(
         _clear_old_spools(settings.state_dir)
         ledger = stack.enter_context(Ledger(settings.ledger_path))
         run_id = ledger.start_run(
-            "import", settings.target, args or {"paths": [str(p) for p in paths]}
+            command, settings.target, args or {"paths": [str(p) for p in paths]}
         )
         status = "failed"
         run: _Run | None = None

@@ -479,6 +479,10 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
     )
 
 
+#: Lock files this process holds (see :func:`state_lock`).
+_HELD: set[str] = set()
+
+
 @contextlib.contextmanager
 def state_lock(state_dir: Path | str) -> Iterator[Path]:
     """Hold the state directory's lock (``<state>/lock``) for the duration.
@@ -486,8 +490,16 @@ def state_lock(state_dir: Path | str) -> Iterator[Path]:
     ``fcntl.flock`` is released by the kernel when the holder dies, so a lock left by
     a killed run is taken over without any stale-lock guessing. The holder's pid is
     written into the file so a refused run can name it.
+
+    Re-entrant within one process: ``sync`` holds the lock for its whole run and each
+    job's ``import_`` takes it again (a second ``flock`` on a new descriptor of the same
+    file would refuse even its own process).
     """
     directory = Path(state_dir)
+    key = str((directory / "lock").resolve())
+    if key in _HELD:
+        yield directory / "lock"
+        return
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -506,9 +518,11 @@ def state_lock(state_dir: Path | str) -> Iterator[Path]:
             raise LockHeldError(msg) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD.add(key)
         try:
             yield directory / "lock"
         finally:
+            _HELD.discard(key)
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -14,14 +14,14 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import polars as pl
 
 from kraiter_sync.connectors import Detection, apply, resolve_connector
 from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError
 from kraiter_sync.rejects import RejectsWriter
-from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, Source, open_source
+from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, open_source
 from kraiter_sync.validate import (
     ChunkedValidation,
     ReportAccumulator,
@@ -58,12 +58,25 @@ class InputOptions:
     validation: ValidationOptions = field(default_factory=ValidationOptions)
 
 
+class ChunkSource(Protocol):
+    """Anything the pipeline can read: ``sources.Source`` (files), ``sql.SqlSource``, or a
+    wrapper such as ``sync.CursorWindow``. ``schema`` includes ``source_file`` and
+    ``source_row``; every chunk carries them too."""
+
+    @property
+    def schema(self) -> pl.Schema: ...
+
+    def iter_chunks(self, *, chunk_size: int | None = None) -> Iterator[pl.DataFrame]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class PreparedInput:
     """One path argument: its files, and the mapping chosen for them."""
 
     label: str
-    source: Source
+    source: ChunkSource
     detection: Detection
 
     @property
@@ -88,9 +101,15 @@ class PreparedInput:
 
 
 def prepare_inputs(
-    paths: Sequence[str | Path], options: InputOptions, *, stack: contextlib.ExitStack
+    paths: Sequence[str | Path | ChunkSource],
+    options: InputOptions,
+    *,
+    stack: contextlib.ExitStack,
 ) -> list[PreparedInput]:
     """Open every path argument and choose its mapping; nothing is read beyond headers.
+
+    An item that is already a :class:`ChunkSource` (e.g. a ``sql.SqlSource``) is used
+    as it is, and closed by ``stack`` like the files opened here.
 
     Sources are closed by ``stack`` (temporary decompressed copies are removed).
     """
@@ -98,17 +117,24 @@ def prepare_inputs(
         msg = "no input given: pass one or more files, directories or globs"
         raise InputError(msg)
     prepared: list[PreparedInput] = []
-    for path in paths:
-        source = stack.enter_context(
-            open_source(path, encoding=options.encoding, chunk_size=options.chunk_size)
-        )
+    for item in paths:
+        source: ChunkSource
+        if isinstance(item, str | Path):
+            source = stack.enter_context(
+                open_source(item, encoding=options.encoding, chunk_size=options.chunk_size)
+            )
+            label = str(item)
+        else:  # an already-open chunk source (a SQL query, a windowed source): ours to close
+            source = item
+            stack.callback(source.close)
+            label = str(getattr(source, "display", None) or item)
         detection = resolve_connector(
             source.schema.names(),
             connector=options.connector,
             kind=options.kind,
             overrides=options.mapping,
         )
-        prepared.append(PreparedInput(str(path), source, detection))
+        prepared.append(PreparedInput(label, source, detection))
     return prepared
 
 

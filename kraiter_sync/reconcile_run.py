@@ -41,7 +41,7 @@ from kraiter_sync.remote import Caller, RemoteSnapshot, Strategy, snapshot_conta
 
 if TYPE_CHECKING:
     from kraiter_sync.reconcile_events import EventsReconcileResult
-from kraiter_sync.pipeline import InputOptions, KindValidation, prepare_inputs
+from kraiter_sync.pipeline import ChunkSource, InputOptions, KindValidation, prepare_inputs
 from kraiter_sync.ratelimit import RateController
 from kraiter_sync.rejects import RejectsWriter
 from kraiter_sync.retry import RetryPolicy, call_with_retry
@@ -131,7 +131,7 @@ class ReconcileResult:
 
 
 def load_local(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | ChunkSource],
     options: InputOptions,
     *,
     rejects: Path | None = None,
@@ -374,7 +374,7 @@ def _write_rejects(path: Path, rejects: Sequence[Mapping[str, Any]]) -> Path:
 
 
 def reconcile(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | ChunkSource],
     *,
     settings: Settings,
     inputs: InputOptions | None = None,
