@@ -28,10 +28,21 @@ if TYPE_CHECKING:
     from kraiter_sync.client import KraiterClient, SyncKraiterClient
     from kraiter_sync.connectors import Connector, list_presets, load_connector
     from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
+    from kraiter_sync.export import ExportOptions, ExportResult, export, export_to, read_stream
     from kraiter_sync.importer import ImportOptions, ImportResult, import_, retry_
     from kraiter_sync.ledger import Ledger
     from kraiter_sync.pipeline import InputOptions, validate_inputs
+    from kraiter_sync.reconcile import ContactPlan, diff_contacts
+    from kraiter_sync.reconcile_run import (
+        ReconcileOptions,
+        ReconcileResult,
+        apply_saved_plan,
+        reconcile,
+        restore,
+    )
     from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
+    from kraiter_sync.sync import SyncResult, check_jobs, run_sync
+    from kraiter_sync.syncconfig import load_sync_config
     from kraiter_sync.validate import ValidationOptions, validate_contacts, validate_events
 
 _LAZY = {
@@ -43,6 +54,22 @@ _LAZY = {
     "EmulatorConfig": "kraiter_sync.emulator",
     "create_app": "kraiter_sync.emulator",
     "serve_in_thread": "kraiter_sync.emulator",
+    "ExportOptions": "kraiter_sync.export",
+    "ExportResult": "kraiter_sync.export",
+    "export": "kraiter_sync.export",
+    "export_to": "kraiter_sync.export",
+    "read_stream": "kraiter_sync.export",
+    "ContactPlan": "kraiter_sync.reconcile",
+    "diff_contacts": "kraiter_sync.reconcile",
+    "ReconcileOptions": "kraiter_sync.reconcile_run",
+    "ReconcileResult": "kraiter_sync.reconcile_run",
+    "apply_saved_plan": "kraiter_sync.reconcile_run",
+    "reconcile": "kraiter_sync.reconcile_run",
+    "restore": "kraiter_sync.reconcile_run",
+    "SyncResult": "kraiter_sync.sync",
+    "check_jobs": "kraiter_sync.sync",
+    "run_sync": "kraiter_sync.sync",
+    "load_sync_config": "kraiter_sync.syncconfig",
     "ImportOptions": "kraiter_sync.importer",
     "ImportResult": "kraiter_sync.importer",
     "import_": "kraiter_sync.importer",
@@ -72,7 +99,10 @@ __all__ = [
     "ApiError",
     "ConfigError",
     "Connector",
+    "ContactPlan",
     "EmulatorConfig",
+    "ExportOptions",
+    "ExportResult",
     "GuardError",
     "ImportOptions",
     "ImportResult",
@@ -82,21 +112,34 @@ __all__ = [
     "KraiterClient",
     "KraiterSyncError",
     "Ledger",
+    "ReconcileOptions",
+    "ReconcileResult",
     "Settings",
     "StateError",
     "SyncKraiterClient",
+    "SyncResult",
     "UsageError",
     "ValidationOptions",
     "__version__",
+    "apply_saved_plan",
+    "check_jobs",
     "create_app",
+    "diff_contacts",
+    "export",
+    "export_to",
     "import_",
     "iter_chunks",
     "list_presets",
     "load_connector",
+    "load_sync_config",
     "open_source",
     "read_source",
+    "read_stream",
+    "reconcile",
     "resolve_settings",
+    "restore",
     "retry_",
+    "run_sync",
     "scan_source",
     "serve_in_thread",
     "validate_contacts",

@@ -616,7 +616,8 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
     if as_json:
         click.echo(json.dumps([_run_dict(r) for r in runs], indent=2))
         return
-    click.echo(f"{'ID':>5}  {'COMMAND':<9} {'STATUS':<11} {'STARTED':<20}  SUMMARY")
+    width = max([7, *(len(run.command) for run in runs)])
+    click.echo(f"{'ID':>5}  {'COMMAND':<{width}} {'STATUS':<11} {'STARTED':<20}  SUMMARY")
     for run in runs:
         summary = ""
         if run.counts:
@@ -629,7 +630,8 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
                 else json.dumps(run.counts)[:60]
             )
         click.echo(
-            f"{run.id:>5}  {run.command:<9} {run.status:<11} {_iso(run.started_at):<20}  {summary}"
+            f"{run.id:>5}  {run.command:<{width}} {run.status:<11} "
+            f"{_iso(run.started_at):<20}  {summary}"
         )
 
 
