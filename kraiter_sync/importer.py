@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import polars_hash as plh
 
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import Settings
@@ -173,6 +174,17 @@ def contact_hash(properties: str | None, user_id: str | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def contact_hashes(frame: pl.DataFrame) -> pl.Series:
+    """:func:`contact_hash` of every row of a canonical contacts frame, vectorised."""
+    text = frame.select(
+        pl.concat_str(
+            [pl.col("user_id").fill_null(""), pl.col("properties").fill_null("{}")],
+            separator="\x1f",
+        ).alias("t")
+    )
+    return text.select(plh.col("t").chash.sha2_256().str.slice(0, 32)).to_series()
+
+
 def _api_rejects(outcomes: Sequence[Outcome[Any]]) -> pl.DataFrame:
     """Outcomes refused by Kraiter as rows of the rejects frame (stage ``rejected``)."""
     rows = []
@@ -291,34 +303,24 @@ class _Run:
 
     def plan_contacts(self, frame: pl.DataFrame) -> tuple[list[ContactRow], int]:
         """Rows whose hash differs from what the ledger last wrote, and the unchanged count."""
-        hashes = [
-            contact_hash(p, u) for p, u in zip(frame["properties"], frame["user_id"], strict=True)
-        ]
-        cached = (
-            {}
-            if self.options.ignore_contact_cache
-            else {
+        frame = frame.with_columns(contact_hashes(frame).alias("_hash"))
+        if not self.options.ignore_contact_cache:
+            cached = {
                 email: digest
                 for email, (_cid, digest) in self.ledger.get_contacts(
                     self.target, frame["email"].to_list()
                 ).items()
+                if digest is not None
             }
-        )
-        rows: list[ContactRow] = []
-        unchanged = 0
-        for email, props, user, sfile, srow, digest in zip(
-            frame["email"],
-            frame["properties"],
-            frame["user_id"],
-            frame["source_file"],
-            frame["source_row"],
-            hashes,
-            strict=True,
-        ):
-            if cached.get(email) == digest:
-                unchanged += 1
-                continue
-            rows.append(ContactRow(email, props, user, sfile, int(srow), digest))
+            known = frame["email"].replace_strict(cached, default=None, return_dtype=pl.String)
+            frame = frame.filter(known.ne_missing(frame["_hash"]))
+        unchanged = 0 if self.options.ignore_contact_cache else len(known) - frame.height
+        rows = [
+            ContactRow(email, props, user, sfile, int(srow), digest)
+            for email, props, user, sfile, srow, digest in frame.select(
+                "email", "properties", "user_id", "source_file", "source_row", "_hash"
+            ).iter_rows()
+        ]
         return rows, unchanged
 
     async def diff_against_kraiter(

@@ -307,3 +307,16 @@ def test_contact_deleted_in_kraiter_after_being_cached_is_recreated(
     assert [(email, ts) for (email, _n, ts, _p) in stored] == [
         ("ada@example.com", "2025-01-02T10:00:00.000Z")
     ]
+
+
+def test_vectorised_contact_hashes_equal_the_scalar_ones() -> None:
+    from kraiter_sync.importer import contact_hash, contact_hashes
+
+    frame = pl.DataFrame(
+        {
+            "user_id": ["u1", None, "ü-7", None],
+            "properties": ['{"plan":"pro"}', None, '{"a":"é\\u0000"}', "{}"],
+        }
+    )
+    expected = [contact_hash(p, u) for u, p in frame.iter_rows()]
+    assert contact_hashes(frame).to_list() == expected
