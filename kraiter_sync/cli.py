@@ -1027,7 +1027,8 @@ def _export_progress(common: Common) -> Any:
     help="At most N requests per second (a ceiling; Kraiter's limit is followed anyway).",
 )
 @click.option(
-    "--retries",
+    "--max-retries",
+    "retries",
     type=click.IntRange(min=0),
     default=5,
     show_default=True,

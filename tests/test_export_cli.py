@@ -73,7 +73,7 @@ def test_out_of_retries_exits_4(tmp_path: Path, cli_env: dict[str, str]) -> None
     with serve_in_thread(config) as url:
         result = CliRunner().invoke(
             main,
-            ["export", "events", "--out", str(tmp_path / "o"), "--retries", "0"],
+            ["export", "events", "--out", str(tmp_path / "o"), "--max-retries", "0"],
             env=_env(url, tmp_path, cli_env),
         )
     assert result.exit_code == 4
