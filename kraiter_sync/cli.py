@@ -55,6 +55,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except KraiterSyncError as exc:
             click.echo(f"error: {exc}", err=True)
+            if exc.exit_code == EXIT_INCOMPLETE:
+                click.echo("incomplete: re-run the same command to resume", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)

@@ -10,7 +10,7 @@ which exit code the CLI uses for it (``exit_code``)::
     │   ├── ConfigError                          settings / kraiter-sync.toml
     │   ├── InputError                           unusable input (missing file, no email column)
     │   └── GuardError                           a safety guard refused (triggers, mirror ratio)
-    ├── TransportError                  retriable: the HTTP exchange itself failed
+    ├── TransportError                  exit 4   retriable: the HTTP exchange itself failed
     │   ├── ConnectError                         never reached Kraiter: safe to resend
     │   ├── ResponseLostError           ambiguous: request sent, connection cut before the answer
     │   └── RequestTimeoutError         ambiguous unless it timed out before sending
@@ -21,8 +21,8 @@ which exit code the CLI uses for it (``exit_code``)::
     │   ├── NotFoundError          404  NOT_FOUND
     │   ├── ConflictError          409  CONFLICT
     │   ├── UnprocessableError     422  UNPROCESSABLE_ENTITY
-    │   ├── RateLimitError         429  RATE_LIMITED            retriable
-    │   └── ServerError            5xx                          retriable, ambiguous
+    │   ├── RateLimitError         429  RATE_LIMITED            retriable (exit 4)
+    │   └── ServerError            5xx                          retriable, ambiguous (exit 4)
     ├── StateError                      the state directory / ledger cannot be used
     │   └── LockHeldError               exit 4: another run holds the lock
     └── IncompleteError                 exit 4: interrupted or out of retries; resumable
@@ -104,6 +104,8 @@ class TransportError(KraiterSyncError):
     """The HTTP exchange failed before a complete answer arrived."""
 
     retriable = True
+    #: Reaching the CLI means retries ran out: re-running resumes (design.md §8).
+    exit_code = EXIT_INCOMPLETE
 
     def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
         super().__init__(message)
@@ -201,6 +203,7 @@ class RateLimitError(ApiError):
     status = 429
     default_code = "RATE_LIMITED"
     retriable = True
+    exit_code = EXIT_INCOMPLETE  # out of retries: re-running resumes
 
 
 class ServerError(ApiError):
@@ -208,6 +211,7 @@ class ServerError(ApiError):
     default_code = "INTERNAL_ERROR"
     retriable = True
     ambiguous = True
+    exit_code = EXIT_INCOMPLETE  # out of retries: re-running resumes
 
 
 class StateError(KraiterSyncError):

@@ -557,6 +557,11 @@ class CheckResult:
         }
 
 
+def _check_code(exc: KraiterSyncError) -> int:
+    """A failed check is a usage error (fix the config) or a failure — never "resume"."""
+    return EXIT_USAGE if exc.exit_code == EXIT_USAGE else EXIT_FAILED
+
+
 def _check_job(job: JobConfig) -> JobCheck:
     try:
         with contextlib.closing(open_job_source(job, chunk_size=1)) as source:
@@ -569,7 +574,7 @@ def _check_job(job: JobConfig) -> JobCheck:
                 msg = f"job {job.name}: kind is {job.kind} but the mapping reads {detection.kind}"
                 raise ConfigError(msg)
     except KraiterSyncError as exc:
-        return JobCheck(job.name, False, str(exc), exc.exit_code)
+        return JobCheck(job.name, False, str(exc), _check_code(exc))
     details = [f"source: {job.source_label} ({len(columns)} columns)", *detection.lines()]
     if job.cursor:
         details.append(f"cursor: {job.cursor!r}")
@@ -586,7 +591,7 @@ def _check_target(settings: Settings, client_factory: Callable[[Settings], Any] 
         with factory(settings) as client:
             client.get_page("contacts.list", limit=1)
     except KraiterSyncError as exc:
-        return JobCheck("target", False, f"{where}: {exc}", exc.exit_code)
+        return JobCheck("target", False, f"{where}: {exc}", _check_code(exc))
     return JobCheck("target", True, f"{where} answers and accepts the key")
 
 

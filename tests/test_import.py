@@ -320,3 +320,26 @@ def test_vectorised_contact_hashes_equal_the_scalar_ones() -> None:
     )
     expected = [contact_hash(p, u) for u, p in frame.iter_rows()]
     assert contact_hashes(frame).to_list() == expected
+
+
+def test_unreachable_kraiter_is_incomplete_and_says_how_to_resume(tmp_path: Path) -> None:
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=5)
+    result = CliRunner(env={"KRAITER_API_KEY": KEY}).invoke(
+        main,
+        [
+            "import",
+            str(src),
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--max-retries",
+            "0",
+            "--state-dir",
+            str(tmp_path / "st"),
+        ],
+    )
+    assert result.exit_code == 4
+    assert "cannot reach Kraiter" in result.stderr
+    assert "re-run the same command to resume" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert KEY not in result.stderr + result.stdout
