@@ -71,6 +71,7 @@ class Common:
     base_url: str | None = None
     state_dir: Path | None = None
     config_path: Path | None = None
+    tenant: str | None = None
     quiet: bool = False
     verbose: int = 0
     log_format: LogFormat = "text"
@@ -91,6 +92,7 @@ class Common:
                 api_key=self.api_key,
                 base_url=self.base_url,
                 state_dir=self.state_dir,
+                tenant=self.tenant,
                 config=self.config(),
             )
             configure_logging(
@@ -140,6 +142,13 @@ def common_options(func: F) -> F:
         default=None,
         help="Path of kraiter-sync.toml [default: ./kraiter-sync.toml if present].",
     )
+    @click.option(
+        "--tenant",
+        default=None,
+        metavar="NAME",
+        help="Name the Kraiter account in the ledger instead of a fingerprint of the key "
+        "[env: KRAITER_TENANT]; keep it when you rotate keys so nothing is re-sent.",
+    )
     @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
     @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
     @click.option(
@@ -156,6 +165,7 @@ def common_options(func: F) -> F:
             base_url=kwargs.pop("base_url"),
             state_dir=kwargs.pop("state_dir"),
             config_path=kwargs.pop("config_path"),
+            tenant=kwargs.pop("tenant"),
             quiet=kwargs.pop("quiet"),
             verbose=kwargs.pop("verbose"),
             log_format=kwargs.pop("log_format"),
