@@ -414,7 +414,6 @@ class SendFlags:
     rate: float | None
     max_retries: int
     allow_triggers: bool
-    as_json: bool
 
     def import_options(self, inputs: InputOptions, *, dry_run: bool = False) -> ImportOptions:
         from kraiter_sync.importer import ImportOptions
@@ -430,15 +429,20 @@ class SendFlags:
         )
 
 
+json_summary_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout."
+)
+
+
 def send_options(func: F) -> F:
-    """Options for sending (import, retry, ...); the command receives ``sending: SendFlags``."""
+    """Options for sending (import, retry, reconcile); the command gets ``sending: SendFlags``."""
 
     @click.option(
         "--rejects",
         type=click.Path(path_type=Path),
         default=None,
         help="Write rejected rows here (.csv, .parquet or .ndjson) "
-        "[default: STATE_DIR/rejects/run-N.csv].",
+        "(import and retry default to STATE_DIR/rejects/run-N.csv).",
     )
     @click.option(
         "--concurrency",
@@ -467,7 +471,6 @@ def send_options(func: F) -> F:
         help="Send events even when their names trigger live sequences (this can "
         "enrol contacts and send real emails).",
     )
-    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         kwargs["sending"] = SendFlags(
@@ -476,7 +479,6 @@ def send_options(func: F) -> F:
             rate=kwargs.pop("rate"),
             max_retries=kwargs.pop("max_retries"),
             allow_triggers=kwargs.pop("allow_triggers"),
-            as_json=kwargs.pop("as_json"),
         )
         return func(*args, **kwargs)
 
@@ -488,12 +490,14 @@ def send_options(func: F) -> F:
 @input_options
 @click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
 @send_options
+@json_summary_option
 @common_options
 def import_command(
     paths: tuple[str, ...],
     inputs: InputOptions,
     dry_run: bool,
     sending: SendFlags,
+    as_json: bool,
     common: Common,
 ) -> None:
     """Load contacts and events into Kraiter: nothing lost, nothing sent twice.
@@ -530,7 +534,7 @@ def import_command(
         result = import_(
             paths, settings=settings, options=options, args=args, on_progress=progress.update
         )
-    _finish_import(result, as_json=sending.as_json)
+    _finish_import(result, as_json=as_json)
 
 
 def _finish_import(result: ImportResult, *, as_json: bool) -> None:
@@ -571,8 +575,9 @@ def _resume_command() -> str:
 @main.command("retry")
 @click.argument("rejects_file", type=click.Path(path_type=Path))
 @send_options
+@json_summary_option
 @common_options
-def retry_command(rejects_file: Path, sending: SendFlags, common: Common) -> None:
+def retry_command(rejects_file: Path, sending: SendFlags, as_json: bool, common: Common) -> None:
     """Re-send the rows Kraiter rejected, once you have fixed the cause.
 
     REJECTS_FILE is the file an `import` named in its summary. Only rows Kraiter refused
@@ -589,7 +594,7 @@ def retry_command(rejects_file: Path, sending: SendFlags, common: Common) -> Non
         result = retry_(
             rejects_file, settings=common.settings(), options=options, on_progress=progress.update
         )
-    _finish_import(result, as_json=sending.as_json)
+    _finish_import(result, as_json=as_json)
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -667,13 +672,6 @@ def _reconcile_progress(common: Common) -> Callable[[int], None] | None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @input_options
 @click.option(
-    "--rejects",
-    type=click.Path(path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="Write rows the validator refused to PATH (.csv, .parquet or .ndjson).",
-)
-@click.option(
     "--plan-out",
     type=click.Path(path_type=Path),
     default=None,
@@ -735,40 +733,14 @@ def _reconcile_progress(common: Common) -> Callable[[int], None] | None:
     metavar="N",
     help="Changes shown per action.",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 256),
-    default=16,
-    show_default=True,
-    help="Requests in flight at once.",
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Retries per request on 429, 5xx and network errors (0: none).",
-)
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="N",
-    help="At most N requests per second [default: as fast as Kraiter allows].",
-)
-@click.option(
-    "--allow-triggers",
-    is_flag=True,
-    help="Events: send missing ones even when their names trigger live sequences "
-    "(this can enrol contacts and send real emails).",
-)
+@send_options
 @common_options
 def reconcile_command(
     *,
     common: Common,
     paths: tuple[Path, ...],
     inputs: InputOptions,
-    rejects: Path | None,
+    sending: SendFlags,
     plan_out: Path | None,
     do_apply: bool,
     plan_path: Path | None,
@@ -778,10 +750,6 @@ def reconcile_command(
     tombstone: Path | None,
     strategy: str,
     sample: int,
-    concurrency: int,
-    max_retries: int,
-    rate: float | None,
-    allow_triggers: bool,
 ) -> None:
     """Show what differs between the input and Kraiter, right now; optionally fix it.
 
@@ -826,11 +794,11 @@ def reconcile_command(
         apply=do_apply,
         plan_out=plan_out,
         tombstone=tombstone,
-        rejects=rejects,
-        concurrency=concurrency,
-        max_retries=max_retries,
-        rate=rate,
-        allow_triggers=allow_triggers,
+        rejects=sending.rejects,
+        concurrency=sending.concurrency,
+        max_retries=sending.max_retries,
+        rate=sending.rate,
+        allow_triggers=sending.allow_triggers,
     )
     if plan_path is not None:
         if paths:
