@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,27 +20,11 @@ from kraiter_sync.client import USER_AGENT, KraiterClient, Page
 from kraiter_sync.config import Settings
 from kraiter_sync.dialect import ROUTES, Dialect, Route, decode_list, encode_segment
 from kraiter_sync.errors import ApiError, ResponseLostError
+from tests.respx_helpers import BASE, mocked
 
 pytestmark = pytest.mark.anyio
 
-BASE = "https://api.kraiter.test"
 KEY = "kr_test_0123456789"
-
-
-def mocked(router: respx.MockRouter) -> httpx.AsyncBaseTransport:
-    """The client drives its transport directly: hand it respx's router as one."""
-    return httpx.MockTransport(router.async_handler)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, using="httpx", assert_all_called=True) as mock:
-        yield mock
 
 
 @pytest.fixture

@@ -24,27 +24,11 @@ import respx
 from kraiter_sync import errors
 from kraiter_sync.client import KraiterClient, _translate_transport_error, parse_retry_after
 from kraiter_sync.transport import AiohttpTransport, _map_aiohttp_error
+from tests.respx_helpers import BASE, mocked
 
 pytestmark = pytest.mark.anyio
 
-BASE = "https://api.kraiter.test"
 KEY = "kr_LEAKCHECK_5f1e9a7c3b"
-
-
-def mocked(router: respx.MockRouter) -> httpx.AsyncBaseTransport:
-    """The client drives its transport directly: hand it respx's router as one."""
-    return httpx.MockTransport(router.async_handler)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, using="httpx", assert_all_called=True) as mock:
-        yield mock
 
 
 def http_date(delta_seconds: float) -> str:

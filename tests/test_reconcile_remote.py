@@ -17,7 +17,7 @@ from kraiter_sync.client import KraiterClient
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app, serve_in_thread
 from kraiter_sync.errors import GuardError
 from kraiter_sync.planfile import read_plan, write_plan
-from kraiter_sync.reconcile import canonical_properties, diff_contacts
+from kraiter_sync.reconcile import diff_contacts
 from kraiter_sync.reconcile_apply import (
     apply_plan,
     check_mirror_guards,
@@ -28,27 +28,9 @@ from kraiter_sync.reconcile_apply import (
 from kraiter_sync.reconcile_events import reconcile_events
 from kraiter_sync.reconcile_run import changed_contacts, plan_contacts
 from kraiter_sync.remote import snapshot_contacts
+from tests.test_reconcile import local_frame
 
 T = TypeVar("T")
-
-
-def local_frame(rows: list[tuple[str, str | None, dict[str, Any]]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "email": [r[0] for r in rows],
-            "user_id": [r[1] for r in rows],
-            "properties": [canonical_properties(r[2]) for r in rows],
-            "source_file": ["contacts.csv"] * len(rows),
-            "source_row": list(range(1, len(rows) + 1)),
-        },
-        schema={
-            "email": pl.String,
-            "user_id": pl.String,
-            "properties": pl.String,
-            "source_file": pl.String,
-            "source_row": pl.Int64,
-        },
-    )
 
 
 def run_with_client(fn: Callable[[KraiterClient], Awaitable[T]]) -> T:
