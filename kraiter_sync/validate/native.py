@@ -1,0 +1,354 @@
+"""The compiled fast path of the validator (``kraiter_sync/native/kraiter_native.c``).
+
+Four hot loops of the events validator run in C over Arrow buffers, one pass each:
+email trimming/lowercasing/checking, ISO timestamp formatting, event-key hashing
+(XXH3-128 from the vendored ``xxhash.h``) and the seen-key set. Each wrapper returns
+exactly what the polars path returns (``tests/test_validate_native.py`` compares them),
+and hands the rows it is unsure about back to that path, so rule codes and messages are
+never decided twice.
+
+The library is loaded with :mod:`ctypes` (no Python C API, and the GIL is released
+during each call). A wheel built by ``hatch_build.py`` carries it prebuilt; otherwise it
+is compiled once with the system C compiler into the user cache
+(``$XDG_CACHE_HOME/kraiter-sync/native``), named by a digest of its sources so an
+upgrade rebuilds it. Without a compiler everything still works, on the polars path.
+
+``KRAITER_SYNC_NATIVE=0`` turns the fast path off; ``=require`` makes its absence an
+error (CI sets it so the fast path cannot silently go untested).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from kraiter_sync.logs import get_logger
+from kraiter_sync.native.build import SOURCE_DIR, compile_library, library_name
+
+__all__ = [
+    "NativeKeySet",
+    "available",
+    "emails",
+    "event_keys",
+    "iso_ms",
+    "json_objects",
+    "library",
+    "library_name",
+]
+
+ABI = 2
+_ENV = "KRAITER_SYNC_NATIVE"
+_log = get_logger("native")
+_p = ctypes.c_void_p
+_i64 = ctypes.c_int64
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kraiter-sync" / "native"
+
+
+def _find_or_build() -> Path:
+    name = library_name()
+    prebuilt = SOURCE_DIR / name  # shipped in the wheel by hatch_build.py
+    if prebuilt.exists():
+        return prebuilt
+    cached = _cache_dir() / name
+    if not cached.exists():
+        _log.debug("compiling the native validator into %s", cached)
+        compile_library(cached)
+    return cached
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    sig: dict[str, tuple[Any, list[Any]]] = {
+        "ks_abi": (ctypes.c_int, []),
+        "ks_emails": (_i64, [_i64, _p, _p, _p, _p]),
+        "ks_iso_ms": (ctypes.c_int, [_i64, _p, _p, _p]),
+        "ks_keys": (ctypes.c_int, [_i64, _p, _p, _p, _p, _p, _p, _p, _p, _p]),
+        "ks_json_objects": (_i64, [_i64, _i64, _p, _p, _p, _p, _p, _p]),
+        "ks_set_new": (_p, []),
+        "ks_set_free": (None, [_p]),
+        "ks_set_count": (ctypes.c_uint64, [_p]),
+        "ks_set_bytes": (ctypes.c_uint64, [_p]),
+        "ks_set_mark": (_i64, [_p, _i64, _p, _p, _p]),
+        "ks_set_contains": (None, [_p, _i64, _p, _p, _p]),
+    }
+    for fn, (res, args) in sig.items():
+        f = getattr(lib, fn)
+        f.restype = res
+        f.argtypes = args
+    return lib
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = _bind(ctypes.CDLL(str(path)))
+    if lib.ks_abi() != ABI:
+        msg = f"native validator ABI {lib.ks_abi()} != {ABI} in {path}"
+        raise OSError(msg)
+    return lib
+
+
+@cache
+def library() -> ctypes.CDLL | None:
+    """The loaded library, or None when turned off or impossible (then polars does it all)."""
+    mode = os.environ.get(_ENV, "").strip().lower()
+    if mode in {"0", "off", "false", "no"}:
+        return None
+    try:
+        lib = _load(_find_or_build())
+    except (OSError, subprocess.SubprocessError) as exc:
+        if mode == "require":
+            msg = f"{_ENV}=require but the native validator is unavailable: {exc}"
+            raise RuntimeError(msg) from exc
+        _log.debug("native validator unavailable, using the polars path: %s", exc)
+        return None
+    return lib
+
+
+def available() -> bool:
+    return library() is not None
+
+
+# --- Arrow buffer plumbing ---------------------------------------------------------------
+
+
+_EMPTY = pa.py_buffer(b"\0" * 8)
+
+
+class _View(ctypes.Structure):
+    """``ks_view``: a string_view array as polars holds it (no copy)."""
+
+    _fields_ = (
+        ("views", _p),
+        ("bufs", _p),
+        ("validity", _p),
+        ("voff", _i64),
+    )
+
+
+class _Strings:
+    """A String series as its Arrow string_view buffers (kept alive while in use)."""
+
+    def __init__(self, s: pl.Series) -> None:
+        arr = s.cast(pl.String).rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+        if not pa.types.is_string_view(arr.type):  # pragma: no cover - older polars
+            arr = arr.cast(pa.string_view())
+        self.arr = arr
+        validity, views, *data = arr.buffers()
+        if views is None:  # pragma: no cover - arrow always has the views buffer
+            msg = "string_view array without views"
+            raise ValueError(msg)
+        self._bufs = (_p * max(len(data), 1))(*[b.address if b is not None else 0 for b in data])
+        self.view = _View(
+            views.address + 16 * arr.offset,
+            ctypes.cast(self._bufs, _p),
+            validity.address if validity is not None and arr.null_count else None,
+            arr.offset,
+        )
+        #: an upper bound of the bytes all strings hold (inline ones hold at most 12)
+        self.nbytes = sum(b.size for b in data if b is not None) + 12 * len(arr)
+
+    @property
+    def ref(self) -> Any:
+        return ctypes.byref(self.view)
+
+
+class _Integers:
+    """An integer series as a ``ks_view`` over its 8-byte values (kinds 2 and 3)."""
+
+    def __init__(self, s: pl.Series) -> None:
+        self.kind = 3 if s.dtype.is_unsigned_integer() else 2
+        arr = s.cast(pl.UInt64 if self.kind == 3 else pl.Int64).rechunk().to_arrow()
+        self.arr = arr
+        validity, values = arr.buffers()
+        start = (values.address if values is not None else _EMPTY.address) + 8 * arr.offset
+        self.view = _View(
+            start,
+            None,
+            validity.address if validity is not None and arr.null_count else None,
+            arr.offset,
+        )
+
+
+def _buffer(size: int) -> pa.Buffer:
+    return pa.allocate_buffer(max(size, 8))
+
+
+def _strings(n: int, offsets: pa.Buffer, data: pa.Buffer, name: str) -> pl.Series:
+    arr = pa.Array.from_buffers(pa.large_string(), n, [None, offsets, data])
+    return pl.Series(name, arr)
+
+
+def _numbers(n: int, buf: pa.Buffer, typ: pa.DataType, name: str) -> pl.Series:
+    return pl.Series(name, pa.Array.from_buffers(typ, n, [None, buf]))
+
+
+# --- the four loops ------------------------------------------------------------------------
+
+
+def emails(values: pl.Series) -> tuple[pl.Series, pl.Series] | None:
+    """(trimmed lowercased text, status) per row; see ``ks_emails`` for the status codes."""
+    lib = library()
+    if lib is None:
+        return None
+    n = len(values)
+    src = _Strings(values)
+    out_off, out_data, status = _buffer(8 * (n + 1)), _buffer(src.nbytes), _buffer(n)
+    lib.ks_emails(n, src.ref, out_off.address, out_data.address, status.address)
+    return _strings(n, out_off, out_data, "email"), _numbers(n, status, pa.uint8(), "status")
+
+
+def iso_ms(us: pl.Series) -> pl.Series | None:
+    """UTC microseconds since the epoch (Int64) → ``YYYY-MM-DDTHH:MM:SS.sssZ``; None when
+    the C path can't (nulls, years outside 1..9999)."""
+    lib = library()
+    if lib is None or us.null_count():
+        return None
+    n = len(us)
+    arr = us.cast(pl.Int64).rechunk().to_arrow()
+    out_off, out = _buffer(8 * (n + 1)), _buffer(24 * n)
+    data = arr.buffers()[1]
+    start = (data.address if data is not None else _EMPTY.address) + 8 * arr.offset
+    if lib.ks_iso_ms(n, start, out_off.address, out.address) != 0:
+        return None
+    return _strings(n, out_off, out, us.name)
+
+
+def event_keys(frame: pl.DataFrame) -> pl.DataFrame | None:
+    """``event_key``, ``hi``, ``lo`` as :func:`kraiter_sync.validate.keys.key_parts` makes
+    them; None when a row lacks a part (that path then produces its nulls)."""
+    lib = library()
+    if lib is None:
+        return None
+    n = frame.height
+    contact, email = frame["contact_id"], frame["email"]
+    if any(frame[c].null_count() for c in ("name", "timestamp_iso", "properties")):
+        return None
+    if email.null_count() and (contact.is_null() & email.is_null()).any():
+        return None
+    cols = [_Strings(frame[c]) for c in ("email", "name", "timestamp_iso", "properties")]
+    c = _Strings(contact) if contact.null_count() < n else None
+    hex_off, hexes = _buffer(8 * (n + 1)), _buffer(32 * n)
+    hi, lo = _buffer(8 * n), _buffer(8 * n)
+    rc = lib.ks_keys(
+        n,
+        c.ref if c else None,
+        *[s.ref for s in cols],
+        hex_off.address,
+        hexes.address,
+        hi.address,
+        lo.address,
+    )
+    if rc != 0:
+        msg = "native event-key hashing ran out of memory"
+        raise MemoryError(msg)
+    return pl.DataFrame(
+        [
+            _numbers(n, hi, pa.uint64(), "hi"),
+            _numbers(n, lo, pa.uint64(), "lo"),
+            _strings(n, hex_off, hexes, "event_key"),
+        ]
+    )
+
+
+#: Leaf types whose JSON text is their polars String cast (floats included: checked
+#: against ``struct.json_encode`` in the tests); integers are formatted in C; anything
+#: else takes the polars path.
+_RAW_JSON = (pl.Boolean, pl.Float64)
+_INTEGERS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def json_objects(frame: pl.DataFrame) -> pl.Series | None:
+    """One compact JSON object per row from flat columns (keys in column order), leaving
+    out null values, exactly as ``struct.json_encode`` minus its ``"key":null`` entries.
+    None when a column's type isn't handled here."""
+    lib = library()
+    if lib is None or not all(
+        d == pl.String or d in _RAW_JSON or d in _INTEGERS for d in frame.dtypes
+    ):
+        return None
+    n, width = frame.height, frame.width
+    cols: list[_Strings | _Integers] = []
+    kind_list = []
+    for name, dtype in frame.schema.items():
+        if dtype in _INTEGERS:
+            ints = _Integers(frame[name])
+            cols.append(ints)
+            kind_list.append(ints.kind)
+        else:
+            cols.append(_Strings(frame[name]))
+            kind_list.append(0 if dtype == pl.String else 1)
+    kinds = (ctypes.c_int32 * width)(*kind_list)
+    keys = [json.dumps(c, ensure_ascii=False).encode() + b":" for c in frame.columns]
+    key_off = (_i64 * (width + 1))(*[sum(len(k) for k in keys[:j]) for j in range(width + 1)])
+    key_data = ctypes.create_string_buffer(b"".join(keys) or b"\0")
+    views = (_View * width)(*[c.view for c in cols])
+    args = (n, width, views, kinds, key_off, key_data)
+    size = lib.ks_json_objects(*args, None, None)
+    out_off, out = _buffer(8 * (n + 1)), _buffer(size)
+    lib.ks_json_objects(*args, out_off.address, out.address)
+    return _strings(n, out_off, out, "properties")
+
+
+class NativeKeySet:
+    """The seen-key set in C: 16 bytes a slot, at most 3/4 full (see ``ks_set_mark``)."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._lib = lib
+        self._handle = lib.ks_set_new()
+        if not self._handle:
+            msg = "cannot allocate the seen-key set"
+            raise MemoryError(msg)
+
+    def __del__(self) -> None:
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle:
+            self._lib.ks_set_free(handle)
+
+    @property
+    def count(self) -> int:
+        return int(self._lib.ks_set_count(self._handle))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._lib.ks_set_bytes(self._handle))
+
+    @staticmethod
+    def _halves(hi: pl.Series, lo: pl.Series) -> tuple[pa.Array, pa.Array]:
+        a = hi.cast(pl.UInt64).rechunk().to_arrow()
+        b = lo.cast(pl.UInt64).rechunk().to_arrow()
+        if a.null_count or b.null_count:
+            msg = "event key halves must not be null"
+            raise ValueError(msg)
+        return a, b
+
+    @staticmethod
+    def _addr(arr: pa.Array) -> int:
+        buf = arr.buffers()[1]
+        return int(buf.address if buf is not None else _EMPTY.address) + 8 * int(arr.offset)
+
+    def mark(self, hi: pl.Series, lo: pl.Series) -> pl.Series:
+        """True for each key not seen before (earlier rows count); remembers them."""
+        n = len(hi)
+        a, b = self._halves(hi, lo)
+        out = _buffer(n)
+        if self._lib.ks_set_mark(self._handle, n, self._addr(a), self._addr(b), out.address) < 0:
+            msg = "the seen-key set cannot grow (out of memory)"
+            raise MemoryError(msg)
+        return _numbers(n, out, pa.uint8(), "first").cast(pl.Boolean)
+
+    def contains(self, hi: pl.Series, lo: pl.Series) -> pl.Series:
+        n = len(hi)
+        a, b = self._halves(hi, lo)
+        out = _buffer(n)
+        self._lib.ks_set_contains(self._handle, n, self._addr(a), self._addr(b), out.address)
+        return _numbers(n, out, pa.uint8(), "found").cast(pl.Boolean)
