@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -138,8 +139,14 @@ class ReportAccumulator:
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    """One worker thread shared by every validation in the process."""
+    """One worker thread shared by every validation in the process (properties)."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kraiter-validate")
+
+
+@cache
+def _ahead_pool() -> ThreadPoolExecutor:
+    """One worker thread that reads and prepares the next chunk (see ChunkedValidation)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kraiter-validate-ahead")
 
 
 def _column(mapped: pl.DataFrame, name: str, n: int) -> pl.Series:
@@ -220,8 +227,8 @@ class _Prepared:
     """A chunk validated up to (not including) cross-chunk dedup; safe to build in threads."""
 
     canon: pl.DataFrame
-    halves: pl.DataFrame
-    send: pl.Series
+    hi: pl.Series
+    lo: pl.Series
     rejects: pl.DataFrame
     report: ValidationReport
 
@@ -243,8 +250,10 @@ def validate_events(
 def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> _Prepared:
     options = options or ValidationOptions()
     n = mapped.height
-    contact = _column(mapped, "contact_id", n).cast(pl.String).str.strip_chars()
-    contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
+    contact = _column(mapped, "contact_id", n).cast(pl.String)
+    if contact.null_count() < n:  # (events usually carry emails only)
+        contact = contact.str.strip_chars()
+        contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
     has_contact = contact.is_not_null()
     # properties (the costliest field) are checked in a worker thread meanwhile: polars
     # releases the GIL, so the field validators use both cores
@@ -289,13 +298,6 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
     canon = canon.with_columns(to_iso(canon["timestamp"]).alias("timestamp_iso"))
     parts = key_parts(canon)
     canon = canon.with_columns(parts["event_key"])
-    # sorted by key (stable), so repeats are adjacent and the first is the earliest row
-    halves = SeenKeys.sorted_halves(parts["hi"], parts["lo"])
-    send = halves.select(
-        ~(
-            (pl.col("hi") == pl.col("hi").shift(1)) & (pl.col("lo") == pl.col("lo").shift(1))
-        ).fill_null(False)
-    ).to_series()
     rejects = _rejects(mapped, fld, rule, ~ok, n) if not all_ok else _no_rejects()
     report = ValidationReport(
         kind="events",
@@ -307,18 +309,15 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
         timezone_assumed=options.timezone if ts.naive else None,
         names=set(names["name"].drop_nulls().unique().head(_MAX_NAMES).to_list()),
     )
-    return _Prepared(canon, halves, send, rejects, report)
+    return _Prepared(canon, parts["hi"], parts["lo"], rejects, report)
 
 
 def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
     """Cross-chunk dedup: must run chunk after chunk, in input order."""
-    canon, halves, send = prep.canon, prep.halves, prep.send
-    if seen is not None:
-        send = send & ~seen.contains_sorted(halves)
-    all_first = bool(send.all())
-    first = (
-        send if all_first else full(canon.height, False, pl.Boolean).scatter(halves["pos"], send)
-    )
+    canon = prep.canon
+    # without a tracker, duplicates are still found within the chunk
+    first = (seen if seen is not None else SeenKeys()).mark(prep.hi, prep.lo)
+    all_first = bool(first.all())
     valid = (canon if all_first else canon.filter(first)).select(
         "email",
         "contact_id",
@@ -330,8 +329,6 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
         "source_file",
         "source_row",
     )
-    if seen is not None:
-        seen.add(halves if all_first else halves.filter(send))
     prep.report.valid = valid.height
     prep.report.duplicates = canon.height - valid.height
     return ValidationResult(valid, prep.rejects, prep.report)
@@ -432,10 +429,10 @@ def validate_chunks(
 class ChunkedValidation:
     """Runs one input through the validator chunk by chunk with one report at the end.
 
-    Events stream (memory: one chunk plus 16 bytes per distinct event key); contacts are
-    merged across chunks, so their valid rows are held until the end. (Validating the
-    next chunk in a worker thread while deduplicating this one was measured: no gain,
-    CPU time equalled wall time, so the runner stays sequential.)
+    Events stream (memory: two chunks plus the seen-key set); contacts are merged across
+    chunks, so their valid rows are held until the end. While the caller works on one
+    chunk's valid rows, the next chunk is read and validated in a worker thread (polars
+    and the native library release the GIL); only the cross-chunk dedup runs in order.
     """
 
     def __init__(
@@ -461,10 +458,26 @@ class ChunkedValidation:
             self.on_rejects(result.rejects)
 
     def _events(self, chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-        for chunk in chunks:
-            result = validate_events(chunk, options=self.options, seen=self.seen)
-            self._take(result)
-            yield result.valid
+        it = iter(chunks)
+        options = self.options
+
+        def prepare_next() -> _Prepared | None:
+            chunk = next(it, None)
+            return None if chunk is None else _prepare_events(chunk, options)
+
+        ahead = _ahead_pool().submit(prepare_next)
+        try:
+            while (prep := ahead.result()) is not None:
+                ahead = _ahead_pool().submit(prepare_next)
+                result = _finish_events(prep, self.seen)
+                self._take(result)
+                yield result.valid
+        finally:
+            # stopped early (an error, or the caller closed us): let the read ahead end
+            # before the source is closed under it
+            ahead.cancel()
+            with contextlib.suppress(Exception):
+                ahead.result()
 
     def run(self, chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         """Yield the valid rows chunk by chunk (events) or once merged (contacts)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from kraiter_sync.validate import native
 from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import ValidationOptions
 
@@ -181,6 +182,19 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
             ).to_series()
         )
     rules = [r for r in rules if r.null_count() < n]  # most checks find nothing
+    encoded = native.json_objects(frame)
+    if encoded is None:
+        encoded = _encode(frame)
+    rule = (
+        pl.select(pl.coalesce([pl.lit(r) for r in rules])).to_series()
+        if rules
+        else full(n, None, pl.String)
+    )
+    return CanonicalProperties(encoded.alias("properties"), rule.alias("rule"))
+
+
+def _encode(frame: pl.DataFrame) -> pl.Series:
+    """The polars path of the encoding: ``json_encode``, then drop ``"key":null`` entries."""
     encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
     with_nulls = [k for k in frame.columns if frame[k].null_count() > 0]
     if with_nulls:
@@ -195,12 +209,7 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
             .str.replace("{,", "{", literal=True)
         )
         encoded = encoded.scatter(idx, fixed)
-    rule = (
-        pl.select(pl.coalesce([pl.lit(r) for r in rules])).to_series()
-        if rules
-        else full(n, None, pl.String)
-    )
-    return CanonicalProperties(encoded.alias("properties"), rule.alias("rule"))
+    return encoded
 
 
 def _flatten_obj(obj: dict[str, Any], prefix: str, out: list[tuple[str, Any]]) -> None:
