@@ -61,7 +61,9 @@ static inline int view_valid(const ks_view *c, int64_t i) { return is_valid(c->v
 #define C_ALNUM 2  /* [a-z0-9] */
 #define C_ALPHA 4  /* [a-z] */
 #define C_LABEL 8  /* [a-z0-9-] */
+#define C_SLOW 16  /* non-ASCII, ':' and '>': the whole row takes the polars path */
 static uint8_t CLASS[256];
+static uint8_t LOWER[256];
 static int class_ready = 0;
 
 static void init_classes(void) {
@@ -71,6 +73,10 @@ static void init_classes(void) {
     for (int c = '0'; c <= '9'; c++) CLASS[c] |= C_ATOM | C_ALNUM | C_LABEL;
     for (const char *p = specials; *p; p++) CLASS[(uint8_t)*p] |= C_ATOM;
     CLASS['-'] |= C_LABEL;
+    for (int c = 0x80; c < 0x100; c++) CLASS[c] |= C_SLOW;
+    CLASS[':'] |= C_SLOW;
+    CLASS['>'] |= C_SLOW;
+    for (int c = 0; c < 0x100; c++) LOWER[c] = (uint8_t)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     class_ready = 1;
 }
 
@@ -146,26 +152,20 @@ int64_t ks_emails(int64_t n, const ks_view *in, int64_t *out_off, uint8_t *out_d
         }
         int64_t a = 0, b;
         const uint8_t *s = view_get(in, i, &b);
-        int slow = 0;
+        /* one pass: lowercase into the output while collecting the character classes */
+        uint8_t *o = out_data + pos, seen = 0;
         for (int64_t k = 0; k < b; k++) {
-            uint8_t c = s[k];
-            if (c >= 0x80 || c == ':' || c == '>') {
-                slow = 1;
-                break;
-            }
+            seen |= CLASS[s[k]];
+            o[k] = LOWER[s[k]];
         }
-        if (slow) {
+        if (seen & C_SLOW) {
             status[i] = 2;
             out_off[i + 1] = pos;
             continue;
         }
-        while (a < b && is_trim(s[a])) a++;
-        while (b > a && is_trim(s[b - 1])) b--;
-        uint8_t *o = out_data + pos;
-        for (int64_t k = a; k < b; k++) {
-            uint8_t c = s[k];
-            o[k - a] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
-        }
+        while (a < b && is_trim(o[a])) a++;
+        while (b > a && is_trim(o[b - 1])) b--;
+        if (a) memmove(o, o + a, (size_t)(b - a));
         int64_t len = b - a;
         int ok = email_ok(o, len);
         status[i] = ok ? 0 : 1;
