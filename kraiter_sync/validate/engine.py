@@ -224,11 +224,9 @@ def _count_rules(rules: pl.Series) -> dict[str, int]:
 
 @dataclass
 class _Prepared:
-    """A chunk validated up to (not including) cross-chunk dedup; safe to build in threads."""
+    """A chunk checked field by field, before its keys; safe to build in threads."""
 
     canon: pl.DataFrame
-    hi: pl.Series
-    lo: pl.Series
     rejects: pl.DataFrame
     report: ValidationReport
 
@@ -295,9 +293,6 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
     )
     if not all_ok:
         canon = canon.filter(ok)
-    canon = canon.with_columns(to_iso(canon["timestamp"]).alias("timestamp_iso"))
-    parts = key_parts(canon)
-    canon = canon.with_columns(parts["event_key"])
     rejects = _rejects(mapped, fld, rule, ~ok, n) if not all_ok else _no_rejects()
     report = ValidationReport(
         kind="events",
@@ -309,14 +304,21 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
         timezone_assumed=options.timezone if ts.naive else None,
         names=set(names["name"].drop_nulls().unique().head(_MAX_NAMES).to_list()),
     )
-    return _Prepared(canon, parts["hi"], parts["lo"], rejects, report)
+    return _Prepared(canon, rejects, report)
 
 
 def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
-    """Cross-chunk dedup: must run chunk after chunk, in input order."""
-    canon = prep.canon
+    """Keys and cross-chunk dedup: must run chunk after chunk, in input order.
+
+    (Formatting timestamps and hashing keys happen here rather than in
+    :func:`_prepare_events` to balance the work between the thread that reads and checks
+    the next chunk and the one that deduplicates this one.)
+    """
+    canon = prep.canon.with_columns(to_iso(prep.canon["timestamp"]).alias("timestamp_iso"))
+    parts = key_parts(canon)
+    canon = canon.with_columns(parts["event_key"])
     # without a tracker, duplicates are still found within the chunk
-    first = (seen if seen is not None else SeenKeys()).mark(prep.hi, prep.lo)
+    first = (seen if seen is not None else SeenKeys()).mark(parts["hi"], parts["lo"])
     all_first = bool(first.all())
     valid = (canon if all_first else canon.filter(first)).select(
         "email",
