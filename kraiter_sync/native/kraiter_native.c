@@ -11,7 +11,7 @@
  * Strings arrive as Arrow string_view arrays exactly as polars holds them (no copy): a
  * ks_view points at the 16-byte views (already shifted by the array's offset), the data
  * buffers they refer to, and an optional validity bitmap with its bit offset. Strings
- * produced here leave as large_string arrays (int64 offsets + data).
+ * produced here leave the same way (views + one data buffer), which polars adopts as is.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@
 #define XXH_INLINE_ALL
 #include "xxhash.h"
 
-#define KS_ABI 2
+#define KS_ABI 4
 
 int ks_abi(void) { return KS_ABI; }
 
@@ -51,6 +51,24 @@ static inline const uint8_t *view_get(const ks_view *c, int64_t i, int64_t *len)
 }
 
 static inline int view_valid(const ks_view *c, int64_t i) { return is_valid(c->validity, c->voff, i); }
+
+/* Writes row i's view for the `len` bytes at data + off of an output whose single data
+ * buffer is `data` (offsets < 2^31: the caller sizes chunks so). polars takes such
+ * string_view arrays as they are, where large_string outputs would be copied. */
+static inline void put_view(uint8_t *views, int64_t i, const uint8_t *data, int64_t off,
+                            int64_t len) {
+    uint8_t *v = views + 16 * i;
+    int32_t l = (int32_t)len, zero = 0, o = (int32_t)off;
+    memcpy(v, &l, 4);
+    if (len <= 12) {
+        memset(v + 4, 0, 12);
+        memcpy(v + 4, data + off, (size_t)len);
+    } else {
+        memcpy(v + 4, data + off, 4);
+        memcpy(v + 8, &zero, 4);
+        memcpy(v + 12, &o, 4);
+    }
+}
 
 /* ------------------------------------------------------------------------------------ */
 /* Emails                                                                               */
@@ -136,18 +154,17 @@ static int email_ok(const uint8_t *s, int64_t len) {
  *   0 valid (out holds the normalised address), 1 check with the regex path (out holds
  *   the trimmed, lowercased text), 2 take the whole slow path (non-ASCII, or ':' / '>'
  *   for mailto: and Name <addr> forms; out empty), 3 null (out empty).
- * out_data needs as many bytes as the input strings; out_off n + 1 entries.
+ * out_data needs as many bytes as the input strings; out_views 16 bytes a row.
  * Returns the number of rows with status 0.
  */
-int64_t ks_emails(int64_t n, const ks_view *in, int64_t *out_off, uint8_t *out_data,
+int64_t ks_emails(int64_t n, const ks_view *in, uint8_t *out_views, uint8_t *out_data,
                   uint8_t *status) {
     init_classes();
     int64_t pos = 0, good = 0;
-    out_off[0] = 0;
     for (int64_t i = 0; i < n; i++) {
         if (!view_valid(in, i)) {
             status[i] = 3;
-            out_off[i + 1] = pos;
+            put_view(out_views, i, out_data, pos, 0);
             continue;
         }
         int64_t a = 0, b;
@@ -160,7 +177,7 @@ int64_t ks_emails(int64_t n, const ks_view *in, int64_t *out_off, uint8_t *out_d
         }
         if (seen & C_SLOW) {
             status[i] = 2;
-            out_off[i + 1] = pos;
+            put_view(out_views, i, out_data, pos, 0);
             continue;
         }
         while (a < b && is_trim(o[a])) a++;
@@ -170,8 +187,8 @@ int64_t ks_emails(int64_t n, const ks_view *in, int64_t *out_off, uint8_t *out_d
         int ok = email_ok(o, len);
         status[i] = ok ? 0 : 1;
         good += ok;
+        put_view(out_views, i, out_data, pos, len);
         pos += len;
-        out_off[i + 1] = pos;
     }
     return good;
 }
@@ -203,10 +220,10 @@ static inline void put2(uint8_t *o, unsigned v) {
 
 /*
  * UTC microseconds → "YYYY-MM-DDTHH:MM:SS.sssZ" (24 bytes each, milliseconds truncated,
- * like strftime("%Y-%m-%dT%H:%M:%S%.3fZ")). Writes n + 1 offsets. Returns 0, or -1 when a
+ * like strftime("%Y-%m-%dT%H:%M:%S%.3fZ")), with their views. Returns 0, or -1 when a
  * value falls outside years 1..9999 (the caller then uses strftime).
  */
-int ks_iso_ms(int64_t n, const int64_t *us, int64_t *out_off, uint8_t *out) {
+int ks_iso_ms(int64_t n, const int64_t *us, uint8_t *out_views, uint8_t *out) {
     int64_t last_day = INT64_MIN;
     uint8_t date[10] = {0};
     for (int64_t i = 0; i < n; i++) {
@@ -248,7 +265,7 @@ int ks_iso_ms(int64_t n, const int64_t *us, int64_t *out_off, uint8_t *out) {
         put2(o + 21, ms % 100);
         o[23] = 'Z';
     }
-    for (int64_t i = 0; i <= n; i++) out_off[i] = i * ISO_WIDTH;
+    for (int64_t i = 0; i < n; i++) put_view(out_views, i, out, i * ISO_WIDTH, ISO_WIDTH);
     return 0;
 }
 
@@ -274,11 +291,11 @@ static inline uint8_t *append(uint8_t *p, const uint8_t *src, int64_t len) {
  * XXH3-128 of "c:<contact>" or "e:<email>", then \x1f name \x1f timestamp_iso \x1f
  * properties (keys.py). Contact rows are those whose contact validity bit is set; every
  * other column must be valid for every row (the caller checks). Writes the 32-digit
- * big-endian hex (with n + 1 offsets) and the high and low 64-bit halves.
+ * big-endian hex (with its views) and the high and low 64-bit halves.
  * Returns 0, or -1 when out of memory.
  */
 int ks_keys(int64_t n, const ks_view *contact, const ks_view *email, const ks_view *name,
-            const ks_view *ts, const ks_view *props, int64_t *hex_off, uint8_t *hex, uint64_t *hi,
+            const ks_view *ts, const ks_view *props, uint8_t *hex_views, uint8_t *hex, uint64_t *hi,
             uint64_t *lo) {
     size_t cap = 4096;
     uint8_t *buf = malloc(cap);
@@ -316,7 +333,7 @@ int ks_keys(int64_t n, const ks_view *contact, const ks_view *email, const ks_vi
         put_hex64(hex + i * 32, h.high64);
         put_hex64(hex + i * 32 + 16, h.low64);
     }
-    for (int64_t i = 0; i <= n; i++) hex_off[i] = i * 32;
+    for (int64_t i = 0; i < n; i++) put_view(hex_views, i, hex, i * 32, 32);
     free(buf);
     return 0;
 }
@@ -405,10 +422,10 @@ static inline int64_t int_text(const ks_view *c, int32_t kind, int64_t i, uint8_
  * `views` then points at the 8-byte values), in decimal. Null values are left out, so a
  * row without any value is "{}".
  * With out == NULL only the total size is computed (returned); otherwise the objects are
- * written with n + 1 offsets and the size is returned again.
+ * written with their views and the size is returned again.
  */
 int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int32_t *kinds,
-                        const int64_t *key_off, const uint8_t *key_data, int64_t *out_off,
+                        const int64_t *key_off, const uint8_t *key_data, uint8_t *out_views,
                         uint8_t *out) {
     init_escapes();
     uint8_t tmp[24];
@@ -433,9 +450,9 @@ int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int
         return pos;
     }
     uint8_t *o = out;
-    out_off[0] = 0;
     for (int64_t i = 0; i < n; i++) {
         int first = 1;
+        uint8_t *row = o;
         *o++ = '{';
         for (int64_t j = 0; j < ncols; j++) {
             if (!view_valid(&cols[j], i)) continue;
@@ -462,7 +479,7 @@ int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int
             first = 0;
         }
         *o++ = '}';
-        out_off[i + 1] = o - out;
+        put_view(out_views, i, out, row - out, o - row);
     }
     pos = o - out;
     return pos;

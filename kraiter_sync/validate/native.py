@@ -44,7 +44,7 @@ __all__ = [
     "library_name",
 ]
 
-ABI = 2
+ABI = 4
 _ENV = "KRAITER_SYNC_NATIVE"
 _log = get_logger("native")
 _p = ctypes.c_void_p
@@ -183,8 +183,12 @@ def _buffer(size: int) -> pa.Buffer:
     return pa.allocate_buffer(max(size, 8))
 
 
-def _strings(n: int, offsets: pa.Buffer, data: pa.Buffer, name: str) -> pl.Series:
-    arr = pa.Array.from_buffers(pa.large_string(), n, [None, offsets, data])
+#: String outputs are string_view arrays with one data buffer: view offsets are int32.
+_MAX_DATA = 2**31 - 1
+
+
+def _strings(n: int, views: pa.Buffer, data: pa.Buffer, name: str) -> pl.Series:
+    arr = pa.Array.from_buffers(pa.string_view(), n, [None, views, data])
     return pl.Series(name, arr)
 
 
@@ -202,34 +206,36 @@ def emails(values: pl.Series) -> tuple[pl.Series, pl.Series] | None:
         return None
     n = len(values)
     src = _Strings(values)
-    out_off, out_data, status = _buffer(8 * (n + 1)), _buffer(src.nbytes), _buffer(n)
-    lib.ks_emails(n, src.ref, out_off.address, out_data.address, status.address)
-    return _strings(n, out_off, out_data, "email"), _numbers(n, status, pa.uint8(), "status")
+    if src.nbytes > _MAX_DATA:
+        return None
+    views, out_data, status = _buffer(16 * n), _buffer(src.nbytes), _buffer(n)
+    lib.ks_emails(n, src.ref, views.address, out_data.address, status.address)
+    return _strings(n, views, out_data, "email"), _numbers(n, status, pa.uint8(), "status")
 
 
 def iso_ms(us: pl.Series) -> pl.Series | None:
     """UTC microseconds since the epoch (Int64) → ``YYYY-MM-DDTHH:MM:SS.sssZ``; None when
     the C path can't (nulls, years outside 1..9999)."""
     lib = library()
-    if lib is None or us.null_count():
-        return None
     n = len(us)
+    if lib is None or us.null_count() or 24 * n > _MAX_DATA:
+        return None
     arr = us.cast(pl.Int64).rechunk().to_arrow()
-    out_off, out = _buffer(8 * (n + 1)), _buffer(24 * n)
+    views, out = _buffer(16 * n), _buffer(24 * n)
     data = arr.buffers()[1]
     start = (data.address if data is not None else _EMPTY.address) + 8 * arr.offset
-    if lib.ks_iso_ms(n, start, out_off.address, out.address) != 0:
+    if lib.ks_iso_ms(n, start, views.address, out.address) != 0:
         return None
-    return _strings(n, out_off, out, us.name)
+    return _strings(n, views, out, us.name)
 
 
 def event_keys(frame: pl.DataFrame) -> pl.DataFrame | None:
     """``event_key``, ``hi``, ``lo`` as :func:`kraiter_sync.validate.keys.key_parts` makes
     them; None when a row lacks a part (that path then produces its nulls)."""
     lib = library()
-    if lib is None:
-        return None
     n = frame.height
+    if lib is None or 32 * n > _MAX_DATA:
+        return None
     contact, email = frame["contact_id"], frame["email"]
     if any(frame[c].null_count() for c in ("name", "timestamp_iso", "properties")):
         return None
@@ -237,13 +243,13 @@ def event_keys(frame: pl.DataFrame) -> pl.DataFrame | None:
         return None
     cols = [_Strings(frame[c]) for c in ("email", "name", "timestamp_iso", "properties")]
     c = _Strings(contact) if contact.null_count() < n else None
-    hex_off, hexes = _buffer(8 * (n + 1)), _buffer(32 * n)
+    hex_views, hexes = _buffer(16 * n), _buffer(32 * n)
     hi, lo = _buffer(8 * n), _buffer(8 * n)
     rc = lib.ks_keys(
         n,
         c.ref if c else None,
         *[s.ref for s in cols],
-        hex_off.address,
+        hex_views.address,
         hexes.address,
         hi.address,
         lo.address,
@@ -255,7 +261,7 @@ def event_keys(frame: pl.DataFrame) -> pl.DataFrame | None:
         [
             _numbers(n, hi, pa.uint64(), "hi"),
             _numbers(n, lo, pa.uint64(), "lo"),
-            _strings(n, hex_off, hexes, "event_key"),
+            _strings(n, hex_views, hexes, "event_key"),
         ]
     )
 
@@ -294,9 +300,11 @@ def json_objects(frame: pl.DataFrame) -> pl.Series | None:
     views = (_View * width)(*[c.view for c in cols])
     args = (n, width, views, kinds, key_off, key_data)
     size = lib.ks_json_objects(*args, None, None)
-    out_off, out = _buffer(8 * (n + 1)), _buffer(size)
-    lib.ks_json_objects(*args, out_off.address, out.address)
-    return _strings(n, out_off, out, "properties")
+    if size > _MAX_DATA:
+        return None
+    views, out = _buffer(16 * n), _buffer(size)
+    lib.ks_json_objects(*args, views.address, out.address)
+    return _strings(n, views, out, "properties")
 
 
 class NativeKeySet:
