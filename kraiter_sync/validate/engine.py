@@ -139,8 +139,8 @@ class ReportAccumulator:
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    """One worker thread shared by every validation in the process (properties)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kraiter-validate")
+    """Worker threads shared by every validation in the process (fields of one chunk)."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="kraiter-validate")
 
 
 @cache
@@ -253,10 +253,15 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
         contact = contact.str.strip_chars()
         contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
     has_contact = contact.is_not_null()
-    # properties (the costliest field) are checked in a worker thread meanwhile: polars
-    # releases the GIL, so the field validators use both cores
+    # properties and emails (the costliest fields) are checked in worker threads meanwhile:
+    # polars and the native library release the GIL, so the field validators share cores
     props_future = _pool().submit(canonical_properties, _column(mapped, "properties", n), options)
-    emails = normalise_emails(_column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8)
+    emails_future = _pool().submit(
+        normalise_emails, _column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8
+    )
+    names = check_names(_column(mapped, "name", n), options)
+    ts = parse_timestamps(_column(mapped, "timestamp", n), options)
+    emails = emails_future.result()
     email_rule = emails["rule"]
     if email_rule.null_count() < n:
         email_rule = pl.select(
@@ -266,8 +271,6 @@ def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> 
             .then(pl.lit("identity.missing"))
             .otherwise(pl.lit(email_rule))
         ).to_series()
-    names = check_names(_column(mapped, "name", n), options)
-    ts = parse_timestamps(_column(mapped, "timestamp", n), options)
     props = props_future.result()
     fld, rule = _first_failure(
         [
