@@ -299,3 +299,17 @@ def test_without_a_compiler_falls_back_unless_required(tmp_path: Path) -> None:
     assert required.returncode != 0
     assert "KRAITER_SYNC_NATIVE=require" in required.stderr
     assert "no C compiler" in required.stderr
+
+
+def test_json_sizes_exactly_when_the_bound_is_too_big(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs are addressed with int32 offsets: a generous bound over 2 GiB falls back to
+    an exact sizing pass, and an output that really is too big to the polars path."""
+    frame = pl.DataFrame({"s": ["ab", "c\nd", None], "i": [1, None, -30]})
+    expected = _encode(frame)
+    exact = len("".join(expected.to_list()))
+    monkeypatch.setattr(native, "_MAX_DATA", exact)  # below the bound, at the exact size
+    fast = native.json_objects(frame)
+    assert fast is not None
+    assert_series_equal(fast, expected, check_names=False)
+    monkeypatch.setattr(native, "_MAX_DATA", exact - 1)
+    assert native.json_objects(frame) is None

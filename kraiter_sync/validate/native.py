@@ -299,12 +299,22 @@ def json_objects(frame: pl.DataFrame) -> pl.Series | None:
     key_data = ctypes.create_string_buffer(b"".join(keys) or b"\0")
     views = (_View * width)(*[c.view for c in cols])
     args = (n, width, views, kinds, key_off, key_data)
-    size = lib.ks_json_objects(*args, None, None)
+    # An upper bound spares a sizing pass over every value (untouched pages of the
+    # buffer cost no memory): braces, commas and keys, then per value at most 6 bytes
+    # per string byte escaped plus quotes, the text itself, or 20 digits.
+    size = n * (2 + sum(len(k) + 1 for k in keys))
+    for col, kind in zip(cols, kind_list, strict=True):
+        if isinstance(col, _Integers):
+            size += 20 * n
+        else:
+            size += 6 * col.nbytes + 2 * n if kind == 0 else col.nbytes
     if size > _MAX_DATA:
-        return None
-    views, out = _buffer(16 * n), _buffer(size)
-    lib.ks_json_objects(*args, views.address, out.address)
-    return _strings(n, views, out, "properties")
+        size = lib.ks_json_objects(*args, None, None)  # exact
+        if size > _MAX_DATA:
+            return None
+    out_views, out = _buffer(16 * n), _buffer(size)
+    lib.ks_json_objects(*args, out_views.address, out.address)
+    return _strings(n, out_views, out, "properties")
 
 
 class NativeKeySet:
