@@ -313,3 +313,40 @@ def test_json_sizes_exactly_when_the_bound_is_too_big(monkeypatch: pytest.Monkey
     assert_series_equal(fast, expected, check_names=False)
     monkeypatch.setattr(native, "_MAX_DATA", exact - 1)
     assert native.json_objects(frame) is None
+
+
+# --- names --------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    values=st.lists(
+        st.one_of(
+            st.none(),
+            st.sampled_from(
+                ["signup", " signup ", "Page View", "", "email.sent", "x\x01", "a" * 300]
+            ),
+            st.text(max_size=6),
+        ),
+        max_size=60,
+    ),
+    rename=st.booleans(),
+)
+def test_names_match_polars(values: list[str | None], rename: bool) -> None:
+    from kraiter_sync.validate.names import check_names
+    from kraiter_sync.validate.options import ValidationOptions
+
+    options = ValidationOptions(rename={"signup": "sign_up"} if rename else {})
+    # repeated, so that the distinct values are few enough for the numbering
+    series = pl.Series("name", values * 5, dtype=pl.String)
+    fast, slow = both(check_names, series, options)
+    assert_frame_equal(fast, slow)
+
+
+def test_distinct_numbers_by_first_appearance() -> None:
+    out = native.distinct(pl.Series(["b", None, "a", "b", "long value over twelve", "a"]), 3)
+    assert out is not None
+    codes, first = out
+    assert codes.to_list() == [0, 3, 1, 0, 2, 1]
+    assert first.to_list() == [0, 2, 4]
+    assert native.distinct(pl.Series(["a", "b", "c"]), 2) is None  # too many

@@ -20,7 +20,7 @@
 #define XXH_INLINE_ALL
 #include "xxhash.h"
 
-#define KS_ABI 4
+#define KS_ABI 5
 
 int ks_abi(void) { return KS_ABI; }
 
@@ -191,6 +191,76 @@ int64_t ks_emails(int64_t n, const ks_view *in, uint8_t *out_views, uint8_t *out
         pos += len;
     }
     return good;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Distinct values                                                                      */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Numbers each row's value by first appearance: codes[i] = the value's number, or the
+ * count of distinct values for null rows (one past the last), and first_rows[d] = the
+ * row where value d first appears. Returns the count, or -1 when there are more than
+ * max_distinct values (the caller then works per row) or memory runs out. For columns
+ * that repeat a few values millions of times (event names): checked once per value.
+ */
+int64_t ks_distinct(int64_t n, const ks_view *in, int64_t max_distinct, uint32_t *codes,
+                    int64_t *first_rows) {
+    uint64_t cap = 16;
+    while (cap < (uint64_t)max_distinct * 2 + 2) cap *= 2;
+    int64_t *table = malloc(cap * sizeof(int64_t)); /* distinct number, -1 empty */
+    uint64_t *hashes = malloc((size_t)(max_distinct + 1) * sizeof(uint64_t));
+    if (!table || !hashes) {
+        free(table);
+        free(hashes);
+        return -1;
+    }
+    for (uint64_t k = 0; k < cap; k++) table[k] = -1;
+    int64_t count = 0;
+    uint32_t *nulls = NULL; /* rows to point at the null code once the count is known */
+    int64_t n_nulls = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!view_valid(in, i)) {
+            if (!nulls) nulls = malloc((size_t)n * sizeof(uint32_t));
+            if (!nulls) {
+                count = -1;
+                break;
+            }
+            nulls[n_nulls++] = (uint32_t)i;
+            continue;
+        }
+        int64_t len;
+        const uint8_t *v = view_get(in, i, &len);
+        uint64_t h = XXH3_64bits(v, (size_t)len), k = h & (cap - 1);
+        for (;;) {
+            int64_t d = table[k];
+            if (d < 0) {
+                if (count == max_distinct) {
+                    count = -1;
+                    break;
+                }
+                table[k] = count;
+                hashes[count] = h;
+                first_rows[count] = i;
+                codes[i] = (uint32_t)count++;
+                break;
+            }
+            int64_t dlen;
+            const uint8_t *dv = view_get(in, first_rows[d], &dlen);
+            if (hashes[d] == h && dlen == len && memcmp(dv, v, (size_t)len) == 0) {
+                codes[i] = (uint32_t)d;
+                break;
+            }
+            k = (k + 1) & (cap - 1);
+        }
+        if (count < 0) break;
+    }
+    if (count >= 0)
+        for (int64_t j = 0; j < n_nulls; j++) codes[nulls[j]] = (uint32_t)count;
+    free(nulls);
+    free(table);
+    free(hashes);
+    return count;
 }
 
 /* ------------------------------------------------------------------------------------ */

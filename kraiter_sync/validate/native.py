@@ -36,6 +36,7 @@ from kraiter_sync.native.build import SOURCE_DIR, compile_library, library_name
 __all__ = [
     "NativeKeySet",
     "available",
+    "distinct",
     "emails",
     "event_keys",
     "iso_ms",
@@ -44,7 +45,7 @@ __all__ = [
     "library_name",
 ]
 
-ABI = 4
+ABI = 5
 _ENV = "KRAITER_SYNC_NATIVE"
 _log = get_logger("native")
 _p = ctypes.c_void_p
@@ -72,6 +73,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     sig: dict[str, tuple[Any, list[Any]]] = {
         "ks_abi": (ctypes.c_int, []),
         "ks_emails": (_i64, [_i64, _p, _p, _p, _p]),
+        "ks_distinct": (_i64, [_i64, _p, _i64, _p, _p]),
         "ks_iso_ms": (ctypes.c_int, [_i64, _p, _p, _p]),
         "ks_keys": (ctypes.c_int, [_i64, _p, _p, _p, _p, _p, _p, _p, _p, _p]),
         "ks_json_objects": (_i64, [_i64, _i64, _p, _p, _p, _p, _p, _p]),
@@ -211,6 +213,25 @@ def emails(values: pl.Series) -> tuple[pl.Series, pl.Series] | None:
     views, out_data, status = _buffer(16 * n), _buffer(src.nbytes), _buffer(n)
     lib.ks_emails(n, src.ref, views.address, out_data.address, status.address)
     return _strings(n, views, out_data, "email"), _numbers(n, status, pa.uint8(), "status")
+
+
+def distinct(values: pl.Series, max_distinct: int) -> tuple[pl.Series, pl.Series] | None:
+    """(``codes``, ``first_rows``): each row's value numbered by first appearance (nulls get
+    the number one past the last) and the row where each value first appears; None when
+    there are more than ``max_distinct`` values."""
+    lib = library()
+    n = len(values)
+    if lib is None or n >= 2**32:
+        return None
+    src = _Strings(values)
+    codes, first = _buffer(4 * n), _buffer(8 * (max_distinct + 1))
+    count = lib.ks_distinct(n, src.ref, max_distinct, codes.address, first.address)
+    if count < 0:
+        return None
+    return (
+        _numbers(n, codes, pa.uint32(), "code"),
+        _numbers(int(count), first, pa.int64(), "row"),
+    )
 
 
 def iso_ms(us: pl.Series) -> pl.Series | None:
