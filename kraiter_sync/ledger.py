@@ -431,16 +431,25 @@ class Ledger:
         self, target: str, emails: Sequence[str] | Any
     ) -> dict[str, tuple[str, str | None]]:
         """``email → (contact_id, props_hash)`` for the cached ones among ``emails``."""
-        found: dict[str, tuple[str, str | None]] = {}
-        for chunk in _chunks(_as_list(emails)):
-            marks = ",".join("?" * len(chunk))
-            rows = self._query(
-                "SELECT email, contact_id, props_hash FROM contacts "
-                f"WHERE target = ? AND email IN ({marks})",
-                [target, *chunk],
-            )
-            found.update((email, (cid, props)) for email, cid, props in rows)
-        return found
+        return {email: (cid, digest) for email, cid, digest in self.contact_rows(target, emails)}
+
+    def contact_rows(
+        self, target: str, emails: Sequence[str] | Any
+    ) -> list[tuple[str, str, str | None]]:
+        """``(email, contact_id, props_hash)`` of the cached ones among ``emails``.
+
+        One statement whatever the number of emails: they go in as one JSON array
+        (``json_each``) and each is one primary-key seek, in the array's order
+        (``CROSS JOIN`` keeps SQLite from scanning the cache instead).
+        """
+        wanted = _as_list(emails)
+        if not wanted:
+            return []
+        return self._query(
+            "SELECT c.email, c.contact_id, c.props_hash FROM json_each(?) AS w "
+            "CROSS JOIN contacts AS c ON c.target = ? AND c.email = w.value",
+            [json.dumps(wanted), target],
+        )
 
     def put_contacts(self, target: str, contacts: Iterable[tuple[str, str, str | None]]) -> None:
         """Cache ``(email, contact_id, props_hash)`` triples; a None hash keeps the known one

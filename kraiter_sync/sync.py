@@ -383,7 +383,11 @@ class RowCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         ordered = rows.sort("source_file", "source_row", maintain_order=True)
-        ordered.with_columns(pl.col("source_file").cast(pl.Categorical)).write_parquet(tmp)
+        # Uncompressed: the hashes are random bits that no codec shrinks, and the file is
+        # read every night, where decompressing a million rows costs more than the I/O.
+        ordered.with_columns(pl.col("source_file").cast(pl.Categorical)).write_parquet(
+            tmp, compression="uncompressed", statistics=False
+        )
         tmp.replace(self.path)
         for old in self.directory.glob(f"{self.prefix}*.parquet"):
             if old != self.path:
@@ -426,7 +430,6 @@ class ChangedRows:
         rows = chunk["source_row"]
         first, last = rows[0], rows[-1]
         previous = known.by_file.get(files[0])
-        moved = pl.int_range(0, height, eager=True, dtype=pl.UInt32)
         if (
             previous is not None
             and files[0] == files[-1]
@@ -434,9 +437,13 @@ class ChangedRows:
             and first >= 1
         ):
             old = previous.slice(first - 1, height)
-            same = (hashes.head(old.len()) == old).fill_null(False)
-            same = same.extend_constant(False, height - same.len())
-            moved = moved.filter(~same)
+            # a null slot is a row that was not there last time: changed
+            moved = (hashes.head(old.len()) != old).fill_null(True).arg_true()
+            if old.len() < height:  # rows past last run's end
+                beyond = pl.int_range(old.len(), height, eager=True, dtype=pl.get_index_type())
+                moved = moved.append(beyond)
+        else:
+            moved = pl.int_range(0, height, eager=True, dtype=pl.get_index_type())
         self.in_place += height - moved.len()
         # Rows that only moved are found in the whole set; when few rows differ it is
         # cheaper to let validation see them (the engine's cache still skips the
