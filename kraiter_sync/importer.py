@@ -312,12 +312,16 @@ class _Run:
             return frame.with_columns(
                 pl.lit(None, pl.String).alias("_id"), pl.lit(None, pl.String).alias("_cached")
             ), 0
+        found = self.ledger.contact_rows(self.target, frame["email"])
+        emails, ids, digests = zip(*found, strict=True) if found else ((), (), ())
         cached = pl.DataFrame(
-            self.ledger.contact_rows(self.target, frame["email"]),
+            {"email": emails, "_id": ids, "_cached": digests},
             schema={"email": pl.String, "_id": pl.String, "_cached": pl.String},
-            orient="row",
-        ).unique("email", keep="first")
+        )
         joined = frame.join(cached, on="email", how="left", maintain_order="left")
+        if joined.height != frame.height:  # validation merges by email: not expected
+            cached = cached.unique("email", keep="first")
+            joined = frame.join(cached, on="email", how="left", maintain_order="left")
         todo = joined.filter(pl.col("_cached").ne_missing(pl.col("_hash")))
         return todo, frame.height - todo.height
 
