@@ -858,6 +858,8 @@ def _mirror_job(job: JobConfig, *, settings: Settings, dry_run: bool, started: f
             max_retries=job.max_retries,
             rate=job.rate,
         ),
+        command=f"sync:{job.name}",
+        args={"job": job.name, "source": job.source_label, "mode": "mirror", "dry_run": dry_run},
     )
     code = result.exit_code
     plan = result.plan.counts() if result.plan is not None else {}
@@ -877,6 +879,7 @@ def _mirror_job(job: JobConfig, *, settings: Settings, dry_run: bool, started: f
         exit_code=code,
         kind="contacts",
         message=message,
+        run_id=result.run_id,
         duration_s=time.monotonic() - started,
         counts=result.counts(),
     )

@@ -436,6 +436,11 @@ def test_mirror_job_deletes_what_left_the_source_within_the_guard(
     job = run_sync(config, settings).jobs[0]
     assert job.exit_code == 0, job.as_dict()
     assert "1 created, 0 updated, 1 deleted" in job.message
+    with Ledger(settings.ledger_path) as ledger:  # recorded as the job, like the others
+        runs = ledger.list_runs()
+    assert [(r.id, r.command, r.status) for r in runs] == [(job.run_id, "sync:m", "ok")]
+    assert runs[0].args["job"] == "m"
+    assert runs[0].args["mirror"] is True
     contacts = remote(url)[0]
     assert "u24@example.com" not in contacts
     assert "new@example.com" in contacts
