@@ -401,7 +401,7 @@ def reconcile(
         )
     if opts.mirror:
         _refuse_unsafe_mirror(local, report)
-    record = dict(args) if args is not None else {"paths": [str(p) for p in paths]}
+    record: dict[str, Any] = dict(args) if args is not None else {"paths": [str(p) for p in paths]}
     record.update(mirror=opts.mirror, apply=opts.apply)
 
     async def plan_with(client: KraiterClient, call: Caller) -> ReconcileResult:
