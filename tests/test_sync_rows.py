@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import polars as pl
 
-from kraiter_sync.sync import ChangedRows, KnownRows
+from kraiter_sync.sync import ChangedRows, KnownRows, RowCache
+from kraiter_sync.syncconfig import parse_sync_config
 
 
 class Chunks:
@@ -33,7 +35,7 @@ def rows(file: str, emails: list[str], first: int = 1) -> pl.DataFrame:
 def last_night(*frames: pl.DataFrame) -> KnownRows:
     seen = ChangedRows(Chunks(*frames), None)  # type: ignore[arg-type]
     assert sum(f.height for f in seen.iter_chunks()) == sum(f.height for f in frames)
-    return KnownRows(seen.rows())
+    return KnownRows.from_rows(seen.rows())
 
 
 def passed(known: KnownRows, *frames: pl.DataFrame) -> tuple[list[str], ChangedRows]:
@@ -71,3 +73,29 @@ def test_moved_rows_are_found_by_content_and_other_files_by_their_own_rows() -> 
     out, changed = passed(known, reordered, rows("b.csv", ["b1@x.io", "b2-edited@x.io"]))
     assert out == ["top@x.io", "b2-edited@x.io"]
     assert changed.skipped == 301
+
+
+def test_the_row_cache_file_round_trips_gaps_and_files_and_ignores_damage(
+    tmp_path: Path,
+) -> None:
+    job = parse_sync_config(
+        '[jobs.c]\nsource = "*.csv"\nkind = "contacts"\n', tmp_path / "kraiter-sync.toml"
+    ).jobs[0]
+    cache = RowCache(tmp_path / "state", job, "target")
+    assert cache.load() is None  # none yet
+    a = rows("a.csv", [f"a{i}@x.io" for i in range(6)])
+    b = rows("b.csv", ["b1@x.io", "b2@x.io"])
+    seen = ChangedRows(Chunks(b, a), None)  # type: ignore[arg-type]
+    list(seen.iter_chunks())
+    rejected = pl.DataFrame({"source_file": ["a.csv"], "source_row": [3]})
+    cache.save(seen.rows(excluding=rejected))
+    known = cache.load()
+    assert known is not None
+    assert known.rows == 7
+    assert set(known.by_file) == {"a.csv", "b.csv"}
+    assert known.by_file["a.csv"].null_count() == 1  # row 3: passed on again tonight
+    out, changed = passed(known, a, b)
+    assert out == ["a2@x.io"]
+    assert changed.in_place == 7
+    cache.path.write_bytes(b"not parquet")
+    assert cache.load() is None
