@@ -474,7 +474,7 @@ class ChangedRows:
         ):
             old = previous.slice(first - 1, height)
             # a null slot is a row that was not there last time: changed
-            moved = (hashes.head(old.len()) != old).fill_null(True).arg_true()
+            moved = hashes.head(old.len()).ne_missing(old).arg_true()
             if old.len() < height:  # rows past last run's end
                 beyond = pl.int_range(old.len(), height, eager=True, dtype=pl.get_index_type())
                 moved = moved.append(beyond)
