@@ -301,54 +301,48 @@ class _Run:
             )
             raise GuardError(msg)
 
-    def plan_contacts(self, frame: pl.DataFrame) -> tuple[list[ContactRow], int]:
-        """Rows whose hash differs from what the ledger last wrote, and the unchanged count."""
+    def plan_contacts(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """Rows whose hash differs from what the ledger last wrote, and the unchanged count.
+
+        The rows keep ``_hash`` (what they would write), and ``_id`` / ``_cached``: the
+        contact id and hash the ledger holds for the email (null when it holds none).
+        """
         frame = frame.with_columns(contact_hashes(frame).alias("_hash"))
-        if not self.options.ignore_contact_cache:
-            cached = {
-                email: digest
-                for email, (_cid, digest) in self.ledger.get_contacts(
-                    self.target, frame["email"].to_list()
-                ).items()
-                if digest is not None
-            }
-            known = frame["email"].replace_strict(cached, default=None, return_dtype=pl.String)
-            frame = frame.filter(known.ne_missing(frame["_hash"]))
-        unchanged = 0 if self.options.ignore_contact_cache else len(known) - frame.height
-        rows = [
-            ContactRow(email, props, user, sfile, int(srow), digest)
-            for email, props, user, sfile, srow, digest in frame.select(
-                "email", "properties", "user_id", "source_file", "source_row", "_hash"
-            ).iter_rows()
-        ]
-        return rows, unchanged
+        if self.options.ignore_contact_cache:
+            return frame.with_columns(
+                pl.lit(None, pl.String).alias("_id"), pl.lit(None, pl.String).alias("_cached")
+            ), 0
+        found = self.ledger.contact_rows(self.target, frame["email"])
+        emails, ids, digests = zip(*found, strict=True) if found else ((), (), ())
+        cached = pl.DataFrame(
+            {"email": emails, "_id": ids, "_cached": digests},
+            schema={"email": pl.String, "_id": pl.String, "_cached": pl.String},
+        )
+        joined = frame.join(cached, on="email", how="left", maintain_order="left")
+        if joined.height != frame.height:  # validation merges by email: not expected
+            cached = cached.unique("email", keep="first")
+            joined = frame.join(cached, on="email", how="left", maintain_order="left")
+        todo = joined.filter(pl.col("_cached").ne_missing(pl.col("_hash")))
+        return todo, frame.height - todo.height
 
     async def diff_against_kraiter(
-        self, engine: Engine, rows: list[ContactRow]
-    ) -> tuple[list[ContactRow], int]:
+        self, engine: Engine, frame: pl.DataFrame
+    ) -> tuple[pl.DataFrame, int]:
         """Of the rows the ledger can't vouch for, keep those Kraiter doesn't already hold.
 
         This is the reconcile plan (issue 5): a new state directory or another machine
         re-importing the same contacts costs reads (a listing or per-email lookups,
-        whichever is cheaper), not writes. Unchanged ones are cached for next time.
+        whichever is cheaper), not writes. Unchanged ones are cached for next time;
+        the rows to update get Kraiter's id in ``_id`` (one PATCH each).
         """
-        if not rows:
-            return rows, 0
-        wanted = pl.DataFrame(
-            {
-                "email": [r.email for r in rows],
-                "user_id": [r.user_id for r in rows],
-                "properties": [r.properties for r in rows],
-                "source_file": [r.source_file for r in rows],
-                "source_row": [r.source_row for r in rows],
-            },
-            schema={
-                "email": pl.String,
-                "user_id": pl.String,
-                "properties": pl.String,
-                "source_file": pl.String,
-                "source_row": pl.Int64,
-            },
+        if not frame.height:
+            return frame, 0
+        wanted = frame.select(
+            "email",
+            "user_id",
+            "properties",
+            pl.col("source_file").cast(pl.String),
+            pl.col("source_row").cast(pl.Int64),
         )
         todo, plan, _snapshot = await contacts_to_write(
             engine.client,
@@ -357,27 +351,40 @@ class _Run:
             concurrency=engine.options.concurrency,
         )
         unchanged = plan.of("unchanged")
-        by_email = {r.email: r for r in rows}
         if not self.options.dry_run and unchanged.height:
-            self.ledger.put_contacts(
-                self.target,
-                [
-                    (email, cid, by_email[email].props_hash)
-                    for email, cid in zip(unchanged["email"], unchanged["id"], strict=True)
-                    if email in by_email
-                ],
+            hashes = unchanged.select("email", "id").join(
+                frame.select("email", "_hash"), on="email", how="inner"
             )
-        keep = set(todo["email"].to_list())
-        return [r for r in rows if r.email in keep], unchanged.height
+            self.ledger.put_contacts(self.target, hashes.select("email", "id", "_hash").rows())
+        ids = plan.of("update").select("email", pl.col("id").alias("_remote"))
+        keep = (
+            frame.join(todo.select("email"), on="email", how="semi", maintain_order="left")
+            .join(ids, on="email", how="left", maintain_order="left")
+            .with_columns(pl.col("_remote").alias("_id"))  # Kraiter's word beats the cache
+            .drop("_remote")
+        )
+        return keep, unchanged.height
 
     async def send_contacts(self, engine: Engine, frame: pl.DataFrame) -> None:
         counts = self.result.contacts
-        rows, counts.unchanged = self.plan_contacts(frame)
-        rows, same_in_kraiter = await self.diff_against_kraiter(engine, rows)
+        todo, counts.unchanged = self.plan_contacts(frame)
+        # The ledger knows these contacts and what it last wrote to them, and the row
+        # differs: an update by id, without asking Kraiter first (the nightly sync's
+        # common case). The rest are diffed against Kraiter.
+        known = pl.col("_id").is_not_null() & pl.col("_cached").is_not_null()
+        by_id = todo.filter(known)
+        unknown, same_in_kraiter = await self.diff_against_kraiter(engine, todo.filter(~known))
         counts.unchanged += same_in_kraiter
         if self.options.dry_run:
             counts.pending = counts.read - counts.accounted
             return
+        rows = [
+            ContactRow(email, props, user, sfile, int(srow), digest, cid)
+            for part in (by_id, unknown)
+            for email, props, user, sfile, srow, digest, cid in part.select(
+                "email", "properties", "user_id", "source_file", "source_row", "_hash", "_id"
+            ).iter_rows()
+        ]
         before = engine.stats
         rejected = await engine.write_contacts(rows)
         if rejected:

@@ -175,6 +175,8 @@ class Ledger:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._targets: dict[str, int] = {}
+        #: Whether SQLite has ``json_each`` (built in since 3.38; older builds may lack it).
+        self._json_each = True
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -431,15 +433,41 @@ class Ledger:
         self, target: str, emails: Sequence[str] | Any
     ) -> dict[str, tuple[str, str | None]]:
         """``email → (contact_id, props_hash)`` for the cached ones among ``emails``."""
-        found: dict[str, tuple[str, str | None]] = {}
-        for chunk in _chunks(_as_list(emails)):
+        return {email: (cid, digest) for email, cid, digest in self.contact_rows(target, emails)}
+
+    def contact_rows(
+        self, target: str, emails: Sequence[str] | Any
+    ) -> list[tuple[str, str, str | None]]:
+        """``(email, contact_id, props_hash)`` of the cached ones among ``emails``.
+
+        One statement whatever the number of emails: they go in as one JSON array
+        (``json_each``) and each is one primary-key seek, in the array's order
+        (``CROSS JOIN`` keeps SQLite from scanning the cache instead).
+        """
+        wanted = _as_list(emails)
+        if not wanted:
+            return []
+        if self._json_each:
+            try:
+                return self._db.execute(
+                    "SELECT c.email, c.contact_id, c.props_hash FROM json_each(?) AS w "
+                    "CROSS JOIN contacts AS c ON c.target = ? AND c.email = w.value",
+                    [json.dumps(wanted), target],
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "json_each" not in str(exc):
+                    raise _translate(exc, self.path) from None
+                self._json_each = False  # an SQLite built without its JSON functions
+        found: list[tuple[str, str, str | None]] = []
+        for chunk in _chunks(wanted):
             marks = ",".join("?" * len(chunk))
-            rows = self._query(
-                "SELECT email, contact_id, props_hash FROM contacts "
-                f"WHERE target = ? AND email IN ({marks})",
-                [target, *chunk],
+            found.extend(
+                self._query(
+                    "SELECT email, contact_id, props_hash FROM contacts "
+                    f"WHERE target = ? AND email IN ({marks})",
+                    [target, *chunk],
+                )
             )
-            found.update((email, (cid, props)) for email, cid, props in rows)
         return found
 
     def put_contacts(self, target: str, contacts: Iterable[tuple[str, str, str | None]]) -> None:

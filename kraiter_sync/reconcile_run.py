@@ -99,6 +99,8 @@ class ReconcileResult:
     report: ValidationReport | None = None
     plan_path: Path | None = None
     events: EventsReconcileResult | None = None
+    #: The ledger's record of an applying run (``kraiter-sync runs``); None for a plan only.
+    run_id: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -380,11 +382,14 @@ def reconcile(
     inputs: InputOptions | None = None,
     options: ReconcileOptions | None = None,
     on_progress: Callable[[int], None] | None = None,
+    command: str = "reconcile",
+    args: Mapping[str, Any] | None = None,
 ) -> ReconcileResult:
     """The library form of ``kraiter-sync reconcile PATH...`` (contacts or events).
 
     Without ``options.apply`` nothing is written and no lock is taken. With it, the run
-    holds the state lock, is recorded in the ledger (``kraiter-sync runs``), and writes
+    holds the state lock, is recorded in the ledger (``kraiter-sync runs``) under
+    ``command`` with ``args`` (``sync`` names its mirror jobs ``sync:<job>``), and writes
     go through the import engine's client, rate controller and retry policy; creates go
     through ``Engine.write_contacts`` (which keeps the ledger's contact cache current).
     """
@@ -396,7 +401,8 @@ def reconcile(
         )
     if opts.mirror:
         _refuse_unsafe_mirror(local, report)
-    args = {"paths": [str(p) for p in paths], "mirror": opts.mirror, "apply": opts.apply}
+    record: dict[str, Any] = dict(args) if args is not None else {"paths": [str(p) for p in paths]}
+    record.update(mirror=opts.mirror, apply=opts.apply)
 
     async def plan_with(client: KraiterClient, call: Caller) -> ReconcileResult:
         plan, snapshot = await plan_contacts(
@@ -421,8 +427,9 @@ def reconcile(
             async with _reader(settings, opts) as (client, call):
                 return await plan_with(client, call)
         counts: dict[str, Any] = {}
-        async with open_session(settings, "reconcile", args, opts, counts=counts) as session:
+        async with open_session(settings, command, record, opts, counts=counts) as session:
             result = await plan_with(session.client, session.call)
+            result.run_id = session.run_id
             plan = result.plan
             assert plan is not None  # noqa: S101 (contacts)
             if not plan.is_empty:

@@ -353,12 +353,12 @@ class SqlSource:
                 held += raw.height
                 while held >= size:
                     whole = pl.concat(pending, how="diagonal_relaxed")
-                    yield self._finish(whole.head(size), row)
+                    yield self._finish(whole.head(size).rechunk(), row)
                     row += size
                     rest = whole.slice(size)
                     pending, held = ([rest], rest.height) if rest.height else ([], 0)
             if held:
-                yield self._finish(pl.concat(pending, how="diagonal_relaxed"), row)
+                yield self._finish(pl.concat(pending, how="diagonal_relaxed").rechunk(), row)
 
     def read(self) -> pl.DataFrame:
         """Everything at once (only for results that fit in memory)."""
@@ -368,6 +368,10 @@ class SqlSource:
         return pl.concat(chunks, how="diagonal_relaxed")
 
     def _finish(self, chunk: pl.DataFrame, first_row: int) -> pl.DataFrame:
+        """Add the provenance columns to a chunk the caller made contiguous: the driver's
+        batches glued together leave columns in several pieces, and a frame whose columns
+        are pieced differently from the provenance ones is re-aligned (copied) by every
+        later ``drop``, ``select`` or ``gather``: once here is cheaper."""
         return chunk.with_columns(
             pl.lit(self.display, dtype=pl.String).alias(SOURCE_FILE),
             pl.int_range(first_row + 1, first_row + 1 + chunk.height, dtype=pl.Int64).alias(

@@ -298,35 +298,60 @@ def open_job_source(
 _PROVENANCE = ("source_file", "source_row")
 
 
-class KnownRows:
-    """Last complete run's row hashes: by position (per source file, index = row - 1)
-    and, built only if needed, as one sorted set."""
+#: Parquet key-value metadata of a row cache: ``[[file, slots], ...]`` in slot order.
+_FILES_KEY = "kraiter-sync.files"
 
-    def __init__(self, frame: pl.DataFrame) -> None:
-        """From (source_file, source_row, h) rows, sorted by file and row."""
-        self._all = frame["h"]
-        self.rows = frame.height
+
+class KnownRows:
+    """Last complete run's row hashes: by position (per source file, slot = row - 1, null
+    where no row was kept) and, built only if needed, as one sorted set."""
+
+    def __init__(self, slots: pl.Series, files: Sequence[tuple[str, int]]) -> None:
+        """From every file's slots, one file after the other (see :func:`row_slots`)."""
+        self._slots = slots
+        self.rows = slots.len() - slots.null_count()
         self._ordered: pl.Series | None = None
         self.by_file: dict[str, pl.Series] = {}
-        single = frame["source_file"].n_unique() == 1
-        parts = [frame] if single else frame.partition_by("source_file", maintain_order=True)
-        for part in parts:
-            rows = part["source_row"]
-            name = str(part["source_file"][0])
-            if rows[0] == 1 and rows[-1] == part.height:  # rows 1..n: positions as they are
-                self.by_file[name] = part["h"]
-                continue
-            slots = pl.Series("h", [None], dtype=pl.UInt64).extend_constant(
-                None,
-                int(rows.max()) - 1,  # type: ignore[arg-type]
-            )
-            self.by_file[name] = slots.scatter(rows - 1, part["h"])
+        offset = 0
+        for name, length in files:
+            self.by_file[name] = slots.slice(offset, length)
+            offset += length
+
+    @classmethod
+    def from_rows(cls, frame: pl.DataFrame) -> KnownRows:
+        """From (source_file, source_row, h) rows, in any order."""
+        return cls(*row_slots(frame))
 
     @property
     def ordered(self) -> pl.Series:
         if self._ordered is None:
-            self._ordered = self._all.unique().sort()
+            self._ordered = self._slots.drop_nulls().unique().sort()
         return self._ordered
+
+
+def row_slots(frame: pl.DataFrame) -> tuple[pl.Series, list[tuple[str, int]]]:
+    """(source_file, source_row, h) rows → every file's hashes by position (slot
+    ``row - 1``, null for a row not kept), one file after the other, and (file, slots)
+    pairs: the row cache's layout, read back without rebuilding anything."""
+    if not frame.height:
+        return pl.Series("h", [], dtype=pl.UInt64), []
+    ordered = frame.sort("source_file", "source_row", maintain_order=True)
+    single = ordered["source_file"].n_unique() == 1
+    parts = [ordered] if single else ordered.partition_by("source_file", maintain_order=True)
+    slots: list[pl.Series] = []
+    files: list[tuple[str, int]] = []
+    for part in parts:
+        rows = part["source_row"]
+        hashes = part["h"].cast(pl.UInt64)
+        if rows[0] != 1 or rows[-1] != part.height:  # gaps: rows not kept last time
+            hashes = (
+                pl.Series("h", [None], dtype=pl.UInt64)
+                .extend_constant(None, int(rows[-1]) - 1)
+                .scatter(rows - 1, hashes)
+            )
+        slots.append(hashes.alias("h"))
+        files.append((str(part["source_file"][0]), hashes.len()))
+    return pl.concat(slots, rechunk=True), files
 
 
 class RowCache:
@@ -342,6 +367,10 @@ class RowCache:
     file just means one slower night in which the engine's own cache still sends
     nothing unchanged. Any change to the job's source, query, mapping or options
     starts a new one.
+
+    Layout (read every night, so made cheap to load): one uncompressed ``h`` column of
+    every file's slots (:func:`row_slots`), the files and their slot counts in the
+    Parquet metadata.
     """
 
     def __init__(self, state_dir: Path, job: JobConfig, target: str) -> None:
@@ -356,7 +385,7 @@ class RowCache:
                 "timezone": job.timezone,
                 "encoding": job.encoding,
                 "polars": pl.__version__,
-                "format": 2,
+                "format": 3,
             },
             sort_keys=True,
         )
@@ -367,23 +396,34 @@ class RowCache:
 
     def load(self) -> KnownRows | None:
         try:
-            frame = pl.read_parquet(self.path)
+            meta = pl.read_parquet_metadata(self.path)
+            files = [(str(name), int(n)) for name, n in json.loads(meta[_FILES_KEY])]
+            slots = pl.read_parquet(self.path, columns=["h"])["h"]
         except FileNotFoundError:
             return None
-        except (OSError, pl.exceptions.PolarsError) as exc:  # damaged: rebuilt tonight
+        except (OSError, KeyError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
             log.warning("ignoring the unreadable row cache %s (%s)", self.path, exc)
+            return None  # damaged: rebuilt tonight
+        if sum(n for _name, n in files) != slots.len():
+            log.warning("ignoring the row cache %s: its layout does not add up", self.path)
             return None
-        if not frame.height:
-            return None
-        return KnownRows(frame)
+        known = KnownRows(slots, files)
+        return known if known.rows else None
 
     def save(self, rows: pl.DataFrame) -> None:
         """Atomically replace the cache with (source_file, source_row, h) rows, and
         drop the caches of older configurations."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        ordered = rows.sort("source_file", "source_row", maintain_order=True)
-        ordered.with_columns(pl.col("source_file").cast(pl.Categorical)).write_parquet(tmp)
+        slots, files = row_slots(rows)
+        # Uncompressed: the hashes are random bits that no codec shrinks, and the file is
+        # read every night, where decompressing a million rows costs more than the I/O.
+        pl.DataFrame({"h": slots}).write_parquet(
+            tmp,
+            compression="uncompressed",
+            statistics=False,
+            metadata={_FILES_KEY: json.dumps(files)},
+        )
         tmp.replace(self.path)
         for old in self.directory.glob(f"{self.prefix}*.parquet"):
             if old != self.path:
@@ -426,7 +466,6 @@ class ChangedRows:
         rows = chunk["source_row"]
         first, last = rows[0], rows[-1]
         previous = known.by_file.get(files[0])
-        moved = pl.int_range(0, height, eager=True, dtype=pl.UInt32)
         if (
             previous is not None
             and files[0] == files[-1]
@@ -434,9 +473,13 @@ class ChangedRows:
             and first >= 1
         ):
             old = previous.slice(first - 1, height)
-            same = (hashes.head(old.len()) == old).fill_null(False)
-            same = same.extend_constant(False, height - same.len())
-            moved = moved.filter(~same)
+            # a null slot is a row that was not there last time: changed
+            moved = hashes.head(old.len()).ne_missing(old).arg_true()
+            if old.len() < height:  # rows past last run's end
+                beyond = pl.int_range(old.len(), height, eager=True, dtype=pl.get_index_type())
+                moved = moved.append(beyond)
+        else:
+            moved = pl.int_range(0, height, eager=True, dtype=pl.get_index_type())
         self.in_place += height - moved.len()
         # Rows that only moved are found in the whole set; when few rows differ it is
         # cheaper to let validation see them (the engine's cache still skips the
@@ -734,9 +777,11 @@ def run_job(
     if job.mode == "mirror":
         return _mirror_job(job, settings=settings, dry_run=dry_run, started=started)
     target = settings.target
-    with Ledger(settings.ledger_path) as ledger:
-        raw_mark = ledger.get_watermark(target, cursor_stream(job.name)) if job.cursor else None
-        last_full = ledger.get_watermark(target, full_stream(job.name))
+    raw_mark = last_full = None
+    if job.cursor or (job.full_every and not full):  # else the ledger has nothing for us yet
+        with Ledger(settings.ledger_path) as ledger:
+            raw_mark = ledger.get_watermark(target, cursor_stream(job.name)) if job.cursor else None
+            last_full = ledger.get_watermark(target, full_stream(job.name))
     full_pass = full or _is_due(last_full, job.full_every, now)
     watermark = decode_cursor(raw_mark) if raw_mark is not None else None
     since = None
@@ -851,6 +896,8 @@ def _mirror_job(job: JobConfig, *, settings: Settings, dry_run: bool, started: f
             max_retries=job.max_retries,
             rate=job.rate,
         ),
+        command=f"sync:{job.name}",
+        args={"job": job.name, "source": job.source_label, "mode": "mirror", "dry_run": dry_run},
     )
     code = result.exit_code
     plan = result.plan.counts() if result.plan is not None else {}
@@ -870,6 +917,7 @@ def _mirror_job(job: JobConfig, *, settings: Settings, dry_run: bool, started: f
         exit_code=code,
         kind="contacts",
         message=message,
+        run_id=result.run_id,
         duration_s=time.monotonic() - started,
         counts=result.counts(),
     )

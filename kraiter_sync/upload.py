@@ -100,6 +100,9 @@ class ContactRow:
     source_file: str
     source_row: int
     props_hash: str = ""
+    #: Kraiter's id when known (the ledger's contact cache, or a reconcile plan): the
+    #: write is one PATCH by id instead of create → CONFLICT → look-up → PATCH.
+    contact_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,11 @@ class Outcome(Generic[T]):
 
 class RejectSink(Protocol):
     def __call__(self, outcomes: Sequence[Outcome[Any]]) -> None: ...
+
+
+def _same_email(stored: object, email: str) -> bool:
+    """Whether Kraiter's stored email (kept in the case first sent) is ``email``."""
+    return isinstance(stored, str) and stored.strip().lower() == email.strip().lower()
 
 
 def _instant(value: str) -> datetime | None:
@@ -449,7 +457,10 @@ class Engine:
     async def write_contacts(self, rows: Iterable[ContactRow]) -> list[Outcome[ContactRow]]:
         """Create or update contacts; unchanged ones (by cached hash) cost no request.
 
-        Create first; on CONFLICT look the contact up and patch only what differs.
+        A row with a known ``contact_id`` is one PATCH by id. When that id is gone
+        (404: deleted in Kraiter) or now holds another email, the id is dropped from
+        the ledger's cache and the row is written like one without: create first; on
+        CONFLICT look the contact up and patch only what differs.
         Returns the rejected outcomes (4xx from Kraiter).
         """
         rejected: list[Outcome[ContactRow]] = []
@@ -457,8 +468,30 @@ class Engine:
 
         async def write(row: ContactRow) -> None:
             props = json.loads(row.properties or "{}")
+            known = row.contact_id
 
             async def attempt() -> tuple[str, str]:
+                nonlocal known
+                if known is not None:
+                    try:
+                        patched = await self.client.update_contact(
+                            known, properties=props or None, user_id=row.user_id
+                        )
+                    except NotFoundError:
+                        patched = None
+                    if patched is not None and _same_email(patched.get("email"), row.email):
+                        return known, "updated"
+                    if patched is not None:
+                        log.warning(
+                            "contact %s now has the email %s in Kraiter, not %s: its cached "
+                            "id is dropped and %s is written by email",
+                            known,
+                            patched.get("email"),
+                            row.email,
+                            row.email,
+                        )
+                    self.ledger.forget_contacts(self.target, [row.email])
+                    known = None
                 try:
                     contact = await self.client.create_contact(
                         row.email, properties=props or None, user_id=row.user_id

@@ -173,6 +173,28 @@ def test_contacts_created_then_patched_only_where_changed(tmp_path: Path, settin
     assert kraiter.transports[-1].writes == 0
 
 
+def test_contacts_kraiter_holds_with_other_values_are_patched_by_id(tmp_path: Path) -> None:
+    """A state dir that knows nothing: the diff against Kraiter finds the contacts and their
+    ids, so each changed one is one PATCH (no create answered CONFLICT, no second look-up)."""
+    kraiter = LocalKraiter(tmp_path)
+    src = tmp_path / "contacts.csv"
+    src.write_text("email,plan\nada@example.com,pro\nbob@example.com,free\n")
+
+    def fresh(name: str):  # type: ignore[no-untyped-def]
+        return resolve_settings(
+            api_key=KEY, base_url="http://127.0.0.1:9", state_dir=tmp_path / name, env={}
+        )
+
+    assert import_([src], settings=fresh("one"), client_factory=kraiter.factory).contacts.sent == 2
+    src.write_text("email,plan\nada@example.com,team\nbob@example.com,free\nnew@example.com,pro\n")
+    result = import_([src], settings=fresh("two"), client_factory=kraiter.factory)
+    assert (result.contacts.sent, result.contacts.unchanged) == (2, 1)
+    methods = kraiter.transports[-1].methods
+    assert (methods["PATCH"], methods["POST"]) == (1, 1)  # ada patched, new created
+    again = import_([src], settings=fresh("two"), client_factory=kraiter.factory)
+    assert (again.contacts.unchanged, kraiter.transports[-1].writes) == (3, 0)
+
+
 def test_cli_import_of_sample_data_offline(tmp_path: Path) -> None:
     from tests.conftest import SAMPLE_DATA
 

@@ -156,6 +156,34 @@ def test_watermarks_and_contacts(ledger: Ledger) -> None:
     }
 
 
+class NoJsonEach:
+    """A connection of an SQLite built without its JSON functions."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, params: object = ()) -> sqlite3.Cursor:
+        if "json_each" in sql:
+            raise sqlite3.OperationalError("no such table: json_each")
+        return self.db.execute(sql, params)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def test_contact_lookups_in_one_statement_or_chunks_without_json_each(ledger: Ledger) -> None:
+    rows = [(f"u{i}@x.io", f"ctc_{i}", f"h{i}" if i % 3 else None) for i in range(25_000)]
+    ledger.put_contacts(T, rows)
+    ledger.put_contacts(OTHER, [("u1@x.io", "other", "h")])
+    wanted = [f"u{i}@x.io" for i in range(0, 30_000, 2)]  # 2,500 of them never cached
+    expected = sorted(r for r in rows if int(r[1][4:]) % 2 == 0)
+    assert sorted(ledger.contact_rows(T, pl.Series(wanted))) == expected
+    assert ledger.contact_rows(T, []) == []
+    ledger._db = NoJsonEach(ledger._db)  # type: ignore[assignment]
+    assert sorted(ledger.contact_rows(T, wanted)) == expected  # IN lists of 10,000
+    assert not ledger._json_each
+
+
 def test_corrupt_file_is_a_state_error(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     path.write_bytes(b"this is not a database, just some bytes" * 100)

@@ -219,6 +219,20 @@ def test_duckdb_streams_typed_chunks(tmp_path: Path) -> None:
     source.close()
 
 
+def test_duckdb_chunks_glued_from_several_batches_are_contiguous(tmp_path: Path) -> None:
+    """DuckDB's batches end at its row groups (122,880 rows): a chunk glued from two, left
+    in pieces, would be copied again by every later select or gather."""
+    db = tmp_path / "big.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        conn.execute("CREATE TABLE t AS SELECT i AS n, 'x' || i AS s FROM range(300000) r(i)")
+    source = SqlSource(f"duckdb:///{db}", "SELECT * FROM t", chunk_size=100_000)
+    chunks = list(source.iter_chunks())
+    source.close()
+    assert [c.height for c in chunks] == [100_000, 100_000, 100_000]
+    assert all(set(c.n_chunks("all")) == {1} for c in chunks), [c.n_chunks("all") for c in chunks]
+    assert pl.concat(chunks)["n"].sort().to_list() == list(range(300_000))
+
+
 def test_duckdb_cursor_filter_on_timestamps(tmp_path: Path) -> None:
     db = make_duckdb(tmp_path / "wh.duckdb", rows=25)
     since = CursorFilter("seen", dt.datetime(2026, 1, 1, 0, 0, 23, tzinfo=dt.UTC))

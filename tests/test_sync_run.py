@@ -138,10 +138,73 @@ def test_second_run_over_unchanged_data_sends_no_write(
     assert third.jobs[0].unchanged_rows == 1
     assert third.jobs[0].counts["contacts"]["read"] == 1
     a_id = contacts["a@example.com"]["id"]
-    # one contact's write (create, answered CONFLICT, then patch): nothing for b
-    assert 1 <= len(app.writes()) <= 2
-    assert set(app.writes()) <= {("POST", "/api/contacts"), ("PATCH", f"/api/contacts/{a_id}")}
+    # the ledger knows a's id: one PATCH, no create or look-up first; nothing for b
+    assert app.requests == [("PATCH", f"/api/contacts/{a_id}")]
     assert remote(url)[0]["a@example.com"]["properties"] == {"plan": "team"}
+
+
+CONTACTS_JOB = '[jobs.c]\nsource = "contacts.csv"\nkind = "contacts"\n'
+
+
+def cached_id(settings: Settings, email: str) -> str | None:
+    """The contact id the ledger's contact cache holds for ``email``."""
+    with Ledger(settings.ledger_path) as ledger:
+        cached = ledger.get_contacts(settings.target, [email]).get(email)
+    return cached[0] if cached else None
+
+
+def test_a_changed_contact_deleted_in_kraiter_is_created_again(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    """The PATCH by the cached id answers 404: the id is dropped and the contact created."""
+    app, url = kraiter
+    write(tmp_path / "contacts.csv", "email,plan\na@example.com,pro\nb@example.com,free\n")
+    config = parse_sync_config(CONTACTS_JOB, tmp_path / "kraiter-sync.toml")
+    settings = settings_for(url, tmp_path)
+    assert run_sync(config, settings).exit_code == 0
+    old = cached_id(settings, "a@example.com")
+    assert old is not None
+    with SyncKraiterClient(url, KEY) as client:
+        client.delete_contact(old)
+    write(tmp_path / "contacts.csv", "email,plan\na@example.com,team\nb@example.com,free\n")
+    app.reset()
+    job = run_sync(config, settings).jobs[0]
+    assert job.exit_code == 0, job.as_dict()
+    assert job.counts["contacts"]["sent"] == 1
+    assert app.writes() == [("PATCH", f"/api/contacts/{old}"), ("POST", "/api/contacts")]
+    contacts = remote(url)[0]
+    assert contacts["a@example.com"]["properties"] == {"plan": "team"}
+    new = cached_id(settings, "a@example.com")
+    assert new == contacts["a@example.com"]["id"] != old
+    # the ledger holds the new id: the next change is one PATCH again
+    write(tmp_path / "contacts.csv", "email,plan\na@example.com,pro\nb@example.com,free\n")
+    app.reset()
+    assert run_sync(config, settings).exit_code == 0
+    assert app.requests == [("PATCH", f"/api/contacts/{new}")]
+    assert remote(url)[0]["a@example.com"]["properties"] == {"plan": "pro"}
+
+
+def test_a_cached_id_that_now_holds_another_email_is_not_trusted(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    """Someone changed a's email in Kraiter: a is written by email, and its new id cached."""
+    app, url = kraiter
+    write(tmp_path / "contacts.csv", "email,plan\na@example.com,pro\n")
+    config = parse_sync_config(CONTACTS_JOB, tmp_path / "kraiter-sync.toml")
+    settings = settings_for(url, tmp_path)
+    assert run_sync(config, settings).exit_code == 0
+    old = cached_id(settings, "a@example.com")
+    assert old is not None
+    with SyncKraiterClient(url, KEY) as client:
+        client.update_contact(old, email="renamed@example.com")
+    write(tmp_path / "contacts.csv", "email,plan\na@example.com,team\n")
+    app.reset()
+    job = run_sync(config, settings).jobs[0]
+    assert job.exit_code == 0, job.as_dict()
+    assert app.writes() == [("PATCH", f"/api/contacts/{old}"), ("POST", "/api/contacts")]
+    contacts = remote(url)[0]
+    assert contacts["a@example.com"]["properties"] == {"plan": "team"}
+    assert cached_id(settings, "a@example.com") == contacts["a@example.com"]["id"] != old
 
 
 def test_without_the_row_cache_the_engine_cache_still_sends_nothing(
@@ -373,6 +436,11 @@ def test_mirror_job_deletes_what_left_the_source_within_the_guard(
     job = run_sync(config, settings).jobs[0]
     assert job.exit_code == 0, job.as_dict()
     assert "1 created, 0 updated, 1 deleted" in job.message
+    with Ledger(settings.ledger_path) as ledger:  # recorded as the job, like the others
+        runs = ledger.list_runs()
+    assert [(r.id, r.command, r.status) for r in runs] == [(job.run_id, "sync:m", "ok")]
+    assert runs[0].args["job"] == "m"
+    assert runs[0].args["mirror"] is True
     contacts = remote(url)[0]
     assert "u24@example.com" not in contacts
     assert "new@example.com" in contacts
