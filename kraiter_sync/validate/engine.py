@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
@@ -17,7 +17,7 @@ from kraiter_sync.validate.emails import normalise_emails
 from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
-from kraiter_sync.validate.properties import canonical_properties
+from kraiter_sync.validate.properties import CanonicalProperties, canonical_properties
 from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
 
 __all__ = [
@@ -245,20 +245,45 @@ def validate_events(
     return _finish_events(_prepare_events(mapped, options), seen)
 
 
-def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> _Prepared:
+@dataclass
+class _Started:
+    """A chunk whose costliest fields are being checked in the worker threads."""
+
+    mapped: pl.DataFrame
+    options: ValidationOptions
+    props: Future[CanonicalProperties]
+    emails: Future[pl.DataFrame]
+
+
+def _start_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> _Started:
+    """Hands properties and emails (the costliest fields) to the worker threads: polars
+    and the native library release the GIL, so the field validators share the cores."""
     options = options or ValidationOptions()
+    n = mapped.height
+    return _Started(
+        mapped,
+        options,
+        _pool().submit(canonical_properties, _column(mapped, "properties", n), options),
+        _pool().submit(
+            normalise_emails, _column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8
+        ),
+    )
+
+
+def _prepare_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> _Prepared:
+    return _complete_events(_start_events(mapped, options))
+
+
+def _complete_events(started: _Started) -> _Prepared:
+    """The rest of the field checks, then the rejects and the canonical frame."""
+    mapped, options = started.mapped, started.options
+    props_future, emails_future = started.props, started.emails
     n = mapped.height
     contact = _column(mapped, "contact_id", n).cast(pl.String)
     if contact.null_count() < n:  # (events usually carry emails only)
         contact = contact.str.strip_chars()
         contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
     has_contact = contact.is_not_null()
-    # properties and emails (the costliest fields) are checked in worker threads meanwhile:
-    # polars and the native library release the GIL, so the field validators share cores
-    props_future = _pool().submit(canonical_properties, _column(mapped, "properties", n), options)
-    emails_future = _pool().submit(
-        normalise_emails, _column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8
-    )
     names = check_names(_column(mapped, "name", n), options)
     ts = parse_timestamps(_column(mapped, "timestamp", n), options)
     emails = emails_future.result()
@@ -466,23 +491,42 @@ class ChunkedValidation:
         it = iter(chunks)
         options = self.options
 
-        def prepare_next() -> _Prepared | None:
+        def start_next() -> _Started | None:
             chunk = next(it, None)
-            return None if chunk is None else _prepare_events(chunk, options)
+            return None if chunk is None else _start_events(chunk, options)
 
-        ahead = _ahead_pool().submit(prepare_next)
+        # One "ahead" thread runs, in this order: start (read chunk i+1 and hand its
+        # costliest fields to the field workers), then complete chunk i; so the field
+        # workers check chunk i+1 while chunk i is completed here and deduplicated.
+        ahead = _ahead_pool()
+        started = ahead.submit(start_next).result()
+        if started is None:
+            return
+        following = ahead.submit(start_next)
+        prepared = ahead.submit(_complete_events, started)
+        pending: list[Future[Any]] = [following, prepared]
         try:
-            while (prep := ahead.result()) is not None:
-                ahead = _ahead_pool().submit(prepare_next)
+            while True:
+                prep = prepared.result()
+                started = following.result()
+                if started is not None:  # queue the next round before working on this one
+                    following = ahead.submit(start_next)
+                    prepared = ahead.submit(_complete_events, started)
+                    pending = [following, prepared]
+                else:
+                    pending = []
                 result = _finish_events(prep, self.seen)
                 self._take(result)
                 yield result.valid
+                if started is None:
+                    return
         finally:
-            # stopped early (an error, or the caller closed us): let the read ahead end
+            # stopped early (an error, or the caller closed us): let the work ahead end
             # before the source is closed under it
-            ahead.cancel()
-            with contextlib.suppress(Exception):
-                ahead.result()
+            for future in pending:
+                future.cancel()
+                with contextlib.suppress(Exception):
+                    future.result()
 
     def run(self, chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         """Yield the valid rows chunk by chunk (events) or once merged (contacts)."""
