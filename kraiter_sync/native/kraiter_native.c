@@ -13,9 +13,11 @@
  * buffers they refer to, and an optional validity bitmap with its bit offset. Strings
  * produced here leave the same way (views + one data buffer), which polars adopts as is.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define XXH_INLINE_ALL
 #include "xxhash.h"
@@ -561,21 +563,40 @@ int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int
 
 /*
  * An open-addressing set of 128-bit keys (linear probing, 16 bytes a slot, at most 3/4
- * full). Keys are hashes, so the low bits of `hi` index the table directly. (0, 0) marks
- * an empty slot; the key (0, 0) itself is kept in a flag.
+ * full). Keys are hashes, so the top bits of `hi` pick the home slot directly. (0, 0)
+ * marks an empty slot; the key (0, 0) itself is kept in a flag.
+ *
+ * Top bits so that doubling moves old slot j to about slot 2j: the rehash sweeps both
+ * tables in order, touching the new one's pages just ahead of use and handing the old
+ * one's back to the system behind it, so growing never holds both tables whole (the
+ * peak was 1.5x the table, which broke import's memory target at 10M events).
  */
 typedef struct {
-    uint64_t *slots; /* 2 * cap words: hi, lo */
+    uint64_t *slots; /* 2 * cap words: hi, lo; mmap'd */
     uint64_t cap, count;
+    int shift; /* 64 - log2(cap) */
     int has_zero;
 } ks_set;
+
+#define PAGE 4096
+#define RELEASE_STEP (2u << 20) /* old table returned in 2 MiB steps */
+
+static uint64_t *table_alloc(uint64_t cap) {
+    void *p = mmap(NULL, (size_t)cap * 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void table_free(uint64_t *slots, uint64_t cap) {
+    if (slots) munmap(slots, (size_t)cap * 16);
+}
 
 void *ks_set_new(void) { return calloc(1, sizeof(ks_set)); }
 
 void ks_set_free(void *handle) {
     ks_set *s = handle;
     if (!s) return;
-    free(s->slots);
+    table_free(s->slots, s->cap);
     free(s);
 }
 
@@ -583,30 +604,50 @@ uint64_t ks_set_count(void *handle) { return ((ks_set *)handle)->count; }
 
 uint64_t ks_set_bytes(void *handle) { return ((ks_set *)handle)->cap * 16; }
 
+/* Writes one byte per page of [*done, upto): a fresh page first read is the shared zero
+ * page, so probe-then-insert took a copy-on-write fault plus a TLB shootdown across the
+ * process's threads per page (9% of a validation run). */
+static inline void touch_upto(uint64_t *slots, size_t *done, size_t upto) {
+    volatile uint8_t *t = (volatile uint8_t *)slots;
+    for (; *done < upto; *done += PAGE) t[*done] = 0;
+}
+
 static int set_grow(ks_set *s, uint64_t want) {
     uint64_t cap = s->cap ? s->cap : 1024;
     while (want * 4 > cap * 3) cap *= 2;
     if (cap == s->cap) return 0;
-    uint64_t *slots = calloc(cap * 2, sizeof(uint64_t));
+    uint64_t *slots = table_alloc(cap);
     if (!slots) return -1;
-    /* Write to every page before probing: a fresh page first read is the shared zero
-     * page, so probe-then-insert took a copy-on-write fault plus a TLB shootdown across
-     * the process's threads per page (9% of a validation run). (A plain memset would
-     * be folded into the calloc by the compiler; the volatile writes are not.) */
-    volatile uint8_t *touch = (volatile uint8_t *)slots;
-    for (size_t off = 0; off < cap * 16; off += 4096) touch[off] = 0;
+    int shift = 64;
+    for (uint64_t c = cap; c > 1; c >>= 1) shift--;
     uint64_t mask = cap - 1;
+    size_t bytes = (size_t)cap * 16, touched = 0, released = 0;
+    uint8_t *old = (uint8_t *)s->slots;
     for (uint64_t j = 0; j < s->cap; j++) {
         uint64_t h = s->slots[2 * j], l = s->slots[2 * j + 1];
-        if (!h && !l) continue;
-        uint64_t k = h & mask;
-        while (slots[2 * k] || slots[2 * k + 1]) k = (k + 1) & mask;
-        slots[2 * k] = h;
-        slots[2 * k + 1] = l;
+        if (h || l) {
+            uint64_t k = h >> shift;
+            /* pages up to a little past the home slot: probes run a few slots on */
+            size_t want_bytes = (size_t)k * 16 + 4 * PAGE;
+            touch_upto(slots, &touched, want_bytes < bytes ? want_bytes : bytes);
+            while (slots[2 * k] || slots[2 * k + 1]) {
+                k = (k + 1) & mask;
+                if ((size_t)k * 16 >= touched) touch_upto(slots, &touched, bytes);
+            }
+            slots[2 * k] = h;
+            slots[2 * k + 1] = l;
+        }
+        size_t passed = ((size_t)(j + 1) * 16) & ~(size_t)(PAGE - 1); /* whole pages */
+        if (passed - released >= RELEASE_STEP) {
+            madvise(old + released, passed - released, MADV_DONTNEED);
+            released = passed;
+        }
     }
-    free(s->slots);
+    touch_upto(slots, &touched, bytes);
+    table_free(s->slots, s->cap);
     s->slots = slots;
     s->cap = cap;
+    s->shift = shift;
     return 0;
 }
 
@@ -620,7 +661,7 @@ static inline int set_put(ks_set *s, uint64_t h, uint64_t l, int insert) {
         }
         return !was;
     }
-    uint64_t mask = s->cap - 1, k = h & mask;
+    uint64_t mask = s->cap - 1, k = h >> s->shift;
     for (;;) {
         uint64_t sh = s->slots[2 * k], sl = s->slots[2 * k + 1];
         if (sh == h && sl == l) return 0;
@@ -648,11 +689,10 @@ int64_t ks_set_mark(void *handle, int64_t n, const uint64_t *hi, const uint64_t 
                     uint8_t *first) {
     ks_set *s = handle;
     if (set_grow(s, s->count + (uint64_t)n) != 0) return -1;
-    uint64_t mask = s->cap - 1;
     int64_t fresh = 0;
     for (int64_t i = 0; i < n; i++) {
         if (i + PREFETCH_AHEAD < n)
-            __builtin_prefetch(&s->slots[2 * (hi[i + PREFETCH_AHEAD] & mask)], 0, 1);
+            __builtin_prefetch(&s->slots[2 * (hi[i + PREFETCH_AHEAD] >> s->shift)], 0, 1);
         int f = set_put(s, hi[i], lo[i], 1);
         first[i] = (uint8_t)f;
         fresh += f;
