@@ -242,6 +242,8 @@ def test_seen_set_grows_and_agrees_with_the_polars_tracker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keys = pl.int_range(0, 300_000, eager=True).cast(pl.UInt64)
+    # small, structured halves (real ones are hashes): the table must still spread them
+    # (with the raw top bits as home slot every key landed in slot 0: quadratic)
     hi = keys * 7919
     lo = keys % 5
     hi, lo = pl.concat([hi, hi.head(1000)]), pl.concat([lo, lo.head(1000)])

@@ -563,10 +563,10 @@ int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int
 
 /*
  * An open-addressing set of 128-bit keys (linear probing, 16 bytes a slot, at most 3/4
- * full). Keys are hashes, so the top bits of `hi` pick the home slot directly. (0, 0)
+ * full). The top bits of `hi` (mixed) pick the home slot. (0, 0)
  * marks an empty slot; the key (0, 0) itself is kept in a flag.
  *
- * Top bits so that doubling moves old slot j to about slot 2j: the rehash sweeps both
+ * Top bits so that doubling moves old slot j to slot 2j or 2j + 1: the rehash sweeps both
  * tables in order, touching the new one's pages just ahead of use and handing the old
  * one's back to the system behind it, so growing never holds both tables whole (the
  * peak was 1.5x the table, which broke import's memory target at 10M events).
@@ -612,6 +612,11 @@ static inline void touch_upto(uint64_t *slots, size_t *done, size_t upto) {
     for (; *done < upto; *done += PAGE) t[*done] = 0;
 }
 
+/* Home slot: the top bits of hi after a Fibonacci multiply, so keys that are not random
+ * in their top bits still spread (each doubling still maps slot j to 2j or 2j + 1). */
+#define FIB 0x9E3779B97F4A7C15ull
+static inline uint64_t home_slot(uint64_t h, int shift) { return (h * FIB) >> shift; }
+
 static int set_grow(ks_set *s, uint64_t want) {
     uint64_t cap = s->cap ? s->cap : 1024;
     while (want * 4 > cap * 3) cap *= 2;
@@ -626,7 +631,7 @@ static int set_grow(ks_set *s, uint64_t want) {
     for (uint64_t j = 0; j < s->cap; j++) {
         uint64_t h = s->slots[2 * j], l = s->slots[2 * j + 1];
         if (h || l) {
-            uint64_t k = h >> shift;
+            uint64_t k = home_slot(h, shift);
             /* pages up to a little past the home slot: probes run a few slots on */
             size_t want_bytes = (size_t)k * 16 + 4 * PAGE;
             touch_upto(slots, &touched, want_bytes < bytes ? want_bytes : bytes);
@@ -661,7 +666,7 @@ static inline int set_put(ks_set *s, uint64_t h, uint64_t l, int insert) {
         }
         return !was;
     }
-    uint64_t mask = s->cap - 1, k = h >> s->shift;
+    uint64_t mask = s->cap - 1, k = home_slot(h, s->shift);
     for (;;) {
         uint64_t sh = s->slots[2 * k], sl = s->slots[2 * k + 1];
         if (sh == h && sl == l) return 0;
@@ -692,7 +697,7 @@ int64_t ks_set_mark(void *handle, int64_t n, const uint64_t *hi, const uint64_t 
     int64_t fresh = 0;
     for (int64_t i = 0; i < n; i++) {
         if (i + PREFETCH_AHEAD < n)
-            __builtin_prefetch(&s->slots[2 * (hi[i + PREFETCH_AHEAD] >> s->shift)], 0, 1);
+            __builtin_prefetch(&s->slots[2 * home_slot(hi[i + PREFETCH_AHEAD], s->shift)], 0, 1);
         int f = set_put(s, hi[i], lo[i], 1);
         first[i] = (uint8_t)f;
         fresh += f;
