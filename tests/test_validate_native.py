@@ -352,3 +352,20 @@ def test_distinct_numbers_by_first_appearance() -> None:
     assert codes.to_list() == [0, 3, 1, 0, 2, 1]
     assert first.to_list() == [0, 2, 4]
     assert native.distinct(pl.Series(["a", "b", "c"]), 2) is None  # too many
+
+
+def test_outputs_sized_by_rows_not_buffers_when_views_share_bytes() -> None:
+    """A gather repeats one long string through many views over the same bytes: outputs
+    that copy strings must be sized by the rows (sizing by the data buffers overflowed)."""
+    emails = pl.Series(["  " + "A" * 40 + "@Example.com", None]).gather([0] * 3000 + [1])
+    direct = native.emails(emails)  # None if the C side found its output too small
+    assert direct is not None
+    assert direct[1].head(3000).eq(0).all()
+    fast, slow = both(normalise_emails, emails)
+    assert_frame_equal(fast, slow)
+    assert fast["email"][0] == "a" * 40 + "@example.com"
+    text = pl.Series(['say "hi"\n' * 8]).gather([0] * 3000)
+    frame = pl.DataFrame({"s": text, "i": pl.int_range(0, 3000, eager=True)})
+    encoded = native.json_objects(frame)
+    assert encoded is not None
+    assert_series_equal(encoded, _encode(frame), check_names=False)

@@ -22,7 +22,7 @@
 #define XXH_INLINE_ALL
 #include "xxhash.h"
 
-#define KS_ABI 5
+#define KS_ABI 6
 
 int ks_abi(void) { return KS_ABI; }
 
@@ -70,6 +70,20 @@ static inline void put_view(uint8_t *views, int64_t i, const uint8_t *data, int6
         memcpy(v + 8, &zero, 4);
         memcpy(v + 12, &o, 4);
     }
+}
+
+/* Total bytes of the valid rows' strings. Views may share bytes (a gather repeats one
+ * long string many times), so the data buffers' sizes are no bound: outputs that copy
+ * strings are sized by this. */
+int64_t ks_view_bytes(int64_t n, const ks_view *in) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!view_valid(in, i)) continue;
+        int32_t l;
+        memcpy(&l, in->views + 16 * i, 4);
+        total += l;
+    }
+    return total;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -157,10 +171,10 @@ static int email_ok(const uint8_t *s, int64_t len) {
  *   the trimmed, lowercased text), 2 take the whole slow path (non-ASCII, or ':' / '>'
  *   for mailto: and Name <addr> forms; out empty), 3 null (out empty).
  * out_data needs as many bytes as the input strings; out_views 16 bytes a row.
- * Returns the number of rows with status 0.
+ * Returns the number of rows with status 0, or -1 if out_cap bytes would not do.
  */
 int64_t ks_emails(int64_t n, const ks_view *in, uint8_t *out_views, uint8_t *out_data,
-                  uint8_t *status) {
+                  int64_t out_cap, uint8_t *status) {
     init_classes();
     int64_t pos = 0, good = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -171,6 +185,7 @@ int64_t ks_emails(int64_t n, const ks_view *in, uint8_t *out_views, uint8_t *out
         }
         int64_t a = 0, b;
         const uint8_t *s = view_get(in, i, &b);
+        if (pos + b > out_cap) return -1; /* the caller sized the output wrongly */
         /* one pass: lowercase into the output while collecting the character classes */
         uint8_t *o = out_data + pos, seen = 0;
         for (int64_t k = 0; k < b; k++) {
@@ -494,11 +509,12 @@ static inline int64_t int_text(const ks_view *c, int32_t kind, int64_t i, uint8_
  * `views` then points at the 8-byte values), in decimal. Null values are left out, so a
  * row without any value is "{}".
  * With out == NULL only the total size is computed (returned); otherwise the objects are
- * written with their views and the size is returned again.
+ * written with their views and the size is returned again, or -1 if they would not
+ * fit in out_cap bytes.
  */
 int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int32_t *kinds,
                         const int64_t *key_off, const uint8_t *key_data, uint8_t *out_views,
-                        uint8_t *out) {
+                        uint8_t *out, int64_t out_cap) {
     init_escapes();
     uint8_t tmp[24];
     int64_t pos = 0;
@@ -525,6 +541,7 @@ int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int
     for (int64_t i = 0; i < n; i++) {
         int first = 1;
         uint8_t *row = o;
+        if ((o - out) + 2 > out_cap) return -1; /* the braces */
         *o++ = '{';
         for (int64_t j = 0; j < ncols; j++) {
             if (!view_valid(&cols[j], i)) continue;
@@ -537,6 +554,12 @@ int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int
                 v = view_get(&cols[j], i, &vlen);
             }
             int64_t klen = key_off[j + 1] - key_off[j];
+            /* room for this value (its worst case, else exactly) and the closing brace */
+            int64_t room = out_cap - (o - out) - 1;
+            int64_t head = (first ? 0 : 1) + klen;
+            if (head + (kinds[j] == 0 ? 2 + 6 * vlen : vlen) > room &&
+                head + (kinds[j] == 0 ? 2 + escaped_len(v, vlen) : vlen) > room)
+                return -1; /* the caller sized the output wrongly */
             if (!first) *o++ = ',';
             memcpy(o, key_data + key_off[j], (size_t)klen);
             o += klen;

@@ -45,7 +45,7 @@ __all__ = [
     "library_name",
 ]
 
-ABI = 5
+ABI = 6
 _ENV = "KRAITER_SYNC_NATIVE"
 _log = get_logger("native")
 _p = ctypes.c_void_p
@@ -72,11 +72,12 @@ def _find_or_build() -> Path:
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     sig: dict[str, tuple[Any, list[Any]]] = {
         "ks_abi": (ctypes.c_int, []),
-        "ks_emails": (_i64, [_i64, _p, _p, _p, _p]),
+        "ks_view_bytes": (_i64, [_i64, _p]),
+        "ks_emails": (_i64, [_i64, _p, _p, _p, _i64, _p]),
         "ks_distinct": (_i64, [_i64, _p, _i64, _p, _p]),
         "ks_iso_ms": (ctypes.c_int, [_i64, _p, _p, _p]),
         "ks_keys": (ctypes.c_int, [_i64, _p, _p, _p, _p, _p, _p, _p, _p, _p]),
-        "ks_json_objects": (_i64, [_i64, _i64, _p, _p, _p, _p, _p, _p]),
+        "ks_json_objects": (_i64, [_i64, _i64, _p, _p, _p, _p, _p, _p, _i64]),
         "ks_set_new": (_p, []),
         "ks_set_free": (None, [_p]),
         "ks_set_count": (ctypes.c_uint64, [_p]),
@@ -156,8 +157,11 @@ class _Strings:
             validity.address if validity is not None and arr.null_count else None,
             arr.offset,
         )
-        #: an upper bound of the bytes all strings hold (inline ones hold at most 12)
-        self.nbytes = sum(b.size for b in data if b is not None) + 12 * len(arr)
+
+    def total_bytes(self, lib: ctypes.CDLL) -> int:
+        """Bytes of all the strings, counted per row: views can share bytes, so the data
+        buffers' sizes are no bound for an output that copies them."""
+        return int(lib.ks_view_bytes(len(self.arr), self.ref))
 
     @property
     def ref(self) -> Any:
@@ -208,10 +212,13 @@ def emails(values: pl.Series) -> tuple[pl.Series, pl.Series] | None:
         return None
     n = len(values)
     src = _Strings(values)
-    if src.nbytes > _MAX_DATA:
+    size = src.total_bytes(lib)
+    if size > _MAX_DATA:
         return None
-    views, out_data, status = _buffer(16 * n), _buffer(src.nbytes), _buffer(n)
-    lib.ks_emails(n, src.ref, views.address, out_data.address, status.address)
+    views, out_data, status = _buffer(16 * n), _buffer(size), _buffer(n)
+    if lib.ks_emails(n, src.ref, views.address, out_data.address, size, status.address) < 0:
+        return None  # cannot happen with the size above; never write past the buffer
+
     return _strings(n, views, out_data, "email"), _numbers(n, status, pa.uint8(), "status")
 
 
@@ -328,13 +335,15 @@ def json_objects(frame: pl.DataFrame) -> pl.Series | None:
         if isinstance(col, _Integers):
             size += 20 * n
         else:
-            size += 6 * col.nbytes + 2 * n if kind == 0 else col.nbytes
+            text = col.total_bytes(lib)
+            size += 6 * text + 2 * n if kind == 0 else text
     if size > _MAX_DATA:
-        size = lib.ks_json_objects(*args, None, None)  # exact
+        size = lib.ks_json_objects(*args, None, None, 0)  # exact
         if size > _MAX_DATA:
             return None
     out_views, out = _buffer(16 * n), _buffer(size)
-    lib.ks_json_objects(*args, out_views.address, out.address)
+    if lib.ks_json_objects(*args, out_views.address, out.address, size) < 0:
+        return None  # cannot happen with the bound above; never write past the buffer
     return _strings(n, out_views, out, "properties")
 
 
