@@ -22,7 +22,7 @@
 #define XXH_INLINE_ALL
 #include "xxhash.h"
 
-#define KS_ABI 6
+#define KS_ABI 7
 
 int ks_abi(void) { return KS_ABI; }
 
@@ -739,4 +739,10 @@ void ks_set_contains(void *handle, int64_t n, const uint64_t *hi, const uint64_t
         }
         found[i] = (uint8_t)!set_put(s, hi[i], lo[i], 0);
     }
+}
+
+/* Fills the lookup tables; the loader calls it once, before any thread uses them. */
+void ks_init(void) {
+    init_classes();
+    init_escapes();
 }

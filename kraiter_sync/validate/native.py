@@ -23,6 +23,7 @@ import ctypes
 import json
 import os
 import subprocess
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ __all__ = [
     "library_name",
 ]
 
-ABI = 6
+ABI = 7
 _ENV = "KRAITER_SYNC_NATIVE"
 _log = get_logger("native")
 _p = ctypes.c_void_p
@@ -72,6 +73,7 @@ def _find_or_build() -> Path:
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     sig: dict[str, tuple[Any, list[Any]]] = {
         "ks_abi": (ctypes.c_int, []),
+        "ks_init": (None, []),
         "ks_view_bytes": (_i64, [_i64, _p]),
         "ks_emails": (_i64, [_i64, _p, _p, _p, _i64, _p]),
         "ks_distinct": (_i64, [_i64, _p, _i64, _p, _p]),
@@ -97,12 +99,23 @@ def _load(path: Path) -> ctypes.CDLL:
     if lib.ks_abi() != ABI:
         msg = f"native validator ABI {lib.ks_abi()} != {ABI} in {path}"
         raise OSError(msg)
+    lib.ks_init()
     return lib
 
 
-@cache
+_LOCK = threading.Lock()
+
+
 def library() -> ctypes.CDLL | None:
-    """The loaded library, or None when turned off or impossible (then polars does it all)."""
+    """The loaded library, or None when turned off or impossible (then polars does it all).
+
+    Loaded once per process, under a lock: the validator's worker threads ask at once."""
+    with _LOCK:
+        return _library()
+
+
+@cache
+def _library() -> ctypes.CDLL | None:
     mode = os.environ.get(_ENV, "").strip().lower()
     if mode in {"0", "off", "false", "no"}:
         return None
