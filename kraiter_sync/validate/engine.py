@@ -459,10 +459,11 @@ def validate_chunks(
 class ChunkedValidation:
     """Runs one input through the validator chunk by chunk with one report at the end.
 
-    Events stream (memory: two chunks plus the seen-key set); contacts are merged across
-    chunks, so their valid rows are held until the end. While the caller works on one
-    chunk's valid rows, the next chunk is read and validated in a worker thread (polars
-    and the native library release the GIL); only the cross-chunk dedup runs in order.
+    Events stream (memory: about three chunks in flight plus the seen-key set); contacts
+    are merged across chunks, so their valid rows are held until the end. Events run as a
+    two-deep pipeline over threads (polars and the native library release the GIL): see
+    :meth:`_events`; only the keys and the cross-chunk dedup run in the caller's thread,
+    in input order.
     """
 
     def __init__(

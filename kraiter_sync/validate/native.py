@@ -1,11 +1,12 @@
 """The compiled fast path of the validator (``kraiter_sync/native/kraiter_native.c``).
 
-Four hot loops of the events validator run in C over Arrow buffers, one pass each:
-email trimming/lowercasing/checking, ISO timestamp formatting, event-key hashing
-(XXH3-128 from the vendored ``xxhash.h``) and the seen-key set. Each wrapper returns
-exactly what the polars path returns (``tests/test_validate_native.py`` compares them),
-and hands the rows it is unsure about back to that path, so rule codes and messages are
-never decided twice.
+The events validator's hot loops run in C over the Arrow buffers polars holds, one pass
+each: email trimming/lowercasing/checking, numbering event names by distinct value, ISO
+timestamp formatting, event-key hashing (XXH3-128 from the vendored ``xxhash.h``), flat
+properties JSON and the seen-key set. Each wrapper returns exactly what the polars path
+returns (``tests/test_validate_native.py`` compares them) and hands what it can't decide
+back to that path (returning None, or a status per row), so rule codes and messages are
+decided in one place only.
 
 The library is loaded with :mod:`ctypes` (no Python C API, and the GIL is released
 during each call). A wheel built by ``hatch_build.py`` carries it prebuilt; otherwise it
@@ -14,7 +15,8 @@ is compiled once with the system C compiler into the user cache
 upgrade rebuilds it. Without a compiler everything still works, on the polars path.
 
 ``KRAITER_SYNC_NATIVE=0`` turns the fast path off; ``=require`` makes its absence an
-error (CI sets it so the fast path cannot silently go untested).
+error. (The test suite fails under ``CI`` when the library doesn't build, so the fast path
+cannot silently go untested.)
 """
 
 from __future__ import annotations
