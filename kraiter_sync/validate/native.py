@@ -183,20 +183,25 @@ class _Strings:
         return ctypes.byref(self.view)
 
 
+def _words(s: pl.Series, dtype: pl.DataType) -> tuple[pa.Array, int]:
+    """``s`` as one Arrow array of 8-byte values, and the address of its first value."""
+    arr = s.cast(dtype).rechunk().to_arrow()
+    values = arr.buffers()[1]
+    return arr, int(values.address if values is not None else _EMPTY.address) + 8 * arr.offset
+
+
 class _Integers:
     """An integer series as a ``ks_view`` over its 8-byte values (kinds 2 and 3)."""
 
     def __init__(self, s: pl.Series) -> None:
         self.kind = 3 if s.dtype.is_unsigned_integer() else 2
-        arr = s.cast(pl.UInt64 if self.kind == 3 else pl.Int64).rechunk().to_arrow()
-        self.arr = arr
-        validity, values = arr.buffers()
-        start = (values.address if values is not None else _EMPTY.address) + 8 * arr.offset
+        self.arr, start = _words(s, pl.UInt64() if self.kind == 3 else pl.Int64())
+        validity = self.arr.buffers()[0]
         self.view = _View(
             start,
             None,
-            validity.address if validity is not None and arr.null_count else None,
-            arr.offset,
+            validity.address if validity is not None and self.arr.null_count else None,
+            self.arr.offset,
         )
 
 
@@ -263,10 +268,8 @@ def iso_ms(us: pl.Series) -> pl.Series | None:
     n = len(us)
     if lib is None or us.null_count() or 24 * n > _MAX_DATA:
         return None
-    arr = us.cast(pl.Int64).rechunk().to_arrow()
+    _arr, start = _words(us, pl.Int64())  # (the array keeps the values alive)
     views, out = _buffer(16 * n), _buffer(24 * n)
-    data = arr.buffers()[1]
-    start = (data.address if data is not None else _EMPTY.address) + 8 * arr.offset
     if lib.ks_iso_ms(n, start, views.address, out.address) != 0:
         return None
     return _strings(n, views, out, us.name)
@@ -386,32 +389,27 @@ class NativeKeySet:
         return int(self._lib.ks_set_bytes(self._handle))
 
     @staticmethod
-    def _halves(hi: pl.Series, lo: pl.Series) -> tuple[pa.Array, pa.Array]:
-        a = hi.cast(pl.UInt64).rechunk().to_arrow()
-        b = lo.cast(pl.UInt64).rechunk().to_arrow()
+    def _halves(hi: pl.Series, lo: pl.Series) -> tuple[pa.Array, int, pa.Array, int]:
+        a, a_start = _words(hi, pl.UInt64())
+        b, b_start = _words(lo, pl.UInt64())
         if a.null_count or b.null_count:
             msg = "event key halves must not be null"
             raise ValueError(msg)
-        return a, b
-
-    @staticmethod
-    def _addr(arr: pa.Array) -> int:
-        buf = arr.buffers()[1]
-        return int(buf.address if buf is not None else _EMPTY.address) + 8 * int(arr.offset)
+        return a, a_start, b, b_start
 
     def mark(self, hi: pl.Series, lo: pl.Series) -> pl.Series:
         """True for each key not seen before (earlier rows count); remembers them."""
         n = len(hi)
-        a, b = self._halves(hi, lo)
+        _a, hi_start, _b, lo_start = self._halves(hi, lo)
         out = _buffer(n)
-        if self._lib.ks_set_mark(self._handle, n, self._addr(a), self._addr(b), out.address) < 0:
+        if self._lib.ks_set_mark(self._handle, n, hi_start, lo_start, out.address) < 0:
             msg = "the seen-key set cannot grow (out of memory)"
             raise MemoryError(msg)
         return _numbers(n, out, pa.uint8(), "first").cast(pl.Boolean)
 
     def contains(self, hi: pl.Series, lo: pl.Series) -> pl.Series:
         n = len(hi)
-        a, b = self._halves(hi, lo)
+        _a, hi_start, _b, lo_start = self._halves(hi, lo)
         out = _buffer(n)
-        self._lib.ks_set_contains(self._handle, n, self._addr(a), self._addr(b), out.address)
+        self._lib.ks_set_contains(self._handle, n, hi_start, lo_start, out.address)
         return _numbers(n, out, pa.uint8(), "found").cast(pl.Boolean)
