@@ -25,7 +25,7 @@ from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
 from kraiter_sync.errors import LockHeldError
 from kraiter_sync.ledger import Ledger, state_lock
 from kraiter_sync.sync import cursor_stream, run_sync
-from kraiter_sync.syncconfig import parse_sync_config
+from kraiter_sync.syncconfig import SyncConfig, parse_sync_config
 from tests.test_sql import pg_execute, postgres_url_or_skip
 
 KEY = "kr_sync_test_secret_42"
@@ -153,17 +153,24 @@ def cached_id(settings: Settings, email: str) -> str | None:
     return cached[0] if cached else None
 
 
-def test_a_changed_contact_deleted_in_kraiter_is_created_again(
-    tmp_path: Path, kraiter: tuple[CountingApp, str]
-) -> None:
-    """The PATCH by the cached id answers 404: the id is dropped and the contact created."""
-    app, url = kraiter
-    write(tmp_path / "contacts.csv", "email,plan\na@example.com,pro\nb@example.com,free\n")
+def first_night(tmp_path: Path, url: str, csv: str) -> tuple[SyncConfig, Settings, str]:
+    """Syncs ``csv`` once; returns the config, the settings and a@example.com's cached id."""
+    write(tmp_path / "contacts.csv", csv)
     config = parse_sync_config(CONTACTS_JOB, tmp_path / "kraiter-sync.toml")
     settings = settings_for(url, tmp_path)
     assert run_sync(config, settings).exit_code == 0
     old = cached_id(settings, "a@example.com")
     assert old is not None
+    return config, settings, old
+
+
+def test_a_changed_contact_deleted_in_kraiter_is_created_again(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    """The PATCH by the cached id answers 404: the id is dropped and the contact created."""
+    app, url = kraiter
+    csv = "email,plan\na@example.com,pro\nb@example.com,free\n"
+    config, settings, old = first_night(tmp_path, url, csv)
     with SyncKraiterClient(url, KEY) as client:
         client.delete_contact(old)
     write(tmp_path / "contacts.csv", "email,plan\na@example.com,team\nb@example.com,free\n")
@@ -189,12 +196,7 @@ def test_a_cached_id_that_now_holds_another_email_is_not_trusted(
 ) -> None:
     """Someone changed a's email in Kraiter: a is written by email, and its new id cached."""
     app, url = kraiter
-    write(tmp_path / "contacts.csv", "email,plan\na@example.com,pro\n")
-    config = parse_sync_config(CONTACTS_JOB, tmp_path / "kraiter-sync.toml")
-    settings = settings_for(url, tmp_path)
-    assert run_sync(config, settings).exit_code == 0
-    old = cached_id(settings, "a@example.com")
-    assert old is not None
+    config, settings, old = first_night(tmp_path, url, "email,plan\na@example.com,pro\n")
     with SyncKraiterClient(url, KEY) as client:
         client.update_contact(old, email="renamed@example.com")
     write(tmp_path / "contacts.csv", "email,plan\na@example.com,team\n")
