@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -369,3 +370,26 @@ def test_outputs_sized_by_rows_not_buffers_when_views_share_bytes() -> None:
     encoded = native.json_objects(frame)
     assert encoded is not None
     assert_series_equal(encoded, _encode(frame), check_names=False)
+
+
+def test_output_blocks_are_reused_only_after_polars_drops_them() -> None:
+    """Large outputs come from a pool of blocks kept across chunks (page faults); a block
+    goes back only when nothing made of it is alive, so outputs never share memory."""
+    pool = native._BlockPool(limit=64 << 20)
+    size = 3 * pool.STEP + 5
+    first = pool.get(size)
+    series = pl.Series("x", pa.Array.from_buffers(pa.uint8(), size, [None, first]))
+    address = first.address
+    del first
+    second = pool.get(size)  # `series` still holds the first block
+    assert second.address != address
+    assert series.len() == size
+    second_address = second.address
+    del series, second
+    idle = {b.address for b in pool._idle[4 * pool.STEP]}
+    assert idle == {address, second_address}
+    third = pool.get(size)
+    assert third.address in idle
+    assert third.size == size
+    small = pool.get(100)  # small outputs are plain allocations
+    assert small.size >= 100

@@ -205,8 +205,59 @@ class _Integers:
         )
 
 
+class _Lease:
+    """Holds a pooled block while polars holds the buffer made of it; hands it back after."""
+
+    __slots__ = ("block", "pool")
+
+    def __init__(self, pool: _BlockPool, block: pa.Buffer) -> None:
+        self.pool, self.block = pool, block
+
+    def __del__(self) -> None:
+        self.pool.put(self.block)
+
+
+class _BlockPool:
+    """Output blocks kept for reuse once polars drops what was made of them.
+
+    Every chunk needs the same few large outputs (tens of MiB); fresh memory for each
+    cost a page fault per 4 KiB (about 7% of a validation run). Blocks are sized in
+    1 MiB steps and at most ``limit`` bytes are kept idle.
+    """
+
+    STEP = 1 << 20
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._idle: dict[int, list[pa.Buffer]] = {}
+        self._idle_bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, size: int) -> pa.Buffer:
+        if size < self.STEP:
+            return pa.allocate_buffer(max(size, 8))
+        cls = -(-size // self.STEP) * self.STEP
+        with self._lock:
+            stack = self._idle.get(cls)
+            block = stack.pop() if stack else None
+            if block is not None:
+                self._idle_bytes -= cls
+        if block is None:
+            block = pa.allocate_buffer(cls)
+        return pa.foreign_buffer(block.address, size, base=_Lease(self, block))
+
+    def put(self, block: pa.Buffer) -> None:
+        with self._lock:
+            if self._idle_bytes + block.size <= self.limit:
+                self._idle.setdefault(block.size, []).append(block)
+                self._idle_bytes += block.size
+
+
+_POOL = _BlockPool(limit=512 << 20)
+
+
 def _buffer(size: int) -> pa.Buffer:
-    return pa.allocate_buffer(max(size, 8))
+    return _POOL.get(size)
 
 
 #: String outputs are string_view arrays with one data buffer: view offsets are int32.
