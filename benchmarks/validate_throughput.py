@@ -28,10 +28,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# kraiter_sync before polars, as the CLI loads them: it sets polars' allocator decay, which
+# only acts before polars loads (kraiter_sync/allocator.py). Both sides run in this
+# process, so the baseline read gets the same allocator.
+import kraiter_sync  # noqa: F401, I001
 import polars as pl
 import pyarrow.parquet as pq
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kraiter_sync.validate import ChunkedValidation, ValidationOptions, native
 
