@@ -253,7 +253,7 @@ class _BlockPool:
                 self._idle_bytes += block.size
 
 
-_POOL = _BlockPool(limit=512 << 20)
+_POOL = _BlockPool(limit=256 << 20)
 
 
 def _buffer(size: int) -> pa.Buffer:
