@@ -105,7 +105,9 @@ def mapped_chunks(path: Path, chunk: int) -> Iterator[pl.DataFrame]:
 
 
 def validate_file(path: Path, chunk: int) -> dict[str, int]:
-    run = ChunkedValidation(kind="events", options=OPTIONS)
+    # the row count from the footer, as the pipeline passes it (Source.row_count)
+    rows = pq.read_metadata(path).num_rows
+    run = ChunkedValidation(kind="events", options=OPTIONS, expected_rows=rows)
     valid = sum(v.height for v in run.run(mapped_chunks(path, chunk)))
     report = run.report
     assert report.balanced

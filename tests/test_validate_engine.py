@@ -401,3 +401,32 @@ def test_options_refuse_unknown_timezone_and_naive_clock() -> None:
         ValidationOptions(timezone="Mars/Olympus")
     with pytest.raises(ConfigError, match="timezone-aware"):
         ValidationOptions(now=dt.datetime(2025, 1, 1))
+
+
+def test_pipeline_sizes_the_seen_set_from_parquet_footers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Event inputs that all know their row count reserve the seen-key set once for all
+    of them; an input that doesn't (CSV) leaves it to grow."""
+    from kraiter_sync.pipeline import InputOptions, validate_inputs
+    from kraiter_sync.validate.keys import SeenKeys
+
+    reserved: list[int] = []
+    monkeypatch.setattr(SeenKeys, "reserve", lambda self, n: reserved.append(n))
+    frame = pl.DataFrame(
+        {
+            "email": [f"u{i}@example.com" for i in range(30)],
+            "event": ["signup"] * 30,
+            "timestamp": ["2024-01-01T00:00:00Z"] * 30,
+        }
+    )
+    frame.head(20).write_parquet(tmp_path / "a.parquet")
+    frame.tail(10).write_parquet(tmp_path / "b.parquet")
+    options = InputOptions(kind="events")
+    result = validate_inputs([tmp_path / "a.parquet", tmp_path / "b.parquet"], options)
+    assert reserved == [30]
+    assert result.reports[0].valid == 30
+    frame.write_csv(tmp_path / "c.csv")
+    reserved.clear()
+    validate_inputs([tmp_path / "a.parquet", tmp_path / "c.csv"], options)
+    assert reserved == []

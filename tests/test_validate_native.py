@@ -261,6 +261,26 @@ def test_seen_set_grows_and_agrees_with_the_polars_tracker(
     assert fast._native.nbytes <= 16 * 2 * 2**19  # at most 3/4 full, doubling: < 64 B a key
 
 
+def test_reserved_set_does_not_grow_and_marks_the_same() -> None:
+    keys = pl.int_range(0, 100_000, eager=True).cast(pl.UInt64)
+    hi, lo = pl.concat([keys * 104729, keys.head(500) * 104729]), pl.concat([keys, keys.head(500)])
+    plain, reserved = SeenKeys(), SeenKeys()
+    assert reserved._native is not None
+    reserved.reserve(100_000)
+    size = reserved._native.nbytes
+    assert size >= 16 * 100_000 * 4 // 3  # room for all of them at most 3/4 full
+    starts = range(0, len(hi), 25_000)
+    a = pl.concat([plain.mark(hi.slice(i, 25_000), lo.slice(i, 25_000)) for i in starts])
+    b = pl.concat([reserved.mark(hi.slice(i, 25_000), lo.slice(i, 25_000)) for i in starts])
+    assert_series_equal(a, b)
+    assert int(b.sum()) == reserved.count == 100_000
+    assert reserved._native.nbytes == size  # no doubling on the way
+    capped = SeenKeys()
+    capped.reserve(10**12)  # a hint, capped: not a terabyte table
+    assert capped._native is not None
+    assert capped._native.nbytes <= 16 * 2 * 2**25
+
+
 # --- loading ------------------------------------------------------------------------------
 
 

@@ -472,12 +472,15 @@ class ChunkedValidation:
         kind: Kind,
         options: ValidationOptions | None = None,
         on_rejects: Callable[[pl.DataFrame], None] | None = None,
+        expected_rows: int | None = None,
     ) -> None:
         self.kind = kind
         self.options = options or ValidationOptions()
         self.on_rejects = on_rejects
         self.accumulator = ReportAccumulator(kind)
         self.seen = SeenKeys()
+        if kind == "events" and expected_rows:  # (a hint: see SeenKeys.reserve)
+            self.seen.reserve(expected_rows)
 
     @property
     def report(self) -> ValidationReport:

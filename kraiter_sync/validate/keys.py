@@ -108,6 +108,16 @@ class SeenKeys:
         """How many distinct keys are remembered."""
         return self._native.count if self._native is not None else self._count
 
+    #: The most keys :meth:`reserve` makes room for at once (a table of 512 MiB).
+    MAX_RESERVE = 16_000_000
+
+    def reserve(self, n: int) -> None:
+        """Make room for about ``n`` keys now (a hint, such as a Parquet input's row
+        count): the native set otherwise doubles as keys come, and each doubling sweeps
+        the whole table. Capped at :attr:`MAX_RESERVE`; without the native set, nothing."""
+        if self._native is not None and n > 0:
+            self._native.reserve(min(n, self.MAX_RESERVE))
+
     def mark(self, hi: pl.Series, lo: pl.Series) -> pl.Series:
         """Per row (in order): True when its key was not seen before, in earlier calls or
         earlier rows of this one; those keys are remembered. The halves of :func:`key_parts`."""

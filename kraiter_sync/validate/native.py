@@ -87,6 +87,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "ks_set_count": (ctypes.c_uint64, [_p]),
         "ks_set_bytes": (ctypes.c_uint64, [_p]),
         "ks_set_mark": (_i64, [_p, _i64, _p, _p, _p]),
+        "ks_set_reserve": (ctypes.c_int, [_p, ctypes.c_uint64]),
         "ks_set_contains": (None, [_p, _i64, _p, _p, _p]),
     }
     for fn, (res, args) in sig.items():
@@ -438,6 +439,11 @@ class NativeKeySet:
     @property
     def nbytes(self) -> int:
         return int(self._lib.ks_set_bytes(self._handle))
+
+    def reserve(self, n: int) -> bool:
+        """Room for ``n`` keys in all, made now; False when the memory isn't there (the
+        set then grows as keys come, as without a reservation)."""
+        return int(self._lib.ks_set_reserve(self._handle, n)) == 0
 
     @staticmethod
     def _halves(hi: pl.Series, lo: pl.Series) -> tuple[pa.Array, int, pa.Array, int]:
