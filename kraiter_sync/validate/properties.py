@@ -76,11 +76,11 @@ def _flatten(s: pl.Series, prefix: str, out: list[tuple[str, pl.Series]]) -> Non
             out.append((key, child))
 
 
-def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series, pl.Series]:
-    """Convert one flattened leaf to a JSON-encodable column; rule per row (null = ok)."""
-    present = s.is_not_null()
-    none = full(len(s), None, pl.String)
-    rule = none
+def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series, pl.Series | None]:
+    """Convert one flattened leaf to a JSON-encodable column; rule per row (null = ok),
+    or None when no row breaks a rule (the usual case: each check first asks a cheap
+    whole-column question, such as the longest value, before it looks at rows)."""
+    rule: pl.Series | None = None
     dtype = s.dtype
     if dtype in (pl.Categorical, pl.Enum) or isinstance(dtype, pl.Enum | pl.Categorical):
         s = s.cast(pl.String)
@@ -97,23 +97,29 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
         s = s.cast(pl.Float64)
     elif not (dtype == pl.String or dtype == pl.Boolean or dtype.is_numeric() or dtype == pl.Null):
         rule = pl.select(
-            pl.when(pl.lit(present)).then(pl.lit("properties.unsupported_type"))
+            pl.when(pl.lit(s).is_not_null()).then(pl.lit("properties.unsupported_type"))
         ).to_series()
         return full(len(s), None, pl.String), rule
     if s.dtype.is_float():
-        bad = (s.is_nan() | s.is_infinite()).fill_null(False)
-        if bad.any():
+        if not s.is_finite().all():  # (all() passes over nulls)
+            bad = (s.is_nan() | s.is_infinite()).fill_null(False)
             rule = pl.select(pl.when(pl.lit(bad)).then(pl.lit("properties.nan"))).to_series()
             s = pl.select(pl.when(~pl.lit(bad)).then(pl.lit(s))).to_series()
-    if s.dtype == pl.String:
+    elif s.dtype == pl.String:
         # the byte length is free (string offsets): it rules out most scans, since
         # characters never outnumber bytes and a card candidate is 13-37 ASCII characters
         n_bytes = s.str.len_bytes()
+        longest = n_bytes.max()
         found: list[pl.Expr] = []
-        if (n_bytes > options.max_value_length).any():
+        if isinstance(longest, int) and longest > options.max_value_length:
             too_long = (s.str.len_chars() > options.max_value_length).fill_null(False)
             found.append(pl.when(pl.lit(too_long)).then(pl.lit("properties.value_too_long")))
-        if not options.allow_card_numbers and ((n_bytes >= 13) & (n_bytes <= 37)).any():
+        if (
+            not options.allow_card_numbers
+            and isinstance(longest, int)
+            and longest >= 13
+            and ((n_bytes >= 13) & (n_bytes <= 37)).any()
+        ):
             cand = s.str.contains(_CARD_CANDIDATE).fill_null(False)
             if cand.any():
                 digits = s.str.replace_all(r"[ -]", "")
@@ -122,8 +128,8 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
                 ).to_series()
                 found.append(pl.when(pl.lit(card)).then(pl.lit("properties.card_number")))
         if found:
-            rule = pl.select(pl.coalesce(pl.lit(rule), *found)).to_series()
-    elif s.dtype.is_integer() and not options.allow_card_numbers:
+            rule = pl.select(pl.coalesce(*found)).to_series()
+    elif s.dtype.is_integer() and not options.allow_card_numbers and _may_hold_cards(s):
         cand = (
             (s.abs() >= 10**12).fill_null(False) if s.dtype.is_signed_integer() else (s >= 10**12)
         )
@@ -135,9 +141,7 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
                 & _luhn_expr(pl.lit(txt)).fill_null(False)
             ).to_series()
             rule = pl.select(
-                pl.coalesce(
-                    pl.lit(rule), pl.when(pl.lit(card)).then(pl.lit("properties.card_number"))
-                )
+                pl.when(pl.lit(card)).then(pl.lit("properties.card_number"))
             ).to_series()
     key_rule = None
     if len(key) > options.max_key_length:
@@ -145,10 +149,17 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
     elif not options.allow_secret_keys and looks_secret(key):
         key_rule = "properties.secret"
     if key_rule is not None:
+        on_key = pl.when(pl.lit(s).is_not_null()).then(pl.lit(key_rule))
         rule = pl.select(
-            pl.coalesce(pl.when(pl.lit(present)).then(pl.lit(key_rule)), pl.lit(rule))
+            pl.coalesce(on_key, pl.lit(rule)) if rule is not None else on_key
         ).to_series()
     return s, rule
+
+
+def _may_hold_cards(s: pl.Series) -> bool:
+    """Whether an integer column has a value of 13 digits or more (two reductions)."""
+    high, low = s.max(), s.min()
+    return (isinstance(high, int) and high >= 10**12) or (isinstance(low, int) and low <= -(10**12))
 
 
 def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalProperties:
@@ -161,7 +172,8 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
         if leaf.dtype == pl.Null:
             continue
         value, rule = _leaf(key, leaf, options)
-        rules.append(rule)
+        if rule is not None:
+            rules.append(rule)
         if key in columns:  # "a.b" both nested and literal: reject rows that set both
             both = columns[key].is_not_null() & value.is_not_null()
             rules.append(
