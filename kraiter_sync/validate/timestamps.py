@@ -8,6 +8,7 @@ nanoseconds), and the units seen are reported.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -22,6 +23,7 @@ __all__ = ["ISO_FORMAT", "ParsedTimestamps", "parse_timestamps", "to_iso"]
 #: The canonical wire form: UTC with milliseconds and ``Z``.
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 _UTC = pl.Datetime("us", "UTC")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SCALE = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}
 
 
@@ -127,17 +129,24 @@ def _from_strings(s: pl.Series, options: ValidationOptions) -> ParsedTimestamps:
     return ParsedTimestamps(ts, _rules(ts, missing, options), formats, n_naive)
 
 
+def _micros(moment: dt.datetime) -> int:
+    """An aware datetime as microseconds since the epoch (as polars stores it)."""
+    return (moment - _EPOCH) // dt.timedelta(microseconds=1)
+
+
 def _rules(ts: pl.Series, missing: pl.Series, options: ValidationOptions) -> pl.Series:
-    now = options.current_time()
-    limit = now + options.future_tolerance
+    limit = options.current_time() + options.future_tolerance
+    # the bounds as integers: a datetime literal costs more than the comparison itself
+    # on a chunk of a few thousand rows
+    us = pl.lit(ts).cast(_UTC).dt.epoch("us")
     return pl.select(
         pl.when(pl.lit(missing))
         .then(pl.lit("timestamp.missing"))
-        .when(pl.lit(ts).is_null())
+        .when(us.is_null())
         .then(pl.lit("timestamp.unparseable"))
-        .when(pl.lit(ts) > pl.lit(limit).cast(_UTC))
+        .when(us > _micros(limit))
         .then(pl.lit("timestamp.future"))
-        .when(pl.lit(ts) < pl.lit(options.floor).cast(_UTC))
+        .when(us < _micros(options.floor))
         .then(pl.lit("timestamp.too_old"))
         .otherwise(pl.lit(None, pl.String))
     ).to_series()
