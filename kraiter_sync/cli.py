@@ -251,7 +251,8 @@ def input_options(func: F) -> F:
         type=click.IntRange(min=1),
         default=100_000,
         show_default=True,
-        help="Rows read and validated at a time (memory bound).",
+        help="Rows read and validated at a time: the memory bound. Larger chunks run "
+        "faster and hold more memory.",
     )
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
