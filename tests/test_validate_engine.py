@@ -430,3 +430,21 @@ def test_pipeline_sizes_the_seen_set_from_parquet_footers(
     reserved.clear()
     validate_inputs([tmp_path / "a.parquet", tmp_path / "c.csv"], options)
     assert reserved == []
+
+
+def test_remembered_name_checks_follow_the_options() -> None:
+    """A chunk's distinct names are checked once and remembered across chunks; the same
+    names under other options (renames, length, policy) are checked again."""
+    from kraiter_sync.validate.names import check_names
+
+    names = pl.Series(["Sign Up", "page_view", "Sign Up", None] * 10)
+    plain = check_names(names, ValidationOptions())
+    renamed = check_names(names, ValidationOptions(rename={"Sign Up": "signed_up"}))
+    short = check_names(names, ValidationOptions(max_name_length=5))
+    policed = check_names(names, ValidationOptions(name_policy="snake_case"))
+    assert plain["name"].head(4).to_list() == ["Sign Up", "page_view", "Sign Up", None]
+    assert plain["rule"].head(4).to_list() == [None, None, None, "name.empty"]
+    assert renamed["name"].head(2).to_list() == ["signed_up", "page_view"]
+    assert short["rule"].head(2).to_list() == ["name.too_long", "name.too_long"]
+    assert policed["rule"].head(2).to_list() == ["name.policy", None]
+    assert check_names(names, ValidationOptions()).equals(plain)  # remembered, same answer
