@@ -207,6 +207,46 @@ def test_event_keys_match_polars_hash(frame: pl.DataFrame) -> None:
     assert_frame_equal(fast.select("event_key", "hi", "lo"), slow.select("event_key", "hi", "lo"))
 
 
+@SETTINGS
+@given(frame=_canon(), data=st.data())
+def test_skipped_rows_are_not_read_and_the_rest_keep_their_keys(
+    frame: pl.DataFrame, data: st.DataObject
+) -> None:
+    """Rejected rows stay in the frame until the last filter: their key is zeros whatever
+    they hold (here: nothing at all), on both paths."""
+    skip = pl.Series(
+        data.draw(st.lists(st.booleans(), min_size=frame.height, max_size=frame.height))
+    )
+    holes = frame.with_columns(
+        [pl.when(skip).then(None).otherwise(pl.col(c)).alias(c) for c in frame.columns]
+    )
+    fast, slow = both(key_parts, holes, skip)
+    assert_frame_equal(fast.select("event_key", "hi", "lo"), slow.select("event_key", "hi", "lo"))
+    live = key_parts(frame.filter(~skip))
+    assert_frame_equal(fast.filter(~skip).select(live.columns), live)
+    skipped = fast.filter(skip)
+    assert skipped["event_key"].eq("0" * 32).all()
+    assert skipped["hi"].eq(0).all()
+    assert skipped["lo"].eq(0).all()
+
+
+@SETTINGS
+@given(keys=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.booleans()), max_size=40))
+def test_seen_set_skips_rows_on_both_paths(keys: list[tuple[int, int, bool]]) -> None:
+    """A skipped row is never first and not remembered: a later equal key is still first."""
+    hi = pl.Series([k[0] for k in keys], dtype=pl.UInt64)
+    lo = pl.Series([k[1] for k in keys], dtype=pl.UInt64)
+    skip = pl.Series([k[2] for k in keys], dtype=pl.Boolean)
+    remembered: set[tuple[int, int]] = set()
+    expected = []
+    for h, l_, skipped in keys:
+        expected.append(not skipped and (h, l_) not in remembered)
+        if not skipped:
+            remembered.add((h, l_))
+    fast, slow = both(lambda: SeenKeys().mark(hi, lo, skip))
+    assert fast.to_list() == slow.to_list() == expected
+
+
 def test_event_keys_hand_back_missing_identity() -> None:
     frame = pl.DataFrame(
         {"email": [None], "contact_id": [None], "name": ["n"], "timestamp_iso": ["t"]},

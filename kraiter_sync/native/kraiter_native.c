@@ -22,7 +22,7 @@
 #define XXH_INLINE_ALL
 #include "xxhash.h"
 
-#define KS_ABI 7
+#define KS_ABI 8
 
 int ks_abi(void) { return KS_ABI; }
 
@@ -377,17 +377,24 @@ static inline uint8_t *append(uint8_t *p, const uint8_t *src, int64_t len) {
 /*
  * XXH3-128 of "c:<contact>" or "e:<email>", then \x1f name \x1f timestamp_iso \x1f
  * properties (keys.py). Contact rows are those whose contact validity bit is set; every
- * other column must be valid for every row (the caller checks). Writes the 32-digit
- * big-endian hex (with its views) and the high and low 64-bit halves.
+ * other column must be valid for every row not skipped (the caller checks). Writes the
+ * 32-digit big-endian hex (with its views) and the high and low 64-bit halves. Rows with
+ * skip[i] set (rejected rows, when skip is not NULL) are not read: their key is all zeros.
  * Returns 0, or -1 when out of memory.
  */
 int ks_keys(int64_t n, const ks_view *contact, const ks_view *email, const ks_view *name,
-            const ks_view *ts, const ks_view *props, uint8_t *hex_views, uint8_t *hex, uint64_t *hi,
-            uint64_t *lo) {
+            const ks_view *ts, const ks_view *props, const uint8_t *skip, uint8_t *hex_views,
+            uint8_t *hex, uint64_t *hi, uint64_t *lo) {
     size_t cap = 4096;
     uint8_t *buf = malloc(cap);
     if (!buf) return -1;
     for (int64_t i = 0; i < n; i++) {
+        if (skip && skip[i]) {
+            hi[i] = lo[i] = 0;
+            put_hex64(hex + i * 32, 0);
+            put_hex64(hex + i * 32 + 16, 0);
+            continue;
+        }
         int is_contact = contact && view_valid(contact, i);
         int64_t id_len, nm_len, ts_len, p_len;
         const uint8_t *id = view_get(is_contact ? contact : email, i, &id_len);
@@ -713,18 +720,23 @@ int ks_set_reserve(void *handle, uint64_t n) { return set_grow(handle, n); }
 
 /*
  * For each key in row order: first[i] = 1 and the key is remembered when it was not seen
- * before (in earlier calls or earlier rows), else 0. Returns the number of new keys, or
- * -1 when the table cannot grow (out of memory; nothing of this call is remembered: the
- * table is grown for all n keys before the first is inserted).
+ * before (in earlier calls or earlier rows), else 0; rows with skip[i] set (when skip is
+ * not NULL) get 0 and are not looked at. Returns the number of new keys, or -1 when the
+ * table cannot grow (out of memory; nothing of this call is remembered: the table is
+ * grown for all n keys before the first is inserted).
  */
 int64_t ks_set_mark(void *handle, int64_t n, const uint64_t *hi, const uint64_t *lo,
-                    uint8_t *first) {
+                    const uint8_t *skip, uint8_t *first) {
     ks_set *s = handle;
     if (set_grow(s, s->count + (uint64_t)n) != 0) return -1;
     int64_t fresh = 0;
     for (int64_t i = 0; i < n; i++) {
         if (i + PREFETCH_AHEAD < n)
             __builtin_prefetch(&s->slots[2 * home_slot(hi[i + PREFETCH_AHEAD], s->shift)], 0, 1);
+        if (skip && skip[i]) {
+            first[i] = 0;
+            continue;
+        }
         int f = set_put(s, hi[i], lo[i], 1);
         first[i] = (uint8_t)f;
         fresh += f;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -137,6 +138,9 @@ class ReportAccumulator:
         return r
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 @cache
 def _pool() -> ThreadPoolExecutor:
     """Worker threads shared by every validation in the process (fields of one chunk)."""
@@ -224,9 +228,15 @@ def _count_rules(rules: pl.Series) -> dict[str, int]:
 
 @dataclass
 class _Prepared:
-    """A chunk checked field by field, before its keys; safe to build in threads."""
+    """A chunk checked field by field, before its keys; safe to build in threads.
+
+    ``canon`` still holds the rejected rows (``skip`` marks them; None when there are
+    none): they leave with the duplicates in one filter at the end, where two filters
+    copied every column twice.
+    """
 
     canon: pl.DataFrame
+    skip: pl.Series | None
     rejects: pl.DataFrame
     report: ValidationReport
 
@@ -319,9 +329,8 @@ def _complete_events(started: _Started) -> _Prepared:
             "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
         }
     )
-    if not all_ok:
-        canon = canon.filter(ok)
-    rejects = _rejects(mapped, fld, rule, ~ok, n) if not all_ok else _no_rejects()
+    skip = None if all_ok else ~ok
+    rejects = _rejects(mapped, fld, rule, ~ok, n) if skip is not None else _no_rejects()
     report = ValidationReport(
         kind="events",
         rows_read=n,
@@ -332,7 +341,7 @@ def _complete_events(started: _Started) -> _Prepared:
         timezone_assumed=options.timezone if ts.naive else None,
         names=set(names["name"].drop_nulls().unique().head(_MAX_NAMES).to_list()),
     )
-    return _Prepared(canon, rejects, report)
+    return _Prepared(canon, skip, rejects, report)
 
 
 def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
@@ -342,11 +351,16 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
     :func:`_prepare_events` to balance the work between the thread that reads and checks
     the next chunk and the one that deduplicates this one.)
     """
-    canon = prep.canon.with_columns(to_iso(prep.canon["timestamp"]).alias("timestamp_iso"))
-    parts = key_parts(canon)
+    canon, skip = prep.canon, prep.skip
+    ts = canon["timestamp"]
+    if skip is not None:  # rejected rows may hold any time (or none): format the epoch
+        ts = ts.zip_with(~skip, full(len(ts), _EPOCH, ts.dtype))
+    canon = canon.with_columns(to_iso(ts).alias("timestamp_iso"))
+    parts = key_parts(canon, skip)
     canon = canon.with_columns(parts["event_key"])
-    # without a tracker, duplicates are still found within the chunk
-    first = (seen if seen is not None else SeenKeys()).mark(parts["hi"], parts["lo"])
+    # without a tracker, duplicates are still found within the chunk; rejected rows are
+    # never first, so this one filter drops them with the duplicates
+    first = (seen if seen is not None else SeenKeys()).mark(parts["hi"], parts["lo"], skip)
     all_first = bool(first.all())
     valid = (canon if all_first else canon.filter(first)).select(
         "email",
@@ -360,7 +374,7 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
         "source_row",
     )
     prep.report.valid = valid.height
-    prep.report.duplicates = canon.height - valid.height
+    prep.report.duplicates = canon.height - prep.rejects.height - valid.height
     return ValidationResult(valid, prep.rejects, prep.report)
 
 

@@ -51,12 +51,28 @@ def hash_text(text: pl.Series) -> pl.DataFrame:
     return text.alias("t").to_frame().lazy().select(_key_exprs("t")).collect()
 
 
-def key_parts(frame: pl.DataFrame) -> pl.DataFrame:
+#: The key given to skipped rows (never compared: they are filtered out).
+_SKIPPED_KEY = "0" * 32
+
+
+def key_parts(frame: pl.DataFrame, skip: pl.Series | None = None) -> pl.DataFrame:
     """``event_key``, ``hi``, ``lo`` for a canonical frame (``email``, ``contact_id``,
-    ``name``, ``timestamp_iso``, ``properties``)."""
-    fast = native.event_keys(frame)
+    ``name``, ``timestamp_iso``, ``properties``). Rows where ``skip`` (Boolean, no nulls)
+    is True are rejected rows still in the frame: their parts are not read and their key
+    is all zeros."""
+    fast = native.event_keys(frame, skip)
     if fast is not None:
         return fast
+    if skip is not None and skip.any():
+        live = (~skip).arg_true()
+        part, n = key_parts(frame[live]), frame.height
+        return pl.DataFrame(
+            [
+                full(n, 0, pl.UInt64, "hi").scatter(live, part["hi"]),
+                full(n, 0, pl.UInt64, "lo").scatter(live, part["lo"]),
+                full(n, _SKIPPED_KEY, pl.String, "event_key").scatter(live, part["event_key"]),
+            ]
+        )
     # identity prefix from two literals and the id from a coalesce: one string pass fewer
     # than concatenating "c:"/"e:" onto each column first (same text, same nulls)
     prefix = pl.when(pl.col("contact_id").is_not_null()).then(pl.lit("c:")).otherwise(pl.lit("e:"))
@@ -118,11 +134,16 @@ class SeenKeys:
         if self._native is not None and n > 0:
             self._native.reserve(min(n, self.MAX_RESERVE))
 
-    def mark(self, hi: pl.Series, lo: pl.Series) -> pl.Series:
+    def mark(self, hi: pl.Series, lo: pl.Series, skip: pl.Series | None = None) -> pl.Series:
         """Per row (in order): True when its key was not seen before, in earlier calls or
-        earlier rows of this one; those keys are remembered. The halves of :func:`key_parts`."""
+        earlier rows of this one; those keys are remembered. The halves of :func:`key_parts`.
+        Rows where ``skip`` (Boolean, no nulls) is True are False and not remembered."""
         if self._native is not None:
-            return self._native.mark(hi, lo)
+            return self._native.mark(hi, lo, skip)
+        if skip is not None and skip.any():
+            live = (~skip).arg_true()
+            fresh = self.mark(hi.gather(live), lo.gather(live))
+            return full(len(hi), False, pl.Boolean).scatter(live, fresh)
         halves = self.sorted_halves(hi, lo)
         # sorted by key (stable), so repeats are adjacent and the first is the earliest row
         send = halves.select(

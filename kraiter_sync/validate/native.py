@@ -48,7 +48,7 @@ __all__ = [
     "library_name",
 ]
 
-ABI = 7
+ABI = 8
 _ENV = "KRAITER_SYNC_NATIVE"
 _log = get_logger("native")
 _p = ctypes.c_void_p
@@ -80,13 +80,13 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "ks_emails": (_i64, [_i64, _p, _p, _p, _i64, _p]),
         "ks_distinct": (_i64, [_i64, _p, _i64, _p, _p]),
         "ks_iso_ms": (ctypes.c_int, [_i64, _p, _p, _p]),
-        "ks_keys": (ctypes.c_int, [_i64, _p, _p, _p, _p, _p, _p, _p, _p, _p]),
+        "ks_keys": (ctypes.c_int, [_i64, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p]),
         "ks_json_objects": (_i64, [_i64, _i64, _p, _p, _p, _p, _p, _p, _i64]),
         "ks_set_new": (_p, []),
         "ks_set_free": (None, [_p]),
         "ks_set_count": (ctypes.c_uint64, [_p]),
         "ks_set_bytes": (ctypes.c_uint64, [_p]),
-        "ks_set_mark": (_i64, [_p, _i64, _p, _p, _p]),
+        "ks_set_mark": (_i64, [_p, _i64, _p, _p, _p, _p]),
         "ks_set_reserve": (ctypes.c_int, [_p, ctypes.c_uint64]),
         "ks_set_contains": (None, [_p, _i64, _p, _p, _p]),
     }
@@ -327,26 +327,44 @@ def iso_ms(us: pl.Series) -> pl.Series | None:
     return _strings(n, views, out, us.name)
 
 
-def event_keys(frame: pl.DataFrame) -> pl.DataFrame | None:
+def _flags(mask: pl.Series) -> tuple[pa.Array, int]:
+    """A Boolean series (no nulls) as one byte a row, and the address of the first."""
+    arr = mask.cast(pl.UInt8).rechunk().to_arrow()
+    values = arr.buffers()[1]
+    return arr, int(values.address if values is not None else _EMPTY.address) + arr.offset
+
+
+def event_keys(frame: pl.DataFrame, skip: pl.Series | None = None) -> pl.DataFrame | None:
     """``event_key``, ``hi``, ``lo`` as :func:`kraiter_sync.validate.keys.key_parts` makes
-    them; None when a row lacks a part (that path then produces its nulls)."""
+    them; None when a row lacks a part (that path then produces its nulls). Rows where
+    ``skip`` is True (rejected rows) are not read; their key is all zeros."""
     lib = library()
     n = frame.height
     if lib is None or 32 * n > _MAX_DATA:
         return None
     contact, email = frame["contact_id"], frame["email"]
-    if any(frame[c].null_count() for c in ("name", "timestamp_iso", "properties")):
+    live = ~skip if skip is not None else None
+
+    def lacks(missing: pl.Series) -> bool:
+        return bool((missing & live).any() if live is not None else missing.any())
+
+    if any(
+        frame[c].null_count() and lacks(frame[c].is_null())
+        for c in ("name", "timestamp_iso", "properties")
+    ):
         return None
-    if email.null_count() and (contact.is_null() & email.is_null()).any():
+    if email.null_count() and lacks(contact.is_null() & email.is_null()):
         return None
     cols = [_Strings(frame[c]) for c in ("email", "name", "timestamp_iso", "properties")]
     c = _Strings(contact) if contact.null_count() < n else None
+    _held, skip_at = _flags(skip) if skip is not None else (None, None)
     hex_views, hexes = _buffer(16 * n), _buffer(32 * n)
     hi, lo = _buffer(8 * n), _buffer(8 * n)
     rc = lib.ks_keys(
         n,
         c.ref if c else None,
         *[s.ref for s in cols],
+        skip_at,
         hex_views.address,
         hexes.address,
         hi.address,
@@ -454,12 +472,14 @@ class NativeKeySet:
             raise ValueError(msg)
         return a, a_start, b, b_start
 
-    def mark(self, hi: pl.Series, lo: pl.Series) -> pl.Series:
-        """True for each key not seen before (earlier rows count); remembers them."""
+    def mark(self, hi: pl.Series, lo: pl.Series, skip: pl.Series | None = None) -> pl.Series:
+        """True for each key not seen before (earlier rows count); remembers them. Rows
+        where ``skip`` is True are False and not remembered."""
         n = len(hi)
         _a, hi_start, _b, lo_start = self._halves(hi, lo)
+        _held, skip_at = _flags(skip) if skip is not None else (None, None)
         out = _buffer(n)
-        if self._lib.ks_set_mark(self._handle, n, hi_start, lo_start, out.address) < 0:
+        if self._lib.ks_set_mark(self._handle, n, hi_start, lo_start, skip_at, out.address) < 0:
             msg = "the seen-key set cannot grow (out of memory)"
             raise MemoryError(msg)
         return _numbers(n, out, pa.uint8(), "first").cast(pl.Boolean)
