@@ -774,15 +774,6 @@ def _read_batches(path: Path, fmt: Format, separator: str, size: int) -> Iterato
     if fmt == "parquet":
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-        spans = _row_group_spans(pq.read_metadata(str(path)), size)
-        if spans is not None:
-            # polars decodes just the row groups of each span (the slice prunes the
-            # rest): as bounded as pyarrow's batches, and reading straight into polars'
-            # string views cost 0.5 s of CPU for 5M events where pyarrow's took 0.75 s
-            lf = pl.scan_parquet(path, glob=False, hive_partitioning=False)
-            for offset, rows in spans:
-                yield lf.slice(offset, rows).collect()
-            return
         # pre_buffer=False: pre-buffering whole row groups made RSS grow with file size
         parquet = pq.ParquetFile(str(path), pre_buffer=False)
         for batch in parquet.iter_batches(batch_size=size):
@@ -896,29 +887,6 @@ def _widens(have: pl.DataType, want: pl.DataType) -> bool:
     except pl.exceptions.PolarsError:
         return False
     return bool(both.schema["c"] == want)
-
-
-#: A row group larger than this many chunks is read in batches by pyarrow instead (polars
-#: would decode it whole: a writer's 64M-row row group would not fit in memory).
-_MAX_GROUP_CHUNKS = 4
-
-
-def _row_group_spans(metadata: Any, size: int) -> list[tuple[int, int]] | None:
-    """(first row, rows) of runs of whole row groups holding at most ``size`` rows each
-    (a larger group alone); None when a group is over ``_MAX_GROUP_CHUNKS`` chunks."""
-    spans: list[tuple[int, int]] = []
-    start = rows = 0
-    for i in range(metadata.num_row_groups):
-        n = int(metadata.row_group(i).num_rows)
-        if n > _MAX_GROUP_CHUNKS * size:
-            return None
-        if rows and rows + n > size:
-            spans.append((start, rows))
-            start, rows = start + rows, 0
-        rows += n
-    if rows:
-        spans.append((start, rows))
-    return spans
 
 
 def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:

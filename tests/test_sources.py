@@ -242,29 +242,6 @@ def test_parquet_chunks(tmp_path: Path) -> None:
     assert pl.concat(chunks)["source_row"].to_list() == list(range(1, 10_001))
 
 
-@pytest.mark.parametrize(
-    ("row_group", "chunk", "heights"),
-    [
-        (1000, 2500, [2000, 2000, 2000, 2000, 2000]),  # whole groups, two a chunk
-        (3000, 2000, [2000, 1000] * 3 + [1000]),  # a group bigger than a chunk: split
-        (10_000, 2000, [2000] * 5),  # a group over 4 chunks: pyarrow's batches
-    ],
-)
-def test_parquet_chunks_follow_row_groups(
-    tmp_path: Path, row_group: int, chunk: int, heights: list[int]
-) -> None:
-    """Chunks are runs of whole row groups, so no group is decoded twice; nothing is
-    lost or reordered whichever reader a file's row groups call for."""
-    frame = pl.DataFrame({"i": range(10_000), "s": [f"v{i}" for i in range(10_000)]})
-    frame.write_parquet(tmp_path / "p.parquet", row_group_size=row_group)
-    chunks = list(iter_chunks(tmp_path / "p.parquet", chunk_size=chunk))
-    assert [c.height for c in chunks] == heights
-    both = pl.concat(chunks)
-    assert both["i"].to_list() == list(range(10_000))
-    assert both["s"].to_list() == frame["s"].to_list()
-    assert both["source_row"].to_list() == list(range(1, 10_001))
-
-
 def test_scan_source_is_lazy_and_complete(tmp_path: Path) -> None:
     _write(tmp_path / "a.csv.gz", gzip.compress(CSV.encode()))
     lazy = scan_source(tmp_path / "a.csv.gz")
