@@ -232,7 +232,9 @@ class _BlockPool:
         self.limit = limit
         self._idle: dict[int, list[pa.Buffer]] = {}
         self._idle_bytes = 0
-        self._lock = threading.Lock()
+        # re-entrant: a lease can be dropped (and hand its block back) in any thread at
+        # any point, including inside get() or put() of the thread that holds the lock
+        self._lock = threading.RLock()
 
     def get(self, size: int) -> pa.Buffer:
         if size < self.STEP:
