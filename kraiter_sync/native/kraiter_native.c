@@ -519,11 +519,20 @@ static inline int64_t int_text(const ks_view *c, int32_t kind, int64_t i, uint8_
  * written with their views and the size is returned again, or -1 if they would not
  * fit in out_cap bytes.
  */
+/* 16 bytes from src to dst as two unaligned words (no call: keys are short). */
+static inline void copy16(uint8_t *dst, const uint8_t *src) {
+    uint64_t a, b;
+    memcpy(&a, src, 8);
+    memcpy(&b, src + 8, 8);
+    memcpy(dst, &a, 8);
+    memcpy(dst + 8, &b, 8);
+}
+
 int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int32_t *kinds,
                         const int64_t *key_off, const uint8_t *key_data, uint8_t *out_views,
                         uint8_t *out, int64_t out_cap) {
     init_escapes();
-    uint8_t tmp[24];
+    uint8_t tmp[24 + 16]; /* digits end at tmp + 24; 16 more so copy16 may read past them */
     int64_t pos = 0;
     if (!out) {
         for (int64_t i = 0; i < n; i++) {
@@ -568,12 +577,19 @@ int64_t ks_json_objects(int64_t n, int64_t ncols, const ks_view *cols, const int
                 head + (kinds[j] == 0 ? 2 + escaped_len(v, vlen) : vlen) > room)
                 return -1; /* the caller sized the output wrongly */
             if (!first) *o++ = ',';
-            memcpy(o, key_data + key_off[j], (size_t)klen);
+            if (klen <= 16 && out_cap - (o - out) >= 16) {
+                copy16(o, key_data + key_off[j]); /* the caller pads key_data by 16 bytes */
+            } else {
+                memcpy(o, key_data + key_off[j], (size_t)klen);
+            }
             o += klen;
             if (kinds[j] == 0) {
                 *o++ = '"';
                 o = put_escaped(o, v, vlen);
                 *o++ = '"';
+            } else if (kinds[j] >= 2 && vlen <= 16 && out_cap - (o - out) >= 16) {
+                copy16(o, v); /* digits in tmp, which has 16 bytes to spare */
+                o += vlen;
             } else {
                 memcpy(o, v, (size_t)vlen);
                 o += vlen;

@@ -414,7 +414,7 @@ def json_objects(frame: pl.DataFrame) -> pl.Series | None:
     kinds = (ctypes.c_int32 * width)(*kind_list)
     keys = [json.dumps(c, ensure_ascii=False).encode() + b":" for c in frame.columns]
     key_off = (_i64 * (width + 1))(*[sum(len(k) for k in keys[:j]) for j in range(width + 1)])
-    key_data = ctypes.create_string_buffer(b"".join(keys) or b"\0")
+    key_data = ctypes.create_string_buffer(b"".join(keys) + b"\0" * 16)  # (read 16 at a time)
     views = (_View * width)(*[c.view for c in cols])
     args = (n, width, views, kinds, key_off, key_data)
     # An upper bound spares a sizing pass over every value (untouched pages of the
