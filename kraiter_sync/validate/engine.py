@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +19,7 @@ from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
 from kraiter_sync.validate.properties import CanonicalProperties, canonical_properties
 from kraiter_sync.validate.readahead import ReadAhead
-from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
+from kraiter_sync.validate.timestamps import EPOCH, parse_timestamps, to_iso
 
 __all__ = [
     "REJECT_SCHEMA",
@@ -137,9 +136,6 @@ class ReportAccumulator:
             r.names |= part.names
         r.warnings.extend(w for w in part.warnings if w not in r.warnings)
         return r
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @cache
@@ -355,7 +351,7 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
     canon, skip = prep.canon, prep.skip
     ts = canon["timestamp"]
     if skip is not None:  # rejected rows may hold any time (or none): format the epoch
-        ts = ts.zip_with(~skip, full(len(ts), _EPOCH, ts.dtype))
+        ts = ts.zip_with(~skip, full(len(ts), EPOCH, ts.dtype))
     canon = canon.with_columns(to_iso(ts).alias("timestamp_iso"))
     parts = key_parts(canon, skip)
     canon = canon.with_columns(parts["event_key"])

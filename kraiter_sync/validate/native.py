@@ -184,11 +184,11 @@ class _Strings:
         return ctypes.byref(self.view)
 
 
-def _words(s: pl.Series, dtype: pl.DataType) -> tuple[pa.Array, int]:
-    """``s`` as one Arrow array of 8-byte values, and the address of its first value."""
+def _words(s: pl.Series, dtype: pl.DataType, width: int = 8) -> tuple[pa.Array, int]:
+    """``s`` as one Arrow array of ``width``-byte values, and the address of its first."""
     arr = s.cast(dtype).rechunk().to_arrow()
     values = arr.buffers()[1]
-    return arr, int(values.address if values is not None else _EMPTY.address) + 8 * arr.offset
+    return arr, int(values.address if values is not None else _EMPTY.address) + width * arr.offset
 
 
 class _Integers:
@@ -331,9 +331,7 @@ def iso_ms(us: pl.Series) -> pl.Series | None:
 
 def _flags(mask: pl.Series) -> tuple[pa.Array, int]:
     """A Boolean series (no nulls) as one byte a row, and the address of the first."""
-    arr = mask.cast(pl.UInt8).rechunk().to_arrow()
-    values = arr.buffers()[1]
-    return arr, int(values.address if values is not None else _EMPTY.address) + arr.offset
+    return _words(mask, pl.UInt8(), width=1)
 
 
 def event_keys(frame: pl.DataFrame, skip: pl.Series | None = None) -> pl.DataFrame | None:

@@ -18,12 +18,13 @@ from kraiter_sync.validate import native
 from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import EpochUnit, ValidationOptions
 
-__all__ = ["ISO_FORMAT", "ParsedTimestamps", "parse_timestamps", "to_iso"]
+__all__ = ["EPOCH", "ISO_FORMAT", "ParsedTimestamps", "parse_timestamps", "to_iso"]
 
 #: The canonical wire form: UTC with milliseconds and ``Z``.
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
 _UTC = pl.Datetime("us", "UTC")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: The Unix epoch, aware (UTC).
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SCALE = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}
 
 
@@ -131,7 +132,7 @@ def _from_strings(s: pl.Series, options: ValidationOptions) -> ParsedTimestamps:
 
 def _micros(moment: dt.datetime) -> int:
     """An aware datetime as microseconds since the epoch (as polars stores it)."""
-    return (moment - _EPOCH) // dt.timedelta(microseconds=1)
+    return (moment - EPOCH) // dt.timedelta(microseconds=1)
 
 
 def _rules(ts: pl.Series, missing: pl.Series, options: ValidationOptions) -> pl.Series:
