@@ -43,9 +43,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# kraiter_sync before polars, as the CLI loads them (it sets polars' allocator decay,
-# which acts only before polars loads: kraiter_sync/allocator.py)
-import kraiter_sync  # noqa: F401, I001
 import httpx
 import polars as pl
 

@@ -9,13 +9,10 @@
    (email-validator + datetime.fromisoformat + name checks)                 (target ≥ 50x)
 3. peak RSS validating the large file ÷ the small file, in subprocesses      (target ≤ 1.5x)
 
-Timings are best of ``--repeat`` (3) for every side, alternating in one process, which
-loads kraiter_sync before polars as the CLI does (so polars' allocator is set the same
-for all sides: kraiter_sync/allocator.py). The validator uses its compiled fast path when
-it builds (the line "native: on" says so); ``KRAITER_SYNC_NATIVE=0`` measures the
-pure-polars path. Default sizes run in a couple of minutes; ``--full`` uses the issue's
-sizes (5M rows, 200k baseline rows, 1M vs 10M for RSS). Data is generated with a fixed
-seed.
+Timings are best of ``--repeat`` (3) for every side, alternating in one process.
+Default sizes run in a couple of minutes; ``--full`` uses the issue's sizes (5M rows,
+200k baseline rows, 1M vs 10M for RSS). Data is generated with a fixed seed, so two
+checkouts given the same ``--workdir`` measure the same files.
 
     python benchmarks/validate_throughput.py [--full] [--workdir DIR] [--chunk N]
 """
@@ -36,16 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# kraiter_sync before polars, as the CLI loads them: it sets polars' allocator decay, which
-# only acts before polars loads (kraiter_sync/allocator.py). Both sides run in this
-# process, so the baseline read gets the same allocator.
-import kraiter_sync  # noqa: F401, I001
 import polars as pl
 import pyarrow.parquet as pq
 
 from kraiter_sync.pipeline import InputOptions, validate_inputs
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE
-from kraiter_sync.validate import ChunkedValidation, ValidationOptions, ValidationReport, native
+from kraiter_sync.validate import ChunkedValidation, ValidationOptions, ValidationReport
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 OPTIONS = ValidationOptions(now=NOW)
@@ -121,9 +114,8 @@ def validate_file(path: Path, chunk: int) -> dict[str, int]:
 
 
 def validate_core(path: Path, chunk: int) -> dict[str, int]:
-    """The validator alone on polars' batches (the row-count hint as the pipeline's)."""
-    rows = pq.read_metadata(path).num_rows
-    run = ChunkedValidation(kind="events", options=OPTIONS, expected_rows=rows)
+    """The validator alone on polars' batches."""
+    run = ChunkedValidation(kind="events", options=OPTIONS)
     valid = sum(v.height for v in run.run(mapped_chunks(path, chunk)))
     report = run.report
     assert report.balanced
@@ -216,7 +208,6 @@ def main() -> None:
             generate(path, rows)
             print(f"generated {rows:,} rows in {time.perf_counter() - t0:.1f}s: {path}")
 
-    print(f"native: {'on' if native.available() else 'off (pure polars)'}")
     # Same file, warm page cache, same process, alternating; best of N for both sides
     # (a single validation run against a best-of-3 read overstated the ratio, the first
     # run also paying one-off costs such as regex compilation).

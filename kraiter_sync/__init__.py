@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from kraiter_sync.allocator import tune_polars_allocator
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import (
     ApiError,
@@ -24,8 +23,6 @@ from kraiter_sync.errors import (
     StateError,
     UsageError,
 )
-
-tune_polars_allocator()  # before anything loads polars (see kraiter_sync.allocator)
 
 if TYPE_CHECKING:
     from kraiter_sync.client import KraiterClient, SyncKraiterClient

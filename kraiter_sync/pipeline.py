@@ -138,12 +138,6 @@ def prepare_inputs(
     return prepared
 
 
-def _row_count(source: ChunkSource) -> int | None:
-    """The source's row count when it knows it without reading (``Source.row_count``)."""
-    count = getattr(source, "row_count", None)
-    return count() if callable(count) else None
-
-
 class KindValidation:
     """Every input of one kind through the validator, sharing duplicate detection.
 
@@ -171,10 +165,6 @@ class KindValidation:
 
     def run(self) -> Iterator[pl.DataFrame]:
         seen = SeenKeys()
-        if self.kind == "events":
-            counts = [_row_count(i.source) for i in self.inputs]
-            if counts and None not in counts:  # every input knows its size
-                seen.reserve(sum(c for c in counts if c is not None))
         pending: list[pl.DataFrame] = []
         for inp in self.inputs:
             run = ChunkedValidation(

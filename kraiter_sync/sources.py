@@ -745,20 +745,6 @@ class Source:
                         row += piece.height
             self._release(index, path)
 
-    def row_count(self) -> int | None:
-        """How many rows the input holds when its files say so without being read (all
-        Parquet: their footers); None otherwise. A hint for sizing, e.g. the seen-key set."""
-        if not self.files or any(
-            sf.format != "parquet" or sf.compression is not None for sf in self.files
-        ):
-            return None
-        import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
-        try:
-            return sum(int(pq.read_metadata(sf.path).num_rows) for sf in self.files)
-        except (OSError, ValueError):  # unreadable footers are reported when read
-            return None
-
     def read(self) -> pl.DataFrame:
         """Everything at once (only for inputs that fit in memory)."""
         chunks = list(self.iter_chunks())

@@ -42,21 +42,3 @@ def _no_kraiter_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("KRAITER"):
             monkeypatch.delenv(name)
-
-
-@pytest.fixture(params=["native", "polars"])
-def validator_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test on both validator paths: the compiled library and pure polars.
-
-    The native side is skipped where the library can't be built (no C compiler), except
-    in CI, where it must be there.
-    """
-    from kraiter_sync.validate import native
-
-    if request.param == "polars":
-        monkeypatch.setattr(native, "library", lambda: None)
-    elif not native.available():
-        if os.environ.get("CI"):
-            pytest.fail("the native validator must build in CI")
-        pytest.skip("no C compiler: the native validator is unavailable")
-    return str(request.param)

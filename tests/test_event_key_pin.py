@@ -281,7 +281,7 @@ def _pinned() -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line]
 
 
-def test_corpus_keys_equal_the_recorded_ones(validator_path: str) -> None:
+def test_corpus_keys_equal_the_recorded_ones() -> None:
     expected = _pinned()
     actual = compute()
     assert len(actual) == len(expected)

@@ -464,17 +464,3 @@ def test_unload_parts_are_converted_one_at_a_time(tmp_path: Path) -> None:
         assert rows == 6000
         assert max(copies) == 1
         assert list(tmpdir.iterdir()) == []
-
-
-def test_row_count_from_parquet_footers_only(tmp_path: Path) -> None:
-    """All-Parquet inputs know their size before they are read (it sizes the seen-key
-    set); any other format does not."""
-    pl.DataFrame({"email": ["a@x.com"] * 7}).write_parquet(tmp_path / "a.parquet")
-    pl.DataFrame({"email": ["b@x.com"] * 5}).write_parquet(tmp_path / "b.parquet")
-    with open_source(tmp_path / "*.parquet") as src:
-        assert src.row_count() == 12
-    (tmp_path / "c.csv").write_text("email\nc@x.com\n")
-    with open_source(tmp_path / "c.csv") as src:
-        assert src.row_count() is None
-    with open_source(tmp_path) as src:  # Parquet and CSV together
-        assert src.row_count() is None

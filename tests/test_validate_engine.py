@@ -186,6 +186,46 @@ def test_seen_keys_many_runs() -> None:
     assert not seen.contains(pl.Series(["0" * 32])).any()
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=30), max_size=5
+    )
+)
+def test_seen_keys_mark_first_occurrences_in_order(batches: list[list[tuple[int, int]]]) -> None:
+    """Small halves make many keys share their top half (the tie path), and (0, 0) is a
+    key like any other."""
+    seen = SeenKeys()
+    remembered: set[tuple[int, int]] = set()
+    for batch in batches:
+        expected = []
+        for key in batch:
+            expected.append(key not in remembered)
+            remembered.add(key)
+        hi = pl.Series([k[0] for k in batch], dtype=pl.UInt64)
+        lo = pl.Series([k[1] for k in batch], dtype=pl.UInt64)
+        assert seen.mark(hi, lo).to_list() == expected
+        assert seen.contains(SeenKeys.sorted_halves(hi, lo)).all()
+    assert seen.count == len(remembered)
+
+
+def test_seen_keys_across_many_chunks() -> None:
+    """300,000 structured keys in chunks of 50,000 (runs merge on the way), then the
+    first 1,000 again: only those are repeats."""
+    keys = pl.int_range(0, 300_000, eager=True).cast(pl.UInt64)
+    hi, lo = (
+        pl.concat([keys * 7919, (keys * 7919).head(1000)]),
+        pl.concat([keys % 5, (keys % 5).head(1000)]),
+    )
+    seen = SeenKeys()
+    first = pl.concat(
+        [seen.mark(hi.slice(i, 50_000), lo.slice(i, 50_000)) for i in range(0, len(hi), 50_000)]
+    )
+    assert first.head(300_000).all()
+    assert not first.tail(1000).any()
+    assert seen.count == 300_000
+
+
 def test_contacts_merge_last_row_wins_per_property() -> None:
     mapped = pl.DataFrame(
         {
@@ -403,38 +443,9 @@ def test_options_refuse_unknown_timezone_and_naive_clock() -> None:
         ValidationOptions(now=dt.datetime(2025, 1, 1))
 
 
-def test_pipeline_sizes_the_seen_set_from_parquet_footers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Event inputs that all know their row count reserve the seen-key set once for all
-    of them; an input that doesn't (CSV) leaves it to grow."""
-    from kraiter_sync.pipeline import InputOptions, validate_inputs
-    from kraiter_sync.validate.keys import SeenKeys
-
-    reserved: list[int] = []
-    monkeypatch.setattr(SeenKeys, "reserve", lambda self, n: reserved.append(n))
-    frame = pl.DataFrame(
-        {
-            "email": [f"u{i}@example.com" for i in range(30)],
-            "event": ["signup"] * 30,
-            "timestamp": ["2024-01-01T00:00:00Z"] * 30,
-        }
-    )
-    frame.head(20).write_parquet(tmp_path / "a.parquet")
-    frame.tail(10).write_parquet(tmp_path / "b.parquet")
-    options = InputOptions(kind="events")
-    result = validate_inputs([tmp_path / "a.parquet", tmp_path / "b.parquet"], options)
-    assert reserved == [30]
-    assert result.reports[0].valid == 30
-    frame.write_csv(tmp_path / "c.csv")
-    reserved.clear()
-    validate_inputs([tmp_path / "a.parquet", tmp_path / "c.csv"], options)
-    assert reserved == []
-
-
-def test_remembered_name_checks_follow_the_options() -> None:
-    """A chunk's distinct names are checked once and remembered across chunks; the same
-    names under other options (renames, length, policy) are checked again."""
+def test_name_checks_follow_the_options() -> None:
+    """A chunk's distinct names are checked once; the same names under other options
+    (renames, length, policy) give their own answers."""
     from kraiter_sync.validate.names import check_names
 
     names = pl.Series(["Sign Up", "page_view", "Sign Up", None] * 10)
@@ -447,4 +458,4 @@ def test_remembered_name_checks_follow_the_options() -> None:
     assert renamed["name"].head(2).to_list() == ["signed_up", "page_view"]
     assert short["rule"].head(2).to_list() == ["name.too_long", "name.too_long"]
     assert policed["rule"].head(2).to_list() == ["name.policy", None]
-    assert check_names(names, ValidationOptions()).equals(plain)  # remembered, same answer
+    assert check_names(names, ValidationOptions()).equals(plain)

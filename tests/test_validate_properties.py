@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from kraiter_sync.validate.options import ValidationOptions
 from kraiter_sync.validate.properties import (
+    _encode,
     canonical_json_row,
     canonical_properties,
     is_card_number,
@@ -167,3 +168,46 @@ def test_length_and_card_checks_at_the_byte_length_shortcuts() -> None:
     assert rules == [canonical_json_row(json.dumps(v), OPTS)[1] for v in values]
     wide = {f"k{i:03d}": i for i in range(100)}  # exactly the limit: no per-row count needed
     assert canonical_properties(pl.Series([wide]), OPTS).rule.to_list() == [None]
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
+_LEAF_TYPES = {
+    "s": (pl.String, _text),
+    "f": (pl.Float64, st.floats(allow_nan=False, allow_infinity=False)),
+    "b": (pl.Boolean, st.booleans()),
+    "i8": (pl.Int8, st.integers(-(2**7), 2**7 - 1)),
+    "i64": (pl.Int64, st.integers(-(2**63), 2**63 - 1)),
+    "u32": (pl.UInt32, st.integers(0, 2**32 - 1)),
+    "u64": (pl.UInt64, st.integers(0, 2**64 - 1)),
+}
+
+
+@st.composite
+def _flat_frames(draw: st.DrawFn) -> pl.DataFrame:
+    n = draw(st.integers(1, 12))
+    kinds = draw(st.lists(st.sampled_from(sorted(_LEAF_TYPES)), min_size=1, max_size=5))
+    cols = {}
+    for j, kind in enumerate(kinds):
+        dtype, values = _LEAF_TYPES[kind]
+        # keys that need escaping, and ones a "key":null pattern could confuse
+        name = draw(st.sampled_from(["a", "b.c", 'q"uote', "\u00e9", "tab\t", "null", f"k{j}"]))
+        name += str(j)
+        cols[name] = pl.Series(
+            name, draw(st.lists(st.one_of(st.none(), values), min_size=n, max_size=n)), dtype
+        )
+    return pl.DataFrame(dict(sorted(cols.items())))
+
+
+@settings(max_examples=150, deadline=None)
+@given(frame=_flat_frames())
+def test_encoded_objects_hold_exactly_the_non_null_values(frame: pl.DataFrame) -> None:
+    """One compact object per row, keys in column order, null values left out (the
+    ``"key":null`` entries are cut from polars' encoding: never inside a value)."""
+    encoded = _encode(frame).to_list()
+    for text, row in zip(encoded, frame.iter_rows(named=True), strict=True):
+        expected = {k: v for k, v in row.items() if v is not None}
+        assert json.loads(text) == expected
+        assert list(json.loads(text)) == list(expected)
+        if not any(isinstance(v, float) for v in expected.values()):
+            # (polars writes small floats positionally: 1e-05 is 0.00001 there)
+            assert text == json.dumps(expected, ensure_ascii=False, separators=(",", ":"))

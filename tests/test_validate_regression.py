@@ -257,7 +257,7 @@ ALL = [*CASES, "contacts"]
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_output_identical_to_recorded(name: str, validator_path: str) -> None:
+def test_output_identical_to_recorded(name: str) -> None:
     valid, rejects, report = _results(name)
     valid_path, rejects_path, report_path = _paths(name)
     assert_frame_equal(valid, pl.read_parquet(valid_path), check_exact=True)

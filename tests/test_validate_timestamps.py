@@ -6,6 +6,8 @@ import datetime as dt
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kraiter_sync.validate.options import ValidationOptions
 from kraiter_sync.validate.timestamps import ISO_FORMAT, parse_timestamps, to_iso
@@ -136,3 +138,30 @@ def test_to_iso_matches_strftime(span_days: int) -> None:
     assert to_iso(ts).name == "t"
     assert to_iso(ts.clear()).to_list() == []
     assert to_iso(pl.Series([None], dtype=pl.Datetime("us", "UTC"))).to_list() == [None]
+
+
+_DAY_US = 86_400_000_000
+_micros = st.one_of(
+    st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999),  # years 1..9999
+    st.integers(1_500_000_000_000_000, 1_800_000_000_000_000),
+    st.integers(-(2**62), 2**62),  # far outside: a span past the day tables
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(_micros, min_size=1, max_size=40), sort=st.booleans())
+def test_to_iso_matches_strftime_on_any_instant(values: list[int], sort: bool) -> None:
+    if sort:
+        values.sort()
+    ts = pl.Series("ts", values, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
+    assert to_iso(ts).to_list() == ts.dt.strftime(ISO_FORMAT).to_list()
+
+
+def test_to_iso_around_the_epoch() -> None:
+    ts = pl.Series([0, _DAY_US - 1, -1, None], dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
+    assert to_iso(ts).to_list() == [
+        "1970-01-01T00:00:00.000Z",
+        "1970-01-01T23:59:59.999Z",
+        "1969-12-31T23:59:59.999Z",
+        None,
+    ]

@@ -14,7 +14,6 @@ import unicodedata
 import polars as pl
 from email_validator import EmailNotValidError, validate_email
 
-from kraiter_sync.validate import native
 from kraiter_sync.validate._series import full
 
 __all__ = ["normalise_email", "normalise_emails"]
@@ -171,37 +170,8 @@ def normalise_emails(values: pl.Series, *, allow_smtputf8: bool = False) -> pl.D
 
     Returns a frame with ``email`` (normalised; null where rejected) and ``rule`` (null when
     valid, else the first failing rule code), one row per input row, in order.
-
-    With the native library, one C pass trims, lowercases and recognises the valid plain
-    ASCII addresses; only the rest come here: the ones it rejects (for the precise rule,
-    from :func:`_classify`) and those with non-ASCII, ``mailto:`` or ``<...>`` (the whole
-    path below).
     """
-    values = values.cast(pl.String)
-    fast = native.emails(values)
-    if fast is None:
-        return _normalise_emails(values, allow_smtputf8)
-    text, status = fast
-    if not status.max():  # all valid: the usual case
-        return pl.DataFrame({"email": text, "rule": full(len(text), None, pl.String, "rule")})
-    rule = full(len(text), None, pl.String, "rule")
-    check = (status == 1) | (status == 3)
-    if check.any():
-        idx = check.arg_true()
-        rule = rule.scatter(idx, _classify(text.gather(idx), allow_smtputf8))
-    slow = status == 2
-    if slow.any():
-        idx = slow.arg_true()
-        sub = _normalise_emails(values.gather(idx), allow_smtputf8)
-        text = text.scatter(idx, sub["email"])
-        rule = rule.scatter(idx, sub["rule"])
-    email = pl.select(pl.when(pl.lit(rule).is_null()).then(pl.lit(text))).to_series()
-    return pl.DataFrame({"email": email.alias("email"), "rule": rule})
-
-
-def _normalise_emails(values: pl.Series, allow_smtputf8: bool) -> pl.DataFrame:
-    """The polars path of :func:`normalise_emails` (every row, any content)."""
-    s = _clean(values)
+    s = _clean(values.cast(pl.String))
     non_ascii = s.str.len_bytes() != s.str.len_chars()
     if non_ascii.any():
         pre_rule = full(len(s), None, pl.String, "rule")

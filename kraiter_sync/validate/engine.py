@@ -19,7 +19,7 @@ from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
 from kraiter_sync.validate.properties import CanonicalProperties, canonical_properties
 from kraiter_sync.validate.readahead import ReadAhead
-from kraiter_sync.validate.timestamps import EPOCH, parse_timestamps, to_iso
+from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
 
 __all__ = [
     "REJECT_SCHEMA",
@@ -227,13 +227,10 @@ def _count_rules(rules: pl.Series) -> dict[str, int]:
 class _Prepared:
     """A chunk checked field by field, before its keys; safe to build in threads.
 
-    ``canon`` still holds the rejected rows (``skip`` marks them; None when there are
-    none): they leave with the duplicates in one filter at the end, where two filters
-    copied every column twice.
+    ``canon`` holds the rows that passed every check, without their keys yet.
     """
 
     canon: pl.DataFrame
-    skip: pl.Series | None
     rejects: pl.DataFrame
     report: ValidationReport
 
@@ -264,7 +261,7 @@ class _Started:
 
 def _start_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> _Started:
     """Hands properties and emails (the costliest fields) to the worker threads: polars
-    and the native library release the GIL, so the field validators share the cores."""
+    releases the GIL, so the field validators share the cores."""
     options = options or ValidationOptions()
     n = mapped.height
     return _Started(
@@ -326,8 +323,9 @@ def _complete_events(started: _Started) -> _Prepared:
             "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
         }
     )
-    skip = None if all_ok else ~ok
-    rejects = _rejects(mapped, fld, rule, ~ok, n) if skip is not None else _no_rejects()
+    if not all_ok:
+        canon = canon.filter(ok)
+    rejects = _no_rejects() if all_ok else _rejects(mapped, fld, rule, ~ok, n)
     report = ValidationReport(
         kind="events",
         rows_read=n,
@@ -338,7 +336,7 @@ def _complete_events(started: _Started) -> _Prepared:
         timezone_assumed=options.timezone if ts.naive else None,
         names=set(names["name"].drop_nulls().unique().head(_MAX_NAMES).to_list()),
     )
-    return _Prepared(canon, skip, rejects, report)
+    return _Prepared(canon, rejects, report)
 
 
 def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
@@ -348,16 +346,12 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
     :func:`_prepare_events` to balance the work between the thread that reads and checks
     the next chunk and the one that deduplicates this one.)
     """
-    canon, skip = prep.canon, prep.skip
-    ts = canon["timestamp"]
-    if skip is not None:  # rejected rows may hold any time (or none): format the epoch
-        ts = ts.zip_with(~skip, full(len(ts), EPOCH, ts.dtype))
-    canon = canon.with_columns(to_iso(ts).alias("timestamp_iso"))
-    parts = key_parts(canon, skip)
+    canon = prep.canon
+    canon = canon.with_columns(to_iso(canon["timestamp"]).alias("timestamp_iso"))
+    parts = key_parts(canon)
     canon = canon.with_columns(parts["event_key"])
-    # without a tracker, duplicates are still found within the chunk; rejected rows are
-    # never first, so this one filter drops them with the duplicates
-    first = (seen if seen is not None else SeenKeys()).mark(parts["hi"], parts["lo"], skip)
+    # without a tracker, duplicates are still found within the chunk
+    first = (seen if seen is not None else SeenKeys()).mark(parts["hi"], parts["lo"])
     all_first = bool(first.all())
     valid = (canon if all_first else canon.filter(first)).select(
         "email",
@@ -371,7 +365,7 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
         "source_row",
     )
     prep.report.valid = valid.height
-    prep.report.duplicates = canon.height - prep.rejects.height - valid.height
+    prep.report.duplicates = canon.height - valid.height
     return ValidationResult(valid, prep.rejects, prep.report)
 
 
@@ -472,7 +466,7 @@ class ChunkedValidation:
 
     Events stream (memory: about three chunks in flight plus the seen-key set); contacts
     are merged across chunks, so their valid rows are held until the end. Events run as a
-    two-deep pipeline over threads (polars and the native library release the GIL): see
+    two-deep pipeline over threads (polars releases the GIL): see
     :meth:`_events`; only the keys and the cross-chunk dedup run in the caller's thread,
     in input order.
     """
@@ -483,15 +477,12 @@ class ChunkedValidation:
         kind: Kind,
         options: ValidationOptions | None = None,
         on_rejects: Callable[[pl.DataFrame], None] | None = None,
-        expected_rows: int | None = None,
     ) -> None:
         self.kind = kind
         self.options = options or ValidationOptions()
         self.on_rejects = on_rejects
         self.accumulator = ReportAccumulator(kind)
         self.seen = SeenKeys()
-        if kind == "events" and expected_rows:  # (a hint: see SeenKeys.reserve)
-            self.seen.reserve(expected_rows)
 
     @property
     def report(self) -> ValidationReport:

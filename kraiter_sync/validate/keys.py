@@ -17,7 +17,6 @@ from __future__ import annotations
 import polars as pl
 import polars_hash as plh
 
-from kraiter_sync.validate import native
 from kraiter_sync.validate._series import full
 
 __all__ = ["SEPARATOR", "SeenKeys", "event_keys", "key_parts"]
@@ -51,28 +50,9 @@ def hash_text(text: pl.Series) -> pl.DataFrame:
     return text.alias("t").to_frame().lazy().select(_key_exprs("t")).collect()
 
 
-#: The key given to skipped rows (never compared: they are filtered out).
-_SKIPPED_KEY = "0" * 32
-
-
-def key_parts(frame: pl.DataFrame, skip: pl.Series | None = None) -> pl.DataFrame:
+def key_parts(frame: pl.DataFrame) -> pl.DataFrame:
     """``event_key``, ``hi``, ``lo`` for a canonical frame (``email``, ``contact_id``,
-    ``name``, ``timestamp_iso``, ``properties``). Rows where ``skip`` (Boolean, no nulls)
-    is True are rejected rows still in the frame: their parts are not read and their key
-    is all zeros."""
-    fast = native.event_keys(frame, skip)
-    if fast is not None:
-        return fast
-    if skip is not None and skip.any():
-        live = (~skip).arg_true()
-        part, n = key_parts(frame[live]), frame.height
-        return pl.DataFrame(
-            [
-                full(n, 0, pl.UInt64, "hi").scatter(live, part["hi"]),
-                full(n, 0, pl.UInt64, "lo").scatter(live, part["lo"]),
-                full(n, _SKIPPED_KEY, pl.String, "event_key").scatter(live, part["event_key"]),
-            ]
-        )
+    ``name``, ``timestamp_iso``, ``properties``)."""
     # identity prefix from two literals and the id from a coalesce: one string pass fewer
     # than concatenating "c:"/"e:" onto each column first (same text, same nulls)
     prefix = pl.when(pl.col("contact_id").is_not_null()).then(pl.lit("c:")).otherwise(pl.lit("e:"))
@@ -106,44 +86,24 @@ def event_keys(frame: pl.DataFrame) -> pl.Series:
 class SeenKeys:
     """Event keys already seen in this input, across chunks.
 
-    With the native library, an open-addressing hash set in C (16 bytes a slot, at most
-    3/4 full: 21-43 bytes a key). Without it, each key is held as two ``UInt64`` halves
-    in sorted runs merged like a binary counter (log-structured, 16 bytes a key), so a
-    chunk is checked with binary searches of its *sorted* keys. Memory grows with the
-    number of distinct events, which dedup across a whole input needs.
+    Each key is held as two ``UInt64`` halves in sorted runs merged like a binary counter
+    (log-structured, 16 bytes a key), so a chunk is checked with binary searches of its
+    *sorted* keys. Memory grows with the number of distinct events, which dedup across a
+    whole input needs.
     """
 
     def __init__(self) -> None:
         self._runs: list[pl.DataFrame] = []
         self._count = 0
-        lib = native.library()
-        self._native = native.NativeKeySet(lib) if lib is not None else None
 
     @property
     def count(self) -> int:
         """How many distinct keys are remembered."""
-        return self._native.count if self._native is not None else self._count
+        return self._count
 
-    #: The most keys :meth:`reserve` makes room for at once (a table of 512 MiB).
-    MAX_RESERVE = 16_000_000
-
-    def reserve(self, n: int) -> None:
-        """Make room for about ``n`` keys now (a hint, such as a Parquet input's row
-        count): the native set otherwise doubles as keys come, and each doubling sweeps
-        the whole table. Capped at :attr:`MAX_RESERVE`; without the native set, nothing."""
-        if self._native is not None and n > 0:
-            self._native.reserve(min(n, self.MAX_RESERVE))
-
-    def mark(self, hi: pl.Series, lo: pl.Series, skip: pl.Series | None = None) -> pl.Series:
+    def mark(self, hi: pl.Series, lo: pl.Series) -> pl.Series:
         """Per row (in order): True when its key was not seen before, in earlier calls or
-        earlier rows of this one; those keys are remembered. The halves of :func:`key_parts`.
-        Rows where ``skip`` (Boolean, no nulls) is True are False and not remembered."""
-        if self._native is not None:
-            return self._native.mark(hi, lo, skip)
-        if skip is not None and skip.any():
-            live = (~skip).arg_true()
-            fresh = self.mark(hi.gather(live), lo.gather(live))
-            return full(len(hi), False, pl.Boolean).scatter(live, fresh)
+        earlier rows of this one; those keys are remembered. The halves of :func:`key_parts`."""
         halves = self.sorted_halves(hi, lo)
         # sorted by key (stable), so repeats are adjacent and the first is the earliest row
         send = halves.select(
@@ -187,8 +147,6 @@ class SeenKeys:
 
     def contains_sorted(self, q: pl.DataFrame) -> pl.Series:
         """Like :meth:`contains`, aligned with the rows of the sorted query frame ``q``."""
-        if self._native is not None:
-            return self._native.contains(q["hi"], q["lo"])
         hit = full(q.height, False, pl.Boolean)
         if not self._runs or not q.height:
             return hit
@@ -222,9 +180,6 @@ class SeenKeys:
         if len(keys) == 0:
             return
         q = keys if isinstance(keys, pl.DataFrame) else self.halves(keys)
-        if self._native is not None:
-            self._native.mark(q["hi"], q["lo"])
-            return
         run = q.drop("pos")
         self._count += run.height
         while self._runs and self._runs[-1].height <= run.height:

@@ -16,7 +16,6 @@ from typing import Any
 
 import polars as pl
 
-from kraiter_sync.validate import native
 from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import ValidationOptions
 
@@ -194,9 +193,7 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
             ).to_series()
         )
     rules = [r for r in rules if r.null_count() < n]  # most checks find nothing
-    encoded = native.json_objects(frame)
-    if encoded is None:
-        encoded = _encode(frame)
+    encoded = _encode(frame)
     rule = (
         pl.select(pl.coalesce([pl.lit(r) for r in rules])).to_series()
         if rules
@@ -206,7 +203,8 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
 
 
 def _encode(frame: pl.DataFrame) -> pl.Series:
-    """The polars path of the encoding: ``json_encode``, then drop ``"key":null`` entries."""
+    """One compact JSON object per row (keys in column order): ``json_encode``, then drop
+    the ``"key":null`` entries."""
     encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
     with_nulls = [k for k in frame.columns if frame[k].null_count() > 0]
     if with_nulls:

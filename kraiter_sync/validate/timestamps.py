@@ -14,11 +14,10 @@ from functools import cache
 
 import polars as pl
 
-from kraiter_sync.validate import native
 from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import EpochUnit, ValidationOptions
 
-__all__ = ["EPOCH", "ISO_FORMAT", "ParsedTimestamps", "parse_timestamps", "to_iso"]
+__all__ = ["ISO_FORMAT", "ParsedTimestamps", "parse_timestamps", "to_iso"]
 
 #: The canonical wire form: UTC with milliseconds and ``Z``.
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
@@ -199,13 +198,9 @@ def to_iso(ts: pl.Series) -> pl.Series:
 
     Formatting is three gathers from small tables (the chunk's distinct days, the seconds
     of a day, the milliseconds) joined once: about 2.5x less than chrono's ``strftime``
-    per row. Chunks whose days span more than ``_MAX_TABLE_DAYS`` use ``strftime``. The
-    native library, when present, formats in one pass (3x less again).
+    per row. Chunks whose days span more than ``_MAX_TABLE_DAYS`` use ``strftime``.
     """
     us = ts.cast(_UTC).to_physical().alias("us")
-    fast = native.iso_ms(us)
-    if fast is not None:
-        return fast.alias(ts.name)
     parts = us.to_frame().select(day=pl.col("us") // _DAY_US, rem=pl.col("us") % _DAY_US)
     first, last = parts["day"].min(), parts["day"].max()
     if not isinstance(first, int) or not isinstance(last, int) or (last - first >= _MAX_TABLE_DAYS):
