@@ -18,7 +18,6 @@ from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
 from kraiter_sync.validate.properties import CanonicalProperties, canonical_properties
-from kraiter_sync.validate.readahead import ReadAhead
 from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
 
 __all__ = [
@@ -494,21 +493,16 @@ class ChunkedValidation:
             self.on_rejects(result.rejects)
 
     def _events(self, chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-        # the source reads in a thread of its own, a chunk ahead (see readahead.py)
-        with ReadAhead(chunks) as reader:
-            yield from self._pipeline(reader)
-
-    def _pipeline(self, it: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        it = iter(chunks)
         options = self.options
 
         def start_next() -> _Started | None:
             chunk = next(it, None)
             return None if chunk is None else _start_events(chunk, options)
 
-        # One "ahead" thread runs, in this order: start (take chunk i+1 from the reader
-        # and hand its costliest fields to the field workers), then complete chunk i; so
-        # the field workers check chunk i+1 while chunk i is completed here and
-        # deduplicated.
+        # One "ahead" thread runs, in this order: start (read chunk i+1 and hand its
+        # costliest fields to the field workers), then complete chunk i; so the field
+        # workers check chunk i+1 while chunk i is completed here and deduplicated.
         ahead = _ahead_pool()
         started = ahead.submit(start_next).result()
         if started is None:
