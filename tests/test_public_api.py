@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -19,6 +23,22 @@ def test_every_public_name_resolves() -> None:
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
         kraiter_sync.no_such_thing  # noqa: B018
+
+
+def test_import_has_no_side_effects() -> None:
+    """``import kraiter_sync`` changes nothing a child process would inherit (it once set
+    an allocator variable in os.environ) and loads neither polars nor the HTTP stack."""
+    code = (
+        "import json, os, sys; before = dict(os.environ); import kraiter_sync; "
+        "print(json.dumps([dict(os.environ) == before, "
+        "sorted(m for m in ('polars', 'httpx', 'aiohttp') if m in sys.modules)]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [True, []]
 
 
 def test_readme_documents_every_command() -> None:
