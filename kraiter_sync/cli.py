@@ -1155,8 +1155,8 @@ def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
 @click.option(
     "--check",
     is_flag=True,
-    help="Validate the config, open every source (SQL: the query with LIMIT 0), resolve "
-    "every mapping and make one read from Kraiter; send nothing.",
+    help="Validate the config and every mapping, read and validate the first 1,000 rows of "
+    "every source the way the run reads them, and make one read from Kraiter; send nothing.",
 )
 @click.option("--dry-run", is_flag=True, help="Read, validate and plan every job; send nothing.")
 @click.option(

@@ -227,7 +227,12 @@ class SqlSource:
         with self._translated("cannot open"):
             if self.dialect == "sqlite":
                 path = self._path()
-                self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+                # One thread at a time, but not always the same one: the schema is read
+                # in the caller's thread and the rows in the validator's read-ahead
+                # thread (validate/readahead.py).
+                self._conn = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+                )
             elif self.dialect == "duckdb":
                 duckdb = _driver("duckdb", "duckdb")
                 self._conn = duckdb.connect(str(self._path()), read_only=True)

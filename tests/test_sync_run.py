@@ -683,3 +683,42 @@ def test_cli_full_and_dry_run_flags(tmp_path: Path, kraiter: tuple[CountingApp, 
     assert full["counts"]["contacts"]["unchanged"] == 2
     assert app.writes() == []
     assert any(method == "GET" for method, _ in app.requests)
+
+
+def test_sqlite_events_job_end_to_end_and_incremental(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    """The validator reads events a chunk ahead in a thread of its own: the SQLite
+    connection must serve that thread (it was opened in the caller's for the schema)."""
+    app, url = kraiter
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (id INT, email TEXT, name TEXT, placed_at TEXT)")
+        conn.executemany(
+            "INSERT INTO orders VALUES (?, ?, 'order_placed', ?)",
+            [(i, f"u{i % 3}@example.com", f"2026-02-01T0{i}:00:00Z") for i in range(6)],
+        )
+    conn.close()
+    config = parse_sync_config(
+        '[jobs.orders]\nsource = "sqlite:///app.db"\nquery = "SELECT * FROM orders"\n'
+        'kind = "events"\nmap = { timestamp = "placed_at" }\ncursor = "id"\n'
+        "chunk_size = 2\n",
+        tmp_path / "kraiter-sync.toml",
+    )
+    settings = settings_for(url, tmp_path)
+    first = run_sync(config, settings)
+    assert first.exit_code == 0, first.as_dict()
+    assert first.jobs[0].counts["events"]["sent"] == 6
+    assert len(remote(url)[1]) == 6
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO orders VALUES (6, 'u1@example.com', 'order_placed', "
+            "'2026-02-01T07:00:00Z')"
+        )
+    conn.close()
+    app.reset()
+    again = run_sync(config, settings).jobs[0]
+    assert again.exit_code == 0, again.as_dict()
+    assert again.rows_read == 2  # the watermark row (id 5) and the new one
+    assert len([r for r in app.writes() if r[1] == "/api/events"]) == 1
+    assert len(remote(url)[1]) == 7
