@@ -86,3 +86,28 @@ def test_map_override_rescues_an_odd_column_name(tmp_path: Path) -> None:
     )
     assert code == 0, err
     assert "1 valid" in out
+
+
+def test_a_source_row_column_is_a_clear_error(tmp_path: Path) -> None:
+    src = tmp_path / "people.csv"
+    src.write_text("email,source_row\nada@example.com,7\n")
+    result = CliRunner().invoke(main, ["validate", str(src), "--state-dir", str(tmp_path / "st")])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {src}: a column is named 'source_row', the name kraiter-sync gives each "
+        "row's provenance (its file and row number); rename that column, e.g. to "
+        "'original_row'"
+    )
+
+
+def test_duplicate_columns_are_a_clear_error(tmp_path: Path) -> None:
+    src = tmp_path / "people.csv"
+    src.write_text("email,amount,amount\nada@example.com,1,2\n")
+    code, out, err = run(str(src), "--state-dir", str(tmp_path / "st"))
+    assert code == 2
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        f"error: {src}: the header names 'amount' twice (columns 2 and 3); give each "
+        "column a name of its own"
+    )

@@ -389,3 +389,26 @@ def test_tenant_name_keeps_the_ledger_across_a_key_rotation(tmp_path: Path) -> N
     assert kraiter.transports[-1].writes == 0
     result = CliRunner().invoke(main, [*base[:1], "--help"])
     assert "--tenant" in result.stdout
+
+
+def test_cli_imports_a_cr_only_csv(tmp_path: Path) -> None:
+    """Old Mac Excel ends lines with a bare CR: every row is read and sent."""
+    src = tmp_path / "mac.csv"
+    src.write_bytes(
+        b"email,event,timestamp\rada@example.com,login,2025-01-01T10:00:00Z\r"
+        b"bob@example.com,login,2025-01-02T10:00:00Z\r"
+    )
+    result = CliRunner().invoke(main, ["import", str(src), "--state-dir", str(tmp_path / "st")])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "events: 2 read, 2 sent" in result.stdout
+
+
+def test_cli_refuses_input_whose_rows_cannot_be_read(tmp_path: Path) -> None:
+    src = tmp_path / "q.csv"
+    src.write_text('email,"plan\nada@example.com,pro\n')
+    result = CliRunner().invoke(main, ["import", str(src), "--state-dir", str(tmp_path / "st")])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines()[-1].startswith(f"error: {src}: no row could be read")
+    assert result.stdout == ""
