@@ -6,7 +6,8 @@ a :class:`~kraiter_sync.errors.KraiterSyncError` becomes one line on stderr and 
 exit code, never a traceback.
 
 Exit codes: 0 success; 1 failed; 2 usage or configuration error; 3 finished with
-rejected rows; 4 incomplete (interrupted or out of retries; re-running resumes).
+rejected rows; 4 incomplete (interrupted or out of retries; re-running resumes); 5 busy
+(another run holds the state lock; nothing was started).
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from kraiter_sync.config import (
     load_config_file,
     resolve_settings,
 )
-from kraiter_sync.errors import EXIT_INCOMPLETE, ConfigError, KraiterSyncError, StateError
+from kraiter_sync.errors import (
+    EXIT_BUSY,
+    EXIT_INCOMPLETE,
+    ConfigError,
+    KraiterSyncError,
+    StateError,
+)
 from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 
 if TYPE_CHECKING:
@@ -57,6 +64,8 @@ class _Group(click.Group):
             click.echo(f"error: {exc}", err=True)
             if exc.exit_code == EXIT_INCOMPLETE:
                 click.echo("incomplete: re-run the same command to resume", err=True)
+            elif exc.exit_code == EXIT_BUSY:
+                click.echo("busy: another run holds the state lock, nothing was started", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
@@ -197,6 +206,7 @@ def main() -> None:
     \b
     Exit codes: 0 ok · 1 failed · 2 usage/config error · 3 finished with rejected rows
                 4 incomplete (interrupted or out of retries; re-run to resume)
+                5 busy (another run holds the state lock; nothing was started)
     """
 
 
@@ -1172,11 +1182,11 @@ def sync_command(
     """Run the jobs of kraiter-sync.toml (all enabled ones, or the JOBs named), in order.
 
     Meant for cron, systemd timers and Airflow: one lock per state directory (a second
-    run exits 4 at once, naming the holder), a watermark per incremental events job, a
-    change cache so unchanged contacts cost nothing, a run record per job
-    (`kraiter-sync runs`), and an exit code for the whole run. A failing job does not
-    stop the others; the run exits with the most severe code of all jobs
-    (2 config > 1 failed > 4 incomplete > 3 rejected rows > 0).
+    run exits 5 at once, naming the holder, and starts nothing), a watermark per
+    incremental events job, a change cache so unchanged contacts cost nothing, a run
+    record per job (`kraiter-sync runs`), and an exit code for the whole run. A failing
+    job does not stop the others; the run exits with the most severe code of all jobs
+    (2 config > 1 failed > 4 incomplete > 3 rejected rows > 0), or 5 when busy.
 
     \b
     kraiter-sync.toml (relative paths are relative to the file):

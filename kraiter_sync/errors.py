@@ -24,7 +24,7 @@ which exit code the CLI uses for it (``exit_code``)::
     │   ├── RateLimitError         429  RATE_LIMITED            retriable (exit 4)
     │   └── ServerError            5xx                          retriable, ambiguous (exit 4)
     ├── StateError                      the state directory / ledger cannot be used
-    │   └── LockHeldError               exit 4: another run holds the lock
+    │   └── LockHeldError               exit 5: busy, another run holds the lock; nothing started
     └── IncompleteError                 exit 4: interrupted or out of retries; resumable
 
 Foreign exceptions (httpx, sqlite3, polars) are translated at one boundary each
@@ -69,6 +69,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
 EXIT_INCOMPLETE = 4
+EXIT_BUSY = 5
 
 
 class KraiterSyncError(Exception):
@@ -219,9 +220,10 @@ class StateError(KraiterSyncError):
 
 
 class LockHeldError(StateError):
-    """Another kraiter-sync run holds the lock on this state directory."""
+    """Another kraiter-sync run holds the lock on this state directory (or on this export):
+    nothing was started, so there is nothing to resume; run again once it has finished."""
 
-    exit_code = EXIT_INCOMPLETE
+    exit_code = EXIT_BUSY
 
 
 class IncompleteError(KraiterSyncError):

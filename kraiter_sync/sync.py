@@ -41,6 +41,7 @@ import polars as pl
 
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import (
+    EXIT_BUSY,
     EXIT_FAILED,
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -73,9 +74,9 @@ __all__ = [
 
 log = get_logger("sync")
 
-#: Most severe first: a configuration problem beats a failure, which beats an
-#: incomplete run, which beats rejected rows.
-_SEVERITY = (EXIT_USAGE, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_REJECTED, EXIT_OK)
+#: Most severe first: a configuration problem beats a failure, which beats a job that
+#: found something busy (nothing started), an incomplete run, then rejected rows.
+_SEVERITY = (EXIT_USAGE, EXIT_FAILED, EXIT_BUSY, EXIT_INCOMPLETE, EXIT_REJECTED, EXIT_OK)
 
 
 #: How loud a job's outcome is: a good night says nothing at the default level (cron
@@ -980,7 +981,7 @@ def run_sync(
 
     A job that fails is recorded and the next one runs; the result's ``exit_code`` is
     the most severe of all jobs. A second run on the same state directory raises
-    :class:`~kraiter_sync.errors.LockHeldError` (exit 4) at once.
+    :class:`~kraiter_sync.errors.LockHeldError` (exit 5, nothing started) at once.
     """
     from kraiter_sync.ledger import state_lock
 

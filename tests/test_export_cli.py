@@ -143,3 +143,25 @@ def test_docs_name_every_export_option_and_column() -> None:
         assert len(rows) == 1, stream
         documented = [c.split("`")[1] for c in rows[0].split(", ")]
         assert documented == list(schema), stream
+
+
+def test_a_held_export_lock_exits_5_busy_and_writes_nothing(
+    served: tuple[str, object], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    from kraiter_sync.config import resolve_settings
+    from kraiter_sync.export.state import ExportState, state_path
+
+    url, _ = served
+    env = _env(url, tmp_path, cli_env)
+    out = tmp_path / "out"
+    settings = resolve_settings(api_key=KEY, base_url=url, state_dir=tmp_path / "state", env={})
+    held = ExportState(state_path(settings.state_dir, settings.target, "contacts", out))
+    with held.locked():
+        result = CliRunner().invoke(main, ["export", "contacts", "--out", str(out)], env=env)
+    assert result.exit_code == 5, result.output
+    assert result.stderr.splitlines() == [
+        "error: another export of this stream to this directory is running "
+        f"(lock {held.path.with_suffix('.lock')}); wait for it to finish",
+        "busy: another run holds the state lock, nothing was started",
+    ]
+    assert not (out / "contacts").exists()

@@ -233,7 +233,7 @@ def test_state_lock_excludes_a_second_process(tmp_path: Path) -> None:
             state_lock(state),
         ):
             pass
-        assert info.value.exit_code == 4
+        assert info.value.exit_code == 5
     finally:
         holder.kill()
         holder.wait(timeout=10)

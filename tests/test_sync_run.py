@@ -504,7 +504,7 @@ def test_full_every_rechecks_every_contact_when_due(
 # -- the lock -----------------------------------------------------------------------------
 
 
-def test_a_second_run_exits_4_at_once_naming_the_holder(tmp_path: Path) -> None:
+def test_a_second_run_exits_5_busy_at_once_naming_the_holder(tmp_path: Path) -> None:
     state = tmp_path / "state"
     holder = subprocess.Popen(
         [
@@ -528,8 +528,12 @@ def test_a_second_run_exits_4_at_once_naming_the_holder(tmp_path: Path) -> None:
         result = CliRunner().invoke(
             main, ["sync", "--config", str(config), "--state-dir", str(state)]
         )
-        assert result.exit_code == 4
+        assert result.exit_code == 5
         assert f"pid {holder.pid}" in result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            "busy: another run holds the state lock, nothing was started"
+        )
+        assert "resume" not in result.stderr
         with pytest.raises(LockHeldError):
             run_sync(
                 parse_sync_config(config.read_text(), config),

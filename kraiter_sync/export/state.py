@@ -86,7 +86,7 @@ class ExportState:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive lock for one run; LockHeldError (exit 4) when another run has it."""
+        """Exclusive lock for one run; LockHeldError (exit 5) when another run has it."""
         lock_path = self.path.with_suffix(".lock")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
