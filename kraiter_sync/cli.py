@@ -94,6 +94,12 @@ class Common:
             return load_config_file(DEFAULT_CONFIG_FILE)
         return {}
 
+    @property
+    def config_auto_loaded(self) -> bool:
+        """Whether the config is ./kraiter-sync.toml found by itself (not named by --config):
+        a host only it names needs the user's confirmation before a key goes there."""
+        return self.config_path is None
+
     def settings(self) -> Settings:
         """Resolve flags > environment > config once; announce the local Kraiter."""
         if self._settings is None:
@@ -103,6 +109,7 @@ class Common:
                 state_dir=self.state_dir,
                 tenant=self.tenant,
                 config=self.config(),
+                config_auto_loaded=self.config_auto_loaded,
             )
             configure_logging(
                 verbose=self.verbose,
@@ -128,14 +135,17 @@ def common_options(func: F) -> F:
         show_envvar=True,
         default=None,
         help="Kraiter API key (kr_…). Prefer the environment variable: flags "
-        "show up in shell history and process lists.",
+        "show up in shell history and process lists. A key is never sent to a host that "
+        "only an automatically found ./kraiter-sync.toml names until you confirm it once "
+        "(--base-url, KRAITER_BASE_URL, --config, or the user config's "
+        '[hosts."HOST"] trust = true).',
     )
     @click.option(
         "--base-url",
         default=None,
         metavar="URL",
         help="Kraiter API base URL [env: KRAITER_BASE_URL; default "
-        "https://api.kraiter.com]. Plain http:// only for loopback.",
+        "https://api.kraiter.com]. Plain http:// only for loopback; no user:password@.",
     )
     @click.option(
         "--state-dir",
@@ -149,7 +159,8 @@ def common_options(func: F) -> F:
         "config_path",
         type=click.Path(path_type=Path),
         default=None,
-        help="Path of kraiter-sync.toml [default: ./kraiter-sync.toml if present].",
+        help="Path of kraiter-sync.toml [default: ./kraiter-sync.toml if present; a host "
+        "only that automatic file names must be confirmed before a key is sent].",
     )
     @click.option(
         "--tenant",
@@ -1142,7 +1153,11 @@ def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
 
     sync_config = load_sync_config(config_path)
     settings = sync_config.settings(
-        api_key=common.api_key, base_url=common.base_url, state_dir=common.state_dir
+        api_key=common.api_key,
+        base_url=common.base_url,
+        state_dir=common.state_dir,
+        tenant=common.tenant,
+        config_auto_loaded=common.config_auto_loaded,
     )
     common._settings = settings
     configure_logging(

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import httpx
 
 from kraiter_sync import __version__
-from kraiter_sync.config import mask_key
+from kraiter_sync.config import check_header_safe_key, mask_key
 from kraiter_sync.dialect import Dialect, Route, decode_list
 from kraiter_sync.errors import (
     ApiError,
@@ -302,6 +302,7 @@ class KraiterClient:
         self.base_url = base_url.rstrip("/")
         self.dialect = dialect or Dialect()
         self.observer = observer
+        check_header_safe_key(api_key)
         self._key = api_key
         if transport is None:
             transport = AiohttpTransport(max_connections=max_connections)
