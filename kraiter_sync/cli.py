@@ -81,6 +81,7 @@ class Common:
     state_dir: Path | None = None
     config_path: Path | None = None
     tenant: str | None = None
+    tenant_rotate: bool = False
     quiet: bool = False
     verbose: int = 0
     log_format: LogFormat = "text"
@@ -110,6 +111,7 @@ class Common:
                 tenant=self.tenant,
                 config=self.config(),
                 config_auto_loaded=self.config_auto_loaded,
+                tenant_rotate=self.tenant_rotate,
             )
             configure_logging(
                 verbose=self.verbose,
@@ -167,7 +169,14 @@ def common_options(func: F) -> F:
         default=None,
         metavar="NAME",
         help="Name the Kraiter account in the ledger instead of a fingerprint of the key "
-        "[env: KRAITER_TENANT]; keep it when you rotate keys so nothing is re-sent.",
+        "[env: KRAITER_TENANT]; keep it when you rotate keys so nothing is re-sent. The "
+        "name keeps the key it was first used with: another key is refused.",
+    )
+    @click.option(
+        "--tenant-rotate",
+        is_flag=True,
+        help="Accept a new API key for --tenant once (you rotated the key of that same "
+        "Kraiter account); later runs must use the new key.",
     )
     @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
     @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
@@ -186,6 +195,7 @@ def common_options(func: F) -> F:
             state_dir=kwargs.pop("state_dir"),
             config_path=kwargs.pop("config_path"),
             tenant=kwargs.pop("tenant"),
+            tenant_rotate=kwargs.pop("tenant_rotate"),
             quiet=kwargs.pop("quiet"),
             verbose=kwargs.pop("verbose"),
             log_format=kwargs.pop("log_format"),
@@ -643,7 +653,11 @@ def _run_dict(run: RunRecord) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON on stdout.")
 @common_options
 def runs_command(limit: int, as_json: bool, common: Common) -> None:
-    """Show the history of runs recorded in the state directory's ledger."""
+    """Show the history of runs recorded in the state directory's ledger.
+
+    A run whose process is gone (killed, crashed, machine rebooted) without finishing is
+    shown as `killed`; re-run its command to resume it.
+    """
     from kraiter_sync.ledger import Ledger
 
     settings = common.settings()
@@ -651,6 +665,7 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
         click.echo("no runs yet" if not as_json else "[]")
         return
     with Ledger(settings.ledger_path) as ledger:
+        ledger.mark_killed_runs()  # runs whose process died still say "running"
         runs = ledger.list_runs(limit=limit)
     if as_json:
         click.echo(json.dumps([_run_dict(r) for r in runs], indent=2))
@@ -1157,6 +1172,7 @@ def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
         base_url=common.base_url,
         state_dir=common.state_dir,
         tenant=common.tenant,
+        tenant_rotate=common.tenant_rotate,
         config_auto_loaded=common.config_auto_loaded,
     )
     common._settings = settings

@@ -242,11 +242,15 @@ class Settings:
     local: bool = False
     #: Overrides the key fingerprint in the target identity (use it when rotating keys).
     tenant: str | None = None
+    #: Accept a new key for :attr:`tenant` (a rotation): the ledger binds a tenant name to
+    #: the key it was first used with and refuses another one otherwise.
+    tenant_rotate: bool = False
 
     def __repr__(self) -> str:
         return (
             f"Settings(base_url={self.base_url!r}, api_key='{mask_key(self.api_key)}', "
-            f"state_dir={str(self.state_dir)!r}, local={self.local!r}, tenant={self.tenant!r})"
+            f"state_dir={str(self.state_dir)!r}, local={self.local!r}, tenant={self.tenant!r}"
+            f"{', tenant_rotate=True' if self.tenant_rotate else ''})"
         )
 
     @property
@@ -282,6 +286,7 @@ def resolve_settings(
     config: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     config_auto_loaded: bool = False,
+    tenant_rotate: bool = False,
 ) -> Settings:
     """Combine flags (the keyword arguments), environment and the ``[target]`` table.
 
@@ -349,4 +354,5 @@ def resolve_settings(
         state_dir=state,
         local=False,
         tenant=tenant_name,
+        tenant_rotate=tenant_rotate,
     )

@@ -32,7 +32,7 @@ import polars_hash as plh
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
-from kraiter_sync.ledger import Ledger, state_lock
+from kraiter_sync.ledger import Ledger, check_tenant, state_lock
 from kraiter_sync.logs import get_logger
 from kraiter_sync.pipeline import (
     ChunkSource,
@@ -563,6 +563,7 @@ def import_(
     with state_lock(settings.state_dir), contextlib.ExitStack() as stack:
         _clear_old_spools(settings.state_dir)
         ledger = stack.enter_context(Ledger(settings.ledger_path))
+        check_tenant(ledger, settings)
         run_id = ledger.start_run(
             command, settings.target, args or {"paths": [str(p) for p in paths]}
         )

@@ -214,6 +214,7 @@ class SyncConfig:
         state_dir: Path | str | None = None,
         env: Mapping[str, str] | None = None,
         tenant: str | None = None,
+        tenant_rotate: bool = False,
         config_auto_loaded: bool = False,
     ) -> Settings:
         """Flags > environment > ``[target]`` (with its paths relative to this file);
@@ -227,6 +228,7 @@ class SyncConfig:
             config={"target": dict(self.target)},
             env=env,
             config_auto_loaded=config_auto_loaded,
+            tenant_rotate=tenant_rotate,
         )
 
     def select(self, names: Sequence[str] = ()) -> list[JobConfig]:

@@ -165,3 +165,18 @@ def test_a_held_export_lock_exits_5_busy_and_writes_nothing(
         "busy: another run holds the state lock, nothing was started",
     ]
     assert not (out / "contacts").exists()
+
+
+def test_a_tenant_name_refuses_another_accounts_key_for_export(
+    served: tuple[str, object], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    url, _ = served
+    out = tmp_path / "out"
+    args = ["export", "events", "--out", str(out), "--tenant", "acme"]
+    first = CliRunner().invoke(main, args, env=_env(url, tmp_path, cli_env))
+    assert first.exit_code == 0, first.output
+    other = {**_env(url, tmp_path, cli_env), "KRAITER_API_KEY": "kr_another_account"}
+    second = CliRunner().invoke(main, args, env=other)
+    assert second.exit_code == 2
+    assert "tenant 'acme' was first used with another API key" in second.stderr
+    assert "kr_another_account" not in second.output

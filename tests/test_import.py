@@ -16,7 +16,7 @@ from kraiter_sync.cli import main
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
-from kraiter_sync.errors import GuardError
+from kraiter_sync.errors import ConfigError, GuardError
 from kraiter_sync.importer import ImportOptions, import_
 from kraiter_sync.ratelimit import RateController
 from tests.import_helpers import BAD_ROWS, CountingTransport, remote_events, write_events
@@ -380,7 +380,12 @@ def test_tenant_name_keeps_the_ledger_across_a_key_rotation(tmp_path: Path) -> N
         api_key="kr_old_key", base_url="http://127.0.0.1:9", state_dir=state, tenant="acme", env={}
     )
     second = resolve_settings(
-        api_key="kr_new_key", base_url="http://127.0.0.1:9", state_dir=state, tenant="acme", env={}
+        api_key="kr_new_key",
+        base_url="http://127.0.0.1:9",
+        state_dir=state,
+        tenant="acme",
+        tenant_rotate=True,  # the new key of the same account, said once
+        env={},
     )
     assert first.target == second.target
     import_([src], settings=first, client_factory=kraiter.factory)
@@ -389,6 +394,45 @@ def test_tenant_name_keeps_the_ledger_across_a_key_rotation(tmp_path: Path) -> N
     assert kraiter.transports[-1].writes == 0
     result = CliRunner().invoke(main, [*base[:1], "--help"])
     assert "--tenant" in result.stdout
+    assert "--tenant-rotate" in result.stdout
+
+
+def test_a_tenant_name_refuses_another_accounts_key(tmp_path: Path) -> None:
+    """--tenant acme with a key of another account would find acme's ledger and send
+    nothing ("already imported"): the tenant keeps the key it was first used with."""
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=10)
+    state = tmp_path / "st"
+    kraiter = LocalKraiter(tmp_path)
+    acme = resolve_settings(
+        api_key="kr_acme_key", base_url="http://127.0.0.1:9", state_dir=state, tenant="acme", env={}
+    )
+    assert import_([src], settings=acme, client_factory=kraiter.factory).events.sent == 10
+    other = resolve_settings(
+        api_key="kr_other_account",
+        base_url="http://127.0.0.1:9",
+        state_dir=state,
+        tenant="acme",
+        env={},
+    )
+    sent_before = len(kraiter.transports)
+    with pytest.raises(ConfigError, match="--tenant-rotate"):
+        import_([src], settings=other, client_factory=kraiter.factory)
+    assert len(kraiter.transports) == sent_before  # no client was even made
+    result = CliRunner().invoke(
+        main,
+        ["import", str(src), "--state-dir", str(state), "--tenant", "acme"],
+        env={"KRAITER_API_KEY": "kr_other_account", "KRAITER_BASE_URL": "http://127.0.0.1:9"},
+    )
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines()[-1] == (
+        "error: tenant 'acme' was first used with another API key on http://127.0.0.1:9: "
+        "this key may belong to another Kraiter account, whose ledger and watermarks must "
+        "not be mixed with acme's. If you rotated acme's key, pass --tenant-rotate once; "
+        "otherwise use another --tenant"
+    )
+    assert "kr_other_account" not in result.output
 
 
 def test_cli_imports_a_cr_only_csv(tmp_path: Path) -> None:

@@ -726,3 +726,29 @@ def test_sqlite_events_job_end_to_end_and_incremental(
     assert again.rows_read == 2  # the watermark row (id 5) and the new one
     assert len([r for r in app.writes() if r[1] == "/api/events"]) == 1
     assert len(remote(url)[1]) == 7
+
+
+def test_sync_takes_tenant_and_refuses_another_key_for_it(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    app, url = kraiter
+    write(tmp_path / "contacts.csv", "email\na@example.com\n")
+    config = write(
+        tmp_path / "kraiter-sync.toml", '[jobs.c]\nsource = "contacts.csv"\nkind = "contacts"\n'
+    )
+    args = ["sync", "--config", str(config), "--state-dir", str(tmp_path / "st")]
+    first = CliRunner().invoke(
+        main, [*args, "--tenant", "acme"], env={"KRAITER_API_KEY": KEY, "KRAITER_BASE_URL": url}
+    )
+    assert first.exit_code == 0, first.output
+    runs = Ledger(tmp_path / "st" / "ledger.db")
+    assert runs.list_runs()[0].target == f"{url}#acme"
+    runs.close()
+    app.reset()
+    other = {"KRAITER_API_KEY": "kr_another_account", "KRAITER_BASE_URL": url}
+    second = CliRunner().invoke(main, [*args, "--tenant", "acme"], env=other)
+    assert second.exit_code == 2
+    assert "tenant 'acme' was first used with another API key" in second.stderr
+    assert app.requests == []
+    rotated = CliRunner().invoke(main, [*args, "--tenant", "acme", "--tenant-rotate"], env=other)
+    assert rotated.exit_code == 0, rotated.output
