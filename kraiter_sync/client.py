@@ -45,6 +45,7 @@ from kraiter_sync.errors import (
     KraiterSyncError,
     RequestTimeoutError,
     ResponseLostError,
+    StateError,
     TransportError,
     api_error_class,
 )
@@ -338,7 +339,14 @@ class KraiterClient:
                 create_app,
             )
 
-            settings.state_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                settings.state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = (
+                    f"cannot create the state directory {settings.state_dir} for the local "
+                    f"Kraiter: {exc.strerror}; pass --state-dir with a folder you can write"
+                )
+                raise StateError(msg) from exc
             app = create_app(EmulatorConfig(db_path=str(settings.local_db)))
             transport: httpx.AsyncBaseTransport = asgi_transport(app, close_app=True)
             kw["transport"] = transport

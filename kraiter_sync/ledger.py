@@ -51,6 +51,7 @@ __all__ = [
     "Ledger",
     "RunRecord",
     "check_tenant",
+    "ensure_state_dir",
     "process_identity",
     "scrub_args",
     "state_lock",
@@ -240,11 +241,7 @@ class Ledger:
         self._targets: dict[str, int] = {}
         #: Whether SQLite has ``json_each`` (built in since 3.38; older builds may lack it).
         self._json_each = True
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            msg = f"cannot create the state directory {self.path.parent}: {exc.strerror}"
-            raise StateError(msg) from None
+        ensure_state_dir(self.path.parent)
         try:
             self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         except sqlite3.Error as exc:
@@ -645,6 +642,21 @@ def check_tenant(ledger: Ledger, settings: Settings) -> None:
     )
 
 
+def ensure_state_dir(state_dir: Path | str) -> Path:
+    """Create the state directory (and its parents); a StateError saying what to do when
+    it cannot be (read-only mount, no permission, a file in the way)."""
+    directory = Path(state_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = (
+            f"cannot create the state directory {directory}: {exc.strerror or exc}; pass "
+            "--state-dir (or set KRAITER_SYNC_STATE_DIR) with a folder you can write"
+        )
+        raise StateError(msg) from exc
+    return directory
+
+
 #: Lock files this process holds (see :func:`state_lock`).
 _HELD: set[str] = set()
 
@@ -666,12 +678,16 @@ def state_lock(state_dir: Path | str) -> Iterator[Path]:
     if key in _HELD:
         yield directory / "lock"
         return
+    ensure_state_dir(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        msg = f"cannot create the lock in {directory}: {exc.strerror}"
-        raise StateError(msg) from None
+        msg = (
+            f"cannot create the lock in {directory}: {exc.strerror}; the state directory "
+            "must be writable: pass --state-dir (or set KRAITER_SYNC_STATE_DIR) with a "
+            "folder you can write"
+        )
+        raise StateError(msg) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

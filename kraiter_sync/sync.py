@@ -983,12 +983,12 @@ def run_sync(
     the most severe of all jobs. A second run on the same state directory raises
     :class:`~kraiter_sync.errors.LockHeldError` (exit 5, nothing started) at once.
     """
-    from kraiter_sync.ledger import state_lock
+    from kraiter_sync.ledger import ensure_state_dir, state_lock
 
     selected = config.select(jobs)
     started = time.monotonic()
     results: list[JobResult] = []
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(settings.state_dir)
     with state_lock(settings.state_dir):
         for job in selected:
             job_started = time.monotonic()

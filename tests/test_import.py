@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ from kraiter_sync.cli import main
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
-from kraiter_sync.errors import ConfigError, GuardError
+from kraiter_sync.errors import ConfigError, GuardError, StateError
 from kraiter_sync.importer import ImportOptions, import_
 from kraiter_sync.ratelimit import RateController
 from tests.import_helpers import BAD_ROWS, CountingTransport, remote_events, write_events
@@ -456,3 +457,39 @@ def test_cli_refuses_input_whose_rows_cannot_be_read(tmp_path: Path) -> None:
     assert isinstance(result.exception, SystemExit)
     assert result.stderr.splitlines()[-1].startswith(f"error: {src}: no row could be read")
     assert result.stdout == ""
+
+
+def test_import_with_a_new_state_dir_on_a_read_only_mount(tmp_path: Path) -> None:
+    from tests.disk_helpers import read_only
+
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=5)
+    with read_only(tmp_path) as ro:
+        state = ro / "state"
+        result = CliRunner().invoke(main, ["import", str(src), "--state-dir", str(state)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    reason = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+    assert result.stderr.splitlines()[-1] == (
+        f"error: cannot create the state directory {state}: {reason}; pass --state-dir "
+        "(or set KRAITER_SYNC_STATE_DIR) with a folder you can write"
+    )
+
+
+def test_a_full_disk_while_spooling_names_the_spool_and_sends_nothing(tmp_path: Path) -> None:
+    from tests.disk_helpers import full_disk
+
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=60_000)
+    kraiter = LocalKraiter(tmp_path)
+    with full_disk(tmp_path, "600k") as disk:
+        settings = resolve_settings(
+            api_key=KEY, base_url="http://127.0.0.1:9", state_dir=disk / "st", env={}
+        )
+        with pytest.raises(StateError) as caught:
+            import_([src], settings=settings, client_factory=kraiter.factory)
+        message = str(caught.value)
+        assert message.startswith(f"cannot write the spool {disk / 'st' / 'spool'}")
+        assert "No space left on device" in message
+        assert message.endswith("free some space in the state directory and run again")
+    assert kraiter.transports == []  # validation never reached the sending pass
