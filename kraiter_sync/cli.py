@@ -1002,7 +1002,15 @@ def _export_progress(common: Common) -> Any:
 @click.option(
     "--full",
     is_flag=True,
-    help="Re-export everything and replace OUT/STREAM when done (ignores the watermark).",
+    help="Re-export everything and replace the files of OUT/STREAM when done (ignores the "
+    "watermark).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Export into an OUT/STREAM that holds files kraiter-sync did not write (refused "
+    "otherwise). Those files are left alone: only files kraiter-sync wrote are ever "
+    "replaced or deleted.",
 )
 @click.option(
     "--since",
@@ -1073,6 +1081,7 @@ def export_command(
     out: Path,
     fmt: str,
     full: bool,
+    overwrite: bool,
     since: str | None,
     contacts_file: Path | None,
     flatten_properties: bool,
@@ -1101,6 +1110,10 @@ def export_command(
     atomically; an interrupted run (Ctrl-C, kill, out of retries: exit 4) resumes
     where it stopped when re-run, without duplicating rows.
 
+    Only files kraiter-sync wrote are ever replaced or deleted (a manifest in the
+    state directory lists them): an OUT/STREAM that already holds other files is
+    refused unless --overwrite, and a symbolic link or a file there is refused.
+
     Re-import an events export with `kraiter-sync import OUT/events --connector
     kraiter_export` (export with --custom-only: email.* events cannot be sent).
 
@@ -1118,6 +1131,7 @@ def export_command(
     options = ExportOptions(
         format=cast(Any, fmt),
         full=full,
+        overwrite=overwrite,
         since=_parse_since(since),
         contacts=_read_contacts_file(contacts_file) if contacts_file else None,
         flatten_properties=flatten_properties,

@@ -12,6 +12,7 @@ Two ways in, over the same readers:
 Modules: ``paging`` (resumable positions, the one fetch path with retries),
 ``streams`` (stream specs, schemas, row → frame conversion), ``writers`` (formats,
 partitions, CSV neutralisation), ``state`` (the JSON state document and its lock),
+``output`` (the stream directory: the manifest, what is ours, replacing only that),
 ``runner`` (runs, commits, recovery).
 """
 
