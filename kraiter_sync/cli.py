@@ -32,6 +32,7 @@ from kraiter_sync.config import (
     Settings,
     load_config_file,
     resolve_settings,
+    resolve_state_dir,
 )
 from kraiter_sync.errors import (
     EXIT_BUSY,
@@ -94,6 +95,10 @@ class Common:
         if DEFAULT_CONFIG_FILE.is_file():
             return load_config_file(DEFAULT_CONFIG_FILE)
         return {}
+
+    def state_dir_only(self) -> Path:
+        """The state directory, for commands that send nothing (no key, no host needed)."""
+        return resolve_state_dir(self.state_dir, config=self.config())
 
     @property
     def config_auto_loaded(self) -> bool:
@@ -353,7 +358,7 @@ def validate_command(
     """
     from kraiter_sync.pipeline import validate_inputs
 
-    state_dir = common.state_dir or common.settings().state_dir
+    state_dir = common.state_dir_only()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     rejects_path = rejects or _default_rejects(state_dir, f"validate-{stamp}")
     result = validate_inputs(paths, inputs, rejects_path=rejects_path, report_path=report)
@@ -660,11 +665,11 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
     """
     from kraiter_sync.ledger import Ledger
 
-    settings = common.settings()
-    if not settings.ledger_path.exists():
+    ledger_path = common.state_dir_only() / "ledger.db"
+    if not ledger_path.exists():
         click.echo("no runs yet" if not as_json else "[]")
         return
-    with Ledger(settings.ledger_path) as ledger:
+    with Ledger(ledger_path) as ledger:
         ledger.mark_killed_runs()  # runs whose process died still say "running"
         runs = ledger.list_runs(limit=limit)
     if as_json:
@@ -1294,11 +1299,7 @@ def _emulator_db(common: Common, db: str | None) -> str:
     """--db, else local-kraiter.db in the state directory (flag > env > toml > default)."""
     if db is not None:
         return db
-    # Only the state directory matters here: a placeholder key keeps resolve_settings
-    # from announcing (or requiring) anything about the remote target.
-    state_dir = resolve_settings(
-        api_key="kr_emulator", state_dir=common.state_dir, config=common.config()
-    ).state_dir
+    state_dir = common.state_dir_only()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

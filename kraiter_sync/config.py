@@ -52,6 +52,7 @@ __all__ = [
     "key_fingerprint",
     "load_config_file",
     "resolve_settings",
+    "resolve_state_dir",
     "trusted_hosts",
     "user_config_path",
 ]
@@ -277,6 +278,34 @@ def mask_key(api_key: str | None) -> str:
     return f"{api_key[:3]}…" if api_key.startswith("kr_") else "…"
 
 
+def _target_table(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    target = (config or {}).get("target", {})
+    if not isinstance(target, Mapping):
+        msg = "[target] must be a table (base_url, api_key_file, state_dir, tenant)"
+        raise ConfigError(msg)
+    return dict(target)
+
+
+def resolve_state_dir(
+    state_dir: Path | str | None = None,
+    *,
+    config: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Path:
+    """The state directory alone (flag > environment > ``[target].state_dir`` > default),
+    for commands that send nothing and so need neither a key nor a host."""
+    environ = os.environ if env is None else env
+    if state_dir not in (None, ""):
+        return Path(state_dir)
+    if environ.get(ENV_STATE_DIR):
+        return Path(environ[ENV_STATE_DIR])
+    value = _target_table(config).get("state_dir")
+    if value is not None and not isinstance(value, str):
+        msg = f"[target].state_dir must be a string, got {type(value).__name__}"
+        raise ConfigError(msg)
+    return Path(value) if value else DEFAULT_STATE_DIR
+
+
 def resolve_settings(
     *,
     api_key: str | None = None,
@@ -296,7 +325,7 @@ def resolve_settings(
     a file the user named: a host only it names must then be trusted (module docstring).
     """
     environ = os.environ if env is None else env
-    target = dict((config or {}).get("target", {}))
+    target = _target_table(config)
 
     def pick(flag: str | Path | None, env_name: str, key: str) -> str | None:
         if flag not in (None, ""):
@@ -331,7 +360,7 @@ def resolve_settings(
         key = check_api_key(text, f"[target].api_key_file {key_path}")
     url = pick(base_url, ENV_BASE_URL, "base_url")
     url_from_file = base_url in (None, "") and not environ.get(ENV_BASE_URL) and url is not None
-    state = Path(pick(state_dir, ENV_STATE_DIR, "state_dir") or DEFAULT_STATE_DIR)
+    state = resolve_state_dir(state_dir, config=config, env=environ)
     tenant_name = pick(tenant, ENV_TENANT, "tenant")
 
     if key is None and url is None:

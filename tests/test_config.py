@@ -172,7 +172,8 @@ def test_api_key_file_holding_another_secret_is_refused(
     (tmp_path / "kraiter-sync.toml").write_text(
         '[target]\nbase_url = "https://api.kraiter.com"\napi_key_file = "notakey.txt"\n'
     )
-    code, out, err, exc = _cli(["runs", "--state-dir", str(tmp_path / "st")])
+    (tmp_path / "c.csv").write_text("email\na@example.com\n")
+    code, out, err, exc = _cli(["import", "c.csv", "--state-dir", str(tmp_path / "st")])
     assert code == 2
     assert isinstance(exc, SystemExit)
     assert err.splitlines()[-1] == (
@@ -180,31 +181,12 @@ def test_api_key_file_holding_another_secret_is_refused(
         "Kraiter key (they start with kr_): is this the right file?"
     )
     assert GITHUB_TOKEN not in out + err
+    assert not (tmp_path / "st" / "ledger.db").exists()
 
 
-def test_a_host_named_only_by_the_auto_loaded_config_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    _untrusted_config(tmp_path)
-    code, out, err, exc = _cli(
-        ["runs", "--state-dir", str(tmp_path / "st")], env={"KRAITER_API_KEY": KEY}
-    )
-    assert code == 2
-    assert isinstance(exc, SystemExit)
-    message = err.splitlines()[-1]
-    assert message.startswith(
-        "error: refusing to send the API key to kraiter.invalid: only ./kraiter-sync.toml, "
-        "which kraiter-sync reads from the current directory by itself, names that host."
-    )
-    assert "--base-url https://kraiter.invalid" in message
-    assert "--config kraiter-sync.toml" in message
-    assert '[hosts."kraiter.invalid"] trust = true' in message
-    assert KEY not in out + err
-
-
-def test_the_same_config_under_sync_is_refused_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("command", ["import", "export", "sync"])
+def test_a_host_named_only_by_the_auto_loaded_config_gets_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.csv").write_text("email\na@example.com\n")
@@ -212,44 +194,97 @@ def test_the_same_config_under_sync_is_refused_too(
         '[target]\nbase_url = "https://kraiter.invalid"\n'
         '[jobs.c]\nsource = "c.csv"\nkind = "contacts"\n'
     )
-    code, _out, err, _exc = _cli(["sync", "--check"], env={"KRAITER_API_KEY": KEY})
-    assert code == 2
-    assert "refusing to send the API key to kraiter.invalid" in err
+    args = {
+        "import": ["import", "c.csv", "--max-retries", "0"],
+        "export": ["export", "contacts", "--out", "exports", "--max-retries", "0"],
+        "sync": ["sync", "--check"],
+    }[command]
+    code, out, err, exc = _cli(
+        [*args, "--state-dir", str(tmp_path / "st")], env={"KRAITER_API_KEY": KEY}
+    )
+    assert code == 2, err
+    assert isinstance(exc, SystemExit)
+    message = err.splitlines()[-1]
+    assert message.startswith(
+        "error: refusing to send the API key to kraiter.invalid: only ./kraiter-sync.toml, "
+        "which kraiter-sync reads from the current directory by itself, names that host."
+    )
+    assert "pass --base-url https://kraiter.invalid (or set KRAITER_BASE_URL)" in message
+    assert "pass --config kraiter-sync.toml" in message
+    assert message.endswith('config.toml: [hosts."kraiter.invalid"] trust = true')
+    assert "cannot reach Kraiter" not in err  # no request was attempted
+    assert KEY not in out + err
 
 
-@pytest.mark.parametrize("how", ["flag", "env", "config-flag", "user-config", "default-host"])
+def test_commands_that_send_nothing_work_beside_such_a_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _untrusted_config(tmp_path)
+    (tmp_path / "c.csv").write_text("email\na@example.com\n")
+    env = {"KRAITER_API_KEY": KEY}
+    state = ["--state-dir", str(tmp_path / "st")]
+    assert _cli(["runs", *state], env=env)[:2] == (0, "no runs yet\n")
+    code, out, err, _exc = _cli(["validate", "c.csv", *state], env=env)
+    assert code == 0, err
+    assert "1 contacts rows read: 1 valid" in out
+
+
+def test_the_confirmed_host_is_where_the_key_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --config the file is the user's word: the run goes on to reach the host (it
+    cannot: .invalid never resolves)."""
+    monkeypatch.chdir(tmp_path)
+    _untrusted_config(tmp_path)
+    (tmp_path / "c.csv").write_text("email\na@example.com\n")
+    code, _out, err, _exc = _cli(
+        ["import", "c.csv", "--config", "kraiter-sync.toml", "--max-retries", "0"],
+        env={"KRAITER_API_KEY": KEY, "KRAITER_SYNC_STATE_DIR": str(tmp_path / "st")},
+    )
+    assert code == 4
+    assert "cannot reach Kraiter" in err
+    assert "kraiter.invalid" in err
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "named-file", "user-config", "default", "loop"])
 def test_confirming_the_host_once_lets_the_key_go(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     import os
 
-    monkeypatch.chdir(tmp_path)
-    _untrusted_config(tmp_path, "api.kraiter.com" if how == "default-host" else "kraiter.invalid")
-    args = ["runs", "--state-dir", str(tmp_path / "st")]
-    env = {"KRAITER_API_KEY": KEY}
+    url = {"default": "https://api.kraiter.com", "loop": "http://127.0.0.1:8787"}.get(
+        how, "https://kraiter.invalid"
+    )
+    config = {"target": {"base_url": url}}
+    kwargs: dict[str, object] = {"config": config, "config_auto_loaded": True}
+    env = {"KRAITER_API_KEY": KEY, "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"]}
+    if how not in ("default", "loop"):  # Kraiter's own host and loopback need no word
+        with pytest.raises(ConfigError, match="refusing to send the API key"):
+            resolve_settings(config=config, config_auto_loaded=True, env=dict(env))
     if how == "flag":
-        args += ["--base-url", "https://kraiter.invalid"]
+        kwargs["base_url"] = url
     elif how == "env":
-        env["KRAITER_BASE_URL"] = "https://kraiter.invalid"
-    elif how == "config-flag":
-        args += ["--config", "kraiter-sync.toml"]
+        env["KRAITER_BASE_URL"] = url
+    elif how == "named-file":
+        kwargs["config_auto_loaded"] = False
     elif how == "user-config":
         user = Path(os.environ["XDG_CONFIG_HOME"]) / "kraiter-sync" / "config.toml"
         user.parent.mkdir(parents=True)
-        user.write_text('[hosts."kraiter.invalid"]\ntrust = true\n')
-    code, out, err, _exc = _cli(args, env=env)
-    assert (code, out) == (0, "no runs yet\n"), err
+        user.write_text('[hosts."kraiter.invalid"]\ntrust = true\n[hosts."other.example"]\n')
+    assert resolve_settings(env=env, **kwargs).base_url == url  # type: ignore[arg-type]
 
 
-def test_a_loopback_host_in_the_auto_loaded_config_needs_no_confirmation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "kraiter-sync.toml").write_text('[target]\nbase_url = "http://127.0.0.1:8787"\n')
-    code, out, err, _exc = _cli(
-        ["runs", "--state-dir", str(tmp_path / "st")], env={"KRAITER_API_KEY": KEY}
-    )
-    assert (code, out) == (0, "no runs yet\n"), err
+def test_a_damaged_user_config_is_named(tmp_path: Path) -> None:
+    user = tmp_path / "xdg" / "kraiter-sync" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("[hosts\n")
+    with pytest.raises(ConfigError, match=rf"{user} is not valid TOML"):
+        resolve_settings(
+            config={"target": {"base_url": "https://kraiter.invalid"}},
+            config_auto_loaded=True,
+            env={"KRAITER_API_KEY": KEY, "XDG_CONFIG_HOME": str(tmp_path / "xdg")},
+        )
 
 
 def test_credentials_in_base_url_are_a_clear_error_and_nothing_is_recorded(
@@ -273,8 +308,10 @@ def test_credentials_in_base_url_are_a_clear_error_and_nothing_is_recorded(
 
 
 def test_a_key_with_a_control_character_is_a_clear_error(tmp_path: Path) -> None:
+    src = tmp_path / "c.csv"
+    src.write_text("email\na@example.com\n")
     code, _out, err, exc = _cli(
-        ["runs", "--state-dir", str(tmp_path / "st")],
+        ["import", str(src), "--state-dir", str(tmp_path / "st")],
         env={"KRAITER_API_KEY": "kr_ab\x1bcd", "KRAITER_BASE_URL": "http://127.0.0.1:9"},
     )
     assert code == 2
