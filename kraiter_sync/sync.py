@@ -260,9 +260,14 @@ class CursorWindow:
 
 
 def open_job_source(
-    job: JobConfig, *, since: CursorValue | None = None, chunk_size: int | None = None
+    job: JobConfig,
+    *,
+    since: CursorValue | None = None,
+    chunk_size: int | None = None,
+    limit: int | None = None,
 ) -> ChunkSource:
-    """The job's source, windowed by ``since`` when the job has a cursor."""
+    """The job's source, windowed by ``since`` when the job has a cursor; ``limit`` caps
+    the rows a SQL query returns (a check's sample: files are read chunk by chunk)."""
     size = chunk_size or job.chunk_size
     inner: ChunkSource
     if job.is_sql:
@@ -277,6 +282,7 @@ def open_job_source(
             chunk_size=size,
             since=pushdown,
             base_dir=job.base_dir,
+            limit=limit,
         )
     else:
         inner = open_source(job.paths(), encoding=job.encoding, chunk_size=size)
@@ -631,7 +637,7 @@ def _check_job(job: JobConfig) -> JobCheck:
     options = _input_options(job, kind="contacts" if job.mode == "mirror" else None)
     try:
         with contextlib.ExitStack() as stack:
-            source = open_job_source(job, chunk_size=CHECK_ROWS)
+            source = open_job_source(job, chunk_size=CHECK_ROWS, limit=CHECK_ROWS)
             stack.callback(source.close)
             (prepared,) = prepare_inputs([source], options, stack=stack)
             detection = prepared.detection

@@ -296,3 +296,16 @@ def test_check_fails_where_rows_fail_to_read(tmp_path: Path) -> None:
     assert "FAIL wh:" in err
     assert "the query failed" in err
     assert "Traceback" not in err
+
+
+def test_check_reads_a_sample_not_the_whole_source(tmp_path: Path) -> None:
+    make_sqlite(tmp_path / "app.db", rows=2_500)
+    config = write(
+        tmp_path / "kraiter-sync.toml",
+        '[jobs.people]\nsource = "sqlite:///app.db"\nquery = "SELECT email, plan FROM people"\n'
+        'kind = "contacts"\n',
+    )
+    code, out, err = run(config, "--check", "--json")
+    assert code == 0, err
+    (job,) = json.loads(out)["jobs"]
+    assert "first 1,000 row(s) read and validated: 1,000 valid, 0 rejected" in job["details"]

@@ -752,3 +752,32 @@ def test_sync_takes_tenant_and_refuses_another_key_for_it(
     assert app.requests == []
     rotated = CliRunner().invoke(main, [*args, "--tenant", "acme", "--tenant-rotate"], env=other)
     assert rotated.exit_code == 0, rotated.output
+
+
+def test_postgres_events_job_reads_in_the_read_ahead_thread(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    """Like SQLite's, the PostgreSQL connection is opened for the schema in the caller's
+    thread and read in the validator's read-ahead thread, chunk after chunk."""
+    pg_url = postgres_url_or_skip()
+    _, url = kraiter
+    table = f"ev_{uuid.uuid4().hex[:8]}"
+    pg_execute(
+        pg_url,
+        f"CREATE TABLE {table} (id int, email text, name text, placed_at timestamptz)",
+        f"INSERT INTO {table} SELECT i, 'u' || (i % 3) || '@example.com', 'order_placed', "
+        "TIMESTAMPTZ '2026-02-01 00:00:00+00' + i * INTERVAL '1 hour' FROM generate_series(0, 6) i",
+    )
+    try:
+        config = parse_sync_config(
+            f'[jobs.orders]\nsource = "{pg_url}"\nquery = "SELECT * FROM {table}"\n'
+            'kind = "events"\nmap = { timestamp = "placed_at" }\ncursor = "id"\n'
+            "chunk_size = 2\n",
+            tmp_path / "kraiter-sync.toml",
+        )
+        result = run_sync(config, settings_for(url, tmp_path))
+        assert result.exit_code == 0, result.as_dict()
+        assert result.jobs[0].counts["events"]["sent"] == 7
+        assert len(remote(url)[1]) == 7
+    finally:
+        pg_execute(pg_url, f"DROP TABLE IF EXISTS {table}")
