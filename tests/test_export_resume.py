@@ -567,3 +567,21 @@ def test_state_from_before_manifests_keeps_exporting_into_its_directory(tmp_path
     assert (tmp_path / "out" / "events" / "README.txt").exists()
     _assert_exact(tmp_path, app, "events")
     app.close()
+
+
+def test_a_tampered_manifest_cannot_make_an_export_delete_other_files(tmp_path: Path) -> None:
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=5)))
+    asyncio.run(_run(app, tmp_path, "contacts"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "out" / "contacts" / "notes.txt").write_text("mine")
+    (doc,) = (tmp_path / "state" / "export").glob("*.json")
+    data = json.loads(doc.read_text())
+    data["files"].update({"../../victim.txt": {"rows": 1}, "notes.txt": {"rows": 1}})
+    doc.write_text(json.dumps(data))
+    asyncio.run(_run(app, tmp_path, "contacts"))  # a snapshot: replaces the manifest's files
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "out" / "contacts" / "notes.txt").read_text() == "mine"
+    _assert_exact(tmp_path, app, "contacts")
+    app.close()

@@ -155,13 +155,16 @@ def replace_files(
     directory: Path, staging: Path, new: Mapping[str, Any], old: Iterable[str]
 ) -> None:
     """Delete the ``old`` files (the manifest's) and move the ``new`` ones in from
-    ``staging``; anything else in ``directory`` stays. Safe to run again after a kill."""
+    ``staging``; anything else in ``directory`` stays. Safe to run again after a kill.
+
+    A file is deleted only if it is named as this tool names part files and lies inside
+    ``directory``: a damaged or edited manifest cannot make it delete anything else."""
     emptied: set[Path] = set()
     for rel in old:
-        if rel in new:
+        if rel in new or ".." in Path(rel).parts or Path(rel).is_absolute():
             continue
         path = directory / rel
-        if path.is_file() and not path.is_symlink():
+        if PART_NAME.match(path.name) and path.is_file() and not path.is_symlink():
             path.unlink()
             emptied.add(path.parent)
     for rel in new:
