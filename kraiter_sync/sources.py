@@ -851,15 +851,18 @@ def _check_nothing_after_header(prepared: _Prepared, sf: SourceFile) -> None:
     with prepared.path.open("rb") as fh:
         head = fh.read(_SNIFF_BYTES)
         cut = min((i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0), default=-1)
-        rest = head[cut + 1 :] if cut >= 0 else b""
-        rest += fh.read()
-    if rest.strip():
-        msg = (
-            f"{sf.display}: no row could be read, though {len(rest.strip()):,} bytes follow "
-            "the header line; check the line endings (LF, CRLF or CR) and the quoting (a "
-            "quote opened in the header and never closed swallows the whole file)"
-        )
-        raise InputError(msg)
+        block = head[cut + 1 :] if cut >= 0 else b""
+        while not block.strip() and block:  # blank so far: look further, a block at a time
+            block = fh.read(_COPY_BLOCK)
+        if not block.strip():
+            return
+    size = prepared.path.stat().st_size - (cut + 1)
+    msg = (
+        f"{sf.display}: no row could be read, though {size:,} bytes follow the header "
+        "line; check the line endings (LF, CRLF or CR) and the quoting (a quote opened in "
+        "the header and never closed swallows the whole file)"
+    )
+    raise InputError(msg)
 
 
 def _read_batches(prepared: _Prepared, size: int) -> Iterator[pl.DataFrame]:
