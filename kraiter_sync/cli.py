@@ -6,7 +6,8 @@ a :class:`~kraiter_sync.errors.KraiterSyncError` becomes one line on stderr and 
 exit code, never a traceback.
 
 Exit codes: 0 success; 1 failed; 2 usage or configuration error; 3 finished with
-rejected rows; 4 incomplete (interrupted or out of retries; re-running resumes).
+rejected rows; 4 incomplete (interrupted or out of retries; re-running resumes); 5 busy
+(another run holds the state lock; nothing was started).
 """
 
 from __future__ import annotations
@@ -31,8 +32,15 @@ from kraiter_sync.config import (
     Settings,
     load_config_file,
     resolve_settings,
+    resolve_state_dir,
 )
-from kraiter_sync.errors import EXIT_INCOMPLETE, ConfigError, KraiterSyncError, StateError
+from kraiter_sync.errors import (
+    EXIT_BUSY,
+    EXIT_INCOMPLETE,
+    ConfigError,
+    KraiterSyncError,
+    StateError,
+)
 from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 
 if TYPE_CHECKING:
@@ -57,6 +65,8 @@ class _Group(click.Group):
             click.echo(f"error: {exc}", err=True)
             if exc.exit_code == EXIT_INCOMPLETE:
                 click.echo("incomplete: re-run the same command to resume", err=True)
+            elif exc.exit_code == EXIT_BUSY:
+                click.echo("busy: another run holds the state lock, nothing was started", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
@@ -72,6 +82,7 @@ class Common:
     state_dir: Path | None = None
     config_path: Path | None = None
     tenant: str | None = None
+    tenant_rotate: bool = False
     quiet: bool = False
     verbose: int = 0
     log_format: LogFormat = "text"
@@ -85,6 +96,16 @@ class Common:
             return load_config_file(DEFAULT_CONFIG_FILE)
         return {}
 
+    def state_dir_only(self) -> Path:
+        """The state directory, for commands that send nothing (no key, no host needed)."""
+        return resolve_state_dir(self.state_dir, config=self.config())
+
+    @property
+    def config_auto_loaded(self) -> bool:
+        """Whether the config is ./kraiter-sync.toml found by itself (not named by --config):
+        a host only it names needs the user's confirmation before a key goes there."""
+        return self.config_path is None
+
     def settings(self) -> Settings:
         """Resolve flags > environment > config once; announce the local Kraiter."""
         if self._settings is None:
@@ -94,6 +115,8 @@ class Common:
                 state_dir=self.state_dir,
                 tenant=self.tenant,
                 config=self.config(),
+                config_auto_loaded=self.config_auto_loaded,
+                tenant_rotate=self.tenant_rotate,
             )
             configure_logging(
                 verbose=self.verbose,
@@ -119,14 +142,17 @@ def common_options(func: F) -> F:
         show_envvar=True,
         default=None,
         help="Kraiter API key (kr_…). Prefer the environment variable: flags "
-        "show up in shell history and process lists.",
+        "show up in shell history and process lists. A key is never sent to a host that "
+        "only an automatically found ./kraiter-sync.toml names until you confirm it once "
+        "(--base-url, KRAITER_BASE_URL, --config, or the user config's "
+        '[hosts."HOST"] trust = true).',
     )
     @click.option(
         "--base-url",
         default=None,
         metavar="URL",
         help="Kraiter API base URL [env: KRAITER_BASE_URL; default "
-        "https://api.kraiter.com]. Plain http:// only for loopback.",
+        "https://api.kraiter.com]. Plain http:// only for loopback; no user:password@.",
     )
     @click.option(
         "--state-dir",
@@ -140,14 +166,22 @@ def common_options(func: F) -> F:
         "config_path",
         type=click.Path(path_type=Path),
         default=None,
-        help="Path of kraiter-sync.toml [default: ./kraiter-sync.toml if present].",
+        help="Path of kraiter-sync.toml [default: ./kraiter-sync.toml if present; a host "
+        "only that automatic file names must be confirmed before a key is sent].",
     )
     @click.option(
         "--tenant",
         default=None,
         metavar="NAME",
         help="Name the Kraiter account in the ledger instead of a fingerprint of the key "
-        "[env: KRAITER_TENANT]; keep it when you rotate keys so nothing is re-sent.",
+        "[env: KRAITER_TENANT]; keep it when you rotate keys so nothing is re-sent. The "
+        "name keeps the key it was first used with: another key is refused.",
+    )
+    @click.option(
+        "--tenant-rotate",
+        is_flag=True,
+        help="Accept a new API key for --tenant once (you rotated the key of that same "
+        "Kraiter account); later runs must use the new key.",
     )
     @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
     @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
@@ -166,6 +200,7 @@ def common_options(func: F) -> F:
             state_dir=kwargs.pop("state_dir"),
             config_path=kwargs.pop("config_path"),
             tenant=kwargs.pop("tenant"),
+            tenant_rotate=kwargs.pop("tenant_rotate"),
             quiet=kwargs.pop("quiet"),
             verbose=kwargs.pop("verbose"),
             log_format=kwargs.pop("log_format"),
@@ -197,6 +232,7 @@ def main() -> None:
     \b
     Exit codes: 0 ok · 1 failed · 2 usage/config error · 3 finished with rejected rows
                 4 incomplete (interrupted or out of retries; re-run to resume)
+                5 busy (another run holds the state lock; nothing was started)
     """
 
 
@@ -322,7 +358,7 @@ def validate_command(
     """
     from kraiter_sync.pipeline import validate_inputs
 
-    state_dir = common.state_dir or common.settings().state_dir
+    state_dir = common.state_dir_only()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     rejects_path = rejects or _default_rejects(state_dir, f"validate-{stamp}")
     result = validate_inputs(paths, inputs, rejects_path=rejects_path, report_path=report)
@@ -622,14 +658,19 @@ def _run_dict(run: RunRecord) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON on stdout.")
 @common_options
 def runs_command(limit: int, as_json: bool, common: Common) -> None:
-    """Show the history of runs recorded in the state directory's ledger."""
+    """Show the history of runs recorded in the state directory's ledger.
+
+    A run whose process is gone (killed, crashed, machine rebooted) without finishing is
+    shown as `killed`; re-run its command to resume it.
+    """
     from kraiter_sync.ledger import Ledger
 
-    settings = common.settings()
-    if not settings.ledger_path.exists():
+    ledger_path = common.state_dir_only() / "ledger.db"
+    if not ledger_path.exists():
         click.echo("no runs yet" if not as_json else "[]")
         return
-    with Ledger(settings.ledger_path) as ledger:
+    with Ledger(ledger_path) as ledger:
+        ledger.mark_killed_runs()  # runs whose process died still say "running"
         runs = ledger.list_runs(limit=limit)
     if as_json:
         click.echo(json.dumps([_run_dict(r) for r in runs], indent=2))
@@ -966,7 +1007,15 @@ def _export_progress(common: Common) -> Any:
 @click.option(
     "--full",
     is_flag=True,
-    help="Re-export everything and replace OUT/STREAM when done (ignores the watermark).",
+    help="Re-export everything and replace the files of OUT/STREAM when done (ignores the "
+    "watermark).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Export into an OUT/STREAM that holds files kraiter-sync did not write (refused "
+    "otherwise). Those files are left alone: only files kraiter-sync wrote are ever "
+    "replaced or deleted.",
 )
 @click.option(
     "--since",
@@ -1037,6 +1086,7 @@ def export_command(
     out: Path,
     fmt: str,
     full: bool,
+    overwrite: bool,
     since: str | None,
     contacts_file: Path | None,
     flatten_properties: bool,
@@ -1065,6 +1115,10 @@ def export_command(
     atomically; an interrupted run (Ctrl-C, kill, out of retries: exit 4) resumes
     where it stopped when re-run, without duplicating rows.
 
+    Only files kraiter-sync wrote are ever replaced or deleted (a manifest in the
+    state directory lists them): an OUT/STREAM that already holds other files is
+    refused unless --overwrite, and a symbolic link or a file there is refused.
+
     Re-import an events export with `kraiter-sync import OUT/events --connector
     kraiter_export` (export with --custom-only: email.* events cannot be sent).
 
@@ -1082,6 +1136,7 @@ def export_command(
     options = ExportOptions(
         format=cast(Any, fmt),
         full=full,
+        overwrite=overwrite,
         since=_parse_since(since),
         contacts=_read_contacts_file(contacts_file) if contacts_file else None,
         flatten_properties=flatten_properties,
@@ -1132,7 +1187,12 @@ def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
 
     sync_config = load_sync_config(config_path)
     settings = sync_config.settings(
-        api_key=common.api_key, base_url=common.base_url, state_dir=common.state_dir
+        api_key=common.api_key,
+        base_url=common.base_url,
+        state_dir=common.state_dir,
+        tenant=common.tenant,
+        tenant_rotate=common.tenant_rotate,
+        config_auto_loaded=common.config_auto_loaded,
     )
     common._settings = settings
     configure_logging(
@@ -1155,8 +1215,8 @@ def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
 @click.option(
     "--check",
     is_flag=True,
-    help="Validate the config, open every source (SQL: the query with LIMIT 0), resolve "
-    "every mapping and make one read from Kraiter; send nothing.",
+    help="Validate the config and every mapping, read and validate the first 1,000 rows of "
+    "every source the way the run reads them, and make one read from Kraiter; send nothing.",
 )
 @click.option("--dry-run", is_flag=True, help="Read, validate and plan every job; send nothing.")
 @click.option(
@@ -1172,11 +1232,11 @@ def sync_command(
     """Run the jobs of kraiter-sync.toml (all enabled ones, or the JOBs named), in order.
 
     Meant for cron, systemd timers and Airflow: one lock per state directory (a second
-    run exits 4 at once, naming the holder), a watermark per incremental events job, a
-    change cache so unchanged contacts cost nothing, a run record per job
-    (`kraiter-sync runs`), and an exit code for the whole run. A failing job does not
-    stop the others; the run exits with the most severe code of all jobs
-    (2 config > 1 failed > 4 incomplete > 3 rejected rows > 0).
+    run exits 5 at once, naming the holder, and starts nothing), a watermark per
+    incremental events job, a change cache so unchanged contacts cost nothing, a run
+    record per job (`kraiter-sync runs`), and an exit code for the whole run. A failing
+    job does not stop the others; the run exits with the most severe code of all jobs
+    (2 config > 1 failed > 4 incomplete > 3 rejected rows > 0), or 5 when busy.
 
     \b
     kraiter-sync.toml (relative paths are relative to the file):
@@ -1239,11 +1299,7 @@ def _emulator_db(common: Common, db: str | None) -> str:
     """--db, else local-kraiter.db in the state directory (flag > env > toml > default)."""
     if db is not None:
         return db
-    # Only the state directory matters here: a placeholder key keeps resolve_settings
-    # from announcing (or requiring) anything about the remote target.
-    state_dir = resolve_settings(
-        api_key="kr_emulator", state_dir=common.state_dir, config=common.config()
-    ).state_dir
+    state_dir = common.state_dir_only()
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

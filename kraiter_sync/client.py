@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import httpx
 
 from kraiter_sync import __version__
-from kraiter_sync.config import mask_key
+from kraiter_sync.config import check_header_safe_key, mask_key
 from kraiter_sync.dialect import Dialect, Route, decode_list
 from kraiter_sync.errors import (
     ApiError,
@@ -45,6 +45,7 @@ from kraiter_sync.errors import (
     KraiterSyncError,
     RequestTimeoutError,
     ResponseLostError,
+    StateError,
     TransportError,
     api_error_class,
 )
@@ -302,6 +303,7 @@ class KraiterClient:
         self.base_url = base_url.rstrip("/")
         self.dialect = dialect or Dialect()
         self.observer = observer
+        check_header_safe_key(api_key)
         self._key = api_key
         if transport is None:
             transport = AiohttpTransport(max_connections=max_connections)
@@ -337,7 +339,14 @@ class KraiterClient:
                 create_app,
             )
 
-            settings.state_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                settings.state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = (
+                    f"cannot create the state directory {settings.state_dir} for the local "
+                    f"Kraiter: {exc.strerror}; pass --state-dir with a folder you can write"
+                )
+                raise StateError(msg) from exc
             app = create_app(EmulatorConfig(db_path=str(settings.local_db)))
             transport: httpx.AsyncBaseTransport = asgi_transport(app, close_app=True)
             kw["transport"] = transport

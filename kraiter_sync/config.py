@@ -3,6 +3,23 @@
 The API key is a secret: it is never part of ``repr()``, never written to state, and
 the state that must be keyed by tenant uses :func:`key_fingerprint` instead.
 
+Where a key may come from and go to:
+
+* a key, from a flag, the environment or ``[target].api_key_file``, must look like a
+  Kraiter key (``kr_`` then printable ASCII): a file that holds another secret (a
+  GitHub token, a password) is refused before anything is sent;
+* a base URL carrying a user name or password is refused (the key is the credential);
+* a key is never sent to a host that only an *auto-loaded* ``./kraiter-sync.toml`` names
+  (a file that came with a checkout, not one the user pointed at) until the user
+  confirms that host once: by naming it with ``--base-url`` or ``KRAITER_BASE_URL``, by
+  passing the file with ``--config``, or in the user-level config
+  (``$XDG_CONFIG_HOME/kraiter-sync/config.toml``, else ``~/.config/…``)::
+
+      [hosts."kraiter.example.eu"]
+      trust = true
+
+  Kraiter's own host and loopback addresses need no confirmation.
+
 With neither an API key nor a base URL configured, commands talk to a *local Kraiter*
 (the emulator) stored in the state directory: :attr:`Settings.local` is then true.
 """
@@ -28,11 +45,16 @@ __all__ = [
     "LOCAL_API_KEY",
     "LOCAL_BASE_URL",
     "Settings",
+    "check_api_key",
     "check_base_url",
+    "check_header_safe_key",
     "is_loopback_host",
     "key_fingerprint",
     "load_config_file",
     "resolve_settings",
+    "resolve_state_dir",
+    "trusted_hosts",
+    "user_config_path",
 ]
 
 DEFAULT_BASE_URL = "https://api.kraiter.com"
@@ -47,6 +69,8 @@ ENV_API_KEY = "KRAITER_API_KEY"
 ENV_BASE_URL = "KRAITER_BASE_URL"
 ENV_STATE_DIR = "KRAITER_SYNC_STATE_DIR"
 ENV_TENANT = "KRAITER_TENANT"
+ENV_XDG_CONFIG_HOME = "XDG_CONFIG_HOME"
+_KEY_PREFIX = "kr_"
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -65,20 +89,72 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _key_problem(key: str) -> str | None:
+    """What is wrong with a key, without quoting any of it; None when it looks right."""
+    if not key:
+        return "is empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        return "holds a control character"
+    if not key.isascii():
+        return "holds a non-ASCII character"
+    if any(c.isspace() for c in key):
+        return "holds a space"
+    if not key.startswith(_KEY_PREFIX):
+        return "does not look like a Kraiter key (they start with kr_)"
+    return None
+
+
+def check_api_key(key: str, source: str) -> str:
+    """``key`` without surrounding whitespace, if it looks like a Kraiter key (``kr_`` then
+    printable ASCII); else a ConfigError naming ``source`` and never quoting the key."""
+    key = key.strip()
+    problem = _key_problem(key)
+    if problem is not None:
+        if source.startswith("[target].api_key_file"):
+            hint = "is this the right file?"
+        else:
+            hint = "copy the whole key from Kraiter's settings again"
+        msg = f"the API key from {source} {problem}: {hint}"
+        raise ConfigError(msg)
+    return key
+
+
+def check_header_safe_key(key: str) -> None:
+    """The least a key must be to travel in an ``Authorization`` header (any prefix)."""
+    problem = _key_problem(key)
+    if problem is not None and not problem.startswith("does not look"):
+        msg = f"the API key {problem}; it cannot be sent in a request header"
+        raise ConfigError(msg)
+
+
 def check_base_url(url: str) -> str:
-    """Validate and normalise a base URL; plain HTTP is allowed only on loopback.
+    """Validate and normalise a base URL; plain HTTP is allowed only on loopback, and
+    credentials in the URL are refused (the API key is the credential).
 
     A trailing ``/api`` is removed: the client always adds the ``/api`` prefix itself.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = urlsplit(url.strip())
+        hostname = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        parts, hostname = None, None
+    if parts is None or parts.scheme not in {"http", "https"} or not hostname:
+        shown = url if "@" not in url else url.split("://", 1)[0] + "://…"
         msg = (
-            f"base URL {url!r} is not an http(s) URL; pass e.g. --base-url https://api.kraiter.com"
+            f"base URL {shown!r} is not an http(s) URL; pass e.g. "
+            "--base-url https://api.kraiter.com"
         )
         raise ConfigError(msg)
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+    if parts.username is not None or parts.password is not None:
         msg = (
-            f"refusing plain http:// for {parts.hostname}: the API key would travel in clear "
+            f"the base URL for {hostname} carries a user name or password before the host: "
+            "Kraiter authenticates with the API key alone; remove them from the URL"
+        )
+        raise ConfigError(msg)
+    if parts.scheme == "http" and not is_loopback_host(hostname):
+        msg = (
+            f"refusing plain http:// for {hostname}: the API key would travel in clear "
             "text. Use https://, or http:// only for a local Kraiter on 127.0.0.1/localhost"
         )
         raise ConfigError(msg)
@@ -87,6 +163,57 @@ def check_base_url(url: str) -> str:
         path = path[: -len("/api")]
     netloc = parts.netloc
     return f"{parts.scheme}://{netloc}{path}"
+
+
+def user_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """The user-level config: ``$XDG_CONFIG_HOME/kraiter-sync/config.toml`` (else
+    ``~/.config/kraiter-sync/config.toml``), where hosts are trusted once."""
+    environ = os.environ if env is None else env
+    base = environ.get(ENV_XDG_CONFIG_HOME) or str(Path.home() / ".config")
+    return Path(base) / "kraiter-sync" / "config.toml"
+
+
+def trusted_hosts(path: Path) -> frozenset[str]:
+    """Hosts (``name`` or ``name:port``) marked ``trust = true`` in the user-level config."""
+    if not path.is_file():
+        return frozenset()
+    hosts = load_config_file(path).get("hosts", {})
+    if not isinstance(hosts, dict):
+        msg = f'{path}: [hosts] must be a table of hosts, e.g. [hosts."kraiter.example.eu"]'
+        raise ConfigError(msg)
+    trusted = set()
+    for host, entry in hosts.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("trust", False), bool):
+            msg = f'{path}: hosts."{host}" must be a table with trust = true or false'
+            raise ConfigError(msg)
+        if entry.get("trust"):
+            trusted.add(str(host).strip().lower())
+    return frozenset(trusted)
+
+
+def _host_of(url: str) -> tuple[str, str]:
+    """(host, host:port) of a checked base URL, lower case."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return host, f"{host}:{parts.port}" if parts.port else host
+
+
+def _check_trusted(url: str, env: Mapping[str, str]) -> None:
+    """A host named only by the auto-loaded ./kraiter-sync.toml needs the user's word."""
+    host, host_port = _host_of(url)
+    if host == _host_of(DEFAULT_BASE_URL)[0] or is_loopback_host(host):
+        return
+    path = user_config_path(env)
+    if {host, host_port} & trusted_hosts(path):
+        return
+    msg = (
+        f"refusing to send the API key to {host_port}: only ./{DEFAULT_CONFIG_FILE}, which "
+        "kraiter-sync reads from the current directory by itself, names that host. If you "
+        f"trust it, confirm it once: pass --base-url {url} (or set {ENV_BASE_URL}), pass "
+        f"--config {DEFAULT_CONFIG_FILE}, or add it to {path}: "
+        f'[hosts."{host_port}"] trust = true'
+    )
+    raise ConfigError(msg)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -116,11 +243,15 @@ class Settings:
     local: bool = False
     #: Overrides the key fingerprint in the target identity (use it when rotating keys).
     tenant: str | None = None
+    #: Accept a new key for :attr:`tenant` (a rotation): the ledger binds a tenant name to
+    #: the key it was first used with and refuses another one otherwise.
+    tenant_rotate: bool = False
 
     def __repr__(self) -> str:
         return (
             f"Settings(base_url={self.base_url!r}, api_key='{mask_key(self.api_key)}', "
-            f"state_dir={str(self.state_dir)!r}, local={self.local!r}, tenant={self.tenant!r})"
+            f"state_dir={str(self.state_dir)!r}, local={self.local!r}, tenant={self.tenant!r}"
+            f"{', tenant_rotate=True' if self.tenant_rotate else ''})"
         )
 
     @property
@@ -147,6 +278,34 @@ def mask_key(api_key: str | None) -> str:
     return f"{api_key[:3]}…" if api_key.startswith("kr_") else "…"
 
 
+def _target_table(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    target = (config or {}).get("target", {})
+    if not isinstance(target, Mapping):
+        msg = "[target] must be a table (base_url, api_key_file, state_dir, tenant)"
+        raise ConfigError(msg)
+    return dict(target)
+
+
+def resolve_state_dir(
+    state_dir: Path | str | None = None,
+    *,
+    config: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Path:
+    """The state directory alone (flag > environment > ``[target].state_dir`` > default),
+    for commands that send nothing and so need neither a key nor a host."""
+    environ = os.environ if env is None else env
+    if state_dir not in (None, ""):
+        return Path(state_dir)
+    if environ.get(ENV_STATE_DIR):
+        return Path(environ[ENV_STATE_DIR])
+    value = _target_table(config).get("state_dir")
+    if value is not None and not isinstance(value, str):
+        msg = f"[target].state_dir must be a string, got {type(value).__name__}"
+        raise ConfigError(msg)
+    return Path(value) if value else DEFAULT_STATE_DIR
+
+
 def resolve_settings(
     *,
     api_key: str | None = None,
@@ -155,14 +314,18 @@ def resolve_settings(
     tenant: str | None = None,
     config: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    config_auto_loaded: bool = False,
+    tenant_rotate: bool = False,
 ) -> Settings:
     """Combine flags (the keyword arguments), environment and the ``[target]`` table.
 
     With no key and no base URL from any source, the result points at the local
-    Kraiter in the state directory (``Settings.local``).
+    Kraiter in the state directory (``Settings.local``). ``config_auto_loaded`` says
+    that ``config`` is ./kraiter-sync.toml found in the current directory rather than
+    a file the user named: a host only it names must then be trusted (module docstring).
     """
     environ = os.environ if env is None else env
-    target = dict((config or {}).get("target", {}))
+    target = _target_table(config)
 
     def pick(flag: str | Path | None, env_name: str, key: str) -> str | None:
         if flag not in (None, ""):
@@ -181,16 +344,23 @@ def resolve_settings(
             'files that get committed. Set KRAITER_API_KEY, or use api_key_file = "PATH"'
         )
         raise ConfigError(msg)
-    key = api_key or environ.get(ENV_API_KEY) or None
-    if key is None and target.get("api_key_file"):
+    key: str | None = None
+    if api_key:
+        key = check_api_key(api_key, "--api-key")
+    elif environ.get(ENV_API_KEY):
+        key = check_api_key(environ[ENV_API_KEY], ENV_API_KEY)
+    elif target.get("api_key_file"):
         key_path = Path(str(target["api_key_file"])).expanduser()
         try:
-            key = key_path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            msg = f"[target].api_key_file {key_path} cannot be read: {exc.strerror}"
+            text = key_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a text file"
+            msg = f"[target].api_key_file {key_path} cannot be read: {reason}"
             raise ConfigError(msg) from None
+        key = check_api_key(text, f"[target].api_key_file {key_path}")
     url = pick(base_url, ENV_BASE_URL, "base_url")
-    state = Path(pick(state_dir, ENV_STATE_DIR, "state_dir") or DEFAULT_STATE_DIR)
+    url_from_file = base_url in (None, "") and not environ.get(ENV_BASE_URL) and url is not None
+    state = resolve_state_dir(state_dir, config=config, env=environ)
     tenant_name = pick(tenant, ENV_TENANT, "tenant")
 
     if key is None and url is None:
@@ -204,10 +374,14 @@ def resolve_settings(
     if key is None:
         msg = "no API key: set KRAITER_API_KEY or pass --api-key (keys start with kr_)"
         raise ConfigError(msg)
+    checked = check_base_url(url or DEFAULT_BASE_URL)
+    if url_from_file and config_auto_loaded:
+        _check_trusted(checked, environ)
     return Settings(
-        base_url=check_base_url(url or DEFAULT_BASE_URL),
+        base_url=checked,
         api_key=key,
         state_dir=state,
         local=False,
         tenant=tenant_name,
+        tenant_rotate=tenant_rotate,
     )

@@ -24,7 +24,7 @@ which exit code the CLI uses for it (``exit_code``)::
     │   ├── RateLimitError         429  RATE_LIMITED            retriable (exit 4)
     │   └── ServerError            5xx                          retriable, ambiguous (exit 4)
     ├── StateError                      the state directory / ledger cannot be used
-    │   └── LockHeldError               exit 4: another run holds the lock
+    │   └── LockHeldError               exit 5: busy, another run holds the lock; nothing started
     └── IncompleteError                 exit 4: interrupted or out of retries; resumable
 
 Foreign exceptions (httpx, sqlite3, polars) are translated at one boundary each
@@ -36,6 +36,8 @@ Messages never contain the API key or bulk personal data, and name the next step
 
 from __future__ import annotations
 
+import errno
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -62,6 +64,8 @@ __all__ = [
     "UnprocessableError",
     "UsageError",
     "api_error_class",
+    "is_disk_full",
+    "os_reason",
 ]
 
 EXIT_OK = 0
@@ -69,6 +73,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
 EXIT_INCOMPLETE = 4
+EXIT_BUSY = 5
 
 
 class KraiterSyncError(Exception):
@@ -219,9 +224,10 @@ class StateError(KraiterSyncError):
 
 
 class LockHeldError(StateError):
-    """Another kraiter-sync run holds the lock on this state directory."""
+    """Another kraiter-sync run holds the lock on this state directory (or on this export):
+    nothing was started, so there is nothing to resume; run again once it has finished."""
 
-    exit_code = EXIT_INCOMPLETE
+    exit_code = EXIT_BUSY
 
 
 class IncompleteError(KraiterSyncError):
@@ -249,3 +255,24 @@ def api_error_class(status: int) -> type[ApiError]:
     if status >= 500:
         return ServerError
     return _BY_STATUS.get(status, ApiError)
+
+
+_OS_ERROR_SUFFIX = re.compile(r"\s*\(os error \d+\)\s*$")
+
+
+def os_reason(exc: BaseException) -> str:
+    """What the OS said, for a message: ``strerror``, or the text of an error polars or
+    pyarrow built from it (without its ``(os error N)`` tail)."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return str(strerror)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _OS_ERROR_SUFFIX.sub("", text)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a write failed for lack of space (or quota)."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "disk quota" in text or "os error 28" in text

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,8 +32,17 @@ import polars_hash as plh
 
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import Settings
-from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
-from kraiter_sync.ledger import Ledger, state_lock
+from kraiter_sync.errors import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_REJECTED,
+    GuardError,
+    InputError,
+    StateError,
+    is_disk_full,
+    os_reason,
+)
+from kraiter_sync.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
 from kraiter_sync.logs import get_logger
 from kraiter_sync.pipeline import (
     ChunkSource,
@@ -247,7 +257,7 @@ class _Run:
             self.result.warnings.extend(run.report.all_warnings())
         if "events" in kinds:
             run = KindValidation("events", inputs, self.options.input, on_rejects=self.writer.write)
-            self.spool.mkdir(parents=True, exist_ok=True)
+            self._spool_write(self.spool.mkdir, parents=True, exist_ok=True)
             # distinct emails so far: merged chunk by chunk, so memory follows the number
             # of contacts, not the number of events
             emails = pl.Series("email", [], dtype=pl.String)
@@ -261,13 +271,28 @@ class _Run:
                     ]
                 )
                 path = self.spool / f"part-{part:05d}.parquet"
-                frame.write_parquet(path)
+                self._spool_write(frame.write_parquet, path)
                 self.spool_parts.append(path)
                 self.names.update(frame["name"].unique().to_list())
                 emails = pl.concat([emails, frame["email"].drop_nulls()]).unique()
             self.emails = emails if emails.len() else None
             self.result.events.absorb(run.report)
             self.result.warnings.extend(run.report.all_warnings())
+
+    def _spool_write(self, write: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Valid events wait in the spool until the sending pass: nothing is sent yet."""
+        try:
+            write(*args, **kwargs)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            if is_disk_full(exc):
+                hint = "free some space in the state directory"
+            else:
+                hint = "make sure the state directory is writable"
+            msg = (
+                f"cannot write the spool {self.spool}: {os_reason(exc)}; nothing was sent: "
+                f"{hint} and run again"
+            )
+            raise StateError(msg) from exc
 
     def spooled(self) -> Iterator[pl.DataFrame]:
         for path in self.spool_parts:
@@ -559,10 +584,11 @@ def import_(
     """
     options = options or ImportOptions()
     started = time.monotonic()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(settings.state_dir)
     with state_lock(settings.state_dir), contextlib.ExitStack() as stack:
         _clear_old_spools(settings.state_dir)
         ledger = stack.enter_context(Ledger(settings.ledger_path))
+        check_tenant(ledger, settings)
         run_id = ledger.start_run(
             command, settings.target, args or {"paths": [str(p) for p in paths]}
         )
@@ -593,9 +619,17 @@ def import_(
             return run.result
         finally:
             counts = run.result.as_dict() if run is not None else {}
-            ledger.finish_run(run_id, status, counts)
-            if run is not None:
-                shutil.rmtree(run.spool, ignore_errors=True)
+            failing = sys.exc_info()[1] is not None
+            try:
+                ledger.finish_run(run_id, status, counts)
+            except StateError:
+                if not failing:
+                    raise
+                # (a full disk fails this too: the run's own error says what happened)
+                log.debug("could not record the end of run %d", run_id, exc_info=True)
+            finally:
+                if run is not None:
+                    shutil.rmtree(run.spool, ignore_errors=True)
 
 
 _UNFORMULA = r"^'([=+\-@\t\r])"

@@ -7,8 +7,12 @@ One database file (WAL, ``synchronous=NORMAL``) in the state directory holds, pe
   batch, **before** the requests leave) → ``done`` with the remote id, or
   ``rejected`` with Kraiter's code and message. ``inflight`` rows that survive a run
   are the ambiguous leftovers of a crash, to be verified before anything is re-sent.
-* ``runs``: one row per command run, with its arguments (scrubbed of secrets) and
-  final counts.
+* ``runs``: one row per command run, with its arguments (scrubbed of secrets), final
+  counts, and the process that ran it (pid, host, and the process's start identity, so a
+  run whose process died is told apart from a live one even when its pid was reused):
+  :meth:`Ledger.mark_killed_runs` turns such ``running`` rows into ``killed``.
+* ``tenants``: the key fingerprint each ``--tenant`` name was first used with, per base
+  URL, so another account's key cannot slip into that tenant's ledger unnoticed.
 * ``contacts``: the "this email exists, with these properties" cache.
 * ``watermarks``: per stream, how far an incremental sync got.
 
@@ -27,20 +31,28 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from kraiter_sync.errors import LockHeldError, StateError
+from kraiter_sync.config import key_fingerprint
+from kraiter_sync.errors import ConfigError, LockHeldError, StateError
+
+if TYPE_CHECKING:
+    from kraiter_sync.config import Settings
 
 __all__ = [
     "SCHEMA_VERSION",
     "EventState",
     "Ledger",
     "RunRecord",
+    "check_tenant",
+    "ensure_state_dir",
+    "process_identity",
     "scrub_args",
     "state_lock",
 ]
@@ -96,6 +108,19 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (target, stream)
     ) WITHOUT ROWID;
     """,
+    # version 2: who ran a run (to tell killed runs), which key a tenant name belongs to
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    ALTER TABLE runs ADD COLUMN proc_start TEXT;
+    CREATE TABLE tenants (
+        base TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        key_fingerprint TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (base, tenant)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -122,8 +147,47 @@ class RunRecord:
     args: dict[str, Any]
     started_at: float
     finished_at: float | None
+    #: running, ok, incomplete, failed, dry-run, or killed (its process is gone)
     status: str
     counts: dict[str, Any]
+    pid: int | None = None
+    host: str | None = None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def process_identity(pid: int) -> str | None:
+    """Who a pid is: the boot and the start time of the process holding it (Linux
+    ``/proc``), so a pid reused by another process later reads differently. None where
+    the system does not say (then only whether the pid is alive is known)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    boot = _boot_id()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces and parens
+    if boot is None or len(fields) < 20:
+        return None
+    return f"{boot}:{fields[19]}"  # field 22 of proc(5): start time in clock ticks
+
+
+def _process_gone(pid: int, identity: str | None) -> bool:
+    """Whether the process that recorded (pid, identity) on this host has ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    if identity is None:
+        return False
+    now = process_identity(pid)
+    return now is not None and now != identity
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> StateError:
@@ -177,11 +241,7 @@ class Ledger:
         self._targets: dict[str, int] = {}
         #: Whether SQLite has ``json_each`` (built in since 3.38; older builds may lack it).
         self._json_each = True
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            msg = f"cannot create the state directory {self.path.parent}: {exc.strerror}"
-            raise StateError(msg) from None
+        ensure_state_dir(self.path.parent)
         try:
             self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         except sqlite3.Error as exc:
@@ -375,14 +435,45 @@ class Ledger:
     # -------------------------------------------------------------- runs
 
     def start_run(self, command: str, target: str, args: Mapping[str, Any] | None = None) -> int:
-        """Open a run; ``args`` are scrubbed of secrets before they are stored."""
+        """Open a run; ``args`` are scrubbed of secrets before they are stored. The run
+        records this process (pid, host, start identity); runs left ``running`` by dead
+        processes are marked ``killed`` first."""
         payload = json.dumps(scrub_args(args or {}), default=str, sort_keys=True)
+        self.mark_killed_runs()
+        pid = os.getpid()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO runs (command, target, args, started_at) VALUES (?, ?, ?, ?)",
-                (command, target, payload, _now()),
+                "INSERT INTO runs (command, target, args, started_at, pid, host, proc_start) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    command,
+                    target,
+                    payload,
+                    _now(),
+                    pid,
+                    socket.gethostname(),
+                    process_identity(pid),
+                ),
             )
         return int(cur.lastrowid or 0)
+
+    def mark_killed_runs(self) -> list[int]:
+        """Mark ``killed`` the runs still ``running`` whose process on this host is gone
+        (or whose pid now belongs to another process); returns their ids. Runs recorded
+        on another host are left alone: their processes cannot be seen from here."""
+        rows = self._query(
+            "SELECT id, pid, proc_start FROM runs WHERE status = 'running' AND host = ? "
+            "AND pid IS NOT NULL",
+            [socket.gethostname()],
+        )
+        dead = [int(run_id) for run_id, pid, identity in rows if _process_gone(pid, identity)]
+        if dead:
+            with self._tx() as db:
+                db.executemany(
+                    "UPDATE runs SET status = 'killed' WHERE id = ? AND status = 'running'",
+                    [(run_id,) for run_id in dead],
+                )
+        return dead
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any] | None = None) -> None:
         with self._tx() as db:
@@ -392,16 +483,12 @@ class Ledger:
             )
 
     def get_run(self, run_id: int) -> RunRecord | None:
-        rows = self._query(
-            "SELECT id, command, target, args, started_at, finished_at, status, counts "
-            "FROM runs WHERE id = ?",
-            [run_id],
-        )
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", [run_id])
         return _run(rows[0]) if rows else None
 
     def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Most recent first."""
-        sql = "SELECT id, command, target, args, started_at, finished_at, status, counts FROM runs"
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
         params: list[Any] = []
         if target is not None:
             sql += " WHERE target = ?"
@@ -409,6 +496,36 @@ class Ledger:
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [_run(row) for row in self._query(sql, params)]
+
+    # -------------------------------------------------------------- tenants
+
+    def bind_tenant(
+        self, base: str, tenant: str, fingerprint: str, *, rotate: bool = False
+    ) -> None:
+        """Remember the key (its fingerprint) a tenant name is used with on ``base``; a
+        different key is refused (ConfigError) unless ``rotate`` makes it the new one."""
+        now = _now()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT key_fingerprint FROM tenants WHERE base = ? AND tenant = ?",
+                (base, tenant),
+            ).fetchone()
+            if row is not None and row[0] != fingerprint and not rotate:
+                msg = (
+                    f"tenant {tenant!r} was first used with another API key on {base}: this "
+                    "key may belong to another Kraiter account, whose ledger and watermarks "
+                    f"must not be mixed with {tenant}'s. If you rotated {tenant}'s key, pass "
+                    "--tenant-rotate once; otherwise use another --tenant"
+                )
+                raise ConfigError(msg)
+            if row is None or row[0] != fingerprint:
+                db.execute(
+                    "INSERT INTO tenants (base, tenant, key_fingerprint, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (base, tenant) DO UPDATE SET "
+                    "key_fingerprint = excluded.key_fingerprint, "
+                    "updated_at = excluded.updated_at",
+                    (base, tenant, fingerprint, now),
+                )
 
     # -------------------------------------------------------------- watermarks
 
@@ -494,6 +611,9 @@ class Ledger:
             )
 
 
+_RUN_COLUMNS = "id, command, target, args, started_at, finished_at, status, counts, pid, host"
+
+
 def _run(row: tuple[Any, ...]) -> RunRecord:
     return RunRecord(
         id=int(row[0]),
@@ -504,7 +624,37 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
         finished_at=None if row[5] is None else float(row[5]),
         status=row[6],
         counts=json.loads(row[7] or "{}"),
+        pid=None if row[8] is None else int(row[8]),
+        host=row[9],
     )
+
+
+def check_tenant(ledger: Ledger, settings: Settings) -> None:
+    """With a ``--tenant`` name, make sure this key is the one that name belongs to
+    (:meth:`Ledger.bind_tenant`); ``settings.tenant_rotate`` accepts a new one."""
+    if settings.tenant is None or settings.local:
+        return
+    ledger.bind_tenant(
+        settings.base_url,
+        settings.tenant,
+        key_fingerprint(settings.api_key),
+        rotate=settings.tenant_rotate,
+    )
+
+
+def ensure_state_dir(state_dir: Path | str) -> Path:
+    """Create the state directory (and its parents); a StateError saying what to do when
+    it cannot be (read-only mount, no permission, a file in the way)."""
+    directory = Path(state_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = (
+            f"cannot create the state directory {directory}: {exc.strerror or exc}; pass "
+            "--state-dir (or set KRAITER_SYNC_STATE_DIR) with a folder you can write"
+        )
+        raise StateError(msg) from exc
+    return directory
 
 
 #: Lock files this process holds (see :func:`state_lock`).
@@ -528,12 +678,16 @@ def state_lock(state_dir: Path | str) -> Iterator[Path]:
     if key in _HELD:
         yield directory / "lock"
         return
+    ensure_state_dir(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        msg = f"cannot create the lock in {directory}: {exc.strerror}"
-        raise StateError(msg) from None
+        msg = (
+            f"cannot create the lock in {directory}: {exc.strerror}; the state directory "
+            "must be writable: pass --state-dir (or set KRAITER_SYNC_STATE_DIR) with a "
+            "folder you can write"
+        )
+        raise StateError(msg) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

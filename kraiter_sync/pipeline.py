@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 import polars as pl
 
 from kraiter_sync.connectors import Detection, apply, resolve_connector
-from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError
+from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError, StateError, os_reason
 from kraiter_sync.rejects import RejectsWriter
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, open_source
 from kraiter_sync.validate import (
@@ -230,10 +230,17 @@ def validate_inputs(
                 pass
             reports.append(run.report)
     if report_path is not None:
-        if len(reports) == 1:
-            write_report(reports[0], report_path)
-        else:
-            _write_reports(reports, report_path)
+        try:
+            if len(reports) == 1:
+                write_report(reports[0], report_path)
+            else:
+                _write_reports(reports, report_path)
+        except OSError as exc:
+            msg = (
+                f"cannot write the report {report_path}: {os_reason(exc)}; pass --report "
+                "PATH somewhere writable (the rejects file is complete)"
+            )
+            raise StateError(msg) from exc
     return ValidateResult(reports, detections, rejects_path if writer else None)
 
 

@@ -22,7 +22,7 @@ import polars as pl
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
-from kraiter_sync.ledger import Ledger, state_lock
+from kraiter_sync.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
 from kraiter_sync.logs import get_logger
 from kraiter_sync.planfile import read_plan, write_plan
 from kraiter_sync.reconcile import ContactPlan, diff_contacts
@@ -220,8 +220,9 @@ async def open_session(
     The run is recorded as ``ok``, ``incomplete`` or ``failed`` with ``counts`` (filled
     in by the caller) when the block ends.
     """
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(settings.state_dir)
     with state_lock(settings.state_dir), Ledger(settings.ledger_path) as ledger:
+        check_tenant(ledger, settings)
         run_id = ledger.start_run(command, settings.target, args)
         status = "failed"
         try:

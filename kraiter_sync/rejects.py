@@ -6,6 +6,7 @@ The format follows the extension: ``.csv`` (spreadsheet formulas neutralised),
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -14,7 +15,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from kraiter_sync.csvsafe import neutralise_frame
-from kraiter_sync.errors import InputError
+from kraiter_sync.errors import InputError, StateError, is_disk_full, os_reason
 
 __all__ = ["RejectsWriter"]
 
@@ -22,7 +23,12 @@ _FORMATS = {".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl":
 
 
 class RejectsWriter:
-    """Append rejects frames to one file; use as a context manager."""
+    """Append rejects frames to one file; use as a context manager.
+
+    Entering creates the file at once, so a folder that cannot be written stops a run
+    before it reads anything; every failure to write (read-only, full disk) is a
+    StateError naming the file and what to do.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -36,8 +42,33 @@ class RejectsWriter:
         self._parquet: Any = None
         self._header_written = False
 
+    def _failed(self, exc: BaseException) -> StateError:
+        reason = os_reason(exc)
+        if is_disk_full(exc):
+            hint = "free some space there, or pass --rejects PATH on another disk, and run again"
+        else:
+            hint = "pass --rejects PATH (or --state-dir) somewhere writable"
+        return StateError(f"cannot write the rejects file {self.path}: {reason}; {hint}")
+
+    def open(self) -> None:
+        """Create the file now (``__enter__`` does): fail before any row is read."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.format == "parquet":
+                self.path.open("wb").close()  # the writer opens it again with the schema
+            elif self._file is None:
+                self._file = self.path.open("wb")
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
     def write(self, rejects: pl.DataFrame) -> None:
         """Append one chunk of rejects (any height, including 0)."""
+        try:
+            self._write(rejects)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise self._failed(exc) from exc
+
+    def _write(self, rejects: pl.DataFrame) -> None:
         if self.format == "parquet":
             table = rejects.to_arrow()
             if self._parquet is None:
@@ -58,18 +89,26 @@ class RejectsWriter:
 
     def close(self) -> None:
         """Flush and close; an input without rejects still leaves a valid (empty) file."""
-        if self._parquet is None and self._file is None:
-            from kraiter_sync.validate.engine import REJECT_SCHEMA
+        try:
+            try:
+                if self._parquet is None and (self._file is None or not self._header_written):
+                    from kraiter_sync.validate.engine import REJECT_SCHEMA
 
-            self.write(pl.DataFrame(schema=REJECT_SCHEMA))
-        if self._parquet is not None:
-            self._parquet.close()
-            self._parquet = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+                    self._write(pl.DataFrame(schema=REJECT_SCHEMA))
+            finally:
+                parquet, self._parquet = self._parquet, None
+                handle, self._file = self._file, None
+                try:
+                    if parquet is not None:
+                        parquet.close()
+                finally:
+                    if handle is not None:
+                        handle.close()
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise self._failed(exc) from exc
 
     def __enter__(self) -> RejectsWriter:
+        self.open()
         return self
 
     def __exit__(
@@ -78,4 +117,8 @@ class RejectsWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        with contextlib.suppress(StateError):  # the run's own failure is the one to report
+            self.close()

@@ -36,11 +36,12 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Literal, NamedTuple, cast
 
 import polars as pl
 
 from kraiter_sync.errors import InputError
+from kraiter_sync.logs import get_logger
 
 __all__ = [
     "FORMATS",
@@ -85,6 +86,18 @@ _EXTENSIONS: dict[str, Format] = {
 _COMPRESSED_EXTENSIONS: dict[str, Compression] = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+log = get_logger("sources")
+
+
+class _Prepared(NamedTuple):
+    """A file as polars reads it: its (possibly converted) path, format, CSV separator and
+    CSV line end (``\\n`` also reads ``\\r\\n``; ``\\r`` for old Mac files)."""
+
+    path: Path
+    format: Format
+    separator: str
+    eol: str = "\n"
 
 
 @dataclass(frozen=True)
@@ -364,7 +377,7 @@ def _transcode_text(sf: SourceFile, encoding: str, target: Path, limit: int | No
                 first = False
             data = text.encode("utf-8")
             if limit is not None and written + len(data) >= limit:
-                cut = data.rfind(b"\n")
+                cut = max(data.rfind(b"\n"), data.rfind(b"\r"))  # LF, CRLF or CR
                 if cut >= 0:
                     dst.write(data[: cut + 1])
                     break
@@ -520,6 +533,55 @@ def _detect_delimiter(sample: str, display: str) -> str:
     return dialect.delimiter
 
 
+def _line_end(head: bytes) -> str:
+    """``\\r`` for a file whose lines end in a bare CR (Excel for Mac before 2011), else
+    ``\\n`` (which also reads ``\\r\\n``): polars reads either line end, not both."""
+    if b"\r" in head and b"\r\n" not in head and head.count(b"\r") > head.count(b"\n"):
+        return "\r"
+    return "\n"
+
+
+def _listing(numbers: Sequence[int]) -> str:
+    text = [str(n) for n in numbers]
+    return text[0] if len(text) == 1 else f"{', '.join(text[:-1])} and {text[-1]}"
+
+
+def _check_duplicates(header: list[str], display: str) -> None:
+    """Two columns with one name would reach Kraiter under names polars makes up."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(header, start=1):
+        if name.strip():  # blank names (trailing delimiters) are not names
+            positions.setdefault(name, []).append(number)
+    for name, numbers in positions.items():
+        if len(numbers) > 1:
+            times = "twice" if len(numbers) == 2 else f"{len(numbers)} times"
+            msg = (
+                f"{display}: the header names {name!r} {times} (columns {_listing(numbers)}); "
+                "give each column a name of its own"
+            )
+            raise InputError(msg)
+
+
+def _check_names(names: Sequence[str], sf: SourceFile) -> None:
+    """A file's own columns must not take the provenance names, nor its directory keys."""
+    for name in names:
+        if name in (SOURCE_FILE, SOURCE_ROW):
+            suggestion = name.replace("source", "original")
+            msg = (
+                f"{sf.display}: a column is named {name!r}, the name kraiter-sync gives each "
+                "row's provenance (its file and row number); rename that column, e.g. to "
+                f"{suggestion!r}"
+            )
+            raise InputError(msg)
+    for key, value in sf.hive:
+        if key in names:
+            msg = (
+                f"{sf.display}: the column {key!r} is also a directory name above the file "
+                f"({key}={value}); rename the column or the directory"
+            )
+            raise InputError(msg)
+
+
 def _check_header(header: list[str], display: str) -> None:
     looks_like_data = [h for h in header if "@" in h and "." in h.split("@")[-1]]
     if looks_like_data:
@@ -531,6 +593,7 @@ def _check_header(header: list[str], display: str) -> None:
     if not any(h.strip() for h in header):
         msg = f"{display}: the header line is blank; a header naming the columns is required"
         raise InputError(msg)
+    _check_duplicates(header, display)
 
 
 def _ragged_line(path: Path, separator: str) -> tuple[int, int, int] | None:
@@ -565,7 +628,7 @@ class Source:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     infer_schema_length: int = 10_000
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
-    _prepared: dict[int, tuple[Path, Format, str]] = field(default_factory=dict, repr=False)
+    _prepared: dict[int, _Prepared] = field(default_factory=dict, repr=False)
     _schema: pl.Schema | None = field(default=None, repr=False)
 
     def __enter__(self) -> Source:
@@ -588,8 +651,8 @@ class Source:
             self._tmp = tempfile.TemporaryDirectory(prefix="kraiter-sync-")
         return Path(self._tmp.name)
 
-    def _prepare(self, index: int, *, sample: bool = False) -> tuple[Path, Format, str]:
-        """Path polars can scan, its format, and the CSV separator (if any).
+    def _prepare(self, index: int, *, sample: bool = False) -> _Prepared:
+        """Path polars can scan, its format, and the CSV separator and line end.
 
         ``sample=True`` converts only the head of a file that needs converting (enough
         for its schema) into a throwaway copy, so computing the schema of a 40-part
@@ -602,6 +665,7 @@ class Source:
         fmt: Format = sf.format
         path = sf.path
         separator = ""
+        eol = "\n"
         target = self._tmpdir() / (f"sample-{index}" if sample else f"{index}")
         limit = _SAMPLE_BYTES if sample else None
         items = _SAMPLE_ITEMS if sample else None
@@ -617,6 +681,7 @@ class Source:
                     f"{sf.display}: the file is empty; a header line naming the columns is required"
                 )
                 raise InputError(msg)
+            eol = _line_end(sample_bytes)
             head_text = sample_bytes.decode("utf-8", errors="ignore").removeprefix("\ufeff")
             if not separator:
                 separator = _detect_delimiter(head_text, sf.display)
@@ -644,10 +709,10 @@ class Source:
         elif sf.compression is not None:
             path = target.with_suffix("." + fmt)
             _decompress(sf, path)
-        if sample:
-            return (path, fmt, separator)
-        self._prepared[index] = (path, fmt, separator)
-        return self._prepared[index]
+        prepared = _Prepared(path, fmt, separator, eol)
+        if not sample:
+            self._prepared[index] = prepared
+        return prepared
 
     def _release(self, index: int, path: Path) -> None:
         """Delete a temporary copy as soon as it has been read (originals are untouched)."""
@@ -659,11 +724,12 @@ class Source:
     def _scan_one(self, index: int, *, sample: bool = False) -> pl.LazyFrame:
         sf = self.files[index]
         with _translated(sf, functools.partial(self._prepared.get, index)):
-            path, fmt, separator = self._prepare(index, sample=sample)
+            path, fmt, separator, eol = self._prepare(index, sample=sample)
             if fmt == "csv":
                 lf = pl.scan_csv(
                     path,
                     separator=separator,
+                    eol_char=eol,
                     infer_schema=False,
                     has_header=True,
                     raise_if_empty=True,
@@ -676,7 +742,7 @@ class Source:
                 lf = pl.scan_parquet(path, glob=False, hive_partitioning=False)
             else:
                 lf = pl.scan_ipc(path, glob=False, hive_partitioning=False)
-            lf.collect_schema()
+            _check_names(lf.collect_schema().names(), sf)
         hive = [pl.lit(v, dtype=pl.String).alias(k) for k, v in sf.hive]
         return lf.with_row_index(SOURCE_ROW, offset=1).with_columns(
             *hive,
@@ -733,17 +799,29 @@ class Source:
             msg = f"chunk size must be at least 1, not {size}"
             raise InputError(msg)
         target = self.schema
+        total = 0
+        header_only = False
         for index, sf in enumerate(self.files):
             with _translated(sf, functools.partial(self._prepared.get, index)):
-                path, fmt, separator = self._prepare(index)
+                prepared = self._prepare(index)
                 row = 0
-                for raw in _read_batches(path, fmt, separator, size):
+                for raw in _read_batches(prepared, size):
                     if not raw.height:
                         continue
+                    _check_names(raw.columns, sf)  # NDJSON keys past the schema sample
                     for piece in _split(raw, size):
                         yield _finish(piece, sf, row, target)
                         row += piece.height
-            self._release(index, path)
+                if not row and prepared.format == "csv":
+                    _check_nothing_after_header(prepared, sf)
+                    header_only = True
+            total += row
+            self._release(index, prepared.path)
+        if not total:
+            first = self.files[0].display if self.files else "the input"
+            more = f" and {len(self.files) - 1} more file(s)" if len(self.files) > 1 else ""
+            what = "only a header line" if header_only else "the files hold none"
+            log.warning("%s%s: no rows (%s)", first, more, what)
 
     def read(self) -> pl.DataFrame:
         """Everything at once (only for inputs that fit in memory)."""
@@ -753,9 +831,31 @@ class Source:
         return pl.concat(chunks, how="vertical")
 
 
-def _read_batches(path: Path, fmt: Format, separator: str, size: int) -> Iterator[pl.DataFrame]:
+def _check_nothing_after_header(prepared: _Prepared, sf: SourceFile) -> None:
+    """A CSV that read as no rows must hold nothing after its header line: bytes there that
+    yielded no row (line ends or quoting not understood) would be silently lost."""
+    with prepared.path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+        cut = min((i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0), default=-1)
+        block = head[cut + 1 :] if cut >= 0 else b""
+        while not block.strip() and block:  # blank so far: look further, a block at a time
+            block = fh.read(_COPY_BLOCK)
+        if not block.strip():
+            return
+    size = prepared.path.stat().st_size - (cut + 1)
+    msg = (
+        f"{sf.display}: no row could be read, though {size:,} bytes follow the header "
+        "line; check the line endings (LF, CRLF or CR) and the quoting (a quote opened in "
+        "the header and never closed swallows the whole file)"
+    )
+    raise InputError(msg)
+
+
+def _read_batches(prepared: _Prepared, size: int) -> Iterator[pl.DataFrame]:
     """Pull-based readers: each next() reads only what the next chunk needs."""
     import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+
+    path, fmt = prepared.path, prepared.format
 
     if fmt == "parquet":
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
@@ -772,7 +872,7 @@ def _read_batches(path: Path, fmt: Format, separator: str, size: int) -> Iterato
             for i in range(reader.num_record_batches):
                 yield cast(pl.DataFrame, pl.from_arrow(reader.get_batch(i)))
     elif fmt == "csv":
-        yield from _csv_blocks(path, separator)
+        yield from _csv_blocks(path, prepared.separator, prepared.eol)
     else:  # ndjson: batches of lines, each parsed by polars
         with path.open("rb") as fh:
             while True:
@@ -787,16 +887,17 @@ def _read_batches(path: Path, fmt: Format, separator: str, size: int) -> Iterato
 _CSV_BLOCK = 16 << 20
 
 
-def _csv_blocks(path: Path, separator: str) -> Iterator[pl.DataFrame]:
+def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.DataFrame]:
     """Parse a UTF-8 CSV in ~16 MB blocks cut at record boundaries, header re-attached.
 
-    A newline ends a record only outside quotes; with RFC 4180 quoting (a quote inside
-    a value is doubled) that is where the count of quote characters so far is even.
-    (pyarrow's streaming CSV reader was measured to grow RSS with file size, and
-    polars' batch APIs buffer ahead; this keeps memory at one block.)
+    A line end (``eol``) ends a record only outside quotes; with RFC 4180 quoting (a
+    quote inside a value is doubled) that is where the count of quote characters so far
+    is even. (pyarrow's streaming CSV reader was measured to grow RSS with file size,
+    and polars' batch APIs buffer ahead; this keeps memory at one block.)
     """
+    end = eol.encode()
     with path.open("rb") as fh:
-        header = fh.readline()
+        header = _first_line(fh, end)
         if header.startswith(b"\xef\xbb\xbf"):
             header = header[3:]
         carry = b""
@@ -805,21 +906,35 @@ def _csv_blocks(path: Path, separator: str) -> Iterator[pl.DataFrame]:
             data = carry + block
             if not block:
                 if data.strip():
-                    yield _parse_csv(header + data, separator)
+                    yield _parse_csv(header + data, separator, eol)
                 return
-            cut = _record_end(data)
+            cut = _record_end(data, end)
             if cut < 0:
                 carry = data
                 continue
             carry = data[cut:]
-            yield _parse_csv(header + data[:cut], separator)
+            yield _parse_csv(header + data[:cut], separator, eol)
 
 
-def _record_end(data: bytes) -> int:
-    """Index just after the last newline that is outside quotes, or -1."""
+def _first_line(fh: IO[bytes], end: bytes) -> bytes:
+    """The first line with its line end (binary ``readline`` knows only ``\\n``)."""
+    if end == b"\n":
+        return fh.readline()
+    line = b""
+    while block := fh.read(_SNIFF_BYTES):
+        at = block.find(end)
+        if at >= 0:
+            fh.seek(at + 1 - len(block), io.SEEK_CUR)
+            return line + block[: at + 1]
+        line += block
+    return line
+
+
+def _record_end(data: bytes, end: bytes = b"\n") -> int:
+    """Index just after the last line end that is outside quotes, or -1."""
     pos = len(data)
     while True:
-        nl = data.rfind(b"\n", 0, pos)
+        nl = data.rfind(end, 0, pos)
         if nl < 0:
             return -1
         if data.count(b'"', 0, nl) % 2 == 0:
@@ -827,10 +942,11 @@ def _record_end(data: bytes) -> int:
         pos = nl
 
 
-def _parse_csv(data: bytes, separator: str) -> pl.DataFrame:
+def _parse_csv(data: bytes, separator: str, eol: str = "\n") -> pl.DataFrame:
     return pl.read_csv(
         io.BytesIO(data),
         separator=separator,
+        eol_char=eol,
         infer_schema=False,
         has_header=True,
         encoding="utf8",
@@ -885,7 +1001,7 @@ def _split(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
 
 @contextlib.contextmanager
 def _translated(
-    sf: SourceFile, prepared: Callable[[], tuple[Path, Format, str] | None] = lambda: None
+    sf: SourceFile, prepared: Callable[[], _Prepared | None] = lambda: None
 ) -> Iterator[None]:
     """Turn polars/pyarrow/OS errors about one file into an InputError naming it."""
     try:
@@ -922,9 +1038,7 @@ def _bad_json_line(path: Path | None) -> int:
     return 0
 
 
-def _explain(
-    sf: SourceFile, exc: BaseException, prepared: tuple[Path, Format, str] | None = None
-) -> InputError:
+def _explain(sf: SourceFile, exc: BaseException, prepared: _Prepared | None = None) -> InputError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lower = str(exc).lower()
     fmt = sf.format
@@ -937,7 +1051,7 @@ def _explain(
         ragged = None
         with contextlib.suppress(Exception):
             if prepared is not None:  # the decompressed / UTF-8 copy: same line numbers
-                ragged = _ragged_line(prepared[0], prepared[2])
+                ragged = _ragged_line(prepared.path, prepared.separator)
             elif sf.compression is None:
                 with sf.path.open("rb") as fh:
                     sample = fh.read(_SNIFF_BYTES).decode("utf-8", errors="ignore")
@@ -965,7 +1079,7 @@ def _explain(
         )
     if fmt in ("ndjson", "json"):
         plain = sf.path if sf.compression is None and sf.format == "ndjson" else None
-        line = _bad_json_line(prepared[0] if prepared is not None else plain)
+        line = _bad_json_line(prepared.path if prepared is not None else plain)
         if line:
             return InputError(
                 f"{sf.display}: line {line} is not a valid JSON object; each line must be "

@@ -146,6 +146,7 @@ class SqlSource:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         since: CursorFilter | None = None,
         base_dir: Path | None = None,
+        limit: int | None = None,
     ) -> None:
         self._url = url.strip()
         self._secrets = _secrets_of(self._url)
@@ -166,6 +167,8 @@ class SqlSource:
             raise ConfigError(msg)
         self.chunk_size = chunk_size
         self.since = since
+        #: Read at most this many rows (``sync --check`` reads a sample, not the table).
+        self.limit = limit
         self.label = label
         self.display = f"{self.redacted_url}#{label}" if label else self.redacted_url
         self._base_dir = base_dir
@@ -227,7 +230,12 @@ class SqlSource:
         with self._translated("cannot open"):
             if self.dialect == "sqlite":
                 path = self._path()
-                self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+                # One thread at a time, but not always the same one: the schema is read
+                # in the caller's thread and the rows in the validator's ahead thread
+                # (validate/engine.py).
+                self._conn = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+                )
             elif self.dialect == "duckdb":
                 duckdb = _driver("duckdb", "duckdb")
                 self._conn = duckdb.connect(str(self._path()), read_only=True)
@@ -285,6 +293,8 @@ class SqlSource:
             params.append(_bindable(self.since.value, self.dialect))
         if limit0:
             sql = f"SELECT * FROM (\n{sql}\n) AS {_WRAP_ALIAS}_0 LIMIT 0"
+        elif self.limit is not None:
+            sql = f"SELECT * FROM (\n{sql}\n) AS {_WRAP_ALIAS}_n LIMIT {int(self.limit)}"
         return sql, params
 
     def _batches(self, sql: str, params: list[Any], size: int) -> Iterator[pl.DataFrame]:

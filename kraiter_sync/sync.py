@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -34,13 +35,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
 from kraiter_sync.config import Settings
-from kraiter_sync.connectors import resolve_connector
 from kraiter_sync.errors import (
+    EXIT_BUSY,
     EXIT_FAILED,
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -51,7 +52,7 @@ from kraiter_sync.errors import (
     KraiterSyncError,
 )
 from kraiter_sync.logs import get_logger
-from kraiter_sync.pipeline import ChunkSource
+from kraiter_sync.pipeline import ChunkSource, InputOptions, prepare_inputs
 from kraiter_sync.sources import open_source
 from kraiter_sync.sql import CursorFilter, CursorValue, SqlSource
 from kraiter_sync.syncconfig import JobConfig, SyncConfig
@@ -73,9 +74,9 @@ __all__ = [
 
 log = get_logger("sync")
 
-#: Most severe first: a configuration problem beats a failure, which beats an
-#: incomplete run, which beats rejected rows.
-_SEVERITY = (EXIT_USAGE, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_REJECTED, EXIT_OK)
+#: Most severe first: a configuration problem beats a failure, which beats a job that
+#: found something busy (nothing started), an incomplete run, then rejected rows.
+_SEVERITY = (EXIT_USAGE, EXIT_FAILED, EXIT_BUSY, EXIT_INCOMPLETE, EXIT_REJECTED, EXIT_OK)
 
 
 #: How loud a job's outcome is: a good night says nothing at the default level (cron
@@ -259,9 +260,14 @@ class CursorWindow:
 
 
 def open_job_source(
-    job: JobConfig, *, since: CursorValue | None = None, chunk_size: int | None = None
+    job: JobConfig,
+    *,
+    since: CursorValue | None = None,
+    chunk_size: int | None = None,
+    limit: int | None = None,
 ) -> ChunkSource:
-    """The job's source, windowed by ``since`` when the job has a cursor."""
+    """The job's source, windowed by ``since`` when the job has a cursor; ``limit`` caps
+    the rows a SQL query returns (a check's sample: files are read chunk by chunk)."""
     size = chunk_size or job.chunk_size
     inner: ChunkSource
     if job.is_sql:
@@ -276,6 +282,7 @@ def open_job_source(
             chunk_size=size,
             since=pushdown,
             base_dir=job.base_dir,
+            limit=limit,
         )
     else:
         inner = open_source(job.paths(), encoding=job.encoding, chunk_size=size)
@@ -562,7 +569,7 @@ def _rejected_rows(path: Path | None) -> pl.DataFrame | None:
 
 @dataclass
 class JobCheck:
-    """One job's check: its source opened and queried, its mapping resolved."""
+    """One job's check: its source opened, its mapping resolved, its first rows validated."""
 
     name: str
     ok: bool
@@ -605,20 +612,53 @@ def _check_code(exc: KraiterSyncError) -> int:
     return EXIT_USAGE if exc.exit_code == EXIT_USAGE else EXIT_FAILED
 
 
+#: Rows a check reads from each source: the first chunk of the run, at this size.
+CHECK_ROWS = 1_000
+
+
+def _input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
+    """How a job's source is read and mapped: the same for its run and its check."""
+    return InputOptions(
+        kind=cast(Any, kind or job.kind),
+        connector=job.connector,
+        mapping=dict(job.mapping),
+        encoding=job.encoding,
+        chunk_size=job.chunk_size,
+        timezone=job.timezone,
+    )
+
+
 def _check_job(job: JobConfig) -> JobCheck:
+    """Open the job's source as the run does and put its first rows through the same
+    mapping and validation (the validator's read-ahead thread included): a source that
+    cannot be read the way the run reads it fails here, not at night."""
+    from kraiter_sync.validate import ChunkedValidation
+
+    options = _input_options(job, kind="contacts" if job.mode == "mirror" else None)
     try:
-        with contextlib.closing(open_job_source(job, chunk_size=1)) as source:
-            schema = source.schema
-            columns = [n for n in schema.names() if n not in ("source_file", "source_row")]
-            detection = resolve_connector(
-                columns, connector=job.connector, kind=job.kind, overrides=job.mapping
-            )
+        with contextlib.ExitStack() as stack:
+            source = open_job_source(job, chunk_size=CHECK_ROWS, limit=CHECK_ROWS)
+            stack.callback(source.close)
+            (prepared,) = prepare_inputs([source], options, stack=stack)
+            detection = prepared.detection
             if job.kind is not None and detection.kind != job.kind:
                 msg = f"job {job.name}: kind is {job.kind} but the mapping reads {detection.kind}"
                 raise ConfigError(msg)
+            columns = [n for n in source.schema.names() if n not in _PROVENANCE]
+            validation = ChunkedValidation(
+                kind=detection.kind, options=prepared.validation_options(options)
+            )
+            for _valid in validation.run(itertools.islice(prepared.mapped_chunks(), 1)):
+                pass
+            report = validation.report
     except KraiterSyncError as exc:
         return JobCheck(job.name, False, str(exc), _check_code(exc))
-    details = [f"source: {job.source_label} ({len(columns)} columns)", *detection.lines()]
+    details = [
+        f"source: {job.source_label} ({len(columns)} columns)",
+        *detection.lines(),
+        f"first {report.rows_read:,} row(s) read and validated: {report.valid:,} valid, "
+        f"{report.rejected:,} rejected",
+    ]
     if job.cursor:
         details.append(f"cursor: {job.cursor!r}")
     return JobCheck(job.name, True, f"{detection.kind} from {job.source_label}", details=details)
@@ -645,9 +685,9 @@ def check_jobs(
     *,
     client_factory: Callable[[Settings], Any] | None = None,
 ) -> CheckResult:
-    """Validate connections without sending anything: each source opened and queried
-    (SQL with ``LIMIT 0``, files by their headers), each mapping resolved, the cursor
-    column found, and one read from Kraiter."""
+    """Validate connections without sending anything: each source opened and its first
+    :data:`CHECK_ROWS` rows read, mapped and validated as the run does (the same code,
+    threads included), the cursor column found, and one read from Kraiter."""
     selected = config.select(jobs)
     return CheckResult(
         jobs=[_check_job(job) for job in selected],
@@ -770,7 +810,6 @@ def run_job(
     """Run one job (the caller holds the state lock); raises on a failure of the job."""
     from kraiter_sync.importer import ImportOptions, import_
     from kraiter_sync.ledger import Ledger
-    from kraiter_sync.pipeline import InputOptions
 
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
@@ -795,14 +834,7 @@ def run_job(
         changed = ChangedRows(source, None if full_pass else row_cache.load())
         source = changed
     options = ImportOptions(
-        input=InputOptions(
-            kind=job.kind,
-            connector=job.connector,
-            mapping=dict(job.mapping),
-            encoding=job.encoding,
-            chunk_size=job.chunk_size,
-            timezone=job.timezone,
-        ),
+        input=_input_options(job),
         dry_run=dry_run,
         concurrency=concurrency or job.concurrency,
         rate=job.rate,
@@ -873,21 +905,13 @@ def _mirror_job(job: JobConfig, *, settings: Settings, dry_run: bool, started: f
     of Kraiter's contacts stop the job (exit 2) before anything is written; deleted
     contacts go to a tombstone file (``kraiter-sync restore`` undoes them).
     """
-    from kraiter_sync.pipeline import InputOptions
     from kraiter_sync.reconcile_run import ReconcileOptions, reconcile
 
     source = open_job_source(job)
     result = reconcile(
         [source],
         settings=settings,
-        inputs=InputOptions(
-            kind="contacts",
-            connector=job.connector,
-            mapping=dict(job.mapping),
-            encoding=job.encoding,
-            chunk_size=job.chunk_size,
-            timezone=job.timezone,
-        ),
+        inputs=_input_options(job, kind="contacts"),
         options=ReconcileOptions(
             mirror=True,
             max_delete_ratio=job.max_delete_ratio,
@@ -963,14 +987,14 @@ def run_sync(
 
     A job that fails is recorded and the next one runs; the result's ``exit_code`` is
     the most severe of all jobs. A second run on the same state directory raises
-    :class:`~kraiter_sync.errors.LockHeldError` (exit 4) at once.
+    :class:`~kraiter_sync.errors.LockHeldError` (exit 5, nothing started) at once.
     """
-    from kraiter_sync.ledger import state_lock
+    from kraiter_sync.ledger import ensure_state_dir, state_lock
 
     selected = config.select(jobs)
     started = time.monotonic()
     results: list[JobResult] = []
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(settings.state_dir)
     with state_lock(settings.state_dir):
         for job in selected:
             job_started = time.monotonic()

@@ -213,14 +213,22 @@ class SyncConfig:
         base_url: str | None = None,
         state_dir: Path | str | None = None,
         env: Mapping[str, str] | None = None,
+        tenant: str | None = None,
+        tenant_rotate: bool = False,
+        config_auto_loaded: bool = False,
     ) -> Settings:
-        """Flags > environment > ``[target]`` (with its paths relative to this file)."""
+        """Flags > environment > ``[target]`` (with its paths relative to this file);
+        ``config_auto_loaded``: this file was found in the current directory, not named
+        (see ``config.resolve_settings``)."""
         return resolve_settings(
             api_key=api_key,
             base_url=base_url,
             state_dir=state_dir,
+            tenant=tenant,
             config={"target": dict(self.target)},
             env=env,
+            config_auto_loaded=config_auto_loaded,
+            tenant_rotate=tenant_rotate,
         )
 
     def select(self, names: Sequence[str] = ()) -> list[JobConfig]:

@@ -37,8 +37,12 @@ def python() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_kraiter_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never pick up a developer's real Kraiter settings."""
+def _no_kraiter_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Tests never pick up a developer's real Kraiter settings, nor their user-level
+    kraiter-sync config (trusted hosts): XDG_CONFIG_HOME is an empty directory."""
     for name in list(os.environ):
         if name.startswith("KRAITER"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))

@@ -130,18 +130,18 @@ def row_ids(stream: str, frame: pl.DataFrame) -> list[str]:
     return list(frame["id"])
 
 
+def read_output_file(path: Path, fmt: str) -> pl.DataFrame:
+    if fmt == "parquet":
+        return pl.read_parquet(path)
+    if fmt == "csv":
+        return pl.read_csv(path, infer_schema=False)
+    return pl.read_ndjson(path)
+
+
 def read_output(directory: Path, fmt: str) -> pl.DataFrame:
     """Every visible file of an exported stream, the way an analyst would read it."""
     files = sorted(p for p in directory.rglob(f"*.{fmt}") if not p.name.startswith("."))
-    frames = []
-    for f in files:
-        if fmt == "parquet":
-            frame = pl.read_parquet(f)
-        elif fmt == "csv":
-            frame = pl.read_csv(f, infer_schema=False)
-        else:
-            frame = pl.read_ndjson(f)
-        frames.append(frame)
+    frames = [read_output_file(f, fmt) for f in files]
     if not frames:
         return pl.DataFrame()
     return pl.concat(frames, how="diagonal_relaxed")

@@ -6,6 +6,7 @@ import pytest
 
 from kraiter_sync import errors
 from kraiter_sync.errors import (
+    EXIT_BUSY,
     EXIT_FAILED,
     EXIT_INCOMPLETE,
     EXIT_USAGE,
@@ -57,7 +58,7 @@ FLAGS: list[tuple[type[errors.KraiterSyncError], int, bool, bool]] = [
     (errors.RateLimitError, EXIT_INCOMPLETE, True, False),
     (errors.ServerError, EXIT_INCOMPLETE, True, True),
     (errors.StateError, EXIT_FAILED, False, False),
-    (errors.LockHeldError, EXIT_INCOMPLETE, False, False),
+    (errors.LockHeldError, EXIT_BUSY, False, False),
     (errors.IncompleteError, EXIT_INCOMPLETE, False, False),
 ]
 

@@ -143,3 +143,94 @@ def test_docs_name_every_export_option_and_column() -> None:
         assert len(rows) == 1, stream
         documented = [c.split("`")[1] for c in rows[0].split(", ")]
         assert documented == list(schema), stream
+
+
+def test_a_held_export_lock_exits_5_busy_and_writes_nothing(
+    served: tuple[str, object], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    from kraiter_sync.config import resolve_settings
+    from kraiter_sync.export.state import ExportState, state_path
+
+    url, _ = served
+    env = _env(url, tmp_path, cli_env)
+    out = tmp_path / "out"
+    settings = resolve_settings(api_key=KEY, base_url=url, state_dir=tmp_path / "state", env={})
+    held = ExportState(state_path(settings.state_dir, settings.target, "contacts", out))
+    with held.locked():
+        result = CliRunner().invoke(main, ["export", "contacts", "--out", str(out)], env=env)
+    assert result.exit_code == 5, result.output
+    assert result.stderr.splitlines() == [
+        "error: another export of this stream to this directory is running "
+        f"(lock {held.path.with_suffix('.lock')}); wait for it to finish",
+        "busy: another run holds the state lock, nothing was started",
+    ]
+    assert not (out / "contacts").exists()
+
+
+def test_a_tenant_name_refuses_another_accounts_key_for_export(
+    served: tuple[str, object], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    url, _ = served
+    out = tmp_path / "out"
+    args = ["export", "events", "--out", str(out), "--tenant", "acme"]
+    first = CliRunner().invoke(main, args, env=_env(url, tmp_path, cli_env))
+    assert first.exit_code == 0, first.output
+    other = {**_env(url, tmp_path, cli_env), "KRAITER_API_KEY": "kr_another_account"}
+    second = CliRunner().invoke(main, args, env=other)
+    assert second.exit_code == 2
+    assert "tenant 'acme' was first used with another API key" in second.stderr
+    assert "kr_another_account" not in second.output
+
+
+def test_export_into_a_folder_with_the_users_files_is_refused_and_loses_nothing(
+    served: tuple[str, object], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """mkdir -p X/contacts/sub; echo hi > X/contacts/thesis.docx; export contacts --out X"""
+    url, _ = served
+    env = _env(url, tmp_path, cli_env)
+    out = tmp_path / "X"
+    (out / "contacts" / "sub").mkdir(parents=True)
+    (out / "contacts" / "thesis.docx").write_text("hi\n")
+    args = ["export", "contacts", "--out", str(out)]
+    refused = CliRunner().invoke(main, args, env=env)
+    assert refused.exit_code == 2
+    assert isinstance(refused.exception, SystemExit)
+    assert refused.stderr.splitlines()[-1] == (
+        f"error: refusing to export into {out / 'contacts'}: it holds 2 files kraiter-sync did "
+        "not write (sub/, thesis.docx). Choose another --out, or pass --overwrite to export "
+        "there anyway: kraiter-sync only ever replaces or deletes the files it wrote"
+    )
+    for extra in ([], ["--overwrite"]):
+        result = CliRunner().invoke(main, [*args, *extra], env=env)
+        if extra:
+            assert result.exit_code == 0, result.output
+            assert read_output(out / "contacts", "parquet").height == 5
+        assert (out / "contacts" / "thesis.docx").read_text() == "hi\n"
+        assert (out / "contacts" / "sub").is_dir()
+    again = CliRunner().invoke(main, args, env=env)  # claimed now: no --overwrite needed
+    assert again.exit_code == 0, again.output
+    assert (out / "contacts" / "thesis.docx").read_text() == "hi\n"
+    assert len(list((out / "contacts").glob("part-*"))) == 1
+
+
+@pytest.mark.parametrize("what", ["symlink", "file"])
+def test_a_link_or_file_in_place_of_the_stream_folder_is_a_clear_error(
+    served: tuple[str, object], tmp_path: Path, cli_env: dict[str, str], what: str
+) -> None:
+    url, _ = served
+    out = tmp_path / "X"
+    out.mkdir()
+    if what == "symlink":
+        (tmp_path / "home").mkdir()
+        (out / "events").symlink_to(tmp_path / "home")
+    else:
+        (out / "events").write_text("not a folder")
+    result = CliRunner().invoke(
+        main, ["export", "events", "--out", str(out), "--full"], env=_env(url, tmp_path, cli_env)
+    )
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    expected = "is a symbolic link" if what == "symlink" else "is a file, where the events export"
+    assert f"error: {out / 'events'} {expected}" in result.stderr
+    if what == "symlink":
+        assert list((tmp_path / "home").iterdir()) == []

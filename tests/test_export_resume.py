@@ -24,6 +24,7 @@ from tests.export_helpers import (
     client_for,
     new_app,
     read_output,
+    read_output_file,
     row_ids,
     seed,
     truth,
@@ -353,7 +354,7 @@ def test_state_holds_no_secret_and_a_version(tmp_path: Path) -> None:
     files = list((tmp_path / "state" / "export").glob("*.json"))
     assert len(files) == 1
     data = json.loads(files[0].read_text())
-    assert data["version"] == 1
+    assert data["version"] == 2
     assert data["run"] is None
     assert data["watermark"]["pos"]["last_id"].startswith("evt_")
     assert "kr_" not in files[0].read_text()
@@ -406,4 +407,181 @@ def test_unusable_output_or_state_paths_are_clear_errors(tmp_path: Path) -> None
         asyncio.run(run(blocker / "out", tmp_path / "state"))
     with pytest.raises(StateError, match="cannot use the state directory"):
         asyncio.run(run(tmp_path / "out", blocker / "state"))
+    app.close()
+
+
+# -- exports touch only what they wrote ---------------------------------------------------
+
+
+def _plant(directory: Path) -> None:
+    """What a user keeps in a folder they point --out at."""
+    (directory / "sub").mkdir(parents=True)
+    (directory / "thesis.docx").write_text("hi")
+    (directory / "sub" / "notes.txt").write_text("mine")
+
+
+def _planted_intact(directory: Path) -> bool:
+    return (directory / "thesis.docx").read_text() == "hi" and (
+        directory / "sub" / "notes.txt"
+    ).read_text() == "mine"
+
+
+@pytest.mark.parametrize(("stream", "kw"), [("contacts", {}), ("events", {"full": True})])
+def test_a_folder_holding_other_files_is_refused_then_shared_with_overwrite(
+    tmp_path: Path, stream: str, kw: dict[str, Any]
+) -> None:
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=20)))
+    target = tmp_path / "out" / stream
+    _plant(target)
+    with pytest.raises(UsageError) as caught:
+        asyncio.run(_run(app, tmp_path, stream, **kw))
+    assert str(caught.value) == (
+        f"refusing to export into {target}: it holds 2 files kraiter-sync did not write "
+        "(sub/notes.txt, thesis.docx). Choose another --out, or pass --overwrite to export "
+        "there anyway: kraiter-sync only ever replaces or deletes the files it wrote"
+    )
+    assert _planted_intact(target)
+    assert not list(target.rglob("part-*"))
+    for _ in range(2):  # the second run replaces the first one's files, and only those
+        asyncio.run(_run(app, tmp_path, stream, overwrite=True, **kw))
+        assert _planted_intact(target)
+        _assert_exact(tmp_path, app, stream)
+    app.close()
+
+
+def test_symlinks_and_files_where_the_stream_folder_goes_are_refused(tmp_path: Path) -> None:
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=5)))
+    out = tmp_path / "out"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / "contacts").symlink_to(elsewhere)
+    with pytest.raises(UsageError, match=r"contacts is a symbolic link: kraiter-sync does not"):
+        asyncio.run(_run(app, tmp_path, "contacts"))
+    (out / "contacts").unlink()
+    (out / "contacts").write_text("a file")
+    with pytest.raises(UsageError, match=r"contacts is a file, where the contacts export"):
+        asyncio.run(_run(app, tmp_path, "contacts", overwrite=True))
+    (out / "contacts").unlink()
+    (out / "events" / "date=2025-03-01").parent.mkdir()
+    (out / "events" / "date=2025-03-01").symlink_to(elsewhere)
+    with pytest.raises(UsageError, match=r"date=2025-03-01 is a symbolic link"):
+        asyncio.run(_run(app, tmp_path, "events", overwrite=True))
+    assert list(elsewhere.iterdir()) == []
+    app.close()
+
+
+def _manifest(tmp_path: Path) -> dict[str, Any]:
+    (doc,) = (tmp_path / "state" / "export").glob("*.json")
+    files: dict[str, Any] = json.loads(doc.read_text())["files"]
+    return files
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
+def test_the_manifest_lists_every_file_with_its_row_count(tmp_path: Path, fmt: str) -> None:
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=40)))
+    first = asyncio.run(_run(app, tmp_path, "events", format=fmt))
+    asyncio.run(_with_client(app, lambda c: add_events(c, 7, start=700)))
+    second = asyncio.run(_run(app, tmp_path, "events", format=fmt))
+    target = tmp_path / "out" / "events"
+    on_disk = {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()}
+    manifest = _manifest(tmp_path)
+    assert set(manifest) == on_disk
+    for rel, entry in manifest.items():
+        assert entry["rows"] == read_output_file(target / rel, fmt).height, rel
+    assert sum(e["rows"] for e in manifest.values()) == first.rows + second.rows
+    full = asyncio.run(_run(app, tmp_path, "events", format=fmt, full=True))
+    after = _manifest(tmp_path)
+    assert not set(after) & set(manifest)  # every earlier file replaced
+    assert sum(e["rows"] for e in after.values()) == full.rows
+    app.close()
+
+
+def test_files_of_an_export_whose_state_was_lost_are_still_replaced(tmp_path: Path) -> None:
+    """Part files carry the run id in their names: a new state directory recognises them
+    (and counts their rows) instead of calling them foreign or leaving duplicates."""
+    import shutil
+
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=30)))
+    asyncio.run(_run(app, tmp_path, "events"))
+    shutil.rmtree(tmp_path / "state")
+    again = asyncio.run(_run(app, tmp_path, "events"))
+    assert again.mode == "full"
+    _assert_exact(tmp_path, app, "events")
+    assert sum(e["rows"] for e in _manifest(tmp_path).values()) == again.rows
+    app.close()
+
+
+def test_a_kill_while_replacing_the_files_is_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=60)))
+    target = tmp_path / "out" / "events"
+    _plant(target)
+    asyncio.run(_run(app, tmp_path, "events", overwrite=True))
+    real_replace = Path.replace
+    calls = {"n": 0}
+
+    def dying_replace(self: Path, to: Any) -> Path:
+        if ".events.staging-" in str(self) and self.name.startswith("part-"):
+            calls["n"] += 1
+            if calls["n"] == 2:  # old files gone, new ones half moved in
+                raise Killed
+        return real_replace(self, to)
+
+    monkeypatch.setattr(Path, "replace", dying_replace)
+    with pytest.raises(Killed):
+        asyncio.run(_run(app, tmp_path, "events", full=True))
+    monkeypatch.setattr(Path, "replace", real_replace)
+    asyncio.run(_run(app, tmp_path, "events"))  # finishes the replacement first
+    _assert_exact(tmp_path, app, "events")
+    assert _planted_intact(target)
+    assert not list((tmp_path / "out").glob(".events.staging-*"))
+    app.close()
+
+
+def test_state_from_before_manifests_keeps_exporting_into_its_directory(tmp_path: Path) -> None:
+    """A version-1 state (no manifest) whose incremental directory also gathered a user's
+    file: the directory stays claimed, its part files are adopted with their rows."""
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=30)))
+    asyncio.run(_run(app, tmp_path, "events"))
+    (doc,) = (tmp_path / "state" / "export").glob("*.json")
+    data = json.loads(doc.read_text())
+    for key in ("files", "claimed"):
+        del data[key]
+    doc.write_text(json.dumps({**data, "version": 1}))
+    (tmp_path / "out" / "events" / "README.txt").write_text("what this folder is")
+    asyncio.run(_with_client(app, lambda c: add_events(c, 4, start=800)))
+    assert asyncio.run(_run(app, tmp_path, "events")).rows == 4
+    _assert_exact(tmp_path, app, "events")
+    manifest = _manifest(tmp_path)
+    assert "README.txt" not in manifest
+    assert sum(e["rows"] for e in manifest.values()) == _files(tmp_path, "events").height
+    asyncio.run(_run(app, tmp_path, "events", full=True))
+    assert (tmp_path / "out" / "events" / "README.txt").exists()
+    _assert_exact(tmp_path, app, "events")
+    app.close()
+
+
+def test_a_tampered_manifest_cannot_make_an_export_delete_other_files(tmp_path: Path) -> None:
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=5)))
+    asyncio.run(_run(app, tmp_path, "contacts"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "out" / "contacts" / "notes.txt").write_text("mine")
+    (doc,) = (tmp_path / "state" / "export").glob("*.json")
+    data = json.loads(doc.read_text())
+    data["files"].update({"../../victim.txt": {"rows": 1}, "notes.txt": {"rows": 1}})
+    doc.write_text(json.dumps(data))
+    asyncio.run(_run(app, tmp_path, "contacts"))  # a snapshot: replaces the manifest's files
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "out" / "contacts" / "notes.txt").read_text() == "mine"
+    _assert_exact(tmp_path, app, "contacts")
     app.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ from kraiter_sync.cli import main
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
-from kraiter_sync.errors import GuardError
+from kraiter_sync.errors import ConfigError, GuardError, StateError
 from kraiter_sync.importer import ImportOptions, import_
 from kraiter_sync.ratelimit import RateController
 from tests.import_helpers import BAD_ROWS, CountingTransport, remote_events, write_events
@@ -380,7 +381,12 @@ def test_tenant_name_keeps_the_ledger_across_a_key_rotation(tmp_path: Path) -> N
         api_key="kr_old_key", base_url="http://127.0.0.1:9", state_dir=state, tenant="acme", env={}
     )
     second = resolve_settings(
-        api_key="kr_new_key", base_url="http://127.0.0.1:9", state_dir=state, tenant="acme", env={}
+        api_key="kr_new_key",
+        base_url="http://127.0.0.1:9",
+        state_dir=state,
+        tenant="acme",
+        tenant_rotate=True,  # the new key of the same account, said once
+        env={},
     )
     assert first.target == second.target
     import_([src], settings=first, client_factory=kraiter.factory)
@@ -389,3 +395,101 @@ def test_tenant_name_keeps_the_ledger_across_a_key_rotation(tmp_path: Path) -> N
     assert kraiter.transports[-1].writes == 0
     result = CliRunner().invoke(main, [*base[:1], "--help"])
     assert "--tenant" in result.stdout
+    assert "--tenant-rotate" in result.stdout
+
+
+def test_a_tenant_name_refuses_another_accounts_key(tmp_path: Path) -> None:
+    """--tenant acme with a key of another account would find acme's ledger and send
+    nothing ("already imported"): the tenant keeps the key it was first used with."""
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=10)
+    state = tmp_path / "st"
+    kraiter = LocalKraiter(tmp_path)
+    acme = resolve_settings(
+        api_key="kr_acme_key", base_url="http://127.0.0.1:9", state_dir=state, tenant="acme", env={}
+    )
+    assert import_([src], settings=acme, client_factory=kraiter.factory).events.sent == 10
+    other = resolve_settings(
+        api_key="kr_other_account",
+        base_url="http://127.0.0.1:9",
+        state_dir=state,
+        tenant="acme",
+        env={},
+    )
+    sent_before = len(kraiter.transports)
+    with pytest.raises(ConfigError, match="--tenant-rotate"):
+        import_([src], settings=other, client_factory=kraiter.factory)
+    assert len(kraiter.transports) == sent_before  # no client was even made
+    result = CliRunner().invoke(
+        main,
+        ["import", str(src), "--state-dir", str(state), "--tenant", "acme"],
+        env={"KRAITER_API_KEY": "kr_other_account", "KRAITER_BASE_URL": "http://127.0.0.1:9"},
+    )
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines()[-1] == (
+        "error: tenant 'acme' was first used with another API key on http://127.0.0.1:9: "
+        "this key may belong to another Kraiter account, whose ledger and watermarks must "
+        "not be mixed with acme's. If you rotated acme's key, pass --tenant-rotate once; "
+        "otherwise use another --tenant"
+    )
+    assert "kr_other_account" not in result.output
+
+
+def test_cli_imports_a_cr_only_csv(tmp_path: Path) -> None:
+    """Old Mac Excel ends lines with a bare CR: every row is read and sent."""
+    src = tmp_path / "mac.csv"
+    src.write_bytes(
+        b"email,event,timestamp\rada@example.com,login,2025-01-01T10:00:00Z\r"
+        b"bob@example.com,login,2025-01-02T10:00:00Z\r"
+    )
+    result = CliRunner().invoke(main, ["import", str(src), "--state-dir", str(tmp_path / "st")])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "events: 2 read, 2 sent" in result.stdout
+
+
+def test_cli_refuses_input_whose_rows_cannot_be_read(tmp_path: Path) -> None:
+    src = tmp_path / "q.csv"
+    src.write_text('email,"plan\nada@example.com,pro\n')
+    result = CliRunner().invoke(main, ["import", str(src), "--state-dir", str(tmp_path / "st")])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines()[-1].startswith(f"error: {src}: no row could be read")
+    assert result.stdout == ""
+
+
+def test_import_with_a_new_state_dir_on_a_read_only_mount(tmp_path: Path) -> None:
+    from tests.disk_helpers import read_only
+
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=5)
+    with read_only(tmp_path) as ro:
+        state = ro / "state"
+        result = CliRunner().invoke(main, ["import", str(src), "--state-dir", str(state)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    reason = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+    assert result.stderr.splitlines()[-1] == (
+        f"error: cannot create the state directory {state}: {reason}; pass --state-dir "
+        "(or set KRAITER_SYNC_STATE_DIR) with a folder you can write"
+    )
+
+
+def test_a_full_disk_while_spooling_names_the_spool_and_sends_nothing(tmp_path: Path) -> None:
+    from tests.disk_helpers import full_disk
+
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=60_000)
+    kraiter = LocalKraiter(tmp_path)
+    with full_disk(tmp_path, "600k") as disk:
+        settings = resolve_settings(
+            api_key=KEY, base_url="http://127.0.0.1:9", state_dir=disk / "st", env={}
+        )
+        with pytest.raises(StateError) as caught:
+            import_([src], settings=settings, client_factory=kraiter.factory)
+        message = str(caught.value)
+        assert message.startswith(f"cannot write the spool {disk / 'st' / 'spool'}")
+        assert "No space left on device" in message
+        assert message.endswith("free some space in the state directory and run again")
+    assert kraiter.transports == []  # validation never reached the sending pass

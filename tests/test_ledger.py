@@ -28,10 +28,10 @@ def ledger(tmp_path: Path) -> Ledger:
 def test_creates_parents_wal_and_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "ledger.db"
     with Ledger(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 1
+        assert led.schema_version == SCHEMA_VERSION == 2
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     db.close()
 
 
@@ -233,7 +233,7 @@ def test_state_lock_excludes_a_second_process(tmp_path: Path) -> None:
             state_lock(state),
         ):
             pass
-        assert info.value.exit_code == 4
+        assert info.value.exit_code == 5
     finally:
         holder.kill()
         holder.wait(timeout=10)
@@ -243,3 +243,136 @@ def test_state_lock_excludes_a_second_process(tmp_path: Path) -> None:
     # the holder died without unlocking: the kernel released it, we take over
     with state_lock(state) as lock:
         assert lock.read_text().strip() == str(__import__("os").getpid())
+
+
+def test_a_version_1_ledger_is_migrated_keeping_its_data(tmp_path: Path) -> None:
+    from kraiter_sync.ledger import _MIGRATIONS
+
+    path = tmp_path / "ledger.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(_MIGRATIONS[0])
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO runs (command, target, started_at, status) VALUES ('import', ?, 1.0, 'ok')",
+        [T],
+    )
+    db.close()
+    with Ledger(path) as led:
+        assert led.schema_version == 2
+        (run,) = led.list_runs()
+        assert (run.command, run.status, run.pid, run.host) == ("import", "ok", None, None)
+
+
+# -- runs whose process is gone --------------------------------------------------------
+
+
+def _start_run_in_a_process(path: Path) -> subprocess.Popen[str]:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from kraiter_sync.ledger import Ledger
+        with Ledger({str(path)!r}) as led:
+            print(led.start_run("import", {T!r}, {{}}), flush=True)
+        sys.stdin.readline()
+        """
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_run_whose_process_was_killed_is_marked_killed(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    path = tmp_path / "ledger.db"
+    proc = _start_run_in_a_process(path)
+    try:
+        assert proc.stdout is not None
+        run_id = int(proc.stdout.readline())
+        with Ledger(path) as led:
+            assert led.mark_killed_runs() == []  # alive: still running
+            run = led.get_run(run_id)
+            assert run is not None
+            assert (run.status, run.pid, run.host) == ("running", proc.pid, socket.gethostname())
+        os.kill(proc.pid, 9)
+        proc.wait(timeout=10)
+        with Ledger(path) as led:
+            assert led.mark_killed_runs() == [run_id]
+            run = led.get_run(run_id)
+            assert run is not None
+            assert (run.status, run.finished_at) == ("killed", None)
+            assert led.mark_killed_runs() == []  # once
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_a_recycled_pid_is_not_taken_for_the_run(tmp_path: Path) -> None:
+    """A live process with the run's pid but another start time is not the run's."""
+    import os
+
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as led:
+        mine = led.start_run("import", T, {})
+        recycled = led.start_run("import", T, {})
+        elsewhere = led.start_run("import", T, {})
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE runs SET proc_start = 'another-boot:123' WHERE id = ?", [recycled])
+        db.execute("UPDATE runs SET host = 'another-host', pid = 1 WHERE id = ?", [elsewhere])
+    db.close()
+    with Ledger(path) as led:
+        assert led.mark_killed_runs() == [recycled]
+        statuses = {r.id: (r.status, r.pid) for r in led.list_runs()}
+    assert statuses[mine] == ("running", os.getpid())  # this very process
+    assert statuses[elsewhere][0] == "running"  # another host: cannot tell
+
+
+def test_cli_runs_shows_a_killed_run(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from click.testing import CliRunner
+
+    from kraiter_sync.cli import main
+
+    state = tmp_path / "st"
+    proc = _start_run_in_a_process(state / "ledger.db")
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        os.kill(proc.pid, 9)
+        proc.wait(timeout=10)
+    finally:
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+    result = CliRunner().invoke(main, ["runs", "--state-dir", str(state)])
+    assert result.exit_code == 0, result.output
+    assert " killed " in result.stdout.splitlines()[1]
+    as_json = CliRunner().invoke(main, ["runs", "--json", "--state-dir", str(state)])
+    (run,) = json.loads(as_json.stdout)
+    assert (run["status"], run["pid"]) == ("killed", proc.pid)
+
+
+# -- a tenant name stays with the key it was first used with -----------------------------
+
+
+def test_a_tenant_name_is_bound_to_its_first_key(ledger: Ledger) -> None:
+    ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-one")
+    ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-one")  # same key: fine
+    ledger.bind_tenant("https://eu.kraiter.example", "acme", "fp-two")  # another base URL
+    with pytest.raises(errors.ConfigError) as caught:
+        ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-two")
+    assert "--tenant-rotate" in str(caught.value)
+    ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-two", rotate=True)
+    with pytest.raises(errors.ConfigError):  # the old key is the stranger now
+        ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-one")

@@ -47,6 +47,7 @@ def _write(path: Path, data: bytes | str) -> Path:
         ("tabs.tsv", CSV.replace(",", "\t")),
         ("tabs_named.csv", CSV.replace(",", "\t")),
         ("crlf.csv", CSV.replace("\n", "\r\n")),
+        ("cr.csv", CSV.replace("\n", "\r")),  # old Mac Excel
         ("bom.csv", "\ufeff" + CSV),
     ],
 )
@@ -318,6 +319,77 @@ def test_csv_blocks_cut_only_between_records(
     frame = read_source(_write(tmp_path / "q.csv", body))
     assert list(zip(frame["email"], frame["note"], strict=True)) == rows
     assert frame["source_row"].to_list() == list(range(1, 51))
+
+
+def test_cr_line_endings_in_blocks_compressed_and_quoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CR-only files read like LF ones, cut into blocks anywhere, gzipped or not, with
+    quoted values that hold a line break."""
+    monkeypatch.setattr(sources, "_CSV_BLOCK", 7)
+    rows = [(f"u{i}@x.io", f"line one\rline two {i}") for i in range(30)]
+    body = "email,note\r" + "".join(f'{e},"{n}"\r' for e, n in rows)
+    for path in (
+        _write(tmp_path / "cr.csv", body),
+        _write(tmp_path / "cr.csv.gz", gzip.compress(body.encode())),
+        _write(tmp_path / "cr-latin.csv", body.encode("latin-1")),
+    ):
+        frame = read_source(path, encoding="latin-1" if "latin" in path.name else "utf-8")
+        assert list(zip(frame["email"], frame["note"], strict=True)) == rows, path
+        assert frame["source_row"].to_list() == list(range(1, 31))
+
+
+def test_rows_that_cannot_be_read_are_an_error_naming_the_cause(tmp_path: Path) -> None:
+    """Bytes after the header that yield no row (here an unclosed quote in the header
+    swallows the file) are refused, not read as an empty input."""
+    path = _write(tmp_path / "q.csv", 'email,"plan\na@x.io,pro\nb@x.io,free\n')
+    with pytest.raises(InputError) as caught:
+        read_source(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: no row could be read")
+    assert "line endings" in message
+    assert "quote" in message
+
+
+def test_a_header_only_csv_is_an_empty_input_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "h.csv", "email,plan\n")
+    assert read_source(path).height == 0
+    assert f"{path}: no rows (only a header line)" in caplog.text
+
+
+@pytest.mark.parametrize("column", ["source_row", "source_file"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "ndjson"])
+def test_provenance_column_names_are_refused(tmp_path: Path, column: str, fmt: str) -> None:
+    frame = pl.DataFrame({"email": ["a@x.io"], column: ["7"]})
+    path = tmp_path / f"p.{fmt}"
+    getattr(frame, f"write_{fmt}")(path)
+    with pytest.raises(InputError) as caught:
+        read_source(path)
+    assert str(caught.value) == (
+        f"{path}: a column is named {column!r}, the name kraiter-sync gives each row's "
+        "provenance (its file and row number); rename that column, e.g. to "
+        f"{column.replace('source', 'original')!r}"
+    )
+
+
+def test_a_hive_key_naming_a_file_column_is_refused(tmp_path: Path) -> None:
+    part = tmp_path / "unload" / "plan=pro"
+    part.mkdir(parents=True)
+    pl.DataFrame({"email": ["a@x.io"], "plan": ["free"]}).write_parquet(part / "p.parquet")
+    with pytest.raises(InputError, match=r"p\.parquet: the column 'plan' is also a directory"):
+        read_source(tmp_path / "unload")
+
+
+def test_duplicate_column_names_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.csv", "email,amount,plan,amount\na@x.io,1,pro,2\n")
+    with pytest.raises(InputError) as caught:
+        read_source(path)
+    assert str(caught.value) == (
+        f"{path}: the header names 'amount' twice (columns 2 and 4); give each column "
+        "a name of its own"
+    )
 
 
 def test_wrong_encoding_names_the_line(tmp_path: Path) -> None:

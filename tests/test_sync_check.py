@@ -8,6 +8,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -254,3 +255,57 @@ def test_worst_exit_code_orders_by_severity() -> None:
     assert worst_exit_code([1, 2]) == 2
     assert worst_exit_code([0, 0]) == 0
     assert worst_exit_code([]) == 0
+
+
+def test_check_reads_rows_the_way_the_run_does(tmp_path: Path) -> None:
+    """--check reads the first rows through the same pipeline as the run (the validator's
+    read-ahead thread included), so a job it passes does not fail when run."""
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE ev (email TEXT, event TEXT, at TEXT)")
+        conn.execute("INSERT INTO ev VALUES ('a@example.com', 'signup', '2026-01-01T10:00:00Z')")
+    conn.close()
+    config = write(
+        tmp_path / "kraiter-sync.toml",
+        '[jobs.ev]\nsource = "sqlite:///app.db"\nquery = "SELECT * FROM ev"\nkind = "events"\n'
+        'map = { timestamp = "at" }\n',
+    )
+    code, out, err = run(config, "--check")
+    assert code == 0, (out, err)
+    assert "ok   ev: events from sqlite:///app.db" in out
+    code, out, err = run(config)
+    assert code == 0, (out, err)
+
+
+def test_check_fails_where_rows_fail_to_read(tmp_path: Path) -> None:
+    """A query that only fails on its rows (LIMIT 0 runs fine) fails the check too."""
+    conn = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    conn.execute("CREATE TABLE people AS SELECT 'a@example.com' AS email, 'x1' AS seats")
+    conn.close()
+    config = write(
+        tmp_path / "kraiter-sync.toml",
+        '[jobs.wh]\nsource = "duckdb:///wh.duckdb"\n'
+        'query = "SELECT email, CAST(seats AS INTEGER) AS seats FROM people"\n'
+        'kind = "contacts"\n',
+    )
+    run_code, _, run_err = run(config)
+    assert run_code == 2
+    assert "the query failed" in run_err
+    code, out, err = run(config, "--check")
+    assert code == 2, (out, err)
+    assert "FAIL wh:" in err
+    assert "the query failed" in err
+    assert "Traceback" not in err
+
+
+def test_check_reads_a_sample_not_the_whole_source(tmp_path: Path) -> None:
+    make_sqlite(tmp_path / "app.db", rows=2_500)
+    config = write(
+        tmp_path / "kraiter-sync.toml",
+        '[jobs.people]\nsource = "sqlite:///app.db"\nquery = "SELECT email, plan FROM people"\n'
+        'kind = "contacts"\n',
+    )
+    code, out, err = run(config, "--check", "--json")
+    assert code == 0, err
+    (job,) = json.loads(out)["jobs"]
+    assert "first 1,000 row(s) read and validated: 1,000 valid, 0 rejected" in job["details"]

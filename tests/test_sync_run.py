@@ -504,7 +504,7 @@ def test_full_every_rechecks_every_contact_when_due(
 # -- the lock -----------------------------------------------------------------------------
 
 
-def test_a_second_run_exits_4_at_once_naming_the_holder(tmp_path: Path) -> None:
+def test_a_second_run_exits_5_busy_at_once_naming_the_holder(tmp_path: Path) -> None:
     state = tmp_path / "state"
     holder = subprocess.Popen(
         [
@@ -528,8 +528,12 @@ def test_a_second_run_exits_4_at_once_naming_the_holder(tmp_path: Path) -> None:
         result = CliRunner().invoke(
             main, ["sync", "--config", str(config), "--state-dir", str(state)]
         )
-        assert result.exit_code == 4
+        assert result.exit_code == 5
         assert f"pid {holder.pid}" in result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            "busy: another run holds the state lock, nothing was started"
+        )
+        assert "resume" not in result.stderr
         with pytest.raises(LockHeldError):
             run_sync(
                 parse_sync_config(config.read_text(), config),
@@ -683,3 +687,97 @@ def test_cli_full_and_dry_run_flags(tmp_path: Path, kraiter: tuple[CountingApp, 
     assert full["counts"]["contacts"]["unchanged"] == 2
     assert app.writes() == []
     assert any(method == "GET" for method, _ in app.requests)
+
+
+def test_sqlite_events_job_end_to_end_and_incremental(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    """The validator reads events a chunk ahead in a thread of its own: the SQLite
+    connection must serve that thread (it was opened in the caller's for the schema)."""
+    app, url = kraiter
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (id INT, email TEXT, name TEXT, placed_at TEXT)")
+        conn.executemany(
+            "INSERT INTO orders VALUES (?, ?, 'order_placed', ?)",
+            [(i, f"u{i % 3}@example.com", f"2026-02-01T0{i}:00:00Z") for i in range(6)],
+        )
+    conn.close()
+    config = parse_sync_config(
+        '[jobs.orders]\nsource = "sqlite:///app.db"\nquery = "SELECT * FROM orders"\n'
+        'kind = "events"\nmap = { timestamp = "placed_at" }\ncursor = "id"\n'
+        "chunk_size = 2\n",
+        tmp_path / "kraiter-sync.toml",
+    )
+    settings = settings_for(url, tmp_path)
+    first = run_sync(config, settings)
+    assert first.exit_code == 0, first.as_dict()
+    assert first.jobs[0].counts["events"]["sent"] == 6
+    assert len(remote(url)[1]) == 6
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO orders VALUES (6, 'u1@example.com', 'order_placed', "
+            "'2026-02-01T07:00:00Z')"
+        )
+    conn.close()
+    app.reset()
+    again = run_sync(config, settings).jobs[0]
+    assert again.exit_code == 0, again.as_dict()
+    assert again.rows_read == 2  # the watermark row (id 5) and the new one
+    assert len([r for r in app.writes() if r[1] == "/api/events"]) == 1
+    assert len(remote(url)[1]) == 7
+
+
+def test_sync_takes_tenant_and_refuses_another_key_for_it(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    app, url = kraiter
+    write(tmp_path / "contacts.csv", "email\na@example.com\n")
+    config = write(
+        tmp_path / "kraiter-sync.toml", '[jobs.c]\nsource = "contacts.csv"\nkind = "contacts"\n'
+    )
+    args = ["sync", "--config", str(config), "--state-dir", str(tmp_path / "st")]
+    first = CliRunner().invoke(
+        main, [*args, "--tenant", "acme"], env={"KRAITER_API_KEY": KEY, "KRAITER_BASE_URL": url}
+    )
+    assert first.exit_code == 0, first.output
+    runs = Ledger(tmp_path / "st" / "ledger.db")
+    assert runs.list_runs()[0].target == f"{url}#acme"
+    runs.close()
+    app.reset()
+    other = {"KRAITER_API_KEY": "kr_another_account", "KRAITER_BASE_URL": url}
+    second = CliRunner().invoke(main, [*args, "--tenant", "acme"], env=other)
+    assert second.exit_code == 2
+    assert "tenant 'acme' was first used with another API key" in second.stderr
+    assert app.requests == []
+    rotated = CliRunner().invoke(main, [*args, "--tenant", "acme", "--tenant-rotate"], env=other)
+    assert rotated.exit_code == 0, rotated.output
+
+
+def test_postgres_events_job_reads_in_the_read_ahead_thread(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    """Like SQLite's, the PostgreSQL connection is opened for the schema in the caller's
+    thread and read in the validator's read-ahead thread, chunk after chunk."""
+    pg_url = postgres_url_or_skip()
+    _, url = kraiter
+    table = f"ev_{uuid.uuid4().hex[:8]}"
+    pg_execute(
+        pg_url,
+        f"CREATE TABLE {table} (id int, email text, name text, placed_at timestamptz)",
+        f"INSERT INTO {table} SELECT i, 'u' || (i % 3) || '@example.com', 'order_placed', "
+        "TIMESTAMPTZ '2026-02-01 00:00:00+00' + i * INTERVAL '1 hour' FROM generate_series(0, 6) i",
+    )
+    try:
+        config = parse_sync_config(
+            f'[jobs.orders]\nsource = "{pg_url}"\nquery = "SELECT * FROM {table}"\n'
+            'kind = "events"\nmap = { timestamp = "placed_at" }\ncursor = "id"\n'
+            "chunk_size = 2\n",
+            tmp_path / "kraiter-sync.toml",
+        )
+        result = run_sync(config, settings_for(url, tmp_path))
+        assert result.exit_code == 0, result.as_dict()
+        assert result.jobs[0].counts["events"]["sent"] == 7
+        assert len(remote(url)[1]) == 7
+    finally:
+        pg_execute(pg_url, f"DROP TABLE IF EXISTS {table}")

@@ -12,6 +12,7 @@ Two ways in, over the same readers:
 Modules: ``paging`` (resumable positions, the one fetch path with retries),
 ``streams`` (stream specs, schemas, row → frame conversion), ``writers`` (formats,
 partitions, CSV neutralisation), ``state`` (the JSON state document and its lock),
+``output`` (the stream directory: the manifest, what is ours, replacing only that),
 ``runner`` (runs, commits, recovery).
 """
 
@@ -34,6 +35,7 @@ from kraiter_sync.export.runner import (
 )
 from kraiter_sync.export.streams import SCHEMAS, STREAMS, StreamSpec
 from kraiter_sync.export.writers import FORMATS, Format
+from kraiter_sync.ledger import Ledger, check_tenant
 
 if TYPE_CHECKING:
     from kraiter_sync.client import RequestObserver
@@ -151,7 +153,12 @@ def export(
 
     The watermark is keyed by ``settings.target`` (never the key) and kept in
     ``settings.state_dir``; ``observer`` is the rate controller shared by every request.
+    A ``--tenant`` name must be used with the key it was first used with
+    (``ledger.check_tenant``): another account's export would continue this one's.
     """
+    if settings.tenant is not None and not settings.local:
+        with Ledger(settings.ledger_path) as ledger:
+            check_tenant(ledger, settings)
 
     async def run() -> ExportResult:
         async with KraiterClient.from_settings(settings, observer=observer) as client:

@@ -9,9 +9,10 @@ in the output exactly once and the watermark never runs ahead of the files.
 
 Incremental runs append new part files to ``<out>/<stream>/``. Full runs (``--full``,
 ``--since``, and every run of a snapshot stream) build a hidden staging directory next
-to it and swap it in at the end (also journaled), so readers see the old output until
-the new one is complete. An interrupted run is resumed by the next invocation,
-whatever its flags.
+to it and, at the end, replace the files the manifest lists with the new ones (also
+journaled), so readers see the old output until the new one is complete. Only files
+this tool wrote are ever replaced or deleted (``output``). An interrupted run is resumed
+by the next invocation, whatever its flags.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ from kraiter_sync.errors import (
     StateError,
     UsageError,
 )
+from kraiter_sync.export.output import (
+    TMP_NAME,
+    check_directory,
+    refusal,
+    replace_files,
+    survey,
+)
 from kraiter_sync.export.paging import ContactDirectory, Fetcher, Position, pages
 from kraiter_sync.export.state import ExportState, state_path
 from kraiter_sync.export.streams import (
@@ -51,8 +59,6 @@ from kraiter_sync.export.streams import (
 )
 from kraiter_sync.export.writers import (
     FORMATS,
-    TMP_PREFIX,
-    TMP_SUFFIX,
     Format,
     PendingFile,
     empty_frame,
@@ -100,6 +106,9 @@ class ExportOptions:
     commit_seconds: float = 30.0
     #: Retries per request after the first attempt (0 = none).
     retries: int = 5
+    #: Export into a stream directory that holds files this tool did not write (they are
+    #: left alone: only the files in the manifest are ever replaced or deleted).
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -278,10 +287,31 @@ class _Run:
             raise RuntimeError(msg)
         return self.directory
 
+    def _claim_output(self) -> None:
+        """Survey the stream directory before anything is written (see ``output``)."""
+        data = self.data
+        check_directory(self._dir, self.spec.name)
+        files = data.setdefault("files", {})
+        found = survey(self._dir, files)
+        if found.foreign and not data.get("claimed"):
+            if not self.options.overwrite:
+                raise refusal(self._dir, found.foreign)
+            log.warning(
+                "exporting into %s beside %d file(s) kraiter-sync did not write; they are "
+                "left as they are",
+                self._dir,
+                len(found.foreign),
+            )
+        if found.adopted or not data.get("claimed"):
+            files.update(found.adopted)
+            data["claimed"] = True
+            self._state.save()
+
     def _start(self) -> None:
         data = self._state.load()
         self.data = data
         self._recover()
+        self._claim_output()
         run = data.get("run")
         opts = self.options
         if run:
@@ -316,6 +346,13 @@ class _Run:
             if not full and watermark and not has_output:
                 log.warning(
                     "%s is missing although an earlier export wrote it: exporting everything",
+                    self.directory,
+                )
+                full = True
+            if not full and not watermark and data.get("files"):
+                log.warning(
+                    "%s holds an earlier export this state does not know the end of: "
+                    "exporting everything and replacing its files",
                     self.directory,
                 )
                 full = True
@@ -388,8 +425,9 @@ class _Run:
         staging = Path(self.run["staging"]) if self.run.get("staging") else None
         for root in (self.directory, staging):
             if root is not None and root.exists():
-                for tmp in root.rglob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
-                    tmp.unlink()
+                for tmp in root.rglob(".part-*.tmp"):
+                    if TMP_NAME.match(tmp.name) and not tmp.is_symlink():
+                        tmp.unlink()
         parent = self._dir.parent
         if parent.exists():
             for other in parent.glob(f".{self.spec.name}.staging-*"):
@@ -399,14 +437,20 @@ class _Run:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _finish_swap(self) -> None:
+        """Replace the manifest's files with the staged ones (journaled in ``swap``)."""
         swap = self.data["swap"]
-        staging, old = Path(swap["staging"]), Path(swap["old"])
-        if staging.exists():
-            if self._dir.exists():
-                self._dir.rename(old)
-            staging.rename(self._dir)
-        if old.exists():
-            shutil.rmtree(old)
+        staging = Path(swap["staging"])
+        if "files" not in swap:  # journaled by a version that swapped whole directories
+            old = Path(swap["old"])
+            if old.exists() and not self._dir.exists():
+                old.rename(self._dir)  # undo its half-done swap, then replace file by file
+            swap = {
+                "staging": str(staging),
+                "files": survey(staging, {}).adopted,
+                "remove": [*(self.data.get("files") or {}), *survey(self._dir, {}).adopted],
+            }
+        replace_files(self._dir, staging, swap["files"], swap["remove"])
+        self.data["files"] = dict(swap["files"])
         self.data["swap"] = None
 
     # ---- buffering and commits --------------------------------------------------------
@@ -551,6 +595,10 @@ class _Run:
             raise StateError(msg) from None
         watermark, driver = marks
         self.data["pending"] = [[str(p.tmp), str(p.final)] for p in pending]
+        # the manifest learns the files in the same write that makes them visible
+        manifest = run.setdefault("files", {}) if self.full else self.data.setdefault("files", {})
+        for p in pending:
+            manifest[p.final.relative_to(target).as_posix()] = {"rows": p.rows}
         run["rows"] += frame.height
         run["driver"] = driver
         (run if self.full else self.data)["watermark"] = watermark
@@ -576,7 +624,8 @@ class _Run:
         if self.full:
             data["swap"] = {
                 "staging": run["staging"],
-                "old": str(self._dir.parent / f".{self.spec.name}.old-{run['id']}"),
+                "files": run.get("files") or {},
+                "remove": sorted(data.get("files") or {}),
             }
             data["watermark"] = run.get("watermark") if self.spec.incremental else None
             data["layout"] = _layout(self.options)

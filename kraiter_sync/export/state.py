@@ -4,7 +4,10 @@ Stored as a small JSON document written atomically (temporary file, fsync, then
 ``os.replace``) under ``<state dir>/export/``, one file per target + stream + output
 directory: two output directories of the same stream never share a watermark. The
 file holds a schema version, the target identity (never the key), the committed
-watermark, the unfinished run (if any) and the renames not yet known to be done.
+watermark, the unfinished run (if any), the renames not yet known to be done, and the
+manifest of the stream directory (``files``: every file written, with its row count;
+``claimed``: the directory was taken, see ``output``). Version 1 (before manifests)
+is read and upgraded: its directory counts as claimed, its part files are adopted.
 
 Why not the ledger's watermarks table: the journal is saved from the chunk-writer
 thread (a ``Ledger`` must not be shared between threads), and the ledger's
@@ -31,7 +34,7 @@ from kraiter_sync.errors import LockHeldError, StateError
 
 __all__ = ["STATE_VERSION", "ExportState", "state_path"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def state_path(state_dir: Path, target: str, stream: str, out: Path) -> Path:
@@ -61,6 +64,9 @@ class ExportState:
         except ValueError:
             msg = f"export state {self.path} is damaged; delete it and re-run with --full"
             raise StateError(msg) from None
+        if isinstance(data, dict) and data.get("version") == 1:
+            # written before manifests: it has exported into its directory already
+            data.update(version=STATE_VERSION, claimed=bool(data.get("watermark")))
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             msg = (
                 f"export state {self.path} has an unknown version; delete it and re-run with --full"
@@ -86,7 +92,7 @@ class ExportState:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive lock for one run; LockHeldError (exit 4) when another run has it."""
+        """Exclusive lock for one run; LockHeldError (exit 5) when another run has it."""
         lock_path = self.path.with_suffix(".lock")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
