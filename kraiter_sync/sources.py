@@ -36,11 +36,16 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import polars as pl
 
 from kraiter_sync.errors import InputError
+from kraiter_sync.objectstore.readers import ObjectPath
+from kraiter_sync.objectstore.urls import is_object_url
+
+if TYPE_CHECKING:
+    from kraiter_sync.objectstore.stores import StorageOptions
 
 __all__ = [
     "FORMATS",
@@ -131,8 +136,12 @@ def _glob_root(pattern: str) -> Path:
     return Path(*parts) if parts else Path()
 
 
-def _expand(raw: str | Path) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
+def _expand(
+    raw: str | Path, storage: StorageOptions | None = None
+) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
     text = str(raw)
+    if is_object_url(text):
+        return _expand_objects(text, storage)
     path = Path(text)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if _is_data_file(p))
@@ -206,14 +215,18 @@ def _detect(path: Path, display: str, forced: Format | None) -> tuple[Format, Co
     return fmt, compression
 
 
-def _resolve(paths: Sequence[str | Path] | str | Path, forced: Format | None) -> list[SourceFile]:
+def _resolve(
+    paths: Sequence[str | Path] | str | Path,
+    forced: Format | None,
+    storage: StorageOptions | None = None,
+) -> list[SourceFile]:
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     if not items:
         msg = "no input given; pass one or more files, directories or globs"
         raise InputError(msg)
     out: list[SourceFile] = []
     for item in items:
-        for path, display, hive in _expand(item):
+        for path, display, hive in _expand(item, storage):
             fmt, compression = _detect(path, display, forced)
             out.append(SourceFile(path, display, fmt, compression, hive))
     return out
@@ -230,7 +243,7 @@ def _open_decompressed(
 ) -> Iterator[IO[bytes]]:
     try:
         if compression == "gzip":
-            with gzip.open(path, "rb") as gz:
+            with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
                 yield cast(IO[bytes], gz)
         elif compression == "zstd":
             import zstandard
@@ -449,51 +462,62 @@ def _json_array_to_ndjson(
             raise _decode_error(sf.display, 0, encoding, exc) from exc
 
 
+def _avro_frames(
+    fh: IO[bytes], display: str, chunk_size: int, limit: int | None = None
+) -> Iterator[pl.DataFrame]:
+    """Avro records as frames of ``chunk_size`` rows; the first frame fixes the schema."""
+    import fastavro
+
+    try:
+        reader = fastavro.reader(fh)
+    except InputError:
+        raise
+    except Exception as exc:
+        msg = f"{display}: not a readable Avro container file ({exc})"
+        raise InputError(msg) from exc
+    schema: pl.Schema | None = None
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> pl.DataFrame:
+        nonlocal schema
+        if schema is None:
+            frame = pl.from_dicts(batch, infer_schema_length=None)
+            schema = frame.schema
+        else:
+            frame = pl.from_dicts(batch, schema=schema, strict=False)
+        batch.clear()
+        return frame
+
+    try:
+        for count, record in enumerate(reader):
+            if limit is not None and count >= limit:
+                break
+            if not isinstance(record, dict):
+                msg = f"{display}: Avro records must be records (objects), not {record!r}"
+                raise InputError(msg)
+            batch.append(record)
+            if len(batch) >= chunk_size:
+                yield flush()
+        if batch:
+            yield flush()
+    except (EOFError, ValueError, StopIteration) as exc:
+        msg = f"{display}: the Avro file is truncated or corrupt ({exc}); export it again"
+        raise InputError(msg) from exc
+
+
 def _avro_to_parquet(
     sf: SourceFile, target: Path, chunk_size: int, limit: int | None = None
 ) -> None:
-    import fastavro
     import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
     with _open_decompressed(sf.path, sf.compression, sf.display) as fh:
-        try:
-            reader = fastavro.reader(fh)
-        except Exception as exc:
-            msg = f"{sf.display}: not a readable Avro container file ({exc})"
-            raise InputError(msg) from exc
         writer: pq.ParquetWriter | None = None
-        schema: pl.Schema | None = None
-        batch: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            nonlocal writer, schema
-            if not batch:
-                return
-            if schema is None:
-                frame = pl.from_dicts(batch, infer_schema_length=None)
-                schema = frame.schema
-            else:
-                frame = pl.from_dicts(batch, schema=schema, strict=False)
-            table = frame.to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(str(target), table.schema)
-            writer.write_table(table)
-            batch.clear()
-
         try:
-            for count, record in enumerate(reader):
-                if limit is not None and count >= limit:
-                    break
-                if not isinstance(record, dict):
-                    msg = f"{sf.display}: Avro records must be records (objects), not {record!r}"
-                    raise InputError(msg)
-                batch.append(record)
-                if len(batch) >= chunk_size:
-                    flush()
-            flush()
-        except (EOFError, ValueError, StopIteration) as exc:
-            msg = f"{sf.display}: the Avro file is truncated or corrupt ({exc}); export it again"
-            raise InputError(msg) from exc
+            for frame in _avro_frames(fh, sf.display, chunk_size, limit):
+                table = frame.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(str(target), table.schema)
+                writer.write_table(table)
         finally:
             if writer is not None:
                 writer.close()
@@ -605,8 +629,11 @@ class Source:
         target = self._tmpdir() / (f"sample-{index}" if sample else f"{index}")
         limit = _SAMPLE_BYTES if sample else None
         items = _SAMPLE_ITEMS if sample else None
+        remote = isinstance(path, ObjectPath)
         if fmt in ("csv", "tsv"):
-            if sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
+            if remote and not sample:
+                path = _object_text(sf, encoding)
+            elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig") or remote:
                 path = target.with_suffix(".csv")
                 _transcode_text(sf, encoding, path, limit)
             separator = self.separator or ("\t" if fmt == "tsv" else "")
@@ -633,10 +660,14 @@ class Source:
             if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
                 path = target.with_suffix(".ndjson")
                 _json_array_to_ndjson(sf, encoding, path, items)
-            elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
+            elif remote and not sample:
+                path = _object_text(sf, encoding)
+            elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig") or remote:
                 path = target.with_suffix(".ndjson")
                 _transcode_text(sf, encoding, path, limit)
             fmt = "ndjson"
+        elif fmt == "avro" and remote and not sample:
+            path = _object_decompressed(sf)  # streamed record batches (_read_batches)
         elif fmt == "avro":
             path = target.with_suffix(".parquet")
             _avro_to_parquet(sf, path, self.chunk_size, items)
@@ -672,6 +703,8 @@ class Source:
                 )
             elif fmt == "ndjson":
                 lf = pl.scan_ndjson(path, infer_schema_length=self.infer_schema_length)
+            elif isinstance(path, ObjectPath):
+                lf = _object_schema_frame(path, fmt, sf.display)
             elif fmt == "parquet":
                 lf = pl.scan_parquet(path, glob=False, hive_partitioning=False)
             else:
@@ -717,6 +750,12 @@ class Source:
 
     def scan(self) -> pl.LazyFrame:
         """All files as one lazy frame (valid while this Source is open)."""
+        if any(isinstance(sf.path, ObjectPath) for sf in self.files):
+            msg = (
+                f"{self.files[0].display}: object-storage inputs are read in chunks "
+                "(iter_chunks, read), not as one lazy frame"
+            )
+            raise InputError(msg)
         frames = [self._align(self._scan_one(i)) for i in range(len(self.files))]
         return pl.concat(frames, how="vertical")
 
@@ -755,8 +794,8 @@ class Source:
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
         try:
-            return sum(int(pq.read_metadata(sf.path).num_rows) for sf in self.files)
-        except (OSError, ValueError):  # unreadable footers are reported when read
+            return sum(int(pq.read_metadata(_arrow_file(sf.path)).num_rows) for sf in self.files)
+        except (OSError, ValueError, InputError):  # unreadable footers are reported when read
             return None
 
     def read(self) -> pl.DataFrame:
@@ -775,13 +814,17 @@ def _read_batches(path: Path, fmt: Format, separator: str, size: int) -> Iterato
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
         # pre_buffer=False: pre-buffering whole row groups made RSS grow with file size
-        parquet = pq.ParquetFile(str(path), pre_buffer=False)
+        parquet = pq.ParquetFile(_arrow_file(path), pre_buffer=False)
         for batch in parquet.iter_batches(batch_size=size):
             yield cast(pl.DataFrame, pl.from_arrow(batch))
+    elif fmt == "avro":  # an object: records streamed straight into frames
+        with path.open("rb") as fh:
+            yield from _avro_frames(fh, str(path), size)
     elif fmt == "ipc":
         import pyarrow.ipc as ipc  # type: ignore[import-untyped, unused-ignore]
 
-        with pa.memory_map(str(path)) as source:
+        opened = path.open_random() if isinstance(path, ObjectPath) else pa.memory_map(str(path))
+        with opened as source:
             reader = ipc.open_file(source)
             for i in range(reader.num_record_batches):
                 yield cast(pl.DataFrame, pl.from_arrow(reader.get_batch(i)))
@@ -995,6 +1038,131 @@ def _explain(
 
 
 # --------------------------------------------------------------------------------------
+# object storage: URLs expand to objects that are streamed, never downloaded first
+# --------------------------------------------------------------------------------------
+
+
+def _expand_objects(
+    text: str, storage: StorageOptions | None
+) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
+    from kraiter_sync.objectstore import expand, open_bucket, parse_url
+
+    out: list[tuple[Path, str, tuple[tuple[str, str], ...]]] = []
+    for found in expand(text, storage):
+        bucket = open_bucket(parse_url(found.info.url), storage)
+        path = ObjectPath.of(bucket, found.info, expected_size=found.expected_size)
+        out.append((path, found.info.url, found.hive))
+    return out
+
+
+def _arrow_file(path: Path) -> Any:
+    """What pyarrow opens: a local path as a string, an object as a seekable reader."""
+    return path.open_random() if isinstance(path, ObjectPath) else str(path)
+
+
+def _object_decompressed(sf: SourceFile) -> Path:
+    """The object, decompressed on the fly as it streams."""
+    assert isinstance(sf.path, ObjectPath)  # noqa: S101 - only objects come here
+    if sf.compression is None:
+        return sf.path
+
+    def opener() -> IO[bytes]:
+        stack = contextlib.ExitStack()
+        raw = stack.enter_context(_open_decompressed(sf.path, sf.compression, sf.display))
+        return cast(IO[bytes], _TextStream(raw, None, sf, stack))
+
+    return sf.path.derive(opener)
+
+
+def _object_text(sf: SourceFile, encoding: str) -> Path:
+    """The object as UTF-8 text without a BOM, decompressed and decoded as it streams."""
+    assert isinstance(sf.path, ObjectPath)  # noqa: S101 - only objects come here
+    if sf.compression is None and encoding in ("utf-8", "utf-8-sig"):
+        return sf.path
+
+    def opener() -> IO[bytes]:
+        stack = contextlib.ExitStack()
+        raw = stack.enter_context(_open_decompressed(sf.path, sf.compression, sf.display))
+        return cast(IO[bytes], _TextStream(raw, encoding, sf, stack))
+
+    return sf.path.derive(opener)
+
+
+class _TextStream(io.RawIOBase):
+    """A decompressed (and, with an encoding, UTF-8 re-encoded) view of a stream that
+    reports a truncated or corrupt stream as the InputError a local file gets."""
+
+    def __init__(
+        self, raw: IO[bytes], encoding: str | None, sf: SourceFile, stack: contextlib.ExitStack
+    ) -> None:
+        self._raw = raw
+        self._sf = sf
+        self._stack = stack
+        self._encoding = encoding
+        self._decoder = codecs.getincrementaldecoder(encoding)() if encoding else None
+        self._first = True
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _block(self) -> bytes:
+        sf = self._sf
+        try:
+            return self._raw.read(_COPY_BLOCK)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            msg = (
+                f"{sf.display}: the {sf.compression} stream is truncated or corrupt ({exc}); "
+                "download or export the file again"
+            )
+            raise InputError(msg) from exc
+        except InputError:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "ZstdError":
+                msg = f"{sf.display}: the zstd stream is corrupt ({exc}); export the file again"
+                raise InputError(msg) from exc
+            raise
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._buf and not self._eof:
+            block = self._block()
+            self._eof = not block
+            if self._decoder is None:
+                self._buf = block
+                continue
+            try:
+                text = self._decoder.decode(block, final=self._eof)
+            except UnicodeDecodeError as exc:
+                encoding = self._encoding or "utf-8"
+                line = _bad_line(self._sf.path, self._sf.compression, self._sf.display, encoding)
+                raise _decode_error(self._sf.display, line, encoding, exc) from exc
+            if self._first and text:
+                text = text.removeprefix("\ufeff")
+                self._first = False
+            self._buf = text.encode("utf-8")
+        n = min(len(buffer), len(self._buf))
+        buffer[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._stack.close()
+        super().close()
+
+
+def _object_schema_frame(path: ObjectPath, fmt: Format, display: str) -> pl.LazyFrame:
+    """An empty frame with the columns of a Parquet or Arrow IPC object (from its footer)."""
+    import pyarrow.ipc as ipc  # type: ignore[import-untyped, unused-ignore]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
+    with path.open_random() as fh:
+        schema = pq.ParquetFile(fh).schema_arrow if fmt == "parquet" else ipc.open_file(fh).schema
+    return cast(pl.DataFrame, pl.from_arrow(schema.empty_table())).lazy()
+
+
+# --------------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------------
 
@@ -1006,13 +1174,19 @@ def open_source(
     encoding: str = "utf-8",
     separator: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    storage: StorageOptions | None = None,
 ) -> Source:
-    """Resolve files, directories and globs into a :class:`Source` (nothing read yet)."""
+    """Resolve files, directories and globs into a :class:`Source` (nothing read yet).
+
+    Object URLs (``s3://``, ``gs://``, ``az://``, ``abfss://``, ``https://``) name one
+    object, a prefix, a glob or a Redshift manifest; ``storage`` holds their endpoints
+    and profiles (``[storage]`` of kraiter-sync.toml). They are streamed, never copied.
+    """
     if format is not None and format not in FORMATS:
         msg = f"unknown format {format!r}; choose one of {', '.join(FORMATS)}"
         raise InputError(msg)
     return Source(
-        _resolve(paths, format),
+        _resolve(paths, format, storage),
         encoding=encoding,
         separator=separator,
         chunk_size=chunk_size,

@@ -1,0 +1,170 @@
+"""Which object-store library to read sources through: obstore, fsspec (s3fs), polars.
+
+    python benchmarks/objectstore_libraries.py              # 2M events, a 3-part export
+    python benchmarks/objectstore_libraries.py --rows 500000
+
+A local S3 (moto's ``ThreadedMotoServer``, real HTTP on 127.0.0.1) holds one Parquet
+events file and the same rows as a gzipped CSV. Each candidate then reads every row in
+a fresh subprocess the way ``sources.py`` reads a local file (pyarrow batches for
+Parquet, a decompressing stream for CSV), and the script prints rows/s, MB/s of object
+bytes and peak RSS (VmHWM) for each, plus local disk as the baseline:
+
+- ``obstore``: ``obstore.open_reader`` (a buffered, seekable file over range requests);
+- ``fsspec``: ``s3fs.S3FileSystem.open`` (the same, through botocore);
+- ``polars``: ``pl.scan_parquet`` / ``pl.scan_csv`` on the ``s3://`` URL with
+  ``storage_options``, collected in streaming mode (Parquet and plain CSV only: polars
+  reads no gzip stream from object storage, and its listing and ETags are not exposed).
+
+Absolute numbers mean little on a shared machine; compare the lines of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from datagen import write_events_parquet
+
+CHILD = r"""
+import contextlib, gzip, io, os, sys, time
+how, what, where = sys.argv[1], sys.argv[2], sys.argv[3]
+endpoint = os.environ.get("BENCH_ENDPOINT", "")
+import pyarrow.parquet as pq
+import polars as pl
+t = time.perf_counter()
+rows = 0
+
+class Seekable(io.RawIOBase):
+    def __init__(self, f): self.f = f
+    def readable(self): return True
+    def seekable(self): return True
+    def seek(self, o, w=0): return self.f.seek(o, w)
+    def tell(self): return self.f.tell()
+    def readinto(self, b):
+        data = self.f.read(len(b)); n = len(data); b[:n] = data; return n
+    def close(self): self.f.close(); super().close()
+
+class Stream(io.RawIOBase):
+    def __init__(self, it): self.it = iter(it); self.buf = memoryview(b"")
+    def readable(self): return True
+    def readinto(self, b):
+        if not self.buf:
+            self.buf = memoryview(next(self.it, b""))
+        n = min(len(b), len(self.buf)); b[:n] = self.buf[:n]; self.buf = self.buf[n:]; return n
+
+def opener():
+    if how == "local":
+        return open(where, "rb")
+    if how == "obstore":
+        import obstore
+        from obstore.store import S3Store
+        store = S3Store("bench", endpoint=endpoint, region="us-east-1", allow_http=True)
+        if what == "csv":  # sequential: one GET, streamed
+            return Stream(obstore.get(store, where).stream(min_chunk_size=1 << 20))
+        return Seekable(obstore.open_reader(store, where, buffer_size=8 << 20))
+    if how == "fsspec":
+        import s3fs
+        fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+        return fs.open("bench/" + where, "rb", block_size=8 << 20)
+    raise SystemExit(how)
+
+if how == "polars":
+    opts = {"aws_endpoint_url": endpoint, "aws_region": "us-east-1", "aws_allow_http": "true"}
+    url = "s3://bench/" + where
+    if what == "parquet":
+        for df in pl.scan_parquet(url, storage_options=opts).collect_batches(chunk_size=100_000):
+            rows += df.height
+    else:
+        rows = pl.scan_csv(url, storage_options=opts).select(pl.len()).collect().item()
+elif what == "parquet":
+    with opener() as fh:
+        for batch in pq.ParquetFile(fh, pre_buffer=False).iter_batches(batch_size=100_000):
+            rows += batch.num_rows
+else:
+    with opener() as raw, gzip.open(raw, "rb") as fh:
+        header = fh.readline()
+        while block := fh.read(16 << 20):
+            rows += block.count(b"\n")
+hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0].split()[1]
+print(rows, time.perf_counter() - t, hwm)
+"""
+
+
+def run(how: str, what: str, where: str, endpoint: str) -> tuple[int, float, float]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "POLARS_MAX_THREADS": "2",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 (moto's fixed test key)
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "BENCH_ENDPOINT": endpoint,
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, how, what, where],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ).stdout.split()
+    return int(out[0]), float(out[1]), int(out[2]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    args = parser.parse_args()
+
+    import boto3
+    import polars as pl
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            parquet = write_events_parquet(Path(tmp) / "events.parquet", args.rows)
+            csv_gz = Path(tmp) / "events.csv.gz"
+            frame = pl.read_parquet(parquet).unnest("properties").drop("page")
+            with gzip.open(csv_gz, "wb", compresslevel=1) as fh:
+                frame.write_csv(fh)
+            del frame
+            s3 = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",  # noqa: S106
+                region_name="us-east-1",
+            )
+            s3.create_bucket(Bucket="bench")
+            sizes = {}
+            for path in (parquet, csv_gz):
+                s3.upload_file(str(path), "bench", path.name)
+                sizes[path.name] = path.stat().st_size
+            print(
+                f"{args.rows:,} events; parquet {sizes['events.parquet'] / 1e6:.0f} MB, "
+                f"csv.gz {sizes['events.csv.gz'] / 1e6:.0f} MB; machine shared, one run"
+            )
+            print(f"{'reader':<10}{'format':<9}{'rows/s':>12}{'MB/s':>8}{'peak RSS MiB':>14}")
+            for what, name in (("parquet", "events.parquet"), ("csv", "events.csv.gz")):
+                for how in ("local", "obstore", "fsspec", "polars"):
+                    if how == "polars" and what == "csv":
+                        continue
+                    where = str(Path(tmp) / name) if how == "local" else name
+                    rows, seconds, rss = run(how, what, where, endpoint)
+                    mbs = sizes[name] / 1e6 / seconds
+                    print(f"{how:<10}{what:<9}{rows / seconds:>12,.0f}{mbs:>8.1f}{rss:>14.0f}")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
