@@ -29,7 +29,7 @@ without it an object URL is a clear error naming that command.
 from __future__ import annotations
 
 from kraiter_sync.objectstore.changes import SeenObjects
-from kraiter_sync.objectstore.listing import ObjectInfo, expand, read_manifest
+from kraiter_sync.objectstore.listing import ObjectInfo, expand, read_manifest, read_object
 from kraiter_sync.objectstore.readers import ObjectPath
 from kraiter_sync.objectstore.stores import Bucket, StorageOptions, open_bucket, translate_error
 from kraiter_sync.objectstore.urls import ObjectUrl, is_object_url, parse_url, redact
@@ -46,6 +46,7 @@ __all__ = [
     "open_bucket",
     "parse_url",
     "read_manifest",
+    "read_object",
     "redact",
     "translate_error",
 ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -22,7 +21,7 @@ from kraiter_sync.errors import InputError
 from kraiter_sync.objectstore.stores import ObjectInfo, StorageOptions, open_bucket
 from kraiter_sync.objectstore.urls import is_object_url, parse_url, redact
 
-__all__ = ["Found", "ObjectInfo", "expand", "is_manifest_name", "read_manifest"]
+__all__ = ["Found", "ObjectInfo", "expand", "is_manifest_name", "read_manifest", "read_object"]
 
 _GLOB_CHARS = frozenset("*?[")
 _MANIFEST_MAX = 64 << 20
@@ -144,6 +143,20 @@ def expand(text: str, options: StorageOptions | None = None) -> list[Found]:
     return found
 
 
+def read_object(text: str, options: StorageOptions | None = None, *, limit: int = 1 << 30) -> bytes:
+    """The whole of one small object (a rejects file, a manifest); larger inputs stream."""
+    url = parse_url(text)
+    bucket = open_bucket(url, options)
+    info = bucket.head(url.key)
+    if info is None:
+        msg = f"{url.display}: no such object; check the URL"
+        raise InputError(msg)
+    if info.size > limit:
+        msg = f"{url.display}: {info.size:,} bytes is too large to read whole"
+        raise InputError(msg)
+    return bytes(bucket.get(info).bytes()) if info.size else b""
+
+
 def _maybe_manifest(info: ObjectInfo, options: StorageOptions | None) -> list[Found]:
     name = info.key.rsplit("/", 1)[-1]
     if not is_manifest_name(name) or info.size > _MANIFEST_MAX:
@@ -196,7 +209,3 @@ def _manifest_entry(entry: dict[str, Any], manifest: str, options: StorageOption
         )
         raise InputError(msg)
     return Found(info, (), expected)
-
-
-def manifest_entries(paths: Sequence[str]) -> list[str]:  # pragma: no cover - helper
-    return [p for p in paths if is_manifest_name(p)]

@@ -268,7 +268,7 @@ class Bucket:
             url=self.url.child(key),
             key=key,
             size=int(meta["size"]),
-            etag=meta.get("e_tag") or None,
+            etag=(meta.get("e_tag") or "").strip('"') or None,
             last_modified=_parse_time(meta.get("last_modified")),
         )
 
@@ -328,7 +328,7 @@ class Bucket:
         obstore = _obstore()
         options: dict[str, Any] = {}
         if info.etag and self.url.cloud != "http":
-            options["if_match"] = info.etag
+            options["if_match"] = f'"{info.etag}"'
         if start or end is not None:
             options["range"] = (start, info.size if end is None else end)
         try:
