@@ -102,7 +102,7 @@ def run(how: str, what: str, where: str, endpoint: str) -> tuple[int, float, flo
         "PATH": "/usr/bin:/bin",
         "POLARS_MAX_THREADS": "2",
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 (moto's fixed test key)
+        "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "BENCH_ENDPOINT": endpoint,
     }

@@ -39,7 +39,7 @@ AWS_ENV = {
 }
 # azurite's documented development account (public, the same in every installation)
 AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = (  # noqa: S105 - azurite's published development key, not a secret
+AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 
@@ -166,8 +166,10 @@ def fake_gcs_server() -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
-        + ["-port", str(port), "-external-url", url, "-public-host", f"127.0.0.1:{port}"],
+        [
+            *(binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"),
+            *("-port", str(port), "-external-url", url, "-public-host", f"127.0.0.1:{port}"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -215,15 +217,15 @@ def azurite_binary() -> str | None:
 def azurite_server() -> Iterator[str]:
     binary = azurite_binary()
     if binary is None:
-        service_or_skip(
-            "azurite is not installed: run `source .ci/azurite.sh` (npm) before pytest"
-        )
+        service_or_skip("azurite is not installed: run `source .ci/azurite.sh` (npm) before pytest")
     assert binary is not None
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="azurite-") as work:
         process = subprocess.Popen(
-            [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", work]
-            + ["--silent", "--skipApiVersionCheck", "--loose"],
+            [
+                *(binary, "--blobHost", "127.0.0.1", "--blobPort", str(port)),
+                *("--location", work, "--silent", "--skipApiVersionCheck", "--loose"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

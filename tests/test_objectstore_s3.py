@@ -30,8 +30,7 @@ def events(n: int, offset: int = 0, *, bad: int = 0) -> pl.DataFrame:
     """``n`` valid events (and ``bad`` rows with an invalid email at the end)."""
     return pl.DataFrame(
         {
-            "email": [f"user{offset + i}@example.com" for i in range(n)]
-            + ["not-an-email"] * bad,
+            "email": [f"user{offset + i}@example.com" for i in range(n)] + ["not-an-email"] * bad,
             "event": ["order_placed"] * (n + bad),
             "timestamp": [f"2025-03-01T10:{(offset + i) % 60:02d}:00Z" for i in range(n + bad)],
             "amount": [float(offset + i) for i in range(n + bad)],
