@@ -208,8 +208,12 @@ class Azure:
         return f"az://{container}/{key}"
 
 
+# read at import: the autouse fixture in conftest removes KRAITER_* from each test's env
+_AZURITE_ENV = os.environ.get("KRAITER_TEST_AZURITE", "")
+
+
 def azurite_binary() -> str | None:
-    found = os.environ.get("KRAITER_TEST_AZURITE") or shutil.which("azurite-blob")
+    found = _AZURITE_ENV or shutil.which("azurite-blob")
     return found if found and Path(found).exists() else None
 
 

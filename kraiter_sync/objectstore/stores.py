@@ -199,8 +199,10 @@ def translate_error(exc: BaseException, where: str, *, bucket: str = "") -> Inpu
     name = type(exc).__name__
     what = bucket or where
     lower = text.lower()
-    if codes & {"NoSuchBucket", "ContainerNotFound"} or (
-        "bucket" in lower and "not exist" in lower
+    if (
+        codes & {"NoSuchBucket", "ContainerNotFound"}
+        or ("bucket" in lower and "not exist" in lower)
+        or "no bucket named" in lower  # fake-gcs-server's wording
     ):
         return InputError(
             f"{where}: the bucket or container {what} does not exist; check its name "
