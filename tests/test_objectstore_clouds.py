@@ -202,7 +202,7 @@ def test_https_missing_file_and_globs(site: tuple[Path, str]) -> None:
 
 
 def test_plain_http_is_refused_off_loopback() -> None:
-    with pytest.raises(InputError, match="plain http:// is refused for data.example.com"):
+    with pytest.raises(InputError, match=r"plain http:// is refused for data\.example\.com"):
         open_source("http://data.example.com/export.csv")
 
 
