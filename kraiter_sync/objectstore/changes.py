@@ -10,14 +10,22 @@ is saved only after a run that completed, so a failed night is read again in ful
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from kraiter_sync.objectstore.readers import ObjectPath
 from kraiter_sync.objectstore.stores import ObjectInfo
 
 __all__ = ["SeenObjects"]
 
 _VERSION = 1
+T = TypeVar("T")
+
+
+def _info(file: Any) -> ObjectInfo | None:
+    path = getattr(file, "path", None)
+    return path.info if isinstance(path, ObjectPath) else None
 
 
 @dataclass
@@ -43,6 +51,20 @@ class SeenObjects:
 
     def is_new(self, info: ObjectInfo) -> bool:
         return self.versions.get(info.url) != info.version
+
+    def unread(self, files: Sequence[T]) -> list[T]:
+        """The source files to read: local files, and objects new or changed since."""
+        kept = []
+        for file in files:
+            info = _info(file)
+            if info is None or self.is_new(info):
+                kept.append(file)
+        return kept
+
+    @staticmethod
+    def listed(files: Sequence[Any]) -> list[ObjectInfo]:
+        """The objects among ``files`` (``sources.SourceFile``s)."""
+        return [info for info in map(_info, files) if info is not None]
 
     def add(self, infos: Iterable[ObjectInfo]) -> None:
         for info in infos:
