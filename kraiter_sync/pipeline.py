@@ -21,6 +21,7 @@ import polars as pl
 from kraiter_sync.connectors import Detection, apply, resolve_connector
 from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError
 from kraiter_sync.objectstore.stores import StorageOptions
+from kraiter_sync.objectstore.urls import is_object_url, redact
 from kraiter_sync.rejects import RejectsWriter
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, open_source
 from kraiter_sync.validate import (
@@ -131,7 +132,7 @@ def prepare_inputs(
                     storage=options.storage,
                 )
             )
-            label = str(item)
+            label = redact(str(item)) if is_object_url(str(item)) else str(item)
         else:  # an already-open chunk source (a SQL query, a windowed source): ours to close
             source = item
             stack.callback(source.close)

@@ -44,7 +44,7 @@ from typing import Any, Literal, NoReturn, cast
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import ConfigError
 from kraiter_sync.objectstore.stores import StorageOptions
-from kraiter_sync.objectstore.urls import is_object_url
+from kraiter_sync.objectstore.urls import is_object_url, redact
 from kraiter_sync.sql import is_sql_url, redact_url
 
 __all__ = [
@@ -192,7 +192,7 @@ class JobConfig:
         """What to print for the source: the URL without password, or the paths."""
         if self.is_sql:
             return redact_url(self.source[0])
-        return ", ".join(self.source)
+        return ", ".join(redact(s) if is_object_url(s) else s for s in self.source)
 
     @property
     def reads_objects(self) -> bool:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from kraiter_sync.cli import main
 from kraiter_sync.errors import InputError
+from kraiter_sync.ledger import Ledger
 from kraiter_sync.objectstore import redact, stores
 from kraiter_sync.sources import open_source
 from tests.cloud_helpers import (
@@ -191,6 +192,23 @@ def test_signed_url_query_never_reaches_rejects_or_output(
     for secret in ("deadbeef1234", "AKIAEXAMPLE"):
         assert secret not in result.output
         assert secret not in rejects.read_text()
+
+
+def test_signed_url_query_never_reaches_state(site: tuple[Path, str], tmp_path: Path) -> None:
+    root, url = site
+    (root / "contacts.csv").write_text("email,plan\nada@example.com,pro\n")
+    signed = f"{url}/contacts.csv?sv=2024-01-01&se=2030-01-01&sig=c2lnbmF0dXJlLXNlY3JldA%3D"
+    state = tmp_path / "state"
+    result = CliRunner().invoke(main, ["import", signed, "--state-dir", str(state), "-v"])
+    assert result.exit_code == 0, result.output
+    assert "c2lnbmF0dXJl" not in result.output
+    files = [p for p in state.rglob("*") if p.is_file()]
+    assert any(p.name == "ledger.db" for p in files)
+    for path in files:
+        assert b"c2lnbmF0dXJl" not in path.read_bytes(), path
+    with Ledger(state / "ledger.db") as ledger:
+        (run,) = ledger.list_runs()
+    assert run.args["paths"] == [f"{url}/contacts.csv?…"]
 
 
 def test_https_missing_file_and_globs(site: tuple[Path, str]) -> None:
