@@ -370,3 +370,50 @@ def test_a_missing_extra_names_the_install(
     code, _out, err = validate(f"s3://{BUCKET}/x/", "--state-dir", str(tmp_path))
     assert code == 2
     assert 'needs: pip install "kraiter-sync[cloud]"' in err
+
+
+# --------------------------------------------------------------------------------------
+# reconcile and retry take object URLs too
+# --------------------------------------------------------------------------------------
+
+
+def test_reconcile_an_s3_contacts_file(s3: S3, tmp_path: Path) -> None:
+    s3.put(BUCKET, "crm/contacts.csv", b"email,plan\nada@example.com,pro\nbo@example.com,free\n")
+    result = CliRunner().invoke(
+        main, ["reconcile", f"s3://{BUCKET}/crm/contacts.csv", "--state-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("plan: 2 to create, 0 to update, 0 unchanged")
+
+
+def test_retry_a_rejects_file_kept_in_s3(s3: S3, tmp_path: Path) -> None:
+    from kraiter_sync.validate import REJECT_SCHEMA
+
+    row = {
+        "source_file": f"s3://{BUCKET}/crm/contacts.csv",
+        "source_row": 1,
+        "field": "email",
+        "rule": "api.NOT_FOUND",
+        "message": "refused",
+        "stage": "rejected",
+        "email": "ada@example.com",
+        "contact_id": None,
+        "name": None,
+        "timestamp": None,
+        "properties": '{"plan":"pro"}',
+    }
+    s3.put(
+        BUCKET,
+        "rejects/run-7.parquet",
+        parquet_bytes(pl.DataFrame([row], schema=REJECT_SCHEMA)),
+    )
+    result = CliRunner().invoke(
+        main, ["retry", f"s3://{BUCKET}/rejects/run-7.parquet", "--state-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "contacts: 1 read, 1 sent" in result.stdout
+    missing = CliRunner().invoke(
+        main, ["retry", f"s3://{BUCKET}/rejects/none.parquet", "--state-dir", str(tmp_path)]
+    )
+    assert missing.exit_code == 2
+    assert f"s3://{BUCKET}/rejects/none.parquet: no such object" in missing.stderr
