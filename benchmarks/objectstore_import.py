@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datagen import write_events_parquet
-
-REPO = Path(__file__).resolve().parent.parent
+from local_s3 import local_s3
 
 CHILD = r"""
 import json, sys, time
@@ -71,53 +70,23 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=10)
     args = parser.parse_args()
 
-    import logging
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(REPO),
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fixed test key
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "events"
-            per = args.rows // args.parts
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",  # noqa: S106
-                region_name="us-east-1",
-            )
-            s3.create_bucket(Bucket="bench")
-            size = 0
-            for part in range(args.parts):
-                day = f"2025-03-{1 + part // 2:02d}"
-                path = root / f"date={day}" / f"part-{part:05d}.parquet"
-                # one seed per part: distinct events, as an export's parts are
-                write_events_parquet(path, per, seed=100 + part)
-                s3.upload_file(str(path), "bench", f"events/{path.relative_to(root)}")
-                size += path.stat().st_size
-            print(
-                f"{per * args.parts:,} events in {args.parts} Parquet parts "
-                f"({size / 1e6:.0f} MB); machine shared, one run"
-            )
-            local = run_import(str(root), Path(tmp) / "st-local", env)
-            remote = run_import("s3://bench/events/", Path(tmp) / "st-s3", env)
-    finally:
-        server.stop()
+    per = args.rows // args.parts
+    with local_s3() as s3, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "events"
+        size = 0
+        for part in range(args.parts):
+            day = f"2025-03-{1 + part // 2:02d}"
+            path = root / f"date={day}" / f"part-{part:05d}.parquet"
+            # one seed per part: distinct events, as an export's parts are
+            write_events_parquet(path, per, seed=100 + part)
+            s3.client.upload_file(str(path), "bench", f"events/{path.relative_to(root)}")
+            size += path.stat().st_size
+        print(
+            f"{per * args.parts:,} events in {args.parts} Parquet parts "
+            f"({size / 1e6:.0f} MB); machine shared, one run"
+        )
+        local = run_import(str(root), Path(tmp) / "st-local", s3.env)
+        remote = run_import("s3://bench/events/", Path(tmp) / "st-s3", s3.env)
     rows = per * args.parts
     print(f"{'source':<8}{'seconds':>9}{'rows/s':>12}{'peak RSS MiB':>14}")
     for name, r in (("disk", local), ("s3", remote)):

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datagen import write_events_parquet
+from local_s3 import local_s3
 
 CHILD = r"""
 import contextlib, gzip, io, os, sys, time
@@ -82,23 +83,13 @@ print(rows, time.perf_counter() - t, hwm)
 """
 
 
-def run(how: str, what: str, where: str, endpoint: str) -> tuple[int, float, float]:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "POLARS_MAX_THREADS": "2",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "BENCH_ENDPOINT": endpoint,
-        "AWS_ENDPOINT_URL": endpoint,
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-    }
+def run(how: str, what: str, where: str, env: dict[str, str]) -> tuple[int, float, float]:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, how, what, where],
         check=True,
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env={**env, "BENCH_ENDPOINT": env["AWS_ENDPOINT_URL"]},
     ).stdout.split()
     return int(out[0]), float(out[1]), int(out[2]) / 1024
 
@@ -108,53 +99,32 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     args = parser.parse_args()
 
-    import logging
-
-    import boto3
     import polars as pl
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            parquet = write_events_parquet(Path(tmp) / "events.parquet", args.rows)
-            csv_gz = Path(tmp) / "events.csv.gz"
-            frame = pl.read_parquet(parquet).unnest("properties").drop("page")
-            with gzip.open(csv_gz, "wb", compresslevel=1) as fh:
-                frame.write_csv(fh)
-            del frame
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",  # noqa: S106
-                region_name="us-east-1",
-            )
-            s3.create_bucket(Bucket="bench")
-            sizes = {}
-            for path in (parquet, csv_gz):
-                s3.upload_file(str(path), "bench", path.name)
-                sizes[path.name] = path.stat().st_size
-            print(
-                f"{args.rows:,} events; parquet {sizes['events.parquet'] / 1e6:.0f} MB, "
-                f"csv.gz {sizes['events.csv.gz'] / 1e6:.0f} MB; machine shared, one run"
-            )
-            print(f"{'reader':<10}{'format':<9}{'rows/s':>12}{'MB/s':>8}{'peak RSS MiB':>14}")
-            for what, name in (("parquet", "events.parquet"), ("csv", "events.csv.gz")):
-                for how in ("local", "obstore", "fsspec", "polars"):
-                    if how == "polars" and what == "csv":
-                        continue
-                    where = str(Path(tmp) / name) if how == "local" else name
-                    rows, seconds, rss = run(how, what, where, endpoint)
-                    mbs = sizes[name] / 1e6 / seconds
-                    print(f"{how:<10}{what:<9}{rows / seconds:>12,.0f}{mbs:>8.1f}{rss:>14.0f}")
-    finally:
-        server.stop()
+    with local_s3() as s3, tempfile.TemporaryDirectory() as tmp:
+        parquet = write_events_parquet(Path(tmp) / "events.parquet", args.rows)
+        csv_gz = Path(tmp) / "events.csv.gz"
+        frame = pl.read_parquet(parquet).unnest("properties").drop("page")
+        with gzip.open(csv_gz, "wb", compresslevel=1) as fh:
+            frame.write_csv(fh)
+        del frame
+        sizes = {}
+        for path in (parquet, csv_gz):
+            s3.client.upload_file(str(path), "bench", path.name)
+            sizes[path.name] = path.stat().st_size
+        print(
+            f"{args.rows:,} events; parquet {sizes['events.parquet'] / 1e6:.0f} MB, "
+            f"csv.gz {sizes['events.csv.gz'] / 1e6:.0f} MB; machine shared, one run"
+        )
+        print(f"{'reader':<10}{'format':<9}{'rows/s':>12}{'MB/s':>8}{'peak RSS MiB':>14}")
+        for what, name in (("parquet", "events.parquet"), ("csv", "events.csv.gz")):
+            for how in ("local", "obstore", "fsspec", "polars"):
+                if how == "polars" and what == "csv":
+                    continue
+                where = str(Path(tmp) / name) if how == "local" else name
+                rows, seconds, rss = run(how, what, where, s3.env)
+                mbs = sizes[name] / 1e6 / seconds
+                print(f"{how:<10}{what:<9}{rows / seconds:>12,.0f}{mbs:>8.1f}{rss:>14.0f}")
 
 
 if __name__ == "__main__":
