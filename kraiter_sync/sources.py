@@ -632,7 +632,7 @@ class Source:
         remote = isinstance(path, ObjectPath)
         if fmt in ("csv", "tsv"):
             if remote and not sample:
-                path = _object_text(sf, encoding)
+                path = _object_stream(sf, encoding)
             elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig") or remote:
                 path = target.with_suffix(".csv")
                 _transcode_text(sf, encoding, path, limit)
@@ -661,13 +661,13 @@ class Source:
                 path = target.with_suffix(".ndjson")
                 _json_array_to_ndjson(sf, encoding, path, items)
             elif remote and not sample:
-                path = _object_text(sf, encoding)
+                path = _object_stream(sf, encoding)
             elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig") or remote:
                 path = target.with_suffix(".ndjson")
                 _transcode_text(sf, encoding, path, limit)
             fmt = "ndjson"
         elif fmt == "avro" and remote and not sample:
-            path = _object_decompressed(sf)  # streamed record batches (_read_batches)
+            path = _object_stream(sf, None)  # streamed record batches (_read_batches)
         elif fmt == "avro":
             path = target.with_suffix(".parquet")
             _avro_to_parquet(sf, path, self.chunk_size, items)
@@ -1060,24 +1060,11 @@ def _arrow_file(path: Path) -> Any:
     return path.open_random() if isinstance(path, ObjectPath) else str(path)
 
 
-def _object_decompressed(sf: SourceFile) -> Path:
-    """The object, decompressed on the fly as it streams."""
+def _object_stream(sf: SourceFile, encoding: str | None) -> Path:
+    """The object decompressed (and, given an encoding, decoded to UTF-8 without a BOM)
+    as it streams: what a local file gets from a temporary copy, without the copy."""
     assert isinstance(sf.path, ObjectPath)  # noqa: S101 - only objects come here
-    if sf.compression is None:
-        return sf.path
-
-    def opener() -> IO[bytes]:
-        stack = contextlib.ExitStack()
-        raw = stack.enter_context(_open_decompressed(sf.path, sf.compression, sf.display))
-        return cast(IO[bytes], _TextStream(raw, None, sf, stack))
-
-    return sf.path.derive(opener)
-
-
-def _object_text(sf: SourceFile, encoding: str) -> Path:
-    """The object as UTF-8 text without a BOM, decompressed and decoded as it streams."""
-    assert isinstance(sf.path, ObjectPath)  # noqa: S101 - only objects come here
-    if sf.compression is None and encoding in ("utf-8", "utf-8-sig"):
+    if sf.compression is None and encoding in (None, "utf-8", "utf-8-sig"):
         return sf.path
 
     def opener() -> IO[bytes]:

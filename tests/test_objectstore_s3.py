@@ -175,6 +175,21 @@ def test_avro_parts_stream_in_chunks(s3: S3) -> None:
     assert frame.columns == ["email", "event", "timestamp", "source_file", "source_row"]
 
 
+def test_encodings_and_codecs_stream_like_local_files(s3: S3) -> None:
+    import zstandard
+
+    text = "email,city\nada@example.com,Zürich\nbo@example.com,Malmö\n"
+    s3.put(BUCKET, "enc/latin1.csv.gz", gzip.compress(text.encode("latin-1")))
+    with open_source(f"s3://{BUCKET}/enc/latin1.csv.gz", encoding="latin-1") as source:
+        assert source.read()["city"].to_list() == ["Zürich", "Malmö"]
+    lines = b'{"email": "a@example.com", "n": 1}\n{"email": "b@example.com", "n": 2}\n'
+    s3.put(BUCKET, "enc/rows.ndjson.zst", zstandard.ZstdCompressor().compress(lines))
+    assert read_all(f"s3://{BUCKET}/enc/rows.ndjson.zst")["n"].to_list() == [1, 2]
+    s3.put(BUCKET, "enc/bad.csv", b"email,city\nada@example.com,Z\xfcrich\n")
+    with pytest.raises(InputError, match="bytes that are not valid utf-8 on line 2"):
+        read_all(f"s3://{BUCKET}/enc/bad.csv")
+
+
 def test_a_large_csv_object_is_streamed_not_downloaded(s3: S3) -> None:
     """The first chunk arrives after one small head read and one streamed GET: what was
     fetched when the consumer stopped is far less than the object."""
