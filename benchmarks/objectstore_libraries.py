@@ -10,7 +10,8 @@ Parquet, a decompressing stream for CSV), and the script prints rows/s, MB/s of 
 bytes and peak RSS (VmHWM) for each, plus local disk as the baseline:
 
 - ``obstore``: kraiter-sync's readers over obstore (``kraiter_sync.objectstore.readers``:
-  one streamed GET for sequential formats, range GETs with a 16 MiB read-ahead for Parquet);
+  8 MiB range GETs read one ahead for sequential formats, range GETs with a 16 MiB
+  read-ahead for Parquet);
 - ``fsspec``: ``s3fs.S3FileSystem.open`` (the same, through botocore);
 - ``polars``: ``pl.scan_parquet`` / ``pl.scan_csv`` on the ``s3://`` URL with
   ``storage_options``, collected in streaming mode (Parquet and plain CSV only: polars
@@ -52,7 +53,7 @@ def opener():
         url = parse_url("s3://bench/" + where)
         bucket = open_bucket(url)
         info = bucket.head(url.key)
-        if what == "csv":  # sequential: one GET, streamed
+        if what == "csv":  # sequential: range blocks, one ahead
             return io.BufferedReader(SequentialReader(bucket, info), 1 << 20)
         return RangeReader(bucket, info)
     if how == "fsspec":

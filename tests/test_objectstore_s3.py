@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from kraiter_sync.cli import main
 from kraiter_sync.errors import ConfigError, InputError
-from kraiter_sync.objectstore import StorageOptions, stores
+from kraiter_sync.objectstore import StorageOptions, readers, stores
 from kraiter_sync.sources import open_source
 from tests.cloud_helpers import AWS_ENV, S3, moto_server, s3_client
 
@@ -190,16 +190,32 @@ def test_encodings_and_codecs_stream_like_local_files(s3: S3) -> None:
         read_all(f"s3://{BUCKET}/enc/bad.csv")
 
 
-def test_a_large_csv_object_is_streamed_not_downloaded(s3: S3) -> None:
-    """The first chunk arrives after one small head read and one streamed GET: what was
-    fetched when the consumer stopped is far less than the object."""
-    body = csv_gz_bytes(events(200_000))  # ~2 MB compressed, ~12 MB of CSV
-    url = s3.put(BUCKET, "big/data_0_0_0.csv.gz", body)
+def test_a_large_object_is_streamed_not_downloaded(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the first chunk arrives, only the blocks it needed (and one fetched ahead)
+    have been requested, and nothing was copied to disk."""
+    buf = io.BytesIO()
+    events(800_000).write_csv(buf)
+    body = buf.getvalue()
+    url = s3.put(BUCKET, "big/data_0_0_0.csv", body)
+    requested: list[int] = []
+    get = stores.Bucket.get
+
+    def counting(self: stores.Bucket, info: Any, *, start: int = 0, end: int | None = None) -> Any:
+        requested.append((info.size if end is None else end) - start)
+        return get(self, info, start=start, end=end)
+
+    monkeypatch.setattr(stores.Bucket, "get", counting)
+    monkeypatch.setattr(readers, "STREAM_BLOCK", 1 << 20)  # blocks small against the object
     with open_source(url, chunk_size=1000) as source:
         first = next(source.iter_chunks())
+        fetched = sum(requested)
         tmp_files = list(Path(source._tmp.name).iterdir()) if source._tmp else []
     assert first.height == 1000
-    assert tmp_files == []  # no decompressed copy on disk
+    assert len(body) > 40 << 20
+    # the schema sample (4 MB) and one 16 MiB CSV block, each with a block read ahead
+    assert fetched < 24 << 20, (fetched, len(body))
+    assert max(requested) <= 1 << 20  # bounded requests, never the whole object at once
+    assert tmp_files == []  # no copy on disk
 
 
 # --------------------------------------------------------------------------------------

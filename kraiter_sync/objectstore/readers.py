@@ -1,7 +1,7 @@
 """File-like views of one object, for the format readers in ``sources``.
 
-- :class:`SequentialReader`: one GET, streamed in blocks (CSV, NDJSON, gzip, zstd,
-  Avro); memory is one block.
+- :class:`SequentialReader`: front to back in 8 MiB range GETs, one fetched ahead
+  (CSV, NDJSON, gzip, zstd, Avro); memory is two blocks.
 - :class:`RangeReader`: seekable, over range GETs with a read-ahead block (Parquet and
   Arrow IPC, whose readers jump to the footer and then to each column chunk).
 
@@ -17,7 +17,8 @@ It has no local file: ``os.fspath`` raises, so no code can read a local path by 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import PosixPath
 from typing import IO, Any, cast
 
@@ -26,7 +27,7 @@ from kraiter_sync.objectstore.stores import Bucket, ObjectInfo, translate_error
 
 __all__ = ["ObjectPath", "RangeReader", "SequentialReader"]
 
-STREAM_BLOCK = 4 << 20
+STREAM_BLOCK = 8 << 20
 HEAD_BLOCK = 64 << 10
 RANGE_BLOCK = (
     16 << 20
@@ -41,54 +42,59 @@ def _truncated(info: ObjectInfo, got: int, expected: int) -> InputError:
 
 
 class SequentialReader(io.RawIOBase):
-    """The whole object through one streamed GET."""
+    """The whole object, front to back, in range GETs of ``STREAM_BLOCK`` bytes, the next
+    one fetched in a worker thread while the current one is consumed.
+
+    Short requests rather than one long GET: an import may take hours to consume an
+    object (it goes at Kraiter's rate), and a response held open that long is cut by
+    the store or a proxy. Each block is a complete request that obstore retries on its
+    own, pinned to the listed ETag. The head comes first, alone (64 KiB): detecting a
+    format or a delimiter reads no more than that.
+    """
 
     def __init__(self, bucket: Bucket, info: ObjectInfo, expected: int | None = None) -> None:
         self._bucket = bucket
         self._info = info
         self._expected = info.size if expected is None else expected
-        self._blocks: Iterator[Any] | None = None
+        self._offset = 0  # the next byte to fetch
+        self._ahead: Future[memoryview] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._buf = memoryview(b"")
-        self._got = 0
-        self._done = False
 
     def readable(self) -> bool:
         return True
 
-    def _next_block(self) -> bool:
-        if self._done:
-            return False
+    def _fetch(self, start: int, end: int) -> memoryview:
         try:
-            block = self._open() if self._blocks is None else next(self._blocks, None)
+            data = memoryview(self._bucket.get(self._info, start=start, end=end).bytes())
         except InputError:
             raise
         except Exception as exc:
             raise translate_error(exc, self._info.url) from None
-        if block is None:
-            self._done = True
-            if self._got < self._expected:
-                raise _truncated(self._info, self._got, self._expected)
-            return False
-        self._buf = memoryview(block)
-        self._got += len(self._buf)
-        return True
+        if len(data) < end - start:
+            raise _truncated(self._info, start + len(data), self._expected)
+        return data
 
-    def _open(self) -> Any:
-        """The first block: the head alone by a small range GET (detecting a format or a
-        delimiter then costs 64 KiB, not a whole block), then one GET streams the rest."""
+    def _next_block(self) -> bool:
         size = self._info.size
-        if size == 0:
-            return None
-        if size > HEAD_BLOCK:
-            head = self._bucket.get(self._info, start=0, end=HEAD_BLOCK).bytes()
-            self._blocks = self._rest(HEAD_BLOCK)
-            return head
-        self._blocks = iter(())
-        return self._bucket.get(self._info).bytes()
-
-    def _rest(self, start: int) -> Iterator[Any]:
-        result = self._bucket.get(self._info, start=start)
-        yield from result.stream(min_chunk_size=STREAM_BLOCK)
+        start = self._offset
+        if start >= size:
+            if size < self._expected:
+                raise _truncated(self._info, size, self._expected)
+            return False
+        end = min(size, start + (HEAD_BLOCK if start == 0 else STREAM_BLOCK))
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            self._buf = ahead.result()
+        else:
+            self._buf = self._fetch(start, end)
+        self._offset = end
+        if start > 0 and end < size:  # past the head: the consumer reads on, fetch ahead
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="kraiter-object")
+            nxt = min(size, end + STREAM_BLOCK)
+            self._ahead = self._pool.submit(self._fetch, end, nxt)
+        return True
 
     def readinto(self, buffer: Any) -> int:
         if not self._buf and not self._next_block():
@@ -116,7 +122,12 @@ class SequentialReader(io.RawIOBase):
         return b"".join(parts)
 
     def close(self) -> None:
-        self._blocks = None
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         self._buf = memoryview(b"")
         super().close()
 

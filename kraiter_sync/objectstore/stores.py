@@ -384,7 +384,12 @@ _RETRY_ANY: Any = _RETRY
 
 
 def _client_options(endpoint: str | None) -> dict[str, Any]:
-    client: dict[str, Any] = {"connect_timeout": dt.timedelta(seconds=10)}
+    # obstore's default (30 s for a whole request, body included) is short for a 16 MiB
+    # block on a slow link; every request here is one bounded block, never a long stream
+    client: dict[str, Any] = {
+        "connect_timeout": dt.timedelta(seconds=10),
+        "timeout": dt.timedelta(minutes=5),
+    }
     if endpoint and endpoint.startswith("http://"):
         client["allow_http"] = True  # loopback only: _check_endpoint refused the rest
     return client
