@@ -190,6 +190,40 @@ def test_encodings_and_codecs_stream_like_local_files(s3: S3) -> None:
         read_all(f"s3://{BUCKET}/enc/bad.csv")
 
 
+def test_every_other_format_from_objects(s3: S3) -> None:
+    frame = events(30)
+    ipc = io.BytesIO()
+    frame.write_ipc(ipc)
+    s3.put(BUCKET, "fmt/events.arrow", ipc.getvalue())
+    s3.put(BUCKET, "fmt/events.json", json.dumps(frame.to_dicts()).encode())
+    tsv = io.BytesIO()
+    frame.write_csv(tsv, separator="\t")
+    s3.put(BUCKET, "fmt/events.tsv", tsv.getvalue())
+    for name in ("events.arrow", "events.json", "events.tsv"):
+        got = read_all(f"s3://{BUCKET}/fmt/{name}")
+        assert got["email"].to_list() == frame["email"].to_list(), name
+        assert got["source_row"].to_list() == list(range(1, 31)), name
+
+
+def test_bucket_put_and_list_for_writers(s3: S3, tmp_path: Path) -> None:
+    """The seam an export writer will use: atomic puts, listings with ETags."""
+    from kraiter_sync.objectstore import open_bucket, parse_url
+
+    bucket = open_bucket(parse_url(f"s3://{BUCKET}/out/"))
+    first = bucket.put("out/part-0.parquet", b"abc")
+    local = tmp_path / "part-1.parquet"
+    local.write_bytes(b"defg")
+    second = bucket.put("out/part-1.parquet", local)
+    assert (first.size, second.size) == (3, 4)
+    assert first.etag and first.etag != second.etag
+    listed = list(bucket.list("out/"))
+    assert [(i.key, i.size, i.etag) for i in listed] == [
+        ("out/part-0.parquet", 3, first.etag),
+        ("out/part-1.parquet", 4, second.etag),
+    ]
+    assert listed[0].url == f"s3://{BUCKET}/out/part-0.parquet"
+
+
 def test_a_large_object_is_streamed_not_downloaded(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
     """When the first chunk arrives, only the blocks it needed (and one fetched ahead)
     have been requested, and nothing was copied to disk."""
