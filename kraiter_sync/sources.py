@@ -11,6 +11,10 @@ Those are streamed once, in fixed-size pieces, into a temporary file polars can 
 cost is one sequential copy on disk. Each file is scanned on its own so ``source_row``
 restarts at 1 per file, which is what a user opening that file expects.
 
+Object URLs (``s3://``, ``gs://``, ``az://``, ``abfss://``, ``https://``) expand to
+objects through :mod:`kraiter_sync.objectstore` and are read as they stream: no copy,
+not even of compressed or re-encoded text (see "object storage" below).
+
 Naming follows polars: ``scan_source`` is lazy, ``read_source`` is eager, and
 ``iter_chunks`` streams ``pl.DataFrame`` chunks. The source is positional, every other
 argument keyword-only.
