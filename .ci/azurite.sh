@@ -10,7 +10,7 @@
 # and is reused while the pinned version matches: from scratch it takes about 20-40 s.
 
 _kraiter_azurite_version="3.35.0"
-_kraiter_azurite_dir="${XDG_CACHE_HOME:-$HOME/.cache}/kraiter-sync/azurite-${_kraiter_azurite_version}"
+_kraiter_azurite_dir="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kraiter-sync/azurite-${_kraiter_azurite_version}"
 _kraiter_azurite_bin="${_kraiter_azurite_dir}/node_modules/.bin/azurite-blob"
 
 if [ ! -x "$_kraiter_azurite_bin" ]; then
