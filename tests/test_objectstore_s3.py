@@ -62,6 +62,7 @@ def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
     for name, value in AWS_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask a metadata address
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     stores._bucket.cache_clear()
@@ -483,3 +484,34 @@ def test_retry_a_rejects_file_kept_in_s3(s3: S3, tmp_path: Path) -> None:
     )
     assert missing.exit_code == 2
     assert f"s3://{BUCKET}/rejects/none.parquet: no such object" in missing.stderr
+
+
+def test_credentials_from_a_named_profile(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key in the environment or the file: the profile's keys come from ~/.aws."""
+    s3.put(BUCKET, "profiled/part-0.parquet", parquet_bytes(events(4)))
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        f"[etl]\naws_access_key_id = {AWS_ENV['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {AWS_ENV['AWS_SECRET_ACCESS_KEY']}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    config = tmp_path / "kraiter-sync.toml"
+    config.write_text('[storage.s3]\nprofile = "etl"\n')
+    code, out, err = validate(
+        f"s3://{BUCKET}/profiled/", "--config", str(config), "--state-dir", str(tmp_path / "s")
+    )
+    assert code == 0, err
+    assert "4 events rows read" in out
+
+    config.write_text('[storage.s3]\nprofile = "nope"\n')
+    stores._bucket.cache_clear()
+    code, _out, err = validate(
+        f"s3://{BUCKET}/profiled/", "--config", str(config), "--state-dir", str(tmp_path / "s")
+    )
+    assert code == 2
+    assert 'AWS profile "nope" is not in ~/.aws/config or ~/.aws/credentials' in err
