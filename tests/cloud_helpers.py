@@ -247,10 +247,15 @@ def azurite_server() -> Iterator[str]:
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single-range requests (Parquet footers need them)."""
+    """Static files with single-range requests (Parquet footers need them); HEAD is
+    refused, as for a presigned URL (signed for GET only)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def do_HEAD(self) -> None:
+        # like a presigned URL: signed for GET, so HEAD is refused
+        self.send_error(403, "SignatureDoesNotMatch")
 
     def send_head(self) -> Any:
         header = self.headers.get("Range")
