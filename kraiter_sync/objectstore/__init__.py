@@ -17,7 +17,8 @@ Modules:
 - ``listing``: a URL → the objects it names (one object, a prefix, a glob, a Redshift
   manifest), with hive partition pairs.
 - ``readers``: file-like views of one object for the format readers in ``sources``: a
-  sequential stream (one GET) and a seekable reader (range GETs, for Parquet footers),
+  sequential stream (bounded range GETs, one ahead) and a seekable reader (range GETs,
+  for Parquet footers and column chunks),
   both pinned to the listed ETag and checked against the listed size.
 - ``changes``: what a sync job saw last time (key, size, ETag or last-modified), so a
   re-run reads only new or changed objects.
