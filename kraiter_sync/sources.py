@@ -13,7 +13,8 @@ restarts at 1 per file, which is what a user opening that file expects.
 
 Object URLs (``s3://``, ``gs://``, ``az://``, ``abfss://``, ``https://``) expand to
 objects through :mod:`kraiter_sync.objectstore` and are read as they stream: no copy,
-not even of compressed or re-encoded text (see "object storage" below).
+not even of compressed or re-encoded text (:mod:`kraiter_sync.objectsources` holds what
+differs for them).
 
 Naming follows polars: ``scan_source`` is lazy, ``read_source`` is eager, and
 ``iter_chunks`` streams ``pl.DataFrame`` chunks. The source is positional, every other
@@ -145,7 +146,9 @@ def _expand(
 ) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
     text = str(raw)
     if is_object_url(text):
-        return _expand_objects(text, storage)
+        from kraiter_sync.objectsources import expand_objects
+
+        return expand_objects(text, storage)
     path = Path(text)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if _is_data_file(p))
@@ -634,9 +637,11 @@ class Source:
         limit = _SAMPLE_BYTES if sample else None
         items = _SAMPLE_ITEMS if sample else None
         remote = isinstance(path, ObjectPath)
+        if remote:
+            from kraiter_sync.objectsources import object_stream
         if fmt in ("csv", "tsv"):
             if remote and not sample:
-                path = _object_stream(sf, encoding)
+                path = object_stream(sf, encoding)
             elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig") or remote:
                 path = target.with_suffix(".csv")
                 _transcode_text(sf, encoding, path, limit)
@@ -665,13 +670,13 @@ class Source:
                 path = target.with_suffix(".ndjson")
                 _json_array_to_ndjson(sf, encoding, path, items)
             elif remote and not sample:
-                path = _object_stream(sf, encoding)
+                path = object_stream(sf, encoding)
             elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig") or remote:
                 path = target.with_suffix(".ndjson")
                 _transcode_text(sf, encoding, path, limit)
             fmt = "ndjson"
         elif fmt == "avro" and remote and not sample:
-            path = _object_stream(sf, None)  # streamed record batches (_read_batches)
+            path = object_stream(sf, None)  # streamed record batches (_read_batches)
         elif fmt == "avro":
             path = target.with_suffix(".parquet")
             _avro_to_parquet(sf, path, self.chunk_size, items)
@@ -708,7 +713,9 @@ class Source:
             elif fmt == "ndjson":
                 lf = pl.scan_ndjson(path, infer_schema_length=self.infer_schema_length)
             elif isinstance(path, ObjectPath):
-                lf = _object_schema_frame(path, fmt, sf.display)
+                from kraiter_sync.objectsources import schema_frame
+
+                lf = schema_frame(path, fmt)
             elif fmt == "parquet":
                 lf = pl.scan_parquet(path, glob=False, hive_partitioning=False)
             else:
@@ -1041,116 +1048,9 @@ def _explain(
     )
 
 
-# --------------------------------------------------------------------------------------
-# object storage: URLs expand to objects that are streamed, never downloaded first
-# --------------------------------------------------------------------------------------
-
-
-def _expand_objects(
-    text: str, storage: StorageOptions | None
-) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
-    from kraiter_sync.objectstore import expand, open_bucket, parse_url
-
-    out: list[tuple[Path, str, tuple[tuple[str, str], ...]]] = []
-    for found in expand(text, storage):
-        bucket = open_bucket(parse_url(found.info.url), storage)
-        path = ObjectPath.of(bucket, found.info, expected_size=found.expected_size)
-        out.append((path, found.info.url, found.hive))
-    return out
-
-
 def _arrow_file(path: Path) -> Any:
     """What pyarrow opens: a local path as a string, an object as a seekable reader."""
     return path.open_random() if isinstance(path, ObjectPath) else str(path)
-
-
-def _object_stream(sf: SourceFile, encoding: str | None) -> Path:
-    """The object decompressed (and, given an encoding, decoded to UTF-8 without a BOM)
-    as it streams: what a local file gets from a temporary copy, without the copy."""
-    assert isinstance(sf.path, ObjectPath)  # noqa: S101 - only objects come here
-    if sf.compression is None and encoding in (None, "utf-8", "utf-8-sig"):
-        return sf.path
-
-    def opener() -> IO[bytes]:
-        stack = contextlib.ExitStack()
-        raw = stack.enter_context(_open_decompressed(sf.path, sf.compression, sf.display))
-        return cast(IO[bytes], _TextStream(raw, encoding, sf, stack))
-
-    return sf.path.derive(opener)
-
-
-class _TextStream(io.RawIOBase):
-    """A decompressed (and, with an encoding, UTF-8 re-encoded) view of a stream that
-    reports a truncated or corrupt stream as the InputError a local file gets."""
-
-    def __init__(
-        self, raw: IO[bytes], encoding: str | None, sf: SourceFile, stack: contextlib.ExitStack
-    ) -> None:
-        self._raw = raw
-        self._sf = sf
-        self._stack = stack
-        self._encoding = encoding
-        self._decoder = codecs.getincrementaldecoder(encoding)() if encoding else None
-        self._first = True
-        self._buf = b""
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _block(self) -> bytes:
-        sf = self._sf
-        try:
-            return self._raw.read(_COPY_BLOCK)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            msg = (
-                f"{sf.display}: the {sf.compression} stream is truncated or corrupt ({exc}); "
-                "download or export the file again"
-            )
-            raise InputError(msg) from exc
-        except InputError:
-            raise
-        except Exception as exc:
-            if type(exc).__name__ == "ZstdError":
-                msg = f"{sf.display}: the zstd stream is corrupt ({exc}); export the file again"
-                raise InputError(msg) from exc
-            raise
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._buf and not self._eof:
-            block = self._block()
-            self._eof = not block
-            if self._decoder is None:
-                self._buf = block
-                continue
-            try:
-                text = self._decoder.decode(block, final=self._eof)
-            except UnicodeDecodeError as exc:
-                encoding = self._encoding or "utf-8"
-                line = _bad_line(self._sf.path, self._sf.compression, self._sf.display, encoding)
-                raise _decode_error(self._sf.display, line, encoding, exc) from exc
-            if self._first and text:
-                text = text.removeprefix("\ufeff")
-                self._first = False
-            self._buf = text.encode("utf-8")
-        n = min(len(buffer), len(self._buf))
-        buffer[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        self._stack.close()
-        super().close()
-
-
-def _object_schema_frame(path: ObjectPath, fmt: Format, display: str) -> pl.LazyFrame:
-    """An empty frame with the columns of a Parquet or Arrow IPC object (from its footer)."""
-    import pyarrow.ipc as ipc  # type: ignore[import-untyped, unused-ignore]
-    import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
-
-    with path.open_random() as fh:
-        schema = pq.ParquetFile(fh).schema_arrow if fmt == "parquet" else ipc.open_file(fh).schema
-    return cast(pl.DataFrame, pl.from_arrow(schema.empty_table())).lazy()
 
 
 # --------------------------------------------------------------------------------------
