@@ -301,6 +301,7 @@ def input_options(func: F) -> F:
         if timezone:
             validation = dataclasses.replace(validation, timezone=timezone)
         kwargs["inputs"] = InputOptions(
+            storage=_storage_options(kwargs.get("config_path")),
             kind=kwargs.pop("kind"),
             connector=kwargs.pop("connector"),
             mapping=parse_overrides(kwargs.pop("mapping")),
@@ -312,6 +313,13 @@ def input_options(func: F) -> F:
         return func(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def _storage_options(config_path: Path | None) -> Any:
+    """The ``[storage]`` table of kraiter-sync.toml (object-store endpoints, profiles)."""
+    from kraiter_sync.objectstore.stores import StorageOptions
+
+    return StorageOptions.from_config(Common(config_path=config_path).config())
 
 
 def _default_rejects(state_dir: Path, stem: str) -> Path:
@@ -610,11 +618,11 @@ def _resume_command() -> str:
 
 
 @main.command("retry")
-@click.argument("rejects_file", type=click.Path(path_type=Path))
+@click.argument("rejects_file")
 @send_options
 @json_summary_option
 @common_options
-def retry_command(rejects_file: Path, sending: SendFlags, as_json: bool, common: Common) -> None:
+def retry_command(rejects_file: str, sending: SendFlags, as_json: bool, common: Common) -> None:
     """Re-send the rows Kraiter rejected, once you have fixed the cause.
 
     REJECTS_FILE is the file an `import` named in its summary. Only rows Kraiter refused
@@ -626,7 +634,7 @@ def retry_command(rejects_file: Path, sending: SendFlags, as_json: bool, common:
     from kraiter_sync.pipeline import InputOptions
     from kraiter_sync.progress import ImportProgress
 
-    options = sending.import_options(InputOptions())
+    options = sending.import_options(InputOptions(storage=_storage_options(common.config_path)))
     with ImportProgress.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
         result = retry_(
             rejects_file, settings=common.settings(), options=options, on_progress=progress.update
@@ -711,7 +719,7 @@ def _reconcile_progress(common: Common) -> Callable[[int], None] | None:
 
 
 @main.command("reconcile")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1)
 @input_options
 @click.option(
     "--plan-out",
@@ -780,7 +788,7 @@ def _reconcile_progress(common: Common) -> Callable[[int], None] | None:
 def reconcile_command(
     *,
     common: Common,
-    paths: tuple[Path, ...],
+    paths: tuple[str, ...],
     inputs: InputOptions,
     sending: SendFlags,
     plan_out: Path | None,

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import io
 import shutil
 import signal
 import sys
@@ -44,6 +45,7 @@ from kraiter_sync.errors import (
 )
 from kraiter_sync.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
 from kraiter_sync.logs import get_logger
+from kraiter_sync.objectstore import is_object_url, parse_url, read_object
 from kraiter_sync.pipeline import (
     ChunkSource,
     InputOptions,
@@ -635,16 +637,18 @@ def import_(
 _UNFORMULA = r"^'([=+\-@\t\r])"
 
 
-def _read_rejects(path: Path) -> pl.DataFrame:
-    """A rejects file back as a frame (CSV formula neutralisation undone)."""
+def _read_rejects(path: Path, data: bytes | None = None) -> pl.DataFrame:
+    """A rejects file back as a frame (CSV formula neutralisation undone); ``data`` holds
+    its bytes when it came from object storage."""
     suffix = path.suffix.lower()
+    source: Path | io.BytesIO = path if data is None else io.BytesIO(data)
     try:
         if suffix == ".parquet":
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(source)
         elif suffix in (".ndjson", ".jsonl"):
-            frame = pl.read_ndjson(path, schema=REJECT_SCHEMA)
+            frame = pl.read_ndjson(source, schema=REJECT_SCHEMA)
         elif suffix == ".csv":
-            frame = pl.read_csv(path, infer_schema=False).with_columns(
+            frame = pl.read_csv(source, infer_schema=False).with_columns(
                 pl.col(pl.String).str.replace(_UNFORMULA, "${1}")
             )
         else:
@@ -677,9 +681,15 @@ def retry_(
     source and import again. Keys the ledger holds as rejected are sent again; keys
     already done are still skipped, so running ``retry`` twice sends nothing twice.
     """
-    path = Path(rejects_file)
-    frame = _read_rejects(path).filter(pl.col("stage") == "rejected")
     options = dataclasses.replace(options or ImportOptions(), resend_rejected=True)
+    label = str(rejects_file)
+    if is_object_url(str(rejects_file)):  # a rejects file kept in a bucket: small, read whole
+        data = read_object(str(rejects_file), options.input.storage)
+        path = Path(parse_url(str(rejects_file)).key)
+        frame = _read_rejects(path, data).filter(pl.col("stage") == "rejected")
+    else:
+        path = Path(rejects_file)
+        frame = _read_rejects(path).filter(pl.col("stage") == "rejected")
     work = settings.state_dir / "retry"
     work.mkdir(parents=True, exist_ok=True)
     renamed = frame.rename(
@@ -709,12 +719,12 @@ def retry_(
                 options=kind_options,
                 client_factory=client_factory,
                 on_progress=on_progress,
-                args={"retry": str(path), "kind": kind},
+                args={"retry": label, "kind": kind},
             )
         )
         part.unlink(missing_ok=True)
     if not results:
-        msg = f"{path} holds no rows that Kraiter rejected (stage 'rejected'): nothing to retry"
+        msg = f"{label} holds no rows that Kraiter rejected (stage 'rejected'): nothing to retry"
         raise InputError(msg)
     merged = results[-1]
     for other in results[:-1]:

@@ -126,7 +126,10 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 def scrub_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of command arguments safe to store: secrets dropped, paths as strings."""
+    """A copy of command arguments safe to store: secrets dropped, paths as strings,
+    URLs without their query strings (signed URLs carry credentials there)."""
+    from kraiter_sync.objectstore.urls import redact
+
     clean: dict[str, Any] = {}
     for name, value in args.items():
         if name.lower() in _SECRET_ARGS:
@@ -135,6 +138,9 @@ def scrub_args(args: Mapping[str, Any]) -> dict[str, Any]:
             value = str(value)
         elif isinstance(value, tuple | list):
             value = [str(v) if isinstance(v, Path) else v for v in value]
+            value = [redact(v) if isinstance(v, str) and "://" in v else v for v in value]
+        if isinstance(value, str) and "://" in value:
+            value = redact(value)
         clean[name] = value
     return clean
 

@@ -20,6 +20,8 @@ import polars as pl
 
 from kraiter_sync.connectors import Detection, apply, resolve_connector
 from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError, StateError, os_reason
+from kraiter_sync.objectstore.stores import StorageOptions
+from kraiter_sync.objectstore.urls import is_object_url, redact
 from kraiter_sync.rejects import RejectsWriter
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, open_source
 from kraiter_sync.validate import (
@@ -56,6 +58,8 @@ class InputOptions:
     #: ``--timezone`` when given explicitly (else the connector's zone, else UTC).
     timezone: str | None = None
     validation: ValidationOptions = field(default_factory=ValidationOptions)
+    #: Endpoints and profiles for object URLs (the ``[storage]`` table); never secrets.
+    storage: StorageOptions | None = None
 
 
 class ChunkSource(Protocol):
@@ -121,9 +125,14 @@ def prepare_inputs(
         source: ChunkSource
         if isinstance(item, str | Path):
             source = stack.enter_context(
-                open_source(item, encoding=options.encoding, chunk_size=options.chunk_size)
+                open_source(
+                    item,
+                    encoding=options.encoding,
+                    chunk_size=options.chunk_size,
+                    storage=options.storage,
+                )
             )
-            label = str(item)
+            label = redact(str(item)) if is_object_url(str(item)) else str(item)
         else:  # an already-open chunk source (a SQL query, a windowed source): ours to close
             source = item
             stack.callback(source.close)

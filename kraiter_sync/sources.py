@@ -11,6 +11,11 @@ Those are streamed once, in fixed-size pieces, into a temporary file polars can 
 cost is one sequential copy on disk. Each file is scanned on its own so ``source_row``
 restarts at 1 per file, which is what a user opening that file expects.
 
+Object URLs (``s3://``, ``gs://``, ``az://``, ``abfss://``, ``https://``) expand to
+objects through :mod:`kraiter_sync.objectstore` and are read as they stream: no copy,
+not even of compressed or re-encoded text (:mod:`kraiter_sync.objectsources` holds what
+differs for them).
+
 Naming follows polars: ``scan_source`` is lazy, ``read_source`` is eager, and
 ``iter_chunks`` streams ``pl.DataFrame`` chunks. The source is positional, every other
 argument keyword-only.
@@ -36,12 +41,17 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, NamedTuple, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import polars as pl
 
 from kraiter_sync.errors import InputError
 from kraiter_sync.logs import get_logger
+from kraiter_sync.objectstore.readers import ObjectPath
+from kraiter_sync.objectstore.urls import is_object_url
+
+if TYPE_CHECKING:
+    from kraiter_sync.objectstore.stores import StorageOptions
 
 __all__ = [
     "FORMATS",
@@ -144,8 +154,14 @@ def _glob_root(pattern: str) -> Path:
     return Path(*parts) if parts else Path()
 
 
-def _expand(raw: str | Path) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
+def _expand(
+    raw: str | Path, storage: StorageOptions | None = None
+) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
     text = str(raw)
+    if is_object_url(text):
+        from kraiter_sync.objectsources import expand_objects
+
+        return expand_objects(text, storage)
     path = Path(text)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if _is_data_file(p))
@@ -219,14 +235,18 @@ def _detect(path: Path, display: str, forced: Format | None) -> tuple[Format, Co
     return fmt, compression
 
 
-def _resolve(paths: Sequence[str | Path] | str | Path, forced: Format | None) -> list[SourceFile]:
+def _resolve(
+    paths: Sequence[str | Path] | str | Path,
+    forced: Format | None,
+    storage: StorageOptions | None = None,
+) -> list[SourceFile]:
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     if not items:
         msg = "no input given; pass one or more files, directories or globs"
         raise InputError(msg)
     out: list[SourceFile] = []
     for item in items:
-        for path, display, hive in _expand(item):
+        for path, display, hive in _expand(item, storage):
             fmt, compression = _detect(path, display, forced)
             out.append(SourceFile(path, display, fmt, compression, hive))
     return out
@@ -243,7 +263,7 @@ def _open_decompressed(
 ) -> Iterator[IO[bytes]]:
     try:
         if compression == "gzip":
-            with gzip.open(path, "rb") as gz:
+            with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
                 yield cast(IO[bytes], gz)
         elif compression == "zstd":
             import zstandard
@@ -462,51 +482,62 @@ def _json_array_to_ndjson(
             raise _decode_error(sf.display, 0, encoding, exc) from exc
 
 
+def _avro_frames(
+    fh: IO[bytes], display: str, chunk_size: int, limit: int | None = None
+) -> Iterator[pl.DataFrame]:
+    """Avro records as frames of ``chunk_size`` rows; the first frame fixes the schema."""
+    import fastavro
+
+    try:
+        reader = fastavro.reader(fh)
+    except InputError:
+        raise
+    except Exception as exc:
+        msg = f"{display}: not a readable Avro container file ({exc})"
+        raise InputError(msg) from exc
+    schema: pl.Schema | None = None
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> pl.DataFrame:
+        nonlocal schema
+        if schema is None:
+            frame = pl.from_dicts(batch, infer_schema_length=None)
+            schema = frame.schema
+        else:
+            frame = pl.from_dicts(batch, schema=schema, strict=False)
+        batch.clear()
+        return frame
+
+    try:
+        for count, record in enumerate(reader):
+            if limit is not None and count >= limit:
+                break
+            if not isinstance(record, dict):
+                msg = f"{display}: Avro records must be records (objects), not {record!r}"
+                raise InputError(msg)
+            batch.append(record)
+            if len(batch) >= chunk_size:
+                yield flush()
+        if batch:
+            yield flush()
+    except (EOFError, ValueError, StopIteration) as exc:
+        msg = f"{display}: the Avro file is truncated or corrupt ({exc}); export it again"
+        raise InputError(msg) from exc
+
+
 def _avro_to_parquet(
     sf: SourceFile, target: Path, chunk_size: int, limit: int | None = None
 ) -> None:
-    import fastavro
     import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
     with _open_decompressed(sf.path, sf.compression, sf.display) as fh:
-        try:
-            reader = fastavro.reader(fh)
-        except Exception as exc:
-            msg = f"{sf.display}: not a readable Avro container file ({exc})"
-            raise InputError(msg) from exc
         writer: pq.ParquetWriter | None = None
-        schema: pl.Schema | None = None
-        batch: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            nonlocal writer, schema
-            if not batch:
-                return
-            if schema is None:
-                frame = pl.from_dicts(batch, infer_schema_length=None)
-                schema = frame.schema
-            else:
-                frame = pl.from_dicts(batch, schema=schema, strict=False)
-            table = frame.to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(str(target), table.schema)
-            writer.write_table(table)
-            batch.clear()
-
         try:
-            for count, record in enumerate(reader):
-                if limit is not None and count >= limit:
-                    break
-                if not isinstance(record, dict):
-                    msg = f"{sf.display}: Avro records must be records (objects), not {record!r}"
-                    raise InputError(msg)
-                batch.append(record)
-                if len(batch) >= chunk_size:
-                    flush()
-            flush()
-        except (EOFError, ValueError, StopIteration) as exc:
-            msg = f"{sf.display}: the Avro file is truncated or corrupt ({exc}); export it again"
-            raise InputError(msg) from exc
+            for frame in _avro_frames(fh, sf.display, chunk_size, limit):
+                table = frame.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(str(target), table.schema)
+                writer.write_table(table)
         finally:
             if writer is not None:
                 writer.close()
@@ -669,8 +700,13 @@ class Source:
         target = self._tmpdir() / (f"sample-{index}" if sample else f"{index}")
         limit = _SAMPLE_BYTES if sample else None
         items = _SAMPLE_ITEMS if sample else None
+        remote = isinstance(path, ObjectPath)
+        if remote:
+            from kraiter_sync.objectsources import object_stream
         if fmt in ("csv", "tsv"):
-            if sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
+            if remote and not sample:
+                path = object_stream(sf, encoding)
+            elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig") or remote:
                 path = target.with_suffix(".csv")
                 _transcode_text(sf, encoding, path, limit)
             separator = self.separator or ("\t" if fmt == "tsv" else "")
@@ -698,10 +734,14 @@ class Source:
             if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
                 path = target.with_suffix(".ndjson")
                 _json_array_to_ndjson(sf, encoding, path, items)
-            elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig"):
+            elif remote and not sample:
+                path = object_stream(sf, encoding)
+            elif sf.compression is not None or encoding not in ("utf-8", "utf-8-sig") or remote:
                 path = target.with_suffix(".ndjson")
                 _transcode_text(sf, encoding, path, limit)
             fmt = "ndjson"
+        elif fmt == "avro" and remote and not sample:
+            path = object_stream(sf, None)  # streamed record batches (_read_batches)
         elif fmt == "avro":
             path = target.with_suffix(".parquet")
             _avro_to_parquet(sf, path, self.chunk_size, items)
@@ -738,6 +778,10 @@ class Source:
                 )
             elif fmt == "ndjson":
                 lf = pl.scan_ndjson(path, infer_schema_length=self.infer_schema_length)
+            elif isinstance(path, ObjectPath):
+                from kraiter_sync.objectsources import schema_frame
+
+                lf = schema_frame(path, fmt)
             elif fmt == "parquet":
                 lf = pl.scan_parquet(path, glob=False, hive_partitioning=False)
             else:
@@ -783,6 +827,12 @@ class Source:
 
     def scan(self) -> pl.LazyFrame:
         """All files as one lazy frame (valid while this Source is open)."""
+        if any(isinstance(sf.path, ObjectPath) for sf in self.files):
+            msg = (
+                f"{self.files[0].display}: object-storage inputs are read in chunks "
+                "(iter_chunks, read), not as one lazy frame"
+            )
+            raise InputError(msg)
         frames = [self._align(self._scan_one(i)) for i in range(len(self.files))]
         return pl.concat(frames, how="vertical")
 
@@ -861,13 +911,17 @@ def _read_batches(prepared: _Prepared, size: int) -> Iterator[pl.DataFrame]:
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
         # pre_buffer=False: pre-buffering whole row groups made RSS grow with file size
-        parquet = pq.ParquetFile(str(path), pre_buffer=False)
+        parquet = pq.ParquetFile(_arrow_file(path), pre_buffer=False)
         for batch in parquet.iter_batches(batch_size=size):
             yield cast(pl.DataFrame, pl.from_arrow(batch))
+    elif fmt == "avro":  # an object: records streamed straight into frames
+        with path.open("rb") as fh:
+            yield from _avro_frames(fh, str(path), size)
     elif fmt == "ipc":
         import pyarrow.ipc as ipc  # type: ignore[import-untyped, unused-ignore]
 
-        with pa.memory_map(str(path)) as source:
+        opened = path.open_random() if isinstance(path, ObjectPath) else pa.memory_map(str(path))
+        with opened as source:
             reader = ipc.open_file(source)
             for i in range(reader.num_record_batches):
                 yield cast(pl.DataFrame, pl.from_arrow(reader.get_batch(i)))
@@ -1094,6 +1148,11 @@ def _explain(sf: SourceFile, exc: BaseException, prepared: _Prepared | None = No
     )
 
 
+def _arrow_file(path: Path) -> Any:
+    """What pyarrow opens: a local path as a string, an object as a seekable reader."""
+    return path.open_random() if isinstance(path, ObjectPath) else str(path)
+
+
 # --------------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------------
@@ -1106,13 +1165,19 @@ def open_source(
     encoding: str = "utf-8",
     separator: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    storage: StorageOptions | None = None,
 ) -> Source:
-    """Resolve files, directories and globs into a :class:`Source` (nothing read yet)."""
+    """Resolve files, directories and globs into a :class:`Source` (nothing read yet).
+
+    Object URLs (``s3://``, ``gs://``, ``az://``, ``abfss://``, ``https://``) name one
+    object, a prefix, a glob or a Redshift manifest; ``storage`` holds their endpoints
+    and profiles (``[storage]`` of kraiter-sync.toml). They are streamed, never copied.
+    """
     if format is not None and format not in FORMATS:
         msg = f"unknown format {format!r}; choose one of {', '.join(FORMATS)}"
         raise InputError(msg)
     return Source(
-        _resolve(paths, format),
+        _resolve(paths, format, storage),
         encoding=encoding,
         separator=separator,
         chunk_size=chunk_size,

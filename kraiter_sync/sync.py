@@ -52,6 +52,7 @@ from kraiter_sync.errors import (
     KraiterSyncError,
 )
 from kraiter_sync.logs import get_logger
+from kraiter_sync.objectstore.changes import SeenObjects
 from kraiter_sync.pipeline import ChunkSource, InputOptions, prepare_inputs
 from kraiter_sync.sources import open_source
 from kraiter_sync.sql import CursorFilter, CursorValue, SqlSource
@@ -265,9 +266,11 @@ def open_job_source(
     since: CursorValue | None = None,
     chunk_size: int | None = None,
     limit: int | None = None,
+    seen: SeenObjects | None = None,
 ) -> ChunkSource:
     """The job's source, windowed by ``since`` when the job has a cursor; ``limit`` caps
-    the rows a SQL query returns (a check's sample: files are read chunk by chunk)."""
+    the rows a SQL query returns (a check's sample: files are read chunk by chunk); with
+    ``seen``, objects an earlier complete run read (same key, size and ETag) are left out."""
     size = chunk_size or job.chunk_size
     inner: ChunkSource
     if job.is_sql:
@@ -285,7 +288,11 @@ def open_job_source(
             limit=limit,
         )
     else:
-        inner = open_source(job.paths(), encoding=job.encoding, chunk_size=size)
+        inner = open_source(
+            job.paths(), encoding=job.encoding, chunk_size=size, storage=job.storage
+        )
+        if seen is not None:
+            inner.files = seen.unread(inner.files)
     if job.cursor is None:
         return inner
     return CursorWindow(
@@ -705,6 +712,19 @@ def cursor_stream(job: str) -> str:
     return f"sync:{job}:cursor"
 
 
+def objects_stream(job: str) -> str:
+    """The watermark holding the objects a job has read: URL → size and ETag."""
+    return f"sync:{job}:objects"
+
+
+def _files_of(source: ChunkSource) -> list[Any]:
+    """The files under a (possibly windowed) file source."""
+    inner: Any = source
+    while not hasattr(inner, "files") and hasattr(inner, "inner"):
+        inner = inner.inner
+    return list(getattr(inner, "files", []))
+
+
 def full_stream(job: str) -> str:
     """The ledger watermark that holds when a job last made a full pass."""
     return f"sync:{job}:last_full"
@@ -826,7 +846,28 @@ def run_job(
     since = None
     if job.cursor and watermark is not None and not full_pass:
         since = window_start(watermark, job.lag, job.name, parse_text=not job.is_sql)
-    source = open_job_source(job, since=since)
+    seen = objects = None
+    if job.reads_objects:
+        with Ledger(settings.ledger_path) as ledger:
+            seen = SeenObjects.decode(ledger.get_watermark(target, objects_stream(job.name)))
+        if full_pass:
+            seen = SeenObjects()
+    source = open_job_source(job, since=since, seen=seen)
+    if seen is not None:
+        remaining = _files_of(source)
+        objects = seen.listed(remaining)
+        if not remaining:
+            source.close()
+            return JobResult(
+                job=job.name,
+                status=_status(EXIT_OK, dry_run),
+                exit_code=EXIT_OK,
+                kind=job.kind,
+                full=full_pass,
+                rows_read=0,
+                duration_s=time.monotonic() - started,
+                message="no new or changed objects since the last run",
+            )
     row_cache: RowCache | None = None
     changed: ChangedRows | None = None
     if job.cursor is None:
@@ -873,6 +914,10 @@ def run_job(
     if full_pass and complete:
         with Ledger(settings.ledger_path) as ledger:
             ledger.set_watermark(target, full_stream(job.name), now.isoformat())
+    if seen is not None and objects and complete:
+        seen.add(objects)
+        with Ledger(settings.ledger_path) as ledger:
+            ledger.set_watermark(target, objects_stream(job.name), seen.encode())
     kind = "events" if result.events.read else ("contacts" if result.contacts.read else job.kind)
     return JobResult(
         job=job.name,

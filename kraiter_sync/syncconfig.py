@@ -32,6 +32,7 @@ line of every key an error is about.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import tomllib
@@ -42,6 +43,8 @@ from typing import Any, Literal, NoReturn, cast
 
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import ConfigError
+from kraiter_sync.objectstore.stores import StorageOptions
+from kraiter_sync.objectstore.urls import is_object_url, redact
 from kraiter_sync.sql import is_sql_url, redact_url
 
 __all__ = [
@@ -55,7 +58,7 @@ __all__ = [
 Kind = Literal["contacts", "events"]
 Mode = Literal["upsert", "mirror"]
 
-_TOP_KEYS = ("target", "jobs")
+_TOP_KEYS = ("target", "storage", "jobs")
 _TARGET_KEYS = ("base_url", "api_key_file", "state_dir", "tenant")
 _JOB_KEYS = (
     "source",
@@ -177,6 +180,8 @@ class JobConfig:
     max_delete_ratio: float = 0.05
     line: int | None = None
     base_dir: Path = Path()
+    #: Object-store endpoints and profiles (the file's ``[storage]`` table).
+    storage: StorageOptions = field(default_factory=StorageOptions)
 
     @property
     def is_sql(self) -> bool:
@@ -187,12 +192,20 @@ class JobConfig:
         """What to print for the source: the URL without password, or the paths."""
         if self.is_sql:
             return redact_url(self.source[0])
-        return ", ".join(self.source)
+        return ", ".join(redact(s) if is_object_url(s) else s for s in self.source)
+
+    @property
+    def reads_objects(self) -> bool:
+        """Whether a source is in object storage (s3://, gs://, az://, https://)."""
+        return not self.is_sql and any(is_object_url(item) for item in self.source)
 
     def paths(self) -> list[str]:
-        """File sources resolved against the config file's directory."""
+        """File sources resolved against the config file's directory (URLs as they are)."""
         out = []
         for item in self.source:
+            if is_object_url(item):
+                out.append(item)
+                continue
             path = Path(item).expanduser()
             out.append(str(path if path.is_absolute() else self.base_dir / path))
         return out
@@ -323,11 +336,12 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
     sql = [s for s in source if is_sql_url(s)]
     if sql and len(source) > 1:
         check.fail("a database URL must be the job's only source", *at, "source")
-    if not sql and "://" in source[0]:
-        scheme = source[0].split("://", 1)[0]
+    foreign = [s for s in source if "://" in s and not is_object_url(s)]
+    if not sql and foreign:
+        scheme = foreign[0].split("://", 1)[0]
         check.fail(
-            f"{scheme}:// is not a supported source; use files, duckdb:///, sqlite:/// "
-            "or postgresql://",
+            f"{scheme}:// is not a supported source; use files, s3://, gs://, az://, "
+            "abfss://, https://, duckdb:///, sqlite:/// or postgresql://",
             *at,
             "source",
         )
@@ -512,7 +526,16 @@ def parse_sync_config(text: str, path: Path = Path("kraiter-sync.toml")) -> Sync
             "no jobs: add at least one [jobs.NAME] table with a source, e.g.\n"
             '  [jobs.contacts]\n  source = "exports/contacts.csv"\n  kind = "contacts"'
         )
-    jobs = tuple(_job(check, name, table, base_dir) for name, table in raw_jobs.items())
+    storage = StorageOptions()
+    if "storage" in data:
+        try:
+            storage = StorageOptions.from_table(data["storage"])
+        except ConfigError as exc:
+            check.fail(str(exc).removeprefix("[storage]").lstrip(".: "), "storage")
+    jobs = tuple(
+        dataclasses.replace(_job(check, name, table, base_dir), storage=storage)
+        for name, table in raw_jobs.items()
+    )
     return SyncConfig(path=path, jobs=jobs, target=target)
 
 

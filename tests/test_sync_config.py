@@ -94,8 +94,8 @@ def test_a_good_file_parses_in_order_with_paths_relative_to_it() -> None:
             ":3: jobs.a.query: a query needs a database URL",
         ),
         (
-            '[jobs.a]\nsource = "s3://b/x.csv"\n',
-            ":2: jobs.a.source: s3:// is not a supported source",
+            '[jobs.a]\nsource = "ftp://b/x.csv"\n',
+            ":2: jobs.a.source: ftp:// is not a supported source",
         ),
         (
             '[jobs.a]\nsource = "x.csv"\nkind = "events"\ncursor = "t"\nlag = "2 hours"\n',
