@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import httpx
 
-from kraiter_sync.client import AiohttpTransport, KraiterClient
+from kraiter_sync.api.client import AiohttpTransport, KraiterClient
 
 KEY = "kr_bench_key"
 BODY = b'{"id":"evt_01","name":"page_view","contactId":"cnt_01"}'

@@ -39,7 +39,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kraiter_sync.client import KraiterClient  # noqa: E402
+from kraiter_sync.api.client import KraiterClient  # noqa: E402
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app  # noqa: E402
 from kraiter_sync.export import ExportOptions, export_async  # noqa: E402
 
@@ -174,7 +174,7 @@ def overhead(db: Path, work: Path, rounds: int) -> float:
 
 
 def rate_budget(db: Path, work: Path, page_size: int) -> float:
-    from kraiter_sync.ratelimit import RateController
+    from kraiter_sync.api.ratelimit import RateController
 
     proc, url = start_server(db, rate_limit=RATE)
     try:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.datagen import write_events_parquet  # noqa: E402
 from kraiter_sync.config import resolve_settings  # noqa: E402
-from kraiter_sync.importer import ImportOptions, import_  # noqa: E402
+from kraiter_sync.verbs.importer import ImportOptions, import_  # noqa: E402
 
 
 def start_server(db: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
@@ -192,7 +192,7 @@ def _peak_rss_child(rows: int, tmp: Path) -> int:
     code = (
         "import resource, sys; sys.path.insert(0, {!r});"
         "from kraiter_sync.config import resolve_settings;"
-        "from kraiter_sync.importer import ImportOptions, import_;"
+        "from kraiter_sync.verbs.importer import ImportOptions, import_;"
         "s = resolve_settings(state_dir={!r}, env={{}});"
         "import_([{!r}], settings=s, options=ImportOptions(dry_run=True));"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kraiter_sync.ledger import Ledger
+from kraiter_sync.state.ledger import Ledger
 
 TARGET = "http://127.0.0.1:1#bench"
 

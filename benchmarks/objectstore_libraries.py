@@ -9,7 +9,7 @@ a fresh subprocess the way ``sources.py`` reads a local file (pyarrow batches fo
 Parquet, a decompressing stream for CSV), and the script prints rows/s, MB/s of object
 bytes and peak RSS (VmHWM) for each, plus local disk as the baseline:
 
-- ``obstore``: kraiter-sync's readers over obstore (``kraiter_sync.objectstore.readers``:
+- ``obstore``: kraiter-sync's readers over obstore (``kraiter_sync.sources.objectstore.readers``:
   8 MiB range GETs read one ahead for sequential formats, range GETs with a 16 MiB
   read-ahead for Parquet);
 - ``fsspec``: ``s3fs.S3FileSystem.open`` (the same, through botocore);
@@ -48,8 +48,8 @@ def opener():
     if how == "local":
         return open(where, "rb")
     if how == "obstore":  # kraiter-sync's readers over obstore (the product's path)
-        from kraiter_sync.objectstore import open_bucket, parse_url
-        from kraiter_sync.objectstore.readers import RangeReader, SequentialReader
+        from kraiter_sync.sources.objectstore import open_bucket, parse_url
+        from kraiter_sync.sources.objectstore.readers import RangeReader, SequentialReader
         url = parse_url("s3://bench/" + where)
         bucket = open_bucket(url)
         info = bucket.head(url.key)

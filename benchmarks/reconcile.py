@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import polars as pl
 
-from kraiter_sync.reconcile import diff_contacts
-from kraiter_sync.remote import remote_frame
+from kraiter_sync.plan.contacts import diff_contacts
+from kraiter_sync.plan.snapshot import remote_frame
 
 PLANS = ["free", "starter", "pro", "business"]
 

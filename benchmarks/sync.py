@@ -46,16 +46,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import resolve_settings
+from kraiter_sync.config.file import parse_sync_config
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
 from kraiter_sync.emulator.app import key_hash
 from kraiter_sync.emulator.store import Store
-from kraiter_sync.importer import contact_hash
-from kraiter_sync.ledger import Ledger
-from kraiter_sync.pipeline import InputOptions, KindValidation, prepare_inputs
+from kraiter_sync.inputs import InputOptions, KindValidation, prepare_inputs
+from kraiter_sync.state.ledger import Ledger
 from kraiter_sync.sync import ChangedRows, RowCache, open_job_source, run_sync
-from kraiter_sync.syncconfig import parse_sync_config
+from kraiter_sync.verbs.importer import contact_hash
 
 KEY = "kr_bench_sync"
 PLANS = ["free", "pro", "team", "enterprise"]

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import polars as pl
 import pyarrow.parquet as pq
 
-from kraiter_sync.pipeline import InputOptions, validate_inputs
+from kraiter_sync.inputs import InputOptions, validate_inputs
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE
 from kraiter_sync.validate import ChunkedValidation, ValidationOptions, ValidationReport
 

@@ -25,29 +25,29 @@ from kraiter_sync.errors import (
 )
 
 if TYPE_CHECKING:
-    from kraiter_sync.client import KraiterClient, SyncKraiterClient
+    from kraiter_sync.api.client import KraiterClient, SyncKraiterClient
+    from kraiter_sync.config.file import load_sync_config
     from kraiter_sync.connectors import Connector, list_presets, load_connector
     from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
     from kraiter_sync.export import ExportOptions, ExportResult, export, export_to, read_stream
-    from kraiter_sync.importer import ImportOptions, ImportResult, import_, retry_
-    from kraiter_sync.ledger import Ledger
-    from kraiter_sync.pipeline import InputOptions, validate_inputs
-    from kraiter_sync.reconcile import ContactPlan, diff_contacts
-    from kraiter_sync.reconcile_run import (
+    from kraiter_sync.inputs import InputOptions, validate_inputs
+    from kraiter_sync.plan.contacts import ContactPlan, diff_contacts
+    from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
+    from kraiter_sync.state.ledger import Ledger
+    from kraiter_sync.sync import SyncResult, check_jobs, run_sync
+    from kraiter_sync.validate import ValidationOptions, validate_contacts, validate_events
+    from kraiter_sync.verbs.importer import ImportOptions, ImportResult, import_, retry_
+    from kraiter_sync.verbs.reconcile import (
         ReconcileOptions,
         ReconcileResult,
         apply_saved_plan,
         reconcile,
         restore,
     )
-    from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
-    from kraiter_sync.sync import SyncResult, check_jobs, run_sync
-    from kraiter_sync.syncconfig import load_sync_config
-    from kraiter_sync.validate import ValidationOptions, validate_contacts, validate_events
 
 _LAZY = {
-    "KraiterClient": "kraiter_sync.client",
-    "SyncKraiterClient": "kraiter_sync.client",
+    "KraiterClient": "kraiter_sync.api.client",
+    "SyncKraiterClient": "kraiter_sync.api.client",
     "Connector": "kraiter_sync.connectors",
     "list_presets": "kraiter_sync.connectors",
     "load_connector": "kraiter_sync.connectors",
@@ -59,24 +59,24 @@ _LAZY = {
     "export": "kraiter_sync.export",
     "export_to": "kraiter_sync.export",
     "read_stream": "kraiter_sync.export",
-    "ContactPlan": "kraiter_sync.reconcile",
-    "diff_contacts": "kraiter_sync.reconcile",
-    "ReconcileOptions": "kraiter_sync.reconcile_run",
-    "ReconcileResult": "kraiter_sync.reconcile_run",
-    "apply_saved_plan": "kraiter_sync.reconcile_run",
-    "reconcile": "kraiter_sync.reconcile_run",
-    "restore": "kraiter_sync.reconcile_run",
+    "ContactPlan": "kraiter_sync.plan.contacts",
+    "diff_contacts": "kraiter_sync.plan.contacts",
+    "ReconcileOptions": "kraiter_sync.verbs.reconcile",
+    "ReconcileResult": "kraiter_sync.verbs.reconcile",
+    "apply_saved_plan": "kraiter_sync.verbs.reconcile",
+    "reconcile": "kraiter_sync.verbs.reconcile",
+    "restore": "kraiter_sync.verbs.reconcile",
     "SyncResult": "kraiter_sync.sync",
     "check_jobs": "kraiter_sync.sync",
     "run_sync": "kraiter_sync.sync",
-    "load_sync_config": "kraiter_sync.syncconfig",
-    "ImportOptions": "kraiter_sync.importer",
-    "ImportResult": "kraiter_sync.importer",
-    "import_": "kraiter_sync.importer",
-    "retry_": "kraiter_sync.importer",
-    "Ledger": "kraiter_sync.ledger",
-    "InputOptions": "kraiter_sync.pipeline",
-    "validate_inputs": "kraiter_sync.pipeline",
+    "load_sync_config": "kraiter_sync.config.file",
+    "ImportOptions": "kraiter_sync.verbs.importer",
+    "ImportResult": "kraiter_sync.verbs.importer",
+    "import_": "kraiter_sync.verbs.importer",
+    "retry_": "kraiter_sync.verbs.importer",
+    "Ledger": "kraiter_sync.state.ledger",
+    "InputOptions": "kraiter_sync.inputs",
+    "validate_inputs": "kraiter_sync.inputs",
     "iter_chunks": "kraiter_sync.sources",
     "open_source": "kraiter_sync.sources",
     "read_source": "kraiter_sync.sources",

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.emulator import EmulatorApp, EmulatorConfig, asgi_transport, create_app
 from kraiter_sync.export.streams import SCHEMAS
 

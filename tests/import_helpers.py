@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 
 NAMES = ["signed_up", "viewed_pricing", "started_trial", "upgraded_plan", "invoice_paid"]
 BAD_ROWS = 3  # rows write_events adds that the validator must reject

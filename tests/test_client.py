@@ -16,9 +16,9 @@ import httpx
 import pytest
 import respx
 
-from kraiter_sync.client import USER_AGENT, KraiterClient, Page
+from kraiter_sync.api.client import USER_AGENT, KraiterClient, Page
+from kraiter_sync.api.dialect import ROUTES, Dialect, Route, decode_list, encode_segment
 from kraiter_sync.config import Settings
-from kraiter_sync.dialect import ROUTES, Dialect, Route, decode_list, encode_segment
 from kraiter_sync.errors import ApiError, ResponseLostError
 from tests.respx_helpers import BASE, mocked
 

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import resolve_settings
 
 

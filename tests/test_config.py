@@ -139,7 +139,7 @@ def test_credentials_in_the_base_url_are_refused(url: str) -> None:
 
 
 def test_a_client_refuses_a_key_that_cannot_be_a_header() -> None:
-    from kraiter_sync.client import KraiterClient
+    from kraiter_sync.api.client import KraiterClient
 
     with pytest.raises(ConfigError, match="control character") as caught:
         KraiterClient("https://api.kraiter.com", "kr_ab\r\nX-Evil: 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from kraiter_sync.csvsafe import neutralise, neutralise_frame
+from kraiter_sync.files import neutralise, neutralise_frame
 
 
 @pytest.mark.parametrize(

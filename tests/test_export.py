@@ -10,8 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from kraiter_sync.client import SyncKraiterClient
-from kraiter_sync.csvsafe import neutralise_frame
+from kraiter_sync.api.client import SyncKraiterClient
 from kraiter_sync.emulator import asgi_transport
 from kraiter_sync.export import (
     SCHEMAS,
@@ -22,6 +21,7 @@ from kraiter_sync.export import (
     export_events,
     read_stream_async,
 )
+from kraiter_sync.files import neutralise_frame
 from tests.export_helpers import (
     BASE,
     EMAILS,

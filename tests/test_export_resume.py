@@ -12,7 +12,7 @@ import httpx
 import polars as pl
 import pytest
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.emulator import EmulatorApp
 from kraiter_sync.errors import IncompleteError, LockHeldError, UsageError
 from kraiter_sync.export import ExportOptions, ExportResult, export_async

@@ -16,14 +16,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.connectors import apply, load_connector
 from kraiter_sync.export import ExportOptions, export, export_async, read_stream_async
-from kraiter_sync.importer import ImportOptions, import_
-from kraiter_sync.pipeline import InputOptions
+from kraiter_sync.inputs import InputOptions
 from kraiter_sync.sources import read_source
 from kraiter_sync.validate import validate_events
+from kraiter_sync.verbs.importer import ImportOptions, import_
 from tests.export_helpers import FORMULAS, client_for, new_app, seed
 
 Event = tuple[str | None, str, str, str]

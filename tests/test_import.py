@@ -13,13 +13,13 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.api.ratelimit import RateController
 from kraiter_sync.cli import main
-from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
 from kraiter_sync.errors import ConfigError, GuardError, StateError
-from kraiter_sync.importer import ImportOptions, import_
-from kraiter_sync.ratelimit import RateController
+from kraiter_sync.verbs.importer import ImportOptions, import_
 from tests.import_helpers import BAD_ROWS, CountingTransport, remote_events, write_events
 
 KEY = "kr_import_test_secret_0123456789"
@@ -247,7 +247,7 @@ def test_api_key_is_never_written_or_printed(tmp_path: Path) -> None:
 def test_retry_resends_what_kraiter_rejected_once_the_cause_is_fixed(
     tmp_path: Path, settings
 ) -> None:  # type: ignore[no-untyped-def]
-    from kraiter_sync.importer import retry_
+    from kraiter_sync.verbs.importer import retry_
 
     kraiter = LocalKraiter(tmp_path)
 
@@ -333,7 +333,7 @@ def test_contact_deleted_in_kraiter_after_being_cached_is_recreated(
 
 
 def test_vectorised_contact_hashes_equal_the_scalar_ones() -> None:
-    from kraiter_sync.importer import contact_hash, contact_hashes
+    from kraiter_sync.verbs.importer import contact_hash, contact_hashes
 
     frame = pl.DataFrame(
         {

@@ -14,8 +14,8 @@ import pytest
 
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app, serve_in_thread
-from kraiter_sync.importer import ImportOptions, import_
-from kraiter_sync.ledger import Ledger
+from kraiter_sync.state.ledger import Ledger
+from kraiter_sync.verbs.importer import ImportOptions, import_
 from tests.import_helpers import BAD_ROWS, remote_events, write_events
 
 KEY = "kr_faults_test_secret_abcdef"

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from kraiter_sync import errors
-from kraiter_sync.ledger import SCHEMA_VERSION, Ledger, scrub_args, state_lock
+from kraiter_sync.state.ledger import SCHEMA_VERSION, Ledger, scrub_args, state_lock
 
 T = "http://127.0.0.1:1#abc123"
 OTHER = "https://api.kraiter.com#def456"
@@ -86,7 +86,7 @@ def test_killed_process_leaves_inflight_behind(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import os
-        from kraiter_sync.ledger import Ledger
+        from kraiter_sync.state.ledger import Ledger
         led = Ledger({str(path)!r})
         led.mark_inflight({T!r}, ["x", "y", "z"], run_id=1)
         led.mark_done({T!r}, [("x", "evt_x")])
@@ -215,7 +215,7 @@ def test_state_lock_excludes_a_second_process(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from kraiter_sync.ledger import state_lock\n"
+            "from kraiter_sync.state.ledger import state_lock\n"
             f"with state_lock({str(state)!r}):\n"
             "    print('held', flush=True)\n"
             "    sys.stdin.readline()\n",
@@ -246,7 +246,7 @@ def test_state_lock_excludes_a_second_process(tmp_path: Path) -> None:
 
 
 def test_a_version_1_ledger_is_migrated_keeping_its_data(tmp_path: Path) -> None:
-    from kraiter_sync.ledger import _MIGRATIONS
+    from kraiter_sync.state.ledger import _MIGRATIONS
 
     path = tmp_path / "ledger.db"
     db = sqlite3.connect(path, isolation_level=None)
@@ -270,7 +270,7 @@ def _start_run_in_a_process(path: Path) -> subprocess.Popen[str]:
     code = textwrap.dedent(
         f"""
         import sys
-        from kraiter_sync.ledger import Ledger
+        from kraiter_sync.state.ledger import Ledger
         with Ledger({str(path)!r}) as led:
             print(led.start_run("import", {T!r}, {{}}), flush=True)
         sys.stdin.readline()

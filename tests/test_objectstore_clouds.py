@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from kraiter_sync.cli import main
 from kraiter_sync.errors import InputError
-from kraiter_sync.ledger import Ledger
-from kraiter_sync.objectstore import redact, stores
 from kraiter_sync.sources import open_source
+from kraiter_sync.sources.objectstore import redact, stores
+from kraiter_sync.state.ledger import Ledger
 from tests.cloud_helpers import (
     AZURITE_ACCOUNT,
     GCS,

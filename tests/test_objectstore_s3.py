@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from kraiter_sync.cli import main
 from kraiter_sync.errors import ConfigError, InputError
-from kraiter_sync.objectstore import StorageOptions, readers, stores
 from kraiter_sync.sources import open_source
+from kraiter_sync.sources.objectstore import StorageOptions, readers, stores
 from tests.cloud_helpers import AWS_ENV, S3, moto_server, s3_client
 
 BUCKET = "warehouse"
@@ -207,7 +207,7 @@ def test_every_other_format_from_objects(s3: S3) -> None:
 
 def test_bucket_put_and_list_for_writers(s3: S3, tmp_path: Path) -> None:
     """The seam an export writer will use: atomic puts, listings with ETags."""
-    from kraiter_sync.objectstore import open_bucket, parse_url
+    from kraiter_sync.sources.objectstore import open_bucket, parse_url
 
     bucket = open_bucket(parse_url(f"s3://{BUCKET}/out/"))
     first = bucket.put("out/part-0.parquet", b"abc")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kraiter_sync.ratelimit import RateController, parse_retry_after
+from kraiter_sync.api.ratelimit import RateController, parse_retry_after
 from tests.virtual_time import run_virtual
 
 WALL_OFFSET = 1_700_000_000.0

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kraiter_sync.reconcile import canonical_properties, diff_contacts
-from kraiter_sync.remote import remote_frame
+from kraiter_sync.plan.contacts import canonical_properties, diff_contacts
+from kraiter_sync.plan.snapshot import remote_frame
 
 
 def local_frame(rows: list[tuple[str, str | None, dict[str, Any]]]) -> pl.DataFrame:

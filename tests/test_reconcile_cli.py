@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.cli import main
-from kraiter_sync.client import KraiterClient
 from kraiter_sync.config import resolve_settings
 
 
@@ -236,7 +236,7 @@ def test_mirror_refuses_an_input_with_rejected_rows(tmp_path: Path, state: Path)
 
 
 def test_apply_is_recorded_as_a_run(tmp_path: Path, state: Path) -> None:
-    from kraiter_sync.ledger import Ledger
+    from kraiter_sync.state.ledger import Ledger
 
     csv = write_csv(tmp_path / "c.csv", ["a@example.com,,pro"])
     assert run(state, "reconcile", str(csv)).exit_code == 0  # read-only: no run, no lock

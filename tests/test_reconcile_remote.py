@@ -13,21 +13,21 @@ from typing import Any, TypeVar
 import polars as pl
 import pytest
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app, serve_in_thread
 from kraiter_sync.errors import GuardError
-from kraiter_sync.planfile import read_plan, write_plan
-from kraiter_sync.reconcile import diff_contacts
-from kraiter_sync.reconcile_apply import (
+from kraiter_sync.plan.contacts import diff_contacts
+from kraiter_sync.plan.events import reconcile_events
+from kraiter_sync.plan.snapshot import snapshot_contacts
+from kraiter_sync.state.plans import read_plan, write_plan
+from kraiter_sync.verbs.apply import (
     apply_plan,
     check_mirror_guards,
     read_tombstone,
     restore_tombstone,
     verify_plan_fresh,
 )
-from kraiter_sync.reconcile_events import reconcile_events
-from kraiter_sync.reconcile_run import changed_contacts, plan_contacts
-from kraiter_sync.remote import snapshot_contacts
+from kraiter_sync.verbs.reconcile import changed_contacts, plan_contacts
 from tests.test_reconcile import local_frame
 
 T = TypeVar("T")
@@ -328,7 +328,7 @@ def test_diff_with_remote_frame_from_snapshot_matches_pure_diff() -> None:
 
 
 def test_import_hook_sends_nothing_for_unchanged_contacts() -> None:
-    from kraiter_sync.reconcile_run import contacts_to_write
+    from kraiter_sync.verbs.reconcile import contacts_to_write
 
     class Counting:
         """A RequestObserver that counts the write requests (the import's cost)."""
@@ -374,7 +374,7 @@ def test_import_hook_sends_nothing_for_unchanged_contacts() -> None:
 
 def test_apply_under_faults_converges_with_retries(tmp_path: Path) -> None:
     """5xx answers and dropped responses (applied, then cut): retried, nothing doubled."""
-    from kraiter_sync.retry import RetryPolicy, call_with_retry
+    from kraiter_sync.api.retry import RetryPolicy, call_with_retry
 
     waits: list[float] = []
 

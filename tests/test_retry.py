@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from kraiter_sync import errors
-from kraiter_sync.retry import RetryPolicy, call_with_retry, is_retriable
+from kraiter_sync.api.retry import RetryPolicy, call_with_retry, is_retriable
 
 
 class Recorder:

@@ -20,7 +20,13 @@ import polars as pl
 import pytest
 
 from kraiter_sync.errors import ConfigError, InputError
-from kraiter_sync.sql import CursorFilter, SqlSource, is_sql_url, open_sql_source, redact_url
+from kraiter_sync.sources.sql import (
+    CursorFilter,
+    SqlSource,
+    is_sql_url,
+    open_sql_source,
+    redact_url,
+)
 
 # Read at import: the autouse fixture in conftest.py removes KRAITER_* variables.
 POSTGRES_URL = os.environ.get("KRAITER_TEST_POSTGRES_URL", "")

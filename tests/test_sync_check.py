@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from kraiter_sync.cli import main
+from kraiter_sync.config.file import parse_sync_config
 from kraiter_sync.errors import ConfigError, InputError
-from kraiter_sync.sql import SqlSource
+from kraiter_sync.sources.sql import SqlSource
 from kraiter_sync.sync import (
     CursorWindow,
     decode_cursor,
@@ -24,7 +25,6 @@ from kraiter_sync.sync import (
     window_start,
     worst_exit_code,
 )
-from kraiter_sync.syncconfig import parse_sync_config
 from tests.test_sql import make_duckdb, make_sqlite, pg_execute, postgres_url_or_skip
 
 

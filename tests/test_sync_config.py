@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kraiter_sync.config.file import load_sync_config, parse_duration, parse_sync_config
 from kraiter_sync.errors import ConfigError
-from kraiter_sync.syncconfig import load_sync_config, parse_duration, parse_sync_config
 
 GOOD = '''\
 # nightly jobs

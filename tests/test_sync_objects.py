@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from kraiter_sync.config.file import parse_sync_config
 from kraiter_sync.errors import ConfigError
-from kraiter_sync.ledger import Ledger
-from kraiter_sync.objectstore import SeenObjects
+from kraiter_sync.sources.objectstore import SeenObjects
+from kraiter_sync.state.ledger import Ledger
 from kraiter_sync.sync import objects_stream, run_sync
-from kraiter_sync.syncconfig import parse_sync_config
 from tests.cloud_helpers import S3
 from tests.test_objectstore_s3 import csv_gz_bytes, events, moto_endpoint, parquet_bytes, s3
 from tests.test_sync_run import CountingApp, kraiter, remote, settings_for

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kraiter_sync.rejects import RejectsWriter
+from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.validate import (
     REJECT_SCHEMA,
     ChunkedValidation,

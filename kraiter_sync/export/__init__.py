@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
-from kraiter_sync.client import KraiterClient, SyncKraiterClient
+from kraiter_sync.api.client import KraiterClient, SyncKraiterClient
 from kraiter_sync.export.runner import (
     ExportOptions,
     ExportResult,
@@ -35,10 +35,10 @@ from kraiter_sync.export.runner import (
 )
 from kraiter_sync.export.streams import SCHEMAS, STREAMS, StreamSpec
 from kraiter_sync.export.writers import FORMATS, Format
-from kraiter_sync.ledger import Ledger, check_tenant
+from kraiter_sync.state.ledger import Ledger, check_tenant
 
 if TYPE_CHECKING:
-    from kraiter_sync.client import RequestObserver
+    from kraiter_sync.api.client import RequestObserver
     from kraiter_sync.config import Settings
 
 __all__ = [

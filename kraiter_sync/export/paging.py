@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from kraiter_sync.client import KraiterClient, Page
+from kraiter_sync.api.client import KraiterClient, Page
+from kraiter_sync.api.retry import RetryPolicy, call_with_retry
 from kraiter_sync.errors import ApiError, NotFoundError
-from kraiter_sync.retry import RetryPolicy, call_with_retry
 
 __all__ = [
     "ContactDirectory",

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.errors import (
     ConfigError,
     IncompleteError,

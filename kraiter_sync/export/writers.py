@@ -19,7 +19,7 @@ from typing import Literal
 
 import polars as pl
 
-from kraiter_sync.csvsafe import neutralise_frame
+from kraiter_sync.files import neutralise_frame
 
 __all__ = [
     "FORMATS",

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED
-from kraiter_sync.rejects import RejectsWriter
+from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.validate.engine import ChunkedValidation, Kind, ValidationReport
 from kraiter_sync.validate.options import ValidationOptions
 

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from kraiter_sync.config import is_loopback_host
 from kraiter_sync.errors import ConfigError, InputError
-from kraiter_sync.objectstore.urls import Cloud, ObjectUrl, redact
+from kraiter_sync.sources.objectstore.urls import Cloud, ObjectUrl, redact
 
 __all__ = [
     "INSTALL_HINT",

@@ -31,7 +31,10 @@ from typing import Any
 import polars as pl
 import polars_hash as plh
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.api.ratelimit import RateController
+from kraiter_sync.api.retry import RetryPolicy
+from kraiter_sync.cli.progress import Snapshot
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import (
     EXIT_INCOMPLETE,
@@ -43,22 +46,18 @@ from kraiter_sync.errors import (
     is_disk_full,
     os_reason,
 )
-from kraiter_sync.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
-from kraiter_sync.logs import get_logger
-from kraiter_sync.objectstore import is_object_url, parse_url, read_object
-from kraiter_sync.pipeline import (
+from kraiter_sync.inputs import (
     ChunkSource,
     InputOptions,
     KindValidation,
     PreparedInput,
     prepare_inputs,
 )
-from kraiter_sync.progress import Snapshot
-from kraiter_sync.ratelimit import RateController
-from kraiter_sync.reconcile_run import contacts_to_write
-from kraiter_sync.rejects import RejectsWriter
-from kraiter_sync.retry import RetryPolicy
-from kraiter_sync.upload import (
+from kraiter_sync.logs import get_logger
+from kraiter_sync.sources.objectstore import is_object_url, parse_url, read_object
+from kraiter_sync.state.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
+from kraiter_sync.state.rejects import RejectsWriter
+from kraiter_sync.upload.engine import (
     ContactRow,
     Engine,
     EngineOptions,
@@ -68,6 +67,7 @@ from kraiter_sync.upload import (
     rows_of_events,
 )
 from kraiter_sync.validate import REJECT_SCHEMA, ValidationReport
+from kraiter_sync.verbs.reconcile import contacts_to_write
 
 __all__ = ["ImportOptions", "ImportResult", "KindCounts", "import_", "retry_"]
 

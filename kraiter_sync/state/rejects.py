@@ -14,8 +14,8 @@ from typing import IO, Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from kraiter_sync.csvsafe import neutralise_frame
 from kraiter_sync.errors import InputError, StateError, is_disk_full, os_reason
+from kraiter_sync.files import neutralise_frame
 
 __all__ = ["RejectsWriter"]
 

@@ -11,9 +11,9 @@ three rules this module keeps:
 3. Keys a killed run left ``inflight`` are verified the same way before the next run
    sends anything (:meth:`Engine.recover`).
 
-Rate control is the client's observer (:class:`~kraiter_sync.ratelimit.RateController`),
+Rate control is the client's observer (:class:`~kraiter_sync.api.ratelimit.RateController`),
 so every request — writes, verification reads, contact look-ups — spends the same budget.
-Retries use :mod:`kraiter_sync.retry` (tenacity, full jitter, Retry-After aware).
+Retries use :mod:`kraiter_sync.api.retry` (tenacity, full jitter, Retry-After aware).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.api.retry import RetryPolicy, call_with_retry
 from kraiter_sync.errors import ApiError, ConflictError, KraiterSyncError, NotFoundError
-from kraiter_sync.ledger import Ledger
 from kraiter_sync.logs import get_logger
-from kraiter_sync.retry import RetryPolicy, call_with_retry
+from kraiter_sync.state.ledger import Ledger
 
 __all__ = [
     "ContactRow",

@@ -2,8 +2,8 @@
 
 The CLI commands are thin over :func:`reconcile`, :func:`apply_saved_plan` and
 :func:`restore`; everything they do can be done from Python. The pure diff is
-:mod:`kraiter_sync.reconcile`, reading Kraiter :mod:`kraiter_sync.remote`, writing
-:mod:`kraiter_sync.reconcile_apply`.
+:mod:`kraiter_sync.plan.contacts`, reading Kraiter :mod:`kraiter_sync.plan.snapshot`, writing
+:mod:`kraiter_sync.verbs.apply`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
-from kraiter_sync.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
 from kraiter_sync.logs import get_logger
-from kraiter_sync.planfile import read_plan, write_plan
-from kraiter_sync.reconcile import ContactPlan, diff_contacts
-from kraiter_sync.reconcile_apply import (
+from kraiter_sync.plan.contacts import ContactPlan, diff_contacts
+from kraiter_sync.plan.snapshot import Caller, RemoteSnapshot, Strategy, snapshot_contacts
+from kraiter_sync.state.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
+from kraiter_sync.state.plans import read_plan, write_plan
+from kraiter_sync.verbs.apply import (
     DEFAULT_MAX_DELETE_RATIO,
     ApplyResult,
     RestoreResult,
@@ -37,15 +38,14 @@ from kraiter_sync.reconcile_apply import (
     restore_tombstone,
     verify_plan_fresh,
 )
-from kraiter_sync.remote import Caller, RemoteSnapshot, Strategy, snapshot_contacts
 
 if TYPE_CHECKING:
-    from kraiter_sync.reconcile_events import EventsReconcileResult
-from kraiter_sync.pipeline import ChunkSource, InputOptions, KindValidation, prepare_inputs
-from kraiter_sync.ratelimit import RateController
-from kraiter_sync.rejects import RejectsWriter
-from kraiter_sync.retry import RetryPolicy, call_with_retry
-from kraiter_sync.upload import Engine, EngineOptions, Outcome, RejectSink
+    from kraiter_sync.plan.events import EventsReconcileResult
+from kraiter_sync.api.ratelimit import RateController
+from kraiter_sync.api.retry import RetryPolicy, call_with_retry
+from kraiter_sync.inputs import ChunkSource, InputOptions, KindValidation, prepare_inputs
+from kraiter_sync.state.rejects import RejectsWriter
+from kraiter_sync.upload.engine import Engine, EngineOptions, Outcome, RejectSink
 from kraiter_sync.validate import ValidationReport
 
 __all__ = [
@@ -461,7 +461,7 @@ def _finish_apply(settings: Settings, session: Session, applied: ApplyResult) ->
 def _events(
     settings: Settings, local: pl.DataFrame, opts: ReconcileOptions, paths: Sequence[Any]
 ) -> EventsReconcileResult:
-    from kraiter_sync.reconcile_events import event_rejects, reconcile_events
+    from kraiter_sync.plan.events import event_rejects, reconcile_events
 
     async def run() -> EventsReconcileResult:
         if not opts.apply:

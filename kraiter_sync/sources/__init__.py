@@ -12,8 +12,8 @@ cost is one sequential copy on disk. Each file is scanned on its own so ``source
 restarts at 1 per file, which is what a user opening that file expects.
 
 Object URLs (``s3://``, ``gs://``, ``az://``, ``abfss://``, ``https://``) expand to
-objects through :mod:`kraiter_sync.objectstore` and are read as they stream: no copy,
-not even of compressed or re-encoded text (:mod:`kraiter_sync.objectsources` holds what
+objects through :mod:`kraiter_sync.sources.objectstore` and are read as they stream: no copy,
+not even of compressed or re-encoded text (:mod:`kraiter_sync.sources.objects` holds what
 differs for them).
 
 Naming follows polars: ``scan_source`` is lazy, ``read_source`` is eager, and
@@ -47,11 +47,11 @@ import polars as pl
 
 from kraiter_sync.errors import InputError
 from kraiter_sync.logs import get_logger
-from kraiter_sync.objectstore.readers import ObjectPath
-from kraiter_sync.objectstore.urls import is_object_url
+from kraiter_sync.sources.objectstore.readers import ObjectPath
+from kraiter_sync.sources.objectstore.urls import is_object_url
 
 if TYPE_CHECKING:
-    from kraiter_sync.objectstore.stores import StorageOptions
+    from kraiter_sync.sources.objectstore.stores import StorageOptions
 
 __all__ = [
     "FORMATS",
@@ -159,7 +159,7 @@ def _expand(
 ) -> list[tuple[Path, str, tuple[tuple[str, str], ...]]]:
     text = str(raw)
     if is_object_url(text):
-        from kraiter_sync.objectsources import expand_objects
+        from kraiter_sync.sources.objects import expand_objects
 
         return expand_objects(text, storage)
     path = Path(text)
@@ -702,7 +702,7 @@ class Source:
         items = _SAMPLE_ITEMS if sample else None
         remote = isinstance(path, ObjectPath)
         if remote:
-            from kraiter_sync.objectsources import object_stream
+            from kraiter_sync.sources.objects import object_stream
         if fmt in ("csv", "tsv"):
             if remote and not sample:
                 path = object_stream(sf, encoding)
@@ -779,7 +779,7 @@ class Source:
             elif fmt == "ndjson":
                 lf = pl.scan_ndjson(path, infer_schema_length=self.infer_schema_length)
             elif isinstance(path, ObjectPath):
-                from kraiter_sync.objectsources import schema_frame
+                from kraiter_sync.sources.objects import schema_frame
 
                 lf = schema_frame(path, fmt)
             elif fmt == "parquet":

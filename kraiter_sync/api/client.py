@@ -2,7 +2,7 @@
 
 :class:`KraiterClient` is async and shares one connection pool; :class:`SyncKraiterClient`
 is a small blocking facade for library users. Wire details that the contract marks as
-[choice] live in :mod:`kraiter_sync.dialect`, never here.
+[choice] live in :mod:`kraiter_sync.api.dialect`, never here.
 
 Every method makes exactly one HTTP attempt (an iterator makes one per page): only the
 caller knows whether resending is safe, so retrying is ``retry.py``'s job. Failures are
@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import httpx
 
 from kraiter_sync import __version__
+from kraiter_sync.api.dialect import Dialect, Route, decode_list
+from kraiter_sync.api.transport import AiohttpTransport
 from kraiter_sync.config import check_header_safe_key, mask_key
-from kraiter_sync.dialect import Dialect, Route, decode_list
 from kraiter_sync.errors import (
     ApiError,
     ConnectError,
@@ -50,7 +51,6 @@ from kraiter_sync.errors import (
     api_error_class,
 )
 from kraiter_sync.logs import get_logger
-from kraiter_sync.transport import AiohttpTransport
 
 if TYPE_CHECKING:
     from kraiter_sync.config import Settings

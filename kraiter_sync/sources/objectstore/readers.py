@@ -23,7 +23,7 @@ from pathlib import PosixPath
 from typing import IO, Any, cast
 
 from kraiter_sync.errors import InputError
-from kraiter_sync.objectstore.stores import Bucket, ObjectInfo, translate_error
+from kraiter_sync.sources.objectstore.stores import Bucket, ObjectInfo, translate_error
 
 __all__ = ["ObjectPath", "RangeReader", "SequentialReader"]
 

@@ -3,7 +3,7 @@
 Nothing here talks to Kraiter: :func:`diff_contacts` takes two frames and returns a
 :class:`ContactPlan`, so the diff can be tested exhaustively (hypothesis) and timed
 against a plain join (``benchmarks/reconcile.py``). Fetching the remote frame lives in
-:mod:`kraiter_sync.remote`; applying a plan in :mod:`kraiter_sync.reconcile_apply`.
+:mod:`kraiter_sync.plan.snapshot`; applying a plan in :mod:`kraiter_sync.verbs.apply`.
 
 Both sides are keyed by the *normalised* email (the validator's normalisation, so
 ``Alice@Example.com`` in Kraiter is the same contact as ``alice@example.com`` locally).
@@ -50,7 +50,7 @@ ACTIONS: tuple[Action, ...] = ("create", "update", "unchanged", "remote_only", "
 #: Columns the diff needs from the local (canonical, validated) contacts frame.
 LOCAL_COLUMNS = ("email", "user_id", "properties", "source_file", "source_row")
 
-#: The remote contacts frame (built by :func:`kraiter_sync.remote.remote_frame`).
+#: The remote contacts frame (built by :func:`kraiter_sync.plan.snapshot.remote_frame`).
 REMOTE_SCHEMA: dict[str, pl.DataType] = {
     "id": pl.String(),
     "email": pl.String(),  # as Kraiter stores it (keeps the first-sent case)

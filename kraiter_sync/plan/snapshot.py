@@ -23,9 +23,9 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.logs import get_logger
-from kraiter_sync.reconcile import REMOTE_SCHEMA, canonical_properties, contact_hash
+from kraiter_sync.plan.contacts import REMOTE_SCHEMA, canonical_properties, contact_hash
 
 __all__ = [
     "PAGE_SIZE",

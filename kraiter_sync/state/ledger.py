@@ -128,7 +128,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 def scrub_args(args: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of command arguments safe to store: secrets dropped, paths as strings,
     URLs without their query strings (signed URLs carry credentials there)."""
-    from kraiter_sync.objectstore.urls import redact
+    from kraiter_sync.sources.objectstore.urls import redact
 
     clean: dict[str, Any] = {}
     for name, value in args.items():

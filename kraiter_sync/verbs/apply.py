@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -38,17 +38,17 @@ from kraiter_sync.errors import (
     InputError,
     KraiterSyncError,
 )
-from kraiter_sync.ledger import Ledger
 from kraiter_sync.logs import get_logger
-from kraiter_sync.reconcile import ContactPlan, contact_hash
-from kraiter_sync.remote import (
+from kraiter_sync.plan.contacts import ContactPlan, contact_hash
+from kraiter_sync.plan.snapshot import (
     PAGE_SIZE,
     Caller,
     normalise_keys,
     remote_frame,
     snapshot_contacts,
 )
-from kraiter_sync.upload import ContactRow, Engine
+from kraiter_sync.state.ledger import Ledger
+from kraiter_sync.upload.engine import ContactRow, Engine
 
 __all__ = [
     "DEFAULT_MAX_DELETE_RATIO",
@@ -432,7 +432,7 @@ def forget_cached_contacts(ledger: Ledger, target: str, emails: Sequence[str]) -
 
 
 async def _create_with_engine(engine: Engine, creates: pl.DataFrame, result: ApplyResult) -> None:
-    from kraiter_sync.importer import contact_hash as import_hash
+    from kraiter_sync.verbs.importer import contact_hash as import_hash
 
     before = dataclasses.replace(engine.stats)
     rows = [

@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from kraiter_sync.errors import InputError
-from kraiter_sync.objectstore.stores import ObjectInfo, StorageOptions, open_bucket
-from kraiter_sync.objectstore.urls import is_object_url, parse_url, redact
+from kraiter_sync.sources.objectstore.stores import ObjectInfo, StorageOptions, open_bucket
+from kraiter_sync.sources.objectstore.urls import is_object_url, parse_url, redact
 
 __all__ = ["Found", "ObjectInfo", "expand", "is_manifest_name", "read_manifest", "read_object"]
 

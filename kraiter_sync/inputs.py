@@ -20,10 +20,10 @@ import polars as pl
 
 from kraiter_sync.connectors import Detection, apply, resolve_connector
 from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError, StateError, os_reason
-from kraiter_sync.objectstore.stores import StorageOptions
-from kraiter_sync.objectstore.urls import is_object_url, redact
-from kraiter_sync.rejects import RejectsWriter
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, open_source
+from kraiter_sync.sources.objectstore.stores import StorageOptions
+from kraiter_sync.sources.objectstore.urls import is_object_url, redact
+from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.validate import (
     ChunkedValidation,
     ReportAccumulator,

@@ -43,9 +43,9 @@ from typing import Any, Literal, NoReturn, cast
 
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import ConfigError
-from kraiter_sync.objectstore.stores import StorageOptions
-from kraiter_sync.objectstore.urls import is_object_url, redact
-from kraiter_sync.sql import is_sql_url, redact_url
+from kraiter_sync.sources.objectstore.stores import StorageOptions
+from kraiter_sync.sources.objectstore.urls import is_object_url, redact
+from kraiter_sync.sources.sql import is_sql_url, redact_url
 
 __all__ = [
     "JobConfig",

@@ -40,6 +40,7 @@ from typing import Any, cast
 import polars as pl
 
 from kraiter_sync.config import Settings
+from kraiter_sync.config.file import JobConfig, SyncConfig
 from kraiter_sync.errors import (
     EXIT_BUSY,
     EXIT_FAILED,
@@ -51,12 +52,11 @@ from kraiter_sync.errors import (
     InputError,
     KraiterSyncError,
 )
+from kraiter_sync.inputs import ChunkSource, InputOptions, prepare_inputs
 from kraiter_sync.logs import get_logger
-from kraiter_sync.objectstore.changes import SeenObjects
-from kraiter_sync.pipeline import ChunkSource, InputOptions, prepare_inputs
 from kraiter_sync.sources import open_source
-from kraiter_sync.sql import CursorFilter, CursorValue, SqlSource
-from kraiter_sync.syncconfig import JobConfig, SyncConfig
+from kraiter_sync.sources.objectstore.changes import SeenObjects
+from kraiter_sync.sources.sql import CursorFilter, CursorValue, SqlSource
 
 __all__ = [
     "CheckResult",
@@ -673,7 +673,7 @@ def _check_job(job: JobConfig) -> JobCheck:
 
 def _check_target(settings: Settings, client_factory: Callable[[Settings], Any] | None) -> JobCheck:
     """One read (the first page of contacts, limit 1): the URL answers and the key works."""
-    from kraiter_sync.client import SyncKraiterClient
+    from kraiter_sync.api.client import SyncKraiterClient
 
     where = "local Kraiter" if settings.local else settings.base_url
     try:
@@ -828,8 +828,8 @@ def run_job(
     concurrency: int | None = None,
 ) -> JobResult:
     """Run one job (the caller holds the state lock); raises on a failure of the job."""
-    from kraiter_sync.importer import ImportOptions, import_
-    from kraiter_sync.ledger import Ledger
+    from kraiter_sync.state.ledger import Ledger
+    from kraiter_sync.verbs.importer import ImportOptions, import_
 
     started = time.monotonic()
     now = now or dt.datetime.now(dt.UTC)
@@ -950,7 +950,7 @@ def _mirror_job(job: JobConfig, *, settings: Settings, dry_run: bool, started: f
     of Kraiter's contacts stop the job (exit 2) before anything is written; deleted
     contacts go to a tombstone file (``kraiter-sync restore`` undoes them).
     """
-    from kraiter_sync.reconcile_run import ReconcileOptions, reconcile
+    from kraiter_sync.verbs.reconcile import ReconcileOptions, reconcile
 
     source = open_job_source(job)
     result = reconcile(
@@ -1034,7 +1034,7 @@ def run_sync(
     the most severe of all jobs. A second run on the same state directory raises
     :class:`~kraiter_sync.errors.LockHeldError` (exit 5, nothing started) at once.
     """
-    from kraiter_sync.ledger import ensure_state_dir, state_lock
+    from kraiter_sync.state.ledger import ensure_state_dir, state_lock
 
     selected = config.select(jobs)
     started = time.monotonic()

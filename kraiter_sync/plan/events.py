@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from kraiter_sync.client import KraiterClient
+from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -36,8 +36,8 @@ from kraiter_sync.errors import (
     KraiterSyncError,
 )
 from kraiter_sync.logs import get_logger
-from kraiter_sync.remote import Caller
-from kraiter_sync.upload import Engine, EventRow, Outcome
+from kraiter_sync.plan.snapshot import Caller
+from kraiter_sync.upload.engine import Engine, EventRow, Outcome
 
 __all__ = [
     "EVENT_COUNTS_SCHEMA",

@@ -4,7 +4,7 @@
 module builds on ``sources``' own helpers):
 
 - ``_expand``: an object URL → :func:`expand_objects`, one ``SourceFile`` path (an
-  :class:`~kraiter_sync.objectstore.ObjectPath`) per object, with its hive pairs;
+  :class:`~kraiter_sync.sources.objectstore.ObjectPath`) per object, with its hive pairs;
 - ``Source._prepare``: compressed or re-encoded text and Avro → :func:`object_stream`,
   decompressed and decoded as it streams, where a local file gets a temporary copy;
 - ``Source._scan_one``: a Parquet or Arrow IPC object's schema → :func:`schema_frame`,
@@ -27,9 +27,6 @@ from typing import IO, Any, cast
 import polars as pl
 
 from kraiter_sync.errors import InputError
-from kraiter_sync.objectstore import expand, open_bucket, parse_url
-from kraiter_sync.objectstore.readers import ObjectPath
-from kraiter_sync.objectstore.stores import StorageOptions
 from kraiter_sync.sources import (
     _COPY_BLOCK,
     Format,
@@ -38,6 +35,9 @@ from kraiter_sync.sources import (
     _decode_error,
     _open_decompressed,
 )
+from kraiter_sync.sources.objectstore import expand, open_bucket, parse_url
+from kraiter_sync.sources.objectstore.readers import ObjectPath
+from kraiter_sync.sources.objectstore.stores import StorageOptions
 
 __all__ = ["expand_objects", "object_stream", "schema_frame"]
 

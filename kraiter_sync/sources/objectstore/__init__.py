@@ -29,11 +29,16 @@ without it an object URL is a clear error naming that command.
 
 from __future__ import annotations
 
-from kraiter_sync.objectstore.changes import SeenObjects
-from kraiter_sync.objectstore.listing import ObjectInfo, expand, read_manifest, read_object
-from kraiter_sync.objectstore.readers import ObjectPath
-from kraiter_sync.objectstore.stores import Bucket, StorageOptions, open_bucket, translate_error
-from kraiter_sync.objectstore.urls import ObjectUrl, is_object_url, parse_url, redact
+from kraiter_sync.sources.objectstore.changes import SeenObjects
+from kraiter_sync.sources.objectstore.listing import ObjectInfo, expand, read_manifest, read_object
+from kraiter_sync.sources.objectstore.readers import ObjectPath
+from kraiter_sync.sources.objectstore.stores import (
+    Bucket,
+    StorageOptions,
+    open_bucket,
+    translate_error,
+)
+from kraiter_sync.sources.objectstore.urls import ObjectUrl, is_object_url, parse_url, redact
 
 __all__ = [
     "Bucket",

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from kraiter_sync.objectstore.readers import ObjectPath
-from kraiter_sync.objectstore.stores import ObjectInfo
+from kraiter_sync.sources.objectstore.readers import ObjectPath
+from kraiter_sync.sources.objectstore.stores import ObjectInfo
 
 __all__ = ["SeenObjects"]
 

@@ -45,9 +45,9 @@ from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 
 if TYPE_CHECKING:
     from kraiter_sync.emulator.config import ListShape, UnknownEmail
-    from kraiter_sync.importer import ImportOptions, ImportResult
-    from kraiter_sync.ledger import RunRecord
-    from kraiter_sync.pipeline import InputOptions
+    from kraiter_sync.inputs import InputOptions
+    from kraiter_sync.state.ledger import RunRecord
+    from kraiter_sync.verbs.importer import ImportOptions, ImportResult
 
 __all__ = ["Common", "SendFlags", "common_options", "input_options", "main", "send_options"]
 
@@ -293,7 +293,7 @@ def input_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from kraiter_sync.connectors import parse_overrides
-        from kraiter_sync.pipeline import InputOptions
+        from kraiter_sync.inputs import InputOptions
         from kraiter_sync.validate import ValidationOptions
 
         timezone = kwargs.pop("timezone")
@@ -317,7 +317,7 @@ def input_options(func: F) -> F:
 
 def _storage_options(config_path: Path | None) -> Any:
     """The ``[storage]`` table of kraiter-sync.toml (object-store endpoints, profiles)."""
-    from kraiter_sync.objectstore.stores import StorageOptions
+    from kraiter_sync.sources.objectstore.stores import StorageOptions
 
     return StorageOptions.from_config(Common(config_path=config_path).config())
 
@@ -364,7 +364,7 @@ def validate_command(
       kraiter-sync validate events.parquet
       kraiter-sync validate 'unload/part-*.csv.gz' --map email='Work Email' --timezone Europe/Berlin
     """
-    from kraiter_sync.pipeline import validate_inputs
+    from kraiter_sync.inputs import validate_inputs
 
     state_dir = common.state_dir_only()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -461,7 +461,7 @@ class SendFlags:
     allow_triggers: bool
 
     def import_options(self, inputs: InputOptions, *, dry_run: bool = False) -> ImportOptions:
-        from kraiter_sync.importer import ImportOptions
+        from kraiter_sync.verbs.importer import ImportOptions
 
         return ImportOptions(
             input=inputs,
@@ -562,8 +562,8 @@ def import_command(
       kraiter-sync import 'export/*.parquet' --connector segment_tracks --rate 50
       kraiter-sync import events.csv --map email=user_email --dry-run
     """
-    from kraiter_sync.importer import import_
-    from kraiter_sync.progress import ImportProgress
+    from kraiter_sync.cli.progress import ImportProgress
+    from kraiter_sync.verbs.importer import import_
 
     settings = common.settings()
     options = sending.import_options(inputs, dry_run=dry_run)
@@ -630,9 +630,9 @@ def retry_command(rejects_file: str, sending: SendFlags, as_json: bool, common: 
     contact that was missing) are sent again; rows caught by validation (stage
     "invalid") need fixing in the source and a new import. Nothing is sent twice.
     """
-    from kraiter_sync.importer import retry_
-    from kraiter_sync.pipeline import InputOptions
-    from kraiter_sync.progress import ImportProgress
+    from kraiter_sync.cli.progress import ImportProgress
+    from kraiter_sync.inputs import InputOptions
+    from kraiter_sync.verbs.importer import retry_
 
     options = sending.import_options(InputOptions(storage=_storage_options(common.config_path)))
     with ImportProgress.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
@@ -671,7 +671,7 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
     A run whose process is gone (killed, crashed, machine rebooted) without finishing is
     shown as `killed`; re-run its command to resume it.
     """
-    from kraiter_sync.ledger import Ledger
+    from kraiter_sync.state.ledger import Ledger
 
     ledger_path = common.state_dir_only() / "ledger.db"
     if not ledger_path.exists():
@@ -828,7 +828,7 @@ def reconcile_command(
     compared with Kraiter's; --apply sends the missing ones through the import engine
     (events are never deleted).
     """
-    from kraiter_sync.reconcile_run import (
+    from kraiter_sync.verbs.reconcile import (
         ReconcileOptions,
         apply_saved_plan,
         reconcile,
@@ -914,7 +914,7 @@ def restore_command(*, common: Common, tombstone: Path, concurrency: int) -> Non
     Example:
       kraiter-sync restore .kraiter-sync/tombstones/tombstone-20260101T020000.000000Z.json
     """
-    from kraiter_sync.reconcile_run import ReconcileOptions, restore
+    from kraiter_sync.verbs.reconcile import ReconcileOptions, restore
 
     options = ReconcileOptions(concurrency=concurrency)
     result = restore(tombstone, settings=common.settings(), options=options)
@@ -974,7 +974,7 @@ def _read_contacts_file(path: Path) -> tuple[str, ...]:
 
 def _rate_observer(rate: float | None) -> Any:
     """The importer's rate controller (ratelimit.py), shared by every request."""
-    from kraiter_sync.ratelimit import RateController
+    from kraiter_sync.api.ratelimit import RateController
 
     return RateController(ceiling=rate)
 
@@ -1191,7 +1191,7 @@ def export_command(
 def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
     """Load kraiter-sync.toml and resolve settings from it (its relative paths are
     relative to the file), with flags and environment winning; remembered on ``common``."""
-    from kraiter_sync.syncconfig import load_sync_config
+    from kraiter_sync.config.file import load_sync_config
 
     sync_config = load_sync_config(config_path)
     settings = sync_config.settings(

@@ -1,6 +1,6 @@
 """Saving and loading reconcile plans: JSON or Parquet, chosen by the file extension.
 
-A plan file holds every row of :data:`~kraiter_sync.reconcile.PLAN_SCHEMA` and the
+A plan file holds every row of :data:`~kraiter_sync.plan.contacts.PLAN_SCHEMA` and the
 plan-level facts (:meth:`ContactPlan.meta`). JSON is one document
 ``{"meta": {...}, "rows": [...]}`` with ``changes`` as a nested object, easy to read and
 review; Parquet keeps the rows as a table and the facts in the file's key-value
@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from kraiter_sync.errors import InputError
-from kraiter_sync.reconcile import PLAN_SCHEMA, ContactPlan
+from kraiter_sync.plan.contacts import PLAN_SCHEMA, ContactPlan
 
 __all__ = ["PLAN_FORMAT", "read_plan", "write_plan"]
 

@@ -1,0 +1,1 @@
+"""Talking to Kraiter: the client, its transport, the API dialect, rate control, retries."""

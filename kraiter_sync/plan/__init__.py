@@ -1,0 +1,1 @@
+"""What must be sent: diffs against the ledger and Kraiter, and the guards."""

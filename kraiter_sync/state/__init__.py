@@ -1,0 +1,1 @@
+"""What a run remembers: the ledger, rejects, plan files."""

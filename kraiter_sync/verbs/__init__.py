@@ -1,0 +1,1 @@
+"""The verbs: import, retry, reconcile, apply, restore, validate, runs."""
