@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import polars as pl
 import pyarrow.parquet as pq
 
-from kraiter_sync.inputs import InputOptions, validate_inputs
+from kraiter_sync.inputs import InputOptions
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE
 from kraiter_sync.validate import ChunkedValidation, ValidationOptions, ValidationReport
+from kraiter_sync.verbs.validate import validate_inputs
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 OPTIONS = ValidationOptions(now=NOW)

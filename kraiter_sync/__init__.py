@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from kraiter_sync.connectors import Connector, list_presets, load_connector
     from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
     from kraiter_sync.export import ExportOptions, ExportResult, export, export_to, read_stream
-    from kraiter_sync.inputs import InputOptions, validate_inputs
+    from kraiter_sync.inputs import InputOptions
     from kraiter_sync.plan.contacts import ContactPlan, diff_contacts
     from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
     from kraiter_sync.state.ledger import Ledger
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         reconcile,
         restore,
     )
+    from kraiter_sync.verbs.validate import validate_inputs
 
 _LAZY = {
     "KraiterClient": "kraiter_sync.api.client",
@@ -76,7 +77,7 @@ _LAZY = {
     "retry_": "kraiter_sync.verbs.importer",
     "Ledger": "kraiter_sync.state.ledger",
     "InputOptions": "kraiter_sync.inputs",
-    "validate_inputs": "kraiter_sync.inputs",
+    "validate_inputs": "kraiter_sync.verbs.validate",
     "iter_chunks": "kraiter_sync.sources",
     "open_source": "kraiter_sync.sources",
     "read_source": "kraiter_sync.sources",

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import polars as pl
 
 from kraiter_sync.connectors import Detection, apply, resolve_connector
-from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError, StateError, os_reason
+from kraiter_sync.errors import InputError
+from kraiter_sync.frames import Kind
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, open_source
 from kraiter_sync.sources.objectstore.stores import StorageOptions
 from kraiter_sync.sources.objectstore.urls import is_object_url, redact
-from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.validate import (
     ChunkedValidation,
     ReportAccumulator,
@@ -32,18 +31,13 @@ from kraiter_sync.validate import (
     ValidationReport,
     merge_contacts,
 )
-from kraiter_sync.validate.run import summary, write_report
 
 __all__ = [
     "InputOptions",
     "KindValidation",
     "PreparedInput",
-    "ValidateResult",
     "prepare_inputs",
-    "validate_inputs",
 ]
-
-Kind = Literal["events", "contacts"]
 
 
 @dataclass(frozen=True)
@@ -195,66 +189,3 @@ class KindValidation:
             self.report.valid -= extra
             self.report.duplicates += extra
             yield merged
-
-
-@dataclass
-class ValidateResult:
-    """What ``validate`` found: one report per kind present, and where the rejects are."""
-
-    reports: list[ValidationReport]
-    detections: list[str]
-    rejects_path: Path | None
-
-    @property
-    def rejected(self) -> int:
-        return sum(r.rejected for r in self.reports)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_REJECTED if self.rejected else EXIT_OK
-
-    def summary(self) -> str:
-        return "\n".join(summary(r) for r in self.reports)
-
-
-def validate_inputs(
-    paths: Sequence[str | Path],
-    options: InputOptions,
-    *,
-    rejects_path: Path | None = None,
-    report_path: Path | None = None,
-) -> ValidateResult:
-    """The library form of ``kraiter-sync validate``: nothing is sent anywhere."""
-    with contextlib.ExitStack() as stack:
-        inputs = prepare_inputs(paths, options, stack=stack)
-        writer = stack.enter_context(RejectsWriter(rejects_path)) if rejects_path else None
-        detections = [f"{inp.label}: {line}" for inp in inputs for line in inp.detection.lines()]
-        reports = []
-        kinds: tuple[Kind, ...] = ("contacts", "events")
-        for kind in kinds:
-            if not any(i.kind == kind for i in inputs):
-                continue
-            run = KindValidation(kind, inputs, options, on_rejects=writer.write if writer else None)
-            for _valid in run.run():
-                pass
-            reports.append(run.report)
-    if report_path is not None:
-        try:
-            if len(reports) == 1:
-                write_report(reports[0], report_path)
-            else:
-                _write_reports(reports, report_path)
-        except OSError as exc:
-            msg = (
-                f"cannot write the report {report_path}: {os_reason(exc)}; pass --report "
-                "PATH somewhere writable (the rejects file is complete)"
-            )
-            raise StateError(msg) from exc
-    return ValidateResult(reports, detections, rejects_path if writer else None)
-
-
-def _write_reports(reports: Sequence[ValidationReport], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps({r.kind: r.to_dict() for r in reports}, indent=2) + "\n")
-    tmp.replace(path)

@@ -22,7 +22,8 @@ import pytest
 import respx
 
 from kraiter_sync import errors
-from kraiter_sync.api.client import KraiterClient, _translate_transport_error, parse_retry_after
+from kraiter_sync.api.client import KraiterClient, _translate_transport_error
+from kraiter_sync.api.retry import parse_retry_after
 from kraiter_sync.api.transport import AiohttpTransport, _map_aiohttp_error
 from tests.respx_helpers import BASE, mocked
 

@@ -170,7 +170,7 @@ def test_contacts_created_then_patched_only_where_changed(tmp_path: Path, settin
     )
     again = import_([src], settings=fresh, client_factory=kraiter.factory)
     assert again.contacts.unchanged == 2
-    # the reconcile plan (issue 5 item 6): a new state dir costs reads, not writes
+    # the reconcile plan : a new state dir costs reads, not writes
     assert kraiter.transports[-1].writes == 0
 
 

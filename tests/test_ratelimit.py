@@ -1,6 +1,6 @@
 """The rate controller: unit behaviour, and a simulation against a token-bucket server.
 
-The simulation is the real check of the design (issue 4's rate-budget benchmark): a
+The simulation is the real check of the design (the rate-budget benchmark): a
 server with rate R and burst B answers 429 when its bucket is empty, with or without
 ``X-RateLimit-*`` headers, and concurrent workers drive it through the controller in
 virtual time.
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kraiter_sync.api.ratelimit import RateController, parse_retry_after
+from kraiter_sync.api.ratelimit import RateController
+from kraiter_sync.api.retry import parse_retry_after
 from tests.virtual_time import run_virtual
 
 WALL_OFFSET = 1_700_000_000.0
@@ -309,7 +310,7 @@ def test_headers_pace_to_remaining_budget() -> None:
 
 def test_parse_retry_after_http_date() -> None:
     now = 1_700_000_000.0
-    assert parse_retry_after("Tue, 14 Nov 2023 22:13:30 GMT", now_wall=now) == pytest.approx(10.0)
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:30 GMT", now=now) == pytest.approx(10.0)
     assert parse_retry_after("2.5") == 2.5
     assert parse_retry_after("nan") is None
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kraiter_sync.plan.contacts import canonical_properties, diff_contacts
+from kraiter_sync.frames import canonical_json
+from kraiter_sync.plan.contacts import diff_contacts
 from kraiter_sync.plan.snapshot import remote_frame
 
 
@@ -19,7 +20,7 @@ def local_frame(rows: list[tuple[str, str | None, dict[str, Any]]]) -> pl.DataFr
         {
             "email": [r[0] for r in rows],
             "user_id": [r[1] for r in rows],
-            "properties": [canonical_properties(r[2]) for r in rows],
+            "properties": [canonical_json(r[2]) for r in rows],
             "source_file": ["contacts.csv"] * len(rows),
             "source_row": list(range(1, len(rows) + 1)),
         },

@@ -404,27 +404,35 @@ def test_seen_keys_same_top_half_is_still_exact() -> None:
 
 
 def test_validate_verb_writes_rejects_and_report(tmp_path: Path) -> None:
-    from kraiter_sync.validate import exit_code, summary, validate
+    from kraiter_sync.cli.render import validation_summary
+    from kraiter_sync.inputs import InputOptions
+    from kraiter_sync.verbs.validate import validate_inputs
 
-    mapped = events([{"email": "a@b.co"}, {"email": "nope"}, {"email": "a@b.co"}])
-    report = validate(
-        mapped.iter_slices(2),
-        kind="events",
-        options=OPTS,
+    inputs = InputOptions(kind="events", validation=OPTS, chunk_size=2)
+    source = tmp_path / "events.csv"
+    source.write_text(
+        "email,name,timestamp\n"
+        + "".join(f"{e},signup,2024-01-01T00:00:00Z\n" for e in ("a@b.co", "nope", "a@b.co"))
+    )
+    result = validate_inputs(
+        [source],
+        inputs,
         rejects_path=tmp_path / "out" / "rejects.ndjson",
         report_path=tmp_path / "out" / "report.json",
     )
+    (report,) = result.reports
     assert (report.valid, report.duplicates, report.rejected) == (1, 1, 1)
-    assert exit_code(report) == 3
+    assert result.exit_code == 3
     assert pl.read_ndjson(tmp_path / "out" / "rejects.ndjson")["source_row"].to_list() == [2]
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["by_rule"] == {"email.invalid": 1}
     assert saved["rows_read"] == 3
-    text = summary(report)
+    text = validation_summary(report)
     assert "3 events rows read: 1 valid, 1 duplicates, 1 rejected" in text
     assert "email.invalid" in text
-    clean = validate(events([{"email": "a@b.co"}]).iter_slices(5), kind="events", options=OPTS)
-    assert exit_code(clean) == 0
+    clean = tmp_path / "clean.csv"
+    clean.write_text("email,name,timestamp\na@b.co,signup,2024-01-01T00:00:00Z\n")
+    assert validate_inputs([clean], inputs).exit_code == 0
 
 
 def test_sorted_halves_keeps_equal_keys_adjacent_on_top_half_ties() -> None:

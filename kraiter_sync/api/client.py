@@ -25,19 +25,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 
 from kraiter_sync import __version__
 from kraiter_sync.api.dialect import Dialect, Route, decode_list
+from kraiter_sync.api.retry import parse_retry_after
 from kraiter_sync.api.transport import AiohttpTransport
 from kraiter_sync.config import check_header_safe_key, mask_key
 from kraiter_sync.errors import (
@@ -62,7 +60,6 @@ __all__ = [
     "Page",
     "RequestObserver",
     "SyncKraiterClient",
-    "parse_retry_after",
 ]
 
 USER_AGENT = f"kraiter-sync/{__version__}"
@@ -95,31 +92,7 @@ class Page:
 
 
 # --------------------------------------------------------------------------------------
-# Failures: status → error, Retry-After, and the one httpx exception boundary
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date).
-
-    A value of 0 or less, or one that cannot be read, means "no hint" (None): it must
-    never make a caller retry in a hot loop.
-    """
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    return seconds
+# Failures: status → error and the one httpx exception boundary
 
 
 def _scrub(text: str, secret: str) -> str:

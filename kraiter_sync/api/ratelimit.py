@@ -33,12 +33,8 @@ Three limits are combined; a request leaves when all of them allow it:
     (:attr:`probe_increase`, 0.2 %/s), so 429 episodes (each costing a ``Retry-After``
     pause) stay rare.
 
-Measured in the simulation (benchmarks/ratelimit_simulation.py, R = 100/s, 16
-workers): with headers 99.5 % of R beyond the burst and < 0.05 % 429s for bursts
-5-200; without headers 90 % (burst 20) to 98 % (burst 100). Known weak spots: with
-headers, buckets of 1-2 tokens (about half of R, no 429s: counting every request in
-flight as not yet seen by the server is too cautious there); without headers, buckets
-far smaller than ``Retry-After`` x R, where every 429 costs a whole pause.
+How well this works, and its known weak spots, is measured by
+``benchmarks/ratelimit_simulation.py`` (results in ``benchmarks/README.md``).
 
 Before the first answer only one request is let out, so the headers, if any, are
 known before a burst of concurrent requests can overrun a small server bucket.
@@ -59,7 +55,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["RateController", "RateStats", "parse_retry_after"]
+from kraiter_sync.api.retry import MAX_RETRY_AFTER, parse_retry_after
+
+__all__ = ["RateController", "RateStats"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -87,32 +85,6 @@ class RateStats:
     paused_seconds: float
     #: Whether the server sends ``X-RateLimit-*`` headers.
     headers_seen: bool
-
-
-def parse_retry_after(value: str | None, *, now_wall: float | None = None) -> float | None:
-    """``Retry-After`` in seconds from a delta or an HTTP date; ``None`` when no usable hint.
-
-    A value ≤ 0 is "no hint" (kraiter-api.md §4): the caller backs off by its default.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        now = time.time() if now_wall is None else now_wall
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    return seconds
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -427,13 +399,14 @@ class RateController:
 
     def _on_429(self, now: float, headers: Mapping[str, str], remaining: float | None) -> None:
         wall = self._wall()
-        delay = parse_retry_after(_header(headers, H_RETRY_AFTER), now_wall=wall)
+        delay = parse_retry_after(_header(headers, H_RETRY_AFTER), now=wall)
         if delay is None:
             reset = _number(_header(headers, H_RESET))
             if reset is not None and remaining is not None and remaining < 1 and reset > wall:
                 delay = reset - wall
         if delay is None:
             delay = self.default_backoff
+        delay = min(delay, MAX_RETRY_AFTER)
         new_episode = now >= self._paused_until
         until = now + delay
         if until > self._paused_until:

@@ -16,19 +16,62 @@ error. Sleep and the random source are injectable so tests assert the exact wait
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from kraiter_sync.errors import ApiError, KraiterSyncError
 
-__all__ = ["BeforeRetry", "RetryPolicy", "call_with_retry", "is_retriable"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "BeforeRetry",
+    "RetryPolicy",
+    "call_with_retry",
+    "is_retriable",
+    "parse_retry_after",
+]
 
 T = TypeVar("T")
 BeforeRetry = Callable[[BaseException, int], Awaitable[None] | None]
+
+#: The longest wait a ``Retry-After`` may impose, on one request (``RetryPolicy``) or on
+#: every worker (the rate controller's pause): a server or proxy asking for hours would
+#: stall the run; past this it waits the cap, then tries again.
+MAX_RETRY_AFTER = 60.0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta seconds or an HTTP date), as
+    the server said (callers cap it); ``now`` is the wall clock (unix seconds) for dates.
+
+    A date without a zone (``-0000``, which RFC 5322 defines as UTC with no local zone
+    claimed) is read as UTC, never in the machine's zone. A value of 0 or less, or one
+    that cannot be read, means "no hint" (None): it must never make a caller retry in a
+    hot loop (kraiter-api.md §4).
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return seconds
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -44,7 +87,7 @@ class RetryPolicy:
     #: First backoff cap in seconds; doubles per attempt (before jitter).
     base_delay: float = 0.5
     #: Largest wait, whether from backoff or from ``Retry-After``.
-    max_delay: float = 60.0
+    max_delay: float = MAX_RETRY_AFTER
     #: Injectable randomness for the jitter (``random.random`` by default).
     rng: Callable[[], float] = field(default=random.random, repr=False, compare=False)
     #: Injectable sleep (``asyncio.sleep`` by default).

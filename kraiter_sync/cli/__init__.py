@@ -237,7 +237,7 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# validate, connectors (issue 3)
+# validate, connectors
 # ---------------------------------------------------------------------------------------
 
 
@@ -364,7 +364,8 @@ def validate_command(
       kraiter-sync validate events.parquet
       kraiter-sync validate 'unload/part-*.csv.gz' --map email='Work Email' --timezone Europe/Berlin
     """
-    from kraiter_sync.inputs import validate_inputs
+    from kraiter_sync.cli.render import validation_summary
+    from kraiter_sync.verbs.validate import validate_inputs
 
     state_dir = common.state_dir_only()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -372,7 +373,7 @@ def validate_command(
     result = validate_inputs(paths, inputs, rejects_path=rejects_path, report_path=report)
     for line in result.detections:
         log.info("%s", line)
-    click.echo(result.summary())
+    click.echo("\n".join(validation_summary(r) for r in result.reports))
     if result.rejected:
         click.echo(f"rejected rows: {result.rejects_path}")
     sys.exit(result.exit_code)
@@ -414,7 +415,7 @@ def connectors_command(common: Common, show: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# import, runs, retry (issue 4)
+# import, runs, retry
 # ---------------------------------------------------------------------------------------
 
 
@@ -703,7 +704,7 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# reconcile, restore (issue 5)
+# reconcile, restore
 # ---------------------------------------------------------------------------------------
 
 
@@ -923,7 +924,7 @@ def restore_command(*, common: Common, tombstone: Path, concurrency: int) -> Non
 
 
 # ---------------------------------------------------------------------------------------
-# export (issue 6)
+# export
 # ---------------------------------------------------------------------------------------
 
 
@@ -1184,7 +1185,7 @@ def export_command(
 
 
 # ---------------------------------------------------------------------------------------
-# sync (issue 7)
+# sync
 # ---------------------------------------------------------------------------------------
 
 
@@ -1299,7 +1300,7 @@ def sync_command(
 
 
 # ---------------------------------------------------------------------------------------
-# emulator (issue 2)
+# emulator
 # ---------------------------------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ from typing import Any, Literal, NoReturn, cast
 
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import ConfigError
+from kraiter_sync.frames import Kind
 from kraiter_sync.sources.objectstore.stores import StorageOptions
 from kraiter_sync.sources.objectstore.urls import is_object_url, redact
 from kraiter_sync.sources.sql import is_sql_url, redact_url
@@ -55,7 +56,6 @@ __all__ = [
     "parse_sync_config",
 ]
 
-Kind = Literal["contacts", "events"]
 Mode = Literal["upsert", "mirror"]
 
 _TOP_KEYS = ("target", "storage", "jobs")

@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar, cast
 import polars as pl
 
 from kraiter_sync.errors import InputError
+from kraiter_sync.frames import Kind
 
 __all__ = [
     "CONTACT_FIELDS",
@@ -48,7 +49,6 @@ __all__ = [
     "with_overrides",
 ]
 
-Kind = Literal["events", "contacts"]
 TimeUnit = Literal["s", "ms", "us", "ns", "auto"]
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 

@@ -1,4 +1,4 @@
-"""Export: Kraiter → polars frames → Parquet / CSV / NDJSON files (issue 6).
+"""Export: Kraiter → polars frames → Parquet / CSV / NDJSON files.
 
 Two ways in, over the same readers:
 

@@ -1,13 +1,13 @@
 """Export state: the watermark and the file journal of one (target, stream, output).
 
-Stored as a small JSON document written atomically (temporary file, fsync, then
-``os.replace``) under ``<state dir>/export/``, one file per target + stream + output
-directory: two output directories of the same stream never share a watermark. The
-file holds a schema version, the target identity (never the key), the committed
-watermark, the unfinished run (if any), the renames not yet known to be done, and the
-manifest of the stream directory (``files``: every file written, with its row count;
-``claimed``: the directory was taken, see ``output``). Version 1 (before manifests)
-is read and upgraded: its directory counts as claimed, its part files are adopted.
+Stored as a small JSON document written atomically (``files.atomic_write``) under
+``<state dir>/export/``, one file per target + stream + output directory: two output
+directories of the same stream never share a watermark. The file holds a schema version,
+the target identity (never the key), the committed watermark, the unfinished run (if
+any), the renames not yet known to be done, and the manifest of the stream directory
+(``files``: every file written, with its row count; ``claimed``: the directory was
+taken, see ``output``). Version 1 (before manifests) is read and upgraded: its directory
+counts as claimed, its part files are adopted.
 
 Why not the ledger's watermarks table: the journal is saved from the chunk-writer
 thread (a ``Ledger`` must not be shared between threads), and the ledger's
@@ -15,22 +15,21 @@ thread (a ``Ledger`` must not be shared between threads), and the ledger's
 against every import. The document is small and self-contained, so it can still move
 into the ledger as one value (``stream = "export:<stream>:<out>"``) unchanged.
 
-A lock file (``fcntl.flock``) keeps two exports of the same stream and output from
+A lock file (``files.file_lock``) keeps two exports of the same stream and output from
 running at once; the lock is released by the kernel when a process dies.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kraiter_sync.errors import LockHeldError, StateError
+from kraiter_sync.errors import StateError
+from kraiter_sync.files import atomic_write, file_lock
 
 __all__ = ["STATE_VERSION", "ExportState", "state_path"]
 
@@ -77,15 +76,9 @@ class ExportState:
 
     def save(self) -> None:
         """Atomically replace the document (a reader sees the old or the new one)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         payload = json.dumps(self.data, indent=1, sort_keys=True).encode()
         try:
-            with tmp.open("wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(self.path)
+            atomic_write(self.path, payload)
         except OSError as exc:
             msg = f"cannot write export state {self.path}: {exc.strerror}"
             raise StateError(msg) from None
@@ -94,22 +87,14 @@ class ExportState:
     def locked(self) -> Iterator[None]:
         """Exclusive lock for one run; LockHeldError (exit 5) when another run has it."""
         lock_path = self.path.with_suffix(".lock")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = lock_path.open("a+")
-        except OSError as exc:
-            msg = f"cannot use the state directory {self.path.parent}: {exc.strerror}"
-            raise StateError(msg) from None
-        with fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                msg = (
-                    "another export of this stream to this directory is running "
-                    f"(lock {lock_path}); wait for it to finish"
-                )
-                raise LockHeldError(msg) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with file_lock(
+            lock_path,
+            busy=lambda _holder: (
+                "another export of this stream to this directory is running "
+                f"(lock {lock_path}); wait for it to finish"
+            ),
+            unusable=lambda exc: (
+                f"cannot use the state directory {self.path.parent}: {exc.strerror}"
+            ),
+        ):
+            yield

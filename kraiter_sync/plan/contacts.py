@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from kraiter_sync.frames import canonical_json
+
 __all__ = [
     "ACTIONS",
     "LOCAL_COLUMNS",
@@ -39,7 +41,6 @@ __all__ = [
     "REMOTE_SCHEMA",
     "Action",
     "ContactPlan",
-    "canonical_properties",
     "contact_hash",
     "diff_contacts",
 ]
@@ -86,17 +87,6 @@ _BACKSLASH = "\\"
 _EXACT_PAIR = r'^((?:[^"\\]|\\.)*)":(.*)$'
 
 
-def canonical_properties(properties: Mapping[str, Any] | None) -> str:
-    """Kraiter's properties as the canonical JSON text the validator produces locally."""
-    if not properties:
-        return "{}"
-    return json.dumps(
-        {k: v for k, v in sorted(properties.items()) if v is not None},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-
-
 def contact_hash(contact: Mapping[str, Any]) -> str:
     """A stable digest of what a plan decided from: email, userId, properties.
 
@@ -107,7 +97,7 @@ def contact_hash(contact: Mapping[str, Any]) -> str:
         [
             contact.get("email"),
             contact.get("userId"),
-            canonical_properties(contact.get("properties")),
+            canonical_json(contact.get("properties")),
         ],
         ensure_ascii=False,
         separators=(",", ":"),

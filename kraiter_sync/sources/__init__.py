@@ -46,6 +46,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple, cast
 import polars as pl
 
 from kraiter_sync.errors import InputError
+from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW
 from kraiter_sync.logs import get_logger
 from kraiter_sync.sources.objectstore.readers import ObjectPath
 from kraiter_sync.sources.objectstore.urls import is_object_url
@@ -67,8 +68,6 @@ Format = Literal["csv", "tsv", "parquet", "ndjson", "json", "avro", "ipc"]
 FORMATS: tuple[str, ...] = ("csv", "tsv", "parquet", "ndjson", "json", "avro", "ipc")
 Compression = Literal["gzip", "zstd"]
 
-SOURCE_FILE = "source_file"
-SOURCE_ROW = "source_row"
 DEFAULT_CHUNK_SIZE = 100_000
 
 _COPY_BLOCK = 1 << 20

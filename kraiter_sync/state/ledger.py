@@ -28,7 +28,6 @@ with the next step to take.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -40,7 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kraiter_sync.config import key_fingerprint
-from kraiter_sync.errors import ConfigError, LockHeldError, StateError
+from kraiter_sync.errors import ConfigError, StateError
+from kraiter_sync.files import file_lock
 
 if TYPE_CHECKING:
     from kraiter_sync.config import Settings
@@ -685,33 +685,21 @@ def state_lock(state_dir: Path | str) -> Iterator[Path]:
         yield directory / "lock"
         return
     ensure_state_dir(directory)
-    try:
-        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        msg = (
+    with file_lock(
+        directory / "lock",
+        record_pid=True,
+        busy=lambda holder: (
+            f"another kraiter-sync run (pid {holder or 'unknown'}) is using the state "
+            f"directory {directory}; wait for it to finish, or use another --state-dir"
+        ),
+        unusable=lambda exc: (
             f"cannot create the lock in {directory}: {exc.strerror}; the state directory "
             "must be writable: pass --state-dir (or set KRAITER_SYNC_STATE_DIR) with a "
             "folder you can write"
-        )
-        raise StateError(msg) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            msg = (
-                f"another kraiter-sync run (pid {holder}) is using the state directory "
-                f"{directory}; wait for it to finish, or use another --state-dir"
-            )
-            raise LockHeldError(msg) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        ),
+    ) as lock:
         _HELD.add(key)
         try:
-            yield directory / "lock"
+            yield lock
         finally:
             _HELD.discard(key)
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

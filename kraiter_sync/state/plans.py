@@ -13,13 +13,13 @@ applied.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from kraiter_sync.errors import InputError
+from kraiter_sync.files import atomic_write
 from kraiter_sync.plan.contacts import PLAN_SCHEMA, ContactPlan
 
 __all__ = ["PLAN_FORMAT", "read_plan", "write_plan"]
@@ -41,11 +41,10 @@ def write_plan(plan: ContactPlan, path: str | Path) -> Path:
     """Write the whole plan to ``path`` (.json or .parquet); returns the path."""
     target = Path(path)
     suffix = _suffix(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
     meta = plan.meta()
     if suffix == ".parquet":
-        plan.rows.write_parquet(tmp, metadata={_META_KEY: json.dumps(meta)})
+        metadata = {_META_KEY: json.dumps(meta)}
+        atomic_write(target, lambda tmp: plan.rows.write_parquet(tmp, metadata=metadata))
     else:
         rows = []
         for row in plan.rows.iter_rows(named=True):
@@ -54,12 +53,8 @@ def write_plan(plan: ContactPlan, path: str | Path) -> Path:
             if row["properties"] is not None:
                 row["properties"] = json.loads(row["properties"])
             rows.append({k: v for k, v in row.items() if v is not None})
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump({"meta": meta, "rows": rows}, fh, ensure_ascii=False, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    tmp.replace(target)
+        doc = json.dumps({"meta": meta, "rows": rows}, ensure_ascii=False, indent=1)
+        atomic_write(target, doc + "\n")
     return target
 
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from kraiter_sync.errors import InputError, StateError, is_disk_full, os_reason
 from kraiter_sync.files import neutralise_frame
+from kraiter_sync.frames import REJECT_SCHEMA
 
 __all__ = ["RejectsWriter"]
 
@@ -92,8 +93,6 @@ class RejectsWriter:
         try:
             try:
                 if self._parquet is None and (self._file is None or not self._header_written):
-                    from kraiter_sync.validate.engine import REJECT_SCHEMA
-
                     self._write(pl.DataFrame(schema=REJECT_SCHEMA))
             finally:
                 parquet, self._parquet = self._parquet, None

@@ -52,6 +52,7 @@ from kraiter_sync.errors import (
     InputError,
     KraiterSyncError,
 )
+from kraiter_sync.frames import PROVENANCE
 from kraiter_sync.inputs import ChunkSource, InputOptions, prepare_inputs
 from kraiter_sync.logs import get_logger
 from kraiter_sync.sources import open_source
@@ -209,7 +210,7 @@ class CursorWindow:
     def schema(self) -> pl.Schema:
         schema = self.inner.schema
         if self.column not in schema:
-            names = [n for n in schema.names() if n not in ("source_file", "source_row")]
+            names = [n for n in schema.names() if n not in PROVENANCE]
             msg = (
                 f"{self.label}: cursor column {self.column!r} is not in the source; "
                 f"columns: {', '.join(names)}"
@@ -308,8 +309,6 @@ def open_job_source(
 # --------------------------------------------------------------------------------------
 # the source-row cache (contacts)
 # --------------------------------------------------------------------------------------
-
-_PROVENANCE = ("source_file", "source_row")
 
 
 #: Parquet key-value metadata of a row cache: ``[[file, slots], ...]`` in slot order.
@@ -511,8 +510,8 @@ class ChangedRows:
         pending: list[pl.DataFrame] = []
         held = 0
         for chunk in self.inner.iter_chunks(chunk_size=chunk_size):
-            hashes = chunk.drop(*[c for c in _PROVENANCE if c in chunk.columns]).hash_rows()
-            self.seen.append(chunk.select(*_PROVENANCE).with_columns(hashes.alias("h")))
+            hashes = chunk.drop(*[c for c in PROVENANCE if c in chunk.columns]).hash_rows()
+            self.seen.append(chunk.select(*PROVENANCE).with_columns(hashes.alias("h")))
             self.rows_read += chunk.height
             if self.known is None or not chunk.height:
                 yield chunk
@@ -542,7 +541,7 @@ class ChangedRows:
             )
         frame = pl.concat(self.seen)
         if excluding is not None and excluding.height:
-            frame = frame.join(excluding, on=list(_PROVENANCE), how="anti")
+            frame = frame.join(excluding, on=list(PROVENANCE), how="anti")
         return frame
 
 
@@ -563,7 +562,7 @@ def _rejected_rows(path: Path | None) -> pl.DataFrame | None:
     if path is None or not path.is_file():
         return None
     try:
-        frame = pl.read_csv(path, columns=list(_PROVENANCE), infer_schema=False)
+        frame = pl.read_csv(path, columns=list(PROVENANCE), infer_schema=False)
     except (OSError, pl.exceptions.PolarsError):
         return None
     return frame.with_columns(pl.col("source_row").cast(pl.Int64, strict=False)).unique()
@@ -651,7 +650,7 @@ def _check_job(job: JobConfig) -> JobCheck:
             if job.kind is not None and detection.kind != job.kind:
                 msg = f"job {job.name}: kind is {job.kind} but the mapping reads {detection.kind}"
                 raise ConfigError(msg)
-            columns = [n for n in source.schema.names() if n not in _PROVENANCE]
+            columns = [n for n in source.schema.names() if n not in PROVENANCE]
             validation = ChunkedValidation(
                 kind=detection.kind, options=prepared.validation_options(options)
             )

@@ -38,8 +38,8 @@ Stable rule codes (``options.RULE_MESSAGES`` holds the message for each)::
 
 Modules: ``options`` (knobs, rule messages), ``emails``, ``names``, ``timestamps``,
 ``properties``, ``keys`` (event_key, SeenKeys), ``engine`` (the per-chunk validators,
-reports, whole-input runner), ``run`` (the ``validate`` verb: rejects file, JSON report,
-exit code, summary).
+reports, whole-input runner). The ``validate`` verb (rejects file, JSON report, exit
+code) is :mod:`kraiter_sync.verbs.validate`.
 """
 
 from __future__ import annotations
@@ -52,13 +52,11 @@ from kraiter_sync.validate.engine import (
     ValidationReport,
     ValidationResult,
     merge_contacts,
-    validate_chunks,
     validate_contacts,
     validate_events,
 )
 from kraiter_sync.validate.keys import SeenKeys, event_keys
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
-from kraiter_sync.validate.run import exit_code, summary, validate, write_report
 
 __all__ = [
     "REJECT_SCHEMA",
@@ -70,14 +68,9 @@ __all__ = [
     "ValidationReport",
     "ValidationResult",
     "event_keys",
-    "exit_code",
     "merge_contacts",
     "normalise_email",
     "normalise_emails",
-    "summary",
-    "validate",
-    "validate_chunks",
     "validate_contacts",
     "validate_events",
-    "write_report",
 ]

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
+from kraiter_sync.frames import REJECT_SCHEMA, Kind
 from kraiter_sync.validate._series import full
 from kraiter_sync.validate.emails import normalise_emails
 from kraiter_sync.validate.keys import SeenKeys, key_parts
@@ -25,27 +26,11 @@ __all__ = [
     "ReportAccumulator",
     "ValidationReport",
     "ValidationResult",
-    "validate_chunks",
     "validate_contacts",
     "validate_events",
 ]
 
-Kind = Literal["events", "contacts"]
 
-#: Column order and types of every rejects frame (design.md §2).
-REJECT_SCHEMA: dict[str, pl.DataType] = {
-    "source_file": pl.String(),
-    "source_row": pl.Int64(),
-    "field": pl.String(),
-    "rule": pl.String(),
-    "message": pl.String(),
-    "stage": pl.String(),
-    "email": pl.String(),
-    "contact_id": pl.String(),
-    "name": pl.String(),
-    "timestamp": pl.String(),
-    "properties": pl.String(),
-}
 _MAX_NAMES = 10_000  # distinct names remembered for the case/separator warning
 
 
@@ -410,7 +395,7 @@ def validate_contacts(
     """Validate one mapped contacts frame; same-email rows are merged and counted as duplicates.
 
     Merging is within the frame given: pass the whole input (contacts files are small) or
-    use :func:`validate_chunks`, which merges across chunks.
+    use :class:`ChunkedValidation`, which merges across chunks.
     """
     options = options or ValidationOptions()
     n = mapped.height
@@ -443,21 +428,6 @@ def validate_contacts(
             "contacts with the same email were merged (last row wins per property)"
         )
     return ValidationResult(valid, rejects, report)
-
-
-def validate_chunks(
-    chunks: Iterable[pl.DataFrame],
-    *,
-    kind: Kind,
-    options: ValidationOptions | None = None,
-    on_rejects: Callable[[pl.DataFrame], None] | None = None,
-) -> Iterator[pl.DataFrame]:
-    """Validate a whole input chunk by chunk; yields valid frames, returns via ``.report``.
-
-    Use :class:`ChunkedValidation` when you also want the merged report.
-    """
-    run = ChunkedValidation(kind=kind, options=options, on_rejects=on_rejects)
-    yield from run.run(chunks)
 
 
 class ChunkedValidation:

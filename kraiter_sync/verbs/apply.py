@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 import functools
 import json
-import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from kraiter_sync.errors import (
     InputError,
     KraiterSyncError,
 )
+from kraiter_sync.files import atomic_write
 from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.contacts import ContactPlan, contact_hash
 from kraiter_sync.plan.snapshot import (
@@ -186,22 +186,13 @@ async def verify_plan_fresh(
 
 def write_tombstone(path: str | Path, contacts: Iterable[Mapping[str, Any]]) -> Path:
     """Every contact about to be deleted, with all its fields, fsynced before any delete."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
     doc = {
         "format": TOMBSTONE_FORMAT,
         "version": 1,
         "created_at": _now_iso(),
         "contacts": [dict(c) for c in contacts],
     }
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(doc, fh, ensure_ascii=False, indent=1)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(target)
-    return target
+    return atomic_write(path, json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
 
 
 def read_tombstone(path: str | Path) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ from kraiter_sync.errors import (
     is_disk_full,
     os_reason,
 )
+from kraiter_sync.frames import REJECT_SCHEMA
 from kraiter_sync.inputs import (
     ChunkSource,
     InputOptions,
@@ -66,7 +67,7 @@ from kraiter_sync.upload.engine import (
     Outcome,
     rows_of_events,
 )
-from kraiter_sync.validate import REJECT_SCHEMA, ValidationReport
+from kraiter_sync.validate import ValidationReport
 from kraiter_sync.verbs.reconcile import contacts_to_write
 
 __all__ = ["ImportOptions", "ImportResult", "KindCounts", "import_", "retry_"]
@@ -357,7 +358,7 @@ class _Run:
     ) -> tuple[pl.DataFrame, int]:
         """Of the rows the ledger can't vouch for, keep those Kraiter doesn't already hold.
 
-        This is the reconcile plan (issue 5): a new state directory or another machine
+        This is the reconcile plan: a new state directory or another machine
         re-importing the same contacts costs reads (a listing or per-email lookups,
         whichever is cheaper), not writes. Unchanged ones are cached for next time;
         the rows to update get Kraiter's id in ``_id`` (one PATCH each).

@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
+from kraiter_sync.frames import REJECT_SCHEMA, Kind, empty_frame
 from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.contacts import ContactPlan, diff_contacts
 from kraiter_sync.plan.snapshot import Caller, RemoteSnapshot, Strategy, snapshot_contacts
@@ -64,7 +65,6 @@ __all__ = [
 ]
 
 log = get_logger("reconcile")
-Kind = Literal["contacts", "events"]
 
 
 @dataclass(frozen=True)
@@ -161,29 +161,8 @@ def load_local(
         frames = [f for f in run.run() if f.height]
         report = run.report
     if not frames:
-        return kind, pl.DataFrame(schema=_EMPTY[kind]), report
+        return kind, empty_frame(kind), report
     return kind, pl.concat(frames, how="diagonal_relaxed"), report
-
-
-_EMPTY: dict[str, dict[str, pl.DataType]] = {
-    "contacts": {
-        "email": pl.String(),
-        "user_id": pl.String(),
-        "properties": pl.String(),
-        "source_file": pl.String(),
-        "source_row": pl.Int64(),
-    },
-    "events": {
-        "email": pl.String(),
-        "contact_id": pl.String(),
-        "name": pl.String(),
-        "timestamp_iso": pl.String(),
-        "properties": pl.String(),
-        "event_key": pl.String(),
-        "source_file": pl.String(),
-        "source_row": pl.Int64(),
-    },
-}
 
 
 # ---- one run: lock, ledger record, rate controller, client, engine -------------------------
@@ -295,7 +274,7 @@ async def plan_contacts(
 def changed_contacts(plan: ContactPlan, local: pl.DataFrame) -> pl.DataFrame:
     """The rows of ``local`` that need a write (create or update) under ``plan``.
 
-    The importer's hook (issue 5, item 6): diff first, then send only these, so an
+    The importer's hook: diff first, then send only these, so an
     import of unchanged contacts sends no write requests.
     """
     keys = plan.rows.filter(pl.col("action").is_in(["create", "update"])).select("email")
@@ -365,8 +344,6 @@ def _refuse_unsafe_mirror(local: pl.DataFrame, report: ValidationReport) -> None
 
 def _write_rejects(path: Path, rejects: Sequence[Mapping[str, Any]]) -> Path:
     """Contacts or events Kraiter refused, as rows of the rejects file."""
-    from kraiter_sync.validate import REJECT_SCHEMA
-
     frame = pl.DataFrame(
         [{k: r.get(k) for k in REJECT_SCHEMA} for r in rejects],
         schema=REJECT_SCHEMA,

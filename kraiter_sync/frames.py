@@ -1,0 +1,105 @@
+"""The canonical frames every layer passes on (design.md §2), and their vocabulary.
+
+* :data:`Kind` — what an input holds: ``contacts`` or ``events``.
+* :data:`SOURCE_FILE` / :data:`SOURCE_ROW` (:data:`PROVENANCE`) — the columns every row
+  read carries from its source to the rejects file: the file (or query label) and the
+  1-based data row within it.
+* :data:`CONTACTS_SCHEMA` / :data:`EVENTS_SCHEMA` — the validator's canonical frames.
+* :data:`REJECT_SCHEMA` — every rejects frame, whether the validator or Kraiter refused
+  the row (``stage`` says which).
+* :func:`canonical_json` — a properties object as the canonical JSON text the
+  validator produces: flat, keys sorted, compact, nulls dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import polars as pl
+
+__all__ = [
+    "CONTACTS_SCHEMA",
+    "EVENTS_SCHEMA",
+    "PROVENANCE",
+    "REJECT_SCHEMA",
+    "SOURCE_FILE",
+    "SOURCE_ROW",
+    "Kind",
+    "canonical_json",
+    "empty_frame",
+]
+
+Kind = Literal["events", "contacts"]
+
+SOURCE_FILE = "source_file"
+SOURCE_ROW = "source_row"
+PROVENANCE = (SOURCE_FILE, SOURCE_ROW)
+
+#: The validator's canonical contacts frame.
+CONTACTS_SCHEMA: dict[str, pl.DataType] = {
+    "email": pl.String(),
+    "user_id": pl.String(),
+    "properties": pl.String(),
+    SOURCE_FILE: pl.String(),
+    SOURCE_ROW: pl.Int64(),
+}
+
+#: The validator's canonical events frame (``timestamp`` Datetime is dropped once the
+#: ISO text is made; what the upload needs is listed here).
+EVENTS_SCHEMA: dict[str, pl.DataType] = {
+    "email": pl.String(),
+    "contact_id": pl.String(),
+    "name": pl.String(),
+    "timestamp_iso": pl.String(),
+    "properties": pl.String(),
+    "event_key": pl.String(),
+    SOURCE_FILE: pl.String(),
+    SOURCE_ROW: pl.Int64(),
+}
+
+#: Column order and types of every rejects frame (design.md §2).
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    SOURCE_FILE: pl.String(),
+    SOURCE_ROW: pl.Int64(),
+    "field": pl.String(),
+    "rule": pl.String(),
+    "message": pl.String(),
+    "stage": pl.String(),
+    "email": pl.String(),
+    "contact_id": pl.String(),
+    "name": pl.String(),
+    "timestamp": pl.String(),
+    "properties": pl.String(),
+}
+
+
+def empty_frame(kind: Kind) -> pl.DataFrame:
+    """A canonical frame of ``kind`` with no rows."""
+    return pl.DataFrame(schema=CONTACTS_SCHEMA if kind == "contacts" else EVENTS_SCHEMA)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def canonical_json(
+    properties: Mapping[str, Any] | str | None, *, integral_floats: bool = False
+) -> str:
+    """Properties as compact JSON with sorted keys and no nulls (``"{}"`` when empty).
+
+    ``properties`` may be JSON text. With ``integral_floats`` a float holding a whole
+    number is written as an integer (``30.0`` → ``30``): what Kraiter echoes back for an
+    event sent with ``30`` then compares equal to the local row.
+    """
+    obj = json.loads(properties) if isinstance(properties, str) else (properties or {})
+    if not obj:
+        return "{}"
+    return json.dumps(
+        {k: (_plain(v) if integral_floats else v) for k, v in sorted(obj.items()) if v is not None},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
