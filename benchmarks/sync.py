@@ -53,9 +53,11 @@ from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
 from kraiter_sync.emulator.app import key_hash
 from kraiter_sync.emulator.store import Store
 from kraiter_sync.inputs import InputOptions, KindValidation, prepare_inputs
+from kraiter_sync.plan.contacts import contact_hash
 from kraiter_sync.state.ledger import Ledger
-from kraiter_sync.sync import ChangedRows, RowCache, open_job_source, run_sync
-from kraiter_sync.verbs.importer import contact_hash
+from kraiter_sync.state.rowcache import RowCache
+from kraiter_sync.sync import open_job_source, run_sync
+from kraiter_sync.sync.changes import ChangedRows
 
 KEY = "kr_bench_sync"
 PLANS = ["free", "pro", "team", "enterprise"]

@@ -25,7 +25,8 @@ from kraiter_sync.errors import (
 )
 
 if TYPE_CHECKING:
-    from kraiter_sync.api.client import KraiterClient, SyncKraiterClient
+    from kraiter_sync.api.blocking import SyncKraiterClient
+    from kraiter_sync.api.client import KraiterClient
     from kraiter_sync.config.file import load_sync_config
     from kraiter_sync.connectors import Connector, list_presets, load_connector
     from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
@@ -35,20 +36,26 @@ if TYPE_CHECKING:
     from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
     from kraiter_sync.state.ledger import Ledger
     from kraiter_sync.sync import SyncResult, check_jobs, run_sync
+    from kraiter_sync.upload.context import blocking_client_for, client_for
     from kraiter_sync.validate import ValidationOptions, validate_contacts, validate_events
-    from kraiter_sync.verbs.importer import ImportOptions, ImportResult, import_, retry_
+    from kraiter_sync.verbs.importer import ImportOptions, ImportResult, import_
     from kraiter_sync.verbs.reconcile import (
         ReconcileOptions,
         ReconcileResult,
         apply_saved_plan,
         reconcile,
-        restore,
     )
+    from kraiter_sync.verbs.restore import restore
+    from kraiter_sync.verbs.retry import retry_
+    from kraiter_sync.verbs.runs import runs
     from kraiter_sync.verbs.validate import validate_inputs
 
 _LAZY = {
     "KraiterClient": "kraiter_sync.api.client",
-    "SyncKraiterClient": "kraiter_sync.api.client",
+    "SyncKraiterClient": "kraiter_sync.api.blocking",
+    "client_for": "kraiter_sync.upload.context",
+    "blocking_client_for": "kraiter_sync.upload.context",
+    "runs": "kraiter_sync.verbs.runs",
     "Connector": "kraiter_sync.connectors",
     "list_presets": "kraiter_sync.connectors",
     "load_connector": "kraiter_sync.connectors",
@@ -66,7 +73,7 @@ _LAZY = {
     "ReconcileResult": "kraiter_sync.verbs.reconcile",
     "apply_saved_plan": "kraiter_sync.verbs.reconcile",
     "reconcile": "kraiter_sync.verbs.reconcile",
-    "restore": "kraiter_sync.verbs.reconcile",
+    "restore": "kraiter_sync.verbs.restore",
     "SyncResult": "kraiter_sync.sync",
     "check_jobs": "kraiter_sync.sync",
     "run_sync": "kraiter_sync.sync",
@@ -74,7 +81,7 @@ _LAZY = {
     "ImportOptions": "kraiter_sync.verbs.importer",
     "ImportResult": "kraiter_sync.verbs.importer",
     "import_": "kraiter_sync.verbs.importer",
-    "retry_": "kraiter_sync.verbs.importer",
+    "retry_": "kraiter_sync.verbs.retry",
     "Ledger": "kraiter_sync.state.ledger",
     "InputOptions": "kraiter_sync.inputs",
     "validate_inputs": "kraiter_sync.verbs.validate",
@@ -123,7 +130,9 @@ __all__ = [
     "ValidationOptions",
     "__version__",
     "apply_saved_plan",
+    "blocking_client_for",
     "check_jobs",
+    "client_for",
     "create_app",
     "diff_contacts",
     "export",
@@ -141,6 +150,7 @@ __all__ = [
     "restore",
     "retry_",
     "run_sync",
+    "runs",
     "scan_source",
     "serve_in_thread",
     "validate_contacts",

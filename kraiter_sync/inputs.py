@@ -19,10 +19,10 @@ import polars as pl
 
 from kraiter_sync.connectors import Detection, apply, resolve_connector
 from kraiter_sync.errors import InputError
-from kraiter_sync.frames import Kind
+from kraiter_sync.frames import Kind, empty_frame
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, open_source
 from kraiter_sync.sources.objectstore.stores import StorageOptions
-from kraiter_sync.sources.objectstore.urls import is_object_url, redact
+from kraiter_sync.urls import is_object_url, redact
 from kraiter_sync.validate import (
     ChunkedValidation,
     ReportAccumulator,
@@ -37,6 +37,7 @@ __all__ = [
     "KindValidation",
     "PreparedInput",
     "prepare_inputs",
+    "read_inputs",
 ]
 
 
@@ -189,3 +190,33 @@ class KindValidation:
             self.report.valid -= extra
             self.report.duplicates += extra
             yield merged
+
+
+def read_inputs(
+    paths: Sequence[str | Path | ChunkSource],
+    options: InputOptions,
+    *,
+    on_rejects: Callable[[pl.DataFrame], None] | None = None,
+) -> tuple[Kind, pl.DataFrame, ValidationReport]:
+    """Read, map and validate the inputs into one canonical frame (``reconcile``).
+
+    Returns (kind, canonical frame, report). The kind is ``options.kind``, else what
+    detection found; inputs of both kinds at once need ``--kind``. Contacts from several
+    inputs are merged by email; events are deduplicated by event key.
+    """
+    with contextlib.ExitStack() as stack:
+        inputs = prepare_inputs(paths, options, stack=stack)
+        kinds = {inp.kind for inp in inputs}
+        if options.kind is not None:
+            kind: Kind = options.kind
+        elif len(kinds) == 1:
+            kind = next(iter(kinds))
+        else:
+            msg = "the inputs hold both contacts and events: reconcile one kind at a time (--kind)"
+            raise InputError(msg)
+        run = KindValidation(kind, inputs, options, on_rejects=on_rejects)
+        frames = [f for f in run.run() if f.height]
+        report = run.report
+    if not frames:
+        return kind, empty_frame(kind), report
+    return kind, pl.concat(frames, how="diagonal_relaxed"), report

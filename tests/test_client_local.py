@@ -6,8 +6,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import resolve_settings
+from kraiter_sync.upload.context import client_for
 
 
 def test_local_kraiter_persists_in_the_state_directory(tmp_path: Path) -> None:
@@ -15,13 +15,13 @@ def test_local_kraiter_persists_in_the_state_directory(tmp_path: Path) -> None:
     assert settings.local
 
     async def first() -> str:
-        async with KraiterClient.from_settings(settings) as client:
+        async with client_for(settings) as client:
             contact = await client.create_contact("ada@example.com", properties={"plan": "pro"})
             await client.track_event("signed_up", contact_id=contact["id"])
             return str(contact["id"])
 
     async def second() -> tuple[dict[str, object] | None, list[dict[str, object]]]:
-        async with KraiterClient.from_settings(settings) as client:
+        async with client_for(settings) as client:
             found = await client.get_contact_by_email("ada@example.com")
             events = [e async for e in client.list_events(email="ada@example.com")]
             return found, events

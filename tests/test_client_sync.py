@@ -10,7 +10,8 @@ import httpx
 import pytest
 import respx
 
-from kraiter_sync.api.client import Page, SyncKraiterClient
+from kraiter_sync.api.blocking import SyncKraiterClient
+from kraiter_sync.api.client import Page
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import ConflictError
 

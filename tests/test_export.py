@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from kraiter_sync.api.client import SyncKraiterClient
+from kraiter_sync.api.blocking import SyncKraiterClient
 from kraiter_sync.emulator import asgi_transport
 from kraiter_sync.export import (
     SCHEMAS,

@@ -22,6 +22,7 @@ from kraiter_sync.connectors import apply, load_connector
 from kraiter_sync.export import ExportOptions, export, export_async, read_stream_async
 from kraiter_sync.inputs import InputOptions
 from kraiter_sync.sources import read_source
+from kraiter_sync.upload.context import client_for as settings_client
 from kraiter_sync.validate import validate_events
 from kraiter_sync.verbs.importer import ImportOptions, import_
 from tests.export_helpers import FORMULAS, client_for, new_app, seed
@@ -142,14 +143,14 @@ def test_round_trip_through_the_importer_into_an_empty_tenant(tmp_path: Path, fm
     assert source.target != empty.target
 
     async def fill() -> Counter[Event]:
-        async with KraiterClient.from_settings(source) as client:
+        async with settings_client(source) as client:
             await seed(client, events=60)
             return await _events(client)
 
     before = asyncio.run(fill())
     out = tmp_path / "export"
     options = ExportOptions(format=fmt, custom_only=True, raw_csv=True)  # type: ignore[arg-type]
-    export(source, "events", out, options=options)
+    export("events", out, settings=source, options=options)
     result = import_(
         [out / "events"],
         settings=empty,
@@ -159,7 +160,7 @@ def test_round_trip_through_the_importer_into_an_empty_tenant(tmp_path: Path, fm
     assert result.events.sent == sum(before.values())
 
     async def read() -> Counter[Event]:
-        async with KraiterClient.from_settings(empty) as client:
+        async with settings_client(empty) as client:
             return await _events(client)
 
     assert asyncio.run(read()) == before

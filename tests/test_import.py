@@ -247,7 +247,7 @@ def test_api_key_is_never_written_or_printed(tmp_path: Path) -> None:
 def test_retry_resends_what_kraiter_rejected_once_the_cause_is_fixed(
     tmp_path: Path, settings
 ) -> None:  # type: ignore[no-untyped-def]
-    from kraiter_sync.verbs.importer import retry_
+    from kraiter_sync.verbs.retry import retry_
 
     kraiter = LocalKraiter(tmp_path)
 
@@ -333,7 +333,7 @@ def test_contact_deleted_in_kraiter_after_being_cached_is_recreated(
 
 
 def test_vectorised_contact_hashes_equal_the_scalar_ones() -> None:
-    from kraiter_sync.verbs.importer import contact_hash, contact_hashes
+    from kraiter_sync.plan.contacts import contact_hash, contact_hashes
 
     frame = pl.DataFrame(
         {

@@ -12,7 +12,9 @@ import polars as pl
 import pytest
 
 from kraiter_sync import errors
-from kraiter_sync.state.ledger import SCHEMA_VERSION, Ledger, scrub_args, state_lock
+from kraiter_sync.state.ledger import SCHEMA_VERSION, Ledger
+from kraiter_sync.state.lock import state_lock
+from kraiter_sync.state.runs import scrub_args
 
 T = "http://127.0.0.1:1#abc123"
 OTHER = "https://api.kraiter.com#def456"
@@ -215,7 +217,7 @@ def test_state_lock_excludes_a_second_process(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from kraiter_sync.state.ledger import state_lock\n"
+            "from kraiter_sync.state.lock import state_lock\n"
             f"with state_lock({str(state)!r}):\n"
             "    print('held', flush=True)\n"
             "    sys.stdin.readline()\n",

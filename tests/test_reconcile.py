@@ -10,28 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kraiter_sync.frames import canonical_json
 from kraiter_sync.plan.contacts import diff_contacts
 from kraiter_sync.plan.snapshot import remote_frame
-
-
-def local_frame(rows: list[tuple[str, str | None, dict[str, Any]]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "email": [r[0] for r in rows],
-            "user_id": [r[1] for r in rows],
-            "properties": [canonical_json(r[2]) for r in rows],
-            "source_file": ["contacts.csv"] * len(rows),
-            "source_row": list(range(1, len(rows) + 1)),
-        },
-        schema={
-            "email": pl.String,
-            "user_id": pl.String,
-            "properties": pl.String,
-            "source_file": pl.String,
-            "source_row": pl.Int64,
-        },
-    )
+from tests.helpers.reconcile import local_frame
 
 
 def contact(

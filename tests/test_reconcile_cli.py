@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.cli import main
 from kraiter_sync.config import resolve_settings
+from kraiter_sync.upload.context import client_for
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def kraiter(state: Path, fn: Any) -> Any:
     settings = resolve_settings(state_dir=state, env={})
 
     async def go() -> Any:
-        async with KraiterClient.from_settings(settings) as client:
+        async with client_for(settings) as client:
             return await fn(client)
 
     return asyncio.run(go())

@@ -16,19 +16,14 @@ import pytest
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app, serve_in_thread
 from kraiter_sync.errors import GuardError
+from kraiter_sync.plan.contact_plan import changed_contacts, plan_contacts
 from kraiter_sync.plan.contacts import diff_contacts
-from kraiter_sync.plan.events import reconcile_events
+from kraiter_sync.plan.guards import check_mirror_guards, verify_plan_fresh
 from kraiter_sync.plan.snapshot import snapshot_contacts
 from kraiter_sync.state.plans import read_plan, write_plan
-from kraiter_sync.verbs.apply import (
-    apply_plan,
-    check_mirror_guards,
-    read_tombstone,
-    restore_tombstone,
-    verify_plan_fresh,
-)
-from kraiter_sync.verbs.reconcile import changed_contacts, plan_contacts
-from tests.test_reconcile import local_frame
+from kraiter_sync.state.tombstones import read_tombstone
+from kraiter_sync.verbs.reconcile import reconcile_events
+from tests.helpers.reconcile import apply_with, local_frame, reconcile_applied, restore_with
 
 T = TypeVar("T")
 
@@ -109,7 +104,7 @@ def test_plan_over_the_emulator_covers_every_case() -> None:
             "new@example.com",
         ]
         # apply, then reconcile again: nothing left to do, and no duplicate for Case@
-        result = await apply_plan(client, plan)
+        result = await apply_with(client, plan)
         assert (result.created, result.updated, result.deleted) == (1, 1, 0)
         again, _ = await plan_contacts(client, local)
         assert again.is_empty
@@ -125,7 +120,7 @@ def test_a_change_made_in_kraiter_after_import_shows_up_with_old_and_new() -> No
     async def scenario(client: KraiterClient) -> None:
         local = local_frame([("ann@example.com", "u1", {"plan": "pro", "seats": 5})])
         first, _ = await plan_contacts(client, local)
-        await apply_plan(client, first)  # the "last import"
+        await apply_with(client, first)  # the "last import"
         ann = await client.get_contact_by_email("ann@example.com")
         assert ann is not None
         # someone edits the contact directly in Kraiter
@@ -137,7 +132,7 @@ def test_a_change_made_in_kraiter_after_import_shows_up_with_old_and_new() -> No
         assert json.loads(mirrored.of("update")["changes"].item()) == {
             "properties": {"plan": ["free", "pro"], "note": ["hi", None]}
         }
-        await apply_plan(client, mirrored)
+        await apply_with(client, mirrored)
         after = await client.get_contact(ann["id"])
         assert after["properties"] == {"plan": "pro", "seats": 5}
 
@@ -211,7 +206,7 @@ def test_tombstone_then_restore_round_trip(tmp_path: Path) -> None:
         plan, snap = await plan_contacts(client, local, mirror=True)
         before = {c["id"]: c for c in read_frame_raw(snap.frame)}
         tomb = tmp_path / "t" / "tombstone.json"
-        result = await apply_plan(client, plan, remote=before, tombstone=tomb)
+        result = await apply_with(client, plan, remote=before, tombstone=tomb)
         assert result.deleted == 1
         assert result.tombstone == tomb
         saved = read_tombstone(tomb)
@@ -219,7 +214,7 @@ def test_tombstone_then_restore_round_trip(tmp_path: Path) -> None:
         assert saved[0]["properties"] == {"plan": "pro", "seats": 3, "vip": True}
         assert await client.get_contact_by_email("gone@example.com") is None
 
-        restored = await restore_tombstone(client, saved)
+        restored = await restore_with(client, saved)
         assert (restored.restored, restored.existing) == (1, 0)
         back = await client.get_contact_by_email("gone@example.com")
         assert back is not None
@@ -227,7 +222,7 @@ def test_tombstone_then_restore_round_trip(tmp_path: Path) -> None:
         assert back["userId"] == "u7"
         assert back["unsubscribed"] is True
         # restoring twice is safe: the contact exists and is left alone
-        again = await restore_tombstone(client, saved)
+        again = await restore_with(client, saved)
         assert (again.restored, again.existing) == (0, 1)
         assert (await client.get_contact(keep["id"]))["properties"] == {"a": 1}
 
@@ -283,7 +278,7 @@ def test_events_missing_and_extra_then_apply_sends_only_the_missing() -> None:
         assert result.contacts_absent == 1
         assert result.missing.height == 3
 
-        applied = await reconcile_events(client, local, apply=True)
+        applied = await reconcile_applied(client, local)
         assert applied.sent == 3
         assert applied.exit_code == 0
         again = await reconcile_events(client, local)
@@ -308,7 +303,7 @@ def test_reconcile_over_real_http() -> None:
                 "remote_only": 2,
                 "delete": 0,
             }
-            await apply_plan(client, plan)
+            await apply_with(client, plan)
             again, _ = await plan_contacts(client, local)
             assert again.is_empty
 
@@ -328,7 +323,7 @@ def test_diff_with_remote_frame_from_snapshot_matches_pure_diff() -> None:
 
 
 def test_import_hook_sends_nothing_for_unchanged_contacts() -> None:
-    from kraiter_sync.verbs.reconcile import contacts_to_write
+    from kraiter_sync.plan.contact_plan import contacts_to_write
 
     class Counting:
         """A RequestObserver that counts the write requests (the import's cost)."""
@@ -354,7 +349,7 @@ def test_import_hook_sends_nothing_for_unchanged_contacts() -> None:
             local = local_frame([(f"c{i}@example.com", None, {"i": i}) for i in range(5)])
             todo, plan, _ = await contacts_to_write(client, local)
             assert todo.height == 5
-            await apply_plan(client, plan)
+            await apply_with(client, plan)
             counter.statuses.clear()
             todo, plan, snap = await contacts_to_write(client, local)
             assert todo.height == 0
@@ -404,12 +399,12 @@ def test_apply_under_faults_converges_with_retries(tmp_path: Path) -> None:
             )
             plan, snap = await plan_contacts(client, local, mirror=True, call=call)
             assert plan.counts()["delete"] == 1
-            result = await apply_plan(
+            result = await apply_with(
                 client,
                 plan,
                 remote={c["id"]: c for c in read_frame_raw(snap.frame)},
                 tombstone=tmp_path / "t.json",
-                call=call,
+                policy=policy,
             )
             assert result.failed == 0
             assert result.rejects == []

@@ -17,14 +17,8 @@ from kraiter_sync.cli import main
 from kraiter_sync.config.file import parse_sync_config
 from kraiter_sync.errors import ConfigError, InputError
 from kraiter_sync.sources.sql import SqlSource
-from kraiter_sync.sync import (
-    CursorWindow,
-    decode_cursor,
-    encode_cursor,
-    open_job_source,
-    window_start,
-    worst_exit_code,
-)
+from kraiter_sync.sync.cursor import CursorWindow, decode_cursor, encode_cursor, window_start
+from kraiter_sync.sync.jobs import open_job_source, worst_exit_code
 from tests.test_sql import make_duckdb, make_sqlite, pg_execute, postgres_url_or_skip
 
 

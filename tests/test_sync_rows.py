@@ -8,7 +8,8 @@ from pathlib import Path
 import polars as pl
 
 from kraiter_sync.config.file import parse_sync_config
-from kraiter_sync.sync import ChangedRows, KnownRows, RowCache
+from kraiter_sync.state.rowcache import KnownRows, RowCache
+from kraiter_sync.sync.changes import ChangedRows
 
 
 class Chunks:

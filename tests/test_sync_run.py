@@ -18,13 +18,14 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from kraiter_sync.api.client import SyncKraiterClient
+from kraiter_sync.api.blocking import SyncKraiterClient
 from kraiter_sync.cli import main
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.config.file import SyncConfig, parse_sync_config
 from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
 from kraiter_sync.errors import LockHeldError
-from kraiter_sync.state.ledger import Ledger, state_lock
+from kraiter_sync.state.ledger import Ledger
+from kraiter_sync.state.lock import state_lock
 from kraiter_sync.sync import cursor_stream, run_sync
 from tests.test_sql import pg_execute, postgres_url_or_skip
 
@@ -510,7 +511,7 @@ def test_a_second_run_exits_5_busy_at_once_naming_the_holder(tmp_path: Path) -> 
         [
             sys.executable,
             "-c",
-            "import sys; from kraiter_sync.state.ledger import state_lock\n"
+            "import sys; from kraiter_sync.state.lock import state_lock\n"
             f"with state_lock({str(state)!r}):\n print('held', flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,

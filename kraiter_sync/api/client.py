@@ -22,11 +22,9 @@ here (``benchmarks/client_transport.py``). Any transport can be injected:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -40,11 +38,11 @@ from kraiter_sync.api.transport import AiohttpTransport
 from kraiter_sync.config import check_header_safe_key, mask_key
 from kraiter_sync.errors import (
     ApiError,
+    ConfigError,
     ConnectError,
     KraiterSyncError,
     RequestTimeoutError,
     ResponseLostError,
-    StateError,
     TransportError,
     api_error_class,
 )
@@ -59,7 +57,6 @@ __all__ = [
     "KraiterClient",
     "Page",
     "RequestObserver",
-    "SyncKraiterClient",
 ]
 
 USER_AGENT = f"kraiter-sync/{__version__}"
@@ -298,31 +295,17 @@ class KraiterClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> KraiterClient:
-        """A client for resolved settings; the local Kraiter runs in-process.
+        """A client for resolved settings (their base URL has been checked already).
 
-        With ``settings.local`` the emulator serves the SQLite file in the state
-        directory through an in-process transport (no socket); otherwise the base URL
-        has already been checked (no plain http off loopback) by ``config``.
+        The local Kraiter (``settings.local``) is started by the run context only: use
+        ``kraiter_sync.client_for(settings)``, which works for both.
         """
         if settings.local and "transport" not in kw:
-            # imported here: only the offline default needs the emulator
-            from kraiter_sync.emulator import (
-                EmulatorConfig,
-                asgi_transport,
-                create_app,
+            msg = (
+                "these settings name the local Kraiter, which the run context starts: "
+                "use kraiter_sync.client_for(settings) instead of KraiterClient.from_settings"
             )
-
-            try:
-                settings.state_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                msg = (
-                    f"cannot create the state directory {settings.state_dir} for the local "
-                    f"Kraiter: {exc.strerror}; pass --state-dir with a folder you can write"
-                )
-                raise StateError(msg) from exc
-            app = create_app(EmulatorConfig(db_path=str(settings.local_db)))
-            transport: httpx.AsyncBaseTransport = asgi_transport(app, close_app=True)
-            kw["transport"] = transport
+            raise ConfigError(msg)
         return cls(settings.base_url, settings.api_key, **kw)
 
     def __repr__(self) -> str:
@@ -670,189 +653,3 @@ class KraiterClient:
 
     def list_sequences(self, *, page_size: int = 100) -> AsyncIterator[dict[str, Any]]:
         return self._pages("sequences.list", page_size=page_size)
-
-
-# --------------------------------------------------------------------------------------
-# The synchronous facade
-
-
-class SyncKraiterClient:
-    """Blocking facade over :class:`KraiterClient` for scripts and notebooks.
-
-    The async client runs on a private event loop in a daemon thread, so this works
-    even where an event loop is already running (Jupyter). ``list_*`` methods return
-    lists. Close it (or use ``with``) to stop the thread.
-    """
-
-    def __init__(self, base_url: str, api_key: str, **kw: Any) -> None:
-        self._client = KraiterClient(base_url, api_key, **kw)
-        self._start()
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kw: Any) -> SyncKraiterClient:
-        self = cls.__new__(cls)
-        self._client = KraiterClient.from_settings(settings, **kw)
-        self._start()
-        return self
-
-    def _start(self) -> None:
-        # Started only once the client exists, so a bad argument leaves no thread behind.
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="kraiter-sync-client", daemon=True
-        )
-        self._thread.start()
-
-    def __repr__(self) -> str:
-        return f"Sync{self._client!r}"
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def _collect(
-        self, factory: Callable[[], AsyncIterator[dict[str, Any]]]
-    ) -> list[dict[str, Any]]:
-        async def collect() -> list[dict[str, Any]]:
-            return [item async for item in factory()]
-
-        return self._run(collect())
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        try:
-            self._run(self._client.aclose())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
-
-    def __enter__(self) -> SyncKraiterClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def create_contact(
-        self, email: str, *, properties: Mapping[str, Any] | None = None, user_id: str | None = None
-    ) -> dict[str, Any]:
-        return self._run(self._client.create_contact(email, properties=properties, user_id=user_id))
-
-    def get_contact(self, contact_id: str) -> dict[str, Any]:
-        return self._run(self._client.get_contact(contact_id))
-
-    def get_contact_by_email(self, email: str) -> dict[str, Any] | None:
-        return self._run(self._client.get_contact_by_email(email))
-
-    def list_contacts(
-        self, *, search: str | None = None, suppressed: bool | None = None, page_size: int = 100
-    ) -> list[dict[str, Any]]:
-        return self._collect(
-            lambda: self._client.list_contacts(
-                search=search, suppressed=suppressed, page_size=page_size
-            )
-        )
-
-    def update_contact(
-        self,
-        contact_id: str,
-        *,
-        email: str | None = None,
-        properties: Mapping[str, Any] | None = None,
-        user_id: str | None = None,
-        unsubscribed: bool | None = None,
-    ) -> dict[str, Any]:
-        return self._run(
-            self._client.update_contact(
-                contact_id,
-                email=email,
-                properties=properties,
-                user_id=user_id,
-                unsubscribed=unsubscribed,
-            )
-        )
-
-    def upsert_contact(
-        self, email: str, *, properties: Mapping[str, Any] | None = None, user_id: str | None = None
-    ) -> tuple[dict[str, Any], bool]:
-        return self._run(self._client.upsert_contact(email, properties=properties, user_id=user_id))
-
-    def delete_contact(self, contact_id: str) -> None:
-        self._run(self._client.delete_contact(contact_id))
-
-    def contact_sends(self, contact_id: str) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.contact_sends(contact_id))
-
-    def contact_scheduled(self, contact_id: str) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.contact_scheduled(contact_id))
-
-    def contact_timeline(self, contact_id: str) -> list[dict[str, Any]]:
-        return self._collect(lambda: self._client.contact_timeline(contact_id))
-
-    def contact_sequences(self, contact_id: str) -> list[dict[str, Any]]:
-        return self._run(self._client.contact_sequences(contact_id))
-
-    def contact_segments(self, contact_id: str) -> list[dict[str, Any]]:
-        return self._run(self._client.contact_segments(contact_id))
-
-    def track_event(
-        self,
-        name: str,
-        *,
-        contact_id: str | None = None,
-        email: str | None = None,
-        properties: Mapping[str, Any] | str | None = None,
-        timestamp: datetime | str | None = None,
-    ) -> dict[str, Any]:
-        return self._run(
-            self._client.track_event(
-                name,
-                contact_id=contact_id,
-                email=email,
-                properties=properties,
-                timestamp=timestamp,
-            )
-        )
-
-    def list_events(
-        self,
-        *,
-        contact_id: str | None = None,
-        email: str | None = None,
-        name: str | None = None,
-        page_size: int = 100,
-    ) -> list[dict[str, Any]]:
-        return self._collect(
-            lambda: self._client.list_events(
-                contact_id=contact_id, email=email, name=name, page_size=page_size
-            )
-        )
-
-    def list_sends(
-        self,
-        *,
-        status: str | None = None,
-        contact_id: str | None = None,
-        template_id: str | None = None,
-    ) -> list[dict[str, Any]]:
-        return self._collect(
-            lambda: self._client.list_sends(
-                status=status, contact_id=contact_id, template_id=template_id
-            )
-        )
-
-    def list_scheduled(self) -> list[dict[str, Any]]:
-        return self._collect(self._client.list_scheduled)
-
-    def put_sequence(
-        self, sequence_id: str, *, name: str, status: str, triggers: list[str]
-    ) -> dict[str, Any]:
-        return self._run(
-            self._client.put_sequence(sequence_id, name=name, status=status, triggers=triggers)
-        )
-
-    def list_sequences(self) -> list[dict[str, Any]]:
-        return self._collect(self._client.list_sequences)
-
-    def get_page(self, path_key: str, **kw: Any) -> Page:
-        return self._run(self._client.get_page(path_key, **kw))

@@ -1,39 +1,31 @@
-"""Progress on stderr for long runs: a bar on a terminal, JSON lines for machines.
+"""The one progress display for every long command: import, retry, sync, export, reconcile.
 
-The bar shows records done out of the planned total, records/s, the ETA computed from
-the *current rate budget* (what the rate controller allows now, not a historical
-average that a 429 pause would distort), and the 429 and retry counts. It is drawn
-only when stderr is a terminal and ``--quiet`` is not given; with
-``--log-format json`` a progress line is logged every few seconds instead.
+A rich bar on stderr when stderr is a terminal (records done of the planned total,
+records/s, the ETA computed from the *current rate budget* — what the rate controller
+allows now, not a historical average that a 429 pause would distort — and the 429 and
+retry counts); JSON log lines every few seconds with ``--log-format json``; nothing with
+``--quiet`` or when nobody watches. The library reports; this module only draws.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from kraiter_sync.logs import LogFormat, get_logger
 
-__all__ = ["ImportProgress", "Snapshot", "eta_seconds"]
+if TYPE_CHECKING:
+    from kraiter_sync.upload.core import Snapshot
+
+__all__ = ["ProgressSink", "eta_seconds"]
 
 log = get_logger("progress")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Where a run stands."""
-
-    done: int
-    total: int
-    retries: int
-    rate_limited: int
-    #: Requests/s the rate controller currently allows (None: unpaced).
-    rate_budget: float | None
 
 
 def eta_seconds(snapshot: Snapshot, observed_rate: float) -> float | None:
@@ -51,8 +43,12 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"ETA {hours}:{minutes:02d}:{secs:02d}" if hours else f"ETA {minutes}:{secs:02d}"
 
 
-class ImportProgress:
-    """Receives snapshots from the importer; renders them if anyone is watching."""
+class ProgressSink:
+    """Receives progress from the library and renders it if anyone is watching.
+
+    Use as a context manager; pass :meth:`sending` (import, retry, sync),
+    :meth:`exporting` or :meth:`reading` (reconcile) as the library's progress callback.
+    """
 
     def __init__(self, *, mode: str = "off", interval: float = 5.0) -> None:
         self.mode = mode  # "bar" | "json" | "off"
@@ -63,14 +59,14 @@ class ImportProgress:
         self._task: TaskID | None = None
 
     @classmethod
-    def for_cli(cls, *, quiet: bool, log_format: LogFormat) -> ImportProgress:
+    def for_cli(cls, *, quiet: bool, log_format: LogFormat) -> ProgressSink:
         if quiet:
             return cls(mode="off")
         if log_format == "json":
             return cls(mode="json")
         return cls(mode="bar" if sys.stderr.isatty() else "off")
 
-    def __enter__(self) -> ImportProgress:
+    def __enter__(self) -> ProgressSink:
         if self.mode == "bar":
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -81,7 +77,6 @@ class ImportProgress:
                 transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task("sending", total=None, info="")
         return self
 
     def __exit__(
@@ -94,18 +89,24 @@ class ImportProgress:
             self._bar.stop()
             self._bar = None
 
-    def update(self, snapshot: Snapshot) -> None:
+    def _draw(self, description: str, done: int, total: int | None, info: str) -> None:
+        if self._bar is None:
+            return
+        if self._task is None:
+            self._task = self._bar.add_task(description, total=total, info=info)
+        self._bar.update(self._task, completed=done, total=total, info=info)
+
+    def sending(self, snapshot: Snapshot) -> None:
+        """Records settled of the run's valid records (import, retry, sync jobs)."""
         elapsed = max(time.monotonic() - self._started, 1e-9)
         observed = snapshot.done / elapsed
         eta = eta_seconds(snapshot, observed)
-        if self._bar is not None and self._task is not None:
+        if self.mode == "bar":
             info = (
                 f"{observed:,.0f}/s · {_fmt_eta(eta)} · 429s: {snapshot.rate_limited:,} · "
                 f"{snapshot.retries:,} retries"
             )
-            self._bar.update(
-                self._task, completed=snapshot.done, total=snapshot.total or None, info=info
-            )
+            self._draw("sending", snapshot.done, snapshot.total or None, info)
         elif self.mode == "json":
             now = time.monotonic()
             if now - self._last_log >= self.interval or snapshot.done >= snapshot.total:
@@ -121,3 +122,28 @@ class ImportProgress:
                         "retries": snapshot.retries,
                     },
                 )
+
+    def exporting(self) -> Callable[[dict[str, Any]], None] | None:
+        """The export's progress callback on a terminal; None leaves the export's own
+        INFO lines (shown with -v, or as JSON lines)."""
+        if self.mode != "bar":
+            return None
+
+        def show(info: dict[str, Any]) -> None:
+            detail = (
+                f"{info['rows_per_s']:,.0f} rows/s · {info['requests']:,} requests "
+                f"({info['requests_per_s']:.1f}/s) · {info['retries']} retries"
+            )
+            self._draw(f"export {info['stream']}", info["rows"], None, detail)
+
+        return show
+
+    def reading(self) -> Callable[[int], None] | None:
+        """Contacts read from Kraiter so far (reconcile), on a terminal."""
+        if self.mode != "bar":
+            return None
+
+        def show(count: int) -> None:
+            self._draw("reading Kraiter", count, None, "contacts")
+
+        return show

@@ -3,9 +3,38 @@ module turns it into lines."""
 
 from __future__ import annotations
 
-from kraiter_sync.validate import ValidationReport
+import json
+import shlex
+import sys
+import time
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["validation_summary"]
+if TYPE_CHECKING:
+    from kraiter_sync.export import ExportResult
+    from kraiter_sync.plan.contacts import ContactPlan
+    from kraiter_sync.plan.snapshot import RemoteSnapshot
+    from kraiter_sync.state.runs import RunRecord
+    from kraiter_sync.sync import CheckResult
+    from kraiter_sync.validate import ValidationReport
+    from kraiter_sync.verbs.apply import ApplyResult
+    from kraiter_sync.verbs.importer import ImportResult
+    from kraiter_sync.verbs.reconcile import EventsReconcileResult
+    from kraiter_sync.verbs.restore import RestoreResult
+
+__all__ = [
+    "apply_summary",
+    "check_lines",
+    "events_summary",
+    "export_summary",
+    "import_summary",
+    "plan_summary",
+    "restore_summary",
+    "resume_command",
+    "run_dict",
+    "runs_table",
+    "snapshot_line",
+    "validation_summary",
+]
 
 
 def validation_summary(report: ValidationReport) -> str:
@@ -21,3 +50,241 @@ def validation_summary(report: ValidationReport) -> str:
         lines.append(f"timestamps: {found}")
     lines.extend(f"warning: {w}" for w in report.all_warnings())
     return "\n".join(lines)
+
+
+def import_summary(result: ImportResult) -> str:
+    """The final summary: every row accounted for, then the run's vital signs."""
+    lines = []
+    for kind, c in (("contacts", result.contacts), ("events", result.events)):
+        if not c.read:
+            continue
+        parts = [f"{c.read:,} read"]
+        for label, value in (
+            ("sent", c.sent),
+            ("verified already in Kraiter", c.verified),
+            ("unchanged", c.unchanged),
+            ("already imported", c.already),
+            ("duplicates", c.duplicates),
+            ("invalid", c.invalid),
+            ("rejected by Kraiter", c.rejected),
+            ("previously rejected", c.previously_rejected),
+            ("failed", c.failed),
+            ("would send" if result.dry_run else "not sent", c.pending),
+        ):
+            if value:
+                parts.append(f"{value:,} {label}")
+        lines.append(f"{kind}: " + ", ".join(parts))
+    lines.append(
+        f"{result.requests:,} requests in {result.duration_s:.1f}s "
+        f"({result.requests_per_s:.1f}/s), {result.retries:,} retries, "
+        f"{result.rate_limited:,} answered 429"
+    )
+    if any(c.invalid or c.rejected for c in (result.contacts, result.events)):
+        lines.append(f"rejected rows: {result.rejects_path}")
+    return "\n".join(lines)
+
+
+def resume_command() -> str:
+    """This command line again, minus any --api-key value (never echo a key)."""
+    kept: list[str] = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--api-key":
+            skip = True
+            continue
+        if arg.startswith("--api-key="):
+            continue
+        kept.append(arg)
+    return shlex.join(["kraiter-sync", *kept])
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def run_dict(run: RunRecord) -> dict[str, Any]:
+    """A run record as JSON-ready data (times as ISO 8601 UTC)."""
+    import dataclasses
+
+    out = dataclasses.asdict(run)
+    out["started_at"] = _iso(run.started_at)
+    out["finished_at"] = _iso(run.finished_at)
+    return out
+
+
+def runs_table(runs: list[RunRecord]) -> str:
+    """``kraiter-sync runs``: one line per run, newest first."""
+    width = max([7, *(len(run.command) for run in runs)])
+    lines = [f"{'ID':>5}  {'COMMAND':<{width}} {'STATUS':<11} {'STARTED':<20}  SUMMARY"]
+    for run in runs:
+        summary = ""
+        if run.counts:
+            ev = run.counts.get("events") or {}
+            ct = run.counts.get("contacts") or {}
+            summary = (
+                f"contacts {ct.get('sent', 0)} sent/{ct.get('read', 0)} read; "
+                f"events {ev.get('sent', 0)} sent/{ev.get('read', 0)} read"
+                if ev or ct
+                else json.dumps(run.counts)[:60]
+            )
+        lines.append(
+            f"{run.id:>5}  {run.command:<{width}} {run.status:<11} "
+            f"{_iso(run.started_at):<20}  {summary}"
+        )
+    return "\n".join(lines)
+
+
+def _describe_change(changes: str | None) -> str:
+    if not changes:
+        return ""
+    doc = json.loads(changes)
+    parts = [
+        f"{key}: {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"
+        for key, (old, new) in doc.get("properties", {}).items()
+    ]
+    if "userId" in doc:
+        old, new = doc["userId"]
+        parts.append(
+            f"userId: {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"
+        )
+    return "; ".join(parts)
+
+
+def plan_summary(plan: ContactPlan, *, sample: int = 10) -> str:
+    """A summary line per action and a readable sample of the changes."""
+    c = plan.counts()
+    removal = "delete" if plan.mirror else "remote_only"
+    lines = [
+        f"plan: {c['create']:,} to create, {c['update']:,} to update, "
+        f"{c['unchanged']:,} unchanged, "
+        + (
+            f"{c['delete']:,} to delete (mirror)"
+            if plan.mirror
+            else (
+                f"{c['remote_only']:,} only in Kraiter (left alone; --mirror deletes them)"
+                if plan.remote_complete
+                else "remote-only contacts not known (Kraiter was read by lookups)"
+            )
+        )
+    ]
+    if plan.remote_duplicates:
+        lines.append(
+            f"warning: {plan.remote_duplicates:,} Kraiter contact(s) share a normalised email "
+            "with another and were left out"
+        )
+    marks = {"create": "+", "update": "~", removal: "-"}
+    for action, mark in marks.items():
+        rows = plan.of(action)  # type: ignore[arg-type]
+        if rows.height == 0 or sample <= 0:
+            continue
+        lines.append(
+            f"{action} ({rows.height:,}{', first ' + str(sample) if rows.height > sample else ''}):"
+        )
+        for row in rows.head(sample).iter_rows(named=True):
+            if action == "create":
+                detail = row["properties"] or "{}"
+                if row["user_id"]:
+                    detail += f" userId={json.dumps(row['user_id'])}"
+            elif action == "update":
+                detail = _describe_change(row["changes"])
+            else:
+                detail = f"id {row['id']}"
+            lines.append(f"  {mark} {row['email']}  {detail}")
+    return "\n".join(lines)
+
+
+def events_summary(result: EventsReconcileResult, *, sample: int = 10) -> str:
+    """Events reconcile: totals, the pairs that differ, and what --apply sent."""
+    c = result.counts
+    total = {k: int(c[k].sum()) for k in ("local", "remote", "missing", "extra")}
+    contacts = c["contact"].n_unique() if c.height else 0
+    lines = [
+        f"events: {total['local']:,} local, {total['remote']:,} in Kraiter for these "
+        f"{contacts:,} contacts: {total['missing']:,} missing from Kraiter, "
+        f"{total['extra']:,} extra in Kraiter (never deleted)"
+    ]
+    if result.contacts_absent:
+        lines.append(f"{result.contacts_absent:,} contact(s) do not exist in Kraiter yet")
+    differ = c.filter((c["missing"] > 0) | (c["extra"] > 0))
+    if differ.height and sample > 0:
+        more = f", first {sample}" if differ.height > sample else ""
+        lines.append(f"differences ({differ.height:,} contact/name pairs{more}):")
+        for row in differ.head(sample).iter_rows(named=True):
+            lines.append(
+                f"  {row['contact']}  {row['name']}: {row['local']} local, "
+                f"{row['remote']} in Kraiter → {row['missing']} missing, {row['extra']} extra"
+            )
+    if result.applied:
+        lines.append(
+            f"applied: {result.sent:,} sent, {len(result.rejects):,} rejected, "
+            f"{result.failed:,} failed (re-run to compare again)"
+        )
+    if result.rejects_path is not None:
+        lines.append(f"rejected events written to {result.rejects_path}")
+    return "\n".join(lines)
+
+
+def snapshot_line(snapshot: RemoteSnapshot) -> str:
+    """How Kraiter was read (listing or lookups) and why."""
+    return (
+        f"read Kraiter by {snapshot.strategy} ({snapshot.requests:,} requests): {snapshot.reason}"
+    )
+
+
+def apply_summary(result: ApplyResult) -> str:
+    """What applying a plan did."""
+    text = (
+        f"applied: {result.created:,} created, {result.updated:,} updated, "
+        f"{result.deleted:,} deleted, {len(result.rejects):,} rejected, {result.failed:,} failed"
+    )
+    if result.rejects_path is not None:
+        text += f"\nrejected contacts written to {result.rejects_path}"
+    if result.tombstone is not None:
+        text += f"\ntombstone: {result.tombstone} (undo: kraiter-sync restore {result.tombstone})"
+    return text
+
+
+def restore_summary(result: RestoreResult) -> str:
+    """What ``restore`` did."""
+    text = (
+        f"restored {result.restored:,} contact(s); {result.existing:,} already existed "
+        f"(left as they are); {len(result.rejects):,} rejected; {result.failed:,} failed"
+    )
+    if result.not_restorable:
+        text += (
+            f"\nwarning: {len(result.not_restorable):,} contact(s) were suppressed in Kraiter; "
+            "suppression cannot be set through the API, re-suppress them in Kraiter"
+        )
+    return text
+
+
+def check_lines(result: CheckResult, *, verbose: bool) -> list[tuple[str, bool]]:
+    """``sync --check``: (line, ok) per job and the target; details with ``verbose``."""
+    out: list[tuple[str, bool]] = []
+    for item in [*result.jobs, result.target]:
+        mark = "ok  " if item.ok else "FAIL"
+        out.append((f"{mark} {item.name}: {item.message}", item.ok))
+        if item.ok and verbose:
+            out.extend((f"       {line}", True) for line in item.details)
+    return out
+
+
+def export_summary(result: ExportResult) -> str:
+    """What one export run did."""
+    rate = result.rows / result.seconds if result.seconds > 0 else 0.0
+    where = f" to {result.directory}" if result.directory else ""
+    text = (
+        f"exported {result.rows:,} {result.stream} rows ({result.mode}"
+        f"{', resumed' if result.resumed else ''}){where} as {result.format}: "
+        f"{len(result.files)} file(s), {result.requests:,} request(s), "
+        f"{result.retries} retr{'y' if result.retries == 1 else 'ies'}, "
+        f"{result.seconds:.1f}s ({rate:,.0f} rows/s)"
+    )
+    if result.contacts_not_found:
+        text += f"; {len(result.contacts_not_found)} listed contact(s) not found"
+    return text

@@ -27,7 +27,6 @@ With neither an API key nor a base URL configured, commands talk to a *local Kra
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kraiter_sync.errors import ConfigError
+from kraiter_sync.urls import is_loopback_host
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -76,17 +76,6 @@ _KEY_PREFIX = "kr_"
 def key_fingerprint(api_key: str) -> str:
     """A short, one-way fingerprint of a key: safe to store, useless to an attacker."""
     return hashlib.sha256(b"kraiter-sync/tenant:" + api_key.encode()).hexdigest()[:16]
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _key_problem(key: str) -> str | None:

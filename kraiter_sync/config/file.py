@@ -45,8 +45,7 @@ from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import ConfigError
 from kraiter_sync.frames import Kind
 from kraiter_sync.sources.objectstore.stores import StorageOptions
-from kraiter_sync.sources.objectstore.urls import is_object_url, redact
-from kraiter_sync.sources.sql import is_sql_url, redact_url
+from kraiter_sync.urls import is_object_url, is_sql_url, redact, redact_url
 
 __all__ = [
     "JobConfig",

@@ -106,6 +106,8 @@ class ExportOptions:
     commit_seconds: float = 30.0
     #: Retries per request after the first attempt (0 = none).
     retries: int = 5
+    #: Ceiling in requests/s for the rate controller (None: as fast as Kraiter allows).
+    rate: float | None = None
     #: Export into a stream directory that holds files this tool did not write (they are
     #: left alone: only the files in the manifest are ever replaced or deleted).
     overwrite: bool = False
@@ -134,20 +136,6 @@ class ExportResult:
     resumed: bool = False
     seconds: float = 0.0
     contacts_not_found: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        rate = self.rows / self.seconds if self.seconds > 0 else 0.0
-        where = f" to {self.directory}" if self.directory else ""
-        text = (
-            f"exported {self.rows:,} {self.stream} rows ({self.mode}"
-            f"{', resumed' if self.resumed else ''}){where} as {self.format}: "
-            f"{len(self.files)} file(s), {self.requests:,} request(s), "
-            f"{self.retries} retr{'y' if self.retries == 1 else 'ies'}, "
-            f"{self.seconds:.1f}s ({rate:,.0f} rows/s)"
-        )
-        if self.contacts_not_found:
-            text += f"; {len(self.contacts_not_found)} listed contact(s) not found"
-        return text
 
 
 ProgressSink = Callable[[dict[str, Any]], None]

@@ -24,15 +24,13 @@ pairs (a regex over the flat, compact JSON) and compared pair by pair.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import polars as pl
-
-from kraiter_sync.frames import canonical_json
+import polars_hash as plh
 
 __all__ = [
     "ACTIONS",
@@ -42,6 +40,7 @@ __all__ = [
     "Action",
     "ContactPlan",
     "contact_hash",
+    "contact_hashes",
     "diff_contacts",
 ]
 
@@ -60,7 +59,7 @@ REMOTE_SCHEMA: dict[str, pl.DataType] = {
     "properties": pl.String(),  # canonical JSON: flat, keys sorted, compact
     "created_at": pl.String(),
     "updated_at": pl.String(),
-    "hash": pl.String(),  # contact_hash() of what the plan depends on
+    "hash": pl.String(),  # snapshot_digest(): what the plan depends on
     "raw": pl.String(),  # the whole contact object as JSON (tombstones)
 }
 
@@ -87,22 +86,22 @@ _BACKSLASH = "\\"
 _EXACT_PAIR = r'^((?:[^"\\]|\\.)*)":(.*)$'
 
 
-def contact_hash(contact: Mapping[str, Any]) -> str:
-    """A stable digest of what a plan decided from: email, userId, properties.
-
-    Stored per affected contact in a saved plan; a different digest at apply time
-    means someone changed the contact in Kraiter since the plan was made.
-    """
-    text = json.dumps(
-        [
-            contact.get("email"),
-            contact.get("userId"),
-            canonical_json(contact.get("properties")),
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+def contact_hash(properties: str | None, user_id: str | None) -> str:
+    """Hash of what would be written for a contact (its canonical properties and user
+    id): equal hash, nothing to send. The ledger's contact cache keeps it per email."""
+    text = f"{user_id or ''}\x1f{properties or '{}'}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def contact_hashes(frame: pl.DataFrame) -> pl.Series:
+    """:func:`contact_hash` of every row of a canonical contacts frame, vectorised."""
+    text = frame.select(
+        pl.concat_str(
+            [pl.col("user_id").fill_null(""), pl.col("properties").fill_null("{}")],
+            separator="\x1f",
+        ).alias("t")
+    )
+    return text.select(plh.col("t").chash.sha2_256().str.slice(0, 32)).to_series()
 
 
 @dataclass
@@ -163,10 +162,6 @@ class ContactPlan:
             "target": self.target,
             "counts": self.counts(),
         }
-
-
-def _empty_plan_rows() -> pl.DataFrame:
-    return pl.DataFrame(schema=PLAN_SCHEMA)
 
 
 _LOCAL_TYPES: dict[str, pl.DataType] = {
@@ -513,8 +508,3 @@ def diff_contacts(
 def _json_text(expr: pl.Expr) -> pl.Expr:
     """A string column as JSON literals (``null`` for null), vectorised via json_encode."""
     return pl.struct(expr.alias("v")).struct.json_encode().str.slice(5).str.head(-1)
-
-
-def empty_plan(**kw: Any) -> ContactPlan:
-    """A plan with no rows (used when there is nothing to compare)."""
-    return ContactPlan(rows=_empty_plan_rows(), **kw)

@@ -14,8 +14,8 @@ possible); lookups only see the local ones (``complete`` is False).
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,17 +24,21 @@ from typing import Any, Literal, Protocol, TypeVar
 import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.api.pool import run_pool
 from kraiter_sync.frames import canonical_json
 from kraiter_sync.logs import get_logger
-from kraiter_sync.plan.contacts import REMOTE_SCHEMA, contact_hash
+from kraiter_sync.plan.contacts import REMOTE_SCHEMA
 
 __all__ = [
     "PAGE_SIZE",
+    "Caller",
     "RemoteSnapshot",
     "Strategy",
     "normalise_keys",
+    "once",
     "remote_frame",
     "snapshot_contacts",
+    "snapshot_digest",
 ]
 
 log = get_logger("remote")
@@ -66,6 +70,24 @@ def normalise_keys(emails: pl.Series) -> pl.Series:
     return pl.select(pl.coalesce(pl.lit(normalised), pl.lit(fallback))).to_series().alias("key")
 
 
+def snapshot_digest(contact: Mapping[str, Any]) -> str:
+    """A stable digest of what a plan decided from: email, userId, properties.
+
+    Stored per affected contact in a saved plan (``remote_hash``); a different digest at
+    apply time means someone changed the contact in Kraiter since the plan was made.
+    """
+    text = json.dumps(
+        [
+            contact.get("email"),
+            contact.get("userId"),
+            canonical_json(contact.get("properties")),
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def remote_frame(contacts: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
     """Contact objects (as the client returns them) → :data:`REMOTE_SCHEMA` frame."""
     cols: dict[str, list[str | None]] = {name: [] for name in REMOTE_SCHEMA}
@@ -77,7 +99,7 @@ def remote_frame(contacts: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
         cols["properties"].append(canonical_json(c.get("properties")))
         cols["created_at"].append(c.get("createdAt"))
         cols["updated_at"].append(c.get("updatedAt"))
-        cols["hash"].append(contact_hash(c))
+        cols["hash"].append(snapshot_digest(c))
         cols["raw"].append(json.dumps(dict(c), ensure_ascii=False, separators=(",", ":")))
     frame = pl.DataFrame(
         {k: v for k, v in cols.items() if k != "key"},
@@ -98,9 +120,6 @@ class RemoteSnapshot:
     complete: bool
     requests: int
     reason: str
-
-    def describe(self) -> str:
-        return f"read Kraiter by {self.strategy} ({self.requests:,} requests): {self.reason}"
 
 
 async def _list_pages(
@@ -144,29 +163,22 @@ async def _lookups(
     """``GET /api/contacts/by-email`` for each email, ``concurrency`` at a time."""
     found: list[dict[str, Any]] = []
     done = 0
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for email in emails:
-        queue.put_nowait(email)
 
-    async def worker() -> None:
+    async def lookup(email: str) -> None:
         nonlocal done
-        while True:
-            try:
-                email = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            contact = await call(functools.partial(client.get_contact_by_email, email))
-            if contact is not None:
-                found.append(contact)
-            done += 1
-            if on_progress is not None and (done % 100 == 0 or done == len(emails)):
-                on_progress(done)
+        contact = await call(functools.partial(client.get_contact_by_email, email))
+        if contact is not None:
+            found.append(contact)
+        done += 1
+        if on_progress is not None and (done % 100 == 0 or done == len(emails)):
+            on_progress(done)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(emails))))))
+    await run_pool(emails, lookup, concurrency=concurrency)
     return found
 
 
-async def _once(fn: Callable[[], Awaitable[T]]) -> T:
+async def once(fn: Callable[[], Awaitable[T]]) -> T:
+    """The default caller: one attempt, no retries."""
     return await fn()
 
 
@@ -177,7 +189,7 @@ async def snapshot_contacts(
     strategy: Strategy = "auto",
     concurrency: int = 16,
     on_progress: ProgressFn | None = None,
-    call: Caller = _once,
+    call: Caller = once,
 ) -> RemoteSnapshot:
     """Read Kraiter's contacts into a frame, by listing or by looking ``emails`` up.
 

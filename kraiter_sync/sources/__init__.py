@@ -49,7 +49,7 @@ from kraiter_sync.errors import InputError
 from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW
 from kraiter_sync.logs import get_logger
 from kraiter_sync.sources.objectstore.readers import ObjectPath
-from kraiter_sync.sources.objectstore.urls import is_object_url
+from kraiter_sync.urls import is_object_url
 
 if TYPE_CHECKING:
     from kraiter_sync.sources.objectstore.stores import StorageOptions

@@ -40,12 +40,14 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 import polars as pl
 
 from kraiter_sync.errors import ConfigError, InputError
+from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW
+from kraiter_sync.urls import SQL_SCHEMES, SqlDialect, is_sql_url, redact_url
 
 __all__ = [
     "SQL_SCHEMES",
@@ -56,46 +58,11 @@ __all__ = [
     "redact_url",
 ]
 
-Dialect = Literal["postgresql", "duckdb", "sqlite"]
-SQL_SCHEMES: dict[str, Dialect] = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "duckdb": "duckdb",
-    "sqlite": "sqlite",
-}
-SOURCE_FILE = "source_file"
-SOURCE_ROW = "source_row"
 DEFAULT_CHUNK_SIZE = 100_000
 _WRAP_ALIAS = "kraiter_sync_q"
 _INSTALL_HINT = "install it with: pip install 'kraiter-sync[sql]'"
 
 CursorValue = int | float | str | dt.datetime | dt.date
-
-
-def is_sql_url(text: str) -> bool:
-    """Whether a job's ``source`` names a database (``scheme://``) rather than files."""
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and scheme.lower() in SQL_SCHEMES
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password removed (``postgresql://me@host/db``): safe to print."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url.split("://", 1)[0] + "://…"
-    if password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    user = quote(unquote(parts.username or ""), safe="")
-    netloc = f"{user}@{host}" if user else host
-    with contextlib.suppress(ValueError):
-        if parts.port is not None:
-            netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _secrets_of(url: str) -> list[str]:
@@ -157,7 +124,7 @@ class SqlSource:
                 "sqlite:///FILE or postgresql://USER@HOST/DB"
             )
             raise ConfigError(msg)
-        self.dialect: Dialect = SQL_SCHEMES[scheme]
+        self.dialect: SqlDialect = SQL_SCHEMES[scheme]
         self.query = _strip_query(query)
         if not self.query:
             msg = f"{self.redacted_url}: the query is empty; give the SELECT to read"
@@ -462,7 +429,7 @@ def _check_names(names: Sequence[str], display: str) -> None:
         seen.add(name)
 
 
-def _bindable(value: CursorValue, dialect: Dialect) -> Any:
+def _bindable(value: CursorValue, dialect: SqlDialect) -> Any:
     """A cursor value as the driver binds it (SQLite has no datetime type: ISO text)."""
     if dialect == "sqlite" and isinstance(value, dt.datetime | dt.date):
         return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()

@@ -34,35 +34,34 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from kraiter_sync.config import key_fingerprint
 from kraiter_sync.errors import ConfigError, StateError
-from kraiter_sync.files import file_lock
+from kraiter_sync.state.lock import ensure_state_dir
+from kraiter_sync.state.runs import (
+    RUN_COLUMNS,
+    RunRecord,
+    process_gone,
+    process_identity,
+    run_record,
+    scrub_args,
+)
+from kraiter_sync.state.store import EventState
 
 if TYPE_CHECKING:
     from kraiter_sync.config import Settings
 
 __all__ = [
     "SCHEMA_VERSION",
-    "EventState",
     "Ledger",
-    "RunRecord",
     "check_tenant",
-    "ensure_state_dir",
-    "process_identity",
-    "scrub_args",
-    "state_lock",
 ]
 
-EventState = Literal["inflight", "done", "rejected"]
 
 #: Keys per SQL statement for chunked lookups (well under SQLite's variable limit).
 _CHUNK = 10_000
-#: Argument names never written to the ledger.
-_SECRET_ARGS = frozenset({"api_key", "apikey", "key", "token", "password", "secret"})
 
 _MIGRATIONS: list[str] = [
     # version 1
@@ -123,77 +122,6 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-def scrub_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of command arguments safe to store: secrets dropped, paths as strings,
-    URLs without their query strings (signed URLs carry credentials there)."""
-    from kraiter_sync.sources.objectstore.urls import redact
-
-    clean: dict[str, Any] = {}
-    for name, value in args.items():
-        if name.lower() in _SECRET_ARGS:
-            continue
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, tuple | list):
-            value = [str(v) if isinstance(v, Path) else v for v in value]
-            value = [redact(v) if isinstance(v, str) and "://" in v else v for v in value]
-        if isinstance(value, str) and "://" in value:
-            value = redact(value)
-        clean[name] = value
-    return clean
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    id: int
-    command: str
-    target: str
-    args: dict[str, Any]
-    started_at: float
-    finished_at: float | None
-    #: running, ok, incomplete, failed, dry-run, or killed (its process is gone)
-    status: str
-    counts: dict[str, Any]
-    pid: int | None = None
-    host: str | None = None
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def process_identity(pid: int) -> str | None:
-    """Who a pid is: the boot and the start time of the process holding it (Linux
-    ``/proc``), so a pid reused by another process later reads differently. None where
-    the system does not say (then only whether the pid is alive is known)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    boot = _boot_id()
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces and parens
-    if boot is None or len(fields) < 20:
-        return None
-    return f"{boot}:{fields[19]}"  # field 22 of proc(5): start time in clock ticks
-
-
-def _process_gone(pid: int, identity: str | None) -> bool:
-    """Whether the process that recorded (pid, identity) on this host has ended."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, another user's
-    if identity is None:
-        return False
-    now = process_identity(pid)
-    return now is not None and now != identity
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> StateError:
@@ -472,7 +400,7 @@ class Ledger:
             "AND pid IS NOT NULL",
             [socket.gethostname()],
         )
-        dead = [int(run_id) for run_id, pid, identity in rows if _process_gone(pid, identity)]
+        dead = [int(run_id) for run_id, pid, identity in rows if process_gone(pid, identity)]
         if dead:
             with self._tx() as db:
                 db.executemany(
@@ -489,19 +417,19 @@ class Ledger:
             )
 
     def get_run(self, run_id: int) -> RunRecord | None:
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", [run_id])
-        return _run(rows[0]) if rows else None
+        rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", [run_id])
+        return run_record(rows[0]) if rows else None
 
     def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Most recent first."""
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        sql = f"SELECT {RUN_COLUMNS} FROM runs"
         params: list[Any] = []
         if target is not None:
             sql += " WHERE target = ?"
             params.append(target)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [_run(row) for row in self._query(sql, params)]
+        return [run_record(row) for row in self._query(sql, params)]
 
     # -------------------------------------------------------------- tenants
 
@@ -617,24 +545,6 @@ class Ledger:
             )
 
 
-_RUN_COLUMNS = "id, command, target, args, started_at, finished_at, status, counts, pid, host"
-
-
-def _run(row: tuple[Any, ...]) -> RunRecord:
-    return RunRecord(
-        id=int(row[0]),
-        command=row[1],
-        target=row[2],
-        args=json.loads(row[3] or "{}"),
-        started_at=float(row[4]),
-        finished_at=None if row[5] is None else float(row[5]),
-        status=row[6],
-        counts=json.loads(row[7] or "{}"),
-        pid=None if row[8] is None else int(row[8]),
-        host=row[9],
-    )
-
-
 def check_tenant(ledger: Ledger, settings: Settings) -> None:
     """With a ``--tenant`` name, make sure this key is the one that name belongs to
     (:meth:`Ledger.bind_tenant`); ``settings.tenant_rotate`` accepts a new one."""
@@ -646,60 +556,3 @@ def check_tenant(ledger: Ledger, settings: Settings) -> None:
         key_fingerprint(settings.api_key),
         rotate=settings.tenant_rotate,
     )
-
-
-def ensure_state_dir(state_dir: Path | str) -> Path:
-    """Create the state directory (and its parents); a StateError saying what to do when
-    it cannot be (read-only mount, no permission, a file in the way)."""
-    directory = Path(state_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        msg = (
-            f"cannot create the state directory {directory}: {exc.strerror or exc}; pass "
-            "--state-dir (or set KRAITER_SYNC_STATE_DIR) with a folder you can write"
-        )
-        raise StateError(msg) from exc
-    return directory
-
-
-#: Lock files this process holds (see :func:`state_lock`).
-_HELD: set[str] = set()
-
-
-@contextlib.contextmanager
-def state_lock(state_dir: Path | str) -> Iterator[Path]:
-    """Hold the state directory's lock (``<state>/lock``) for the duration.
-
-    ``fcntl.flock`` is released by the kernel when the holder dies, so a lock left by
-    a killed run is taken over without any stale-lock guessing. The holder's pid is
-    written into the file so a refused run can name it.
-
-    Re-entrant within one process: ``sync`` holds the lock for its whole run and each
-    job's ``import_`` takes it again (a second ``flock`` on a new descriptor of the same
-    file would refuse even its own process).
-    """
-    directory = Path(state_dir)
-    key = str((directory / "lock").resolve())
-    if key in _HELD:
-        yield directory / "lock"
-        return
-    ensure_state_dir(directory)
-    with file_lock(
-        directory / "lock",
-        record_pid=True,
-        busy=lambda holder: (
-            f"another kraiter-sync run (pid {holder or 'unknown'}) is using the state "
-            f"directory {directory}; wait for it to finish, or use another --state-dir"
-        ),
-        unusable=lambda exc: (
-            f"cannot create the lock in {directory}: {exc.strerror}; the state directory "
-            "must be writable: pass --state-dir (or set KRAITER_SYNC_STATE_DIR) with a "
-            "folder you can write"
-        ),
-    ) as lock:
-        _HELD.add(key)
-        try:
-            yield lock
-        finally:
-            _HELD.discard(key)

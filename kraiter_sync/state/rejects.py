@@ -2,11 +2,16 @@
 
 The format follows the extension: ``.csv`` (spreadsheet formulas neutralised),
 ``.parquet`` or ``.ndjson``/``.jsonl``. Memory stays at one chunk whatever the input size.
+
+:func:`reject_row` builds the one row shape for a record Kraiter refused (the validator
+builds its rejects as frames); :func:`read_rejects` reads a rejects file back (``retry``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -15,10 +20,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from kraiter_sync.errors import InputError, StateError, is_disk_full, os_reason
-from kraiter_sync.files import neutralise_frame
+from kraiter_sync.files import neutralise_frame, undo_neutralise_expr
 from kraiter_sync.frames import REJECT_SCHEMA
 
-__all__ = ["RejectsWriter"]
+__all__ = ["RejectsWriter", "read_rejects", "reject_row", "rejects_frame"]
 
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson"}
 
@@ -121,3 +126,68 @@ class RejectsWriter:
             return
         with contextlib.suppress(StateError):  # the run's own failure is the one to report
             self.close()
+
+
+def reject_row(
+    *,
+    source_file: str | None,
+    source_row: int | None,
+    rule: str,
+    message: str | None,
+    field: str = "api",
+    email: str | None = None,
+    contact_id: str | None = None,
+    name: str | None = None,
+    timestamp: str | None = None,
+    properties: str | None = None,
+) -> dict[str, object]:
+    """One row of the rejects frame for a record Kraiter refused (stage ``rejected``:
+    ``retry`` sends these again once their cause is fixed)."""
+    return {
+        "source_file": source_file,
+        "source_row": source_row,
+        "field": field,
+        "rule": rule,
+        "message": message,
+        "stage": "rejected",
+        "email": email,
+        "contact_id": contact_id,
+        "name": name,
+        "timestamp": timestamp,
+        "properties": properties,
+    }
+
+
+def rejects_frame(rows: Iterable[Mapping[str, object]]) -> pl.DataFrame:
+    """Rows built by :func:`reject_row` as a frame of :data:`~kraiter_sync.frames.REJECT_SCHEMA`."""
+    return pl.DataFrame([dict(r) for r in rows], schema=REJECT_SCHEMA)
+
+
+def read_rejects(path: Path, data: bytes | None = None) -> pl.DataFrame:
+    """A rejects file back as a frame (CSV formula neutralisation undone); ``data`` holds
+    its bytes when it came from object storage."""
+    suffix = path.suffix.lower()
+    source: Path | io.BytesIO = path if data is None else io.BytesIO(data)
+    try:
+        if suffix == ".parquet":
+            frame = pl.read_parquet(source)
+        elif suffix in (".ndjson", ".jsonl"):
+            frame = pl.read_ndjson(source, schema=REJECT_SCHEMA)
+        elif suffix == ".csv":
+            frame = pl.read_csv(source, infer_schema=False).with_columns(
+                undo_neutralise_expr(pl.col(pl.String))
+            )
+        else:
+            msg = f"{path}: a rejects file ends in .csv, .parquet or .ndjson"
+            raise InputError(msg)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read the rejects file {path}: {exc}"
+        raise InputError(msg) from None
+    missing = {"stage", "email", "name", "timestamp", "properties"} - set(frame.columns)
+    if missing:
+        msg = (
+            f"{path} is not a kraiter-sync rejects file (no column {sorted(missing)[0]!r}); "
+            "pass the file that `import` named at the end of its summary"
+        )
+        raise InputError(msg)
+    return frame

@@ -16,12 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
-import io
 import shutil
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,24 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import polars_hash as plh
 
-from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.api.ratelimit import RateController
-from kraiter_sync.api.retry import RetryPolicy
-from kraiter_sync.cli.progress import Snapshot
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_REJECTED,
-    GuardError,
-    InputError,
     StateError,
     is_disk_full,
     os_reason,
 )
-from kraiter_sync.frames import REJECT_SCHEMA
 from kraiter_sync.inputs import (
     ChunkSource,
     InputOptions,
@@ -55,22 +43,24 @@ from kraiter_sync.inputs import (
     prepare_inputs,
 )
 from kraiter_sync.logs import get_logger
-from kraiter_sync.sources.objectstore import is_object_url, parse_url, read_object
-from kraiter_sync.state.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
+from kraiter_sync.plan.contact_plan import contacts_to_write
+from kraiter_sync.plan.guards import check_triggers
+from kraiter_sync.plan.ledger import contacts_to_send, split_events
 from kraiter_sync.state.rejects import RejectsWriter
-from kraiter_sync.upload.engine import (
-    ContactRow,
-    Engine,
-    EngineOptions,
-    EngineStats,
-    EventRow,
-    Outcome,
-    rows_of_events,
+from kraiter_sync.state.store import StateStore
+from kraiter_sync.upload.context import (
+    ClientFactory,
+    Run,
+    RunOptions,
+    locked_state,
+    recorded_run,
 )
+from kraiter_sync.upload.core import Snapshot
+from kraiter_sync.upload.engine import ContactRow, Engine, EngineStats, rows_of_events
+from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
-from kraiter_sync.verbs.reconcile import contacts_to_write
 
-__all__ = ["ImportOptions", "ImportResult", "KindCounts", "import_", "retry_"]
+__all__ = ["ImportOptions", "ImportResult", "KindCounts", "Snapshot", "import_", "import_locked"]
 
 log = get_logger("import")
 _SPOOL_COLUMNS = [
@@ -101,6 +91,12 @@ class ImportOptions:
     resend_rejected: bool = False
     #: Re-send every valid contact even when its hash equals the ledger's (a full pass).
     ignore_contact_cache: bool = False
+
+    @property
+    def run_options(self) -> RunOptions:
+        return RunOptions(
+            concurrency=self.concurrency, rate=self.rate, max_retries=self.max_retries
+        )
 
 
 @dataclass
@@ -181,47 +177,6 @@ class ImportResult:
         return out
 
 
-def contact_hash(properties: str | None, user_id: str | None) -> str:
-    """Hash of what we would write for a contact: equal hash → nothing to send."""
-    text = f"{user_id or ''}\x1f{properties or '{}'}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def contact_hashes(frame: pl.DataFrame) -> pl.Series:
-    """:func:`contact_hash` of every row of a canonical contacts frame, vectorised."""
-    text = frame.select(
-        pl.concat_str(
-            [pl.col("user_id").fill_null(""), pl.col("properties").fill_null("{}")],
-            separator="\x1f",
-        ).alias("t")
-    )
-    return text.select(plh.col("t").chash.sha2_256().str.slice(0, 32)).to_series()
-
-
-def _api_rejects(outcomes: Sequence[Outcome[Any]]) -> pl.DataFrame:
-    """Outcomes refused by Kraiter as rows of the rejects frame (stage ``rejected``)."""
-    rows = []
-    for o in outcomes:
-        row = o.row
-        is_event = isinstance(row, EventRow)
-        rows.append(
-            {
-                "source_file": row.source_file,
-                "source_row": row.source_row,
-                "field": "api",
-                "rule": f"api.{o.code}",
-                "message": o.message,
-                "stage": "rejected",
-                "email": row.email,
-                "contact_id": row.contact_id if is_event else None,
-                "name": row.name if is_event else None,
-                "timestamp": row.timestamp if is_event else None,
-                "properties": row.properties,
-            }
-        )
-    return pl.DataFrame(rows, schema=REJECT_SCHEMA)
-
-
 class _Run:
     """State of one import between its two passes."""
 
@@ -229,13 +184,13 @@ class _Run:
         self,
         settings: Settings,
         options: ImportOptions,
-        ledger: Ledger,
+        store: StateStore,
         run_id: int,
         writer: RejectsWriter,
     ) -> None:
         self.settings = settings
         self.options = options
-        self.ledger = ledger
+        self.store = store
         self.run_id = run_id
         self.writer = writer
         self.target = settings.target
@@ -307,51 +262,12 @@ class _Run:
         """Refuse back-dated events that would start live sequences (before any send)."""
         if self.options.allow_triggers or not self.names:
             return
-
-        async def listing() -> list[dict[str, Any]]:
-            return [seq async for seq in engine.client.list_sequences()]
-
-        hits: dict[str, list[str]] = {}
-        for seq in await engine.with_retry(listing):
-            if str(seq.get("status", "")).lower() != "active":
-                continue
-            for trigger in seq.get("triggers") or []:
-                event = trigger.get("event") if isinstance(trigger, dict) else trigger
-                if event in self.names:
-                    label = f"{seq.get('name') or seq.get('id')} ({seq.get('id')})"
-                    hits.setdefault(str(event), []).append(label)
-        if hits:
-            found = "; ".join(f"{name} → {', '.join(seqs)}" for name, seqs in sorted(hits.items()))
-            msg = (
-                f"nothing was sent: these event names trigger live sequences and importing "
-                f"history would enrol contacts and send real emails: {found}. Pause those "
-                "sequences, or pass --allow-triggers if that is what you want"
-            )
-            raise GuardError(msg)
-
-    def plan_contacts(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-        """Rows whose hash differs from what the ledger last wrote, and the unchanged count.
-
-        The rows keep ``_hash`` (what they would write), and ``_id`` / ``_cached``: the
-        contact id and hash the ledger holds for the email (null when it holds none).
-        """
-        frame = frame.with_columns(contact_hashes(frame).alias("_hash"))
-        if self.options.ignore_contact_cache:
-            return frame.with_columns(
-                pl.lit(None, pl.String).alias("_id"), pl.lit(None, pl.String).alias("_cached")
-            ), 0
-        found = self.ledger.contact_rows(self.target, frame["email"])
-        emails, ids, digests = zip(*found, strict=True) if found else ((), (), ())
-        cached = pl.DataFrame(
-            {"email": emails, "_id": ids, "_cached": digests},
-            schema={"email": pl.String, "_id": pl.String, "_cached": pl.String},
+        await check_triggers(
+            engine.client,
+            self.names,
+            call=engine.with_retry,
+            what="these event names trigger live sequences and importing history",
         )
-        joined = frame.join(cached, on="email", how="left", maintain_order="left")
-        if joined.height != frame.height:  # validation merges by email: not expected
-            cached = cached.unique("email", keep="first")
-            joined = frame.join(cached, on="email", how="left", maintain_order="left")
-        todo = joined.filter(pl.col("_cached").ne_missing(pl.col("_hash")))
-        return todo, frame.height - todo.height
 
     async def diff_against_kraiter(
         self, engine: Engine, frame: pl.DataFrame
@@ -383,7 +299,7 @@ class _Run:
             hashes = unchanged.select("email", "id").join(
                 frame.select("email", "_hash"), on="email", how="inner"
             )
-            self.ledger.put_contacts(self.target, hashes.select("email", "id", "_hash").rows())
+            self.store.put_contacts(self.target, hashes.select("email", "id", "_hash").rows())
         ids = plan.of("update").select("email", pl.col("id").alias("_remote"))
         keep = (
             frame.join(todo.select("email"), on="email", how="semi", maintain_order="left")
@@ -395,7 +311,9 @@ class _Run:
 
     async def send_contacts(self, engine: Engine, frame: pl.DataFrame) -> None:
         counts = self.result.contacts
-        todo, counts.unchanged = self.plan_contacts(frame)
+        todo, counts.unchanged = contacts_to_send(
+            self.store, self.target, frame, ignore_cache=self.options.ignore_contact_cache
+        )
         # The ledger knows these contacts and what it last wrote to them, and the row
         # differs: an update by id, without asking Kraiter first (the nightly sync's
         # common case). The rest are diffed against Kraiter.
@@ -413,51 +331,38 @@ class _Run:
                 "email", "properties", "user_id", "source_file", "source_row", "_hash", "_id"
             ).iter_rows()
         ]
-        before = engine.stats
-        rejected = await engine.write_contacts(rows)
-        if rejected:
-            self.writer.write(_api_rejects(rejected))
-        counts.sent = before.contacts_created + before.contacts_updated
-        counts.unchanged += before.contacts_unchanged
-        counts.rejected = before.contacts_rejected
-        counts.failed = before.contacts_failed
+        written = await engine.write_contacts(rows)
+        if written.rejected:
+            self.writer.write(outcome_rejects(written.rejected))
+        counts.sent = written.created + written.updated
+        counts.unchanged += written.unchanged
+        counts.rejected = len(written.rejected)
+        counts.failed = written.failed
         counts.pending = counts.read - counts.accounted
-
-    def _plan_part(
-        self, frame: pl.DataFrame, ids: dict[str, str]
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Split a spool part: (rows to send, rows left inflight by a killed run)."""
-        states = self.ledger.known_states(self.target, frame["event_key"].to_list())
-        state = frame["event_key"].replace_strict(states, default=None, return_dtype=pl.String)
-        counts = self.result.events
-        if self.options.resend_rejected:
-            state = state.replace("rejected", None)
-        counts.already += int((state == "done").sum())
-        counts.previously_rejected += int((state == "rejected").sum())
-        if ids:
-            resolved = frame["email"].replace_strict(ids, default=None, return_dtype=pl.String)
-            frame = frame.with_columns(
-                pl.coalesce(pl.col("contact_id"), resolved).alias("contact_id")
-            )
-        todo = frame.filter(state.is_null())
-        inflight = frame.filter(state == "inflight")
-        return todo, inflight
 
     async def send_events(self, engine: Engine) -> None:
         counts = self.result.events
         if self.spool_parts:
             emails = self.emails.to_list() if self.emails is not None else []
             if self.options.dry_run:
-                ids = {
-                    e: cid for e, (cid, _h) in self.ledger.get_contacts(self.target, emails).items()
-                }
+                cached = self.store.get_contacts(self.target, emails)
+                ids = {e: cid for e, (cid, _h) in cached.items()}
             else:
-                ids = await engine.ensure_contacts(emails)
+                ids = (await engine.ensure_contacts(emails)).ids
             unresolved = 0
             for frame in self.spooled():
                 if engine.stopping:
                     break
-                todo, inflight = self._plan_part(frame, ids)
+                split = split_events(
+                    self.store,
+                    self.target,
+                    frame,
+                    ids,
+                    resend_rejected=self.options.resend_rejected,
+                )
+                counts.already += split.done
+                counts.previously_rejected += split.rejected
+                todo, inflight = split.todo, split.inflight
                 if self.options.dry_run:
                     continue
                 known = pl.col("contact_id").is_not_null()
@@ -498,65 +403,29 @@ class _Run:
             rate_budget=rate.rate,
         )
 
-    async def send(
-        self,
-        client: KraiterClient,
-        controller: RateController,
-        on_progress: Callable[[Snapshot], None] | None,
-    ) -> None:
-        def progress(stats: EngineStats) -> None:
-            if on_progress is not None:
-                on_progress(self.snapshot(stats, controller))
+    async def send(self, run: Run, on_progress: Callable[[Snapshot], None] | None) -> None:
+        engines: list[Engine] = []
 
-        engine = Engine(
-            client,
-            self.ledger,
-            target=self.target,
-            run_id=self.run_id,
-            options=EngineOptions(
-                concurrency=self.options.concurrency,
-                retry=RetryPolicy(max_retries=self.options.max_retries),
-            ),
-            on_rejected=lambda outcomes: self.writer.write(_api_rejects(outcomes)),
+        def progress(stats: EngineStats) -> None:
+            if on_progress is not None and engines and engines[0].controller is not None:
+                on_progress(self.snapshot(stats, engines[0].controller))
+
+        async with run.engine(
+            on_rejected=lambda outcomes: self.writer.write(outcome_rejects(outcomes)),
             on_progress=progress,
-        )
-        loop = asyncio.get_running_loop()
-        with _stop_on_signals(loop, engine.request_stop):
+            graceful_stop=True,
+        ) as engine:
+            engines.append(engine)
             await self.guard_triggers(engine)
             if self.contacts is not None:
                 await self.send_contacts(engine, self.contacts)
             await self.send_events(engine)
-        self.result.interrupted = engine.stopping
-        self.result.retries = engine.stats.retries
-        stats = controller.stats()
-        self.result.requests = stats.requests
-        self.result.rate_limited = stats.rate_limited
-
-
-@contextlib.contextmanager
-def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> Iterator[None]:
-    """First Ctrl-C / SIGTERM: stop issuing, drain, flush. A second one: stop at once."""
-    installed: list[signal.Signals] = []
-    pressed = 0
-
-    def handler() -> None:
-        nonlocal pressed
-        pressed += 1
-        if pressed == 1:
-            log.warning("stopping: finishing requests in flight (Ctrl-C again to abort)")
-            stop()
-        else:
-            raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, handler)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+            self.result.interrupted = engine.stopping
+            self.result.retries = engine.stats.retries
+            if engine.controller is not None:
+                stats = engine.controller.stats()
+                self.result.requests = stats.requests
+                self.result.rate_limited = stats.rate_limited
 
 
 def _clear_old_spools(state_dir: Path) -> None:
@@ -566,173 +435,82 @@ def _clear_old_spools(state_dir: Path) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def import_locked(
+    store: StateStore,
+    paths: Sequence[str | Path | ChunkSource],
+    *,
+    settings: Settings,
+    options: ImportOptions | None = None,
+    client_factory: ClientFactory | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    args: dict[str, Any] | None = None,
+    command: str = "import",
+) -> ImportResult:
+    """:func:`import_` for a caller that holds the state lock (``sync`` runs each job
+    through it under one lock)."""
+    options = options or ImportOptions()
+    started = time.monotonic()
+    _clear_old_spools(settings.state_dir)
+    record = args or {"paths": [str(p) for p in paths]}
+    with (
+        recorded_run(
+            store,
+            settings,
+            command,
+            record,
+            options=options.run_options,
+            client_factory=client_factory,
+        ) as run,
+        contextlib.ExitStack() as stack,
+    ):
+        job: _Run | None = None
+        try:
+            rejects_path = options.rejects or (
+                settings.state_dir / "rejects" / f"run-{run.run_id}.csv"
+            )
+            writer = stack.enter_context(RejectsWriter(rejects_path))
+            inputs = prepare_inputs(paths, options.input, stack=stack)
+            job = _Run(settings, options, store, run.run_id, writer)
+            job.validate(inputs)
+            asyncio.run(job.send(run, on_progress))
+            job.result.duration_s = time.monotonic() - started
+            run.status = "incomplete" if job.result.exit_code == EXIT_INCOMPLETE else "ok"
+            if options.dry_run:
+                run.status = "dry-run"
+            return job.result
+        finally:
+            run.counts = job.result.as_dict() if job is not None else {}
+            if job is not None:
+                shutil.rmtree(job.spool, ignore_errors=True)
+
+
 def import_(
     paths: Sequence[str | Path | ChunkSource],
     *,
     settings: Settings,
     options: ImportOptions | None = None,
-    client_factory: Callable[[RateController], KraiterClient] | None = None,
+    client_factory: ClientFactory | None = None,
     on_progress: Callable[[Snapshot], None] | None = None,
     args: dict[str, Any] | None = None,
     command: str = "import",
 ) -> ImportResult:
     """Import files into Kraiter: the library form of ``kraiter-sync import``.
 
-    ``paths`` may also hold open chunk sources (``sql.SqlSource``: see
-    ``pipeline.ChunkSource``); ``command`` names the run record (``sync`` uses it).
+    ``paths`` may also hold open chunk sources (``sources.sql.SqlSource``: see
+    ``inputs.ChunkSource``); ``command`` names the run record.
 
     Safe to kill and re-run: the ledger in ``settings.state_dir`` makes the next run
     skip what is done and verify what was in flight. Returns counts for every row;
     ``result.exit_code`` is what the CLI exits with.
     """
-    options = options or ImportOptions()
-    started = time.monotonic()
-    ensure_state_dir(settings.state_dir)
-    with state_lock(settings.state_dir), contextlib.ExitStack() as stack:
-        _clear_old_spools(settings.state_dir)
-        ledger = stack.enter_context(Ledger(settings.ledger_path))
-        check_tenant(ledger, settings)
-        run_id = ledger.start_run(
-            command, settings.target, args or {"paths": [str(p) for p in paths]}
+    with locked_state(settings) as store:
+        return import_locked(
+            store,
+            paths,
+            settings=settings,
+            options=options,
+            client_factory=client_factory,
+            on_progress=on_progress,
+            args=args,
+            command=command,
         )
-        status = "failed"
-        run: _Run | None = None
-        try:
-            rejects_path = options.rejects or (settings.state_dir / "rejects" / f"run-{run_id}.csv")
-            writer = stack.enter_context(RejectsWriter(rejects_path))
-            inputs = prepare_inputs(paths, options.input, stack=stack)
-            run = _Run(settings, options, ledger, run_id, writer)
-            run.validate(inputs)
-            controller = RateController(ceiling=options.rate)
-            factory = client_factory or (
-                lambda ctrl: KraiterClient.from_settings(
-                    settings, observer=ctrl, max_connections=max(options.concurrency, 1)
-                )
-            )
-
-            async def main(run: _Run) -> None:
-                async with factory(controller) as client:
-                    await run.send(client, controller, on_progress)
-
-            asyncio.run(main(run))
-            run.result.duration_s = time.monotonic() - started
-            status = "incomplete" if run.result.exit_code == EXIT_INCOMPLETE else "ok"
-            if options.dry_run:
-                status = "dry-run"
-            return run.result
-        finally:
-            counts = run.result.as_dict() if run is not None else {}
-            failing = sys.exc_info()[1] is not None
-            try:
-                ledger.finish_run(run_id, status, counts)
-            except StateError:
-                if not failing:
-                    raise
-                # (a full disk fails this too: the run's own error says what happened)
-                log.debug("could not record the end of run %d", run_id, exc_info=True)
-            finally:
-                if run is not None:
-                    shutil.rmtree(run.spool, ignore_errors=True)
-
-
-_UNFORMULA = r"^'([=+\-@\t\r])"
-
-
-def _read_rejects(path: Path, data: bytes | None = None) -> pl.DataFrame:
-    """A rejects file back as a frame (CSV formula neutralisation undone); ``data`` holds
-    its bytes when it came from object storage."""
-    suffix = path.suffix.lower()
-    source: Path | io.BytesIO = path if data is None else io.BytesIO(data)
-    try:
-        if suffix == ".parquet":
-            frame = pl.read_parquet(source)
-        elif suffix in (".ndjson", ".jsonl"):
-            frame = pl.read_ndjson(source, schema=REJECT_SCHEMA)
-        elif suffix == ".csv":
-            frame = pl.read_csv(source, infer_schema=False).with_columns(
-                pl.col(pl.String).str.replace(_UNFORMULA, "${1}")
-            )
-        else:
-            msg = f"{path}: a rejects file ends in .csv, .parquet or .ndjson"
-            raise InputError(msg)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        msg = f"cannot read the rejects file {path}: {exc}"
-        raise InputError(msg) from None
-    missing = {"stage", "email", "name", "timestamp", "properties"} - set(frame.columns)
-    if missing:
-        msg = (
-            f"{path} is not a kraiter-sync rejects file (no column {sorted(missing)[0]!r}); "
-            "pass the file that `import` named at the end of its summary"
-        )
-        raise InputError(msg)
-    return frame
-
-
-def retry_(
-    rejects_file: str | Path,
-    *,
-    settings: Settings,
-    options: ImportOptions | None = None,
-    client_factory: Callable[[RateController], KraiterClient] | None = None,
-    on_progress: Callable[[Snapshot], None] | None = None,
-) -> ImportResult:
-    """Re-send the rows Kraiter refused (stage ``rejected``) after their cause was fixed.
-
-    Rows the validator caught (stage ``invalid``) are not re-sent: fix them in the
-    source and import again. Keys the ledger holds as rejected are sent again; keys
-    already done are still skipped, so running ``retry`` twice sends nothing twice.
-    """
-    options = dataclasses.replace(options or ImportOptions(), resend_rejected=True)
-    label = str(rejects_file)
-    if is_object_url(str(rejects_file)):  # a rejects file kept in a bucket: small, read whole
-        data = read_object(str(rejects_file), options.input.storage)
-        path = Path(parse_url(str(rejects_file)).key)
-        frame = _read_rejects(path, data).filter(pl.col("stage") == "rejected")
-    else:
-        path = Path(rejects_file)
-        frame = _read_rejects(path).filter(pl.col("stage") == "rejected")
-    work = settings.state_dir / "retry"
-    work.mkdir(parents=True, exist_ok=True)
-    renamed = frame.rename(
-        {"source_file": "original_file", "source_row": "original_row"}, strict=False
-    )
-    results: list[ImportResult] = []
-    for kind, subset in (
-        ("contacts", renamed.filter(pl.col("name").is_null())),
-        ("events", renamed.filter(pl.col("name").is_not_null())),
-    ):
-        if not subset.height:
-            continue
-        part = work / f"{path.stem}-{kind}.parquet"
-        subset.write_parquet(part)
-        kind_options = dataclasses.replace(
-            options,
-            input=dataclasses.replace(
-                options.input,
-                kind=kind,  # type: ignore[arg-type]
-                connector=f"kraiter_rejects_{kind}",
-            ),
-        )
-        results.append(
-            import_(
-                [part],
-                settings=settings,
-                options=kind_options,
-                client_factory=client_factory,
-                on_progress=on_progress,
-                args={"retry": label, "kind": kind},
-            )
-        )
-        part.unlink(missing_ok=True)
-    if not results:
-        msg = f"{label} holds no rows that Kraiter rejected (stage 'rejected'): nothing to retry"
-        raise InputError(msg)
-    merged = results[-1]
-    for other in results[:-1]:
-        merged.contacts = other.contacts if other.contacts.read else merged.contacts
-        merged.requests += other.requests
-        merged.retries += other.retries
-        merged.rate_limited += other.rate_limited
-        merged.duration_s += other.duration_s
-        merged.interrupted = merged.interrupted or other.interrupted
-    return merged

@@ -1,70 +1,69 @@
-"""The ``reconcile`` and ``restore`` verbs: inputs → local frame → snapshot → plan → apply.
+"""The ``reconcile`` verb: inputs → local frame → Kraiter now → plan → (apply).
 
-The CLI commands are thin over :func:`reconcile`, :func:`apply_saved_plan` and
-:func:`restore`; everything they do can be done from Python. The pure diff is
-:mod:`kraiter_sync.plan.contacts`, reading Kraiter :mod:`kraiter_sync.plan.snapshot`, writing
-:mod:`kraiter_sync.verbs.apply`.
+Contacts: a snapshot of Kraiter (``plan.snapshot``), the pure diff (``plan.contacts``),
+guards (``plan.guards``), and with ``apply`` the writes through the engine
+(``verbs.apply``). Events: per (contact, name) counts against Kraiter
+(``plan.events``), and with ``apply`` the missing ones through the engine with the
+ledger. ``apply_saved_plan`` carries out a plan saved with ``--plan-out``.
+
+Without ``apply`` nothing is written and no lock is taken; with it the run holds the
+state lock and is recorded in the ledger (``kraiter-sync runs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import Settings
-from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError, InputError
-from kraiter_sync.frames import REJECT_SCHEMA, Kind, empty_frame
-from kraiter_sync.logs import get_logger
-from kraiter_sync.plan.contacts import ContactPlan, diff_contacts
-from kraiter_sync.plan.snapshot import Caller, RemoteSnapshot, Strategy, snapshot_contacts
-from kraiter_sync.state.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
-from kraiter_sync.state.plans import read_plan, write_plan
-from kraiter_sync.verbs.apply import (
+from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError
+from kraiter_sync.frames import Kind
+from kraiter_sync.inputs import ChunkSource, InputOptions, read_inputs
+from kraiter_sync.plan.contact_plan import plan_contacts
+from kraiter_sync.plan.contacts import ContactPlan
+from kraiter_sync.plan.events import EventsPlan, plan_events
+from kraiter_sync.plan.guards import (
     DEFAULT_MAX_DELETE_RATIO,
-    ApplyResult,
-    RestoreResult,
-    apply_plan,
     check_mirror_guards,
-    read_tombstone,
-    remote_by_id,
-    restore_tombstone,
+    check_triggers,
+    refuse_unsafe_mirror,
     verify_plan_fresh,
 )
-
-if TYPE_CHECKING:
-    from kraiter_sync.plan.events import EventsReconcileResult
-from kraiter_sync.api.ratelimit import RateController
-from kraiter_sync.api.retry import RetryPolicy, call_with_retry
-from kraiter_sync.inputs import ChunkSource, InputOptions, KindValidation, prepare_inputs
-from kraiter_sync.state.rejects import RejectsWriter
-from kraiter_sync.upload.engine import Engine, EngineOptions, Outcome, RejectSink
+from kraiter_sync.plan.snapshot import Caller, RemoteSnapshot, Strategy, once
+from kraiter_sync.state.plans import read_plan, write_plan
+from kraiter_sync.state.rejects import RejectsWriter, reject_row, rejects_frame
+from kraiter_sync.state.store import StateStore
+from kraiter_sync.upload.context import (
+    ClientFactory,
+    Run,
+    RunOptions,
+    connect,
+    locked_state,
+    recorded_run,
+)
+from kraiter_sync.upload.engine import Engine, EventRow, Outcome
+from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
+from kraiter_sync.verbs.apply import ApplyResult, apply_plan, remote_by_id
 
 __all__ = [
+    "EventsReconcileResult",
     "ReconcileOptions",
     "ReconcileResult",
-    "Session",
     "apply_saved_plan",
-    "changed_contacts",
-    "contacts_to_write",
-    "load_local",
-    "open_session",
-    "plan_contacts",
     "reconcile",
-    "render_plan",
-    "restore",
+    "reconcile_events",
+    "reconcile_locked",
 ]
-
-log = get_logger("reconcile")
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,12 @@ class ReconcileOptions:
     rate: float | None = None
     #: Events: send missing ones even when their names trigger live sequences.
     allow_triggers: bool = False
+
+    @property
+    def run_options(self) -> RunOptions:
+        return RunOptions(
+            concurrency=self.concurrency, rate=self.rate, max_retries=self.max_retries
+        )
 
 
 @dataclass
@@ -129,177 +134,110 @@ class ReconcileResult:
         return out
 
 
-# ---- local input -------------------------------------------------------------------------
-
-
-def load_local(
-    paths: Sequence[str | Path | ChunkSource],
-    options: InputOptions,
-    *,
-    rejects: Path | None = None,
-) -> tuple[Kind, pl.DataFrame, ValidationReport]:
-    """Read, map and validate the inputs (``pipeline``, as ``import`` does).
-
-    Returns (kind, canonical frame, report). The kind is ``options.kind``, else what
-    detection found; inputs of both kinds at once need ``--kind``. Contacts from several
-    inputs are merged by email; events are deduplicated by event key.
-    """
-    with contextlib.ExitStack() as stack:
-        inputs = prepare_inputs(paths, options, stack=stack)
-        kinds = {inp.kind for inp in inputs}
-        if options.kind is not None:
-            kind: Kind = options.kind
-        elif len(kinds) == 1:
-            kind = next(iter(kinds))
-        else:
-            msg = "the inputs hold both contacts and events: reconcile one kind at a time (--kind)"
-            raise InputError(msg)
-        writer = stack.enter_context(RejectsWriter(rejects)) if rejects is not None else None
-        run = KindValidation(
-            kind, inputs, options, on_rejects=writer.write if writer is not None else None
-        )
-        frames = [f for f in run.run() if f.height]
-        report = run.report
-    if not frames:
-        return kind, empty_frame(kind), report
-    return kind, pl.concat(frames, how="diagonal_relaxed"), report
-
-
-# ---- one run: lock, ledger record, rate controller, client, engine -------------------------
-
-
 @dataclass
-class Session:
-    """Everything a writing run shares: the client (rate-controlled), engine and ledger."""
+class EventsReconcileResult:
+    """Counts per (contact, name), the missing events, and what --apply sent."""
 
-    client: KraiterClient
-    engine: Engine
-    ledger: Ledger
-    run_id: int
-    controller: RateController
+    counts: pl.DataFrame
+    missing: pl.DataFrame
+    contacts_absent: int = 0
+    sent: int = 0
+    failed: int = 0
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    applied: bool = False
+    rejects_path: Path | None = None
 
     @property
-    def call(self) -> Caller:
-        """Retries under the engine's policy (429/5xx/transport), counting them."""
-        return self.engine.with_retry
+    def exit_code(self) -> int:
+        if self.failed:
+            return EXIT_INCOMPLETE
+        return EXIT_REJECTED if self.rejects else EXIT_OK
+
+    def record(self) -> dict[str, Any]:
+        """The counts for the run record."""
+        return {"sent": self.sent, "failed": self.failed, "exit_code": self.exit_code}
 
 
-@contextlib.asynccontextmanager
-async def open_session(
-    settings: Settings,
-    command: str,
-    args: Mapping[str, Any],
-    options: ReconcileOptions,
+# ---- events -----------------------------------------------------------------------------
+
+
+async def reconcile_events(
+    client: KraiterClient,
+    local_events: pl.DataFrame,
     *,
-    counts: dict[str, Any] | None = None,
-    on_rejected: RejectSink | None = None,
-) -> AsyncIterator[Session]:
-    """Hold the state lock, record the run in the ledger, and yield a :class:`Session`.
+    concurrency: int = 16,
+    call: Caller = once,
+    engine: Engine | None = None,
+    allow_triggers: bool = False,
+) -> EventsReconcileResult:
+    """Compare the canonical local events with Kraiter's; with an ``engine``, send the
+    missing ones through it (marked in flight in the ledger first, ambiguous outcomes
+    verified, never sent twice).
 
-    The run is recorded as ``ok``, ``incomplete`` or ``failed`` with ``counts`` (filled
-    in by the caller) when the block ends.
+    A contact that does not exist is created first (one upsert), so the result does not
+    depend on how Kraiter treats events for unknown emails.
     """
-    ensure_state_dir(settings.state_dir)
-    with state_lock(settings.state_dir), Ledger(settings.ledger_path) as ledger:
-        check_tenant(ledger, settings)
-        run_id = ledger.start_run(command, settings.target, args)
-        status = "failed"
-        try:
-            controller = RateController(ceiling=options.rate)
-            client = KraiterClient.from_settings(
-                settings, observer=controller, max_connections=max(options.concurrency, 1)
+    plan = await plan_events(client, local_events, concurrency=concurrency, call=call)
+    result = EventsReconcileResult(
+        counts=plan.counts, missing=plan.missing, contacts_absent=len(plan.absent)
+    )
+    if engine is not None:
+        if not allow_triggers and plan.missing.height:
+            await check_triggers(
+                client,
+                set(plan.missing["name"].unique().to_list()),
+                call=call,
+                what="these missing events trigger live sequences, and sending them",
             )
-            async with client:
-                engine = Engine(
-                    client,
-                    ledger,
-                    target=settings.target,
-                    run_id=run_id,
-                    options=EngineOptions(
-                        concurrency=options.concurrency,
-                        retry=RetryPolicy(max_retries=options.max_retries),
-                    ),
-                    on_rejected=on_rejected,
+        result.applied = True
+        await _send_missing(engine, result, plan)
+    return result
+
+
+async def _send_missing(engine: Engine, result: EventsReconcileResult, plan: EventsPlan) -> None:
+    ids = dict(plan.ids)
+    if plan.absent:
+        # Not from the ledger's cache: reconcile has just seen that these do not exist.
+        ensured = await engine.ensure_contacts(plan.absent, use_cache=False)
+        ids.update(ensured.ids)
+        result.failed += sum(1 for exc in ensured.failed.values() if exc.retriable)
+    rows: list[EventRow] = []
+    for r in plan.missing.iter_rows(named=True):
+        contact_id = ids.get(r["contact"])
+        if contact_id is None:
+            result.rejects.append(
+                reject_row(
+                    source_file=r["source_file"],
+                    source_row=r["source_row"],
+                    field="contact",
+                    rule="api.NOT_FOUND",
+                    message=f"contact {r['contact']} could not be created",
+                    name=r["name"],
                 )
-                yield Session(client, engine, ledger, run_id, controller)
-            status = "incomplete" if (counts or {}).get("exit_code") == EXIT_INCOMPLETE else "ok"
-        finally:
-            ledger.finish_run(run_id, status, counts or {})
-
-
-# ---- the verbs ---------------------------------------------------------------------------
-
-
-async def _once(fn: Callable[[], Any]) -> Any:
-    return await fn()
-
-
-async def plan_contacts(
-    client: KraiterClient,
-    local: pl.DataFrame,
-    *,
-    mirror: bool = False,
-    mirror_properties: bool = False,
-    strategy: Strategy = "auto",
-    concurrency: int = 16,
-    call: Caller = _once,
-    on_progress: Callable[[int], None] | None = None,
-) -> tuple[ContactPlan, RemoteSnapshot]:
-    """Read Kraiter (listing or lookups) and diff it against ``local``.
-
-    Mirror mode needs every remote contact, so it always lists.
-    """
-    if mirror and strategy == "lookups":
-        msg = "--mirror needs the full list of Kraiter's contacts; drop --remote lookups"
-        raise GuardError(msg)
-    snapshot = await snapshot_contacts(
-        client,
-        local["email"].to_list(),
-        strategy="listing" if mirror else strategy,
-        concurrency=concurrency,
-        call=call,
-        on_progress=on_progress,
+            )
+            continue
+        rows.append(
+            EventRow(
+                r["event_key"],
+                contact_id,
+                r["name"],
+                r["ts"],
+                r["properties_json"],
+                r["source_file"],
+                int(r["source_row"]),
+                None if r["contact"].startswith("id:") else r["contact"],
+            )
+        )
+    before = dataclasses.replace(engine.stats)
+    await engine.resend_events(rows)
+    stats = engine.stats
+    result.sent += (stats.events_sent - before.events_sent) + (
+        stats.events_verified - before.events_verified
     )
-    plan = diff_contacts(
-        local,
-        snapshot.frame,
-        mirror=mirror,
-        mirror_properties=mirror_properties,
-        remote_complete=snapshot.complete,
-        strategy=snapshot.strategy,
-    )
-    return plan, snapshot
+    result.failed += stats.events_failed - before.events_failed
 
 
-def changed_contacts(plan: ContactPlan, local: pl.DataFrame) -> pl.DataFrame:
-    """The rows of ``local`` that need a write (create or update) under ``plan``.
-
-    The importer's hook: diff first, then send only these, so an
-    import of unchanged contacts sends no write requests.
-    """
-    keys = plan.rows.filter(pl.col("action").is_in(["create", "update"])).select("email")
-    return local.join(keys, on="email", how="semi", maintain_order="left")
-
-
-async def contacts_to_write(
-    client: KraiterClient,
-    local: pl.DataFrame,
-    *,
-    strategy: Strategy = "auto",
-    concurrency: int = 16,
-    call: Caller = _once,
-) -> tuple[pl.DataFrame, ContactPlan, RemoteSnapshot]:
-    """For ``import --kind contacts``: diff against Kraiter, keep only what must be sent.
-
-    Returns (the rows of ``local`` to create or update, the plan, the snapshot). The
-    plan's ``unchanged`` count is what the importer reports as unchanged: those
-    contacts cost read requests only (listing or lookups, whichever is cheaper), no
-    writes — even when the ledger has never seen them (new machine, new state dir).
-    """
-    plan, snapshot = await plan_contacts(
-        client, local, strategy=strategy, concurrency=concurrency, call=call
-    )
-    return changed_contacts(plan, local), plan, snapshot
+# ---- the verb ---------------------------------------------------------------------------
 
 
 def _tombstone_path(settings: Settings, explicit: Path | None) -> Path:
@@ -309,48 +247,173 @@ def _tombstone_path(settings: Settings, explicit: Path | None) -> Path:
     return settings.state_dir / "tombstones" / f"tombstone-{stamp}.json"
 
 
-@contextlib.asynccontextmanager
-async def _reader(
-    settings: Settings, options: ReconcileOptions
-) -> AsyncIterator[tuple[KraiterClient, Caller]]:
-    """A rate-controlled client and a retrying caller, for runs that only read."""
-    controller = RateController(ceiling=options.rate)
-    policy = RetryPolicy(max_retries=options.max_retries)
-
-    async def call(fn: Callable[[], Any]) -> Any:
-        return await call_with_retry(fn, policy)
-
-    client = KraiterClient.from_settings(
-        settings, observer=controller, max_connections=max(options.concurrency, 1)
-    )
-    async with client:
-        yield client, call
-
-
-def _refuse_unsafe_mirror(local: pl.DataFrame, report: ValidationReport) -> None:
-    if local.height == 0:
-        msg = (
-            "refusing to mirror an empty input: it would delete every contact in Kraiter. "
-            "Check the input files and the mapping (kraiter-sync validate)"
-        )
-        raise GuardError(msg)
-    if report.rejected:
-        msg = (
-            f"refusing to mirror: {report.rejected:,} input row(s) were rejected, and mirror "
-            "mode would delete their contacts from Kraiter. Fix them (see --rejects) first"
-        )
-        raise GuardError(msg)
-
-
-def _write_rejects(path: Path, rejects: Sequence[Mapping[str, Any]]) -> Path:
-    """Contacts or events Kraiter refused, as rows of the rejects file."""
-    frame = pl.DataFrame(
-        [{k: r.get(k) for k in REJECT_SCHEMA} for r in rejects],
-        schema=REJECT_SCHEMA,
-    )
+def _write_rejects(settings: Settings, run_id: int, rejects: Sequence[Mapping[str, Any]]) -> Path:
+    """Contacts or events Kraiter refused, as rows of the run's rejects file."""
+    path = settings.state_dir / "rejects" / f"reconcile-run-{run_id}.csv"
     with RejectsWriter(path) as writer:
-        writer.write(frame)
+        writer.write(rejects_frame(rejects))
     return path
+
+
+@dataclass
+class _Local:
+    kind: Kind
+    frame: pl.DataFrame
+    report: ValidationReport
+    paths: list[str] = field(default_factory=list)
+
+
+def _read(
+    paths: Sequence[str | Path | ChunkSource], inputs: InputOptions | None, opts: ReconcileOptions
+) -> _Local:
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(RejectsWriter(opts.rejects)) if opts.rejects else None
+        kind, frame, report = read_inputs(
+            paths, inputs or InputOptions(), on_rejects=writer.write if writer else None
+        )
+    if kind == "contacts" and opts.mirror:
+        refuse_unsafe_mirror(frame, report)
+    return _Local(kind, frame, report, [str(p) for p in paths])
+
+
+async def _plan(
+    client: KraiterClient,
+    call: Caller,
+    local: _Local,
+    settings: Settings,
+    opts: ReconcileOptions,
+    on_progress: Callable[[int], None] | None,
+) -> ReconcileResult:
+    plan, snapshot = await plan_contacts(
+        client,
+        local.frame,
+        mirror=opts.mirror,
+        mirror_properties=opts.mirror_properties,
+        strategy=opts.strategy,
+        concurrency=opts.concurrency,
+        call=call,
+        on_progress=on_progress,
+    )
+    plan.target = settings.target
+    check_mirror_guards(plan, max_delete_ratio=opts.max_delete_ratio)
+    result = ReconcileResult(plan=plan, snapshot=snapshot, report=local.report)
+    if opts.plan_out is not None:
+        result.plan_path = write_plan(plan, opts.plan_out)
+    return result
+
+
+async def _preview(
+    local: _Local,
+    settings: Settings,
+    opts: ReconcileOptions,
+    client_factory: ClientFactory | None,
+    on_progress: Callable[[int], None] | None,
+) -> ReconcileResult:
+    async with connect(settings, opts.run_options, client_factory=client_factory) as conn:
+        if local.kind == "events":
+            events = await reconcile_events(
+                conn.client, local.frame, concurrency=opts.concurrency, call=conn.call
+            )
+            return ReconcileResult(plan=None, events=events, report=local.report)
+        return await _plan(conn.client, conn.call, local, settings, opts, on_progress)
+
+
+async def _apply(
+    run: Run,
+    local: _Local,
+    opts: ReconcileOptions,
+    on_progress: Callable[[int], None] | None,
+) -> ReconcileResult:
+    settings = run.settings
+    refused: list[dict[str, Any]] = []
+
+    def sink(outcomes: Sequence[Outcome[Any]]) -> None:
+        refused.extend(outcome_rejects(outcomes).to_dicts())
+
+    async with run.engine(on_rejected=sink) as engine:
+        if local.kind == "events":
+            events = await reconcile_events(
+                engine.client,
+                local.frame,
+                concurrency=opts.concurrency,
+                call=engine.with_retry,
+                engine=engine,
+                allow_triggers=opts.allow_triggers,
+            )
+            events.rejects.extend(refused)
+            if events.rejects:
+                events.rejects_path = _write_rejects(settings, run.run_id, events.rejects)
+            result = ReconcileResult(plan=None, events=events, report=local.report)
+            result.run_id = run.run_id
+            run.counts = {
+                "sent": events.sent,
+                "failed": events.failed,
+                "exit_code": events.exit_code,
+            }
+            return result
+        result = await _plan(engine.client, engine.with_retry, local, settings, opts, on_progress)
+        result.run_id = run.run_id
+        plan = result.plan
+        assert plan is not None  # noqa: S101 (contacts)
+        if not plan.is_empty:
+            snapshot = result.snapshot
+            result.applied = await apply_plan(
+                engine,
+                plan,
+                remote=remote_by_id(snapshot.frame) if plan.mirror and snapshot else None,
+                tombstone=_tombstone_path(settings, opts.tombstone) if plan.mirror else None,
+            )
+            if result.applied.rejects:
+                result.applied.rejects_path = _write_rejects(
+                    settings, run.run_id, result.applied.rejects
+                )
+        run.counts = result.counts()
+        return result
+
+
+def _record_args(
+    local: _Local, opts: ReconcileOptions, args: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    if local.kind == "events":
+        return (
+            dict(args)
+            if args is not None
+            else {"paths": local.paths, "kind": "events", "apply": True}
+        )
+    record: dict[str, Any] = dict(args) if args is not None else {"paths": local.paths}
+    record.update(mirror=opts.mirror, apply=opts.apply)
+    return record
+
+
+def reconcile_locked(
+    store: StateStore | None,
+    paths: Sequence[str | Path | ChunkSource],
+    *,
+    settings: Settings,
+    inputs: InputOptions | None = None,
+    options: ReconcileOptions | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    command: str = "reconcile",
+    args: Mapping[str, Any] | None = None,
+    client_factory: ClientFactory | None = None,
+) -> ReconcileResult:
+    """:func:`reconcile` for a caller that holds the state lock (``store``; None when
+    the caller knows nothing will be applied)."""
+    opts = options or ReconcileOptions()
+    local = _read(paths, inputs, opts)
+    if not opts.apply or store is None:
+        return asyncio.run(_preview(local, settings, opts, client_factory, on_progress))
+    with recorded_run(
+        store,
+        settings,
+        command,
+        _record_args(local, opts, args),
+        options=opts.run_options,
+        client_factory=client_factory,
+    ) as run:
+        result = asyncio.run(_apply(run, local, opts, on_progress))
+        run.status = "incomplete" if result.exit_code == EXIT_INCOMPLETE else "ok"
+        return result
 
 
 def reconcile(
@@ -362,119 +425,37 @@ def reconcile(
     on_progress: Callable[[int], None] | None = None,
     command: str = "reconcile",
     args: Mapping[str, Any] | None = None,
+    client_factory: ClientFactory | None = None,
 ) -> ReconcileResult:
     """The library form of ``kraiter-sync reconcile PATH...`` (contacts or events).
 
     Without ``options.apply`` nothing is written and no lock is taken. With it, the run
-    holds the state lock, is recorded in the ledger (``kraiter-sync runs``) under
-    ``command`` with ``args`` (``sync`` names its mirror jobs ``sync:<job>``), and writes
-    go through the import engine's client, rate controller and retry policy; creates go
-    through ``Engine.write_contacts`` (which keeps the ledger's contact cache current).
+    holds the state lock, is recorded in the ledger under ``command`` with ``args``, and
+    every write goes through the upload engine.
     """
     opts = options or ReconcileOptions()
-    kind, local, report = load_local(paths, inputs or InputOptions(), rejects=opts.rejects)
-    if kind == "events":
-        return ReconcileResult(
-            plan=None, events=_events(settings, local, opts, paths), report=report
-        )
-    if opts.mirror:
-        _refuse_unsafe_mirror(local, report)
-    record: dict[str, Any] = dict(args) if args is not None else {"paths": [str(p) for p in paths]}
-    record.update(mirror=opts.mirror, apply=opts.apply)
-
-    async def plan_with(client: KraiterClient, call: Caller) -> ReconcileResult:
-        plan, snapshot = await plan_contacts(
-            client,
-            local,
-            mirror=opts.mirror,
-            mirror_properties=opts.mirror_properties,
-            strategy=opts.strategy,
-            concurrency=opts.concurrency,
-            call=call,
+    if not opts.apply:
+        return reconcile_locked(
+            None,
+            paths,
+            settings=settings,
+            inputs=inputs,
+            options=opts,
             on_progress=on_progress,
+            client_factory=client_factory,
         )
-        plan.target = settings.target
-        check_mirror_guards(plan, max_delete_ratio=opts.max_delete_ratio)
-        result = ReconcileResult(plan=plan, snapshot=snapshot, report=report)
-        if opts.plan_out is not None:
-            result.plan_path = write_plan(plan, opts.plan_out)
-        return result
-
-    async def run() -> ReconcileResult:
-        if not opts.apply:
-            async with _reader(settings, opts) as (client, call):
-                return await plan_with(client, call)
-        counts: dict[str, Any] = {}
-        async with open_session(settings, command, record, opts, counts=counts) as session:
-            result = await plan_with(session.client, session.call)
-            result.run_id = session.run_id
-            plan = result.plan
-            assert plan is not None  # noqa: S101 (contacts)
-            if not plan.is_empty:
-                result.applied = await apply_plan(
-                    session.client,
-                    plan,
-                    remote=remote_by_id(result.snapshot.frame)
-                    if plan.mirror and result.snapshot is not None
-                    else None,
-                    tombstone=_tombstone_path(settings, opts.tombstone) if plan.mirror else None,
-                    call=session.call,
-                    engine=session.engine,
-                    concurrency=opts.concurrency,
-                )
-                _finish_apply(settings, session, result.applied)
-            counts.update(result.counts())
-            return result
-
-    return asyncio.run(run())
-
-
-def _finish_apply(settings: Settings, session: Session, applied: ApplyResult) -> None:
-    if applied.rejects:
-        path = settings.state_dir / "rejects" / f"reconcile-run-{session.run_id}.csv"
-        applied.rejects_path = _write_rejects(path, applied.rejects)
-
-
-def _events(
-    settings: Settings, local: pl.DataFrame, opts: ReconcileOptions, paths: Sequence[Any]
-) -> EventsReconcileResult:
-    from kraiter_sync.plan.events import event_rejects, reconcile_events
-
-    async def run() -> EventsReconcileResult:
-        if not opts.apply:
-            async with _reader(settings, opts) as (client, call):
-                return await reconcile_events(
-                    client, local, concurrency=opts.concurrency, call=call
-                )
-        counts: dict[str, Any] = {}
-        args = {"paths": [str(p) for p in paths], "kind": "events", "apply": True}
-        refused: list[dict[str, Any]] = []
-
-        def sink(outcomes: Sequence[Outcome[Any]]) -> None:
-            refused.extend(event_rejects(outcomes))
-
-        async with open_session(
-            settings, "reconcile", args, opts, counts=counts, on_rejected=sink
-        ) as session:
-            result = await reconcile_events(
-                session.client,
-                local,
-                apply=True,
-                concurrency=opts.concurrency,
-                call=session.call,
-                engine=session.engine,
-                allow_triggers=opts.allow_triggers,
-            )
-            result.rejects.extend(refused)
-            if result.rejects:
-                path = settings.state_dir / "rejects" / f"reconcile-run-{session.run_id}.csv"
-                result.rejects_path = _write_rejects(path, result.rejects)
-            counts.update(
-                {"sent": result.sent, "failed": result.failed, "exit_code": result.exit_code}
-            )
-            return result
-
-    return asyncio.run(run())
+    with locked_state(settings) as store:
+        return reconcile_locked(
+            store,
+            paths,
+            settings=settings,
+            inputs=inputs,
+            options=opts,
+            on_progress=on_progress,
+            command=command,
+            args=args,
+            client_factory=client_factory,
+        )
 
 
 def apply_saved_plan(
@@ -482,6 +463,7 @@ def apply_saved_plan(
     *,
     settings: Settings,
     options: ReconcileOptions | None = None,
+    client_factory: ClientFactory | None = None,
 ) -> ReconcileResult:
     """``kraiter-sync reconcile --plan PLAN --apply``: refuse when Kraiter changed since."""
     opts = options or ReconcileOptions()
@@ -495,118 +477,37 @@ def apply_saved_plan(
     check_mirror_guards(plan, max_delete_ratio=opts.max_delete_ratio)
     args = {"plan": str(plan_path), "apply": True}
 
-    async def run() -> ReconcileResult:
-        counts: dict[str, Any] = {}
-        async with open_session(settings, "reconcile", args, opts, counts=counts) as session:
+    async def main(run: Run) -> ReconcileResult:
+        async with run.engine() as engine:
             current = await verify_plan_fresh(
-                session.client, plan, call=session.call, concurrency=opts.concurrency
+                engine.client, plan, call=engine.with_retry, concurrency=opts.concurrency
             )
-            result = ReconcileResult(plan=plan)
+            result = ReconcileResult(plan=plan, run_id=run.run_id)
             if not plan.is_empty:
                 result.applied = await apply_plan(
-                    session.client,
+                    engine,
                     plan,
                     remote=current,
                     tombstone=_tombstone_path(settings, opts.tombstone) if plan.mirror else None,
-                    call=session.call,
-                    engine=session.engine,
-                    concurrency=opts.concurrency,
                 )
-                _finish_apply(settings, session, result.applied)
-            counts.update(result.counts())
+                if result.applied.rejects:
+                    result.applied.rejects_path = _write_rejects(
+                        settings, run.run_id, result.applied.rejects
+                    )
+            run.counts = result.counts()
             return result
 
-    return asyncio.run(run())
-
-
-def restore(
-    tombstone: str | Path,
-    *,
-    settings: Settings,
-    options: ReconcileOptions | None = None,
-) -> RestoreResult:
-    """``kraiter-sync restore TOMBSTONE``: recreate the contacts a mirror run deleted."""
-    opts = options or ReconcileOptions()
-    contacts = read_tombstone(tombstone)
-
-    async def run() -> RestoreResult:
-        counts: dict[str, Any] = {}
-        args = {"tombstone": str(tombstone)}
-        async with open_session(settings, "restore", args, opts, counts=counts) as session:
-            result = await restore_tombstone(
-                session.client, contacts, call=session.call, concurrency=opts.concurrency
-            )
-            counts.update(
-                {
-                    "restored": result.restored,
-                    "existing": result.existing,
-                    "rejected": len(result.rejects),
-                    "failed": result.failed,
-                    "exit_code": result.exit_code,
-                }
-            )
-            return result
-
-    return asyncio.run(run())
-
-
-# ---- rendering -----------------------------------------------------------------------------
-
-
-def _describe_change(changes: str | None) -> str:
-    if not changes:
-        return ""
-    doc = json.loads(changes)
-    parts = [
-        f"{key}: {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"
-        for key, (old, new) in doc.get("properties", {}).items()
-    ]
-    if "userId" in doc:
-        old, new = doc["userId"]
-        parts.append(
-            f"userId: {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"
-        )
-    return "; ".join(parts)
-
-
-def render_plan(plan: ContactPlan, *, sample: int = 10) -> str:
-    """A summary line per action and a readable sample of the changes."""
-    c = plan.counts()
-    removal = "delete" if plan.mirror else "remote_only"
-    lines = [
-        f"plan: {c['create']:,} to create, {c['update']:,} to update, "
-        f"{c['unchanged']:,} unchanged, "
-        + (
-            f"{c['delete']:,} to delete (mirror)"
-            if plan.mirror
-            else (
-                f"{c['remote_only']:,} only in Kraiter (left alone; --mirror deletes them)"
-                if plan.remote_complete
-                else "remote-only contacts not known (Kraiter was read by lookups)"
-            )
-        )
-    ]
-    if plan.remote_duplicates:
-        lines.append(
-            f"warning: {plan.remote_duplicates:,} Kraiter contact(s) share a normalised email "
-            "with another and were left out"
-        )
-    marks = {"create": "+", "update": "~", removal: "-"}
-    for action, mark in marks.items():
-        rows = plan.of(action)  # type: ignore[arg-type]
-        if rows.height == 0 or sample <= 0:
-            continue
-        lines.append(
-            f"{action} ({rows.height:,}{', first ' + str(sample) if rows.height > sample else ''}):"
-        )
-        for row in rows.head(sample).iter_rows(named=True):
-            if action == "create":
-                detail = row["properties"] or "{}"
-                if row["user_id"]:
-                    detail += f" userId={json.dumps(row['user_id'])}"
-            elif action == "update":
-                detail = _describe_change(row["changes"])
-            else:
-                detail = f"id {row['id']}"
-            lines.append(f"  {mark} {row['email']}  {detail}")
-    return "\n".join(lines)
+    with (
+        locked_state(settings) as store,
+        recorded_run(
+            store,
+            settings,
+            "reconcile",
+            args,
+            options=opts.run_options,
+            client_factory=client_factory,
+        ) as run,
+    ):
+        result = asyncio.run(main(run))
+        run.status = "incomplete" if result.exit_code == EXIT_INCOMPLETE else "ok"
+        return result

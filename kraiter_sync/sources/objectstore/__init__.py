@@ -38,7 +38,7 @@ from kraiter_sync.sources.objectstore.stores import (
     open_bucket,
     translate_error,
 )
-from kraiter_sync.sources.objectstore.urls import ObjectUrl, is_object_url, parse_url, redact
+from kraiter_sync.urls import ObjectUrl, is_object_url, parse_url, redact
 
 __all__ = [
     "Bucket",

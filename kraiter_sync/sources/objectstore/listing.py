@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from kraiter_sync.errors import InputError
 from kraiter_sync.sources.objectstore.stores import ObjectInfo, StorageOptions, open_bucket
-from kraiter_sync.sources.objectstore.urls import is_object_url, parse_url, redact
+from kraiter_sync.urls import is_object_url, parse_url, redact
 
 __all__ = ["Found", "ObjectInfo", "expand", "is_manifest_name", "read_manifest", "read_object"]
 

@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kraiter_sync.config import is_loopback_host
 from kraiter_sync.errors import ConfigError, InputError
-from kraiter_sync.sources.objectstore.urls import Cloud, ObjectUrl, redact
+from kraiter_sync.urls import Cloud, ObjectUrl, is_loopback_host, redact
 
 __all__ = [
     "INSTALL_HINT",

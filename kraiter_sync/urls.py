@@ -1,4 +1,5 @@
-"""Object URLs: recognise them, split them, and keep secrets out of what is shown.
+"""URLs the tool is given: object-store and database sources, hosts, and keeping their
+secrets out of what is shown or stored.
 
 A URL's query string is never shown or stored: signed URLs (``X-Amz-Signature``), Azure
 SAS tokens (``sig=``) and GCS signatures all travel there. :func:`redact` removes it
@@ -7,16 +8,36 @@ from a URL or from any text (an error message from the library) that may quote o
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from kraiter_sync.errors import InputError
 
-__all__ = ["Cloud", "ObjectUrl", "is_object_url", "parse_url", "redact"]
+__all__ = [
+    "SQL_SCHEMES",
+    "Cloud",
+    "ObjectUrl",
+    "SqlDialect",
+    "is_loopback_host",
+    "is_object_url",
+    "is_sql_url",
+    "parse_url",
+    "redact",
+    "redact_url",
+]
 
 Cloud = Literal["s3", "gcs", "azure", "http"]
+SqlDialect = Literal["postgresql", "duckdb", "sqlite"]
+SQL_SCHEMES: dict[str, SqlDialect] = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "duckdb": "duckdb",
+    "sqlite": "sqlite",
+}
 
 _SCHEMES: dict[str, Cloud] = {
     "s3": "s3",
@@ -36,6 +57,43 @@ _SECRET_PARAMS = re.compile(
     r"x-goog-credential|sig|signature|se|sv|sp|token|access_token)=[^\s&\"'<>]*",
     re.IGNORECASE,
 )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_sql_url(text: str) -> bool:
+    """Whether a job's ``source`` names a database (``scheme://``) rather than files."""
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and scheme.lower() in SQL_SCHEMES
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password removed (``postgresql://me@host/db``): safe to print."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url.split("://", 1)[0] + "://…"
+    if password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    user = quote(unquote(parts.username or ""), safe="")
+    netloc = f"{user}@{host}" if user else host
+    with contextlib.suppress(ValueError):
+        if parts.port is not None:
+            netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def is_object_url(text: object) -> bool:
@@ -89,8 +147,6 @@ class ObjectUrl:
 
 def parse_url(text: str) -> ObjectUrl:
     """Split an object URL. Plain ``http://`` is accepted only for loopback hosts."""
-    from kraiter_sync.config import is_loopback_host
-
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     cloud = _SCHEMES.get(scheme)

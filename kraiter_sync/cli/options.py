@@ -1,0 +1,337 @@
+"""The options every command shares: common ones, inputs, sending."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import click
+
+from kraiter_sync.config import (
+    DEFAULT_CONFIG_FILE,
+    Settings,
+    load_config_file,
+    resolve_settings,
+    resolve_state_dir,
+)
+from kraiter_sync.logs import LogFormat, configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from kraiter_sync.inputs import InputOptions
+    from kraiter_sync.verbs.importer import ImportOptions
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = get_logger("cli")
+
+
+@dataclass
+class Common:
+    """The options every command takes after its name."""
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    state_dir: Path | None = None
+    config_path: Path | None = None
+    tenant: str | None = None
+    tenant_rotate: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    log_format: LogFormat = "text"
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def config(self) -> dict[str, Any]:
+        """The parsed kraiter-sync.toml (``--config``, else ./kraiter-sync.toml if present)."""
+        if self.config_path is not None:
+            return load_config_file(self.config_path)
+        if DEFAULT_CONFIG_FILE.is_file():
+            return load_config_file(DEFAULT_CONFIG_FILE)
+        return {}
+
+    def state_dir_only(self) -> Path:
+        """The state directory, for commands that send nothing (no key, no host needed)."""
+        return resolve_state_dir(self.state_dir, config=self.config())
+
+    @property
+    def config_auto_loaded(self) -> bool:
+        """Whether the config is ./kraiter-sync.toml found by itself (not named by --config):
+        a host only it names needs the user's confirmation before a key goes there."""
+        return self.config_path is None
+
+    def settings(self) -> Settings:
+        """Resolve flags > environment > config once; announce the local Kraiter."""
+        if self._settings is None:
+            self._settings = resolve_settings(
+                api_key=self.api_key,
+                base_url=self.base_url,
+                state_dir=self.state_dir,
+                tenant=self.tenant,
+                config=self.config(),
+                config_auto_loaded=self.config_auto_loaded,
+                tenant_rotate=self.tenant_rotate,
+            )
+            configure_logging(
+                verbose=self.verbose,
+                quiet=self.quiet,
+                log_format=self.log_format,
+                secrets=[self._settings.api_key],
+            )
+            if self._settings.local:
+                log.warning(
+                    "No KRAITER_API_KEY or KRAITER_BASE_URL set: using the local Kraiter in "
+                    "%s (set both to talk to your real account).",
+                    self._settings.local_db,
+                )
+        return self._settings
+
+
+def common_options(func: F) -> F:
+    """Add the common options; the command receives them as ``common: Common``."""
+
+    @click.option(
+        "--api-key",
+        envvar="KRAITER_API_KEY",
+        show_envvar=True,
+        default=None,
+        help="Kraiter API key (kr_…). Prefer the environment variable: flags "
+        "show up in shell history and process lists. A key is never sent to a host that "
+        "only an automatically found ./kraiter-sync.toml names until you confirm it once "
+        "(--base-url, KRAITER_BASE_URL, --config, or the user config's "
+        '[hosts."HOST"] trust = true).',
+    )
+    @click.option(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help="Kraiter API base URL [env: KRAITER_BASE_URL; default "
+        "https://api.kraiter.com]. Plain http:// only for loopback; no user:password@.",
+    )
+    @click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Where the ledger, watermarks and the local Kraiter live "
+        "[env: KRAITER_SYNC_STATE_DIR; default ./.kraiter-sync].",
+    )
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Path of kraiter-sync.toml [default: ./kraiter-sync.toml if present; a host "
+        "only that automatic file names must be confirmed before a key is sent].",
+    )
+    @click.option(
+        "--tenant",
+        default=None,
+        metavar="NAME",
+        help="Name the Kraiter account in the ledger instead of a fingerprint of the key "
+        "[env: KRAITER_TENANT]; keep it when you rotate keys so nothing is re-sent. The "
+        "name keeps the key it was first used with: another key is refused.",
+    )
+    @click.option(
+        "--tenant-rotate",
+        is_flag=True,
+        help="Accept a new API key for --tenant once (you rotated the key of that same "
+        "Kraiter account); later runs must use the new key.",
+    )
+    @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+    @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
+    @click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Diagnostics on stderr as text or JSON lines.",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        common = Common(
+            api_key=kwargs.pop("api_key"),
+            base_url=kwargs.pop("base_url"),
+            state_dir=kwargs.pop("state_dir"),
+            config_path=kwargs.pop("config_path"),
+            tenant=kwargs.pop("tenant"),
+            tenant_rotate=kwargs.pop("tenant_rotate"),
+            quiet=kwargs.pop("quiet"),
+            verbose=kwargs.pop("verbose"),
+            log_format=kwargs.pop("log_format"),
+        )
+        configure_logging(
+            verbose=common.verbose,
+            quiet=common.quiet,
+            log_format=common.log_format,
+            secrets=[common.api_key] if common.api_key else None,
+        )
+        return func(*args, common=common, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def input_options(func: F) -> F:
+    """Options for reading and mapping inputs, shared by validate, import and reconcile.
+
+    The command receives them as ``inputs: InputOptions``.
+    """
+
+    @click.option(
+        "--kind",
+        type=click.Choice(["events", "contacts"]),
+        default=None,
+        help="What the files hold [default: detected from the columns].",
+    )
+    @click.option(
+        "--connector",
+        metavar="NAME|FILE",
+        default=None,
+        help="A preset (see `kraiter-sync connectors`) or a connector .toml file.",
+    )
+    @click.option(
+        "--map",
+        "mapping",
+        metavar="FIELD=COLUMN",
+        multiple=True,
+        help="Use COLUMN for FIELD (email, contact_id, user_id, name, timestamp); "
+        "repeatable. Wins over detection and connectors.",
+    )
+    @click.option(
+        "--timezone",
+        default=None,
+        metavar="ZONE",
+        help="IANA zone for timestamps without an offset [default: UTC, reported].",
+    )
+    @click.option(
+        "--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/JSON inputs."
+    )
+    @click.option(
+        "--allow-smtputf8",
+        is_flag=True,
+        help="Accept non-ASCII local parts (off: Kraiter sends through Amazon SES, "
+        "which refuses them).",
+    )
+    @click.option(
+        "--chunk-size",
+        type=click.IntRange(min=1),
+        default=100_000,
+        show_default=True,
+        help="Rows read and validated at a time: the memory bound. Larger chunks run "
+        "faster and hold more memory.",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kraiter_sync.connectors import parse_overrides
+        from kraiter_sync.inputs import InputOptions
+        from kraiter_sync.validate import ValidationOptions
+
+        timezone = kwargs.pop("timezone")
+        validation = ValidationOptions(allow_smtputf8=kwargs.pop("allow_smtputf8"))
+        if timezone:
+            validation = dataclasses.replace(validation, timezone=timezone)
+        kwargs["inputs"] = InputOptions(
+            storage=storage_options(kwargs.get("config_path")),
+            kind=kwargs.pop("kind"),
+            connector=kwargs.pop("connector"),
+            mapping=parse_overrides(kwargs.pop("mapping")),
+            encoding=kwargs.pop("encoding"),
+            chunk_size=kwargs.pop("chunk_size"),
+            timezone=timezone,
+            validation=validation,
+        )
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def storage_options(config_path: Path | None) -> Any:
+    """The ``[storage]`` table of kraiter-sync.toml (object-store endpoints, profiles)."""
+    from kraiter_sync.sources.objectstore.stores import StorageOptions
+
+    return StorageOptions.from_config(Common(config_path=config_path).config())
+
+
+def default_rejects(state_dir: Path, stem: str) -> Path:
+    return state_dir / "rejects" / f"{stem}.csv"
+
+
+@dataclass(frozen=True)
+class SendFlags:
+    """The options of every command that sends through the engine."""
+
+    rejects: Path | None
+    concurrency: int
+    rate: float | None
+    max_retries: int
+    allow_triggers: bool
+
+    def import_options(self, inputs: InputOptions, *, dry_run: bool = False) -> ImportOptions:
+        from kraiter_sync.verbs.importer import ImportOptions
+
+        return ImportOptions(
+            input=inputs,
+            rejects=self.rejects,
+            dry_run=dry_run,
+            concurrency=self.concurrency,
+            rate=self.rate,
+            max_retries=self.max_retries,
+            allow_triggers=self.allow_triggers,
+        )
+
+
+json_summary_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout."
+)
+
+
+def send_options(func: F) -> F:
+    """Options for sending (import, retry, reconcile); the command gets ``sending: SendFlags``."""
+
+    @click.option(
+        "--rejects",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Write rejected rows here (.csv, .parquet or .ndjson) "
+        "(import and retry default to STATE_DIR/rejects/run-N.csv).",
+    )
+    @click.option(
+        "--concurrency",
+        type=click.IntRange(1, 256),
+        default=16,
+        show_default=True,
+        help="Requests in flight at once.",
+    )
+    @click.option(
+        "--rate",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Ceiling in requests/s [default: as fast as Kraiter allows; the rate "
+        "adapts to 429s and X-RateLimit headers either way].",
+    )
+    @click.option(
+        "--max-retries",
+        type=click.IntRange(min=0),
+        default=5,
+        show_default=True,
+        help="Retries per request on 429, 5xx, timeouts and dropped connections (0: no retries).",
+    )
+    @click.option(
+        "--allow-triggers",
+        is_flag=True,
+        help="Send events even when their names trigger live sequences (this can "
+        "enrol contacts and send real emails).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["sending"] = SendFlags(
+            rejects=kwargs.pop("rejects"),
+            concurrency=kwargs.pop("concurrency"),
+            rate=kwargs.pop("rate"),
+            max_retries=kwargs.pop("max_retries"),
+            allow_triggers=kwargs.pop("allow_triggers"),
+        )
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)

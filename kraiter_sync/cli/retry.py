@@ -1,0 +1,52 @@
+"""``kraiter-sync import``, ``retry`` and ``runs``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from kraiter_sync.cli.app import main
+from kraiter_sync.cli.importing import finish_import
+from kraiter_sync.cli.options import (
+    Common,
+    SendFlags,
+    common_options,
+    json_summary_option,
+    send_options,
+    storage_options,
+)
+from kraiter_sync.cli.progress import ProgressSink
+from kraiter_sync.logs import get_logger
+
+if TYPE_CHECKING:
+    pass
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = get_logger("cli")
+
+
+@main.command("retry")
+@click.argument("rejects_file")
+@send_options
+@json_summary_option
+@common_options
+def retry_command(rejects_file: str, sending: SendFlags, as_json: bool, common: Common) -> None:
+    """Re-send the rows Kraiter rejected, once you have fixed the cause.
+
+    REJECTS_FILE is the file an `import` named in its summary. Only rows Kraiter refused
+    (stage "rejected", e.g. a property it found too long after you raised a limit, or a
+    contact that was missing) are sent again; rows caught by validation (stage
+    "invalid") need fixing in the source and a new import. Nothing is sent twice.
+    """
+    from kraiter_sync.inputs import InputOptions
+    from kraiter_sync.verbs.retry import retry_
+
+    options = sending.import_options(InputOptions(storage=storage_options(common.config_path)))
+    with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+        result = retry_(
+            rejects_file, settings=common.settings(), options=options, on_progress=progress.sending
+        )
+    finish_import(result, as_json=as_json)

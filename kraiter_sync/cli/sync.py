@@ -1,0 +1,131 @@
+"""``kraiter-sync sync``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from kraiter_sync.cli.app import main
+from kraiter_sync.cli.options import Common, common_options
+from kraiter_sync.cli.progress import ProgressSink
+from kraiter_sync.cli.render import check_lines
+from kraiter_sync.config import (
+    DEFAULT_CONFIG_FILE,
+    Settings,
+)
+from kraiter_sync.logs import configure_logging, get_logger
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = get_logger("cli")
+
+
+def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
+    """Load kraiter-sync.toml and resolve settings from it (its relative paths are
+    relative to the file), with flags and environment winning; remembered on ``common``."""
+    from kraiter_sync.config.file import load_sync_config
+
+    sync_config = load_sync_config(config_path)
+    settings = sync_config.settings(
+        api_key=common.api_key,
+        base_url=common.base_url,
+        state_dir=common.state_dir,
+        tenant=common.tenant,
+        tenant_rotate=common.tenant_rotate,
+        config_auto_loaded=common.config_auto_loaded,
+    )
+    common._settings = settings
+    configure_logging(
+        verbose=common.verbose,
+        quiet=common.quiet,
+        log_format=common.log_format,
+        secrets=[settings.api_key],
+    )
+    if settings.local:
+        log.warning(
+            "No KRAITER_API_KEY or KRAITER_BASE_URL set: using the local Kraiter in "
+            "%s (set both to talk to your real account).",
+            settings.local_db,
+        )
+    return sync_config, settings
+
+
+@main.command("sync")
+@click.argument("jobs", nargs=-1, metavar="[JOB]...")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Validate the config and every mapping, read and validate the first 1,000 rows of "
+    "every source the way the run reads them, and make one read from Kraiter; send nothing.",
+)
+@click.option("--dry-run", is_flag=True, help="Read, validate and plan every job; send nothing.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Ignore watermarks and the contact change cache: re-read and re-check everything.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@common_options
+def sync_command(
+    common: Common, jobs: tuple[str, ...], check: bool, dry_run: bool, full: bool, as_json: bool
+) -> None:
+    """Run the jobs of kraiter-sync.toml (all enabled ones, or the JOBs named), in order.
+
+    Meant for cron, systemd timers and Airflow: one lock per state directory (a second
+    run exits 5 at once, naming the holder, and starts nothing), a watermark per
+    incremental events job, a change cache so unchanged contacts cost nothing, a run
+    record per job (`kraiter-sync runs`), and an exit code for the whole run. A failing
+    job does not stop the others; the run exits with the most severe code of all jobs
+    (2 config > 1 failed > 4 incomplete > 3 rejected rows > 0), or 5 when busy.
+
+    \b
+    kraiter-sync.toml (relative paths are relative to the file):
+      [target]
+      base_url = "https://api.kraiter.com"
+      api_key_file = "/etc/kraiter-sync/key"   # or KRAITER_API_KEY; never inline
+      [jobs.customers]
+      source = "postgresql://etl@warehouse/crm"  # or duckdb:///x.duckdb, sqlite:///x.db,
+      query = "SELECT email, plan FROM customers"  # or files/globs: "exports/*.csv"
+      kind = "contacts"                          # contacts | events
+      full_every = "7d"                          # re-check every contact weekly
+      [jobs.events]
+      source = "exports/events/*.parquet"
+      kind = "events"
+      cursor = "occurred_at"                     # read only rows >= watermark - lag
+      lag = "2h"
+
+    \b
+    Examples:
+      kraiter-sync sync --check
+      kraiter-sync sync                    # every enabled job
+      kraiter-sync sync events --dry-run   # one job, nothing sent
+      kraiter-sync sync --json > last-sync.json
+    """
+
+    from kraiter_sync.sync import check_jobs
+
+    config_path = common.config_path or DEFAULT_CONFIG_FILE
+    sync_config, settings = _sync_settings(common, config_path)
+    if check:
+        result = check_jobs(sync_config, settings, jobs)
+        if as_json:
+            click.echo(json.dumps(result.as_dict()))
+        else:
+            for line, ok in check_lines(result, verbose=bool(common.verbose)):
+                click.echo(line, err=not ok)
+        ctx = click.get_current_context()
+        ctx.exit(result.exit_code)
+    from kraiter_sync.sync import run_sync
+
+    with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+        outcome = run_sync(
+            sync_config, settings, jobs, dry_run=dry_run, full=full, on_progress=progress.sending
+        )
+    # Each job's outcome is logged (info when ok, so cron stays silent on a good night;
+    # warning for rejected rows; error for failures). --json adds the summary on stdout.
+    if as_json:
+        click.echo(json.dumps(outcome.as_dict()))
+    click.get_current_context().exit(outcome.exit_code)

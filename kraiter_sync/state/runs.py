@@ -1,0 +1,116 @@
+"""Runs: one record per command run, and how a run whose process died is told apart.
+
+A record holds the command, its arguments (scrubbed of secrets), the final counts, and the
+process that ran it (pid, host, and the process's start identity, so a run whose process
+died is told apart from a live one even when its pid was reused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kraiter_sync.urls import redact
+
+__all__ = [
+    "RUN_COLUMNS",
+    "RunRecord",
+    "process_gone",
+    "process_identity",
+    "run_record",
+    "scrub_args",
+]
+
+#: Argument names never written to the ledger.
+_SECRET_ARGS = frozenset({"api_key", "apikey", "key", "token", "password", "secret"})
+
+
+def scrub_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of command arguments safe to store: secrets dropped, paths as strings,
+    URLs without their query strings (signed URLs carry credentials there)."""
+    clean: dict[str, Any] = {}
+    for name, value in args.items():
+        if name.lower() in _SECRET_ARGS:
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple | list):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
+            value = [redact(v) if isinstance(v, str) and "://" in v else v for v in value]
+        if isinstance(value, str) and "://" in value:
+            value = redact(value)
+        clean[name] = value
+    return clean
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    command: str
+    target: str
+    args: dict[str, Any]
+    started_at: float
+    finished_at: float | None
+    #: running, ok, incomplete, failed, dry-run, or killed (its process is gone)
+    status: str
+    counts: dict[str, Any]
+    pid: int | None = None
+    host: str | None = None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def process_identity(pid: int) -> str | None:
+    """Who a pid is: the boot and the start time of the process holding it (Linux
+    ``/proc``), so a pid reused by another process later reads differently. None where
+    the system does not say (then only whether the pid is alive is known)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    boot = _boot_id()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces and parens
+    if boot is None or len(fields) < 20:
+        return None
+    return f"{boot}:{fields[19]}"  # field 22 of proc(5): start time in clock ticks
+
+
+def process_gone(pid: int, identity: str | None) -> bool:
+    """Whether the process that recorded (pid, identity) on this host has ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    if identity is None:
+        return False
+    now = process_identity(pid)
+    return now is not None and now != identity
+
+
+RUN_COLUMNS = "id, command, target, args, started_at, finished_at, status, counts, pid, host"
+
+
+def run_record(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=int(row[0]),
+        command=row[1],
+        target=row[2],
+        args=json.loads(row[3] or "{}"),
+        started_at=float(row[4]),
+        finished_at=None if row[5] is None else float(row[5]),
+        status=row[6],
+        counts=json.loads(row[7] or "{}"),
+        pid=None if row[8] is None else int(row[8]),
+        host=row[9],
+    )

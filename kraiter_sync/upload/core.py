@@ -1,0 +1,142 @@
+"""What every engine operation shares: one client, one rate budget, one retry policy, one
+state store, one stop switch, one bounded worker pool, one set of counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.api.pool import worker_pool
+from kraiter_sync.api.retry import RetryPolicy, call_with_retry
+from kraiter_sync.state.store import StateStore
+from kraiter_sync.upload.rows import Outcome, RejectSink
+
+if TYPE_CHECKING:
+    from kraiter_sync.api.ratelimit import RateController
+
+__all__ = ["EngineCore", "EngineOptions", "EngineStats", "Snapshot"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Knobs of the engine; the CLI's --concurrency and --max-retries land here."""
+
+    concurrency: int = 16
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Keys marked inflight per ledger transaction (also the done/rejected flush size).
+    batch_size: int = 500
+
+
+@dataclass
+class EngineStats:
+    """Counters for the summary and the progress display."""
+
+    events_sent: int = 0
+    events_verified: int = 0  # ambiguous outcomes found already applied in Kraiter
+    events_rejected: int = 0
+    events_failed: int = 0  # out of retries; left for the next run
+    contacts_created: int = 0
+    contacts_updated: int = 0
+    contacts_unchanged: int = 0
+    contacts_deleted: int = 0
+    contacts_rejected: int = 0
+    contacts_failed: int = 0
+    retries: int = 0
+    verifications: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where a run stands, for a progress display (``cli.progress``)."""
+
+    done: int
+    total: int
+    retries: int
+    rate_limited: int
+    #: Requests/s the rate controller currently allows (None: unpaced).
+    rate_budget: float | None
+
+
+class EngineCore:
+    """The shared parts; :class:`~kraiter_sync.upload.engine.Engine` adds the operations."""
+
+    def __init__(
+        self,
+        client: KraiterClient,
+        store: StateStore,
+        *,
+        target: str,
+        run_id: int | None,
+        options: EngineOptions | None = None,
+        controller: RateController | None = None,
+        on_rejected: RejectSink | None = None,
+        on_progress: Callable[[EngineStats], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.target = target
+        self.run_id = run_id
+        self.options = options or EngineOptions()
+        #: The client's rate controller (None when the client was built without one).
+        self.controller = controller
+        self.stats = EngineStats()
+        self._on_rejected = on_rejected
+        self._on_progress = on_progress
+        self._stop = asyncio.Event()
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop issuing new requests; in-flight ones finish and are recorded."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.should_stop()
+
+    def should_stop(self) -> bool:
+        """Whether a stop was requested (a method: the answer changes while awaiting)."""
+        return self._stop.is_set()
+
+    # -- shared plumbing -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def pool(
+        self, handle: Callable[[T], Awaitable[None]]
+    ) -> AsyncIterator[Callable[[T], Awaitable[None]]]:
+        """The bounded worker pool (``api.pool``); a handler's bug stops the engine."""
+        async with worker_pool(
+            handle, concurrency=self.options.concurrency, on_error=self.request_stop
+        ) as put:
+            yield put
+
+    async def feed(self, items: Sequence[T], handle: Callable[[T], Awaitable[None]]) -> None:
+        """Hand ``items`` to the pool until done or asked to stop."""
+        async with self.pool(handle) as put:
+            for item in items:
+                if self.stopping:
+                    break
+                await put(item)
+
+    async def with_retry(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run one call under the engine's retry policy, counting retries."""
+
+        def count(_exc: BaseException, _attempt: int) -> None:
+            self.stats.retries += 1
+
+        return await call_with_retry(attempt, self.options.retry, before_retry=count)
+
+    def rejected(self, outcomes: Sequence[Outcome[Any]]) -> None:
+        """Hand records Kraiter refused to the run's reject sink."""
+        if outcomes and self._on_rejected is not None:
+            self._on_rejected(outcomes)
+
+    def progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.stats)
