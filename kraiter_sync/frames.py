@@ -5,6 +5,7 @@
   read carries from its source to the rejects file: the file (or query label) and the
   1-based data row within it.
 * :data:`CONTACTS_SCHEMA` / :data:`EVENTS_SCHEMA` — the validator's canonical frames.
+* :data:`PLAN_SCHEMA` — one row per contact of a reconcile plan (saved as is).
 * :data:`REJECT_SCHEMA` — every rejects frame, whether the validator or Kraiter refused
   the row (``stage`` says which).
 * :func:`canonical_json` — a properties object as the canonical JSON text the
@@ -22,6 +23,7 @@ import polars as pl
 __all__ = [
     "CONTACTS_SCHEMA",
     "EVENTS_SCHEMA",
+    "PLAN_SCHEMA",
     "PROVENANCE",
     "REJECT_SCHEMA",
     "SOURCE_FILE",
@@ -72,6 +74,21 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "name": pl.String(),
     "timestamp": pl.String(),
     "properties": pl.String(),
+}
+
+
+#: One row per contact in a plan; saved as is to JSON or Parquet.
+PLAN_SCHEMA: dict[str, pl.DataType] = {
+    "action": pl.String(),
+    "email": pl.String(),  # normalised (local) email; Kraiter's for remote-only rows
+    "id": pl.String(),  # Kraiter's contact id (null for create)
+    "user_id": pl.String(),  # create: the user id; update: the new one (null = unchanged)
+    "properties": pl.String(),  # create: all properties; update: the patch (null removes)
+    "changes": pl.String(),  # update: {"properties": {k: [old, new]}, "userId": [old, new]}
+    "remote_updated_at": pl.String(),
+    "remote_hash": pl.String(),  # guards a saved plan against later remote edits
+    "source_file": pl.String(),
+    "source_row": pl.Int64(),
 }
 
 

@@ -16,11 +16,10 @@ import pytest
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app, serve_in_thread
 from kraiter_sync.errors import GuardError
-from kraiter_sync.plan.contact_plan import changed_contacts, plan_contacts
+from kraiter_sync.plan.contact_plan import changed_contacts, plan_contacts, read_plan, write_plan
 from kraiter_sync.plan.contacts import diff_contacts
 from kraiter_sync.plan.guards import check_mirror_guards, verify_plan_fresh
 from kraiter_sync.plan.snapshot import snapshot_contacts
-from kraiter_sync.state.plans import read_plan, write_plan
 from kraiter_sync.state.tombstones import read_tombstone
 from kraiter_sync.verbs.reconcile import reconcile_events
 from tests.helpers.reconcile import apply_with, local_frame, reconcile_applied, restore_with

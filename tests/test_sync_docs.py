@@ -28,7 +28,7 @@ def test_the_example_config_is_valid() -> None:
 
 
 def test_every_job_key_is_documented() -> None:
-    from kraiter_sync.config.file import _JOB_KEYS
+    from kraiter_sync.config.file import JOB_KEYS as _JOB_KEYS
 
     table = DOC.read_text(encoding="utf-8").split("| key | meaning |", 1)[1].split("\n\n", 1)[0]
     for key in _JOB_KEYS:

@@ -14,13 +14,14 @@ import click
 from kraiter_sync.config import (
     DEFAULT_CONFIG_FILE,
     Settings,
-    load_config_file,
     resolve_settings,
     resolve_state_dir,
 )
+from kraiter_sync.config.storage import StorageOptions
 from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 
 if TYPE_CHECKING:
+    from kraiter_sync.config.file import ConfigFile
     from kraiter_sync.inputs import InputOptions
     from kraiter_sync.verbs.importer import ImportOptions
 
@@ -44,17 +45,28 @@ class Common:
     log_format: LogFormat = "text"
     _settings: Settings | None = field(default=None, repr=False)
 
-    def config(self) -> dict[str, Any]:
-        """The parsed kraiter-sync.toml (``--config``, else ./kraiter-sync.toml if present)."""
+    def config(self) -> ConfigFile | None:
+        """kraiter-sync.toml (``--config``, else ./kraiter-sync.toml if present), read by the
+        one model: its relative paths are relative to the file, for every command."""
+        from kraiter_sync.config.file import load_config
+
         if self.config_path is not None:
-            return load_config_file(self.config_path)
+            return load_config(self.config_path)
         if DEFAULT_CONFIG_FILE.is_file():
-            return load_config_file(DEFAULT_CONFIG_FILE)
-        return {}
+            return load_config(DEFAULT_CONFIG_FILE)
+        return None
+
+    def _target(self, config: ConfigFile | None) -> dict[str, Any]:
+        return config.as_settings_config() if config is not None else {}
 
     def state_dir_only(self) -> Path:
         """The state directory, for commands that send nothing (no key, no host needed)."""
-        return resolve_state_dir(self.state_dir, config=self.config())
+        return resolve_state_dir(self.state_dir, config=self._target(self.config()))
+
+    def storage(self) -> StorageOptions:
+        """The file's ``[storage]`` table (object-store endpoints, profiles)."""
+        config = self.config()
+        return config.storage if config is not None else StorageOptions()
 
     @property
     def config_auto_loaded(self) -> bool:
@@ -62,15 +74,16 @@ class Common:
         a host only it names needs the user's confirmation before a key goes there."""
         return self.config_path is None
 
-    def settings(self) -> Settings:
-        """Resolve flags > environment > config once; announce the local Kraiter."""
+    def settings(self, config: ConfigFile | None = None) -> Settings:
+        """Resolve flags > environment > config once; announce the local Kraiter.
+        ``config``: the file when the command has read it already (``sync``)."""
         if self._settings is None:
             self._settings = resolve_settings(
                 api_key=self.api_key,
                 base_url=self.base_url,
                 state_dir=self.state_dir,
                 tenant=self.tenant,
-                config=self.config(),
+                config=self._target(config if config is not None else self.config()),
                 config_auto_loaded=self.config_auto_loaded,
                 tenant_rotate=self.tenant_rotate,
             )
@@ -232,7 +245,7 @@ def input_options(func: F) -> F:
         if timezone:
             validation = dataclasses.replace(validation, timezone=timezone)
         kwargs["inputs"] = InputOptions(
-            storage=storage_options(kwargs.get("config_path")),
+            storage=Common(config_path=kwargs.get("config_path")).storage(),
             kind=kwargs.pop("kind"),
             connector=kwargs.pop("connector"),
             mapping=parse_overrides(kwargs.pop("mapping")),
@@ -244,13 +257,6 @@ def input_options(func: F) -> F:
         return func(*args, **kwargs)
 
     return cast(F, wrapper)
-
-
-def storage_options(config_path: Path | None) -> Any:
-    """The ``[storage]`` table of kraiter-sync.toml (object-store endpoints, profiles)."""
-    from kraiter_sync.sources.objectstore.stores import StorageOptions
-
-    return StorageOptions.from_config(Common(config_path=config_path).config())
 
 
 def default_rejects(state_dir: Path, stem: str) -> Path:

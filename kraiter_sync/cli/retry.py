@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -15,14 +15,9 @@ from kraiter_sync.cli.options import (
     common_options,
     json_summary_option,
     send_options,
-    storage_options,
 )
 from kraiter_sync.cli.progress import ProgressSink
 from kraiter_sync.logs import get_logger
-
-if TYPE_CHECKING:
-    pass
-
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
@@ -44,7 +39,7 @@ def retry_command(rejects_file: str, sending: SendFlags, as_json: bool, common: 
     from kraiter_sync.inputs import InputOptions
     from kraiter_sync.verbs.retry import retry_
 
-    options = sending.import_options(InputOptions(storage=storage_options(common.config_path)))
+    options = sending.import_options(InputOptions(storage=common.storage()))
     with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
         result = retry_(
             rejects_file, settings=common.settings(), options=options, on_progress=progress.sending

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -15,10 +15,6 @@ from kraiter_sync.cli.options import (
 )
 from kraiter_sync.cli.render import run_dict, runs_table
 from kraiter_sync.logs import get_logger
-
-if TYPE_CHECKING:
-    pass
-
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")

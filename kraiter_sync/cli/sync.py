@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -15,42 +14,11 @@ from kraiter_sync.cli.progress import ProgressSink
 from kraiter_sync.cli.render import check_lines
 from kraiter_sync.config import (
     DEFAULT_CONFIG_FILE,
-    Settings,
 )
-from kraiter_sync.logs import configure_logging, get_logger
+from kraiter_sync.logs import get_logger
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
-
-
-def _sync_settings(common: Common, config_path: Path) -> tuple[Any, Settings]:
-    """Load kraiter-sync.toml and resolve settings from it (its relative paths are
-    relative to the file), with flags and environment winning; remembered on ``common``."""
-    from kraiter_sync.config.file import load_sync_config
-
-    sync_config = load_sync_config(config_path)
-    settings = sync_config.settings(
-        api_key=common.api_key,
-        base_url=common.base_url,
-        state_dir=common.state_dir,
-        tenant=common.tenant,
-        tenant_rotate=common.tenant_rotate,
-        config_auto_loaded=common.config_auto_loaded,
-    )
-    common._settings = settings
-    configure_logging(
-        verbose=common.verbose,
-        quiet=common.quiet,
-        log_format=common.log_format,
-        secrets=[settings.api_key],
-    )
-    if settings.local:
-        log.warning(
-            "No KRAITER_API_KEY or KRAITER_BASE_URL set: using the local Kraiter in "
-            "%s (set both to talk to your real account).",
-            settings.local_db,
-        )
-    return sync_config, settings
 
 
 @main.command("sync")
@@ -108,7 +76,10 @@ def sync_command(
     from kraiter_sync.sync import check_jobs
 
     config_path = common.config_path or DEFAULT_CONFIG_FILE
-    sync_config, settings = _sync_settings(common, config_path)
+    from kraiter_sync.config.file import load_sync_config
+
+    sync_config = load_sync_config(config_path)
+    settings = common.settings(config=sync_config)
     if check:
         result = check_jobs(sync_config, settings, jobs)
         if as_json:

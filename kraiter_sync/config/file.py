@@ -1,4 +1,5 @@
-"""``kraiter-sync.toml`` for unattended syncs: parsed, validated, every error with its line.
+"""``kraiter-sync.toml``: the one model of the file every command reads, declared with
+pydantic; every error names the file, the line, the job and the key.
 
 ::
 
@@ -7,7 +8,10 @@
     api_key_file = "/etc/kraiter-sync/key"     # never `api_key = …` in a file
     state_dir = "/var/lib/kraiter-sync"
 
-    [jobs.crm_contacts]            # jobs run in file order
+    [storage.s3]                   # optional: object-store endpoints and profiles
+    region = "eu-west-1"
+
+    [jobs.crm_contacts]            # jobs run in file order (``sync``)
     source = "postgresql://etl@warehouse/crm"
     query = "SELECT email, first_name, plan FROM contacts"
     kind = "contacts"
@@ -23,62 +27,46 @@
 
 Relative paths (file sources, ``duckdb:///`` / ``sqlite:///`` files, ``api_key_file``,
 ``state_dir``) are relative to the directory of the config file, not to the current
-directory: cron and systemd start jobs in a directory of their own choosing.
+directory, for every command: cron and systemd start jobs in a directory of their own
+choosing, and ``runs --config F`` must find the state ``sync --config F`` wrote.
 
-TOML parsers do not report where a *value* sits, so :func:`_LineIndex` scans the text
-lightly (table headers and ``key =`` lines, skipping multi-line strings) to name the
-line of every key an error is about.
+The shape of each table is a pydantic model (:class:`TargetTable`, :class:`JobTable`);
+pydantic's errors are put into words by :func:`_describe`. TOML parsers do not report
+where a *value* sits, so :class:`_LineIndex` scans the text lightly (table headers and
+``key =`` lines, skipping multi-line strings) to name the line of every key.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn, cast
+from typing import Annotated, Any, Literal, NoReturn
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from kraiter_sync.config import Settings, resolve_settings
+from kraiter_sync.config.storage import StorageOptions
 from kraiter_sync.errors import ConfigError
 from kraiter_sync.frames import Kind
-from kraiter_sync.sources.objectstore.stores import StorageOptions
 from kraiter_sync.urls import is_object_url, is_sql_url, redact, redact_url
 
 __all__ = [
+    "JOB_KEYS",
+    "ConfigFile",
     "JobConfig",
     "SyncConfig",
+    "load_config",
     "load_sync_config",
+    "parse_config",
     "parse_duration",
     "parse_sync_config",
 ]
 
 Mode = Literal["upsert", "mirror"]
 
-_TOP_KEYS = ("target", "storage", "jobs")
-_TARGET_KEYS = ("base_url", "api_key_file", "state_dir", "tenant")
-_JOB_KEYS = (
-    "source",
-    "query",
-    "kind",
-    "connector",
-    "map",
-    "mode",
-    "cursor",
-    "lag",
-    "full_every",
-    "timezone",
-    "encoding",
-    "chunk_size",
-    "enabled",
-    "allow_triggers",
-    "rate",
-    "concurrency",
-    "max_retries",
-    "max_delete_ratio",
-)
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+\s*[smhdw]\s*)+$", re.IGNORECASE)
@@ -150,37 +138,135 @@ class _LineIndex:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobConfig:
-    """One ``[jobs.NAME]`` table, validated."""
+def _type_name(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
-    name: str
-    source: tuple[str, ...]
+
+def _source(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    elif not isinstance(value, list):
+        msg = f"must be a string or an array of strings, not {_type_name(value)}"
+        raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
+    if not value:
+        msg = "must name at least one file, glob or URL"
+        raise ValueError(msg)
+    for item in value:
+        if not isinstance(item, str):
+            msg = f"must be a string, not {_type_name(item)}"
+            raise ValueError(msg)  # noqa: TRY004
+        if not item.strip():
+            msg = "must not be empty"
+            raise ValueError(msg)
+    sql = [s for s in value if is_sql_url(s)]
+    if sql and len(value) > 1:
+        msg = "a database URL must be the job's only source"
+        raise ValueError(msg)
+    foreign = [s for s in value if "://" in s and not is_object_url(s)]
+    if not sql and foreign:
+        scheme = foreign[0].split("://", 1)[0]
+        msg = (
+            f"{scheme}:// is not a supported source; use files, s3://, gs://, az://, "
+            "abfss://, https://, duckdb:///, sqlite:/// or postgresql://"
+        )
+        raise ValueError(msg)
+    return tuple(value)
+
+
+def _duration(value: Any) -> dt.timedelta:
+    if not isinstance(value, str):
+        msg = f"must be a string, not {_type_name(value)}"
+        raise ValueError(msg)  # noqa: TRY004
+    span = parse_duration(value)
+    if not span:
+        msg = "must be longer than 0"
+        raise ValueError(msg)
+    return span
+
+
+def _lag(value: Any) -> dt.timedelta | int | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        msg = (
+            'must be a duration like "2h" (or a number for a numeric cursor), '
+            f"not {_type_name(value)}"
+        )
+        raise ValueError(msg)  # noqa: TRY004
+    if isinstance(value, str):
+        return parse_duration(value)
+    if value < 0:
+        msg = "must not be negative"
+        raise ValueError(msg)
+    return value
+
+
+Text = Annotated[str, Field(min_length=1)]
+Source = Annotated[tuple[str, ...], BeforeValidator(_source)]
+Duration = Annotated[dt.timedelta, BeforeValidator(_duration)]
+Lag = Annotated[dt.timedelta | int | float, BeforeValidator(_lag)]
+Storage = Annotated[StorageOptions, BeforeValidator(StorageOptions.from_table)]
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True
+    )
+
+
+class TargetTable(_Table):
+    """``[target]``: where to send and where state lives (flags and environment win)."""
+
+    base_url: Text | None = None
+    api_key_file: Text | None = None
+    state_dir: Text | None = None
+    tenant: Text | None = None
+
+
+class JobTable(_Table):
+    """One ``[jobs.NAME]`` table as written."""
+
+    source: Source
+    query: Text | None = None
     kind: Kind | None = None
-    query: str | None = None
-    connector: str | None = None
-    mapping: Mapping[str, str] = field(default_factory=dict)
+    connector: Text | None = None
+    mapping: dict[str, Text] = Field(default_factory=dict, alias="map")
     mode: Mode = "upsert"
-    cursor: str | None = None
+    cursor: Text | None = None
     #: How far behind the watermark to re-read: a duration, or a number for numeric cursors.
-    lag: dt.timedelta | int | float | None = None
-    full_every: dt.timedelta | None = None
-    timezone: str | None = None
-    encoding: str = "utf-8"
-    chunk_size: int = 100_000
+    lag: Lag | None = None
+    full_every: Duration | None = None
+    timezone: Text | None = None
+    encoding: Text = "utf-8"
+    chunk_size: int = Field(100_000, ge=1)
     enabled: bool = True
     #: Send events whose names trigger live sequences (a nightly feed usually should).
     allow_triggers: bool = False
     #: Ceiling in requests/s (None: as fast as Kraiter allows).
-    rate: float | None = None
-    concurrency: int = 16
-    max_retries: int = 5
+    rate: float | None = Field(None, gt=0)
+    concurrency: int = Field(16, ge=1, le=256)
+    max_retries: int = Field(5, ge=0, le=100)
     #: Mirror mode refuses to delete more than this share of Kraiter's contacts.
-    max_delete_ratio: float = 0.05
+    max_delete_ratio: float = Field(0.05, ge=0, le=1)
+
+
+#: Every key a job table takes, in the order of the model (docs/sync.md lists them all).
+JOB_KEYS = tuple(f.alias or name for name, f in JobTable.model_fields.items())
+
+
+class JobConfig(JobTable):
+    """A validated job: its table, its name, where it was written and what it reads."""
+
+    name: str = ""
     line: int | None = None
     base_dir: Path = Path()
     #: Object-store endpoints and profiles (the file's ``[storage]`` table).
-    storage: StorageOptions = field(default_factory=StorageOptions)
+    storage: StorageOptions = Field(default_factory=StorageOptions)
 
     @property
     def is_sql(self) -> bool:
@@ -210,13 +296,18 @@ class JobConfig:
         return out
 
 
-@dataclass(frozen=True)
-class SyncConfig:
-    """A validated kraiter-sync.toml."""
+class ConfigFile(_Table):
+    """A validated kraiter-sync.toml (every command's; ``sync`` needs its jobs)."""
 
     path: Path
-    jobs: tuple[JobConfig, ...]
-    target: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[target]`` with its paths made relative to the file (``resolve_settings`` input).
+    target: Mapping[str, Any] = Field(default_factory=dict)
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+    jobs: tuple[JobConfig, ...] = ()
+
+    def as_settings_config(self) -> dict[str, Any]:
+        """The mapping ``config.resolve_settings(config=…)`` takes."""
+        return {"target": dict(self.target)}
 
     def settings(
         self,
@@ -237,7 +328,7 @@ class SyncConfig:
             base_url=base_url,
             state_dir=state_dir,
             tenant=tenant,
-            config={"target": dict(self.target)},
+            config=self.as_settings_config(),
             env=env,
             config_auto_loaded=config_auto_loaded,
             tenant_rotate=tenant_rotate,
@@ -256,6 +347,62 @@ class SyncConfig:
         return [by_name[n] for n in dict.fromkeys(names)]
 
 
+#: ``sync`` reads the same model; the name says what it is used for there.
+SyncConfig = ConfigFile
+
+
+# --------------------------------------------------------------------------------------
+# errors in words
+# --------------------------------------------------------------------------------------
+
+#: Per key, the words for a value out of range (pydantic's own say "greater than 0").
+_RANGES = {
+    "chunk_size": "must be at least 1",
+    "rate": "must be more than 0 (leave it out for no ceiling)",
+    "concurrency": "must be between 1 and 256",
+    "max_retries": "must be between 0 and 100",
+    "max_delete_ratio": "must be a share between 0 and 1 (0.05 = 5 %)",
+}
+_TYPES = {
+    "rate": "must be a number of requests per second",
+    "max_delete_ratio": "must be a share between 0 and 1 (0.05 = 5 %)",
+}
+_TOP_KEYS = ("target", "storage", "jobs")
+_TARGET_KEYS = tuple(TargetTable.model_fields)
+
+
+def _describe(error: Mapping[str, Any], allowed: Sequence[str]) -> str:
+    """One pydantic error in the file's words."""
+    kind = error["type"]
+    value = error.get("input")
+    key = str(error["loc"][0]) if error["loc"] else ""
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind == "extra_forbidden":
+        close = [a for a in allowed if a.replace("_", "") == key.replace("_", "")]
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key; {hint}allowed here: {', '.join(allowed)}"
+    if kind.startswith(("greater_than", "less_than")):
+        return _RANGES.get(key, f"must be {error['msg'].removeprefix('Input should be ')}")
+    if kind == "literal_error" and isinstance(value, str):
+        return f"must be {error['ctx']['expected']}, not {value!r}"
+    if kind in ("string_type", "literal_error"):
+        return f"must be a string, not {_type_name(value)}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind in ("int_type", "int_from_float"):
+        return f"must be an integer, not {_type_name(value)}"
+    if kind == "bool_type":
+        return f"must be true or false, not {_type_name(value)}"
+    if kind in ("float_type", "float_parsing"):
+        return _TYPES.get(key, f"must be a number, not {_type_name(value)}")
+    if kind in ("dict_type", "model_type"):
+        if key == "map":
+            return f'must be a table like {{ email = "Email Address" }}, not {_type_name(value)}'
+        return f"must be a table, not {_type_name(value)}"
+    return str(error["msg"])
+
+
 class _Checker:
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
@@ -269,225 +416,80 @@ class _Checker:
         prefix = f"{where}: {key}: " if key else f"{where}: "
         raise ConfigError(prefix + message) from None
 
-    def string(self, value: Any, *path: str) -> str:
-        if not isinstance(value, str):
-            self.fail(f"must be a string, not {_type_name(value)}", *path)
-        if not value.strip():
-            self.fail("must not be empty", *path)
-        return value
+    def model(
+        self, cls: type[_Table], table: Any, at: tuple[str, ...], allowed: Sequence[str]
+    ) -> Any:
+        """``table`` validated as ``cls``; the first problem as a ConfigError."""
+        if not isinstance(table, dict):
+            self.fail(f"must be a table, not {_type_name(table)}", *at)
+        try:
+            return cls.model_validate(table)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = tuple(str(part) for part in error["loc"])
+            if error["type"] == "missing":
+                self.fail(_missing(loc[0], at), *at)
+            if loc and loc[0] == "map" and len(loc) > 1:
+                loc = loc[:2]  # map.FIELD
+            elif loc:
+                loc = loc[:1]
+            self.fail(_describe(error, allowed), *at, *loc)
 
-    def choice(self, value: Any, choices: Sequence[str], *path: str) -> str:
-        text = self.string(value, *path)
-        if text not in choices:
-            options = " or ".join(repr(c) for c in choices)
-            self.fail(f"must be {options}, not {text!r}", *path)
-        return text
 
-    def unknown(self, table: Mapping[str, Any], allowed: Sequence[str], *path: str) -> None:
-        for key in table:
-            if key not in allowed:
-                close = [a for a in allowed if a.replace("_", "") == key.replace("_", "")]
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                self.fail(f"unknown key; {hint}allowed here: {', '.join(allowed)}", *path, key)
+def _missing(key: str, at: tuple[str, ...]) -> str:
+    if key == "source":
+        return (
+            'missing "source": give files/globs (source = "exports/*.csv") or a '
+            'database URL with a query (source = "postgresql://…", query = "SELECT …")'
+        )
+    return f'missing "{key}"'
 
 
 def _fmt_key(part: str) -> str:
     return part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
 
 
-def _type_name(value: Any) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
-    at = ("jobs", name)
-    if not _JOB_NAME.match(name):
-        check.fail("job names may use letters, digits, _ and - only", *at)
-    if not isinstance(table, dict):
-        check.fail(f"must be a table ([jobs.{name}]), not {_type_name(table)}", *at)
-    check.unknown(table, _JOB_KEYS, *at)
-    if "source" not in table:
-        check.fail(
-            'missing "source": give files/globs (source = "exports/*.csv") or a '
-            'database URL with a query (source = "postgresql://…", query = "SELECT …")',
-            *at,
-        )
-    raw_source = table["source"]
-    if isinstance(raw_source, str):
-        source: tuple[str, ...] = (check.string(raw_source, *at, "source"),)
-    elif isinstance(raw_source, list):
-        if not raw_source:
-            check.fail("must name at least one file, glob or URL", *at, "source")
-        source = tuple(check.string(s, *at, "source") for s in raw_source)
-    else:
-        check.fail(
-            f"must be a string or an array of strings, not {_type_name(raw_source)}",
-            *at,
-            "source",
-        )
-    sql = [s for s in source if is_sql_url(s)]
-    if sql and len(source) > 1:
-        check.fail("a database URL must be the job's only source", *at, "source")
-    foreign = [s for s in source if "://" in s and not is_object_url(s)]
-    if not sql and foreign:
-        scheme = foreign[0].split("://", 1)[0]
-        check.fail(
-            f"{scheme}:// is not a supported source; use files, s3://, gs://, az://, "
-            "abfss://, https://, duckdb:///, sqlite:/// or postgresql://",
-            *at,
-            "source",
-        )
-    query: str | None = None
-    if "query" in table:
-        query = check.string(table["query"], *at, "query")
-        if not sql:
-            check.fail("a query needs a database URL as source", *at, "query")
-    elif sql:
-        check.fail(
+def _job_rules(job: JobTable) -> tuple[str, str] | None:
+    """What a job's keys say together; (key, problem) for the first rule broken."""
+    sql = job.source if job.source and is_sql_url(job.source[0]) else ()
+    if job.query is not None and not sql:
+        return "query", "a query needs a database URL as source"
+    if sql and job.query is None:
+        return "", (
             f'missing "query": say what to read from {redact_url(sql[0])}, '
-            'e.g. query = "SELECT email, name FROM customers"',
-            *at,
+            'e.g. query = "SELECT email, name FROM customers"'
         )
-
-    kind = cast(
-        Kind | None,
-        check.choice(table["kind"], ("contacts", "events"), *at, "kind")
-        if "kind" in table
-        else None,
-    )
-    mode = cast(Mode, check.choice(table.get("mode", "upsert"), ("upsert", "mirror"), *at, "mode"))
-    connector = check.string(table["connector"], *at, "connector") if "connector" in table else None
-    mapping: dict[str, str] = {}
-    if "map" in table:
-        raw_map = table["map"]
-        if not isinstance(raw_map, dict):
-            check.fail(
-                f'must be a table like {{ email = "Email Address" }}, not {_type_name(raw_map)}',
-                *at,
-                "map",
+    if job.lag is not None and job.cursor is None:
+        return "lag", "lag only applies with a cursor column"
+    if job.kind == "events":
+        if job.mode == "mirror":
+            return "mode", "mirror applies to contacts jobs only"
+        if job.full_every is not None:
+            return "full_every", (
+                "full_every applies to contacts jobs (events are de-duplicated by the ledger)"
             )
-        for field_name, column in raw_map.items():
-            mapping[field_name] = check.string(column, *at, "map", field_name)
-
-    cursor = check.string(table["cursor"], *at, "cursor") if "cursor" in table else None
-    lag: dt.timedelta | int | float | None = None
-    if "lag" in table:
-        raw_lag = table["lag"]
-        if cursor is None:
-            check.fail("lag only applies with a cursor column", *at, "lag")
-        if isinstance(raw_lag, bool) or not isinstance(raw_lag, str | int | float):
-            check.fail(
-                f'must be a duration like "2h" (or a number for a numeric cursor), '
-                f"not {_type_name(raw_lag)}",
-                *at,
-                "lag",
-            )
-        if isinstance(raw_lag, str):
-            try:
-                lag = parse_duration(raw_lag)
-            except ValueError as exc:
-                check.fail(str(exc), *at, "lag")
-        elif raw_lag < 0:
-            check.fail("must not be negative", *at, "lag")
-        else:
-            lag = raw_lag
-    full_every: dt.timedelta | None = None
-    if "full_every" in table:
-        try:
-            full_every = parse_duration(check.string(table["full_every"], *at, "full_every"))
-        except ValueError as exc:
-            check.fail(str(exc), *at, "full_every")
-        if not full_every:
-            check.fail("must be longer than 0", *at, "full_every")
-
-    if kind == "events":
-        if mode == "mirror":
-            check.fail("mirror applies to contacts jobs only", *at, "mode")
-        if full_every is not None:
-            check.fail(
-                "full_every applies to contacts jobs (events are de-duplicated by the ledger)",
-                *at,
-                "full_every",
-            )
-    if kind == "contacts" and cursor is not None:
-        check.fail(
+    if job.kind == "contacts" and job.cursor is not None:
+        return "cursor", (
             "cursor applies to events jobs; contacts jobs skip unchanged contacts through "
-            "the change cache, and full_every re-checks everything",
-            *at,
-            "cursor",
+            "the change cache, and full_every re-checks everything"
         )
-    if kind is None and (cursor is not None or mode == "mirror" or full_every is not None):
-        key = "cursor" if cursor is not None else ("mode" if mode == "mirror" else "full_every")
-        check.fail(f'set kind = "events" or "contacts" when using {key}', *at, key)
-
-    timezone = check.string(table["timezone"], *at, "timezone") if "timezone" in table else None
-    encoding = check.string(table.get("encoding", "utf-8"), *at, "encoding")
-    chunk_size = table.get("chunk_size", 100_000)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        check.fail(f"must be an integer, not {_type_name(chunk_size)}", *at, "chunk_size")
-    if chunk_size < 1:
-        check.fail("must be at least 1", *at, "chunk_size")
-    enabled = table.get("enabled", True)
-    if not isinstance(enabled, bool):
-        check.fail(f"must be true or false, not {_type_name(enabled)}", *at, "enabled")
-    allow_triggers = table.get("allow_triggers", False)
-    if not isinstance(allow_triggers, bool):
-        check.fail(
-            f"must be true or false, not {_type_name(allow_triggers)}", *at, "allow_triggers"
+    if job.kind is None and (job.cursor is not None or job.mode == "mirror" or job.full_every):
+        key = (
+            "cursor"
+            if job.cursor is not None
+            else ("mode" if job.mode == "mirror" else "full_every")
         )
-    rate = table.get("rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
-        check.fail(f"must be a number of requests per second, not {_type_name(rate)}", *at, "rate")
-    if rate is not None and rate <= 0:
-        check.fail("must be more than 0 (leave it out for no ceiling)", *at, "rate")
-    limits: dict[str, int] = {}
-    for key, default, low, high in (("concurrency", 16, 1, 256), ("max_retries", 5, 0, 100)):
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            check.fail(f"must be an integer, not {_type_name(value)}", *at, key)
-        if not low <= value <= high:
-            check.fail(f"must be between {low} and {high}", *at, key)
-        limits[key] = value
-    ratio = table.get("max_delete_ratio", 0.05)
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
-        check.fail("must be a share between 0 and 1 (0.05 = 5 %)", *at, "max_delete_ratio")
-    if "max_delete_ratio" in table and mode != "mirror":
-        check.fail('only applies with mode = "mirror"', *at, "max_delete_ratio")
-    return JobConfig(
-        name=name,
-        source=source,
-        kind=kind,
-        query=query,
-        connector=connector,
-        mapping=mapping,
-        mode=mode,
-        cursor=cursor,
-        lag=lag,
-        full_every=full_every,
-        timezone=timezone,
-        encoding=encoding,
-        chunk_size=chunk_size,
-        enabled=enabled,
-        allow_triggers=allow_triggers,
-        rate=float(rate) if rate is not None else None,
-        concurrency=limits["concurrency"],
-        max_retries=limits["max_retries"],
-        max_delete_ratio=float(ratio),
-        line=check.index.line(*at),
-        base_dir=base_dir,
-    )
+        return key, f'set kind = "events" or "contacts" when using {key}'
+    if "max_delete_ratio" in job.model_fields_set and job.mode != "mirror":
+        return "max_delete_ratio", 'only applies with mode = "mirror"'
+    return None
 
 
-def parse_sync_config(text: str, path: Path = Path("kraiter-sync.toml")) -> SyncConfig:
+def parse_config(
+    text: str, path: Path = Path("kraiter-sync.toml"), *, need_jobs: bool = False
+) -> ConfigFile:
     """Validate the text of a kraiter-sync.toml (``path`` names it in errors and anchors
-    relative paths)."""
+    relative paths); ``need_jobs``: a file without jobs is an error (``sync``)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -495,61 +497,91 @@ def parse_sync_config(text: str, path: Path = Path("kraiter-sync.toml")) -> Sync
         raise ConfigError(msg) from None
     check = _Checker(path, text)
     base_dir = path.parent
-    check.unknown(data, _TOP_KEYS)
-
+    for key in data:
+        if key not in _TOP_KEYS:
+            check.fail(_describe({"type": "extra_forbidden", "loc": (key,)}, _TOP_KEYS), key)
     target: dict[str, Any] = {}
     if "target" in data:
-        raw_target = data["target"]
-        if not isinstance(raw_target, dict):
-            check.fail(f"must be a table, not {_type_name(raw_target)}", "target")
-        if "api_key" in raw_target:
+        raw = data["target"]
+        if isinstance(raw, dict) and "api_key" in raw:
             check.fail(
                 "keys do not belong in files that get committed; set KRAITER_API_KEY, or "
                 'point at a file readable only by the job: api_key_file = "PATH"',
                 "target",
                 "api_key",
             )
-        check.unknown(raw_target, _TARGET_KEYS, "target")
-        for key, value in raw_target.items():
-            text_value = check.string(value, "target", key)
+        table = check.model(TargetTable, raw, ("target",), _TARGET_KEYS)
+        for key, value in table.model_dump(exclude_none=True).items():
             if key in ("api_key_file", "state_dir"):
-                as_path = Path(text_value).expanduser()
-                text_value = str(as_path if as_path.is_absolute() else base_dir / as_path)
-            target[key] = text_value
-
-    raw_jobs = data.get("jobs", {})
-    if not isinstance(raw_jobs, dict):
-        check.fail(f"must be tables like [jobs.NAME], not {_type_name(raw_jobs)}", "jobs")
-    if not raw_jobs:
-        check.fail(
-            "no jobs: add at least one [jobs.NAME] table with a source, e.g.\n"
-            '  [jobs.contacts]\n  source = "exports/contacts.csv"\n  kind = "contacts"'
-        )
+                as_path = Path(value).expanduser()
+                value = str(as_path if as_path.is_absolute() else base_dir / as_path)
+            target[key] = value
     storage = StorageOptions()
     if "storage" in data:
         try:
             storage = StorageOptions.from_table(data["storage"])
         except ConfigError as exc:
-            check.fail(str(exc).removeprefix("[storage]").lstrip(".: "), "storage")
-    jobs = tuple(
-        dataclasses.replace(_job(check, name, table, base_dir), storage=storage)
-        for name, table in raw_jobs.items()
-    )
-    return SyncConfig(path=path, jobs=jobs, target=target)
+            line = check.index.line("storage")
+            where = f"{path}:{line}" if line else str(path)
+            msg = f"{where}: {exc}"
+            raise ConfigError(msg) from None
+    raw_jobs = data.get("jobs", {})
+    if not isinstance(raw_jobs, dict):
+        check.fail(f"must be tables like [jobs.NAME], not {_type_name(raw_jobs)}", "jobs")
+    if need_jobs and not raw_jobs:
+        check.fail(
+            "no jobs: add at least one [jobs.NAME] table with a source, e.g.\n"
+            '  [jobs.contacts]\n  source = "exports/contacts.csv"\n  kind = "contacts"'
+        )
+    jobs = []
+    for name, raw in raw_jobs.items():
+        at = ("jobs", name)
+        if not _JOB_NAME.match(name):
+            check.fail("job names may use letters, digits, _ and - only", *at)
+        if not isinstance(raw, dict):
+            check.fail(f"must be a table ([jobs.{name}]), not {_type_name(raw)}", *at)
+        table = check.model(JobTable, raw, at, JOB_KEYS)
+        broken = _job_rules(table)
+        if broken is not None:
+            key, problem = broken
+            check.fail(problem, *at, *((key,) if key else ()))
+        jobs.append(
+            JobConfig.model_construct(
+                **dict(table),
+                _fields_set=table.model_fields_set,
+                name=name,
+                line=check.index.line(*at),
+                base_dir=base_dir,
+                storage=storage,
+            )
+        )
+    return ConfigFile(path=path, target=target, storage=storage, jobs=tuple(jobs))
 
 
-def load_sync_config(path: Path | str) -> SyncConfig:
+def parse_sync_config(text: str, path: Path = Path("kraiter-sync.toml")) -> ConfigFile:
+    """:func:`parse_config` for ``sync``: the file must name at least one job."""
+    return parse_config(text, path, need_jobs=True)
+
+
+def load_config(path: Path | str, *, need_jobs: bool = False) -> ConfigFile:
     """Read and validate a kraiter-sync.toml; every problem is a ConfigError (exit 2)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        msg = (
-            f"config file {path} does not exist; create it (see `kraiter-sync sync --help`) "
-            "or pass --config PATH"
-        )
+        msg = f"config file {path} does not exist; create it or drop --config"
+        if need_jobs:
+            msg = (
+                f"config file {path} does not exist; create it (see `kraiter-sync sync "
+                "--help`) or pass --config PATH"
+            )
         raise ConfigError(msg) from None
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}"
         raise ConfigError(msg) from None
-    return parse_sync_config(text, path)
+    return parse_config(text, path, need_jobs=need_jobs)
+
+
+def load_sync_config(path: Path | str) -> ConfigFile:
+    """:func:`load_config` for ``sync``: the file must name at least one job."""
+    return load_config(path, need_jobs=True)

@@ -8,6 +8,7 @@ cheaper), not writes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import polars as pl
 
@@ -15,8 +16,9 @@ from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.errors import GuardError
 from kraiter_sync.plan.contacts import ContactPlan, diff_contacts
 from kraiter_sync.plan.snapshot import Caller, RemoteSnapshot, Strategy, once, snapshot_contacts
+from kraiter_sync.state.plans import read_plan_file, write_plan_file
 
-__all__ = ["changed_contacts", "contacts_to_write", "plan_contacts"]
+__all__ = ["changed_contacts", "contacts_to_write", "plan_contacts", "read_plan", "write_plan"]
 
 
 async def plan_contacts(
@@ -82,3 +84,13 @@ async def contacts_to_write(
         client, local, strategy=strategy, concurrency=concurrency, call=call
     )
     return changed_contacts(plan, local), plan, snapshot
+
+
+def write_plan(plan: ContactPlan, path: str | Path) -> Path:
+    """Save the whole plan to ``path`` (.json or .parquet, atomically)."""
+    return write_plan_file(plan.rows, plan.meta(), path)
+
+
+def read_plan(path: str | Path) -> ContactPlan:
+    """A plan saved by :func:`write_plan` (InputError when the file is not one)."""
+    return ContactPlan.from_saved(*read_plan_file(path))

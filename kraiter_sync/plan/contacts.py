@@ -32,6 +32,8 @@ from typing import Any, Literal
 import polars as pl
 import polars_hash as plh
 
+from kraiter_sync.frames import PLAN_SCHEMA
+
 __all__ = [
     "ACTIONS",
     "LOCAL_COLUMNS",
@@ -61,20 +63,6 @@ REMOTE_SCHEMA: dict[str, pl.DataType] = {
     "updated_at": pl.String(),
     "hash": pl.String(),  # snapshot_digest(): what the plan depends on
     "raw": pl.String(),  # the whole contact object as JSON (tombstones)
-}
-
-#: One row per contact in a plan; saved as is to JSON or Parquet.
-PLAN_SCHEMA: dict[str, pl.DataType] = {
-    "action": pl.String(),
-    "email": pl.String(),  # normalised (local) email; Kraiter's for remote-only rows
-    "id": pl.String(),  # Kraiter's contact id (null for create)
-    "user_id": pl.String(),  # create: the user id; update: the new one (null = unchanged)
-    "properties": pl.String(),  # create: all properties; update: the patch (null removes)
-    "changes": pl.String(),  # update: {"properties": {k: [old, new]}, "userId": [old, new]}
-    "remote_updated_at": pl.String(),
-    "remote_hash": pl.String(),  # guards a saved plan against later remote edits
-    "source_file": pl.String(),
-    "source_row": pl.Int64(),
 }
 
 #: One ``"key":value`` pair of flat compact JSON (values: string, number, bool, null).
@@ -145,6 +133,21 @@ class ContactPlan:
     def is_empty(self) -> bool:
         """True when applying the plan would change nothing in Kraiter."""
         return self.writes == 0
+
+    @classmethod
+    def from_saved(cls, meta: Mapping[str, Any], rows: pl.DataFrame) -> ContactPlan:
+        """A plan read back from a plan file (``state.plans``)."""
+        return cls(
+            rows=rows,
+            mirror=bool(meta.get("mirror")),
+            mirror_properties=bool(meta.get("mirror_properties")),
+            strategy=str(meta.get("strategy") or ""),
+            remote_count=meta.get("remote_count"),
+            remote_complete=bool(meta.get("remote_complete", True)),
+            remote_duplicates=int(meta.get("remote_duplicates") or 0),
+            target=meta.get("target"),
+            created_at=str(meta.get("created_at") or ""),
+        )
 
     def meta(self) -> dict[str, Any]:
         """The plan-level facts saved beside the rows."""

@@ -1,6 +1,6 @@
 """Saving and loading reconcile plans: JSON or Parquet, chosen by the file extension.
 
-A plan file holds every row of :data:`~kraiter_sync.plan.contacts.PLAN_SCHEMA` and the
+A plan file holds every row of :data:`~kraiter_sync.frames.PLAN_SCHEMA` and the
 plan-level facts (:meth:`ContactPlan.meta`). JSON is one document
 ``{"meta": {...}, "rows": [...]}`` with ``changes`` as a nested object, easy to read and
 review; Parquet keeps the rows as a table and the facts in the file's key-value
@@ -20,13 +20,16 @@ import polars as pl
 
 from kraiter_sync.errors import InputError
 from kraiter_sync.files import atomic_write
-from kraiter_sync.plan.contacts import PLAN_SCHEMA, ContactPlan
+from kraiter_sync.frames import PLAN_SCHEMA
 
-__all__ = ["PLAN_FORMAT", "read_plan", "write_plan"]
+__all__ = ["PLAN_FORMAT", "PlanFile", "read_plan_file", "write_plan_file"]
 
 PLAN_FORMAT = "kraiter-sync.plan"
 _META_KEY = "kraiter_sync.plan"
 _SUFFIXES = (".json", ".parquet")
+
+#: A saved plan: its facts (``ContactPlan.meta()``) and its rows.
+PlanFile = tuple[dict[str, Any], pl.DataFrame]
 
 
 def _suffix(path: Path) -> str:
@@ -37,45 +40,34 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def write_plan(plan: ContactPlan, path: str | Path) -> Path:
-    """Write the whole plan to ``path`` (.json or .parquet); returns the path."""
+def write_plan_file(rows: pl.DataFrame, meta: dict[str, Any], path: str | Path) -> Path:
+    """Write a plan's rows and facts to ``path`` (.json or .parquet); returns the path."""
     target = Path(path)
     suffix = _suffix(target)
-    meta = plan.meta()
     if suffix == ".parquet":
         metadata = {_META_KEY: json.dumps(meta)}
-        atomic_write(target, lambda tmp: plan.rows.write_parquet(tmp, metadata=metadata))
+        atomic_write(target, lambda tmp: rows.write_parquet(tmp, metadata=metadata))
     else:
-        rows = []
-        for row in plan.rows.iter_rows(named=True):
+        records = []
+        for row in rows.iter_rows(named=True):
             if row["changes"] is not None:
                 row["changes"] = json.loads(row["changes"])
             if row["properties"] is not None:
                 row["properties"] = json.loads(row["properties"])
-            rows.append({k: v for k, v in row.items() if v is not None})
-        doc = json.dumps({"meta": meta, "rows": rows}, ensure_ascii=False, indent=1)
+            records.append({k: v for k, v in row.items() if v is not None})
+        doc = json.dumps({"meta": meta, "rows": records}, ensure_ascii=False, indent=1)
         atomic_write(target, doc + "\n")
     return target
 
 
-def _plan_from(meta: dict[str, Any], rows: pl.DataFrame, path: Path) -> ContactPlan:
+def _checked(meta: dict[str, Any], rows: pl.DataFrame, path: Path) -> PlanFile:
     if meta.get("format") != PLAN_FORMAT or meta.get("kind") != "contacts":
         msg = f"{path} is not a kraiter-sync contacts plan (write one with reconcile --plan-out)"
         raise InputError(msg)
     if meta.get("version") != 1:
         msg = f"{path} is a plan of version {meta.get('version')}; this kraiter-sync reads 1"
         raise InputError(msg)
-    return ContactPlan(
-        rows=rows,
-        mirror=bool(meta.get("mirror")),
-        mirror_properties=bool(meta.get("mirror_properties")),
-        strategy=str(meta.get("strategy") or ""),
-        remote_count=meta.get("remote_count"),
-        remote_complete=bool(meta.get("remote_complete", True)),
-        remote_duplicates=int(meta.get("remote_duplicates") or 0),
-        target=meta.get("target"),
-        created_at=str(meta.get("created_at") or ""),
-    )
+    return meta, rows
 
 
 def _dump(value: Any) -> str | None:
@@ -84,16 +76,16 @@ def _dump(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _load_parquet(source: Path) -> ContactPlan:
+def _load_parquet(source: Path) -> PlanFile:
     raw_meta = pl.read_parquet_metadata(source).get(_META_KEY)
     if raw_meta is None:
         msg = f"{source} has no kraiter-sync plan metadata (write it with --plan-out)"
         raise InputError(msg)
     rows = pl.read_parquet(source).select(list(PLAN_SCHEMA)).cast(PLAN_SCHEMA)  # type: ignore[arg-type]
-    return _plan_from(json.loads(raw_meta), rows, source)
+    return _checked(json.loads(raw_meta), rows, source)
 
 
-def _load_json(source: Path) -> ContactPlan:
+def _load_json(source: Path) -> PlanFile:
     doc = json.loads(source.read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
         msg = f"{source} is not a kraiter-sync plan (no rows)"
@@ -107,11 +99,12 @@ def _load_json(source: Path) -> ContactPlan:
         for row in doc["rows"]
     ]
     frame = pl.DataFrame(records, schema=PLAN_SCHEMA)
-    return _plan_from(doc.get("meta") or {}, frame, source)
+    return _checked(doc.get("meta") or {}, frame, source)
 
 
-def read_plan(path: str | Path) -> ContactPlan:
-    """Load a plan written by :func:`write_plan`; InputError when it is not one."""
+def read_plan_file(path: str | Path) -> PlanFile:
+    """(facts, rows) of a plan written by :func:`write_plan_file`; InputError when it is
+    not one."""
     source = Path(path)
     suffix = _suffix(source)
     if not source.is_file():

@@ -28,7 +28,7 @@ from kraiter_sync.config import Settings
 from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError
 from kraiter_sync.frames import Kind
 from kraiter_sync.inputs import ChunkSource, InputOptions, read_inputs
-from kraiter_sync.plan.contact_plan import plan_contacts
+from kraiter_sync.plan.contact_plan import plan_contacts, read_plan, write_plan
 from kraiter_sync.plan.contacts import ContactPlan
 from kraiter_sync.plan.events import EventsPlan, plan_events
 from kraiter_sync.plan.guards import (
@@ -39,7 +39,6 @@ from kraiter_sync.plan.guards import (
     verify_plan_fresh,
 )
 from kraiter_sync.plan.snapshot import Caller, RemoteSnapshot, Strategy, once
-from kraiter_sync.state.plans import read_plan, write_plan
 from kraiter_sync.state.rejects import RejectsWriter, reject_row, rejects_frame
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.upload.context import (
