@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import zstandard
 
-from kraiter_sync import sources
+from kraiter_sync.sources import reading
 from kraiter_sync.errors import InputError
 from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
 
@@ -313,7 +313,7 @@ def test_csv_blocks_cut_only_between_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tiny blocks force cuts everywhere, including inside quoted multi-line values."""
-    monkeypatch.setattr(sources, "_CSV_BLOCK", 7)
+    monkeypatch.setattr(reading, "CSV_BLOCK", 7)
     rows = [(f"u{i}@x.io", f'line one\nline "two" {i}') for i in range(50)]
     body = "email,note\n" + "".join(f'{e},"{n.replace(chr(34), chr(34) * 2)}"\n' for e, n in rows)
     frame = read_source(_write(tmp_path / "q.csv", body))
@@ -326,7 +326,7 @@ def test_cr_line_endings_in_blocks_compressed_and_quoted(
 ) -> None:
     """CR-only files read like LF ones, cut into blocks anywhere, gzipped or not, with
     quoted values that hold a line break."""
-    monkeypatch.setattr(sources, "_CSV_BLOCK", 7)
+    monkeypatch.setattr(reading, "CSV_BLOCK", 7)
     rows = [(f"u{i}@x.io", f"line one\rline two {i}") for i in range(30)]
     body = "email,note\r" + "".join(f'{e},"{n}"\r' for e, n in rows)
     for path in (

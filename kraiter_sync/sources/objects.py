@@ -27,13 +27,13 @@ from typing import IO, Any, cast
 import polars as pl
 
 from kraiter_sync.errors import InputError
-from kraiter_sync.sources import (
-    _COPY_BLOCK,
+from kraiter_sync.sources.formats import (
+    COPY_BLOCK,
     Format,
     SourceFile,
-    _bad_line,
-    _decode_error,
-    _open_decompressed,
+    bad_line,
+    decode_error,
+    open_decompressed,
 )
 from kraiter_sync.sources.objectstore import expand, open_bucket, parse_url
 from kraiter_sync.sources.objectstore.readers import ObjectPath
@@ -63,7 +63,7 @@ def object_stream(sf: SourceFile, encoding: str | None) -> Path:
 
     def opener() -> IO[bytes]:
         stack = contextlib.ExitStack()
-        raw = stack.enter_context(_open_decompressed(sf.path, sf.compression, sf.display))
+        raw = stack.enter_context(open_decompressed(sf.path, sf.compression, sf.display))
         return cast(IO[bytes], _TextStream(raw, encoding, sf, stack))
 
     return sf.path.derive(opener)
@@ -91,7 +91,7 @@ class _TextStream(io.RawIOBase):
     def _block(self) -> bytes:
         sf = self._sf
         try:
-            return self._raw.read(_COPY_BLOCK)
+            return self._raw.read(COPY_BLOCK)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             msg = (
                 f"{sf.display}: the {sf.compression} stream is truncated or corrupt ({exc}); "
@@ -117,8 +117,8 @@ class _TextStream(io.RawIOBase):
                 text = self._decoder.decode(block, final=self._eof)
             except UnicodeDecodeError as exc:
                 encoding = self._encoding or "utf-8"
-                line = _bad_line(self._sf.path, self._sf.compression, self._sf.display, encoding)
-                raise _decode_error(self._sf.display, line, encoding, exc) from exc
+                line = bad_line(self._sf.path, self._sf.compression, self._sf.display, encoding)
+                raise decode_error(self._sf.display, line, encoding, exc) from exc
             if self._first and text:
                 text = text.removeprefix("\ufeff")
                 self._first = False
