@@ -28,8 +28,8 @@ which exit code the CLI uses for it (``exit_code``)::
     └── IncompleteError                 exit 4: interrupted or out of retries; resumable
 
 Foreign exceptions (httpx, sqlite3, polars) are translated at one boundary each
-(``client._translate_transport_error`` for httpx, ``ledger`` for sqlite3, ``sources``
-for polars/pyarrow), so callers only ever catch this tree.
+(``api.failures.translate_transport_error`` for httpx, ``state.ledger`` for sqlite3,
+``sources.reading`` for polars/pyarrow), so callers only ever catch this tree.
 
 Messages never contain the API key or bulk personal data, and name the next step.
 """

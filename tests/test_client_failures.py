@@ -22,7 +22,8 @@ import pytest
 import respx
 
 from kraiter_sync import errors
-from kraiter_sync.api.client import KraiterClient, _translate_transport_error
+from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.api.failures import translate_transport_error
 from kraiter_sync.api.retry import parse_retry_after
 from kraiter_sync.api.transport import AiohttpTransport, _map_aiohttp_error
 from tests.respx_helpers import BASE, mocked
@@ -264,7 +265,7 @@ async def test_httpx_exceptions_never_leak(cls: type[httpx.HTTPError]) -> None:
 
 
 def test_translation_of_status_error_uses_the_status_table() -> None:
-    err = _translate_transport_error(
+    err = translate_transport_error(
         make_httpx_error(httpx.HTTPStatusError), method="POST", path="/api/events"
     )
     assert isinstance(err, errors.ServerError)
@@ -302,7 +303,7 @@ def test_every_aiohttp_exception_maps_to_the_right_side_of_sent(
 ) -> None:
     httpx_cls = _map_aiohttp_error(cls.__new__(cls))
     assert httpx_cls is not None
-    ours = _translate_transport_error(
+    ours = translate_transport_error(
         httpx_cls("x", request=httpx.Request("GET", BASE)), method="GET", path="/api/x"
     )
     if cls.__name__ in AIOHTTP_NOT_RETRIABLE:

@@ -11,9 +11,8 @@ import polars as pl
 import pytest
 import zstandard
 
-from kraiter_sync.sources import reading
 from kraiter_sync.errors import InputError
-from kraiter_sync.sources import iter_chunks, open_source, read_source, scan_source
+from kraiter_sync.sources import iter_chunks, open_source, read_source, reading, scan_source
 
 ROWS = [
     {"email": "ana@example.com", "event": "signed_up", "n": "1"},

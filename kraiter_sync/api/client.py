@@ -8,7 +8,7 @@ Every method makes exactly one HTTP attempt (an iterator makes one per page): on
 caller knows whether resending is safe, so retrying is ``retry.py``'s job. Failures are
 always exceptions of :mod:`kraiter_sync.errors`: an error status becomes the
 :func:`~kraiter_sync.errors.api_error_class` for it, and a failed exchange is
-translated by :func:`_translate_transport_error`, the one boundary for httpx
+translated by ``api.failures.translate_transport_error``, the one boundary for httpx
 exceptions. Neither the key nor anything echoing it ends up in a message or a log.
 
 The client drives an httpx *transport* directly (httpx's Request/Response models, no
@@ -33,18 +33,12 @@ import httpx
 
 from kraiter_sync import __version__
 from kraiter_sync.api.dialect import Dialect, Route, decode_list
-from kraiter_sync.api.retry import parse_retry_after
+from kraiter_sync.api.failures import api_error, translate_transport_error, unexpected
 from kraiter_sync.api.transport import AiohttpTransport
 from kraiter_sync.config import check_header_safe_key, mask_key
 from kraiter_sync.errors import (
     ApiError,
     ConfigError,
-    ConnectError,
-    KraiterSyncError,
-    RequestTimeoutError,
-    ResponseLostError,
-    TransportError,
-    api_error_class,
 )
 from kraiter_sync.logs import get_logger
 
@@ -86,149 +80,6 @@ class Page:
 
     items: list[dict[str, Any]]
     next_cursor: str | None
-
-
-# --------------------------------------------------------------------------------------
-# Failures: status → error and the one httpx exception boundary
-
-
-def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
-#: Codes for gateway answers that carry no Kraiter error body (proxies, load balancers).
-_GATEWAY_CODES = {502: "BAD_GATEWAY", 503: "SERVICE_UNAVAILABLE", 504: "GATEWAY_TIMEOUT"}
-
-
-def _api_error(response: httpx.Response, method: str, path: str, secret: str) -> ApiError:
-    """The ApiError for an error answer; tolerates empty and non-JSON bodies."""
-    status = response.status_code
-    code: str | None = None
-    message = ""
-    details: Mapping[str, Any] | None = None
-    try:
-        body = json.loads(response.content) if response.content else None
-    except ValueError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    code = _GATEWAY_CODES.get(status)
-    if isinstance(error, dict):
-        if isinstance(error.get("code"), str):
-            code = error["code"]
-        if error.get("message") is not None:
-            message = str(error["message"])
-        raw_details = error.get("details")
-        if isinstance(raw_details, dict):
-            details = raw_details
-        elif raw_details is not None:
-            details = {"details": raw_details}
-    if not message:
-        snippet = response.content[:200].decode("utf-8", "replace").strip()
-        if body is None and snippet:
-            message = f"non-JSON answer: {snippet}"
-        else:
-            message = response.reason_phrase or "no error message"
-    if details is not None and secret and secret in json.dumps(details):
-        details = json.loads(_scrub(json.dumps(details), secret))
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
-    return api_error_class(status)(
-        _scrub(message, secret),
-        method=method,
-        path=path,
-        status=status,
-        code=code,
-        details=details,
-        retry_after=retry_after,
-    )
-
-
-def _unexpected(response: httpx.Response, method: str, path: str, why: str) -> ApiError:
-    """A success status whose body is not what the contract promises."""
-    err = ApiError(
-        f"unexpected answer ({why}); check --base-url points at Kraiter",
-        method=method,
-        path=path,
-        status=response.status_code,
-        code="UNEXPECTED_RESPONSE",
-    )
-    # The request succeeded, so a write may have taken effect.
-    err.ambiguous = method != "GET"
-    return err
-
-
-#: httpx exception class → (our class, whether the request may have been sent).
-#: Exact classes, most specific first; a test walks httpx's tree against this table.
-_NOT_SENT = False
-_MAYBE_SENT = True
-_TRANSPORT_MAP: tuple[tuple[type[httpx.HTTPError], type[TransportError], bool], ...] = (
-    (httpx.ConnectTimeout, RequestTimeoutError, _NOT_SENT),
-    (httpx.PoolTimeout, RequestTimeoutError, _NOT_SENT),
-    (httpx.ReadTimeout, RequestTimeoutError, _MAYBE_SENT),
-    (httpx.WriteTimeout, RequestTimeoutError, _MAYBE_SENT),
-    (httpx.TimeoutException, RequestTimeoutError, _MAYBE_SENT),
-    (httpx.ConnectError, ConnectError, _NOT_SENT),
-    (httpx.ProxyError, ConnectError, _NOT_SENT),
-    (httpx.ReadError, ResponseLostError, _MAYBE_SENT),
-    (httpx.WriteError, ResponseLostError, _MAYBE_SENT),
-    (httpx.CloseError, ResponseLostError, _MAYBE_SENT),
-    (httpx.RemoteProtocolError, ResponseLostError, _MAYBE_SENT),
-    (httpx.DecodingError, ResponseLostError, _MAYBE_SENT),
-    (httpx.NetworkError, ResponseLostError, _MAYBE_SENT),
-    (httpx.ProtocolError, ResponseLostError, _MAYBE_SENT),
-)
-#: Failures a resend cannot fix: the request could not even be formed or routed.
-_NOT_RETRIABLE: tuple[type[httpx.HTTPError], ...] = (
-    httpx.LocalProtocolError,
-    httpx.UnsupportedProtocol,
-    httpx.TooManyRedirects,
-)
-
-
-def _classify(exc: httpx.HTTPError) -> tuple[type[TransportError], bool]:
-    for httpx_cls, ours, sent in _TRANSPORT_MAP:
-        if isinstance(exc, httpx_cls):
-            return ours, sent
-    # An httpx error this table does not know yet: assume the worst (it may have
-    # applied) so that nothing is resent blindly.
-    return ResponseLostError, _MAYBE_SENT
-
-
-def _translate_transport_error(exc: httpx.HTTPError, *, method: str, path: str) -> KraiterSyncError:
-    """The one boundary for httpx exceptions: each becomes an errors.py exception."""
-    where = f"{method} {path}"
-    if isinstance(exc, httpx.HTTPStatusError):
-        return _api_error(exc.response, method, path, "")
-    if isinstance(exc, _NOT_RETRIABLE):
-        err = TransportError(
-            f"request {where} could not be sent ({type(exc).__name__}: {exc})",
-            method=method,
-            path=path,
-        )
-        err.retriable = False
-        return err
-    ours, sent = _classify(exc)
-    detail = str(exc) or type(exc).__name__
-    if ours is RequestTimeoutError:
-        outcome = (
-            "timed out waiting for the answer ({}); it may have been applied"
-            if sent
-            else "timed out before it was sent ({}); safe to resend"
-        )
-        return RequestTimeoutError(
-            f"{where} {outcome.format(detail)}", method=method, path=path, sent=sent
-        )
-    if ours is ConnectError:
-        return ConnectError(
-            f"cannot reach Kraiter for {where} ({detail}); check --base-url and the network",
-            method=method,
-            path=path,
-        )
-    return ResponseLostError(
-        f"connection lost during {where} before a complete answer ({detail}); "
-        "the request may have been applied",
-        method=method,
-        path=path,
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -361,20 +212,20 @@ class KraiterClient:
         except httpx.HTTPError as exc:
             if observer is not None:
                 observer.after_failure()
-            raise _translate_transport_error(exc, method=method, path=path) from exc
+            raise translate_transport_error(exc, method=method, path=path) from exc
         if observer is not None:
             observer.after_response(response.status_code, response.headers)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %d", method, path, response.status_code)
         if not 200 <= response.status_code < 300:
-            raise _api_error(response, method, path, self._key)
+            raise api_error(response, method, path, self._key)
         return response, path
 
     def _json(self, response: httpx.Response, path: str) -> Any:
         try:
             return json.loads(response.content)
         except ValueError:
-            raise _unexpected(response, response.request.method, path, "not JSON") from None
+            raise unexpected(response, response.request.method, path, "not JSON") from None
 
     async def _object(
         self,
@@ -387,7 +238,7 @@ class KraiterClient:
         response, path = await self._request(operation, path_params, body=body)
         obj = self._json(response, path)
         if not isinstance(obj, dict):
-            raise _unexpected(response, response.request.method, path, "not a JSON object")
+            raise unexpected(response, response.request.method, path, "not a JSON object")
         if contact:
             obj = self.dialect.normalise_contact(obj)
         return obj, response.status_code
@@ -415,7 +266,7 @@ class KraiterClient:
         response, path = await self._request(path_key, path_params, query=params)
         decoded = decode_list(self._json(response, path), d)
         if decoded is None:
-            raise _unexpected(response, "GET", path, "not a list envelope")
+            raise unexpected(response, "GET", path, "not a list envelope")
         items, next_cursor = decoded
         if path_key == "contacts.list":
             items = [d.normalise_contact(item) for item in items]
@@ -450,7 +301,7 @@ class KraiterClient:
         response, path = await self._request(operation, {"id": contact_id})
         decoded = decode_list(self._json(response, path), self.dialect)
         if decoded is None:
-            raise _unexpected(response, "GET", path, "not a list envelope")
+            raise unexpected(response, "GET", path, "not a list envelope")
         return decoded[0]
 
     # ---- contacts ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ The one thing that must be right is the meaning of a failure: whether the reques
 may already have reached Kraiter. aiohttp's exceptions are mapped to the httpx
 exception with that meaning (a connection cut after sending is a
 ``RemoteProtocolError``, never a connect error — the httpx-aiohttp package gets this
-wrong), and ``client._translate_transport_error`` turns those into errors.py.
+wrong), and ``api.failures.translate_transport_error`` turns those into errors.py.
 """
 
 from __future__ import annotations
