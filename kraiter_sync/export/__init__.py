@@ -13,7 +13,8 @@ Modules: ``paging`` (resumable positions, the one fetch path with retries),
 ``streams`` (stream specs, schemas, row → frame conversion), ``writers`` (formats,
 partitions, CSV neutralisation), ``state`` (the JSON state document and its lock),
 ``output`` (the stream directory: the manifest, what is ours, replacing only that),
-``runner`` (runs, commits, recovery), ``choices`` (stream names, ``--since``,
+``runner`` (runs, commits, recovery), ``run`` (the async entry points),
+``options`` (options, result, progress), ``choices`` (stream names, ``--since``,
 ``--contacts``), ``public`` (the functions below).
 
 Names load lazily: ``kraiter_sync.export.choices`` (what the CLI needs at start) does
@@ -26,6 +27,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kraiter_sync.export.options import ExportOptions, ExportResult, ProgressSink
     from kraiter_sync.export.public import (
         export,
         export_contacts,
@@ -38,13 +40,7 @@ if TYPE_CHECKING:
         export_to,
         read_stream,
     )
-    from kraiter_sync.export.runner import (
-        ExportOptions,
-        ExportResult,
-        ProgressSink,
-        export_async,
-        read_stream_async,
-    )
+    from kraiter_sync.export.run import export_async, read_stream_async
     from kraiter_sync.export.streams import SCHEMAS, STREAMS, StreamSpec
     from kraiter_sync.export.writers import FORMATS, Format
 
@@ -52,13 +48,13 @@ _LAZY = {
     "FORMATS": "kraiter_sync.export.writers",
     "SCHEMAS": "kraiter_sync.export.streams",
     "STREAMS": "kraiter_sync.export.streams",
-    "ExportOptions": "kraiter_sync.export.runner",
-    "ExportResult": "kraiter_sync.export.runner",
+    "ExportOptions": "kraiter_sync.export.options",
+    "ExportResult": "kraiter_sync.export.options",
     "Format": "kraiter_sync.export.writers",
-    "ProgressSink": "kraiter_sync.export.runner",
+    "ProgressSink": "kraiter_sync.export.options",
     "StreamSpec": "kraiter_sync.export.streams",
     "export": "kraiter_sync.export.public",
-    "export_async": "kraiter_sync.export.runner",
+    "export_async": "kraiter_sync.export.run",
     "export_contacts": "kraiter_sync.export.public",
     "export_enrolments": "kraiter_sync.export.public",
     "export_events": "kraiter_sync.export.public",
@@ -68,7 +64,7 @@ _LAZY = {
     "export_timelines": "kraiter_sync.export.public",
     "export_to": "kraiter_sync.export.public",
     "read_stream": "kraiter_sync.export.public",
-    "read_stream_async": "kraiter_sync.export.runner",
+    "read_stream_async": "kraiter_sync.export.run",
 }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,7 +31,10 @@ __all__ = [
     "PageRows",
     "Position",
     "SortKey",
+    "contact_list",
     "id_key",
+    "iter_contacts",
+    "lookup_contact",
     "pages",
     "scheduled_key",
 ]
@@ -252,3 +255,52 @@ class ContactDirectory:
     async def _get(self, contact_id: str) -> Item:
         client = self.fetcher.client
         return await self.fetcher.call(lambda: client.get_contact(contact_id))
+
+
+async def lookup_contact(
+    fetcher: Fetcher, client: KraiterClient, ref: str
+) -> dict[str, Any] | None:
+    """A contact by id or email (``--contacts``); None when Kraiter has no such one."""
+    try:
+        if client.dialect.is_contact_id(ref):
+            return await fetcher.call(lambda: client.get_contact(ref))
+        return await fetcher.call(lambda: client.get_contact_by_email(ref))
+    except NotFoundError:
+        return None
+
+
+async def contact_list(client: KraiterClient, stream: str, contact_id: str) -> list[dict[str, Any]]:
+    """One contact's sequences (``enrolments``) or segments (``memberships``)."""
+    if stream == "enrolments":
+        return await client.contact_sequences(contact_id)
+    return await client.contact_segments(contact_id)
+
+
+async def iter_contacts(
+    fetcher: Fetcher,
+    client: KraiterClient,
+    listed: Sequence[str] | None,
+    driver: Any,
+    *,
+    page_size: int,
+    not_found: list[str],
+) -> AsyncIterator[tuple[Item, Any, Any]]:
+    """(contact, driver position before it, after it) for the per-contact streams: the
+    ``--contacts`` list (those Kraiter lacks go to ``not_found``), else every contact.
+    ``driver`` is where a resumed run stopped."""
+    if listed is not None:
+        start = int(driver or 0)
+        for index in range(start, len(listed)):
+            contact = await lookup_contact(fetcher, client, listed[index])
+            if contact is None:
+                not_found.append(listed[index])
+                continue
+            yield contact, index, index + 1
+        return
+    before = Position.from_json(driver)
+    async for page in pages(fetcher, "contacts.list", before, limit=page_size):
+        for i, contact in enumerate(page.items):
+            after = page.position_after(i)
+            yield contact, before.to_json(), after.to_json()
+            before = after
+        before = page.after

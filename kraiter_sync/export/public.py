@@ -11,13 +11,8 @@ import polars as pl
 
 from kraiter_sync.api.blocking import SyncKraiterClient
 from kraiter_sync.api.client import KraiterClient
-from kraiter_sync.export.runner import (
-    ExportOptions,
-    ExportResult,
-    ProgressSink,
-    export_async,
-    read_stream_async,
-)
+from kraiter_sync.export.options import ExportOptions, ExportResult, ProgressSink
+from kraiter_sync.export.run import export_async, read_stream_async
 from kraiter_sync.export.streams import SCHEMAS, STREAMS, StreamSpec
 from kraiter_sync.export.writers import FORMATS, Format
 from kraiter_sync.upload.context import (

@@ -20,27 +20,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import secrets
 import shutil
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.errors import (
-    ConfigError,
     IncompleteError,
     KraiterSyncError,
     NotFoundError,
     StateError,
     UsageError,
+)
+from kraiter_sync.export.options import (
+    Clock,
+    ExportOptions,
+    ExportResult,
+    Progress,
+    ProgressSink,
+    log_progress,
 )
 from kraiter_sync.export.output import (
     TMP_NAME,
@@ -49,161 +54,38 @@ from kraiter_sync.export.output import (
     replace_files,
     survey,
 )
-from kraiter_sync.export.paging import ContactDirectory, Fetcher, Position, pages
-from kraiter_sync.export.state import ExportState, state_path
+from kraiter_sync.export.paging import (
+    ContactDirectory,
+    Fetcher,
+    Position,
+    contact_list,
+    iter_contacts,
+    pages,
+)
+from kraiter_sync.export.state import ExportState
 from kraiter_sync.export.streams import (
     StreamSpec,
-    flatten_json_column,
-    rows_to_frame,
-    stream_spec,
+    shape_rows,
 )
 from kraiter_sync.export.writers import (
-    FORMATS,
-    Format,
     PendingFile,
-    empty_frame,
+    concat_frames,
     write_chunk,
 )
 from kraiter_sync.logs import get_logger
 
-__all__ = [
-    "ExportOptions",
-    "ExportResult",
-    "ProgressSink",
-    "export_async",
-    "log_progress",
-    "read_stream_async",
-]
+__all__ = ["CONVERT_ROWS", "Runner"]
+
 
 log = get_logger("export")
+
+
 #: Rows converted to a frame at a time: large enough that polars' per-call cost
 #: vanishes, small enough that the conversion overlaps with fetching the next pages.
 CONVERT_ROWS = 1_000
+
+
 Item = dict[str, Any]
-Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """What to export and how (the CLI's flags)."""
-
-    format: Format = "parquet"
-    #: Re-export everything (replaces the stream's output when complete).
-    full: bool = False
-    #: Re-export rows at or after this moment (on the stream's time column), replacing
-    #: the stream's output; ignores the watermark.
-    since: datetime | None = None
-    #: Limit per-contact streams to these contacts (ids or emails).
-    contacts: tuple[str, ...] | None = None
-    #: Add one String column per property key next to the JSON column.
-    flatten_properties: bool = False
-    #: Write CSV cells exactly as they are (no formula neutralisation).
-    raw_csv: bool = False
-    #: Events / timelines: leave out Kraiter's system events (``email.*``, sequences).
-    custom_only: bool = False
-    page_size: int = 100
-    chunk_rows: int = 50_000
-    commit_seconds: float = 30.0
-    #: Retries per request after the first attempt (0 = none).
-    retries: int = 5
-    #: Ceiling in requests/s for the rate controller (None: as fast as Kraiter allows).
-    rate: float | None = None
-    #: Export into a stream directory that holds files this tool did not write (they are
-    #: left alone: only the files in the manifest are ever replaced or deleted).
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            msg = f"format must be one of {', '.join(FORMATS)}, not {self.format!r}"
-            raise UsageError(msg)
-        if self.since is not None and self.since.tzinfo is None:
-            msg = "--since must carry a time zone (e.g. 2025-01-01T00:00:00Z)"
-            raise UsageError(msg)
-
-
-@dataclass
-class ExportResult:
-    """What one run did."""
-
-    stream: str
-    directory: Path | None
-    format: Format
-    mode: Literal["incremental", "full", "snapshot"]
-    rows: int = 0
-    files: list[Path] = field(default_factory=list)
-    requests: int = 0
-    retries: int = 0
-    resumed: bool = False
-    seconds: float = 0.0
-    contacts_not_found: list[str] = field(default_factory=list)
-
-
-ProgressSink = Callable[[dict[str, Any]], None]
-
-
-def log_progress(info: dict[str, Any]) -> None:
-    """The default progress sink: an INFO line (shown with -v, or as JSON lines)."""
-    log.info(
-        "export %s: %s rows, %s requests (%.1f req/s), %d retries",
-        info["stream"],
-        f"{info['rows']:,}",
-        f"{info['requests']:,}",
-        info["requests_per_s"],
-        info["retries"],
-        extra={"progress": info},
-    )
-
-
-class _Progress:
-    """Throttled progress reports (rows, requests, rate, retries) to a sink."""
-
-    def __init__(
-        self, stream: str, fetcher: Fetcher, clock: Clock, sink: ProgressSink, every: float = 1.0
-    ) -> None:
-        self.stream = stream
-        self.fetcher = fetcher
-        self.clock = clock
-        self.sink = sink
-        self.every = every
-        self.start = clock()
-        self.last = self.start
-
-    def tick(self, rows: int, *, force: bool = False) -> None:
-        now = self.clock()
-        if not force and now - self.last < self.every:
-            return
-        self.last = now
-        elapsed = max(now - self.start, 1e-9)
-        self.sink(
-            {
-                "stream": self.stream,
-                "rows": rows,
-                "requests": self.fetcher.requests,
-                "requests_per_s": self.fetcher.requests / elapsed,
-                "rows_per_s": rows / elapsed,
-                "retries": self.fetcher.retries,
-                "done": force,
-            }
-        )
-
-
-def _layout(options: ExportOptions, *, with_contacts: bool = False) -> dict[str, Any]:
-    """The options that shape the files (appending with others would mix layouts)."""
-    layout: dict[str, Any] = {
-        "format": options.format,
-        "custom_only": options.custom_only,
-        "flatten_properties": options.flatten_properties,
-        "raw_csv": options.raw_csv,
-    }
-    if with_contacts:
-        layout["contacts"] = list(options.contacts) if options.contacts is not None else None
-    return layout
-
-
-def _concat(frames: list[pl.DataFrame], spec: StreamSpec) -> pl.DataFrame:
-    if not frames:
-        return empty_frame(spec.schema)
-    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
 
 def _now_id() -> str:
@@ -211,7 +93,7 @@ def _now_id() -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-class _Run:
+class Runner:
     """One export run (or a resumed one) of one stream."""
 
     def __init__(
@@ -243,7 +125,7 @@ class _Run:
         self._saved_marks: tuple[Any, Any] | None = None
         self.directory_of_contacts = ContactDirectory(fetcher, limit=options.page_size)
         self.last_commit = clock()
-        self.progress = _Progress(spec.name, fetcher, clock, progress or log_progress)
+        self.progress = Progress(spec.name, fetcher, clock, progress or log_progress)
         self.result = ExportResult(
             spec.name,
             self.directory,
@@ -311,7 +193,7 @@ class _Run:
                 f"{run.get('rows', 0):,}",
             )
             stored = run.get("options") or {}
-            if stored and stored != _layout(opts, with_contacts=True):
+            if stored and stored != opts.layout(with_contacts=True):
                 log.warning(
                     "the interrupted run is finished with the options it started with (%s); "
                     "re-run afterwards for the new ones",
@@ -345,9 +227,9 @@ class _Run:
                 )
                 full = True
             layout = data.get("layout")
-            if not full and watermark and layout and layout != _layout(opts):
+            if not full and watermark and layout and layout != opts.layout():
                 differs = ", ".join(
-                    f"{k}={layout.get(k)}" for k, v in _layout(opts).items() if layout.get(k) != v
+                    f"{k}={layout.get(k)}" for k, v in opts.layout().items() if layout.get(k) != v
                 )
                 msg = (
                     f"{self.directory} was exported with {differs}; appending with other "
@@ -363,7 +245,7 @@ class _Run:
                 "seq": 0,
                 "rows": 0,
                 "staging": str(self._staging(run_id)) if full else None,
-                "options": _layout(opts, with_contacts=True),
+                "options": opts.layout(with_contacts=True),
                 "watermark": None,
                 "driver": None,
             }
@@ -452,28 +334,8 @@ class _Run:
                 await self.directory_of_contacts.resolve(wanted)
 
     def _frame_sync(self, items: Sequence[Item]) -> pl.DataFrame:
-        spec, opts = self.spec, self.options
-        directory = self.directory_of_contacts if spec.needs_emails else None
-        frame = rows_to_frame(
-            spec,
-            items,
-            emails=directory.emails if directory else None,
-            user_ids=directory.user_ids if directory else None,
-        )
-        if opts.custom_only:
-            if spec.name == "events":
-                frame = frame.filter(~pl.col("name").str.starts_with("email."))
-            elif spec.name == "timelines":
-                frame = frame.filter(pl.col("type") == "event")
-        if self.since is not None and spec.since_column is not None:
-            col = pl.col(spec.since_column)
-            keep = col >= self.since
-            if spec.name == "sends":  # queued sends have no sentAt yet: they are recent
-                keep = keep | col.is_null()
-            frame = frame.filter(keep)
-        if opts.flatten_properties and spec.json_column is not None:
-            frame = flatten_json_column(frame, spec.json_column)
-        return frame
+        directory = self.directory_of_contacts if self.spec.needs_emails else None
+        return shape_rows(self.spec, self.options, items, directory, self.since)
 
     def _due(self) -> bool:
         return (
@@ -529,7 +391,7 @@ class _Run:
         self.last_commit = self.clock()
         await self._settle_commit()
         if self.state is None or self.directory is None:
-            frame = _concat(frames, self.spec)
+            frame = concat_frames(frames, self.spec.schema)
             self.frames.append(frame)
             self.result.rows += frame.height
             return
@@ -560,7 +422,7 @@ class _Run:
         self, frames: list[pl.DataFrame], stem: str, marks: tuple[Any, Any], *, final: bool
     ) -> None:
         """(worker thread) files under temporary names → journal + position → renames."""
-        frame = _concat(frames, self.spec)
+        frame = concat_frames(frames, self.spec.schema)
         run = self.run
         target = Path(run["staging"]) if self.full else self._dir
         write_empty = final and self.full and run["rows"] == 0 and frame.height == 0
@@ -591,7 +453,7 @@ class _Run:
         run["driver"] = driver
         (run if self.full else self.data)["watermark"] = watermark
         if not self.full:
-            self.data["layout"] = _layout(self.options)
+            self.data["layout"] = self.options.layout()
         self._state.save()
         for p in pending:
             p.tmp.replace(p.final)
@@ -616,7 +478,7 @@ class _Run:
                 "remove": sorted(data.get("files") or {}),
             }
             data["watermark"] = run.get("watermark") if self.spec.incremental else None
-            data["layout"] = _layout(self.options)
+            data["layout"] = self.options.layout()
         data["run"] = None
         data["pending"] = []
         data["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -642,45 +504,17 @@ class _Run:
             self.pos = page.after
             await self._maybe_commit()
 
-    async def _contacts(self) -> AsyncIterator[tuple[Item, Any, Any]]:
-        """(contact, driver position before it, after it) for the per-contact streams."""
-        listed = self.options.contacts
-        if listed is not None:
-            start = int(self.driver or 0)
-            for index in range(start, len(listed)):
-                contact = await self._lookup(listed[index])
-                if contact is None:
-                    self.result.contacts_not_found.append(listed[index])
-                    continue
-                yield contact, index, index + 1
-            return
-        before = Position.from_json(self.driver)
-        async for page in pages(
-            self.fetcher, "contacts.list", before, limit=self.options.page_size
-        ):
-            for i, contact in enumerate(page.items):
-                after = page.position_after(i)
-                yield contact, before.to_json(), after.to_json()
-                before = after
-            before = page.after
-
-    async def _lookup(self, ref: str) -> Item | None:
-        client = self.client
-        try:
-            if client.dialect.is_contact_id(ref):
-                return await self.fetcher.call(lambda: client.get_contact(ref))
-            return await self.fetcher.call(lambda: client.get_contact_by_email(ref))
-        except NotFoundError:
-            return None
-
-    async def _contact_list(self, contact_id: str) -> list[Item]:
-        if self.spec.name == "enrolments":
-            return await self.client.contact_sequences(contact_id)
-        return await self.client.contact_segments(contact_id)
-
     async def _read_per_contact(self) -> None:
         spec = self.spec
-        async for contact, before, after in self._contacts():
+        contacts = iter_contacts(
+            self.fetcher,
+            self.client,
+            self.options.contacts,
+            self.driver,
+            page_size=self.options.page_size,
+            not_found=self.result.contacts_not_found,
+        )
+        async for contact, before, after in contacts:
             cid, email = contact["id"], contact.get("email")
             if spec.source == "contact_pages":
                 start = self.contact_pos.get(cid, Position())
@@ -703,7 +537,9 @@ class _Run:
                 self.driver = after
             else:
                 try:
-                    rows = await self.fetcher.call(functools.partial(self._contact_list, cid))
+                    rows = await self.fetcher.call(
+                        functools.partial(contact_list, self.client, self.spec.name, cid)
+                    )
                 except NotFoundError:  # deleted since it was listed
                     rows = []
                 for item in rows:
@@ -751,77 +587,3 @@ class _Run:
         self.result.retries = self.fetcher.retries
         self.result.seconds = self.clock() - started
         return self.result
-
-
-async def export_async(
-    client: KraiterClient,
-    stream: str,
-    out: str | os.PathLike[str],
-    *,
-    state_dir: str | os.PathLike[str],
-    target: str,
-    options: ExportOptions | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Callable[[float], Any] = asyncio.sleep,
-    progress: ProgressSink | None = None,
-) -> ExportResult:
-    """Export ``stream`` into ``<out>/<stream>/`` incrementally and resumably.
-
-    ``target`` is the tenant identity (``Settings.target``) keying the watermark;
-    ``state_dir`` holds the state document. Raises IncompleteError (exit 4) when a
-    request still fails after the retries: re-running resumes.
-    """
-    spec = stream_spec(stream)
-    options = options or ExportOptions()
-    _check_contacts(spec, options)
-    out_path = Path(out)
-    state = ExportState(state_path(Path(state_dir), target, spec.name, out_path))
-    fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
-    with state.locked():
-        try:
-            out_path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            msg = f"cannot create --out {out_path}: {exc.strerror}"
-            raise ConfigError(msg) from None
-        run = _Run(
-            client,
-            spec,
-            options,
-            fetcher,
-            out=out_path,
-            state=state,
-            clock=clock,
-            progress=progress,
-        )
-        return await run.execute()
-
-
-def _check_contacts(spec: StreamSpec, options: ExportOptions) -> None:
-    if options.contacts is not None and spec.source == "feed":
-        msg = (
-            "--contacts applies to the per-contact streams (timelines, enrolments, "
-            f"memberships), not to {spec.name}"
-        )
-        raise UsageError(msg)
-
-
-def _log_retry(exc: BaseException, attempt: int) -> None:
-    log.info("retry %d after: %s", attempt, exc)
-
-
-async def read_stream_async(
-    client: KraiterClient,
-    stream: str,
-    *,
-    options: ExportOptions | None = None,
-    sleep: Callable[[float], Any] = asyncio.sleep,
-) -> pl.DataFrame:
-    """The whole stream as one frame (no files, no watermark): for notebooks and tests."""
-    spec = stream_spec(stream)
-    _check_contacts(spec, options or ExportOptions())
-    options = replace(options or ExportOptions(), chunk_rows=10**12, commit_seconds=float("inf"))
-    fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
-    run = _Run(client, spec, options, fetcher, out=None, state=None, clock=time.monotonic)
-    await run.execute()
-    frames = [f for f in run.frames if f.height] or [empty_frame(spec.schema)]
-    return pl.concat(frames, how="diagonal_relaxed")

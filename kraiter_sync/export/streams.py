@@ -34,6 +34,7 @@ __all__ = [
     "StreamSpec",
     "flatten_json_column",
     "rows_to_frame",
+    "shape_rows",
     "stream_spec",
 ]
 
@@ -352,3 +353,35 @@ def flatten_json_column(frame: pl.DataFrame, column: str) -> pl.DataFrame:
         if f"{column}.{key}" not in frame.columns
     ]
     return frame.with_columns(extra)
+
+
+def shape_rows(
+    spec: StreamSpec,
+    options: Any,
+    items: Sequence[dict[str, Any]],
+    directory: Any,
+    since: datetime | None,
+) -> pl.DataFrame:
+    """API items → the stream's frame as the export writes it: emails and user ids filled
+    in from ``directory`` (a ``paging.ContactDirectory``), ``--custom-only``, ``--since``
+    and ``--flatten-properties`` applied (``options``: an ``ExportOptions``)."""
+    frame = rows_to_frame(
+        spec,
+        items,
+        emails=directory.emails if directory else None,
+        user_ids=directory.user_ids if directory else None,
+    )
+    if options.custom_only:
+        if spec.name == "events":
+            frame = frame.filter(~pl.col("name").str.starts_with("email."))
+        elif spec.name == "timelines":
+            frame = frame.filter(pl.col("type") == "event")
+    if since is not None and spec.since_column is not None:
+        col = pl.col(spec.since_column)
+        keep = col >= since
+        if spec.name == "sends":  # queued sends have no sentAt yet: they are recent
+            keep = keep | col.is_null()
+        frame = frame.filter(keep)
+    if options.flatten_properties and spec.json_column is not None:
+        frame = flatten_json_column(frame, spec.json_column)
+    return frame

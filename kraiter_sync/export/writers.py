@@ -25,6 +25,7 @@ __all__ = [
     "FORMATS",
     "Format",
     "PendingFile",
+    "concat_frames",
     "empty_frame",
     "prepare_text_frame",
     "write_chunk",
@@ -137,3 +138,10 @@ def _write_partitioned(
         )
         for day, rows in counts
     ]
+
+
+def concat_frames(frames: list[pl.DataFrame], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """One frame of a stream's chunks (an empty frame of ``schema`` when there are none)."""
+    if not frames:
+        return empty_frame(schema)
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
