@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.respx_helpers import anyio_backend, router
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.respx import anyio_backend, router
 
 __all__ = ["anyio_backend", "router"]  # fixtures for the client tests
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_DATA = REPO_ROOT / "sample_data"
 
 
 @pytest.fixture

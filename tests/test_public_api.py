@@ -12,7 +12,7 @@ import pytest
 
 import kraiter_sync
 from kraiter_sync.cli import main
-from tests.conftest import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT
 
 
 def test_every_public_name_resolves() -> None:
