@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_ratelimit import SimServer, simulate, sustained_ratio
+from tests.helpers.ratelimit_sim import SimServer, simulate, sustained_ratio
 
 
 def main() -> None:

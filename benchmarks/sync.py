@@ -261,7 +261,7 @@ def main() -> None:
         for _ in range(args.repeat):  # interleaved: a busy machine slows both alike
             bases.append(baseline(config)[0])
             start = time.perf_counter()
-            result = run_sync(config, settings, dry_run=True, client_factory=factory)
+            result = run_sync(config, settings=settings, dry_run=True, client_factory=factory)
             # the engine still reads Kraiter for the changed rows (create or update?)
             dry.append(time.perf_counter() - start - transports[-1].busy_s)
             assert result.exit_code == 0, result.as_dict()
@@ -273,7 +273,7 @@ def main() -> None:
 
         reads_before = sum(t.methods["GET"] for t in transports)
         start = time.perf_counter()
-        real = run_sync(config, settings, client_factory=factory)
+        real = run_sync(config, settings=settings, client_factory=factory)
         real_s = time.perf_counter() - start
         assert real.exit_code == 0, real.as_dict()
         counts = real.jobs[0].counts["contacts"]
@@ -284,7 +284,7 @@ def main() -> None:
         quiet = []
         for _ in range(args.repeat):  # the night after: nothing changed at all
             start = time.perf_counter()
-            again = run_sync(config, settings, client_factory=factory)
+            again = run_sync(config, settings=settings, client_factory=factory)
             quiet.append(time.perf_counter() - start)
             assert again.jobs[0].unchanged_rows == args.rows, again.as_dict()
         quiet_writes = sum(n for t in transports for m, n in t.methods.items() if m != "GET")

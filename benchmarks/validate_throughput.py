@@ -111,7 +111,7 @@ def mapped_chunks(path: Path, chunk: int) -> Iterator[pl.DataFrame]:
 def validate_file(path: Path, chunk: int) -> dict[str, int]:
     """End to end, as ``kraiter-sync validate`` runs it."""
     options = InputOptions(kind="events", chunk_size=chunk, validation=OPTIONS)
-    (report,) = validate_inputs([path], options).reports
+    (report,) = validate_inputs([path], options=options).reports
     assert report.balanced
     return _counts(report)
 

@@ -81,7 +81,7 @@ def sync_command(
     sync_config = load_sync_config(config_path)
     settings = common.settings(config=sync_config)
     if check:
-        result = check_jobs(sync_config, settings, jobs)
+        result = check_jobs(sync_config, jobs, settings=settings)
         if as_json:
             click.echo(json.dumps(result.as_dict()))
         else:
@@ -93,7 +93,12 @@ def sync_command(
 
     with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
         outcome = run_sync(
-            sync_config, settings, jobs, dry_run=dry_run, full=full, on_progress=progress.sending
+            sync_config,
+            jobs,
+            settings=settings,
+            dry_run=dry_run,
+            full=full,
+            on_progress=progress.sending,
         )
     # Each job's outcome is logged (info when ok, so cron stays silent on a good night;
     # warning for rejected rows; error for failures). --json adds the summary on stdout.

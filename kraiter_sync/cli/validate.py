@@ -66,7 +66,7 @@ def validate_command(
     state_dir = common.state_dir_only()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     rejects_path = rejects or default_rejects(state_dir, f"validate-{stamp}")
-    result = validate_inputs(paths, inputs, rejects_path=rejects_path, report_path=report)
+    result = validate_inputs(paths, options=inputs, rejects_path=rejects_path, report_path=report)
     for line in result.detections:
         log.info("%s", line)
     click.echo("\n".join(validation_summary(r) for r in result.reports))

@@ -129,14 +129,15 @@ def _check_target(settings: Settings, client_factory: ClientFactory | None) -> J
 
 def check_jobs(
     config: SyncConfig,
-    settings: Settings,
     jobs: Sequence[str] = (),
     *,
+    settings: Settings | None = None,
     client_factory: ClientFactory | None = None,
 ) -> CheckResult:
     """Validate connections without sending anything: each source opened and its first
     :data:`CHECK_ROWS` rows read, mapped and validated as the run does (the same code,
     threads included), the cursor column found, and one read from Kraiter."""
+    settings = settings or config.settings()
     selected = config.select(jobs)
     return CheckResult(
         jobs=[_check_job(job) for job in selected],

@@ -346,9 +346,9 @@ def _summary(result: Any, unchanged_rows: int = 0) -> str:
 
 def run_sync(
     config: SyncConfig,
-    settings: Settings,
     jobs: Sequence[str] = (),
     *,
+    settings: Settings | None = None,
     dry_run: bool = False,
     full: bool = False,
     now: dt.datetime | None = None,
@@ -359,9 +359,11 @@ def run_sync(
     """Run the selected jobs in order under one lock on the state directory.
 
     A job that fails is recorded and the next one runs; the result's ``exit_code`` is
-    the most severe of all jobs. A second run on the same state directory raises
+    the most severe of all jobs (``settings``: from the file and the environment unless
+    given). A second run on the same state directory raises
     :class:`~kraiter_sync.errors.LockHeldError` (exit 5, nothing started) at once.
     """
+    settings = settings or config.settings()
     selected = config.select(jobs)
     started = time.monotonic()
     results: list[JobResult] = []

@@ -38,12 +38,13 @@ class ValidateResult:
 
 def validate_inputs(
     paths: Sequence[str | Path],
-    options: InputOptions,
     *,
+    options: InputOptions | None = None,
     rejects_path: Path | None = None,
     report_path: Path | None = None,
 ) -> ValidateResult:
     """The library form of ``kraiter-sync validate``: nothing is sent anywhere."""
+    options = options or InputOptions()
     with contextlib.ExitStack() as stack:
         inputs = prepare_inputs(paths, options, stack=stack)
         writer = stack.enter_context(RejectsWriter(rejects_path)) if rejects_path else None

@@ -45,14 +45,14 @@ def test_rerun_reads_only_new_objects(
     bucket.put(BUCKET, "events/date=2025-03-01/data_0_0_0.parquet", parquet_bytes(events(10)))
     bucket.put(BUCKET, "events/date=2025-03-01/data_0_1_0.csv.gz", csv_gz_bytes(events(5, 10)))
 
-    first = run_sync(config, settings).jobs[0]
+    first = run_sync(config, settings=settings).jobs[0]
     assert first.exit_code == 0, first.message
     assert first.counts["events"]["read"] == 15
     assert len(remote(url)[1]) == 15
 
     # nothing new: no object is read, nothing is sent
     app.reset()
-    second = run_sync(config, settings).jobs[0]
+    second = run_sync(config, settings=settings).jobs[0]
     assert second.exit_code == 0
     assert second.message == "no new or changed objects since the last run"
     assert second.rows_read == 0
@@ -60,14 +60,14 @@ def test_rerun_reads_only_new_objects(
 
     # the next night's part: only it is read
     bucket.put(BUCKET, "events/date=2025-03-02/data_0_0_0.parquet", parquet_bytes(events(7, 100)))
-    third = run_sync(config, settings).jobs[0]
+    third = run_sync(config, settings=settings).jobs[0]
     assert third.exit_code == 0, third.message
     assert third.counts["events"]["read"] == 7
     assert len(remote(url)[1]) == 22
 
     # a part rewritten in place (new ETag) is read again; its old rows are not re-sent
     bucket.put(BUCKET, "events/date=2025-03-01/data_0_1_0.csv.gz", csv_gz_bytes(events(6, 10)))
-    fourth = run_sync(config, settings).jobs[0]
+    fourth = run_sync(config, settings=settings).jobs[0]
     assert fourth.counts["events"]["read"] == 6
     assert fourth.counts["events"]["already"] == 5
     assert len(remote(url)[1]) == 23
@@ -90,12 +90,12 @@ def test_dry_run_and_full_reread(
         job_config(tmp_path, f"s3://{BUCKET}/dry/").read_text(), tmp_path / "k.toml"
     )
     bucket.put(BUCKET, "dry/part-0.parquet", parquet_bytes(events(4)))
-    dry = run_sync(config, settings, dry_run=True).jobs[0]
+    dry = run_sync(config, settings=settings, dry_run=True).jobs[0]
     assert dry.status == "dry-run"
     # a dry run records nothing: the real run still reads the object
-    real = run_sync(config, settings).jobs[0]
+    real = run_sync(config, settings=settings).jobs[0]
     assert real.counts["events"]["read"] == 4
-    again = run_sync(config, settings, full=True).jobs[0]  # --full reads every object
+    again = run_sync(config, settings=settings, full=True).jobs[0]  # --full reads every object
     assert again.counts["events"]["read"] == 4
     assert again.counts["events"]["already"] == 4
 

@@ -64,12 +64,12 @@ def test_second_run_over_unchanged_data_sends_no_write(
     config = parse_sync_config(FILE_JOBS, tmp_path / "kraiter-sync.toml")
     settings = settings_for(url, tmp_path)
 
-    first = run_sync(config, settings)
+    first = run_sync(config, settings=settings)
     assert first.exit_code == 0, first.as_dict()
     assert len(app.writes()) == 4  # 2 contacts + 2 events
     app.reset()
 
-    second = run_sync(config, settings)
+    second = run_sync(config, settings=settings)
     assert second.exit_code == 0, second.as_dict()
     assert app.writes() == []
     contacts_job, events_job = second.jobs
@@ -84,7 +84,7 @@ def test_second_run_over_unchanged_data_sends_no_write(
     # one contact changes: exactly one write
     write(tmp_path / "contacts.csv", "email,plan\na@example.com,team\nb@example.com,free\n")
     app.reset()
-    third = run_sync(config, settings, ["contacts"])
+    third = run_sync(config, ["contacts"], settings=settings)
     assert [j.job for j in third.jobs] == ["contacts"]
     assert third.jobs[0].unchanged_rows == 1
     assert third.jobs[0].counts["contacts"]["read"] == 1
@@ -109,7 +109,7 @@ def first_night(tmp_path: Path, url: str, csv: str) -> tuple[SyncConfig, Setting
     write(tmp_path / "contacts.csv", csv)
     config = parse_sync_config(CONTACTS_JOB, tmp_path / "kraiter-sync.toml")
     settings = settings_for(url, tmp_path)
-    assert run_sync(config, settings).exit_code == 0
+    assert run_sync(config, settings=settings).exit_code == 0
     old = cached_id(settings, "a@example.com")
     assert old is not None
     return config, settings, old
@@ -126,7 +126,7 @@ def test_a_changed_contact_deleted_in_kraiter_is_created_again(
         client.delete_contact(old)
     write(tmp_path / "contacts.csv", "email,plan\na@example.com,team\nb@example.com,free\n")
     app.reset()
-    job = run_sync(config, settings).jobs[0]
+    job = run_sync(config, settings=settings).jobs[0]
     assert job.exit_code == 0, job.as_dict()
     assert job.counts["contacts"]["sent"] == 1
     assert app.writes() == [("PATCH", f"/api/contacts/{old}"), ("POST", "/api/contacts")]
@@ -137,7 +137,7 @@ def test_a_changed_contact_deleted_in_kraiter_is_created_again(
     # the ledger holds the new id: the next change is one PATCH again
     write(tmp_path / "contacts.csv", "email,plan\na@example.com,pro\nb@example.com,free\n")
     app.reset()
-    assert run_sync(config, settings).exit_code == 0
+    assert run_sync(config, settings=settings).exit_code == 0
     assert app.requests == [("PATCH", f"/api/contacts/{new}")]
     assert remote(url)[0]["a@example.com"]["properties"] == {"plan": "pro"}
 
@@ -152,7 +152,7 @@ def test_a_cached_id_that_now_holds_another_email_is_not_trusted(
         client.update_contact(old, email="renamed@example.com")
     write(tmp_path / "contacts.csv", "email,plan\na@example.com,team\n")
     app.reset()
-    job = run_sync(config, settings).jobs[0]
+    job = run_sync(config, settings=settings).jobs[0]
     assert job.exit_code == 0, job.as_dict()
     assert app.writes() == [("PATCH", f"/api/contacts/{old}"), ("POST", "/api/contacts")]
     contacts = remote(url)[0]
@@ -169,12 +169,12 @@ def test_without_the_row_cache_the_engine_cache_still_sends_nothing(
         '[jobs.c]\nsource = "contacts.csv"\nkind = "contacts"\n', tmp_path / "kraiter-sync.toml"
     )
     settings = settings_for(url, tmp_path)
-    assert run_sync(config, settings).exit_code == 0
+    assert run_sync(config, settings=settings).exit_code == 0
     caches = list((settings.state_dir / "sync").glob("c.rows.*.parquet"))
     assert len(caches) == 1
     caches[0].unlink()  # lost (or written by another polars version)
     app.reset()
-    job = run_sync(config, settings).jobs[0]
+    job = run_sync(config, settings=settings).jobs[0]
     assert job.unchanged_rows == 0
     assert job.counts["contacts"]["unchanged"] == 2
     assert app.writes() == []
@@ -183,7 +183,7 @@ def test_without_the_row_cache_the_engine_cache_still_sends_nothing(
         '[jobs.c]\nsource = "contacts.csv"\nkind = "contacts"\nmap = { email = "email" }\n',
         tmp_path / "kraiter-sync.toml",
     )
-    assert run_sync(changed, settings).jobs[0].unchanged_rows == 0
+    assert run_sync(changed, settings=settings).jobs[0].unchanged_rows == 0
     assert len(list((settings.state_dir / "sync").glob("c.rows.*.parquet"))) == 1
 
 
@@ -198,11 +198,11 @@ def test_reordered_and_grown_sources_resend_only_new_rows(
         '[jobs.c]\nsource = "contacts.csv"\nkind = "contacts"\n', tmp_path / "kraiter-sync.toml"
     )
     settings = settings_for(url, tmp_path)
-    assert run_sync(config, settings).exit_code == 0
+    assert run_sync(config, settings=settings).exit_code == 0
     # every row moves (reversed) and one is inserted at the top
     write(source, "email,plan\nnew@example.com,pro\n" + "\n".join(reversed(lines)) + "\n")
     app.reset()
-    job = run_sync(config, settings).jobs[0]
+    job = run_sync(config, settings=settings).jobs[0]
     assert job.exit_code == 0, job.as_dict()
     assert job.unchanged_rows == 300  # found by content, not position
     assert job.counts["contacts"]["read"] == 1
@@ -224,7 +224,7 @@ def test_late_events_inside_the_lag_window_are_sent_once(
     )
     config = parse_sync_config(FILE_JOBS, tmp_path / "kraiter-sync.toml")
     settings = settings_for(url, tmp_path)
-    assert run_sync(config, settings).exit_code == 0
+    assert run_sync(config, settings=settings).exit_code == 0
     with Ledger(settings.ledger_path) as ledger:
         mark = ledger.get_watermark(settings.target, cursor_stream("events"))
     assert mark is not None
@@ -242,7 +242,7 @@ def test_late_events_inside_the_lag_window_are_sent_once(
         ),
     )
     app.reset()
-    result = run_sync(config, settings, ["events"])
+    result = run_sync(config, ["events"], settings=settings)
     assert result.exit_code == 0, result.as_dict()
     sent = [r for r in app.writes() if r[1] == "/api/events"]
     assert len(sent) == 2
@@ -258,7 +258,7 @@ def test_late_events_inside_the_lag_window_are_sent_once(
     ]
     # running again changes nothing
     app.reset()
-    assert run_sync(config, settings, ["events"]).exit_code == 0
+    assert run_sync(config, ["events"], settings=settings).exit_code == 0
     assert app.writes() == []
 
 
@@ -279,7 +279,7 @@ def test_a_failing_job_does_not_stop_the_others(
         '[jobs.fine]\nsource = "contacts.csv"\nkind = "contacts"\n',
         tmp_path / "kraiter-sync.toml",
     )
-    result = run_sync(config, settings_for(url, tmp_path))
+    result = run_sync(config, settings=settings_for(url, tmp_path))
     assert [(j.job, j.status) for j in result.jobs] == [
         ("broken", "error"),
         ("gone", "error"),
@@ -338,7 +338,7 @@ def test_runs_lists_one_record_per_job(tmp_path: Path, kraiter: tuple[CountingAp
     write(tmp_path / "events.csv", events_rows(("a@example.com", "x", "2026-01-01T00:00:00Z")))
     config = parse_sync_config(FILE_JOBS, tmp_path / "kraiter-sync.toml")
     settings = settings_for(url, tmp_path)
-    run_sync(config, settings)
+    run_sync(config, settings=settings)
     with Ledger(settings.ledger_path) as ledger:
         runs = ledger.list_runs()
     assert sorted(r.command for r in runs) == ["sync:contacts", "sync:events"]
@@ -357,12 +357,12 @@ def test_live_sequence_triggers_need_allow_triggers(
         'map = { name = "event", timestamp = "at" }\n'
     )
     settings = settings_for(url, tmp_path)
-    refused = run_sync(parse_sync_config(job, tmp_path / "k.toml"), settings).jobs[0]
+    refused = run_sync(parse_sync_config(job, tmp_path / "k.toml"), settings=settings).jobs[0]
     assert refused.exit_code == 2
     assert "Welcome" in refused.message
     assert [w for w in app.writes() if w[1] == "/api/events"] == []
     allowed = parse_sync_config(job + "allow_triggers = true\n", tmp_path / "k.toml")
-    assert run_sync(allowed, settings).exit_code == 0
+    assert run_sync(allowed, settings=settings).exit_code == 0
     assert len([w for w in app.writes() if w[1] == "/api/events"]) == 1
 
 
@@ -382,11 +382,11 @@ def test_mirror_job_deletes_what_left_the_source_within_the_guard(
     )
     settings = settings_for(url, tmp_path)
     app.reset()
-    dry = run_sync(config, settings, dry_run=True).jobs[0]
+    dry = run_sync(config, settings=settings, dry_run=True).jobs[0]
     assert dry.status == "dry-run"
     assert "1 to create, 0 to update, 1 to delete, 24 unchanged" in dry.message
     assert app.writes() == []
-    job = run_sync(config, settings).jobs[0]
+    job = run_sync(config, settings=settings).jobs[0]
     assert job.exit_code == 0, job.as_dict()
     assert "1 created, 0 updated, 1 deleted" in job.message
     with Ledger(settings.ledger_path) as ledger:  # recorded as the job, like the others
@@ -402,7 +402,7 @@ def test_mirror_job_deletes_what_left_the_source_within_the_guard(
     # a source that lost most of its rows is refused before anything is deleted
     write(source, "email,plan\nu0@example.com,pro\n")
     app.reset()
-    refused = run_sync(config, settings).jobs[0]
+    refused = run_sync(config, settings=settings).jobs[0]
     assert refused.exit_code == 2
     assert "refusing to delete 24 of 25 contacts" in refused.message
     assert [w for w in app.writes() if w[0] == "DELETE"] == []
@@ -417,7 +417,7 @@ def test_dry_run_sends_nothing_and_keeps_the_watermark(
     write(tmp_path / "events.csv", events_rows(("a@example.com", "x", "2026-01-01T00:00:00Z")))
     config = parse_sync_config(FILE_JOBS, tmp_path / "kraiter-sync.toml")
     settings = settings_for(url, tmp_path)
-    result = run_sync(config, settings, dry_run=True)
+    result = run_sync(config, settings=settings, dry_run=True)
     assert [j.status for j in result.jobs] == ["dry-run", "dry-run"]
     assert app.writes() == []
     with Ledger(settings.ledger_path) as ledger:
@@ -435,21 +435,21 @@ def test_full_every_rechecks_every_contact_when_due(
     )
     settings = settings_for(url, tmp_path)
     day0 = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
-    assert run_sync(config, settings, now=day0).jobs[0].full  # never done: due
+    assert run_sync(config, settings=settings, now=day0).jobs[0].full  # never done: due
     # someone edits a contact in Kraiter; the change cache cannot know
     with SyncKraiterClient(url, KEY) as client:
         contact = client.get_contact_by_email("a@example.com")
         assert contact is not None
         client.update_contact(contact["id"], properties={"plan": "edited-in-kraiter"})
     app.reset()
-    day3 = run_sync(config, settings, now=day0 + dt.timedelta(days=3)).jobs[0]
+    day3 = run_sync(config, settings=settings, now=day0 + dt.timedelta(days=3)).jobs[0]
     assert not day3.full
     assert app.writes() == []
-    day8 = run_sync(config, settings, now=day0 + dt.timedelta(days=8)).jobs[0]
+    day8 = run_sync(config, settings=settings, now=day0 + dt.timedelta(days=8)).jobs[0]
     assert day8.full
     assert remote(url)[0]["a@example.com"]["properties"] == {"plan": "pro"}
     app.reset()
-    assert not run_sync(config, settings, now=day0 + dt.timedelta(days=9)).jobs[0].full
+    assert not run_sync(config, settings=settings, now=day0 + dt.timedelta(days=9)).jobs[0].full
 
 
 # -- the lock -----------------------------------------------------------------------------
@@ -488,7 +488,7 @@ def test_a_second_run_exits_5_busy_at_once_naming_the_holder(tmp_path: Path) -> 
         with pytest.raises(LockHeldError):
             run_sync(
                 parse_sync_config(config.read_text(), config),
-                Settings(base_url="http://127.0.0.1:9", api_key=KEY, state_dir=state),
+                settings=Settings(base_url="http://127.0.0.1:9", api_key=KEY, state_dir=state),
             )
     finally:
         assert holder.stdin is not None
@@ -509,7 +509,7 @@ def test_a_stale_lock_from_a_dead_process_is_taken_over(
     config = parse_sync_config(
         '[jobs.c]\nsource = "contacts.csv"\nkind = "contacts"\n', tmp_path / "kraiter-sync.toml"
     )
-    assert run_sync(config, settings).exit_code == 0
+    assert run_sync(config, settings=settings).exit_code == 0
     with state_lock(settings.state_dir):  # and it was released afterwards
         pass
 
@@ -531,7 +531,7 @@ def test_sqlite_job_end_to_end(tmp_path: Path, kraiter: tuple[CountingApp, str])
         'kind = "contacts"\n',
         tmp_path / "kraiter-sync.toml",
     )
-    result = run_sync(config, settings_for(url, tmp_path))
+    result = run_sync(config, settings=settings_for(url, tmp_path))
     assert result.exit_code == 0, result.as_dict()
     contacts = remote(url)[0]
     assert contacts["a@example.com"]["properties"] == {"plan": "pro", "seats": 3}
@@ -556,7 +556,7 @@ def test_duckdb_events_job_end_to_end_and_incremental(
         tmp_path / "kraiter-sync.toml",
     )
     settings = settings_for(url, tmp_path)
-    assert run_sync(config, settings).exit_code == 0
+    assert run_sync(config, settings=settings).exit_code == 0
     assert len(remote(url)[1]) == 6
     conn = duckdb.connect(str(db))
     conn.execute(
@@ -565,7 +565,7 @@ def test_duckdb_events_job_end_to_end_and_incremental(
     )
     conn.close()
     app.reset()
-    job = run_sync(config, settings).jobs[0]
+    job = run_sync(config, settings=settings).jobs[0]
     assert job.rows_read == 3  # 04:00, 05:00 (inside 90 min of 05:00) and the new 06:00
     assert len([r for r in app.writes() if r[1] == "/api/events"]) == 1
     assert len(remote(url)[1]) == 7
@@ -588,7 +588,7 @@ def test_postgres_job_end_to_end(tmp_path: Path, kraiter: tuple[CountingApp, str
             tmp_path / "kraiter-sync.toml",
         )
         settings = settings_for(url, tmp_path)
-        result = run_sync(config, settings)
+        result = run_sync(config, settings=settings)
         assert result.exit_code == 3  # one row is not an email: rejected, the rest sent
         contacts = remote(url)[0]
         assert contacts["a@example.com"]["properties"] == {"plan": "pro", "mrr": 49.5}
@@ -601,7 +601,7 @@ def test_postgres_job_end_to_end(tmp_path: Path, kraiter: tuple[CountingApp, str
             if path.is_file():
                 assert password.encode() not in path.read_bytes(), path
         app.reset()
-        again = run_sync(config, settings).jobs[0]
+        again = run_sync(config, settings=settings).jobs[0]
         assert again.unchanged_rows == 2  # the good rows
         assert again.counts["contacts"]["invalid"] == 1  # the bad row is reported again
         assert again.exit_code == 3
@@ -661,7 +661,7 @@ def test_sqlite_events_job_end_to_end_and_incremental(
         tmp_path / "kraiter-sync.toml",
     )
     settings = settings_for(url, tmp_path)
-    first = run_sync(config, settings)
+    first = run_sync(config, settings=settings)
     assert first.exit_code == 0, first.as_dict()
     assert first.jobs[0].counts["events"]["sent"] == 6
     assert len(remote(url)[1]) == 6
@@ -672,7 +672,7 @@ def test_sqlite_events_job_end_to_end_and_incremental(
         )
     conn.close()
     app.reset()
-    again = run_sync(config, settings).jobs[0]
+    again = run_sync(config, settings=settings).jobs[0]
     assert again.exit_code == 0, again.as_dict()
     assert again.rows_read == 2  # the watermark row (id 5) and the new one
     assert len([r for r in app.writes() if r[1] == "/api/events"]) == 1
@@ -726,7 +726,7 @@ def test_postgres_events_job_reads_in_the_read_ahead_thread(
             "chunk_size = 2\n",
             tmp_path / "kraiter-sync.toml",
         )
-        result = run_sync(config, settings_for(url, tmp_path))
+        result = run_sync(config, settings=settings_for(url, tmp_path))
         assert result.exit_code == 0, result.as_dict()
         assert result.jobs[0].counts["events"]["sent"] == 7
         assert len(remote(url)[1]) == 7

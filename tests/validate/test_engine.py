@@ -416,7 +416,7 @@ def test_validate_verb_writes_rejects_and_report(tmp_path: Path) -> None:
     )
     result = validate_inputs(
         [source],
-        inputs,
+        options=inputs,
         rejects_path=tmp_path / "out" / "rejects.ndjson",
         report_path=tmp_path / "out" / "report.json",
     )
@@ -432,7 +432,7 @@ def test_validate_verb_writes_rejects_and_report(tmp_path: Path) -> None:
     assert "email.invalid" in text
     clean = tmp_path / "clean.csv"
     clean.write_text("email,name,timestamp\na@b.co,signup,2024-01-01T00:00:00Z\n")
-    assert validate_inputs([clean], inputs).exit_code == 0
+    assert validate_inputs([clean], options=inputs).exit_code == 0
 
 
 def test_sorted_halves_keeps_equal_keys_adjacent_on_top_half_ties() -> None:
