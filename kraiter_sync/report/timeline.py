@@ -98,12 +98,15 @@ class Timeline:
 
     def _add(self, series: int) -> None:
         index = int((self._clock() - self._start) / self._width)
-        if index >= self.max_buckets:
-            index = self._coarsen(index)
-        buckets = self._buckets
-        while len(buckets) <= index:
-            buckets.append([0] * len(SERIES))
-        buckets[index][series] += 1
+        try:
+            self._buckets[index][series] += 1  # the common case: the current bucket
+        except IndexError:
+            if index >= self.max_buckets:
+                index = self._coarsen(index)
+            buckets = self._buckets
+            while len(buckets) <= index:
+                buckets.append([0] * len(SERIES))
+            buckets[index][series] += 1
 
     def _coarsen(self, index: int) -> int:
         """Double the bucket width (merging pairs) until ``index`` fits; its new index."""
