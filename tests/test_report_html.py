@@ -291,3 +291,26 @@ def test_masking_reaches_nested_values_and_leaves_the_rest() -> None:
     }
     assert mask_properties("not json {") == "not json {"
     assert mask_properties('["a"]') == '["a"]'
+
+
+def test_a_reconcile_apply_run_has_a_timeline_and_a_report(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    csv = tmp_path / "c.csv"
+    csv.write_text("email,plan\na@example.com,pro\nb@example.com,free\n")
+    runner = CliRunner()
+    env = {"KRAITER_SYNC_STATE_DIR": str(state)}
+    applied = runner.invoke(main, ["reconcile", str(csv), "--apply"], env=env)
+    assert applied.exit_code == 0, applied.stderr
+    with Ledger(state / "ledger.db") as ledger:
+        (listed,) = ledger.list_runs()
+        run = ledger.get_run(listed.id)
+    assert run is not None
+    assert run.details is not None
+    series = run.details["timeline"]["series"]
+    assert sum(series["requests"]) == sum(series["2xx"]) + sum(series.get("4xx", [])) >= 3
+    out = tmp_path / "reconcile.html"
+    shown = runner.invoke(main, ["runs", "show", str(run.id), "--html", str(out)], env=env)
+    assert shown.exit_code == 0, shown.stderr
+    page = out.read_text()
+    assert 'data-count="created">2<' in page
+    assert f"{sum(series['requests']):,} requests, 0 answered 429" in page
