@@ -530,15 +530,24 @@ def send_options(func: F) -> F:
     return cast(F, wrapper)
 
 
-report_option = click.option(
+def _html_option(flag: str, name: str, what: str) -> Callable[[F], F]:
+    """An option naming where a run's HTML report goes (import --report, runs show --html)."""
+    return click.option(
+        flag,
+        name,
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        metavar="PATH",
+        help=f"{what} One static file that opens offline; needs "
+        'pip install "kraiter-sync[report]".',
+    )
+
+
+report_option = _html_option(
     "--report",
     "report_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    metavar="PATH",
-    help="Also write the run's HTML report to PATH: rows as a Sankey diagram, requests "
-    "per second with 429s and retries, rejects by rule with sample rows. One static "
-    'file that opens offline; needs pip install "kraiter-sync[report]".',
+    "Also write the run's HTML report to PATH: rows as a Sankey diagram, requests per "
+    "second with 429s and retries, rejects by rule with sample rows.",
 )
 
 
@@ -737,15 +746,7 @@ def runs_command(ctx: click.Context, limit: int, as_json: bool, common: Common) 
 
 @runs_command.command("show")
 @click.argument("run_id", type=click.IntRange(min=1), metavar="N")
-@click.option(
-    "--html",
-    "html_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    metavar="PATH",
-    help="Write the run's HTML report to PATH (one static file that opens offline; "
-    'needs pip install "kraiter-sync[report]").',
-)
+@_html_option("--html", "html_path", "Write the run's HTML report to PATH.")
 @click.option(
     "--json",
     "as_json",

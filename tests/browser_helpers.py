@@ -43,11 +43,14 @@ FLAGS = (
 )
 
 
+# Read at import: the autouse fixture in conftest.py removes KRAITER_* variables.
+CHROMIUM = os.environ.get("KRAITER_TEST_CHROMIUM") or shutil.which("chromium")
+
+
 def chromium_or_skip() -> str:
     """The Chromium binary; skip without one locally, fail in CI (``CI=true``)."""
-    found = os.environ.get("KRAITER_TEST_CHROMIUM") or shutil.which("chromium")
-    if found:
-        return found
+    if CHROMIUM:
+        return CHROMIUM
     reason = "Chromium is not installed (source .ci/chromium.sh, or set KRAITER_TEST_CHROMIUM)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI must run the browser tests, not skip them)")

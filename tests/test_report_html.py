@@ -314,3 +314,13 @@ def test_a_reconcile_apply_run_has_a_timeline_and_a_report(tmp_path: Path) -> No
     page = out.read_text()
     assert 'data-count="created">2<' in page
     assert f"{sum(series['requests']):,} requests, 0 answered 429" in page
+
+
+def test_a_dry_run_shows_what_it_would_send() -> None:
+    counts = {"events": {"read": 5, "pending": 4, "invalid": 1}, "dry_run": True, "exit_code": 3}
+    report = build_report(_record(status="dry-run", counts=counts))
+    page = render_html(report)
+    assert "would send: 4" in page
+    assert "would send <small>(not sent)</small>" in page
+    assert 'data-outcome="pending">4<' in page
+    assert 'id="meta-status">dry-run<' in page

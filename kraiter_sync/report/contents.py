@@ -214,27 +214,27 @@ def read_reject_samples(
         lazy.select(rule.alias("rule"), stage.alias("stage"))
         .group_by("rule")
         .agg(pl.len().alias("n"), pl.col("stage").first())
-        .collect()
+        .collect(engine="streaming")
     )
-    shown = [c for c in SAMPLE_COLUMNS if c in columns]
-    head = (
-        lazy.with_columns(rule.alias("rule"))
-        .filter(pl.int_range(pl.len()).over("rule") < per_rule)
-        .select("rule", *[pl.col(c).cast(pl.String) for c in shown])
-        .collect()
-    )
-    samples: dict[str, list[dict[str, str]]] = {}
-    for row in head.iter_rows(named=True):
-        sample = {}
-        for name in shown:
-            value = row[name]
-            if value is None:
-                continue
-            text = mask_properties(value) if name == "properties" else value
-            sample[name] = _shorten(text)
-        samples.setdefault(row["rule"], []).append(sample)
     counts = {str(r): int(n) for r, n in summary.select("rule", "n").iter_rows()}
     stages = {str(r): str(s or "") for r, s in summary.select("rule", "stage").iter_rows()}
+    shown = [c for c in SAMPLE_COLUMNS if c in columns]
+    samples: dict[str, list[dict[str, str]]] = {}
+    for name in counts:  # a few dozen rules at most; each read stops after per_rule rows
+        head = (
+            lazy.filter(rule == name)
+            .head(per_rule)
+            .select([pl.col(c).cast(pl.String) for c in shown])
+            .collect(engine="streaming")
+        )
+        samples[name] = [
+            {
+                column: _shorten(mask_properties(value) if column == "properties" else value)
+                for column, value in row.items()
+                if value is not None
+            }
+            for row in head.iter_rows(named=True)
+        ]
     return counts, stages, samples
 
 

@@ -115,7 +115,7 @@ def _header(report: RunReport) -> str:
     rows = [
         ("run", str(report.run_id), "run-id"),
         ("command", report.command, "command"),
-        ("status", report.status + (" (dry run)" if report.dry_run else ""), "status"),
+        ("status", report.status, "status"),
         ("exit code", "-" if report.exit_code is None else str(report.exit_code), "exit-code"),
         ("Kraiter", report.host, "host"),
         ("tenant", report.tenant or "-", "tenant"),
