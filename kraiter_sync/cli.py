@@ -530,12 +530,34 @@ def send_options(func: F) -> F:
     return cast(F, wrapper)
 
 
+def _html_option(flag: str, name: str, what: str) -> Callable[[F], F]:
+    """An option naming where a run's HTML report goes (import --report, runs show --html)."""
+    return click.option(
+        flag,
+        name,
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        metavar="PATH",
+        help=f"{what} One static file that opens offline; needs "
+        'pip install "kraiter-sync[report]".',
+    )
+
+
+report_option = _html_option(
+    "--report",
+    "report_path",
+    "Also write the run's HTML report to PATH: rows as a Sankey diagram, requests per "
+    "second with 429s and retries, rejects by rule with sample rows.",
+)
+
+
 @main.command("import")
 @click.argument("paths", nargs=-1, required=True)
 @input_options
 @click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
 @send_options
 @json_summary_option
+@report_option
 @common_options
 def import_command(
     paths: tuple[str, ...],
@@ -543,6 +565,7 @@ def import_command(
     dry_run: bool,
     sending: SendFlags,
     as_json: bool,
+    report_path: Path | None,
     common: Common,
 ) -> None:
     """Load contacts and events into Kraiter: nothing lost, nothing sent twice.
@@ -565,6 +588,10 @@ def import_command(
     from kraiter_sync.importer import import_
     from kraiter_sync.progress import ImportProgress
 
+    if report_path is not None:
+        from kraiter_sync.report.html import require_plotly
+
+        require_plotly()  # before the run, not after hours of sending
     settings = common.settings()
     options = sending.import_options(inputs, dry_run=dry_run)
     args = {
@@ -579,7 +606,16 @@ def import_command(
         result = import_(
             paths, settings=settings, options=options, args=args, on_progress=progress.update
         )
+    if report_path is not None:
+        _write_report(settings.state_dir, result.run_id, report_path)
     _finish_import(result, as_json=as_json)
+
+
+def _write_report(state_dir: Path, run_id: int, path: Path) -> None:
+    from kraiter_sync.report import write_run_report
+
+    written = write_run_report(state_dir, run_id, path)
+    click.echo(f"report: {written}", err=True)
 
 
 def _finish_import(result: ImportResult, *, as_json: bool) -> None:
@@ -648,14 +684,16 @@ def _iso(epoch: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def _run_dict(run: RunRecord) -> dict[str, Any]:
+def _run_dict(run: RunRecord, *, details: bool = False) -> dict[str, Any]:
     out = dataclasses.asdict(run)
     out["started_at"] = _iso(run.started_at)
     out["finished_at"] = _iso(run.finished_at)
+    if not details:
+        del out["details"]
     return out
 
 
-@main.command("runs")
+@main.group("runs", invoke_without_command=True)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -665,12 +703,16 @@ def _run_dict(run: RunRecord) -> dict[str, Any]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON on stdout.")
 @common_options
-def runs_command(limit: int, as_json: bool, common: Common) -> None:
+@click.pass_context
+def runs_command(ctx: click.Context, limit: int, as_json: bool, common: Common) -> None:
     """Show the history of runs recorded in the state directory's ledger.
 
     A run whose process is gone (killed, crashed, machine rebooted) without finishing is
-    shown as `killed`; re-run its command to resume it.
+    shown as `killed`; re-run its command to resume it. `runs show N` shows one run, and
+    `runs show N --html PATH` writes its HTML report.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from kraiter_sync.ledger import Ledger
 
     ledger_path = common.state_dir_only() / "ledger.db"
@@ -700,6 +742,48 @@ def runs_command(limit: int, as_json: bool, common: Common) -> None:
             f"{run.id:>5}  {run.command:<{width}} {run.status:<11} "
             f"{_iso(run.started_at):<20}  {summary}"
         )
+
+
+@runs_command.command("show")
+@click.argument("run_id", type=click.IntRange(min=1), metavar="N")
+@_html_option("--html", "html_path", "Write the run's HTML report to PATH.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the whole run record as JSON, with the request timeline and rejects by rule.",
+)
+@common_options
+def runs_show_command(run_id: int, html_path: Path | None, as_json: bool, common: Common) -> None:
+    """Show run N: its command, target, times, status and counts.
+
+    \b
+    Examples:
+      kraiter-sync runs show 12
+      kraiter-sync runs show 12 --html run-12.html
+    """
+    from kraiter_sync.report import show_run
+
+    state_dir = common.state_dir_only()
+    if html_path is not None:
+        _write_report(state_dir, run_id, html_path)
+        if not as_json:
+            return
+    run = show_run(state_dir, run_id)
+    if as_json:
+        click.echo(json.dumps(_run_dict(run, details=True), indent=2))
+        return
+    click.echo(f"run {run.id}: {run.command} ({run.status})")
+    click.echo(f"target: {run.target}")
+    click.echo(f"started {_iso(run.started_at)}, finished {_iso(run.finished_at) or '-'}")
+    for name, value in run.counts.items():
+        if name in ("events", "contacts") and isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items() if v)
+            click.echo(f"{name}: {shown or 'none'}")
+        elif isinstance(value, float):
+            click.echo(f"{name}: {value:,.2f}")
+        elif not isinstance(value, dict | list):
+            click.echo(f"{name}: {value}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from kraiter_sync.progress import Snapshot
 from kraiter_sync.ratelimit import RateController
 from kraiter_sync.reconcile_run import contacts_to_write
 from kraiter_sync.rejects import RejectsWriter
+from kraiter_sync.report.timeline import Timeline, record_requests
 from kraiter_sync.retry import RetryPolicy
 from kraiter_sync.upload import (
     ContactRow,
@@ -244,6 +245,15 @@ class _Run:
         self.names: set[str] = set()
         self.emails: pl.Series | None = None
         self.result = ImportResult(run_id=run_id, rejects_path=writer.path, dry_run=options.dry_run)
+        #: Requests per second of the sending pass (starts when it does).
+        self.timeline: Timeline | None = None
+
+    def details(self) -> dict[str, Any]:
+        """What the run's report draws besides the counts (stored with the run)."""
+        return {
+            "timeline": None if self.timeline is None else self.timeline.as_dict(),
+            "rejects": {"by_rule": self.writer.by_rule, "file": str(self.writer.path.absolute())},
+        }
 
     # -- pass 1 --------------------------------------------------------------------------
 
@@ -507,6 +517,8 @@ class _Run:
             if on_progress is not None:
                 on_progress(self.snapshot(stats, controller))
 
+        self.timeline = Timeline()
+        record_requests(client, self.timeline)
         engine = Engine(
             client,
             self.ledger,
@@ -518,6 +530,7 @@ class _Run:
             ),
             on_rejected=lambda outcomes: self.writer.write(_api_rejects(outcomes)),
             on_progress=progress,
+            on_retry=self.timeline.retry,
         )
         loop = asyncio.get_running_loop()
         with _stop_on_signals(loop, engine.request_stop):
@@ -623,7 +636,9 @@ def import_(
             counts = run.result.as_dict() if run is not None else {}
             failing = sys.exc_info()[1] is not None
             try:
-                ledger.finish_run(run_id, status, counts)
+                ledger.finish_run(
+                    run_id, status, counts, details=run.details() if run is not None else None
+                )
             except StateError:
                 if not failing:
                     raise

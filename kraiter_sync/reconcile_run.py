@@ -38,6 +38,7 @@ from kraiter_sync.reconcile_apply import (
     verify_plan_fresh,
 )
 from kraiter_sync.remote import Caller, RemoteSnapshot, Strategy, snapshot_contacts
+from kraiter_sync.report.timeline import Timeline, record_requests
 
 if TYPE_CHECKING:
     from kraiter_sync.reconcile_events import EventsReconcileResult
@@ -225,11 +226,13 @@ async def open_session(
         check_tenant(ledger, settings)
         run_id = ledger.start_run(command, settings.target, args)
         status = "failed"
+        timeline = Timeline()
         try:
             controller = RateController(ceiling=options.rate)
             client = KraiterClient.from_settings(
                 settings, observer=controller, max_connections=max(options.concurrency, 1)
             )
+            record_requests(client, timeline)
             async with client:
                 engine = Engine(
                     client,
@@ -241,11 +244,14 @@ async def open_session(
                         retry=RetryPolicy(max_retries=options.max_retries),
                     ),
                     on_rejected=on_rejected,
+                    on_retry=timeline.retry,
                 )
                 yield Session(client, engine, ledger, run_id, controller)
             status = "incomplete" if (counts or {}).get("exit_code") == EXIT_INCOMPLETE else "ok"
         finally:
-            ledger.finish_run(run_id, status, counts or {})
+            ledger.finish_run(
+                run_id, status, counts or {}, details={"timeline": timeline.as_dict()}
+            )
 
 
 # ---- the verbs ---------------------------------------------------------------------------
