@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -16,7 +17,9 @@ from kraiter_sync.cli.options import (
     common_options,
     input_options,
     json_summary_option,
+    report_option,
     send_options,
+    write_report,
 )
 from kraiter_sync.cli.progress import ProgressSink
 from kraiter_sync.cli.render import import_summary, resume_command
@@ -40,6 +43,7 @@ log = get_logger("cli")
 @click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
 @send_options
 @json_summary_option
+@report_option
 @common_options
 def import_command(
     paths: tuple[str, ...],
@@ -47,6 +51,7 @@ def import_command(
     dry_run: bool,
     sending: SendFlags,
     as_json: bool,
+    report_path: Path | None,
     common: Common,
 ) -> None:
     """Load contacts and events into Kraiter: nothing lost, nothing sent twice.
@@ -68,6 +73,10 @@ def import_command(
     """
     from kraiter_sync.verbs.importer import import_
 
+    if report_path is not None:
+        from kraiter_sync.report.html import require_plotly
+
+        require_plotly()  # before the run, not after hours of sending
     settings = common.settings()
     options = sending.import_options(inputs, dry_run=dry_run)
     args = {
@@ -82,6 +91,8 @@ def import_command(
         result = import_(
             paths, settings=settings, options=options, args=args, on_progress=progress.sending
         )
+    if report_path is not None:
+        write_report(settings.state_dir, result.run_id, report_path)
     finish_import(result, as_json=as_json)
 
 

@@ -341,3 +341,32 @@ def send_options(func: F) -> F:
         return func(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def html_option(flag: str, name: str, what: str) -> Callable[[F], F]:
+    """An option naming where a run's HTML report goes (import --report, runs show --html)."""
+    return click.option(
+        flag,
+        name,
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        metavar="PATH",
+        help=f"{what} One static file that opens offline; needs "
+        'pip install "kraiter-sync[report]".',
+    )
+
+
+report_option = html_option(
+    "--report",
+    "report_path",
+    "Also write the run's HTML report to PATH: rows as a Sankey diagram, requests per "
+    "second with 429s and retries, rejects by rule with sample rows.",
+)
+
+
+def write_report(state_dir: Path, run_id: int, path: Path) -> None:
+    """Write run ``run_id``'s HTML report and say where."""
+    from kraiter_sync.report import write_run_report
+
+    written = write_run_report(state_dir, run_id, path)
+    click.echo(f"report: {written}", err=True)

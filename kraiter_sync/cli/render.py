@@ -31,6 +31,7 @@ __all__ = [
     "restore_summary",
     "resume_command",
     "run_dict",
+    "run_lines",
     "runs_table",
     "snapshot_line",
     "validation_summary",
@@ -107,14 +108,35 @@ def _iso(epoch: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def run_dict(run: RunRecord) -> dict[str, Any]:
-    """A run record as JSON-ready data (times as ISO 8601 UTC)."""
+def run_dict(run: RunRecord, *, details: bool = False) -> dict[str, Any]:
+    """A run record as JSON-ready data (times as ISO 8601 UTC); ``details`` (the request
+    timeline, rejects by rule) only when asked for."""
     import dataclasses
 
     out = dataclasses.asdict(run)
     out["started_at"] = _iso(run.started_at)
     out["finished_at"] = _iso(run.finished_at)
+    if not details:
+        del out["details"]
     return out
+
+
+def run_lines(run: RunRecord) -> str:
+    """``runs show N``: the run's command, target, times, status and counts."""
+    lines = [
+        f"run {run.id}: {run.command} ({run.status})",
+        f"target: {run.target}",
+        f"started {_iso(run.started_at)}, finished {_iso(run.finished_at) or '-'}",
+    ]
+    for name, value in run.counts.items():
+        if name in ("events", "contacts") and isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items() if v)
+            lines.append(f"{name}: {shown or 'none'}")
+        elif isinstance(value, float):
+            lines.append(f"{name}: {value:,.2f}")
+        elif not isinstance(value, dict | list):
+            lines.append(f"{name}: {value}")
+    return "\n".join(lines)
 
 
 def runs_table(runs: list[RunRecord]) -> str:

@@ -8,7 +8,8 @@ One database file (WAL, ``synchronous=NORMAL``) in the state directory holds, pe
   ``rejected`` with Kraiter's code and message. ``inflight`` rows that survive a run
   are the ambiguous leftovers of a crash, to be verified before anything is re-sent.
 * ``runs``: one row per command run, with its arguments (scrubbed of secrets), final
-  counts, and the process that ran it (pid, host, and the process's start identity, so a
+  counts, ``details`` for its report (request timeline, rejects by rule), and the
+  process that ran it (pid, host, and the process's start identity, so a
   run whose process died is told apart from a live one even when its pid was reused):
   :meth:`Ledger.mark_killed_runs` turns such ``running`` rows into ``killed``.
 * ``tenants``: the key fingerprint each ``--tenant`` name was first used with, per base
@@ -28,6 +29,7 @@ with the next step to take.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -119,6 +121,11 @@ _MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL,
         PRIMARY KEY (base, tenant)
     ) WITHOUT ROWID;
+    """,
+    # version 3: what a run's report draws besides its counts (request timeline, rejects
+    # by rule); NULL for runs recorded before
+    """
+    ALTER TABLE runs ADD COLUMN details TEXT;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -409,16 +416,36 @@ class Ledger:
                 )
         return dead
 
-    def finish_run(self, run_id: int, status: str, counts: Mapping[str, Any] | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        counts: Mapping[str, Any] | None = None,
+        *,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Close a run with its status and counts, and ``details`` for its report."""
         with self._tx() as db:
             db.execute(
-                "UPDATE runs SET finished_at = ?, status = ?, counts = ? WHERE id = ?",
-                (_now(), status, json.dumps(dict(counts or {}), default=str), run_id),
+                "UPDATE runs SET finished_at = ?, status = ?, counts = ?, details = ? WHERE id = ?",
+                (
+                    _now(),
+                    status,
+                    json.dumps(dict(counts or {}), default=str),
+                    None if details is None else json.dumps(dict(details), default=str),
+                    run_id,
+                ),
             )
 
     def get_run(self, run_id: int) -> RunRecord | None:
-        rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", [run_id])
-        return run_record(rows[0]) if rows else None
+        """One run, with its :attr:`RunRecord.details`."""
+        rows = self._query(f"SELECT {RUN_COLUMNS}, details FROM runs WHERE id = ?", [run_id])
+        if not rows:
+            return None
+        details = rows[0][-1]
+        return dataclasses.replace(
+            run_record(rows[0][:-1]), details=None if details is None else json.loads(details)
+        )
 
     def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Most recent first."""

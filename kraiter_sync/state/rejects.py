@@ -44,6 +44,8 @@ class RejectsWriter:
             raise InputError(msg)
         self.format = fmt
         self.rows = 0
+        #: Rows written per rule code (what a run's report lists).
+        self.by_rule: dict[str, int] = {}
         self._file: IO[bytes] | None = None
         self._parquet: Any = None
         self._header_written = False
@@ -92,6 +94,9 @@ class RejectsWriter:
             elif rejects.height:
                 rejects.write_ndjson(self._file)
         self.rows += rejects.height
+        if rejects.height and "rule" in rejects.columns:
+            for rule, n in rejects["rule"].fill_null("").value_counts().iter_rows():
+                self.by_rule[rule] = self.by_rule.get(rule, 0) + n
 
     def close(self) -> None:
         """Flush and close; an input without rejects still leaves a valid (empty) file."""

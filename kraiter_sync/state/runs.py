@@ -60,6 +60,10 @@ class RunRecord:
     counts: dict[str, Any]
     pid: int | None = None
     host: str | None = None
+    #: What the run's report draws besides the counts: ``timeline`` (api.timeline's
+    #: recorded form) and ``rejects`` (``by_rule`` counts, the rejects ``file``). Loaded by
+    #: ``Ledger.get_run`` only; None when not recorded (runs of older versions).
+    details: dict[str, Any] | None = None
 
 
 def _boot_id() -> str | None:

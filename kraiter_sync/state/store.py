@@ -53,7 +53,12 @@ class RunLog(Protocol):
         self, command: str, target: str, args: Mapping[str, Any] | None = None
     ) -> int: ...
     def finish_run(
-        self, run_id: int, status: str, counts: Mapping[str, Any] | None = None
+        self,
+        run_id: int,
+        status: str,
+        counts: Mapping[str, Any] | None = None,
+        *,
+        details: Mapping[str, Any] | None = None,
     ) -> None: ...
     def get_run(self, run_id: int) -> RunRecord | None: ...
     def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]: ...

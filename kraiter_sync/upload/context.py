@@ -33,6 +33,7 @@ from kraiter_sync.api.blocking import SyncKraiterClient
 from kraiter_sync.api.client import KraiterClient, RequestObserver
 from kraiter_sync.api.ratelimit import RateController
 from kraiter_sync.api.retry import RetryPolicy, call_with_retry
+from kraiter_sync.api.timeline import Timeline, record_requests
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import ConfigError, StateError
 from kraiter_sync.logs import get_logger
@@ -207,6 +208,18 @@ class Run:
     client_factory: ClientFactory | None = None
     status: str = "failed"
     counts: dict[str, Any] = field(default_factory=dict)
+    #: What the run's report draws besides the counts (the verb adds to it; None: nothing
+    #: was run). ``timeline`` is added from :attr:`timeline` when the run is recorded.
+    details: dict[str, Any] | None = field(default_factory=dict)
+    #: Requests per second of the run's engine (``api.timeline``), once it has one.
+    timeline: Timeline | None = None
+
+    def record_details(self) -> dict[str, Any] | None:
+        """What the run record keeps for the run's report."""
+        if self.details is None:
+            return None
+        timeline = None if self.timeline is None else self.timeline.as_dict()
+        return {"timeline": timeline, **self.details}
 
     @contextlib.asynccontextmanager
     async def engine(
@@ -224,6 +237,8 @@ class Run:
         controller = RateController(ceiling=self.options.rate)
         factory = _factory(self.settings, self.options, self.client_factory)
         async with factory(controller) as client:
+            self.timeline = Timeline()
+            record_requests(client, self.timeline)
             engine = Engine(
                 client,
                 self.store,
@@ -236,6 +251,7 @@ class Run:
                 controller=controller,
                 on_rejected=on_rejected,
                 on_progress=on_progress,
+                on_retry=self.timeline.retry,
             )
             if graceful_stop:
                 with stop_on_signals(asyncio.get_running_loop(), engine.request_stop):
@@ -265,7 +281,7 @@ def recorded_run(
         raise
     finally:
         try:
-            store.finish_run(run_id, run.status, run.counts)
+            store.finish_run(run_id, run.status, run.counts, details=run.record_details())
         except StateError:
             if not failing:
                 raise

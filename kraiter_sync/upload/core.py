@@ -77,6 +77,7 @@ class EngineCore:
         controller: RateController | None = None,
         on_rejected: RejectSink | None = None,
         on_progress: Callable[[EngineStats], None] | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -88,6 +89,7 @@ class EngineCore:
         self.stats = EngineStats()
         self._on_rejected = on_rejected
         self._on_progress = on_progress
+        self._on_retry = on_retry
         self._stop = asyncio.Event()
 
     # -- stopping ------------------------------------------------------------------------
@@ -125,10 +127,13 @@ class EngineCore:
                 await put(item)
 
     async def with_retry(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run one call under the engine's retry policy, counting retries."""
+        """Run one call under the engine's retry policy, counting retries (and telling
+        ``on_retry`` of each: the run's request timeline)."""
 
-        def count(_exc: BaseException, _attempt: int) -> None:
+        def count(exc: BaseException, _attempt: int) -> None:
             self.stats.retries += 1
+            if self._on_retry is not None:
+                self._on_retry(exc)
 
         return await call_with_retry(attempt, self.options.retry, before_retry=count)
 

@@ -480,7 +480,15 @@ def import_locked(
             return job.result
         finally:
             run.counts = job.result.as_dict() if job is not None else {}
-            if job is not None:
+            if job is None:
+                run.details = None
+            else:
+                run.details = {
+                    "rejects": {
+                        "by_rule": job.writer.by_rule,
+                        "file": str(job.writer.path.absolute()),
+                    }
+                }
                 shutil.rmtree(job.spool, ignore_errors=True)
 
 

@@ -30,10 +30,10 @@ def ledger(tmp_path: Path) -> Ledger:
 def test_creates_parents_wal_and_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "ledger.db"
     with Ledger(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 2
+        assert led.schema_version == SCHEMA_VERSION == 3
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     db.close()
 
 
@@ -260,9 +260,37 @@ def test_a_version_1_ledger_is_migrated_keeping_its_data(tmp_path: Path) -> None
     )
     db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 2
+        assert led.schema_version == 3
         (run,) = led.list_runs()
         assert (run.command, run.status, run.pid, run.host) == ("import", "ok", None, None)
+
+
+def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Path) -> None:
+    from kraiter_sync.state.ledger import _MIGRATIONS
+
+    path = tmp_path / "ledger.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(_MIGRATIONS[0])
+    db.executescript(_MIGRATIONS[1])
+    db.execute("PRAGMA user_version = 2")
+    db.execute(
+        "INSERT INTO runs (command, target, started_at, finished_at, status, counts) "
+        "VALUES ('import', ?, 1.0, 2.0, 'ok', '{\"requests\": 7}')",
+        [T],
+    )
+    db.close()
+    with Ledger(path) as led:
+        assert led.schema_version == 3
+        run = led.get_run(1)
+        assert run is not None
+        assert (run.status, run.counts, run.details) == ("ok", {"requests": 7}, None)
+        new = led.start_run("import", T)
+        led.finish_run(new, "ok", {"requests": 2}, details={"timeline": {"series": {}}})
+        again = led.get_run(new)
+        assert again is not None
+        assert again.details == {"timeline": {"series": {}}}
+        # listings stay light: details are read for one run only
+        assert [r.details for r in led.list_runs()] == [None, None]
 
 
 # -- runs whose process is gone --------------------------------------------------------
