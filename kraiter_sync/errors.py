@@ -66,6 +66,7 @@ __all__ = [
     "api_error_class",
     "is_disk_full",
     "os_reason",
+    "outcome_exit_code",
 ]
 
 EXIT_OK = 0
@@ -234,6 +235,14 @@ class IncompleteError(KraiterSyncError):
     """The run stopped before finishing (interrupted, out of retries); re-running resumes."""
 
     exit_code = EXIT_INCOMPLETE
+
+
+def outcome_exit_code(*, failed: int, rejected: int) -> int:
+    """The exit code of a run from what happened to its records: 4 when some failed
+    (re-running resumes), else 3 when Kraiter rejected some, else 0."""
+    if failed:
+        return EXIT_INCOMPLETE
+    return EXIT_REJECTED if rejected else EXIT_OK
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

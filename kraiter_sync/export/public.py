@@ -13,8 +13,6 @@ from kraiter_sync.api.blocking import SyncKraiterClient
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.export.options import ExportOptions, ExportResult, ProgressSink
 from kraiter_sync.export.run import export_async, read_stream_async
-from kraiter_sync.export.streams import SCHEMAS, STREAMS, StreamSpec
-from kraiter_sync.export.writers import FORMATS, Format
 from kraiter_sync.upload.context import (
     ClientFactory,
     RunOptions,
@@ -27,16 +25,7 @@ if TYPE_CHECKING:
     from kraiter_sync.config import Settings
 
 __all__ = [
-    "FORMATS",
-    "SCHEMAS",
-    "STREAMS",
-    "ExportOptions",
-    "ExportResult",
-    "Format",
-    "ProgressSink",
-    "StreamSpec",
     "export",
-    "export_async",
     "export_contacts",
     "export_enrolments",
     "export_events",
@@ -46,7 +35,6 @@ __all__ = [
     "export_timelines",
     "export_to",
     "read_stream",
-    "read_stream_async",
 ]
 
 T = TypeVar("T")

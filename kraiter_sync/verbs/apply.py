@@ -22,7 +22,10 @@ from typing import Any
 
 import polars as pl
 
-from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError
+from kraiter_sync.errors import (
+    GuardError,
+    outcome_exit_code,
+)
 from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.contacts import ContactPlan, contact_hash
 from kraiter_sync.state.tombstones import write_tombstone
@@ -48,9 +51,7 @@ class ApplyResult:
 
     @property
     def exit_code(self) -> int:
-        if self.failed:
-            return EXIT_INCOMPLETE
-        return EXIT_REJECTED if self.rejects else EXIT_OK
+        return outcome_exit_code(failed=self.failed, rejected=len(self.rejects))
 
     def add(self, written: Written) -> None:
         self.created += written.created

@@ -25,7 +25,13 @@ import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import Settings
-from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED, GuardError
+from kraiter_sync.errors import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_REJECTED,
+    GuardError,
+    outcome_exit_code,
+)
 from kraiter_sync.frames import Kind
 from kraiter_sync.inputs import ChunkSource, InputOptions, read_inputs
 from kraiter_sync.plan.contact_plan import plan_contacts, read_plan, write_plan
@@ -148,9 +154,7 @@ class EventsReconcileResult:
 
     @property
     def exit_code(self) -> int:
-        if self.failed:
-            return EXIT_INCOMPLETE
-        return EXIT_REJECTED if self.rejects else EXIT_OK
+        return outcome_exit_code(failed=self.failed, rejected=len(self.rejects))
 
     def record(self) -> dict[str, Any]:
         """The counts for the run record."""
@@ -433,17 +437,8 @@ def reconcile(
     every write goes through the upload engine.
     """
     opts = options or ReconcileOptions()
-    if not opts.apply:
-        return reconcile_locked(
-            None,
-            paths,
-            settings=settings,
-            inputs=inputs,
-            options=opts,
-            on_progress=on_progress,
-            client_factory=client_factory,
-        )
-    with locked_state(settings) as store:
+    state = locked_state(settings) if opts.apply else contextlib.nullcontext(None)
+    with state as store:
         return reconcile_locked(
             store,
             paths,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kraiter_sync.config import Settings
-from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_REJECTED
+from kraiter_sync.errors import EXIT_INCOMPLETE, outcome_exit_code
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.state.tombstones import read_tombstone
 from kraiter_sync.upload.context import ClientFactory, RunOptions, locked_state, recorded_run
@@ -31,9 +31,7 @@ class RestoreResult:
 
     @property
     def exit_code(self) -> int:
-        if self.failed:
-            return EXIT_INCOMPLETE
-        return EXIT_REJECTED if self.rejects else EXIT_OK
+        return outcome_exit_code(failed=self.failed, rejected=len(self.rejects))
 
     def counts(self) -> dict[str, Any]:
         """For the run record."""
