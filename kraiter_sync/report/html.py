@@ -18,7 +18,6 @@ says how to install it.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
 from html import escape
@@ -28,6 +27,7 @@ from typing import Any
 from kraiter_sync import __version__
 from kraiter_sync.api.timeline import series_of
 from kraiter_sync.errors import ConfigError, StateError
+from kraiter_sync.files import atomic_write
 from kraiter_sync.report.contents import GROUPS, OUTCOMES, RunReport
 
 __all__ = ["INSTALL_HINT", "render_html", "require_plotly", "write_html"]
@@ -378,16 +378,9 @@ def write_html(report: RunReport, path: str | Path) -> Path:
     """Write the page to ``path`` atomically (a temporary file, fsync, rename)."""
     page = render_html(report).encode()
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as fh:
-            fh.write(page)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(target)
+        atomic_write(target, page)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         msg = f"cannot write the report {target}: {exc.strerror or exc}; pass a writable path"
         raise StateError(msg) from exc
     return target

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from kraiter_sync.config.file import JobConfig
+from kraiter_sync.files import atomic_write
 from kraiter_sync.logs import get_logger
 
 __all__ = ["FILES_KEY", "KnownRows", "RowCache", "row_slots"]
@@ -132,18 +133,18 @@ class RowCache:
     def save(self, rows: pl.DataFrame) -> None:
         """Atomically replace the cache with (source_file, source_row, h) rows, and
         drop the caches of older configurations."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         slots, files = row_slots(rows)
         # Uncompressed: the hashes are random bits that no codec shrinks, and the file is
         # read every night, where decompressing a million rows costs more than the I/O.
-        pl.DataFrame({"h": slots}).write_parquet(
-            tmp,
-            compression="uncompressed",
-            statistics=False,
-            metadata={FILES_KEY: json.dumps(files)},
+        atomic_write(
+            self.path,
+            lambda tmp: pl.DataFrame({"h": slots}).write_parquet(
+                tmp,
+                compression="uncompressed",
+                statistics=False,
+                metadata={FILES_KEY: json.dumps(files)},
+            ),
         )
-        tmp.replace(self.path)
         for old in self.directory.glob(f"{self.prefix}*.parquet"):
             if old != self.path:
                 old.unlink(missing_ok=True)
