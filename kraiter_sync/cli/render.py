@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kraiter_sync.connectors import Connector
     from kraiter_sync.export import ExportResult
     from kraiter_sync.plan.contacts import ContactPlan
     from kraiter_sync.plan.snapshot import RemoteSnapshot
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "apply_summary",
     "check_lines",
+    "connector_text",
     "events_summary",
     "export_summary",
     "import_summary",
@@ -310,3 +312,44 @@ def export_summary(result: ExportResult) -> str:
     if result.contacts_not_found:
         text += f"; {len(result.contacts_not_found)} listed contact(s) not found"
     return text
+
+
+def connector_text(connector: Connector) -> str:
+    """A readable, TOML-like rendering of the mapping (for ``connectors --show``)."""
+    lines = [f"name = {connector.name!r}", f"kind = {connector.kind!r}"]
+    if connector.description:
+        lines.append(f"description = {connector.description!r}")
+    if connector.path is not None:
+        lines.append(f"# from {connector.path}")
+    lines.append("[fields]")
+    for name in connector.field_names:
+        refs = connector.fields.get(name, ())
+        shown = " | ".join(refs) if refs else "(not mapped)"
+        lines.append(f"{name} = {shown}")
+    if connector.kind == "events":
+        lines.append("[timestamp]")
+        lines.append(f"unit = {connector.timestamp_unit!r}")
+        if connector.timestamp_format:
+            lines.append(f"format = {connector.timestamp_format!r}")
+        lines.append(f"timezone = {connector.timezone or '(from --timezone, default UTC)'!r}")
+    lines.append("[properties]")
+    cols = "all remaining columns" if connector.properties == "rest" else list(connector.properties)
+    lines.append(f"columns = {cols!r}")
+    for label, values in (
+        ("exclude", connector.exclude),
+        ("spread", connector.spread),
+        ("json", connector.json_columns),
+    ):
+        if values:
+            lines.append(f"{label} = {list(values)!r}")
+    for kv in connector.key_values:
+        lines.append(f"key_value = {kv.column}[{kv.key} -> {kv.value}]")
+    if connector.renames:
+        lines.append("[renames]")
+        lines.extend(f"{old!r} = {new!r}" for old, new in connector.renames.items())
+    if connector.expected_rejects is not None and connector.sample:
+        lines.append(
+            f"# sample: sample_data/{connector.sample} ({connector.expected_rows} rows, "
+            f"{connector.expected_rejects} expected rejects)"
+        )
+    return "\n".join(lines)

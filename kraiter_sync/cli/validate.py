@@ -12,6 +12,7 @@ import click
 
 from kraiter_sync.cli.app import main
 from kraiter_sync.cli.options import Common, common_options, default_rejects, input_options
+from kraiter_sync.cli.render import connector_text
 from kraiter_sync.logs import get_logger
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def connectors_command(common: Common, show: str | None) -> None:
 
     del common  # no Kraiter access needed: presets ship with the package
     if show is not None:
-        click.echo(load_connector(show).describe())
+        click.echo(connector_text(load_connector(show)))
         return
     presets = list_presets()
     width = max((len(p.name) for p in presets), default=4)

@@ -70,46 +70,6 @@ class Connector:
     def field_names(self) -> tuple[str, ...]:
         return EVENT_FIELDS if self.kind == "events" else CONTACT_FIELDS
 
-    def describe(self) -> str:
-        """A readable, TOML-like rendering of the mapping (for ``connectors --show``)."""
-        lines = [f"name = {self.name!r}", f"kind = {self.kind!r}"]
-        if self.description:
-            lines.append(f"description = {self.description!r}")
-        if self.path is not None:
-            lines.append(f"# from {self.path}")
-        lines.append("[fields]")
-        for name in self.field_names:
-            refs = self.fields.get(name, ())
-            shown = " | ".join(refs) if refs else "(not mapped)"
-            lines.append(f"{name} = {shown}")
-        if self.kind == "events":
-            lines.append("[timestamp]")
-            lines.append(f"unit = {self.timestamp_unit!r}")
-            if self.timestamp_format:
-                lines.append(f"format = {self.timestamp_format!r}")
-            lines.append(f"timezone = {self.timezone or '(from --timezone, default UTC)'!r}")
-        lines.append("[properties]")
-        cols = "all remaining columns" if self.properties == "rest" else list(self.properties)
-        lines.append(f"columns = {cols!r}")
-        for label, values in (
-            ("exclude", self.exclude),
-            ("spread", self.spread),
-            ("json", self.json_columns),
-        ):
-            if values:
-                lines.append(f"{label} = {list(values)!r}")
-        for kv in self.key_values:
-            lines.append(f"key_value = {kv.column}[{kv.key} -> {kv.value}]")
-        if self.renames:
-            lines.append("[renames]")
-            lines.extend(f"{old!r} = {new!r}" for old, new in self.renames.items())
-        if self.expected_rejects is not None and self.sample:
-            lines.append(
-                f"# sample: sample_data/{self.sample} ({self.expected_rows} rows, "
-                f"{self.expected_rejects} expected rejects)"
-            )
-        return "\n".join(lines)
-
 
 def _as_refs(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
