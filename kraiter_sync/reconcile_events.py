@@ -2,7 +2,8 @@
 
 Kraiter's events of each local contact are read (``GET /api/events?contactId=…``,
 system ``email.*`` events left out) and matched one to one with the valid local events
-on (name, timestamp to the millisecond, properties): a local event with no match is
+on (name, timestamp to the millisecond, properties in canonical form, so types count:
+``1``, ``1.0`` and ``true`` are three different values): a local event with no match is
 *missing* from Kraiter, a remote one with no match is *extra*. The report is per
 (contact, name): local count, Kraiter count, missing, extra.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,11 +38,11 @@ from kraiter_sync.errors import (
 from kraiter_sync.logs import get_logger
 from kraiter_sync.remote import Caller
 from kraiter_sync.upload import Engine, EventRow, Outcome
+from kraiter_sync.validate.keys import canonical_json
 
 __all__ = [
     "EVENT_COUNTS_SCHEMA",
     "EventsReconcileResult",
-    "canonical_event_properties",
     "diff_events",
     "reconcile_events",
     "remote_events_frame",
@@ -60,23 +60,6 @@ EVENT_COUNTS_SCHEMA: dict[str, pl.DataType] = {
     "extra": pl.UInt32(),
 }
 _MATCH = ["contact", "name", "ts", "props"]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def canonical_event_properties(props: Mapping[str, Any] | str | None) -> str:
-    """Properties as compact sorted JSON with integral floats as integers (30.0 → 30),
-    so that a value read back from Kraiter matches the one sent."""
-    obj = json.loads(props) if isinstance(props, str) else (props or {})
-    return json.dumps(
-        {k: _plain(v) for k, v in sorted(obj.items()) if v is not None},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
 
 
 def _ms(ts: str | None) -> str | None:
@@ -108,7 +91,7 @@ def remote_events_frame(
             rows["contact"].append(contact)
             rows["name"].append(name)
             rows["ts"].append(_ms(e.get("timestamp")))
-            rows["props"].append(canonical_event_properties(e.get("properties")))
+            rows["props"].append(canonical_json(e.get("properties")))
     return pl.DataFrame(rows, schema=dict.fromkeys(rows, pl.String()))
 
 
@@ -120,9 +103,7 @@ def _local_frame(local: pl.DataFrame) -> pl.DataFrame:
         pl.coalesce(email, pl.concat_str(pl.lit("id:"), cid)).alias("contact"),
         "name",
         pl.col("timestamp_iso").alias("ts"),
-        pl.col("properties")
-        .map_elements(canonical_event_properties, return_dtype=pl.String)
-        .alias("props"),
+        pl.col("properties").alias("props"),  # canonical already (the validator's)
         pl.col("properties").alias("properties_json"),
         (pl.col("event_key") if "event_key" in local.columns else pl.lit(None, pl.String)).alias(
             "event_key"
