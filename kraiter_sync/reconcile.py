@@ -282,6 +282,28 @@ def _key_values(pairs: pl.DataFrame, side: str) -> pl.DataFrame:
     return kv.select("i", "prop", side).filter(pl.col(side) != "null")
 
 
+def _same_value(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """Whether two JSON value texts have the same canonical form (``canonical_json``).
+
+    Strings, booleans and integers have one JSON text each, so equal means the same
+    text. A float may be written two ways (polars writes ``1e-5`` or ``0.00001`` for
+    what Python writes ``1e-05``), so two float texts (with ``.`` or ``e``) are equal
+    when they hold the same float with the same sign (``-0.0`` is not ``0.0``). An
+    integer never equals a float: ``30`` is not ``30.0``.
+    """
+    number = r"^-?[0-9]"
+    is_float = r"[.eE]"
+    floats = (
+        a.str.contains(number)
+        & b.str.contains(number)
+        & a.str.contains(is_float)
+        & b.str.contains(is_float)
+        & (a.str.starts_with("-") == b.str.starts_with("-"))
+    )
+    as_float = a.cast(pl.Float64, strict=False) == b.cast(pl.Float64, strict=False)
+    return (a == b) | (floats & as_float.fill_null(False))
+
+
 def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> pl.DataFrame:
     """Changed properties of the rows whose JSON differs: row, prop, old, new (JSON texts).
 
@@ -318,7 +340,7 @@ def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> p
         .filter(
             pl.col("old").is_null()
             | pl.col("new").is_null()
-            | (pl.col("new") != pl.col("old")).fill_null(False)
+            | ~_same_value(pl.col("new"), pl.col("old")).fill_null(False)
         )
         .select(pl.col("i").alias("row"), "prop", "old", "new")
     )

@@ -103,7 +103,9 @@ def _local_frame(local: pl.DataFrame) -> pl.DataFrame:
         pl.coalesce(email, pl.concat_str(pl.lit("id:"), cid)).alias("contact"),
         "name",
         pl.col("timestamp_iso").alias("ts"),
-        pl.col("properties").alias("props"),  # canonical already (the validator's)
+        # the validator's text is canonical but for how polars writes some small floats
+        # (1e-5 where canonical_json writes 1e-05): compare canonical forms exactly
+        pl.col("properties").map_elements(canonical_json, return_dtype=pl.String).alias("props"),
         pl.col("properties").alias("properties_json"),
         (pl.col("event_key") if "event_key" in local.columns else pl.lit(None, pl.String)).alias(
             "event_key"
