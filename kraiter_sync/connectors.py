@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar, cast
 import polars as pl
 
 from kraiter_sync.errors import InputError
+from kraiter_sync.proptypes import PropertyType, check_types
 
 __all__ = [
     "CONTACT_FIELDS",
@@ -128,7 +129,9 @@ class Connector:
     column name, or ``column.field`` for a field inside a struct or JSON column).
     ``properties`` is ``"rest"`` (every column not used for a field, minus ``exclude``)
     or an explicit list of columns. ``spread`` lists struct / JSON columns whose
-    fields become top-level properties instead of one nested property.
+    fields become top-level properties instead of one nested property. ``types``
+    declares property types (``{zip = "string"}``), which win over the typing of text
+    values (``validate.text_types``).
     """
 
     name: str
@@ -144,6 +147,7 @@ class Connector:
     json_columns: tuple[str, ...] = ()
     key_values: tuple[KeyValue, ...] = ()
     renames: Mapping[str, str] = field(default_factory=dict)
+    types: Mapping[str, PropertyType] = field(default_factory=dict)
     required: tuple[str, ...] = ()
     sample: str | None = None
     expected_rows: int | None = None
@@ -184,6 +188,9 @@ class Connector:
                 lines.append(f"{label} = {list(values)!r}")
         for kv in self.key_values:
             lines.append(f"key_value = {kv.column}[{kv.key} -> {kv.value}]")
+        if self.types:
+            shown = ", ".join(f"{k!r} = {v!r}" for k, v in self.types.items())
+            lines.append(f"types = {{{shown}}}")
         if self.renames:
             lines.append("[renames]")
             lines.extend(f"{old!r} = {new!r}" for old, new in self.renames.items())
@@ -260,6 +267,7 @@ def connector_from_dict(
         json_columns=_str_tuple(props.get("json"), f"{where} [properties].json"),
         key_values=key_values,
         renames={str(k): str(v) for k, v in data.get("renames", {}).items()},
+        types=check_types(props.get("types", {}), f"{where} [properties].types"),
         required=_str_tuple(data.get("required"), f"{where} required") or required_default,
         sample=data.get("sample"),
         expected_rows=data.get("expected_rows"),
