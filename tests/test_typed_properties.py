@@ -66,6 +66,13 @@ RULES = [
     ("3.0", 3.0),
     ("0.000001", 1e-06),
     ("123456789012.345", 123456789012.345),  # 15 significant digits
+    ("1234567890123.456", 1234567890123.456),  # 16, and no digit lost
+    ("0.30000000000000004", 0.30000000000000004),  # 17: how a float column is written
+    ("0.009000000000000001", 0.009000000000000001),
+    ("100000000000000000000.0", 1e20),
+    ("1e-05", 1e-05),
+    ("-2.5e+16", -2.5e16),
+    ("1.2345678901234568e+17", 1.2345678901234568e17),
     ("true", True),
     ("FALSE", False),
     ("True", True),
@@ -74,6 +81,9 @@ RULES = [
     ("+442071234567", "+442071234567"),
     ("-0", "-0"),
     ("1e5", "1e5"),
+    ("2E10", "2E10"),
+    ("1E-05", "1E-05"),
+    ("0.5e-3", "0.5e-3"),
     (".5", ".5"),
     ("12.", "12."),
     (" 12", " 12"),
@@ -81,7 +91,8 @@ RULES = [
     ("1,5", "1,5"),
     ("9007199254740992", "9007199254740992"),  # beyond 2**53 - 1
     ("12345678901234567", "12345678901234567"),
-    ("1234567890123.456", "1234567890123.456"),  # 16 significant digits
+    ("1.000000000000000001", "1.000000000000000001"),  # a float would drop the 1
+    ("0.30000000000000005", "0.30000000000000005"),  # reads as ...04: not the same number
     ("00.5", "00.5"),
     ("Nan", "Nan"),  # a name, not a NaN
     ("yes", "yes"),
@@ -133,6 +144,29 @@ def test_a_values_type_does_not_depend_on_its_chunk(values: list[str | None], da
     if 0 < cut < len(values):
         assert typed(values[:cut]) + typed(values[cut:]) == whole
     assert [typed([v])[0] for v in values] == whole
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**53) + 1, 2**53 - 1)
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_numbers_exported_to_csv_come_back_as_the_same_values(numbers: list[float | int]) -> None:
+    """A float or integer column written to CSV by polars (shortest digits, scientific
+    notation for extremes) is typed back to the values a Parquet file of it gives."""
+    ints = [n for n in numbers if isinstance(n, int)]
+    floats = [float(n) for n in numbers if not isinstance(n, int)]
+    for column in (pl.Series("v", ints, dtype=pl.Int64), pl.Series("v", floats, dtype=pl.Float64)):
+        if not len(column):
+            continue
+        text = pl.read_csv(column.to_frame().write_csv().encode(), infer_schema=False)["v"]
+        parquet = canonical_properties(column.to_frame().to_struct("p"), ValidationOptions())
+        assert typed(text.to_list()) == parquet.json.to_list()
 
 
 # -- declared types ---------------------------------------------------------------------------

@@ -8,23 +8,22 @@ typed, **value by value** — never by looking at the rest of the column, so a v
 type cannot depend on the chunk it sits in — by these rules (the whole value must match;
 no spaces are trimmed):
 
-============================================  =========================================
-text                                          becomes
-============================================  =========================================
-``0``, ``-12``, ``2134``: no sign but ``-``,   an integer
-no leading zero, within ±9007199254740991
-(2**53 - 1, what a JSON reader keeps exactly)
-``12.50``, ``-0.5``, ``3.0``: digits, one      a float (``12.5``, ``-0.5``, ``3.0``)
-point, digits; no leading zero; at most 15
-significant digits (what a float keeps)
-``true``, ``false`` in any letter case         a boolean
-``NaN``, ``nan``, ``NAN``, and ``inf``,        rejected, ``properties.nan`` (a NaN in a
-``Inf``, ``INF``, ``infinity``, ``Infinity``,  Parquet float column is rejected too)
-``INFINITY`` with or without ``+`` / ``-``
-anything else: ``02134``, ``+442071234567``,   text, unchanged
-``1e5``, ``.5``, ``12.``, `` 12``, ``1,5``,
-``12345678901234567``, ``Nan``, ``yes``
-============================================  =========================================
+* **integer**: ``0``, ``-12``, ``2134``: digits with no sign but ``-``, no leading zero,
+  within ±9007199254740991 (2**53 - 1: what every JSON reader keeps exactly);
+* **float**: ``12.50`` → 12.5, ``-0.5``, ``3.0``, ``0.30000000000000004``: digits, one
+  point, digits, no leading zero; or ``1e-05``, ``-2.5e+16``: scientific notation with a
+  signed exponent, as float writers print very small and very large numbers; and no
+  digit lost in a float (it writes back as the same number; always so up to 15 digits).
+  So a float column exported to CSV by polars, pandas or Python comes back as the same
+  floats;
+* **boolean**: ``true`` / ``false`` in any letter case;
+* **rejected** as ``properties.nan`` (as a NaN in a Parquet float column is): ``NaN``,
+  ``nan``, ``NAN``, and ``inf``, ``Inf``, ``INF``, ``infinity``, ``Infinity``,
+  ``INFINITY`` with or without ``+`` / ``-``;
+* **text**, unchanged, anything else: ``02134`` (zip codes), ``+442071234567`` (phone
+  numbers), ``-0``, ``1e5`` and ``2E10`` (codes), ``.5``, ``12.``, `` 12``, ``1,5``,
+  ``9007199254740993`` and longer ids, ``1.000000000000000001``, ``Nan`` (a name),
+  ``yes``, ``""``.
 
 **Declared types** win over inference, for any source: ``types = {zip = "string"}`` in a
 connector's ``[properties]``, a sync job's ``types``, or ``--type zip=string``. Keys are
@@ -66,16 +65,18 @@ __all__ = [
 
 #: The largest integer every JSON reader keeps exactly (IEEE 754 doubles).
 MAX_SAFE_INTEGER = 2**53 - 1
-#: Digits a float keeps exactly (DBL_DIG): a decimal with more would come back changed.
+#: Digits any decimal keeps through a float (DBL_DIG); longer ones are checked one by one.
 _FLOAT_DIGITS = 15
 
 _INTEGER = r"^(?:0|-?[1-9][0-9]{0,15})$"
-_FLOAT = r"^-?(?:0|[1-9][0-9]*)\.[0-9]+$"
+#: Positional (``12.50``), or scientific with a signed exponent as float writers print
+#: it (``1e-05``, ``1.5e+16``; ``1e5`` and ``2E10`` look like codes and stay text).
+_FLOAT = r"^-?(?:(?:0|[1-9][0-9]*)\.[0-9]+|[1-9](?:\.[0-9]+)?e[+-][0-9]+)$"
 _BOOLEAN = r"^(?i:true|false)$"
 _NAN = r"^(?:NaN|nan|NAN|[+-]?(?:inf|Inf|INF|infinity|Infinity|INFINITY))$"
 #: One pass that tells whether a column holds any value that is not plain text.
 _ANY = (
-    r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$|^(?i:true|false)$"
+    r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$|^-?[1-9](?:\.[0-9]+)?e[+-][0-9]+$|^(?i:true|false)$"
     r"|^(?:NaN|nan|NAN|[+-]?(?:inf|Inf|INF|infinity|Infinity|INFINITY))$"
 )
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -102,23 +103,90 @@ def _flag(mask: pl.Series, rule: str) -> pl.Series | None:
     return pl.select(pl.when(pl.lit(mask)).then(pl.lit(rule))).to_series()
 
 
+def _decimal_key(text: pl.Expr) -> pl.Expr:
+    """A number's text (``-12.50``, ``1.25e+17``) as sign, significant digits and
+    decimal exponent: equal keys are equal numbers, however they are written."""
+    parts = text.str.extract_groups(r"^(-?)([0-9]+)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?$")
+    whole = parts.struct.field("2")
+    digits = pl.concat_str(whole, parts.struct.field("3").fill_null(""))
+    significant = digits.str.strip_chars_start("0")
+    exponent = (
+        whole.str.len_chars().cast(pl.Int64)
+        - (digits.str.len_chars() - significant.str.len_chars()).cast(pl.Int64)
+        + parts.struct.field("4").cast(pl.Int64, strict=False).fill_null(0)
+    )
+    return pl.concat_str(
+        parts.struct.field("1"),
+        significant.str.strip_chars_end("0"),
+        pl.lit("e"),
+        exponent.cast(pl.String),
+    )
+
+
+def _round_trips(s: pl.Series) -> pl.Series | bool:
+    """Per row, whether a decimal text reads as a float that writes back as the same
+    number (no digit lost); True for the whole column when every value is short enough
+    to be sure (a point and up to 15 digits: any such decimal survives a float)."""
+    long = (s.str.len_bytes() > _FLOAT_DIGITS + 1).fill_null(False)
+    if not long.any():
+        return True
+    where = long.arg_true()
+    text = s.gather(where)
+    back = text.cast(pl.Float64, strict=False).cast(pl.String)
+    # most texts are the float's own shortest digits: the same text, no parsing needed
+    same = (text == back).fill_null(False)
+    if not same.all():
+        other = (~same).arg_true()
+        keys = pl.select(
+            _decimal_key(pl.lit(text.gather(other))) == _decimal_key(pl.lit(back.gather(other)))
+        ).to_series()
+        same = same.scatter(other, keys.fill_null(False))
+    return full(len(s), True, pl.Boolean).scatter(where, same)
+
+
+def _uniform(s: pl.Series) -> TypedLeaf | None:
+    """The usual typed column, all integers, all floats or all booleans, found with a
+    cast or one regex; None when the column is anything else."""
+    present = s.null_count()
+    as_int = s.cast(pl.Int64, strict=False)
+    if as_int.null_count() == present:
+        if s.str.contains(_INTEGER).all() and bool((as_int.abs() <= MAX_SAFE_INTEGER).all()):
+            return TypedLeaf([as_int])
+        return None
+    as_float = s.cast(pl.Float64, strict=False)
+    if as_float.null_count() == present:
+        ok = _round_trips(s)
+        if s.str.contains(_FLOAT).all() and (ok if isinstance(ok, bool) else bool(ok.all())):
+            return TypedLeaf([as_float])
+        return None
+    if s.str.contains(_BOOLEAN).all():
+        first = s.str.slice(0, 1)
+        return TypedLeaf([((first == "t") | (first == "T")).alias(s.name)])
+    return None
+
+
 def infer(s: pl.Series) -> TypedLeaf | None:
     """Type a column of text by the rules of the module docstring; None when every value
     stays text (the usual case for names, ids, emails: one regex pass decides it)."""
     if not s.str.contains(_ANY).any():
         return None
+    uniform = _uniform(s)
+    if uniform is not None:
+        return uniform
     frame = pl.DataFrame({"s": s})
     text = pl.col("s")
     as_int = text.cast(pl.Int64, strict=False)
-    digits = text.str.replace_all(r"[-.]", "").str.strip_chars_start("0").str.strip_chars_end("0")
+    significant = _round_trips(s)
     typed = frame.select(
         pl.when(text.str.contains(_INTEGER) & (as_int.abs() <= MAX_SAFE_INTEGER))
         .then(as_int)
         .alias("i"),
-        pl.when(text.str.contains(_FLOAT) & (digits.str.len_bytes() <= _FLOAT_DIGITS))
+        pl.when(text.str.contains(_FLOAT) & pl.lit(significant))
         .then(text.cast(pl.Float64, strict=False))
         .alias("f"),
-        pl.when(text.str.contains(_BOOLEAN)).then(text.str.to_lowercase() == "true").alias("b"),
+        pl.when(text.str.contains(_BOOLEAN))
+        .then(text.str.slice(0, 1).is_in(["t", "T"]))
+        .alias("b"),
         text.str.contains(_NAN).fill_null(False).alias("nan"),
     )
     nan = typed["nan"]
