@@ -281,6 +281,11 @@ class _Checker:
             self.fail("must not be empty", *path)
         return value
 
+    def table(self, value: Any, example: str, *path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(f"must be a table like {example}, not {_type_name(value)}", *path)
+        return value
+
     def choice(self, value: Any, choices: Sequence[str], *path: str) -> str:
         text = self.string(value, *path)
         if text not in choices:
@@ -371,24 +376,12 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
     connector = check.string(table["connector"], *at, "connector") if "connector" in table else None
     mapping: dict[str, str] = {}
     if "map" in table:
-        raw_map = table["map"]
-        if not isinstance(raw_map, dict):
-            check.fail(
-                f'must be a table like {{ email = "Email Address" }}, not {_type_name(raw_map)}',
-                *at,
-                "map",
-            )
+        raw_map = check.table(table["map"], '{ email = "Email Address" }', *at, "map")
         for field_name, column in raw_map.items():
             mapping[field_name] = check.string(column, *at, "map", field_name)
     types: dict[str, PropertyType] = {}
     if "types" in table:
-        raw_types = table["types"]
-        if not isinstance(raw_types, dict):
-            check.fail(
-                f'must be a table like {{ zip = "string" }}, not {_type_name(raw_types)}',
-                *at,
-                "types",
-            )
+        raw_types = check.table(table["types"], '{ zip = "string" }', *at, "types")
         for key, value in raw_types.items():
             types[key] = cast(PropertyType, check.choice(value, PROPERTY_TYPES, *at, "types", key))
 

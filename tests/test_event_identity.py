@@ -20,14 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kraiter_sync.config import resolve_settings
-from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app, serve_in_thread
+from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
 from kraiter_sync.importer import ImportOptions, import_
 from kraiter_sync.reconcile import diff_contacts
 from kraiter_sync.reconcile_events import _local_frame, diff_events, remote_events_frame
 from kraiter_sync.remote import remote_frame
 from kraiter_sync.upload import EventRow, event_matches
 from kraiter_sync.validate.keys import canonical_json
-from tests.import_helpers import remote_events
+from tests.import_helpers import stored_events
 
 KEY = "kr_identity_test_secret_abcdef"
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -44,14 +44,6 @@ def _events(path: Path, value: Any, rows: int) -> None:
         }
     )
     frame.write_parquet(path)
-
-
-def _stored(db: Path) -> Counter[tuple]:
-    app = create_app(EmulatorConfig(db_path=str(db)))
-    try:
-        return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
-    finally:
-        app.close()
 
 
 def test_an_event_differing_only_in_type_is_not_taken_for_one_already_sent(
@@ -75,7 +67,7 @@ def test_an_event_differing_only_in_type_is_not_taken_for_one_already_sent(
     assert first.exit_code == 0, first.as_dict()
     assert second.exit_code == 0, second.as_dict()
     assert second.retries > 0  # the faults really happened
-    stored = _stored(db)
+    stored = stored_events(db, KEY)
     # by JSON text: as Counter keys, 1 and True would be one key
     texts = Counter(props for (_e, _n, _t, props), n in stored.items() for _ in range(n))
     assert texts == {'{"v": 1}': 1000, '{"v": true}': 1000}

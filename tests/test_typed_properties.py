@@ -38,7 +38,7 @@ from kraiter_sync.sql import SqlSource
 from kraiter_sync.syncconfig import parse_sync_config
 from kraiter_sync.validate import ValidationOptions, validate_events
 from kraiter_sync.validate.properties import canonical_properties
-from tests.import_helpers import CountingTransport, remote_events
+from tests.import_helpers import CountingTransport, remote_events, stored_events
 from tests.test_sql import postgres_url_or_skip
 
 KEY = "kr_typed_test_secret_0123456789"
@@ -374,14 +374,6 @@ def _factory(db: Path, key: str, base: str, counters: list[CountingTransport]) -
     return factory
 
 
-def _stored(db: Path, key: str) -> Counter[tuple]:
-    app = create_app(EmulatorConfig(db_path=str(db)))
-    try:
-        return remote_events("http://local", key, transport=asgi_transport(app))
-    finally:
-        app.close()
-
-
 def test_a_csv_backfill_then_a_sql_sync_then_parquet_send_each_event_once(tmp_path: Path) -> None:
     """The issue's scenario: the overlapping window of a nightly SQL sync after a CSV
     backfill, and a Parquet export of the same rows, add nothing."""
@@ -398,7 +390,7 @@ def test_a_csv_backfill_then_a_sql_sync_then_parquet_send_each_event_once(tmp_pa
     for source in (_duckdb(tmp_path / "o.duckdb"), _parquet(tmp_path / "o.parquet")):
         again = import_([source], settings=st, client_factory=factory, options=options)
         assert (again.exit_code, again.events.sent, again.events.already) == (0, 0, 2)
-    stored = _stored(db, KEY)
+    stored = stored_events(db, KEY)
     assert sum(stored.values()) == 2
     assert {json.loads(p)["amount"] for (_e, _n, _t, p) in stored} == {12.5, 7.0}
 
@@ -434,7 +426,7 @@ def test_a_csv_imported_before_typing_is_not_sent_again(tmp_path: Path) -> None:
     same CSVs sends only the 2 events Kraiter never got, writes no contact, and the next
     run finds every event under its new key."""
     state, db = _legacy_state(tmp_path)
-    before = _stored(db, LEGACY_KEY)
+    before = stored_events(db, LEGACY_KEY)
     assert sum(before.values()) == 58
     st = resolve_settings(api_key=LEGACY_KEY, base_url=LEGACY_BASE, state_dir=state, env={})
     counters: list[CountingTransport] = []
@@ -448,7 +440,7 @@ def test_a_csv_imported_before_typing_is_not_sent_again(tmp_path: Path) -> None:
     assert result.contacts.unchanged == 12
     assert counters[-1].methods["POST"] == 2  # the two events Kraiter never got
     assert counters[-1].methods["PATCH"] == 0
-    after = _stored(db, LEGACY_KEY)
+    after = stored_events(db, LEGACY_KEY)
     assert sum(after.values()) == 60
     # one event per (contact, name, time): nothing duplicated
     assert max(Counter((e, n, t) for (e, n, t, _p) in after.elements()).values()) == 1
