@@ -166,7 +166,11 @@ def test_numbers_exported_to_csv_come_back_as_the_same_values(numbers: list[floa
             continue
         text = pl.read_csv(column.to_frame().write_csv().encode(), infer_schema=False)["v"]
         parquet = canonical_properties(column.to_frame().to_struct("p"), ValidationOptions())
-        assert typed(text.to_list()) == parquet.json.to_list()
+        outcome = [  # (card-number-like integers are refused on both sides)
+            j if r is None else f"rejected: {r}"
+            for j, r in zip(parquet.json, parquet.rule, strict=True)
+        ]
+        assert typed(text.to_list()) == outcome
 
 
 # -- declared types ---------------------------------------------------------------------------
