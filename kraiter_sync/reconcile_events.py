@@ -38,6 +38,7 @@ from kraiter_sync.errors import (
 from kraiter_sync.logs import get_logger
 from kraiter_sync.remote import Caller
 from kraiter_sync.upload import Engine, EventRow, Outcome
+from kraiter_sync.validate.engine import LEGACY_PROPERTIES
 from kraiter_sync.validate.keys import canonical_json
 
 __all__ = [
@@ -96,9 +97,16 @@ def remote_events_frame(
 
 
 def _local_frame(local: pl.DataFrame) -> pl.DataFrame:
-    """The canonical events frame → contact, name, ts, props (+ the columns to send)."""
+    """The canonical events frame → contact, name, ts, props (+ the columns to send);
+    ``legacy_props``: the properties an earlier version sent for the row, when they
+    differ (CSV values sent as text, before they were typed)."""
     email = pl.col("email") if "email" in local.columns else pl.lit(None, pl.String)
     cid = pl.col("contact_id") if "contact_id" in local.columns else pl.lit(None, pl.String)
+    legacy = (
+        pl.col(LEGACY_PROPERTIES).map_elements(canonical_json, return_dtype=pl.String)
+        if LEGACY_PROPERTIES in local.columns
+        else pl.lit(None, pl.String)
+    )
     return local.select(
         pl.coalesce(email, pl.concat_str(pl.lit("id:"), cid)).alias("contact"),
         "name",
@@ -112,6 +120,7 @@ def _local_frame(local: pl.DataFrame) -> pl.DataFrame:
         ),
         "source_file",
         "source_row",
+        legacy.alias("legacy_props"),
     )
 
 
@@ -131,6 +140,17 @@ def diff_events(local: pl.DataFrame, remote: pl.DataFrame) -> tuple[pl.DataFrame
     keys = [*_MATCH, "n"]
     missing = loc.join(rem, on=keys, how="anti", maintain_order="left")
     extra = rem.join(loc.select(keys), on=keys, how="anti")
+    if "legacy_props" in missing.columns and missing["legacy_props"].null_count() < len(missing):
+        # an event an earlier version sent with its CSV values as text is still this one
+        old = _numbered(
+            missing.filter(pl.col("legacy_props").is_not_null())
+            .drop("n")
+            .with_columns(pl.col("legacy_props").alias("props"))
+        )
+        spare = _numbered(extra.drop("n"))
+        found = old.join(spare, on=keys, how="semi").select("source_file", "source_row")
+        missing = missing.join(found, on=["source_file", "source_row"], how="anti")
+        extra = spare.join(old.select(keys), on=keys, how="anti")
 
     def count(frame: pl.DataFrame, name: str) -> pl.DataFrame:
         return frame.group_by("contact", "name").agg(pl.len().cast(pl.UInt32).alias(name))

@@ -483,3 +483,29 @@ def test_the_pinned_corpus_gets_no_legacy_keys() -> None:
     for frame, opts in corpus().values():
         result = validate_events(frame, options=dataclasses.replace(opts, legacy_keys=True))
         assert "legacy_key" not in result.valid.columns
+
+
+def test_reconcile_events_finds_events_sent_before_typing(tmp_path: Path) -> None:
+    """Kraiter holds 58 events an earlier version sent with CSV values as text (2 of the
+    60 were never applied): reconcile counts those 2 missing, not 60, and --apply sends 2."""
+    from kraiter_sync.emulator import serve_in_thread
+    from kraiter_sync.reconcile_run import ReconcileOptions, reconcile
+
+    _state, db = _legacy_state(tmp_path)
+    inputs = InputOptions(kind="events")
+    with serve_in_thread(EmulatorConfig(db_path=str(db))) as url:
+        st = resolve_settings(api_key=LEGACY_KEY, base_url=url, state_dir=tmp_path / "s", env={})
+        seen = reconcile([LEGACY / "events.csv"], settings=st, inputs=inputs).events
+        assert seen is not None
+        assert (int(seen.counts["missing"].sum()), int(seen.counts["extra"].sum())) == (2, 0)
+        applied = reconcile(
+            [LEGACY / "events.csv"],
+            settings=st,
+            inputs=inputs,
+            options=ReconcileOptions(apply=True, allow_triggers=True),
+        ).events
+        assert applied is not None
+        assert applied.sent == 2
+    after = stored_events(db, LEGACY_KEY)
+    assert sum(after.values()) == 60
+    assert max(Counter((e, n, t) for (e, n, t, _p) in after.elements()).values()) == 1
