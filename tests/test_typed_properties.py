@@ -509,3 +509,32 @@ def test_reconcile_events_finds_events_sent_before_typing(tmp_path: Path) -> Non
     after = stored_events(db, LEGACY_KEY)
     assert sum(after.values()) == 60
     assert max(Counter((e, n, t) for (e, n, t, _p) in after.elements()).values()) == 1
+
+
+def test_a_sync_config_backfill_then_nightly_sql_job_sends_the_overlap_once(
+    tmp_path: Path,
+) -> None:
+    """The issue's scenario through `sync`: a CSV backfill job, then the nightly DuckDB job
+    over an overlapping window. The jobs declare zip as text (`types`)."""
+    from kraiter_sync.emulator import serve_in_thread
+    from kraiter_sync.sync import run_sync
+
+    _csv(tmp_path / "orders.csv")
+    _duckdb(tmp_path / "orders.duckdb").close()
+    config = parse_sync_config(
+        '[jobs.backfill]\nsource = "orders.csv"\nkind = "events"\ntypes = { zip = "string" }\n'
+        '[jobs.nightly]\nsource = "duckdb:///orders.duckdb"\n'
+        'query = "SELECT * FROM orders"\nkind = "events"\ncursor = "timestamp"\n'
+        'types = { zip = "string" }\n',
+        tmp_path / "kraiter-sync.toml",
+    )
+    db = tmp_path / "kraiter.db"
+    with serve_in_thread(EmulatorConfig(db_path=str(db))) as url:
+        st = resolve_settings(api_key=KEY, base_url=url, state_dir=tmp_path / "s", env={})
+        result = run_sync(config, st)
+    assert result.exit_code == 0, result.as_dict()
+    backfill, nightly = result.jobs
+    sent = (backfill.counts["events"]["sent"], nightly.counts["events"]["sent"])
+    assert sent == (2, 0), result.as_dict()
+    assert nightly.counts["events"]["already"] == 2
+    assert sum(stored_events(db, KEY).values()) == 2
