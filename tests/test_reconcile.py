@@ -207,7 +207,8 @@ def sides(draw: st.DrawFn) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
 
 
 def same(a: Any, b: Any) -> bool:
-    return isinstance(a, bool) == isinstance(b, bool) and a == b
+    """Equal as JSON values with their types: 2 is not 2.0, true is not 1."""
+    return type(a) is type(b) and repr(a) == repr(b)
 
 
 def apply_model(plan: Any, remote: list[dict[str, Any]]) -> list[dict[str, Any]]:
