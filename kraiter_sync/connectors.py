@@ -40,6 +40,7 @@ __all__ = [
     "KeyValue",
     "apply",
     "detect_connector",
+    "direct_property_columns",
     "list_presets",
     "load_connector",
     "mapped_schema",
@@ -763,6 +764,24 @@ def apply(connector: Connector, frame: FrameT) -> FrameT:
         else pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
     ).alias(SOURCE_ROW)
     return frame.select([out[name] for name in mapped_schema(connector.kind)])
+
+
+def direct_property_columns(connector: Connector, schema: pl.Schema) -> frozenset[str]:
+    """The source columns :func:`apply` makes properties under their own name: not mapped
+    to a field, excluded, spread, or decoded from JSON / key-value lists (the columns
+    whose text values the validator types, for a CSV)."""
+    used = {ref for refs in connector.fields.values() for ref in refs if ref in schema}
+    skip = {
+        SOURCE_FILE,
+        SOURCE_ROW,
+        *connector.exclude,
+        *connector.spread,
+        *connector.json_columns,
+        *(kv.column for kv in connector.key_values),
+    }
+    if connector.properties == "rest":
+        return frozenset(c for c in schema.names() if c not in skip and c not in used)
+    return frozenset(c for c in connector.properties if c not in skip and c in schema)
 
 
 def _properties_expr(

@@ -18,7 +18,12 @@ from typing import Literal, Protocol
 
 import polars as pl
 
-from kraiter_sync.connectors import Detection, apply, resolve_connector
+from kraiter_sync.connectors import (
+    Detection,
+    apply,
+    direct_property_columns,
+    resolve_connector,
+)
 from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, InputError, StateError, os_reason
 from kraiter_sync.objectstore.stores import StorageOptions
 from kraiter_sync.objectstore.urls import is_object_url, redact
@@ -108,10 +113,10 @@ class PreparedInput:
             changes["timezone"] = zone
         if connector.timestamp_unit != "auto" and options.validation.epoch_unit is None:
             changes["epoch_unit"] = connector.timestamp_unit
-        # JSON and key/value columns are decoded into typed values by the connector
-        decoded = {*connector.json_columns, *connector.spread}
-        decoded.update(kv.column for kv in connector.key_values)
-        text = frozenset(getattr(self.source, "text_columns", ())) - decoded
+        # (spread, JSON and key/value columns are decoded into typed values)
+        text = frozenset(getattr(self.source, "text_columns", ())) & direct_property_columns(
+            connector, self.source.schema
+        )
         if text:
             changes["text_properties"] = text
         types = {**options.validation.types, **connector.types, **options.types}

@@ -538,3 +538,34 @@ def test_a_sync_config_backfill_then_nightly_sql_job_sends_the_overlap_once(
     assert sent == (2, 0), result.as_dict()
     assert nightly.counts["events"]["already"] == 2
     assert sum(stored_events(db, KEY).values()) == 2
+
+
+def test_json_values_and_directory_values_are_not_retyped(tmp_path: Path) -> None:
+    """Only a CSV's own columns are typed: a JSON string "12" spread from a JSON column
+    stays a string (a rejects file also has a column named like that key), and a
+    ``key=value`` directory's value stays text."""
+    rejects = tmp_path / "rejects.csv"
+    pl.DataFrame(
+        {
+            "original_file": ["a.csv"],
+            "original_row": ["1"],
+            "field": ["api"],
+            "rule": ["api.VALIDATION_ERROR"],
+            "message": ["bad"],
+            "stage": ["rejected"],
+            "email": ["ann@example.com"],
+            "contact_id": [None],
+            "name": ["order"],
+            "timestamp": ["2024-06-01T10:00:00.000Z"],
+            "properties": ['{"message":"12","n":3,"ok":"true"}'],
+        },
+        schema_overrides={"contact_id": pl.String},
+    ).write_csv(rejects)
+    ((_key, props),) = _keys(rejects, connector="kraiter_rejects_events")
+    assert props == '{"message":"12","n":3,"ok":"true"}'
+    part = tmp_path / "orders" / "shop=7" / "o.csv"
+    part.parent.mkdir(parents=True)
+    _csv(part)
+    keyed = _keys(tmp_path / "orders", types=ZIP)
+    assert all('"shop":"7"' in p for _k, p in keyed)
+    assert all('"count":' in p and '"count":"' not in p for _k, p in keyed)

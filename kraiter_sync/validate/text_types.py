@@ -3,7 +3,8 @@
 A CSV holds text: ``12.50`` is the text ``"12.50"`` there, while the same value read from
 Parquet or SQL is the number ``12.5``. Events are identified by a hash of their
 properties, so the same row from two sources would be two events. Values read as text
-(columns of CSV / TSV files, :attr:`ValidationOptions.text_properties`) are therefore
+(columns of CSV / TSV files that become properties under their own name,
+:attr:`ValidationOptions.text_properties`) are therefore
 typed, **value by value** — never by looking at the rest of the column, so a value's
 type cannot depend on the chunk it sits in — by these rules (the whole value must match;
 no spaces are trimmed):
