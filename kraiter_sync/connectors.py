@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar, cast
 import polars as pl
 
 from kraiter_sync.errors import InputError
+from kraiter_sync.proptypes import PropertyType, check_types
 
 __all__ = [
     "CONTACT_FIELDS",
@@ -39,6 +40,7 @@ __all__ = [
     "KeyValue",
     "apply",
     "detect_connector",
+    "direct_property_columns",
     "list_presets",
     "load_connector",
     "mapped_schema",
@@ -128,7 +130,9 @@ class Connector:
     column name, or ``column.field`` for a field inside a struct or JSON column).
     ``properties`` is ``"rest"`` (every column not used for a field, minus ``exclude``)
     or an explicit list of columns. ``spread`` lists struct / JSON columns whose
-    fields become top-level properties instead of one nested property.
+    fields become top-level properties instead of one nested property. ``types``
+    declares property types (``{zip = "string"}``), which win over the typing of text
+    values (``validate.text_types``).
     """
 
     name: str
@@ -144,6 +148,7 @@ class Connector:
     json_columns: tuple[str, ...] = ()
     key_values: tuple[KeyValue, ...] = ()
     renames: Mapping[str, str] = field(default_factory=dict)
+    types: Mapping[str, PropertyType] = field(default_factory=dict)
     required: tuple[str, ...] = ()
     sample: str | None = None
     expected_rows: int | None = None
@@ -184,6 +189,9 @@ class Connector:
                 lines.append(f"{label} = {list(values)!r}")
         for kv in self.key_values:
             lines.append(f"key_value = {kv.column}[{kv.key} -> {kv.value}]")
+        if self.types:
+            shown = ", ".join(f"{k!r} = {v!r}" for k, v in self.types.items())
+            lines.append(f"types = {{{shown}}}")
         if self.renames:
             lines.append("[renames]")
             lines.extend(f"{old!r} = {new!r}" for old, new in self.renames.items())
@@ -260,6 +268,7 @@ def connector_from_dict(
         json_columns=_str_tuple(props.get("json"), f"{where} [properties].json"),
         key_values=key_values,
         renames={str(k): str(v) for k, v in data.get("renames", {}).items()},
+        types=check_types(props.get("types", {}), f"{where} [properties].types"),
         required=_str_tuple(data.get("required"), f"{where} required") or required_default,
         sample=data.get("sample"),
         expected_rows=data.get("expected_rows"),
@@ -755,6 +764,24 @@ def apply(connector: Connector, frame: FrameT) -> FrameT:
         else pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
     ).alias(SOURCE_ROW)
     return frame.select([out[name] for name in mapped_schema(connector.kind)])
+
+
+def direct_property_columns(connector: Connector, schema: pl.Schema) -> frozenset[str]:
+    """The source columns :func:`apply` makes properties under their own name: not mapped
+    to a field, excluded, spread, or decoded from JSON / key-value lists (the columns
+    whose text values the validator types, for a CSV)."""
+    used = {ref for refs in connector.fields.values() for ref in refs if ref in schema}
+    skip = {
+        SOURCE_FILE,
+        SOURCE_ROW,
+        *connector.exclude,
+        *connector.spread,
+        *connector.json_columns,
+        *(kv.column for kv in connector.key_values),
+    }
+    if connector.properties == "rest":
+        return frozenset(c for c in schema.names() if c not in skip and c not in used)
+    return frozenset(c for c in connector.properties if c not in skip and c in schema)
 
 
 def _properties_expr(

@@ -10,6 +10,12 @@ sent:
    contacts (created or patched; unchanged ones skipped by hash). Then, for events:
    one upsert per contact the ledger does not know yet, verification of keys a killed
    run left ``inflight``, and the spool chunk by chunk, minus keys already recorded.
+
+A ledger written before values read as text were typed (``ledger.KEY_VERSION``) knows
+some events under their earlier key: for such a target the validator also gives each
+row whose key changed its earlier key (``legacy_key``), and a row done or refused under
+it is not sent again (the new key is recorded beside it). Contacts alike: the change
+cache matches the earlier properties hash too.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from kraiter_sync.errors import (
     is_disk_full,
     os_reason,
 )
-from kraiter_sync.ledger import Ledger, check_tenant, ensure_state_dir, state_lock
+from kraiter_sync.ledger import KEY_VERSION, Ledger, check_tenant, ensure_state_dir, state_lock
 from kraiter_sync.logs import get_logger
 from kraiter_sync.objectstore import is_object_url, parse_url, read_object
 from kraiter_sync.pipeline import (
@@ -69,6 +75,7 @@ from kraiter_sync.upload import (
     rows_of_events,
 )
 from kraiter_sync.validate import REJECT_SCHEMA, ValidationReport
+from kraiter_sync.validate.engine import LEGACY_KEY, LEGACY_PROPERTIES
 
 __all__ = ["ImportOptions", "ImportResult", "KindCounts", "import_", "retry_"]
 
@@ -82,6 +89,8 @@ _SPOOL_COLUMNS = [
     "properties",
     "source_file",
     "source_row",
+    LEGACY_KEY,
+    LEGACY_PROPERTIES,
 ]
 
 
@@ -345,6 +354,14 @@ class _Run:
         contact id and hash the ledger holds for the email (null when it holds none).
         """
         frame = frame.with_columns(contact_hashes(frame).alias("_hash"))
+        legacy = LEGACY_PROPERTIES in frame.columns and frame[LEGACY_PROPERTIES].null_count() < (
+            frame.height
+        )
+        if legacy:  # what an earlier version cached for the row, before typing
+            earlier = frame.select(
+                "user_id", pl.coalesce(LEGACY_PROPERTIES, "properties").alias("properties")
+            )
+            frame = frame.with_columns(contact_hashes(earlier).alias("_legacy_hash"))
         if self.options.ignore_contact_cache:
             return frame.with_columns(
                 pl.lit(None, pl.String).alias("_id"), pl.lit(None, pl.String).alias("_cached")
@@ -359,7 +376,10 @@ class _Run:
         if joined.height != frame.height:  # validation merges by email: not expected
             cached = cached.unique("email", keep="first")
             joined = frame.join(cached, on="email", how="left", maintain_order="left")
-        todo = joined.filter(pl.col("_cached").ne_missing(pl.col("_hash")))
+        changed = pl.col("_cached").ne_missing(pl.col("_hash"))
+        if legacy:
+            changed = changed & pl.col("_cached").ne_missing(pl.col("_legacy_hash"))
+        todo = joined.filter(changed)
         return todo, frame.height - todo.height
 
     async def diff_against_kraiter(
@@ -434,10 +454,12 @@ class _Run:
 
     def _plan_part(
         self, frame: pl.DataFrame, ids: dict[str, str]
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Split a spool part: (rows to send, rows left inflight by a killed run)."""
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """Split a spool part: (rows to send, rows left inflight by a killed run, rows
+        left inflight under their earlier key)."""
         states = self.ledger.known_states(self.target, frame["event_key"].to_list())
         state = frame["event_key"].replace_strict(states, default=None, return_dtype=pl.String)
+        state = self._legacy_states(frame, state)
         counts = self.result.events
         if self.options.resend_rejected:
             state = state.replace("rejected", None)
@@ -450,7 +472,56 @@ class _Run:
             )
         todo = frame.filter(state.is_null())
         inflight = frame.filter(state == "inflight")
-        return todo, inflight
+        legacy_inflight = frame.filter(state == "legacy-inflight")
+        return todo, inflight, legacy_inflight
+
+    def _legacy_states(self, frame: pl.DataFrame, state: pl.Series) -> pl.Series:
+        """For rows the ledger does not know by key, the state of their earlier key
+        (``legacy_key``): done or rejected under it counts as done or rejected (and the new
+        key is recorded so); inflight under it becomes ``legacy-inflight`` (verified with
+        the properties sent then)."""
+        if LEGACY_KEY not in frame.columns:
+            return state
+        old = frame[LEGACY_KEY]
+        ask = state.is_null() & old.is_not_null()
+        if not ask.any():
+            return state
+        found = self.ledger.known_states(self.target, old.filter(ask).to_list())
+        if not found:
+            return state
+        earlier = pl.select(
+            pl.when(pl.lit(ask)).then(
+                pl.lit(old).replace_strict(found, default=None, return_dtype=pl.String)
+            )
+        ).to_series()
+        settled = earlier.is_in(["done", "rejected"]).fill_null(False)
+        if settled.any() and not self.options.dry_run:
+            pairs = zip(
+                old.filter(settled).to_list(),
+                frame["event_key"].filter(settled).to_list(),
+                strict=True,
+            )
+            self.ledger.adopt_keys(self.target, pairs)
+        relabel = pl.when(pl.lit(earlier) == "inflight").then(pl.lit("legacy-inflight"))
+        return pl.select(pl.coalesce(pl.lit(state), relabel.otherwise(pl.lit(earlier)))).to_series()
+
+    async def _recover_legacy(self, engine: Engine, frame: pl.DataFrame) -> list[EventRow]:
+        """Rows a killed earlier version left inflight under their earlier key: looked for
+        in Kraiter with the properties sent then; found → done under both keys, not found
+        → the earlier key is dropped and the row is sent (returned)."""
+        if not frame.height:
+            return []
+        earlier = frame.with_columns(
+            pl.col(LEGACY_KEY).alias("event_key"), pl.col(LEGACY_PROPERTIES).alias("properties")
+        )
+        missing = {row.key for row in await engine.recover(list(rows_of_events(earlier)))}
+        if engine.stopping:  # not all were checked: they stay inflight for the next run
+            return []
+        done = frame.filter(~pl.col(LEGACY_KEY).is_in(list(missing)))
+        if done.height:
+            self.ledger.adopt_keys(self.target, done.select(LEGACY_KEY, "event_key").iter_rows())
+        self.ledger.forget(self.target, list(missing))
+        return list(rows_of_events(frame.filter(pl.col(LEGACY_KEY).is_in(list(missing)))))
 
     async def send_events(self, engine: Engine) -> None:
         counts = self.result.events
@@ -466,12 +537,13 @@ class _Run:
             for frame in self.spooled():
                 if engine.stopping:
                     break
-                todo, inflight = self._plan_part(frame, ids)
+                todo, inflight, legacy = self._plan_part(frame, ids)
                 if self.options.dry_run:
                     continue
                 known = pl.col("contact_id").is_not_null()
-                unresolved += todo.filter(~known).height + inflight.filter(~known).height
+                unresolved += sum(f.filter(~known).height for f in (todo, inflight, legacy))
                 leftovers = await engine.recover(list(rows_of_events(inflight.filter(known))))
+                leftovers += await self._recover_legacy(engine, legacy.filter(known))
                 await engine.send_events([*leftovers, *rows_of_events(todo.filter(known))])
             counts.sent = engine.stats.events_sent
             counts.verified = engine.stats.events_verified
@@ -604,6 +676,11 @@ def import_(
         _clear_old_spools(settings.state_dir)
         ledger = stack.enter_context(Ledger(settings.ledger_path))
         check_tenant(ledger, settings)
+        if ledger.oldest_key_version(settings.target) < KEY_VERSION:
+            validation = dataclasses.replace(options.input.validation, legacy_keys=True)
+            options = dataclasses.replace(
+                options, input=dataclasses.replace(options.input, validation=validation)
+            )
         run_id = ledger.start_run(
             command, settings.target, args or {"paths": [str(p) for p in paths]}
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -401,7 +402,11 @@ def reconcile(
     through ``Engine.write_contacts`` (which keeps the ledger's contact cache current).
     """
     opts = options or ReconcileOptions()
-    kind, local, report = load_local(paths, inputs or InputOptions(), rejects=opts.rejects)
+    inputs = inputs or InputOptions()
+    # events sent by an earlier version with CSV values as text are matched by those too
+    validation = dataclasses.replace(inputs.validation, legacy_keys=True)
+    inputs = dataclasses.replace(inputs, validation=validation)
+    kind, local, report = load_local(paths, inputs, rejects=opts.rejects)
     if kind == "events":
         return ReconcileResult(
             plan=None, events=_events(settings, local, opts, paths), report=report

@@ -25,7 +25,8 @@ import polars as pl
 
 from kraiter_sync.client import KraiterClient
 from kraiter_sync.logs import get_logger
-from kraiter_sync.reconcile import REMOTE_SCHEMA, canonical_properties, contact_hash
+from kraiter_sync.reconcile import REMOTE_SCHEMA, contact_hash
+from kraiter_sync.validate.keys import canonical_json
 
 __all__ = [
     "PAGE_SIZE",
@@ -73,7 +74,7 @@ def remote_frame(contacts: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
         cols["email"].append(c.get("email"))
         uid = c.get("userId")
         cols["user_id"].append(None if uid is None else str(uid))
-        cols["properties"].append(canonical_properties(c.get("properties")))
+        cols["properties"].append(canonical_json(c.get("properties")))
         cols["created_at"].append(c.get("createdAt"))
         cols["updated_at"].append(c.get("updatedAt"))
         cols["hash"].append(contact_hash(c))

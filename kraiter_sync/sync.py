@@ -222,6 +222,10 @@ class CursorWindow:
         """How the pipeline labels this input (the inner source's name, password-free)."""
         return self._display or str(getattr(self.inner, "display", None) or self.label)
 
+    @property
+    def text_columns(self) -> frozenset[str]:
+        return frozenset(getattr(self.inner, "text_columns", ()))
+
     def __repr__(self) -> str:
         return f"CursorWindow({self.display!r}, {self.column!r}, since={self.since!r})"
 
@@ -396,6 +400,8 @@ class RowCache:
                 "kind": job.kind,
                 "connector": job.connector,
                 "map": dict(job.mapping),
+                # (only when set: fingerprints of jobs without types stay as they were)
+                **({"types": dict(job.types)} if job.types else {}),
                 "timezone": job.timezone,
                 "encoding": job.encoding,
                 "polars": pl.__version__,
@@ -469,6 +475,10 @@ class ChangedRows:
     @property
     def display(self) -> str:
         return str(getattr(self.inner, "display", None) or self.inner)
+
+    @property
+    def text_columns(self) -> frozenset[str]:
+        return frozenset(getattr(self.inner, "text_columns", ()))
 
     def close(self) -> None:
         self.inner.close()
@@ -629,6 +639,7 @@ def _input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
         kind=cast(Any, kind or job.kind),
         connector=job.connector,
         mapping=dict(job.mapping),
+        types=dict(job.types),
         encoding=job.encoding,
         chunk_size=job.chunk_size,
         timezone=job.timezone,

@@ -45,6 +45,7 @@ from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import ConfigError
 from kraiter_sync.objectstore.stores import StorageOptions
 from kraiter_sync.objectstore.urls import is_object_url, redact
+from kraiter_sync.proptypes import PROPERTY_TYPES, PropertyType
 from kraiter_sync.sql import is_sql_url, redact_url
 
 __all__ = [
@@ -66,6 +67,7 @@ _JOB_KEYS = (
     "kind",
     "connector",
     "map",
+    "types",
     "mode",
     "cursor",
     "lag",
@@ -161,6 +163,8 @@ class JobConfig:
     query: str | None = None
     connector: str | None = None
     mapping: Mapping[str, str] = field(default_factory=dict)
+    #: Declared property types (``types = {zip = "string"}``): win over the connector's.
+    types: Mapping[str, PropertyType] = field(default_factory=dict)
     mode: Mode = "upsert"
     cursor: str | None = None
     #: How far behind the watermark to re-read: a duration, or a number for numeric cursors.
@@ -277,6 +281,11 @@ class _Checker:
             self.fail("must not be empty", *path)
         return value
 
+    def table(self, value: Any, example: str, *path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(f"must be a table like {example}, not {_type_name(value)}", *path)
+        return value
+
     def choice(self, value: Any, choices: Sequence[str], *path: str) -> str:
         text = self.string(value, *path)
         if text not in choices:
@@ -367,15 +376,14 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
     connector = check.string(table["connector"], *at, "connector") if "connector" in table else None
     mapping: dict[str, str] = {}
     if "map" in table:
-        raw_map = table["map"]
-        if not isinstance(raw_map, dict):
-            check.fail(
-                f'must be a table like {{ email = "Email Address" }}, not {_type_name(raw_map)}',
-                *at,
-                "map",
-            )
+        raw_map = check.table(table["map"], '{ email = "Email Address" }', *at, "map")
         for field_name, column in raw_map.items():
             mapping[field_name] = check.string(column, *at, "map", field_name)
+    types: dict[str, PropertyType] = {}
+    if "types" in table:
+        raw_types = check.table(table["types"], '{ zip = "string" }', *at, "types")
+        for key, value in raw_types.items():
+            types[key] = cast(PropertyType, check.choice(value, PROPERTY_TYPES, *at, "types", key))
 
     cursor = check.string(table["cursor"], *at, "cursor") if "cursor" in table else None
     lag: dt.timedelta | int | float | None = None
@@ -468,6 +476,7 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
         query=query,
         connector=connector,
         mapping=mapping,
+        types=types,
         mode=mode,
         cursor=cursor,
         lag=lag,

@@ -7,7 +7,9 @@ three rules this module keeps:
    **before** any request for it leaves.
 2. An ambiguous failure (timeout or cut connection after sending, 5xx) is resolved by
    looking for the event in Kraiter (``GET /api/events?contactId&name``, matching
-   timestamp and properties) before anything is re-sent: found → ``done``.
+   timestamp and properties) before anything is re-sent: found → ``done``. Properties
+   match when their canonical forms (``validate.keys.canonical_json``) are equal, so
+   ``{"v": 1}`` in Kraiter is never taken for the ``{"v": true}`` being sent.
 3. Keys a killed run left ``inflight`` are verified the same way before the next run
    sends anything (:meth:`Engine.recover`).
 
@@ -33,6 +35,7 @@ from kraiter_sync.errors import ApiError, ConflictError, KraiterSyncError, NotFo
 from kraiter_sync.ledger import Ledger
 from kraiter_sync.logs import get_logger
 from kraiter_sync.retry import RetryPolicy, call_with_retry
+from kraiter_sync.validate.keys import canonical_json, canonical_value
 
 __all__ = [
     "ContactRow",
@@ -133,7 +136,8 @@ def _instant(value: str) -> datetime | None:
 
 
 def event_matches(row: EventRow, remote: dict[str, Any]) -> bool:
-    """Whether a remote event is this row: same name, instant (to the ms) and properties."""
+    """Whether a remote event is this row: same name, instant (to the ms) and properties
+    (the same canonical form: types count, ``1`` is neither ``1.0`` nor ``true``)."""
     if remote.get("name", remote.get("event")) != row.name:
         return False
     mine, theirs = _instant(row.timestamp), _instant(str(remote.get("timestamp", "")))
@@ -141,7 +145,7 @@ def event_matches(row: EventRow, remote: dict[str, Any]) -> bool:
         return False
     if abs((mine - theirs).total_seconds()) >= 0.001:
         return False
-    return bool(json.loads(row.properties or "{}") == (remote.get("properties") or {}))
+    return canonical_json(row.properties) == canonical_json(remote.get("properties"))
 
 
 def rows_of_events(frame: pl.DataFrame) -> Iterator[EventRow]:
@@ -505,10 +509,11 @@ class Engine:
                     existing = await self.client.get_contact_by_email(row.email)
                     if existing is None:  # deleted between the two calls: try again
                         raise
+                    theirs = existing.get("properties") or {}
                     changed = {
                         k: v
                         for k, v in props.items()
-                        if (existing.get("properties") or {}).get(k) != v
+                        if k not in theirs or canonical_value(theirs[k]) != canonical_value(v)
                     }
                     user_changed = row.user_id is not None and existing.get("userId") != row.user_id
                     if not changed and not user_changed:
