@@ -8,15 +8,11 @@
 * :data:`PLAN_SCHEMA` — one row per contact of a reconcile plan (saved as is).
 * :data:`REJECT_SCHEMA` — every rejects frame, whether the validator or Kraiter refused
   the row (``stage`` says which).
-* :func:`canonical_json` — a properties object as the canonical JSON text the
-  validator produces: flat, keys sorted, compact, nulls dropped.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import polars as pl
 
@@ -29,7 +25,6 @@ __all__ = [
     "SOURCE_FILE",
     "SOURCE_ROW",
     "Kind",
-    "canonical_json",
     "empty_frame",
 ]
 
@@ -95,28 +90,3 @@ PLAN_SCHEMA: dict[str, pl.DataType] = {
 def empty_frame(kind: Kind) -> pl.DataFrame:
     """A canonical frame of ``kind`` with no rows."""
     return pl.DataFrame(schema=CONTACTS_SCHEMA if kind == "contacts" else EVENTS_SCHEMA)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def canonical_json(
-    properties: Mapping[str, Any] | str | None, *, integral_floats: bool = False
-) -> str:
-    """Properties as compact JSON with sorted keys and no nulls (``"{}"`` when empty).
-
-    ``properties`` may be JSON text. With ``integral_floats`` a float holding a whole
-    number is written as an integer (``30.0`` → ``30``): what Kraiter echoes back for an
-    event sent with ``30`` then compares equal to the local row.
-    """
-    obj = json.loads(properties) if isinstance(properties, str) else (properties or {})
-    if not obj:
-        return "{}"
-    return json.dumps(
-        {k: (_plain(v) if integral_floats else v) for k, v in sorted(obj.items()) if v is not None},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )

@@ -17,9 +17,15 @@ from typing import Protocol
 
 import polars as pl
 
-from kraiter_sync.connectors import Detection, apply, resolve_connector
+from kraiter_sync.connectors import (
+    Detection,
+    apply,
+    direct_property_columns,
+    resolve_connector,
+)
 from kraiter_sync.errors import InputError
 from kraiter_sync.frames import Kind, empty_frame
+from kraiter_sync.proptypes import PropertyType
 from kraiter_sync.sources import DEFAULT_CHUNK_SIZE, open_source
 from kraiter_sync.sources.objectstore.stores import StorageOptions
 from kraiter_sync.urls import is_object_url, redact
@@ -55,12 +61,17 @@ class InputOptions:
     validation: ValidationOptions = field(default_factory=ValidationOptions)
     #: Endpoints and profiles for object URLs (the ``[storage]`` table); never secrets.
     storage: StorageOptions | None = None
+    #: Declared property types (``--type``, a sync job's ``types``): win over the
+    #: connector's, which win over the typing of text values.
+    types: Mapping[str, PropertyType] = field(default_factory=dict)
 
 
 class ChunkSource(Protocol):
     """Anything the pipeline can read: ``sources.Source`` (files), ``sql.SqlSource``, or a
     wrapper such as ``sync.CursorWindow``. ``schema`` includes ``source_file`` and
-    ``source_row``; every chunk carries them too."""
+    ``source_row``; every chunk carries them too. A source may also say which columns
+    it read as text (``text_columns``, a frozenset: CSV columns), whose values are then
+    typed; a wrapper passes its inner source's on."""
 
     @property
     def schema(self) -> pl.Schema: ...
@@ -88,7 +99,8 @@ class PreparedInput:
             yield apply(connector, chunk)
 
     def validation_options(self, options: InputOptions) -> ValidationOptions:
-        """The run's options, adjusted by what the connector knows about timestamps."""
+        """The run's options, adjusted by what the connector knows about timestamps, by
+        the columns the source read as text, and by declared property types."""
         connector = self.detection.connector
         changes: dict[str, object] = {}
         zone = options.timezone or connector.timezone
@@ -96,6 +108,15 @@ class PreparedInput:
             changes["timezone"] = zone
         if connector.timestamp_unit != "auto" and options.validation.epoch_unit is None:
             changes["epoch_unit"] = connector.timestamp_unit
+        # (spread, JSON and key/value columns are decoded into typed values)
+        text = frozenset(getattr(self.source, "text_columns", ())) & direct_property_columns(
+            connector, self.source.schema
+        )
+        if text:
+            changes["text_properties"] = text
+        types = {**options.validation.types, **connector.types, **options.types}
+        if types:
+            changes["types"] = types
         return dataclasses.replace(options.validation, **changes)  # type: ignore[arg-type]
 
 

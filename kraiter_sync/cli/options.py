@@ -212,6 +212,15 @@ def input_options(func: F) -> F:
         "repeatable. Wins over detection and connectors.",
     )
     @click.option(
+        "--type",
+        "types",
+        metavar="PROPERTY=TYPE",
+        multiple=True,
+        help="Send PROPERTY as string, integer, float or boolean, whatever the typing of "
+        "text values (CSV) would do, e.g. --type zip=string; repeatable. Wins over "
+        "the connector's types.",
+    )
+    @click.option(
         "--timezone",
         default=None,
         metavar="ZONE",
@@ -238,6 +247,7 @@ def input_options(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from kraiter_sync.connectors import parse_overrides
         from kraiter_sync.inputs import InputOptions
+        from kraiter_sync.proptypes import parse_type_overrides
         from kraiter_sync.validate import ValidationOptions
 
         timezone = kwargs.pop("timezone")
@@ -249,6 +259,7 @@ def input_options(func: F) -> F:
             kind=kwargs.pop("kind"),
             connector=kwargs.pop("connector"),
             mapping=parse_overrides(kwargs.pop("mapping")),
+            types=parse_type_overrides(kwargs.pop("types")),
             encoding=kwargs.pop("encoding"),
             chunk_size=kwargs.pop("chunk_size"),
             timezone=timezone,

@@ -344,6 +344,9 @@ def connector_text(connector: Connector) -> str:
             lines.append(f"{label} = {list(values)!r}")
     for kv in connector.key_values:
         lines.append(f"key_value = {kv.column}[{kv.key} -> {kv.value}]")
+    if connector.types:
+        shown = ", ".join(f"{k!r} = {v!r}" for k, v in connector.types.items())
+        lines.append(f"types = {{{shown}}}")
     if connector.renames:
         lines.append("[renames]")
         lines.extend(f"{old!r} = {new!r}" for old, new in connector.renames.items())

@@ -51,6 +51,7 @@ from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.config.storage import StorageOptions
 from kraiter_sync.errors import ConfigError
 from kraiter_sync.frames import Kind
+from kraiter_sync.proptypes import PropertyType
 from kraiter_sync.urls import is_object_url, is_sql_url, redact, redact_url
 
 __all__ = [
@@ -236,6 +237,8 @@ class JobTable(_Table):
     kind: Kind | None = None
     connector: Text | None = None
     mapping: dict[str, Text] = Field(default_factory=dict, alias="map")
+    #: Declared property types (``types = {zip = "string"}``): win over the connector's.
+    types: dict[str, PropertyType] = Field(default_factory=dict)
     mode: Mode = "upsert"
     cursor: Text | None = None
     #: How far behind the watermark to re-read: a duration, or a number for numeric cursors.
@@ -385,7 +388,9 @@ def _describe(error: Mapping[str, Any], allowed: Sequence[str]) -> str:
     if kind.startswith(("greater_than", "less_than")):
         return _RANGES.get(key, f"must be {error['msg'].removeprefix('Input should be ')}")
     if kind == "literal_error" and isinstance(value, str):
-        return f"must be {error['ctx']['expected']}, not {value!r}"
+        # pydantic writes "'a', 'b' or 'c'"; the messages have always read "'a' or 'b' or 'c'"
+        options = str(error["ctx"]["expected"]).replace(", ", " or ")
+        return f"must be {options}, not {value!r}"
     if kind in ("string_type", "literal_error"):
         return f"must be a string, not {_type_name(value)}"
     if kind == "string_too_short":
@@ -399,6 +404,8 @@ def _describe(error: Mapping[str, Any], allowed: Sequence[str]) -> str:
     if kind in ("dict_type", "model_type"):
         if key == "map":
             return f'must be a table like {{ email = "Email Address" }}, not {_type_name(value)}'
+        if key == "types":
+            return f'must be a table like {{ zip = "string" }}, not {_type_name(value)}'
         return f"must be a table, not {_type_name(value)}"
     return str(error["msg"])
 
@@ -429,8 +436,8 @@ class _Checker:
             loc = tuple(str(part) for part in error["loc"])
             if error["type"] == "missing":
                 self.fail(_missing(loc[0], at), *at)
-            if loc and loc[0] == "map" and len(loc) > 1:
-                loc = loc[:2]  # map.FIELD
+            if loc and loc[0] in ("map", "types") and len(loc) > 1:
+                loc = loc[:2]  # map.FIELD, types.PROPERTY
             elif loc:
                 loc = loc[:1]
             self.fail(_describe(error, allowed), *at, *loc)

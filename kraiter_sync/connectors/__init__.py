@@ -27,7 +27,7 @@ from kraiter_sync.connectors.detect import (
     resolve_connector,
     with_overrides,
 )
-from kraiter_sync.connectors.mapping import apply, mapped_schema
+from kraiter_sync.connectors.mapping import apply, direct_property_columns, mapped_schema
 from kraiter_sync.connectors.model import (
     Connector,
     KeyValue,
@@ -44,6 +44,7 @@ __all__ = [
     "KeyValue",
     "apply",
     "detect_connector",
+    "direct_property_columns",
     "list_presets",
     "load_connector",
     "mapped_schema",

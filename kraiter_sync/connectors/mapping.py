@@ -293,3 +293,21 @@ def _properties_expr(
     if not members:
         return pl.lit(None, dtype=pl.Null).alias("properties")
     return pl.struct([expr.alias(name) for name, expr in members.items()]).alias("properties")
+
+
+def direct_property_columns(connector: Connector, schema: pl.Schema) -> frozenset[str]:
+    """The source columns :func:`apply` makes properties under their own name: not mapped
+    to a field, excluded, spread, or decoded from JSON / key-value lists (the columns
+    whose text values the validator types, for a CSV)."""
+    used = {ref for refs in connector.fields.values() for ref in refs if ref in schema}
+    skip = {
+        SOURCE_FILE,
+        SOURCE_ROW,
+        *connector.exclude,
+        *connector.spread,
+        *connector.json_columns,
+        *(kv.column for kv in connector.key_values),
+    }
+    if connector.properties == "rest":
+        return frozenset(c for c in schema.names() if c not in skip and c not in used)
+    return frozenset(c for c in connector.properties if c not in skip and c in schema)

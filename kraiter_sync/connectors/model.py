@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 
 from kraiter_sync.errors import InputError
 from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW, Kind
+from kraiter_sync.proptypes import PropertyType, check_types
 
 TimeUnit = Literal["s", "ms", "us", "ns", "auto"]
 
@@ -44,7 +45,9 @@ class Connector:
     column name, or ``column.field`` for a field inside a struct or JSON column).
     ``properties`` is ``"rest"`` (every column not used for a field, minus ``exclude``)
     or an explicit list of columns. ``spread`` lists struct / JSON columns whose
-    fields become top-level properties instead of one nested property.
+    fields become top-level properties instead of one nested property. ``types``
+    declares property types (``{zip = "string"}``), which win over the typing of text
+    values (``validate.text_types``).
     """
 
     name: str
@@ -60,6 +63,7 @@ class Connector:
     json_columns: tuple[str, ...] = ()
     key_values: tuple[KeyValue, ...] = ()
     renames: Mapping[str, str] = field(default_factory=dict)
+    types: Mapping[str, PropertyType] = field(default_factory=dict)
     required: tuple[str, ...] = ()
     sample: str | None = None
     expected_rows: int | None = None
@@ -131,6 +135,7 @@ def connector_from_dict(
         json_columns=_str_tuple(props.get("json"), f"{where} [properties].json"),
         key_values=key_values,
         renames={str(k): str(v) for k, v in data.get("renames", {}).items()},
+        types=check_types(props.get("types", {}), f"{where} [properties].types"),
         required=_str_tuple(data.get("required"), f"{where} required") or required_default,
         sample=data.get("sample"),
         expected_rows=data.get("expected_rows"),

@@ -11,8 +11,9 @@ Every local contact lands in exactly one of ``create`` / ``update`` / ``unchange
 every remote contact in exactly one of ``update`` / ``unchanged`` / ``remote_only``
 (``delete`` in mirror mode).
 
-Properties are compared key by key on their JSON values, numbers numerically (``30``
-from Kraiter equals ``30.0`` from a Parquet float column). A property Kraiter has but
+Properties are compared key by key on their canonical JSON texts
+(``validate.keys.canonical_json``: types count, so ``30`` in Kraiter differs from
+``30.0`` from a Parquet float column, and ``1`` from ``true``). A property Kraiter has but
 the local row lacks is left alone unless ``mirror_properties`` (then it is removed by
 sending ``null``). A missing local ``user_id`` never clears Kraiter's.
 
@@ -280,12 +281,25 @@ def _key_values(pairs: pl.DataFrame, side: str) -> pl.DataFrame:
 
 
 def _same_value(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """JSON value texts equal, numbers compared numerically (30 == 30.0)."""
-    literal = ["true", "false"]
-    numeric = ~a.str.starts_with('"') & ~b.str.starts_with('"') & ~a.is_in(literal)
-    numeric = numeric & ~b.is_in(literal)
+    """Whether two JSON value texts have the same canonical form (``canonical_json``).
+
+    Strings, booleans and integers have one JSON text each, so equal means the same
+    text. A float may be written two ways (polars writes ``1e-5`` or ``0.00001`` for
+    what Python writes ``1e-05``), so two float texts (with ``.`` or ``e``) are equal
+    when they hold the same float with the same sign (``-0.0`` is not ``0.0``). An
+    integer never equals a float: ``30`` is not ``30.0``.
+    """
+    number = r"^-?[0-9]"
+    is_float = r"[.eE]"
+    floats = (
+        a.str.contains(number)
+        & b.str.contains(number)
+        & a.str.contains(is_float)
+        & b.str.contains(is_float)
+        & (a.str.starts_with("-") == b.str.starts_with("-"))
+    )
     as_float = a.cast(pl.Float64, strict=False) == b.cast(pl.Float64, strict=False)
-    return (a == b) | (numeric & as_float.fill_null(False))
+    return (a == b) | (floats & as_float.fill_null(False))
 
 
 def _property_changes(candidates: pl.DataFrame, *, mirror_properties: bool) -> pl.DataFrame:

@@ -2,7 +2,8 @@
 
 Kraiter's events of each local contact are read (``GET /api/events?contactId=…``,
 system ``email.*`` events left out) and matched one to one with the valid local events
-on (name, timestamp to the millisecond, properties): a local event with no match is
+on (name, timestamp to the millisecond, properties in canonical form, so types count:
+``1``, ``1.0`` and ``true`` are three different values): a local event with no match is
 *missing* from Kraiter, a remote one with no match is *extra*. The report is per
 (contact, name): local count, Kraiter count, missing, extra.
 
@@ -22,8 +23,9 @@ import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.api.pool import run_pool
-from kraiter_sync.frames import canonical_json
 from kraiter_sync.plan.snapshot import Caller, once
+from kraiter_sync.validate.engine import LEGACY_PROPERTIES
+from kraiter_sync.validate.keys import canonical_json
 
 __all__ = [
     "EVENT_COUNTS_SCHEMA",
@@ -43,10 +45,6 @@ EVENT_COUNTS_SCHEMA: dict[str, pl.DataType] = {
     "extra": pl.UInt32(),
 }
 _MATCH = ["contact", "name", "ts", "props"]
-
-
-def _canonical(props: str | None) -> str:
-    return canonical_json(props, integral_floats=True)
 
 
 def _ms(ts: str | None) -> str | None:
@@ -78,25 +76,35 @@ def remote_events_frame(
             rows["contact"].append(contact)
             rows["name"].append(name)
             rows["ts"].append(_ms(e.get("timestamp")))
-            rows["props"].append(canonical_json(e.get("properties"), integral_floats=True))
+            rows["props"].append(canonical_json(e.get("properties")))
     return pl.DataFrame(rows, schema=dict.fromkeys(rows, pl.String()))
 
 
 def _local_frame(local: pl.DataFrame) -> pl.DataFrame:
-    """The canonical events frame → contact, name, ts, props (+ the columns to send)."""
+    """The canonical events frame → contact, name, ts, props (+ the columns to send);
+    ``legacy_props``: the properties an earlier version sent for the row, when they
+    differ (CSV values sent as text, before they were typed)."""
     email = pl.col("email") if "email" in local.columns else pl.lit(None, pl.String)
     cid = pl.col("contact_id") if "contact_id" in local.columns else pl.lit(None, pl.String)
+    legacy = (
+        pl.col(LEGACY_PROPERTIES).map_elements(canonical_json, return_dtype=pl.String)
+        if LEGACY_PROPERTIES in local.columns
+        else pl.lit(None, pl.String)
+    )
     return local.select(
         pl.coalesce(email, pl.concat_str(pl.lit("id:"), cid)).alias("contact"),
         "name",
         pl.col("timestamp_iso").alias("ts"),
-        pl.col("properties").map_elements(_canonical, return_dtype=pl.String).alias("props"),
+        # the validator's text is canonical but for how polars writes some small floats
+        # (1e-5 where canonical_json writes 1e-05): compare canonical forms exactly
+        pl.col("properties").map_elements(canonical_json, return_dtype=pl.String).alias("props"),
         pl.col("properties").alias("properties_json"),
         (pl.col("event_key") if "event_key" in local.columns else pl.lit(None, pl.String)).alias(
             "event_key"
         ),
         "source_file",
         "source_row",
+        legacy.alias("legacy_props"),
     )
 
 
@@ -116,6 +124,17 @@ def diff_events(local: pl.DataFrame, remote: pl.DataFrame) -> tuple[pl.DataFrame
     keys = [*_MATCH, "n"]
     missing = loc.join(rem, on=keys, how="anti", maintain_order="left")
     extra = rem.join(loc.select(keys), on=keys, how="anti")
+    if "legacy_props" in missing.columns and missing["legacy_props"].null_count() < len(missing):
+        # an event an earlier version sent with its CSV values as text is still this one
+        old = _numbered(
+            missing.filter(pl.col("legacy_props").is_not_null())
+            .drop("n")
+            .with_columns(pl.col("legacy_props").alias("props"))
+        )
+        spare = _numbered(extra.drop("n"))
+        found = old.join(spare, on=keys, how="semi").select("source_file", "source_row")
+        missing = missing.join(found, on=["source_file", "source_row"], how="anti")
+        extra = spare.join(old.select(keys), on=keys, how="anti")
 
     def count(frame: pl.DataFrame, name: str) -> pl.DataFrame:
         return frame.group_by("contact", "name").agg(pl.len().cast(pl.UInt32).alias(name))

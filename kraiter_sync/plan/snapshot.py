@@ -25,9 +25,9 @@ import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.api.pool import run_pool
-from kraiter_sync.frames import canonical_json
 from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.contacts import REMOTE_SCHEMA
+from kraiter_sync.validate.keys import canonical_json
 
 __all__ = [
     "PAGE_SIZE",

@@ -170,6 +170,7 @@ class Source:
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
     _prepared: dict[int, Prepared] = field(default_factory=dict, repr=False)
     _schema: pl.Schema | None = field(default=None, repr=False)
+    _text_columns: frozenset[str] = field(default=frozenset(), repr=False)
 
     def __enter__(self) -> Source:
         return self
@@ -306,9 +307,14 @@ class Source:
         """Unified schema of all files (columns in first-seen order, types relaxed)."""
         if self._schema is None:
             empties = []
+            text: set[str] = set()
             for index in range(len(self.files)):
                 schema = self._scan_one(index, sample=True).collect_schema()
                 empties.append(pl.DataFrame(schema=schema))
+                sf = self.files[index]
+                if sf.format in ("csv", "tsv"):
+                    hive = {k for k, _v in sf.hive}
+                    text.update(n for n in schema.names() if n not in hive)
                 for leftover in self._tmpdir().glob(f"sample-{index}.*"):
                     leftover.unlink()
             unified = pl.concat(empties, how="diagonal_relaxed").schema
@@ -317,7 +323,15 @@ class Source:
                 [(n, unified[n]) for n in names]
                 + [(SOURCE_FILE, pl.String()), (SOURCE_ROW, pl.Int64())]
             )
+            self._text_columns = frozenset(text - {SOURCE_FILE, SOURCE_ROW})
         return self._schema
+
+    @property
+    def text_columns(self) -> frozenset[str]:
+        """Columns read as text from CSV / TSV files (not hive ``key=value`` directory
+        names): their values get typed (``validate.text_types``)."""
+        self.schema  # noqa: B018  (computed with the schema)
+        return self._text_columns
 
     def _align(self, lf: pl.LazyFrame) -> pl.LazyFrame:
         target = self.schema

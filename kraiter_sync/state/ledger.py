@@ -7,6 +7,10 @@ One database file (WAL, ``synchronous=NORMAL``) in the state directory holds, pe
   batch, **before** the requests leave) → ``done`` with the remote id, or
   ``rejected`` with Kraiter's code and message. ``inflight`` rows that survive a run
   are the ambiguous leftovers of a crash, to be verified before anything is re-sent.
+* ``key_versions``: the targets whose events may hold keys of an earlier key version
+  (:data:`KEY_VERSION`; 1: text values such as CSV columns were sent as text, 2: they
+  are typed). An import to such a target also computes the version-1 key of rows
+  whose key changed, and finds them under it (:meth:`Ledger.adopt_keys`).
 * ``runs``: one row per command run, with its arguments (scrubbed of secrets), final
   counts, ``details`` for its report (request timeline, rejects by rule), and the
   process that ran it (pid, host, and the process's start identity, so a
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     from kraiter_sync.config import Settings
 
 __all__ = [
+    "KEY_VERSION",
     "SCHEMA_VERSION",
     "Ledger",
     "check_tenant",
@@ -127,8 +132,22 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN details TEXT;
     """,
+    # version 4: event keys of text values changed (key version 2: typed properties);
+    # every target holding events now may hold version-1 keys
+    """
+    CREATE TABLE key_versions (
+        target INTEGER PRIMARY KEY,  -- targets.id
+        oldest INTEGER NOT NULL      -- the oldest key version among its events
+    );
+    INSERT INTO key_versions (target, oldest)
+        SELECT id, 1 FROM targets
+        WHERE EXISTS (SELECT 1 FROM events WHERE events.target = targets.id);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+#: The event key version this code writes: 2 since values read as text are typed
+#: (``validate.text_types``); 1 before, when every CSV value was sent as text.
+KEY_VERSION = 2
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> StateError:
@@ -365,6 +384,30 @@ class Ledger:
             [self._target_id(target), key],
         )
         return (rows[0][0], rows[0][1]) if rows else None
+
+    def oldest_key_version(self, target: str) -> int:
+        """The oldest event key version this target's ledger may hold (see the module
+        docstring); :data:`KEY_VERSION` for targets first used by this version."""
+        rows = self._query(
+            "SELECT oldest FROM key_versions WHERE target = ?", [self._target_id(target)]
+        )
+        return int(rows[0][0]) if rows else KEY_VERSION
+
+    def adopt_keys(self, target: str, pairs: Iterable[tuple[str, str]]) -> int:
+        """Record each new key in the state its old key has (``done`` with the same remote
+        id, or ``rejected``), for ``(old, new)`` pairs of the same event under two key
+        versions, so that later runs find it under the new key at once."""
+        tid = self._target_id(target)
+        rows = [(tid, new, _now(), tid, old) for old, new in pairs]
+        with self._tx() as db:
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO events (target, event_key, state, remote_id, code, "
+                "message, run_id, updated_at) SELECT ?, ?, state, remote_id, code, message, "
+                "run_id, ? FROM events WHERE target = ? AND event_key = ? "
+                "AND state IN ('done', 'rejected')",
+                rows,
+            )
+            return max(cur.rowcount, 0)
 
     def remote_id(self, target: str, key: str) -> str | None:
         rows = self._query(

@@ -102,6 +102,8 @@ class RowCache:
                 "kind": job.kind,
                 "connector": job.connector,
                 "map": dict(job.mapping),
+                # (only when set: fingerprints of jobs without types stay as they were)
+                **({"types": dict(job.types)} if job.types else {}),
                 "timezone": job.timezone,
                 "encoding": job.encoding,
                 "polars": pl.__version__,

@@ -43,6 +43,10 @@ class ChangedRows:
     def display(self) -> str:
         return str(getattr(self.inner, "display", None) or self.inner)
 
+    @property
+    def text_columns(self) -> frozenset[str]:
+        return frozenset(getattr(self.inner, "text_columns", ()))
+
     def close(self) -> None:
         self.inner.close()
 

@@ -156,6 +156,10 @@ class CursorWindow:
         """How the pipeline labels this input (the inner source's name, password-free)."""
         return self._display or str(getattr(self.inner, "display", None) or self.label)
 
+    @property
+    def text_columns(self) -> frozenset[str]:
+        return frozenset(getattr(self.inner, "text_columns", ()))
+
     def __repr__(self) -> str:
         return f"CursorWindow({self.display!r}, {self.column!r}, since={self.since!r})"
 

@@ -113,6 +113,7 @@ def input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
         kind=cast(Any, kind or job.kind),
         connector=job.connector,
         mapping=dict(job.mapping),
+        types=dict(job.types),
         encoding=job.encoding,
         chunk_size=job.chunk_size,
         timezone=job.timezone,

@@ -28,6 +28,7 @@ from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.snapshot import normalise_keys
 from kraiter_sync.upload.core import EngineCore
 from kraiter_sync.upload.rows import ContactRow, Outcome
+from kraiter_sync.validate.keys import canonical_value
 
 __all__ = ["ContactWriter", "Ensured", "Written"]
 
@@ -184,10 +185,11 @@ class ContactWriter:
                     existing = await core.client.get_contact_by_email(row.email)
                     if existing is None:  # deleted between the two calls: try again
                         raise
+                    theirs = existing.get("properties") or {}
                     changed = {
                         k: v
                         for k, v in props.items()
-                        if (existing.get("properties") or {}).get(k) != v
+                        if k not in theirs or canonical_value(theirs[k]) != canonical_value(v)
                     }
                     user_changed = row.user_id is not None and existing.get("userId") != row.user_id
                     if not changed and not user_changed:

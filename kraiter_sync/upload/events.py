@@ -4,7 +4,9 @@
    **before** any request for it leaves.
 2. An ambiguous failure (timeout or cut connection after sending, 5xx) is resolved by
    looking for the event in Kraiter (``GET /api/events?contactId&name``, matching
-   timestamp and properties) before anything is re-sent: found → ``done``.
+   timestamp and properties) before anything is re-sent: found → ``done``. Properties
+   match when their canonical forms (``validate.keys.canonical_json``) are equal, so
+   ``{"v": 1}`` in Kraiter is never taken for the ``{"v": true}`` being sent.
 3. Keys a killed run left ``inflight`` are verified the same way before the next run
    sends anything (:meth:`EventWriter.recover`).
 """

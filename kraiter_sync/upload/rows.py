@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +10,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import polars as pl
 
 from kraiter_sync.state.rejects import reject_row, rejects_frame
+from kraiter_sync.validate.keys import canonical_json
 
 __all__ = [
     "ContactRow",
@@ -105,7 +105,8 @@ def _instant(value: str) -> datetime | None:
 
 
 def event_matches(row: EventRow, remote: Mapping[str, Any]) -> bool:
-    """Whether a remote event is this row: same name, instant (to the ms) and properties."""
+    """Whether a remote event is this row: same name, instant (to the ms) and properties
+    (the same canonical form: types count, ``1`` is neither ``1.0`` nor ``true``)."""
     if remote.get("name", remote.get("event")) != row.name:
         return False
     mine, theirs = _instant(row.timestamp), _instant(str(remote.get("timestamp", "")))
@@ -113,7 +114,7 @@ def event_matches(row: EventRow, remote: Mapping[str, Any]) -> bool:
         return False
     if abs((mine - theirs).total_seconds()) >= 0.001:
         return False
-    return bool(json.loads(row.properties or "{}") == (remote.get("properties") or {}))
+    return canonical_json(row.properties) == canonical_json(remote.get("properties"))
 
 
 def rows_of_events(frame: pl.DataFrame) -> Iterator[EventRow]:

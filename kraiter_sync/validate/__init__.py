@@ -28,7 +28,8 @@ Stable rule codes (``options.RULE_MESSAGES`` holds the message for each)::
     timestamp.too_old           before floor (2000-01-01 by default)
     properties.invalid_json     JSON text that is not an object
     properties.unsupported_type lists, binary, durations
-    properties.nan              NaN or ±inf
+    properties.nan              NaN or ±inf (also NaN / infinity spellings in CSV text)
+    properties.type             a value that does not fit its declared type
     properties.too_many         more than 100 keys after flattening
     properties.key_too_long     key over 128 characters
     properties.value_too_long   string over 10,000 characters
@@ -37,9 +38,10 @@ Stable rule codes (``options.RULE_MESSAGES`` holds the message for each)::
     properties.card_number      13-19 digits passing the Luhn check
 
 Modules: ``options`` (knobs, rule messages), ``emails``, ``names``, ``timestamps``,
-``properties``, ``keys`` (event_key, SeenKeys), ``engine`` (the per-chunk validators,
-reports, whole-input runner). The ``validate`` verb (rejects file, JSON report, exit
-code) is :mod:`kraiter_sync.verbs.validate`.
+``properties``, ``text_types`` (typing of CSV text values, declared types), ``keys``
+(event_key, ``canonical_json``: the one equality of properties, SeenKeys), ``engine``
+(the per-chunk validators, reports, whole-input runner). The ``validate`` verb (rejects
+file, JSON report, exit code) is :mod:`kraiter_sync.verbs.validate`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from kraiter_sync.validate.properties import CanonicalProperties, canonical_prop
 from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
 
 __all__ = [
+    "LEGACY_KEY",
+    "LEGACY_PROPERTIES",
     "REJECT_SCHEMA",
     "ReportAccumulator",
     "ValidationReport",
@@ -32,6 +34,10 @@ __all__ = [
 
 
 _MAX_NAMES = 10_000  # distinct names remembered for the case/separator warning
+#: Columns of valid rows whose properties an earlier version wrote differently (with
+#: ``ValidationOptions.legacy_keys``): that version's properties text and event key.
+LEGACY_PROPERTIES = "legacy_properties"
+LEGACY_KEY = "legacy_key"
 
 
 @dataclass
@@ -307,6 +313,8 @@ def _complete_events(started: _Started) -> _Prepared:
             "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
         }
     )
+    if props.legacy is not None and props.legacy.null_count() < n:
+        canon = canon.with_columns(props.legacy.alias(LEGACY_PROPERTIES))
     if not all_ok:
         canon = canon.filter(ok)
     rejects = _no_rejects() if all_ok else _rejects(mapped, fld, rule, ~ok, n)
@@ -334,6 +342,10 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
     canon = canon.with_columns(to_iso(canon["timestamp"]).alias("timestamp_iso"))
     parts = key_parts(canon)
     canon = canon.with_columns(parts["event_key"])
+    legacy: list[str] = []
+    if LEGACY_PROPERTIES in canon.columns:
+        canon = canon.with_columns(_legacy_keys(canon))
+        legacy = [LEGACY_KEY, LEGACY_PROPERTIES]
     # without a tracker, duplicates are still found within the chunk
     first = (seen if seen is not None else SeenKeys()).mark(parts["hi"], parts["lo"])
     all_first = bool(first.all())
@@ -347,10 +359,22 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
         "event_key",
         "source_file",
         "source_row",
+        *legacy,
     )
     prep.report.valid = valid.height
     prep.report.duplicates = canon.height - valid.height
     return ValidationResult(valid, prep.rejects, prep.report)
+
+
+def _legacy_keys(canon: pl.DataFrame) -> pl.Series:
+    """``legacy_key``: the key an earlier version gave the rows whose properties it wrote
+    differently (``legacy_properties`` set), before text values were typed; null
+    elsewhere."""
+    has = canon[LEGACY_PROPERTIES].is_not_null()
+    idx = has.arg_true()
+    old = canon.filter(has).with_columns(pl.col(LEGACY_PROPERTIES).alias("properties"))
+    keys = key_parts(old)["event_key"] if old.height else pl.Series([], dtype=pl.String)
+    return full(canon.height, None, pl.String, LEGACY_KEY).scatter(idx, keys)
 
 
 def _merge_props(texts: list[str]) -> str:
@@ -364,11 +388,14 @@ def merge_contacts(frame: pl.DataFrame) -> pl.DataFrame:
     """Merge rows with the same email: last row wins per property and for ``user_id``.
 
     The merged row keeps the ``source_file``/``source_row`` of the last row.
+    ``legacy_properties`` (when present: null means "as ``properties``") merge alike.
     """
     dup = frame["email"].is_duplicated()
     if not dup.any():
         return frame
     single = frame.filter(~dup)
+    legacy = LEGACY_PROPERTIES in frame.columns
+    extra = [pl.coalesce(LEGACY_PROPERTIES, "properties").alias(LEGACY_PROPERTIES)]
     grouped = (
         frame.filter(dup)
         .group_by("email", maintain_order=True)
@@ -377,15 +404,19 @@ def merge_contacts(frame: pl.DataFrame) -> pl.DataFrame:
             pl.col("properties"),
             pl.col("source_file").last(),
             pl.col("source_row").last(),
+            *(extra if legacy else []),
         )
     )
+    texts = ["properties", LEGACY_PROPERTIES] if legacy else ["properties"]
     merged = grouped.with_columns(
-        pl.Series(
-            "properties",
-            [_merge_props(p) for p in grouped["properties"].to_list()],
-            dtype=pl.String,
-        )
+        pl.Series(name, [_merge_props(p) for p in grouped[name].to_list()], dtype=pl.String)
+        for name in texts
     ).select(frame.columns)
+    if legacy:
+        same = pl.col(LEGACY_PROPERTIES) == pl.col("properties")
+        merged = merged.with_columns(
+            pl.when(~same).then(pl.col(LEGACY_PROPERTIES)).alias(LEGACY_PROPERTIES)
+        )
     return pl.concat([single, merged]).sort("source_file", "source_row", nulls_last=True)
 
 
@@ -412,7 +443,11 @@ def validate_contacts(
             "source_file": _column(mapped, "source_file", n).cast(pl.String),
             "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
         }
-    ).filter(ok)
+    )
+    if options.legacy_keys:  # (always there, so chunks and inputs concatenate)
+        legacy = props.legacy if props.legacy is not None else full(n, None, pl.String)
+        canon = canon.with_columns(legacy.alias(LEGACY_PROPERTIES))
+    canon = canon.filter(ok)
     valid = merge_contacts(canon)
     rejects = _rejects(mapped, fld, rule, ~ok, n)
     report = ValidationReport(

@@ -10,19 +10,54 @@ was measured 6x slower here and the key needs no cryptographic strength (it iden
 the user's own rows; 128 bits make an accidental collision negligible). The separator
 cannot occur in any part: control characters are rejected in names and emails and
 escaped in JSON.
+
+``properties_json`` is the *canonical form* of properties (:func:`canonical_json`): one
+flat JSON object, keys sorted, compact, no nulls, values typed as JSON types them, so
+``1``, ``1.0``, ``true`` and ``"1"`` are four different texts. The validator's output is
+a fixed point of :func:`canonical_json`, and every decision that something is already in
+Kraiter (verification after an ambiguous failure, recovery of inflight keys, reconcile's
+event and contact diffs) compares canonical forms, never Python values (where
+``1 == 1.0 == True``).
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
 
 import polars as pl
 import polars_hash as plh
 
 from kraiter_sync.validate._series import full
 
-__all__ = ["SEPARATOR", "SeenKeys", "event_keys", "key_parts"]
+__all__ = [
+    "SEPARATOR",
+    "SeenKeys",
+    "canonical_json",
+    "canonical_value",
+    "event_keys",
+    "key_parts",
+]
 
 SEPARATOR = "\x1f"
 _TWO64 = 2**64
+
+
+def canonical_value(value: Any) -> str:
+    """One property value in canonical form: its compact JSON text (``1``, ``1.0``,
+    ``true`` and ``"1"`` differ)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def canonical_json(properties: Mapping[str, Any] | str | None) -> str:
+    """Properties (a mapping, or JSON text) in canonical form: the one equality of
+    properties everywhere. Keys sorted, nulls dropped, compact, non-ASCII kept; the
+    validator's ``properties`` column is already in this form (a fixed point)."""
+    obj = json.loads(properties) if isinstance(properties, str) else properties
+    if not obj:
+        return "{}"
+    return canonical_value({k: v for k, v in obj.items() if v is not None})
 
 
 def _key_exprs(text: str) -> list[pl.Expr]:

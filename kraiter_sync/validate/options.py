@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from kraiter_sync.errors import ConfigError
+from kraiter_sync.proptypes import PropertyType
 
 __all__ = ["RULE_MESSAGES", "EpochUnit", "NamePolicy", "ValidationOptions"]
 
@@ -45,6 +46,8 @@ RULE_MESSAGES: Mapping[str, str] = MappingProxyType(
         "properties.unsupported_type": "property values must be string, number or boolean "
         "(lists, binary and durations are not accepted)",
         "properties.nan": "a property value is NaN or infinite",
+        "properties.type": "a property value does not fit its declared type "
+        '(types = {key = "string" | "integer" | "float" | "boolean"})',
         "properties.too_many": "more properties than the limit (100)",
         "properties.key_too_long": "a property key is longer than the limit (128)",
         "properties.value_too_long": "a string property value is longer than the limit (10,000)",
@@ -88,6 +91,15 @@ class ValidationOptions:
     allow_secret_keys: bool = False
     #: Send values that look like payment card numbers (13-19 digits passing Luhn).
     allow_card_numbers: bool = False
+    #: Top-level property keys whose values were read as text (CSV / TSV columns):
+    #: numbers and booleans among them are typed (``validate.text_types``).
+    text_properties: frozenset[str] = frozenset()
+    #: Declared types by property key (connector, sync job, ``--type``); win over
+    #: inference, for any source.
+    types: Mapping[str, PropertyType] = field(default_factory=dict)
+    #: Also give each row the key it had before properties were typed, where that
+    #: differs (``legacy_key``): a ledger written by an earlier version holds those.
+    legacy_keys: bool = False
 
     def __post_init__(self) -> None:
         """Refuse options that cannot work, with the fix in the message (exit 2 in the CLI)."""

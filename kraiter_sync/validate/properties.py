@@ -8,6 +8,7 @@ format, because polars' JSON decoding coerces mixed-type values silently.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -18,6 +19,7 @@ import polars as pl
 
 from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import ValidationOptions
+from kraiter_sync.validate.text_types import encode_values, json_values, type_leaf
 
 __all__ = ["CanonicalProperties", "canonical_properties", "is_card_number", "looks_secret"]
 
@@ -29,10 +31,15 @@ _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 @dataclass
 class CanonicalProperties:
-    """``json`` (Utf8, ``{}`` when empty) and ``rule`` (null when ok), one per row."""
+    """``json`` (Utf8, ``{}`` when empty) and ``rule`` (null when ok), one per row;
+    ``legacy`` (with ``options.legacy_keys``): the JSON an earlier version made of the
+    row before text values were typed, null where it is the same."""
 
     json: pl.Series
     rule: pl.Series
+    legacy: pl.Series | None = None
+    #: Whether typing (inference or declared types) changed any column.
+    typed: bool = False
 
 
 def looks_secret(key: str) -> bool:
@@ -161,26 +168,76 @@ def _may_hold_cards(s: pl.Series) -> bool:
     return (isinstance(high, int) and high >= 10**12) or (isinstance(low, int) and low <= -(10**12))
 
 
+def _typed_leaf(
+    key: str, leaf: pl.Series, options: ValidationOptions, *, text: bool, rules: list[pl.Series]
+) -> tuple[pl.Series, bool] | None:
+    """A leaf typed (``validate.text_types``) and checked: (value, whether the value is
+    JSON text: values of several types); None when typing leaves it as it is."""
+    typed = type_leaf(key, leaf, options.types, text=text)
+    if typed is None:
+        return None
+    if typed.rule is not None:
+        rules.append(typed.rule)
+    values = []
+    for part in typed.parts:
+        value, rule = _leaf(key, part, options)
+        values.append(value)
+        if rule is not None:
+            rules.append(rule)
+    if not values:
+        return full(len(leaf), None, pl.String, key), True
+    if len(values) == 1:
+        return values[0], False
+    merged = pl.select(pl.coalesce([pl.lit(json_values(v)) for v in values])).to_series()
+    return merged.alias(key), True
+
+
 def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalProperties:
     leaves: list[tuple[str, pl.Series]] = []
     _flatten(s, "", leaves)
     n = len(s)
     rules: list[pl.Series] = []
     columns: dict[str, pl.Series] = {}
+    # columns of JSON value texts (a text column whose values typed differently)
+    raw: set[str] = set()
+    typed_any = False
+    # text columns are top-level fields (a CSV has no structs); typing is by key
+    fields = s.dtype.fields if isinstance(s.dtype, pl.Struct) else []
+    top_text = {
+        f.name for f in fields if f.dtype == pl.String and f.name in options.text_properties
+    }
     for key, leaf in leaves:
         if leaf.dtype == pl.Null:
             continue
-        value, rule = _leaf(key, leaf, options)
-        if rule is not None:
-            rules.append(rule)
+        typed = (
+            _typed_leaf(key, leaf, options, text=key in top_text, rules=rules)
+            if top_text or options.types
+            else None
+        )
+        is_raw = False
+        if typed is None:
+            value, rule = _leaf(key, leaf, options)
+            if rule is not None:
+                rules.append(rule)
+        else:
+            value, is_raw = typed
+            typed_any = True
         if key in columns:  # "a.b" both nested and literal: reject rows that set both
             both = columns[key].is_not_null() & value.is_not_null()
             rules.append(
                 pl.select(pl.when(pl.lit(both)).then(pl.lit("properties.key_conflict"))).to_series()
             )
+            if is_raw or key in raw:
+                earlier = columns[key] if key in raw else json_values(columns[key])
+                value = value if is_raw else json_values(value)
+                is_raw = True
+            else:
+                earlier = columns[key]
             value = pl.select(
-                pl.coalesce(pl.lit(value), pl.lit(columns[key].cast(value.dtype, strict=False)))
+                pl.coalesce(pl.lit(value), pl.lit(earlier.cast(value.dtype, strict=False)))
             ).to_series()
+        if is_raw:
+            raw.add(key)
         columns[key] = value
     if not columns:
         return CanonicalProperties(full(n, "{}", pl.String, "properties"), full(n, None, pl.String))
@@ -193,13 +250,13 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
             ).to_series()
         )
     rules = [r for r in rules if r.null_count() < n]  # most checks find nothing
-    encoded = _encode(frame)
+    encoded = encode_values(columns, raw) if raw else _encode(frame)
     rule = (
         pl.select(pl.coalesce([pl.lit(r) for r in rules])).to_series()
         if rules
         else full(n, None, pl.String)
     )
-    return CanonicalProperties(encoded.alias("properties"), rule.alias("rule"))
+    return CanonicalProperties(encoded.alias("properties"), rule.alias("rule"), typed=typed_any)
 
 
 def _encode(frame: pl.DataFrame) -> pl.Series:
@@ -278,6 +335,17 @@ def canonical_json_row(text: str | None, options: ValidationOptions) -> tuple[st
     return text_out, rule
 
 
+def _legacy_json(values: pl.Series, typed: pl.Series, options: ValidationOptions) -> pl.Series:
+    """What an earlier version (no typing) made of these properties, null where the same."""
+    untyped = dataclasses.replace(options, text_properties=frozenset(), types={}, legacy_keys=False)
+    legacy = canonical_properties(values, untyped).json
+    return (
+        pl.select(pl.when(pl.lit(legacy) != pl.lit(typed)).then(pl.lit(legacy)))
+        .to_series()
+        .alias("legacy_properties")
+    )
+
+
 def canonical_properties(values: pl.Series, options: ValidationOptions) -> CanonicalProperties:
     """Flatten, check and encode a properties column of any supported dtype."""
     n = len(values)
@@ -292,6 +360,8 @@ def canonical_properties(values: pl.Series, options: ValidationOptions) -> Canon
                 .to_series()
                 .alias("properties")
             )
+        if options.legacy_keys and out.typed:
+            out.legacy = _legacy_json(values, out.json, options)
         return out
     if values.dtype == pl.Null:
         return CanonicalProperties(

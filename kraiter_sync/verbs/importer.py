@@ -10,12 +10,18 @@ sent:
    contacts (created or patched; unchanged ones skipped by hash). Then, for events:
    one upsert per contact the ledger does not know yet, verification of keys a killed
    run left ``inflight``, and the spool chunk by chunk, minus keys already recorded.
+
+A ledger written before values read as text were typed (``state.ledger.KEY_VERSION``)
+knows some events under their earlier key: ``plan.ledger`` finds them under it, and rows
+a killed earlier version left inflight under it are verified with the properties sent
+then (:meth:`_Run._recover_legacy`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +52,7 @@ from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.contact_plan import contacts_to_write
 from kraiter_sync.plan.guards import check_triggers
 from kraiter_sync.plan.ledger import contacts_to_send, split_events
+from kraiter_sync.state.ledger import KEY_VERSION
 from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.upload.context import (
@@ -56,9 +63,10 @@ from kraiter_sync.upload.context import (
     recorded_run,
 )
 from kraiter_sync.upload.core import Snapshot
-from kraiter_sync.upload.engine import ContactRow, Engine, EngineStats, rows_of_events
+from kraiter_sync.upload.engine import ContactRow, Engine, EngineStats, EventRow, rows_of_events
 from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
+from kraiter_sync.validate.engine import LEGACY_KEY, LEGACY_PROPERTIES
 
 __all__ = ["ImportOptions", "ImportResult", "KindCounts", "Snapshot", "import_", "import_locked"]
 
@@ -72,6 +80,8 @@ _SPOOL_COLUMNS = [
     "properties",
     "source_file",
     "source_row",
+    LEGACY_KEY,
+    LEGACY_PROPERTIES,
 ]
 
 
@@ -340,6 +350,24 @@ class _Run:
         counts.failed = written.failed
         counts.pending = counts.read - counts.accounted
 
+    async def _recover_legacy(self, engine: Engine, frame: pl.DataFrame) -> list[EventRow]:
+        """Rows a killed earlier version left inflight under their earlier key: looked for
+        in Kraiter with the properties sent then; found → done under both keys, not found
+        → the earlier key is dropped and the row is sent (returned)."""
+        if not frame.height:
+            return []
+        earlier = frame.with_columns(
+            pl.col(LEGACY_KEY).alias("event_key"), pl.col(LEGACY_PROPERTIES).alias("properties")
+        )
+        missing = {row.key for row in await engine.recover(list(rows_of_events(earlier)))}
+        if engine.stopping:  # not all were checked: they stay inflight for the next run
+            return []
+        done = frame.filter(~pl.col(LEGACY_KEY).is_in(list(missing)))
+        if done.height:
+            self.store.adopt_keys(self.target, done.select(LEGACY_KEY, "event_key").iter_rows())
+        self.store.forget(self.target, list(missing))
+        return list(rows_of_events(frame.filter(pl.col(LEGACY_KEY).is_in(list(missing)))))
+
     async def send_events(self, engine: Engine) -> None:
         counts = self.result.events
         if self.spool_parts:
@@ -359,15 +387,17 @@ class _Run:
                     frame,
                     ids,
                     resend_rejected=self.options.resend_rejected,
+                    adopt=not self.options.dry_run,
                 )
                 counts.already += split.done
                 counts.previously_rejected += split.rejected
-                todo, inflight = split.todo, split.inflight
+                todo, inflight, legacy = split.todo, split.inflight, split.legacy_inflight
                 if self.options.dry_run:
                     continue
                 known = pl.col("contact_id").is_not_null()
-                unresolved += todo.filter(~known).height + inflight.filter(~known).height
+                unresolved += sum(f.filter(~known).height for f in (todo, inflight, legacy))
                 leftovers = await engine.recover(list(rows_of_events(inflight.filter(known))))
+                leftovers += await self._recover_legacy(engine, legacy.filter(known))
                 await engine.send_events([*leftovers, *rows_of_events(todo.filter(known))])
             counts.sent = engine.stats.events_sent
             counts.verified = engine.stats.events_verified
@@ -451,6 +481,11 @@ def import_locked(
     options = options or ImportOptions()
     started = time.monotonic()
     _clear_old_spools(settings.state_dir)
+    if store.oldest_key_version(settings.target) < KEY_VERSION:
+        validation = dataclasses.replace(options.input.validation, legacy_keys=True)
+        options = dataclasses.replace(
+            options, input=dataclasses.replace(options.input, validation=validation)
+        )
     record = args or {"paths": [str(p) for p in paths]}
     with (
         recorded_run(

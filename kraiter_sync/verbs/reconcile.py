@@ -269,10 +269,14 @@ class _Local:
 def _read(
     paths: Sequence[str | Path | ChunkSource], inputs: InputOptions | None, opts: ReconcileOptions
 ) -> _Local:
+    inputs = inputs or InputOptions()
+    # events sent by an earlier version with CSV values as text are matched by those too
+    validation = dataclasses.replace(inputs.validation, legacy_keys=True)
+    inputs = dataclasses.replace(inputs, validation=validation)
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(RejectsWriter(opts.rejects)) if opts.rejects else None
         kind, frame, report = read_inputs(
-            paths, inputs or InputOptions(), on_rejects=writer.write if writer else None
+            paths, inputs, on_rejects=writer.write if writer else None
         )
     if kind == "contacts" and opts.mirror:
         refuse_unsafe_mirror(frame, report)

@@ -88,6 +88,17 @@ def remote_events(
     return asyncio.run(collect())
 
 
+def stored_events(db: Path, api_key: str) -> Counter[tuple]:
+    """What the emulator over ``db`` holds for ``api_key``'s tenant (see remote_events)."""
+    from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
+
+    app = create_app(EmulatorConfig(db_path=str(db)))
+    try:
+        return remote_events("http://local.kraiter", api_key, transport=asgi_transport(app))
+    finally:
+        app.close()
+
+
 class CountingTransport(httpx.AsyncBaseTransport):
     """Wraps a transport and counts requests by method (the seam for 'sent nothing')."""
 

@@ -12,10 +12,10 @@ import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.api.retry import RetryPolicy
-from kraiter_sync.frames import canonical_json
 from kraiter_sync.plan.contacts import ContactPlan
 from kraiter_sync.state.ledger import Ledger
 from kraiter_sync.upload.engine import Engine, EngineOptions
+from kraiter_sync.validate.keys import canonical_json
 from kraiter_sync.verbs.apply import ApplyResult, apply_plan
 from kraiter_sync.verbs.reconcile import EventsReconcileResult, reconcile_events
 from kraiter_sync.verbs.restore import RestoreResult, restore_contacts

@@ -47,7 +47,7 @@ def test_new_changed_unchanged_remote_only_and_case() -> None:
     remote = remote_frame(
         [
             contact(1, "changed@example.com", {"plan": "free", "seats": 5, "extra": True}, "u1"),
-            contact(2, "same@example.com", {"plan": "free", "score": 30, "extra": "x"}),
+            contact(2, "same@example.com", {"plan": "free", "score": 30.0, "extra": "x"}),
             contact(3, "Alice@Example.COM", {"plan": "pro"}),
             contact(4, "gone@example.com", {"plan": "free"}),
         ]
@@ -94,13 +94,14 @@ def test_mirror_properties_removes_keys_and_mirror_deletes() -> None:
     assert "remote_only" not in rows
 
 
-def test_values_compare_by_type_not_text() -> None:
-    """30 == 30.0, but "30" != 30 and true != 1."""
+def test_values_compare_by_canonical_form() -> None:
+    """Types count: 30.0 != 30, "30" != 30 and true != 1; only equal JSON is unchanged."""
     local = local_frame(
         [
             ("a@example.com", None, {"n": 30.0}),
             ("b@example.com", None, {"n": "30"}),
             ("c@example.com", None, {"n": True}),
+            ("d@example.com", None, {"n": 30}),
         ]
     )
     remote = remote_frame(
@@ -108,11 +109,16 @@ def test_values_compare_by_type_not_text() -> None:
             contact(1, "a@example.com", {"n": 30}),
             contact(2, "b@example.com", {"n": 30}),
             contact(3, "c@example.com", {"n": 1}),
+            contact(4, "d@example.com", {"n": 30}),
         ]
     )
     rows = by_action(diff_contacts(local, remote))
-    assert [r["email"] for r in rows["unchanged"]] == ["a@example.com"]
-    assert sorted(r["email"] for r in rows["update"]) == ["b@example.com", "c@example.com"]
+    assert [r["email"] for r in rows["unchanged"]] == ["d@example.com"]
+    assert sorted(r["email"] for r in rows["update"]) == [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+    ]
 
 
 def test_tricky_keys_and_values_survive_the_split() -> None:
@@ -182,7 +188,8 @@ def sides(draw: st.DrawFn) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
 
 
 def same(a: Any, b: Any) -> bool:
-    return isinstance(a, bool) == isinstance(b, bool) and a == b
+    """Equal as JSON values with their types: 2 is not 2.0, true is not 1."""
+    return type(a) is type(b) and repr(a) == repr(b)
 
 
 def apply_model(plan: Any, remote: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,10 +30,10 @@ def ledger(tmp_path: Path) -> Ledger:
 def test_creates_parents_wal_and_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "ledger.db"
     with Ledger(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 3
+        assert led.schema_version == SCHEMA_VERSION == 4
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
     db.close()
 
 
@@ -260,7 +260,7 @@ def test_a_version_1_ledger_is_migrated_keeping_its_data(tmp_path: Path) -> None
     )
     db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 3
+        assert led.schema_version == 4
         (run,) = led.list_runs()
         assert (run.command, run.status, run.pid, run.host) == ("import", "ok", None, None)
 
@@ -280,7 +280,7 @@ def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Pa
     )
     db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 3
+        assert led.schema_version == 4
         run = led.get_run(1)
         assert run is not None
         assert (run.status, run.counts, run.details) == ("ok", {"requests": 7}, None)
@@ -291,6 +291,40 @@ def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Pa
         assert again.details == {"timeline": {"series": {}}}
         # listings stay light: details are read for one run only
         assert [r.details for r in led.list_runs()] == [None, None]
+
+
+def test_targets_with_events_from_before_typed_keys_are_marked_version_1(tmp_path: Path) -> None:
+    """A version-2 ledger: the target that holds events may hold version-1 (untyped text)
+    keys; one with none, and a target first used now, hold only version-2 keys."""
+    from kraiter_sync.state.ledger import _MIGRATIONS, KEY_VERSION
+
+    path = tmp_path / "ledger.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for migration in _MIGRATIONS[:2]:
+        db.executescript(migration)
+    db.execute("PRAGMA user_version = 2")
+    db.execute("INSERT INTO targets (id, name) VALUES (1, 'old'), (2, 'empty')")
+    db.execute(
+        "INSERT INTO events (target, event_key, state, remote_id, updated_at) "
+        "VALUES (1, 'k-old', 'done', 'evt_1', 1.0), (1, 'k-bad', 'rejected', NULL, 1.0), "
+        "(1, 'k-maybe', 'inflight', NULL, 1.0)"
+    )
+    db.close()
+    with Ledger(path) as led:
+        assert led.schema_version == 4
+        assert KEY_VERSION == 2
+        assert led.oldest_key_version("old") == 1
+        assert led.oldest_key_version("empty") == 2
+        assert led.oldest_key_version("new") == 2
+        adopted = led.adopt_keys(
+            "old", [("k-old", "k-new"), ("k-bad", "k-bad2"), ("k-maybe", "k-m2"), ("x", "y")]
+        )
+        assert adopted == 2  # done and rejected are carried over; inflight is verified
+        assert led.known_states("old", ["k-new", "k-bad2", "k-m2", "y"]) == {
+            "k-new": "done",
+            "k-bad2": "rejected",
+        }
+        assert led.remote_id("old", "k-new") == "evt_1"
 
 
 # -- runs whose process is gone --------------------------------------------------------

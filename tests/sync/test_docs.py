@@ -22,10 +22,12 @@ def blocks(lang: str) -> list[str]:
 def test_the_example_config_is_valid() -> None:
     (text,) = blocks("toml")
     config = parse_sync_config(text, Path("/srv/kraiter/kraiter-sync.toml"))
-    assert [j.name for j in config.jobs] == ["customers", "orders", "app_events", "bq_events"]
+    names = ["customers", "orders", "backfill", "app_events", "bq_events"]
+    assert [j.name for j in config.jobs] == names
     assert config.jobs[1].cursor == "placed_at"
-    assert config.jobs[3].reads_objects
-    assert config.jobs[3].storage.get("s3", "profile", env={}) == "warehouse-reader"
+    assert dict(config.jobs[2].types) == {"zip": "string"}
+    assert config.jobs[4].reads_objects
+    assert config.jobs[4].storage.get("s3", "profile", env={}) == "warehouse-reader"
 
 
 def test_every_job_key_is_documented() -> None:

@@ -127,6 +127,20 @@ def _struct_props(i: int) -> dict[str, Any] | None:
     }
 
 
+def _csv_props(i: int) -> dict[str, Any]:
+    """A CSV's property columns: all text, typed by the validator (and two declared)."""
+    bad = i % 17 == 16
+    return {
+        "amount": ["12.50", "7", "0.30000000000000004", "1e-05", "12."][i % 5],
+        "count": str(i % 40 - 3),
+        "vip": ["true", "FALSE", "yes"][i % 3],
+        "zip": ["02134", "94105", "+4420"][i % 3],
+        "score": "NaN" if bad and i % 2 else ["1.5", "Nan", "inf2"][i % 3],
+        "qty": "many" if bad and not i % 2 else f"{i % 9:03d}",
+        "id": ["9007199254740993", "123", None][i % 3],
+    }
+
+
 def events_frame(variant: str) -> pl.DataFrame:
     """One generated events frame; ``variant`` picks the dtypes of timestamp and properties."""
     rows = []
@@ -143,7 +157,11 @@ def events_frame(variant: str) -> pl.DataFrame:
                 ),
                 "name": _pick(src, GOOD_NAMES, BAD_NAMES, 29),
                 "timestamp": ts,
-                "properties": _text_props(src) if variant == "text" else _struct_props(src),
+                "properties": (
+                    _text_props(src)
+                    if variant == "text"
+                    else (_csv_props(src) if variant == "csv" else _struct_props(src))
+                ),
                 "source_file": f"{variant}.src",
                 "source_row": i + 1,
             }
@@ -205,6 +223,15 @@ CASES: dict[str, tuple[str, ValidationOptions]] = {
         ValidationOptions(now=NOW, timezone="America/New_York", max_properties=5),
     ),
     "epoch_dot": ("epoch", ValidationOptions(now=NOW, name_policy="dot.case")),
+    # recorded when CSV values became typed (later than the cases above)
+    "csv_typed": (
+        "csv",
+        ValidationOptions(
+            now=NOW,
+            text_properties=frozenset({"amount", "count", "vip", "zip", "score", "qty", "id"}),
+            types={"zip": "string", "qty": "integer"},
+        ),
+    ),
 }
 
 
