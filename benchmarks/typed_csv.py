@@ -30,9 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = """
 import sys, time, dataclasses
 sys.path.insert(0, {root!r})
-from kraiter_sync.inputs import InputOptions
-from kraiter_sync.verbs.validate import validate_inputs
-from kraiter_sync.validate import ValidationOptions
+from kraiter_sync import InputOptions, ValidationOptions, validate_inputs  # public: any layout
 options = InputOptions()
 if {legacy}:
     options = dataclasses.replace(options, validation=ValidationOptions(legacy_keys=True))
@@ -99,7 +97,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, (root, legacy) in sides.items():
                 best[name] = min(best[name], run(root, path, args.rows, legacy=legacy))
-    size = path.stat().st_size / 2**20 if path.exists() else 0.0
+        size = path.stat().st_size / 2**20
     print(f"validate {args.rows:,} CSV rows ({size:.0f} MiB), best of {args.repeat}:")
     for name, seconds in best.items():
         ratio = seconds / best["before"]
