@@ -248,11 +248,11 @@ def test_state_lock_excludes_a_second_process(tmp_path: Path) -> None:
 
 
 def test_a_version_1_ledger_is_migrated_keeping_its_data(tmp_path: Path) -> None:
-    from kraiter_sync.state.ledger import _MIGRATIONS
+    from kraiter_sync.state.schema import MIGRATIONS
 
     path = tmp_path / "ledger.db"
     db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(_MIGRATIONS[0])
+    db.executescript(MIGRATIONS[0])
     db.execute("PRAGMA user_version = 1")
     db.execute(
         "INSERT INTO runs (command, target, started_at, status) VALUES ('import', ?, 1.0, 'ok')",
@@ -266,12 +266,12 @@ def test_a_version_1_ledger_is_migrated_keeping_its_data(tmp_path: Path) -> None
 
 
 def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Path) -> None:
-    from kraiter_sync.state.ledger import _MIGRATIONS
+    from kraiter_sync.state.schema import MIGRATIONS
 
     path = tmp_path / "ledger.db"
     db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(_MIGRATIONS[0])
-    db.executescript(_MIGRATIONS[1])
+    db.executescript(MIGRATIONS[0])
+    db.executescript(MIGRATIONS[1])
     db.execute("PRAGMA user_version = 2")
     db.execute(
         "INSERT INTO runs (command, target, started_at, finished_at, status, counts) "
@@ -296,11 +296,11 @@ def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Pa
 def test_targets_with_events_from_before_typed_keys_are_marked_version_1(tmp_path: Path) -> None:
     """A version-2 ledger: the target that holds events may hold version-1 (untyped text)
     keys; one with none, and a target first used now, hold only version-2 keys."""
-    from kraiter_sync.state.ledger import _MIGRATIONS, KEY_VERSION
+    from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS
 
     path = tmp_path / "ledger.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for migration in _MIGRATIONS[:2]:
+    for migration in MIGRATIONS[:2]:
         db.executescript(migration)
     db.execute("PRAGMA user_version = 2")
     db.execute("INSERT INTO targets (id, name) VALUES (1, 'old'), (2, 'empty')")
