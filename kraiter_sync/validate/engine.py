@@ -268,7 +268,10 @@ def _start_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> _S
         options,
         _pool().submit(canonical_properties, _column(mapped, "properties", n), options),
         _pool().submit(
-            normalise_emails, _column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8
+            normalise_emails,
+            _column(mapped, "email", n),
+            allow_smtputf8=options.allow_smtputf8,
+            allow_special_use_domains=options.allow_special_use_domains,
         ),
     )
 
@@ -414,7 +417,11 @@ def validate_contacts(
     """
     options = options or ValidationOptions()
     n = mapped.height
-    emails = normalise_emails(_column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8)
+    emails = normalise_emails(
+        _column(mapped, "email", n),
+        allow_smtputf8=options.allow_smtputf8,
+        allow_special_use_domains=options.allow_special_use_domains,
+    )
     props = canonical_properties(_column(mapped, "properties", n), options)
     fld, rule = _first_failure([("email", emails["rule"]), ("properties", props.rule)], n)
     ok = rule.is_null()
