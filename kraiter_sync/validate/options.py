@@ -32,8 +32,6 @@ RULE_MESSAGES: Mapping[str, str] = MappingProxyType(
         "email.local_too_long": "the part before @ is longer than 64 characters",
         "email.smtputf8": "non-ASCII characters before @ need --allow-smtputf8 "
         "(Kraiter sends through Amazon SES, which needs an ASCII local part)",
-        "email.invalid_domain": "the domain is not a valid internationalised domain name "
-        "(older rejects files: now reported as email.idna)",
         "email.idna": "a label of the domain is not valid IDNA 2008 (a malformed xn-- label, "
         "'--' as its 3rd and 4th characters, or full-width or other compatibility "
         "characters, which are refused rather than folded into another address)",
@@ -59,6 +57,8 @@ RULE_MESSAGES: Mapping[str, str] = MappingProxyType(
         "properties.value_too_long": "a string property value is longer than the limit (10,000)",
         "properties.key_conflict": "two properties flatten to the same key",
         "properties.too_deep": "properties nest deeper than the limit (32 levels)",
+        "properties.too_large": "the properties text is larger than the limit (16 MiB), "
+        "more than any properties within the other limits can take",
         "properties.secret": "a property key looks like a secret (password, token, secret, "
         "api_key); pass --allow-secret-keys (or allow_secret_keys = true in the connector's "
         "[validation] table or the sync job) to send it anyway",
@@ -102,6 +102,10 @@ class ValidationOptions:
     max_value_length: int = 10_000
     #: Nesting levels of properties (``{"a": {"b": 1}}`` is two); deeper is rejected.
     max_depth: int = 32
+    #: Properties given as JSON text longer than this (bytes) are refused unparsed:
+    #: within the other limits even text escaped as ``\uXXXX`` throughout stays near
+    #: 6 MiB, and parsing hundreds of megabytes would hold several copies of them.
+    max_properties_bytes: int = 16 * 1024 * 1024
     #: Send properties whose keys look like secrets (password, token, secret, api_key).
     allow_secret_keys: bool = False
     #: Send values that hold what looks like a payment card number (13-19 digits, alone or
