@@ -57,6 +57,7 @@ from kraiter_sync.pipeline import ChunkSource, InputOptions, prepare_inputs
 from kraiter_sync.sources import open_source
 from kraiter_sync.sql import CursorFilter, CursorValue, SqlSource
 from kraiter_sync.syncconfig import JobConfig, SyncConfig
+from kraiter_sync.validate import ValidationOptions
 
 __all__ = [
     "CheckResult",
@@ -388,6 +389,9 @@ class RowCache:
     """
 
     def __init__(self, state_dir: Path, job: JobConfig, target: str) -> None:
+        # rows a validator switch refused were remembered as pushed: turning one on must
+        # read them again (all off: the key as it was before the switches existed)
+        switches = {key: True for key in _SWITCH_KEYS if getattr(job, key)}
         identity = json.dumps(
             {
                 "target": target,
@@ -398,6 +402,7 @@ class RowCache:
                 "map": dict(job.mapping),
                 "timezone": job.timezone,
                 "encoding": job.encoding,
+                **({"validation": switches} if switches else {}),
                 "polars": pl.__version__,
                 "format": 3,
             },
@@ -623,8 +628,23 @@ def _check_code(exc: KraiterSyncError) -> int:
 CHECK_ROWS = 1_000
 
 
+#: The validator's switches a job can turn on (``ValidationOptions`` fields of the name).
+_SWITCH_KEYS = (
+    "allow_smtputf8",
+    "allow_special_use_domains",
+    "allow_secret_keys",
+    "allow_card_numbers",
+)
+
+
+def _validation(job: JobConfig) -> ValidationOptions:
+    """The job's validator switches (``allow_*`` keys)."""
+    return ValidationOptions(**{key: getattr(job, key) for key in _SWITCH_KEYS})
+
+
 def _input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
-    """How a job's source is read and mapped: the same for its run and its check."""
+    """How a job's source is read, mapped and validated: the same for its run and its
+    check."""
     return InputOptions(
         kind=cast(Any, kind or job.kind),
         connector=job.connector,
@@ -632,6 +652,7 @@ def _input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
         encoding=job.encoding,
         chunk_size=job.chunk_size,
         timezone=job.timezone,
+        validation=_validation(job),
     )
 
 

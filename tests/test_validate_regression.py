@@ -227,18 +227,27 @@ DOMAIN_EMAILS = [
 ]
 
 
-def _domain_emails(frame: pl.DataFrame) -> pl.DataFrame:
-    slot = pl.int_range(pl.len()) % 19 == 18
-    which = (pl.int_range(pl.len()) // 19) % len(DOMAIN_EMAILS)
+#: Properties as a rejects file shows refused or long values: never sent back as such.
+PLACEHOLDERS = [
+    '{"card":"[masked: 19 characters, hash 0123456789ab]"}',
+    '{"note":"' + "n" * 1000 + '…[cut: 20000 characters in all]"}',
+]
+
+
+def _domains_and_placeholders(frame: pl.DataFrame) -> pl.DataFrame:
+    row = pl.int_range(pl.len())
     return frame.with_columns(
-        email=pl.when(slot)
-        .then(pl.lit(pl.Series(DOMAIN_EMAILS)).gather(which))
-        .otherwise(pl.col("email"))
+        email=pl.when(row % 19 == 18)
+        .then(pl.lit(pl.Series(DOMAIN_EMAILS)).gather((row // 19) % len(DOMAIN_EMAILS)))
+        .otherwise(pl.col("email")),
+        properties=pl.when(row % 23 == 5)
+        .then(pl.lit(pl.Series(PLACEHOLDERS)).gather((row // 23) % len(PLACEHOLDERS)))
+        .otherwise(pl.col("properties")),
     )
 
 
 #: Per-case changes to the generated frame.
-TRANSFORMS = {"text_domains_limits": _domain_emails}
+TRANSFORMS = {"text_domains_limits": _domains_and_placeholders}
 
 
 def run_case(name: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:

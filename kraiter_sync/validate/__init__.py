@@ -42,6 +42,7 @@ Stable rule codes (``options.RULE_MESSAGES`` holds the message for each)::
     properties.key_conflict     {"a": {"b": 1}, "a.b": 2}
     properties.too_deep         nested more than 32 levels
     properties.too_large        JSON text over 16 MiB (refused unparsed)
+    properties.placeholder      a value the rejects file masked or cut, read back from it
     properties.secret           password / token / secret / api_key keys
     properties.card_number      a card number, alone or in text: 13-19 digits in groups
                                 (spaces or dashes between) passing the Luhn check

@@ -59,6 +59,8 @@ RULE_MESSAGES: Mapping[str, str] = MappingProxyType(
         "properties.too_deep": "properties nest deeper than the limit (32 levels)",
         "properties.too_large": "the properties text is larger than the limit (16 MiB), "
         "more than any properties within the other limits can take",
+        "properties.placeholder": "a value is a placeholder from a rejects file ([masked: ...], "
+        "...[cut: ...], [binary: ...]): put the original value back from the source",
         "properties.secret": "a property key looks like a secret (password, token, secret, "
         "api_key); pass --allow-secret-keys (or allow_secret_keys = true in the connector's "
         "[validation] table or the sync job) to send it anyway",

@@ -35,9 +35,9 @@ from kraiter_sync.validate._series import column
 from kraiter_sync.validate.options import ValidationOptions
 from kraiter_sync.validate.properties import (
     _SECRET,
-    _card_spans,
     _may_hold_cards,
     card_number_mask,
+    card_number_spans,
     is_card_number,
     looks_secret,
 )
@@ -82,7 +82,7 @@ def _shown_text(
     characters and its full length: card numbers masked where they are, the rest cut
     after :data:`REJECT_VALUE_LIMIT` characters (or after a card number crossing that
     point) with the full length recorded; ``redact`` applies to the part kept."""
-    spans = _card_spans(head) if mask_cards else []
+    spans = card_number_spans(head) if mask_cards else []
     cut_at = min(length, REJECT_VALUE_LIMIT)
     for start, end in spans:
         if start < cut_at < end:

@@ -28,9 +28,11 @@ from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import ValidationOptions
 
 __all__ = [
+    "PLACEHOLDER",
     "CanonicalProperties",
     "canonical_properties",
     "card_number_mask",
+    "card_number_spans",
     "contains_card_number",
     "is_card_number",
     "looks_secret",
@@ -42,6 +44,13 @@ _CARD_CANDIDATE = r"^\d(?:[ -]?\d){12,18}$"
 #: Thirteen digits with at most single spaces or dashes between them: where a card
 #: number may be (the vectorised pre-check; :func:`contains_card_number` decides).
 _CARD_RUN = r"[0-9](?:[ -]?[0-9]){12}"
+#: What the rejects file puts in place of a value (``originals``): a row read back from a
+#: rejects file must not send the placeholder instead of the value.
+PLACEHOLDER = (
+    r"\[(?:masked: [0-9]+ characters|binary: [0-9]+ bytes|nested deeper than [0-9]+ levels)"
+    r"|…\[cut: [0-9]+ characters in all\]"
+)
+_PLACEHOLDER = re.compile(PLACEHOLDER)
 #: A maximal run of digit groups joined by single spaces or dashes.
 _DIGIT_GROUPS = re.compile(r"[0-9]+(?:[ -][0-9]+)*", re.ASCII)
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.3fZ"
@@ -77,7 +86,7 @@ def is_card_number(value: str) -> bool:
     return _luhn("".join(c for c in value if c.isdigit()))
 
 
-def _card_spans(text: str) -> list[tuple[int, int]]:
+def card_number_spans(text: str) -> list[tuple[int, int]]:
     """Where card numbers are in ``text``: (start, end) of each run of digit groups that
     holds one (see :func:`contains_card_number`)."""
     spans = []
@@ -111,7 +120,25 @@ def contains_card_number(text: str) -> bool:
     is found, and so is ``order 12 4111 1111 1111 1111``; a lone group of 20 digits or
     more (an id) is not.
     """
-    return bool(_card_spans(text))
+    return bool(card_number_spans(text))
+
+
+def _scan_text(s: pl.Series, *, find_cards: bool) -> tuple[pl.Series | None, pl.Series | None]:
+    """Which values hold a rejects-file placeholder, and which a card number (None when
+    none does): one regex pass over the column, then the few candidates only."""
+    pattern = f"{_CARD_RUN}|{PLACEHOLDER}" if find_cards else PLACEHOLDER
+    cand = s.str.contains(pattern).fill_null(False)
+    if not cand.any():
+        return None, None
+    idx = cand.arg_true()
+    sub = s.gather(idx)
+    none = full(len(s), False, pl.Boolean)
+    placeholder = sub.str.contains(PLACEHOLDER).fill_null(False)
+    card = card_number_mask(sub) if find_cards else None
+    return (
+        none.scatter(idx, placeholder) if placeholder.any() else None,
+        none.scatter(idx, card) if card is not None else None,
+    )
 
 
 def card_number_mask(s: pl.Series) -> pl.Series | None:
@@ -219,8 +246,10 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
                 # hundreds of megabytes)
                 s = pl.select(pl.when(~pl.lit(too_long)).then(pl.lit(s))).to_series()
                 longest = s.str.len_bytes().max()
-        if not options.allow_card_numbers and isinstance(longest, int) and longest >= 13:
-            card = card_number_mask(s)
+        if isinstance(longest, int) and longest >= 13:  # (no shorter value can match)
+            placeholder, card = _scan_text(s, find_cards=not options.allow_card_numbers)
+            if placeholder is not None:
+                found.append(pl.when(pl.lit(placeholder)).then(pl.lit("properties.placeholder")))
             if card is not None:
                 found.append(pl.when(pl.lit(card)).then(pl.lit("properties.card_number")))
         if found:
@@ -283,8 +312,6 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
                 pl.coalesce(pl.lit(value), pl.lit(columns[key].cast(value.dtype, strict=False)))
             ).to_series()
         columns[key] = value
-    if not columns:
-        return CanonicalProperties(full(n, "{}", pl.String, "properties"), full(n, None, pl.String))
     frame = pl.DataFrame({k: columns[k].alias(k) for k in sorted(columns)})
     if frame.width > options.max_properties:  # else no row can have too many
         count = frame.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
@@ -294,7 +321,7 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
             ).to_series()
         )
     rules = [r for r in rules if r.null_count() < n]  # most checks find nothing
-    encoded = _encode(frame)
+    encoded = _encode(frame) if columns else full(n, "{}", pl.String)
     rule = (
         pl.select(pl.coalesce([pl.lit(r) for r in rules])).to_series()
         if rules
@@ -380,6 +407,8 @@ def canonical_json_row(text: str | None, options: ValidationOptions) -> tuple[st
         if isinstance(value, str):
             if len(value) > options.max_value_length:
                 rule = rule or "properties.value_too_long"
+            elif _PLACEHOLDER.search(value):
+                rule = rule or "properties.placeholder"
             elif not options.allow_card_numbers and contains_card_number(value):
                 rule = rule or "properties.card_number"
         elif (
