@@ -389,9 +389,6 @@ class RowCache:
     """
 
     def __init__(self, state_dir: Path, job: JobConfig, target: str) -> None:
-        # rows a validator switch refused were remembered as pushed: turning one on must
-        # read them again (all off: the key as it was before the switches existed)
-        switches = {key: True for key in _SWITCH_KEYS if getattr(job, key)}
         identity = json.dumps(
             {
                 "target": target,
@@ -402,7 +399,6 @@ class RowCache:
                 "map": dict(job.mapping),
                 "timezone": job.timezone,
                 "encoding": job.encoding,
-                **({"validation": switches} if switches else {}),
                 "polars": pl.__version__,
                 "format": 3,
             },
