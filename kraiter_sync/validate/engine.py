@@ -160,7 +160,9 @@ def _rejects(
     """The rejects frame for the rows in ``mask`` (filtered first: rejects are few), with
     their original values as ``originals`` shows them (refused values masked, long ones
     cut)."""
-    bad = mapped.filter(mask)
+    # (only the provenance is filtered whole: the originals take each value apart first,
+    # as a rejected value may be hundreds of megabytes)
+    bad = pl.DataFrame([column(mapped, "source_file"), column(mapped, "source_row")]).filter(mask)
     base = pl.DataFrame(
         {
             "source_file": column(bad, "source_file").cast(pl.String),
@@ -172,7 +174,7 @@ def _rejects(
         pl.col("rule").replace_strict(dict(RULE_MESSAGES), default=None).alias("message"),
         pl.lit("invalid").alias("stage"),
     )
-    return pl.concat([base, original_values(bad, options)], how="horizontal")
+    return pl.concat([base, original_values(mapped, mask, options)], how="horizontal")
 
 
 def _no_rejects() -> pl.DataFrame:

@@ -103,17 +103,28 @@ def _shown_text(
     return kept
 
 
-def _shown(text: pl.Series, mask_cards: bool) -> pl.Series:
-    """:func:`_shown_text` for a text column: only the values that are long or may hold a
-    card number go through Python, and only their first characters."""
+def _shown(text: pl.Series, mask_cards: bool, keep: pl.Series | None = None) -> pl.Series:
+    """:func:`_shown_text` for the rows ``keep`` selects (all when None) of a text column.
+
+    A long value is only read as far as it is shown: its first :data:`_HEAD` characters
+    and its length are taken from the whole column before the rows are selected (a
+    filter copies what it keeps; slicing does not). Only values that are long or may
+    hold a card number go through Python."""
     longest = text.str.len_bytes().max()
+    n_chars: pl.Series | None = None
+    if isinstance(longest, int) and longest > _HEAD:
+        n_chars = text.str.len_chars()
+        text = text.str.slice(0, _HEAD)
+    if keep is not None:
+        text = text.filter(keep)
+        n_chars = n_chars.filter(keep) if n_chars is not None else None
     if not isinstance(longest, int) or longest < 13:
         return text
-    n_chars = text.str.len_chars()
+    if n_chars is None:
+        n_chars = text.str.len_chars()
     need = (n_chars > REJECT_VALUE_LIMIT).fill_null(False)
-    heads = text.str.slice(0, _HEAD) if longest > _HEAD else text
     if mask_cards:
-        cards = card_number_mask(heads)
+        cards = card_number_mask(text)
         if cards is not None:
             need = need | cards
     idx = need.arg_true()
@@ -122,25 +133,27 @@ def _shown(text: pl.Series, mask_cards: bool) -> pl.Series:
     shown = [
         _shown_text(head, length, mask_cards)
         for head, length in zip(
-            heads.gather(idx).to_list(), n_chars.gather(idx).to_list(), strict=True
+            text.gather(idx).to_list(), n_chars.gather(idx).to_list(), strict=True
         )
     ]
     return text.scatter(idx, pl.Series(shown, dtype=pl.String))
 
 
-def _masked_all(text: pl.Series) -> pl.Series:
+def _masked_all(text: pl.Series, keep: pl.Series | None = None) -> pl.Series:
     """Every value masked (a secret-looking key): length always, hash unless huge."""
     n_chars = text.str.len_chars()
-    idx = text.is_not_null().arg_true()
+    heads = text.str.slice(0, _HASH_LIMIT + 1)
+    if keep is not None:
+        n_chars, heads = n_chars.filter(keep), heads.filter(keep)
+    idx = heads.is_not_null().arg_true()
     if not len(idx):
-        return text
-    small = (n_chars.gather(idx) <= _HASH_LIMIT).to_list()
-    heads = text.gather(idx).str.slice(0, _HASH_LIMIT + 1).to_list()
+        return heads
+    lengths = n_chars.gather(idx).to_list()
     shown = [
-        mask(head) if fits else f"[masked: {length} characters]"
-        for head, fits, length in zip(heads, small, n_chars.gather(idx).to_list(), strict=True)
+        mask(head) if length <= _HASH_LIMIT else f"[masked: {length} characters]"
+        for head, length in zip(heads.gather(idx).to_list(), lengths, strict=True)
     ]
-    return text.scatter(idx, pl.Series(shown, dtype=pl.String))
+    return heads.scatter(idx, pl.Series(shown, dtype=pl.String))
 
 
 def _has_binary(dtype: Any) -> bool:
@@ -173,9 +186,16 @@ def _as_text(s: pl.Series) -> pl.Series:
         return s.cast(pl.String)
     if isinstance(dtype, pl.Datetime):
         return s.dt.to_string()
-    if dtype == pl.Binary:
+    if dtype == pl.Binary:  # (hashed when at most a megabyte: no big value is copied)
+        sizes = s.bin.size()
+        small = pl.select(pl.when(pl.lit(sizes) <= _HASH_LIMIT).then(pl.lit(s))).to_series()
         return pl.Series(
-            s.name, [None if v is None else _binary(v) for v in s.to_list()], pl.String
+            s.name,
+            [
+                None if n is None else (_binary(v) if v is not None else f"[binary: {n} bytes]")
+                for v, n in zip(small.to_list(), sizes.to_list(), strict=True)
+            ],
+            pl.String,
         )
     if dtype.is_nested():
         if _has_binary(dtype):
@@ -207,25 +227,31 @@ def _patch_where(
 
 
 def _leaf(
-    path: tuple[str, ...], s: pl.Series, options: ValidationOptions
+    path: tuple[str, ...], s: pl.Series, options: ValidationOptions, keep: pl.Series
 ) -> tuple[pl.Series, _Patches]:
-    """One property leaf for the rejects file, and the patches its row JSON needs.
+    """One property leaf (the whole column) as the rejects file shows its ``keep`` rows,
+    and the patches their row JSON needs.
 
     Text is shown as :func:`_shown` does (cards masked in place, long values cut);
     binary as a marker. Numbers, booleans, dates and lists keep their type unless a
     value must be masked or cut: that value is patched in as text."""
     dtype = s.dtype
     key = ".".join(path)
-    if not options.allow_secret_keys and looks_secret(key):
-        if dtype == pl.String or dtype == pl.Binary:
-            return _masked_all(_as_text(s)), []
-        text = _as_text(s)
-        return s, _patch_where(text, text.is_not_null(), path, mask)
-    mask_cards = not options.allow_card_numbers
     if isinstance(dtype, pl.Categorical | pl.Enum):
         s, dtype = s.cast(pl.String), pl.String()
-    if dtype == pl.String or dtype == pl.Binary:
-        return _shown(_as_text(s), mask_cards), []
+    if not options.allow_secret_keys and looks_secret(key):
+        if dtype == pl.String:
+            return _masked_all(s, keep), []
+        text = _as_text(s.filter(keep))
+        if dtype == pl.Binary:
+            return _masked_all(text), []
+        return s.filter(keep), _patch_where(text, text.is_not_null(), path, mask)
+    mask_cards = not options.allow_card_numbers
+    if dtype == pl.String:
+        return _shown(s, mask_cards, keep), []
+    s = s.filter(keep)
+    if dtype == pl.Binary:
+        return _as_text(s), []
     if dtype.is_integer():
         if not mask_cards or not _may_hold_cards(s):
             return s, []
@@ -245,9 +271,11 @@ def _leaf(
 
 
 def _struct(
-    s: pl.Series, path: tuple[str, ...], options: ValidationOptions
+    s: pl.Series, path: tuple[str, ...], options: ValidationOptions, keep: pl.Series
 ) -> tuple[pl.Series, _Patches]:
-    """A properties struct with every leaf through :func:`_leaf`, same nesting."""
+    """The ``keep`` rows of a properties struct, every leaf through :func:`_leaf`, same
+    nesting. The struct is taken apart before rows are selected: selecting rows of a
+    struct and then a field of it copied a 200 MB value five times over (polars 2.1)."""
     fields = []
     patches: _Patches = []
     for name in s.struct.fields:
@@ -257,19 +285,20 @@ def _struct(
             if len(child_path) > options.max_depth:
                 marker = f"[nested deeper than {options.max_depth} levels]"
                 child = pl.select(
-                    pl.when(pl.lit(child).is_not_null()).then(pl.lit(marker))
+                    pl.when(pl.lit(child.is_not_null().filter(keep))).then(pl.lit(marker))
                 ).to_series()
             else:
-                child, more = _struct(child, child_path, options)
+                child, more = _struct(child, child_path, options, keep)
                 patches += more
         else:
-            child, more = _leaf(child_path, child, options)
+            child, more = _leaf(child_path, child, options, keep)
             patches += more
         fields.append(child.alias(name))
+    valid = s.is_not_null().filter(keep)
     if not fields:
-        return s, patches
+        return pl.select(pl.when(pl.lit(valid)).then(pl.lit(s.filter(keep)))).to_series(), patches
     built = pl.select(pl.struct(fields)).to_series()
-    return pl.select(pl.when(pl.lit(s).is_not_null()).then(pl.lit(built))).to_series(), patches
+    return pl.select(pl.when(pl.lit(valid)).then(pl.lit(built))).to_series(), patches
 
 
 def _patched(encoded: pl.Series, patches: _Patches) -> pl.Series:
@@ -360,20 +389,22 @@ def _json_text(text: str, options: ValidationOptions) -> str:
     return json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
 
 
-def _properties(s: pl.Series, options: ValidationOptions) -> pl.Series:
+def _properties(s: pl.Series, options: ValidationOptions, keep: pl.Series) -> pl.Series:
     if isinstance(s.dtype, pl.Struct):
-        shown, patches = _struct(s, (), options)
+        shown, patches = _struct(s, (), options, keep)
         return _patched(_as_text(shown), patches)
     if s.dtype != pl.String:
-        return _shown(_as_text(s), not options.allow_card_numbers)
-    n_chars = s.str.len_chars().to_list()
+        return _shown(_as_text(s.filter(keep)), not options.allow_card_numbers)
     # a text too big to parse is read only as far as the rejects file shows it
+    n_chars = s.str.len_chars().filter(keep).to_list()
     big = (s.str.len_bytes() > options.max_properties_bytes).fill_null(False)
     texts = pl.select(
         pl.when(pl.lit(big)).then(pl.lit(s).str.slice(0, _HEAD)).otherwise(pl.lit(s))
     ).to_series()
     out: list[str | None] = []
-    for text, length, is_big in zip(texts.to_list(), n_chars, big.to_list(), strict=True):
+    for text, length, is_big in zip(
+        texts.filter(keep).to_list(), n_chars, big.filter(keep).to_list(), strict=True
+    ):
         if text is None:
             out.append(None)
         elif is_big:
@@ -383,9 +414,21 @@ def _properties(s: pl.Series, options: ValidationOptions) -> pl.Series:
     return pl.Series(s.name, out, dtype=pl.String)
 
 
-def original_values(mapped: pl.DataFrame, options: ValidationOptions) -> pl.DataFrame:
-    """The rejects file's original-value columns for the rows of ``mapped`` (all
-    rejected): email, contact id, name, timestamp and properties, as text."""
-    cols = {name: _shown(_as_text(column(mapped, name)), False).alias(name) for name in _FIELDS}
-    cols["properties"] = _properties(column(mapped, "properties"), options).alias("properties")
+def original_values(
+    mapped: pl.DataFrame, keep: pl.Series, options: ValidationOptions
+) -> pl.DataFrame:
+    """The rejects file's original-value columns for the rows ``keep`` selects (the
+    rejected ones): email, contact id, name, timestamp and properties, as text."""
+    cols = {}
+    for name in _FIELDS:
+        s = column(mapped, name)
+        shown = (
+            _shown(s, False, keep)
+            if s.dtype == pl.String
+            else _shown(_as_text(s.filter(keep)), False)
+        )
+        cols[name] = shown.alias(name)
+    cols["properties"] = _properties(column(mapped, "properties"), options, keep).alias(
+        "properties"
+    )
     return pl.DataFrame(cols)
