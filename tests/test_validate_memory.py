@@ -25,15 +25,18 @@ def status(key):
     return int(line.split()[1]) // 1024
 
 big = "x" * (50 << 20)
-mapped = pl.DataFrame(
-    {
-        "email": ["ada@example.com", "bob@example.com"],
-        "name": ["signed_up", "signed_up"],
-        "timestamp": ["2024-01-01T00:00:00Z"] * 2,
-        "properties": pl.select(pl.struct(pl.Series("note", [big, "small"]))).to_series(),
-    }
-)
-del big
+columns = {
+    "email": ["ada@example.com", "bob@example.com"],
+    "name": ["signed_up", "signed_up"],
+    "timestamp": ["2024-01-01T00:00:00Z"] * 2,
+    "properties": pl.select(pl.struct(pl.Series("note", ["plain", "small"]))).to_series(),
+}
+if sys.argv[2] == "properties":
+    columns["properties"] = pl.select(pl.struct(pl.Series("note", [big, "small"]))).to_series()
+else:
+    columns[sys.argv[2]] = [big, columns[sys.argv[2]][1]]
+mapped = pl.DataFrame(columns)
+del big, columns
 open("/proc/self/clear_refs", "w").write("5")  # the peak starts from here
 before = status("VmRSS")
 with RejectsWriter(sys.argv[1]) as writer:
@@ -46,11 +49,12 @@ print(status("VmHWM") - before)
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
-def test_a_rejected_50_mib_value_adds_less_than_its_size(tmp_path: Path) -> None:
+@pytest.mark.parametrize("field", ["properties", "email", "name", "timestamp"])
+def test_a_rejected_50_mib_value_adds_less_than_its_size(tmp_path: Path, field: str) -> None:
     rejects = tmp_path / "rejects.csv"
     root = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(rejects)],
+        [sys.executable, "-c", CHILD, str(rejects), field],
         check=True,
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["column", "full"]
+__all__ = ["MAX_TEXT_BYTES", "column", "full", "overrule", "without_huge"]
 
 
 def full(n: int, value: Any, dtype: Any, name: str = "") -> pl.Series:
@@ -25,3 +25,29 @@ def column(frame: pl.DataFrame, name: str) -> pl.Series:
         s = frame[name]
         return s.cast(pl.String) if s.dtype == pl.Null else s
     return full(frame.height, None, pl.String, name)
+
+
+#: Text fields longer than this many bytes (an email, an event name) are judged by their
+#: length alone: trimming, lowering or parsing would copy them, several times over for a
+#: field of hundreds of megabytes, and no valid value comes near it.
+MAX_TEXT_BYTES = 64 * 1024
+
+
+def without_huge(s: pl.Series, max_bytes: int) -> tuple[pl.Series, pl.Series | None]:
+    """``s`` with its values over ``max_bytes`` bytes set to null (found for free: string
+    offsets), and where they were (None when there were none)."""
+    huge = (s.str.len_bytes() > max_bytes).fill_null(False)
+    if not huge.any():
+        return s, None
+    return pl.select(pl.when(~pl.lit(huge)).then(pl.lit(s))).to_series().alias(s.name), huge
+
+
+def overrule(rule: pl.Series, where: pl.Series | None, code: str) -> pl.Series:
+    """``rule`` with ``code`` where ``where`` is true (nothing to do when it is None)."""
+    if where is None:
+        return rule
+    return (
+        pl.select(pl.when(pl.lit(where)).then(pl.lit(code)).otherwise(pl.lit(rule)))
+        .to_series()
+        .alias(rule.name)
+    )

@@ -19,7 +19,7 @@ import polars as pl
 from email_validator import EmailNotValidError
 from email_validator.syntax import validate_email_local_part
 
-from kraiter_sync.validate._series import full
+from kraiter_sync.validate._series import MAX_TEXT_BYTES, full, overrule, without_huge
 from kraiter_sync.validate.domains import SPECIAL_SUFFIXES, domain_rule, encode_domain
 
 __all__ = ["normalise_email", "normalise_emails"]
@@ -210,13 +210,6 @@ def _classify(s: pl.Series, allow_smtputf8: bool, allow_special_use: bool = Fals
     return pl.select(pl.coalesce(pl.lit(by_syntax), pl.lit(by_domain))).to_series().alias("rule")
 
 
-#: Values longer than this many bytes are judged ``email.too_long`` as they are, never
-#: cleaned or lowered: each of those steps copies the value, and a field of hundreds of
-#: megabytes must not be copied over and over. No address, even wrapped in
-#: ``Name <...>`` and spaces, comes near it.
-MAX_RAW_BYTES = 64 * 1024
-
-
 def normalise_emails(
     values: pl.Series, *, allow_smtputf8: bool = False, allow_special_use_domains: bool = False
 ) -> pl.DataFrame:
@@ -225,10 +218,8 @@ def normalise_emails(
     Returns a frame with ``email`` (normalised; null where rejected) and ``rule`` (null when
     valid, else the first failing rule code), one row per input row, in order.
     """
-    s = values.cast(pl.String)
-    huge = (s.str.len_bytes() > MAX_RAW_BYTES).fill_null(False)  # (free: string offsets)
-    if huge.any():
-        s = pl.select(pl.when(~pl.lit(huge)).then(pl.lit(s))).to_series()
+    # (an address wrapped in "Name <...>" and spaces is still far below the limit)
+    s, huge = without_huge(values.cast(pl.String), MAX_TEXT_BYTES)
     s = _clean(s)
     special = allow_special_use_domains
     non_ascii = s.str.len_bytes() != s.str.len_chars()
@@ -246,10 +237,7 @@ def normalise_emails(
     else:  # the common case: all ASCII, nothing per row
         lowered = s.str.to_lowercase()
         rule_s = _classify(lowered, allow_smtputf8, special)
-    if huge.any():
-        rule_s = pl.select(
-            pl.when(pl.lit(huge)).then(pl.lit("email.too_long")).otherwise(pl.lit(rule_s))
-        ).to_series()
+    rule_s = overrule(rule_s, huge, "email.too_long")
     if rule_s.null_count() == len(rule_s):
         return pl.DataFrame({"email": lowered.alias("email"), "rule": rule_s.alias("rule")})
     email = pl.select(
