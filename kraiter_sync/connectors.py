@@ -738,8 +738,12 @@ def _missing_error(connector: Connector, fld: str, schema: pl.Schema) -> InputEr
 
 def _check_field_type(fld: str, ref: str, dtype: Any) -> None:
     """A field's column must hold single values: lists, structs and bytes cannot be an
-    email, an id, an event name or a timestamp (and would not cast to text)."""
-    if dtype.is_nested() or dtype in (pl.Binary, pl.Object):
+    email, an id, an event name or a timestamp, and the text fields must be of a type
+    that has a text form (a duration has none)."""
+    unusable = dtype.is_nested() or dtype in (pl.Binary, pl.Object)
+    if fld != "timestamp":  # (the validator rejects odd timestamps itself)
+        unusable = unusable or isinstance(dtype, pl.Duration)
+    if unusable:
         msg = (
             f"column {ref!r} (for {fld}) holds {dtype} values, not text: map {fld} to a "
             f"column of single values with --map {fld}=COLUMN (or a struct field, "

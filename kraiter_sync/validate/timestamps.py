@@ -183,7 +183,12 @@ def parse_timestamps(values: pl.Series, options: ValidationOptions) -> ParsedTim
     if dtype == pl.Null:
         ts = full(len(values), None, _UTC)
         return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), {}, 0)
-    return _from_strings(values.cast(pl.String, strict=False), options)
+    try:
+        text = values.cast(pl.String, strict=False)
+    except pl.exceptions.PolarsError:  # no text form (durations): none of them is a time
+        ts = full(len(values), None, _UTC)
+        return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), {}, 0)
+    return _from_strings(text, options)
 
 
 _DAY_US = 86_400_000_000
