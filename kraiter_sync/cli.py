@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from kraiter_sync.importer import ImportOptions, ImportResult
     from kraiter_sync.ledger import RunRecord
     from kraiter_sync.pipeline import InputOptions
+    from kraiter_sync.validate import ValidationOptions
 
 __all__ = ["Common", "SendFlags", "common_options", "input_options", "main", "send_options"]
 
@@ -241,6 +242,52 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------
 
 
+#: The validator's switches: (flag, ValidationOptions field, help).
+_VALIDATION_FLAGS = (
+    (
+        "--allow-smtputf8",
+        "allow_smtputf8",
+        "Accept non-ASCII local parts (off: Kraiter sends through Amazon SES, which refuses them).",
+    ),
+    (
+        "--allow-special-use-domains",
+        "allow_special_use_domains",
+        "Accept addresses under special-use and reserved domains (.test, .invalid, "
+        ".localhost, .local, .onion, .arpa, .alt, .internal), e.g. for a test tenant; none "
+        "of them can receive mail.",
+    ),
+    (
+        "--allow-secret-keys",
+        "allow_secret_keys",
+        "Send properties whose keys look like secrets (password, token, secret, api_key), "
+        "which are refused by default.",
+    ),
+    (
+        "--allow-card-numbers",
+        "allow_card_numbers",
+        "Send property values that hold what looks like a payment card number (13-19 "
+        "digits passing the Luhn check, alone or inside text), refused by default.",
+    ),
+)
+
+
+def validation_flags(func: F) -> F:
+    """The validator's switches; the command receives ``validation: ValidationOptions``
+    (a connector's or a sync job's ``[validation]`` keys can turn them on too)."""
+    for flag, _name, text in reversed(_VALIDATION_FLAGS):
+        func = click.option(flag, is_flag=True, help=text)(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kraiter_sync.validate import ValidationOptions
+
+        switches = {name: kwargs.pop(name) for _flag, name, _text in _VALIDATION_FLAGS}
+        kwargs["validation"] = ValidationOptions(**switches)
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
 def input_options(func: F) -> F:
     """Options for reading and mapping inputs, shared by validate, import and reconcile.
 
@@ -285,12 +332,7 @@ def input_options(func: F) -> F:
     @click.option(
         "--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/JSON inputs."
     )
-    @click.option(
-        "--allow-smtputf8",
-        is_flag=True,
-        help="Accept non-ASCII local parts (off: Kraiter sends through Amazon SES, "
-        "which refuses them).",
-    )
+    @validation_flags
     @click.option(
         "--chunk-size",
         type=click.IntRange(min=1),
@@ -304,10 +346,9 @@ def input_options(func: F) -> F:
         from kraiter_sync.connectors import parse_overrides
         from kraiter_sync.pipeline import InputOptions
         from kraiter_sync.proptypes import parse_type_overrides
-        from kraiter_sync.validate import ValidationOptions
 
         timezone = kwargs.pop("timezone")
-        validation = ValidationOptions(allow_smtputf8=kwargs.pop("allow_smtputf8"))
+        validation: ValidationOptions = kwargs.pop("validation")
         if timezone:
             validation = dataclasses.replace(validation, timezone=timezone)
         kwargs["inputs"] = InputOptions(
@@ -667,21 +708,30 @@ def _resume_command() -> str:
 @main.command("retry")
 @click.argument("rejects_file")
 @send_options
+@validation_flags
 @json_summary_option
 @common_options
-def retry_command(rejects_file: str, sending: SendFlags, as_json: bool, common: Common) -> None:
+def retry_command(
+    rejects_file: str,
+    sending: SendFlags,
+    validation: ValidationOptions,
+    as_json: bool,
+    common: Common,
+) -> None:
     """Re-send the rows Kraiter rejected, once you have fixed the cause.
 
     REJECTS_FILE is the file an `import` named in its summary. Only rows Kraiter refused
     (stage "rejected", e.g. a property it found too long after you raised a limit, or a
     contact that was missing) are sent again; rows caught by validation (stage
     "invalid") need fixing in the source and a new import. Nothing is sent twice.
+    The rows are validated again: pass the --allow-* switches the import had.
     """
     from kraiter_sync.importer import retry_
     from kraiter_sync.pipeline import InputOptions
     from kraiter_sync.progress import ImportProgress
 
-    options = sending.import_options(InputOptions(storage=_storage_options(common.config_path)))
+    inputs = InputOptions(storage=_storage_options(common.config_path), validation=validation)
+    options = sending.import_options(inputs)
     with ImportProgress.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
         result = retry_(
             rejects_file, settings=common.settings(), options=options, on_progress=progress.update

@@ -35,6 +35,7 @@ from kraiter_sync.proptypes import PropertyType, check_types
 __all__ = [
     "CONTACT_FIELDS",
     "EVENT_FIELDS",
+    "VALIDATION_SWITCHES",
     "Connector",
     "Detection",
     "KeyValue",
@@ -59,6 +60,14 @@ CONTACT_FIELDS: tuple[str, ...] = ("email", "user_id")
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
 _UNITS = ("s", "ms", "us", "ns", "auto")
+#: Keys of a connector's ``[validation]`` table: validator switches (``ValidationOptions``
+#: fields of the same name) that a connector can turn on for its inputs.
+VALIDATION_SWITCHES: tuple[str, ...] = (
+    "allow_smtputf8",
+    "allow_special_use_domains",
+    "allow_secret_keys",
+    "allow_card_numbers",
+)
 
 # Auto-detection candidates, best first, compared after _norm() (case, spaces and
 # punctuation removed) so "Email Address", "email_address" and "E-Mail" all match.
@@ -149,6 +158,8 @@ class Connector:
     key_values: tuple[KeyValue, ...] = ()
     renames: Mapping[str, str] = field(default_factory=dict)
     types: Mapping[str, PropertyType] = field(default_factory=dict)
+    #: Validator switches turned on for this connector's inputs (``[validation]``).
+    validation: Mapping[str, bool] = field(default_factory=dict)
     required: tuple[str, ...] = ()
     sample: str | None = None
     expected_rows: int | None = None
@@ -195,6 +206,9 @@ class Connector:
         if self.renames:
             lines.append("[renames]")
             lines.extend(f"{old!r} = {new!r}" for old, new in self.renames.items())
+        if self.validation:
+            lines.append("[validation]")
+            lines.extend(f"{k} = {str(v).lower()}" for k, v in self.validation.items())
         if self.expected_rejects is not None and self.sample:
             lines.append(
                 f"# sample: sample_data/{self.sample} ({self.expected_rows} rows, "
@@ -221,6 +235,27 @@ def _str_tuple(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     return _as_refs(value, where) if value != [] else ()
+
+
+def _validation_table(table: Any, where: str) -> dict[str, bool]:
+    """The ``[validation]`` table: known switches, each true or false."""
+    if not isinstance(table, Mapping):
+        msg = (
+            f"{where}: [validation] must be a table of switches ({', '.join(VALIDATION_SWITCHES)})"
+        )
+        raise InputError(msg)
+    unknown = sorted(set(table) - set(VALIDATION_SWITCHES))
+    if unknown:
+        msg = (
+            f"{where}: unknown [validation] key(s) {unknown}; known: "
+            f"{', '.join(VALIDATION_SWITCHES)}"
+        )
+        raise InputError(msg)
+    for key, value in table.items():
+        if not isinstance(value, bool):
+            msg = f"{where}: [validation].{key} must be true or false, not {value!r}"
+            raise InputError(msg)
+    return dict(table)
 
 
 def connector_from_dict(
@@ -255,6 +290,7 @@ def connector_from_dict(
     )
     required_default = ("name", "timestamp") if kind == "events" else ("email",)
     return Connector(
+        validation=_validation_table(data.get("validation", {}), where),
         name=str(data.get("name", name)),
         kind=cast(Kind, kind),
         description=str(data.get("description", "")),
@@ -709,6 +745,22 @@ def _missing_error(connector: Connector, fld: str, schema: pl.Schema) -> InputEr
     )
 
 
+def _check_field_type(fld: str, ref: str, dtype: Any) -> None:
+    """A field's column must hold single values: lists, structs and bytes cannot be an
+    email, an id, an event name or a timestamp, and the text fields must be of a type
+    that has a text form (a duration has none)."""
+    unusable = dtype.is_nested() or dtype in (pl.Binary, pl.Object)
+    if fld != "timestamp":  # (the validator rejects odd timestamps itself)
+        unusable = unusable or isinstance(dtype, pl.Duration)
+    if unusable:
+        msg = (
+            f"column {ref!r} (for {fld}) holds {dtype} values, not text: map {fld} to a "
+            f"column of single values with --map {fld}=COLUMN (or a struct field, "
+            "COLUMN.FIELD), or flatten it in the export"
+        )
+        raise InputError(msg)
+
+
 def apply(connector: Connector, frame: FrameT) -> FrameT:
     """Map a source frame onto the mapped frame of docs/internals.md (same rows, same order).
 
@@ -738,9 +790,10 @@ def apply(connector: Connector, frame: FrameT) -> FrameT:
             else:
                 consumed_fields.setdefault(top, set()).add(ref[len(top) + 1 :].split(".")[0])
         resolved.add(fld)
+        dtype = frame.select(expr).collect_schema().dtypes()[0]
+        _check_field_type(fld, tops[0][0], dtype)
         if fld == "timestamp":
-            ts_dtype = frame.select(expr).collect_schema().dtypes()[0]
-            out[fld] = _timestamp_expr(connector, expr, ts_dtype).alias(fld)
+            out[fld] = _timestamp_expr(connector, expr, dtype).alias(fld)
         elif fld == "name":
             named = expr.cast(pl.String)
             if connector.renames:

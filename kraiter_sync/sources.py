@@ -805,6 +805,7 @@ class Source:
             text: set[str] = set()
             for index in range(len(self.files)):
                 schema = self._scan_one(index, sample=True).collect_schema()
+                _check_nesting(schema, self.files[index])
                 empties.append(pl.DataFrame(schema=schema))
                 sf = self.files[index]
                 if sf.format in ("csv", "tsv"):
@@ -962,26 +963,34 @@ def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.Data
     quote inside a value is doubled) that is where the count of quote characters so far
     is even. (pyarrow's streaming CSV reader was measured to grow RSS with file size,
     and polars' batch APIs buffer ahead; this keeps memory at one block.)
+
+    A record longer than a block grows ``carry`` in place, and only the complete
+    records are copied out (once) before the carry is dropped: a 200 MB field is held
+    twice while it is parsed (its bytes, then polars' column), not four times.
     """
     end = eol.encode()
     with path.open("rb") as fh:
         header = _first_line(fh, end)
         if header.startswith(b"\xef\xbb\xbf"):
             header = header[3:]
-        carry = b""
+        carry = bytearray()
         while True:
             block = fh.read(_CSV_BLOCK)
-            data = carry + block
             if not block:
-                if data.strip():
-                    yield _parse_csv(header + data, separator, eol)
+                if carry.strip():
+                    records, carry = header + carry, bytearray()
+                    yield _parse_csv(records, separator, eol)
                 return
-            cut = _record_end(data, end)
+            carry += block
+            del block
+            cut = _record_end(carry, end)
             if cut < 0:
-                carry = data
                 continue
-            carry = data[cut:]
-            yield _parse_csv(header + data[:cut], separator, eol)
+            with memoryview(carry) as view:
+                records, rest = header + view[:cut], bytearray(view[cut:])
+            carry = rest
+            yield _parse_csv(records, separator, eol)
+            del records
 
 
 def _first_line(fh: IO[bytes], end: bytes) -> bytes:
@@ -998,7 +1007,7 @@ def _first_line(fh: IO[bytes], end: bytes) -> bytes:
     return line
 
 
-def _record_end(data: bytes, end: bytes = b"\n") -> int:
+def _record_end(data: bytes | bytearray, end: bytes = b"\n") -> int:
     """Index just after the last line end that is outside quotes, or -1."""
     pos = len(data)
     while True:
@@ -1243,3 +1252,33 @@ def scan_source(
 
 
 _KEEP_ALIVE: list[Source] = []
+
+
+#: Deepest nesting of lists and structs a source may hold. polars' Python layer recurses
+#: once per level (about 150 levels exhaust the interpreter's stack, 600 crash the NDJSON
+#: reader) and Kraiter's properties are flat anyway: deeper values are refused up front;
+#: the validator rejects rows nested past its own, lower limit (``max_depth``).
+MAX_NESTING = 64
+
+
+def _check_nesting(schema: pl.Schema, sf: SourceFile) -> None:
+    """Refuse a column nested deeper than :data:`MAX_NESTING` (walked without recursion)."""
+    for name, dtype in schema.items():
+        deepest = 0
+        stack: list[tuple[Any, int]] = [(dtype, 0)]
+        while stack:
+            current, level = stack.pop()
+            deepest = max(deepest, level)
+            if deepest > MAX_NESTING:
+                break
+            if isinstance(current, pl.Struct):
+                stack.extend((f.dtype, level + 1) for f in current.fields)
+            elif isinstance(current, pl.List | pl.Array):
+                stack.append((current.inner, level + 1))
+        if deepest > MAX_NESTING:
+            msg = (
+                f"{sf.display}: column {name!r} nests objects or lists more than "
+                f"{MAX_NESTING} levels deep; Kraiter properties are flat, so flatten it (or "
+                "leave it out of the export) and run again"
+            )
+            raise InputError(msg)

@@ -57,6 +57,7 @@ from kraiter_sync.pipeline import ChunkSource, InputOptions, prepare_inputs
 from kraiter_sync.sources import open_source
 from kraiter_sync.sql import CursorFilter, CursorValue, SqlSource
 from kraiter_sync.syncconfig import JobConfig, SyncConfig
+from kraiter_sync.validate import ValidationOptions
 
 __all__ = [
     "CheckResult",
@@ -633,8 +634,23 @@ def _check_code(exc: KraiterSyncError) -> int:
 CHECK_ROWS = 1_000
 
 
+#: The validator's switches a job can turn on (``ValidationOptions`` fields of the name).
+_SWITCH_KEYS = (
+    "allow_smtputf8",
+    "allow_special_use_domains",
+    "allow_secret_keys",
+    "allow_card_numbers",
+)
+
+
+def _validation(job: JobConfig) -> ValidationOptions:
+    """The job's validator switches (``allow_*`` keys)."""
+    return ValidationOptions(**{key: getattr(job, key) for key in _SWITCH_KEYS})
+
+
 def _input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
-    """How a job's source is read and mapped: the same for its run and its check."""
+    """How a job's source is read, mapped and validated: the same for its run and its
+    check."""
     return InputOptions(
         kind=cast(Any, kind or job.kind),
         connector=job.connector,
@@ -643,6 +659,7 @@ def _input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
         encoding=job.encoding,
         chunk_size=job.chunk_size,
         timezone=job.timezone,
+        validation=_validation(job),
     )
 
 

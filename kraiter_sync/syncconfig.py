@@ -77,10 +77,22 @@ _JOB_KEYS = (
     "chunk_size",
     "enabled",
     "allow_triggers",
+    "allow_smtputf8",
+    "allow_special_use_domains",
+    "allow_secret_keys",
+    "allow_card_numbers",
     "rate",
     "concurrency",
     "max_retries",
     "max_delete_ratio",
+)
+#: Job keys that are true or false, off unless set.
+_SWITCHES = (
+    "allow_triggers",
+    "allow_smtputf8",
+    "allow_special_use_domains",
+    "allow_secret_keys",
+    "allow_card_numbers",
 )
 _JOB_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
@@ -176,6 +188,11 @@ class JobConfig:
     enabled: bool = True
     #: Send events whose names trigger live sequences (a nightly feed usually should).
     allow_triggers: bool = False
+    #: The validator's switches (``--allow-*`` of validate and import).
+    allow_smtputf8: bool = False
+    allow_special_use_domains: bool = False
+    allow_secret_keys: bool = False
+    allow_card_numbers: bool = False
     #: Ceiling in requests/s (None: as fast as Kraiter allows).
     rate: float | None = None
     concurrency: int = 16
@@ -446,11 +463,12 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         check.fail(f"must be true or false, not {_type_name(enabled)}", *at, "enabled")
-    allow_triggers = table.get("allow_triggers", False)
-    if not isinstance(allow_triggers, bool):
-        check.fail(
-            f"must be true or false, not {_type_name(allow_triggers)}", *at, "allow_triggers"
-        )
+    switches: dict[str, bool] = {}
+    for key in _SWITCHES:
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            check.fail(f"must be true or false, not {_type_name(value)}", *at, key)
+        switches[key] = value
     rate = table.get("rate")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
         check.fail(f"must be a number of requests per second, not {_type_name(rate)}", *at, "rate")
@@ -485,7 +503,11 @@ def _job(check: _Checker, name: str, table: Any, base_dir: Path) -> JobConfig:
         encoding=encoding,
         chunk_size=chunk_size,
         enabled=enabled,
-        allow_triggers=allow_triggers,
+        allow_triggers=switches["allow_triggers"],
+        allow_smtputf8=switches["allow_smtputf8"],
+        allow_special_use_domains=switches["allow_special_use_domains"],
+        allow_secret_keys=switches["allow_secret_keys"],
+        allow_card_numbers=switches["allow_card_numbers"],
         rate=float(rate) if rate is not None else None,
         concurrency=limits["concurrency"],
         max_retries=limits["max_retries"],
