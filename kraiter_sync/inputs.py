@@ -96,13 +96,20 @@ class PreparedInput:
     def mapped_chunks(self) -> Iterator[pl.DataFrame]:
         connector = self.detection.connector
         for chunk in self.source.iter_chunks():
-            yield apply(connector, chunk)
+            try:
+                mapped = apply(connector, chunk)
+            except InputError as exc:  # (a column's type: found in the data, not the header)
+                msg = f"{self.label}: {exc}"
+                raise InputError(msg) from None
+            yield mapped
 
     def validation_options(self, options: InputOptions) -> ValidationOptions:
         """The run's options, adjusted by what the connector knows about timestamps, by
-        the columns the source read as text, and by declared property types."""
+        the columns the source read as text, by declared property types, and with the
+        switches its ``[validation]`` table turns on (a flag or a connector turns a switch
+        on; neither turns one off)."""
         connector = self.detection.connector
-        changes: dict[str, object] = {}
+        changes: dict[str, object] = {key: True for key, on in connector.validation.items() if on}
         zone = options.timezone or connector.timezone
         if zone:
             changes["timezone"] = zone

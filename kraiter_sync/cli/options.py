@@ -23,6 +23,7 @@ from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 if TYPE_CHECKING:
     from kraiter_sync.config.file import ConfigFile
     from kraiter_sync.inputs import InputOptions
+    from kraiter_sync.validate import ValidationOptions
     from kraiter_sync.verbs.importer import ImportOptions
 
 
@@ -185,6 +186,54 @@ def common_options(func: F) -> F:
     return cast(F, wrapper)
 
 
+#: The validator's switches: flag and help. The switch is the ValidationOptions field of
+#: the flag's name (``--allow-smtputf8``: ``allow_smtputf8``), as in a connector's or a
+#: sync job's ``[validation]`` keys (``connectors.VALIDATION_SWITCHES``).
+_VALIDATION_FLAGS = (
+    (
+        "--allow-smtputf8",
+        "Accept non-ASCII local parts (off: Kraiter sends through Amazon SES, which refuses them).",
+    ),
+    (
+        "--allow-special-use-domains",
+        "Accept addresses under special-use and reserved domains (.test, .invalid, "
+        ".localhost, .local, .onion, .arpa, .alt, .internal), e.g. for a test tenant; none "
+        "of them can receive mail.",
+    ),
+    (
+        "--allow-secret-keys",
+        "Send properties whose keys look like secrets (password, token, secret, api_key), "
+        "which are refused by default.",
+    ),
+    (
+        "--allow-card-numbers",
+        "Send property values that hold what looks like a payment card number (13-19 "
+        "digits passing the Luhn check, alone or inside text), refused by default.",
+    ),
+)
+
+
+def _switch(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def validation_flags(func: F) -> F:
+    """The validator's switches; the command receives ``validation: ValidationOptions``
+    (a connector's or a sync job's ``[validation]`` keys can turn them on too)."""
+    for flag, text in reversed(_VALIDATION_FLAGS):
+        func = click.option(flag, is_flag=True, help=text)(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from kraiter_sync.validate import ValidationOptions
+
+        switches = {_switch(flag): kwargs.pop(_switch(flag)) for flag, _text in _VALIDATION_FLAGS}
+        kwargs["validation"] = ValidationOptions(**switches)
+        return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
 def input_options(func: F) -> F:
     """Options for reading and mapping inputs, shared by validate, import and reconcile.
 
@@ -229,12 +278,7 @@ def input_options(func: F) -> F:
     @click.option(
         "--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/JSON inputs."
     )
-    @click.option(
-        "--allow-smtputf8",
-        is_flag=True,
-        help="Accept non-ASCII local parts (off: Kraiter sends through Amazon SES, "
-        "which refuses them).",
-    )
+    @validation_flags
     @click.option(
         "--chunk-size",
         type=click.IntRange(min=1),
@@ -248,10 +292,9 @@ def input_options(func: F) -> F:
         from kraiter_sync.connectors import parse_overrides
         from kraiter_sync.inputs import InputOptions
         from kraiter_sync.proptypes import parse_type_overrides
-        from kraiter_sync.validate import ValidationOptions
 
         timezone = kwargs.pop("timezone")
-        validation = ValidationOptions(allow_smtputf8=kwargs.pop("allow_smtputf8"))
+        validation: ValidationOptions = kwargs.pop("validation")
         if timezone:
             validation = dataclasses.replace(validation, timezone=timezone)
         kwargs["inputs"] = InputOptions(

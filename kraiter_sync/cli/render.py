@@ -350,6 +350,9 @@ def connector_text(connector: Connector) -> str:
     if connector.renames:
         lines.append("[renames]")
         lines.extend(f"{old!r} = {new!r}" for old, new in connector.renames.items())
+    if connector.validation:
+        lines.append("[validation]")
+        lines.extend(f"{k} = {str(v).lower()}" for k, v in connector.validation.items())
     if connector.expected_rejects is not None and connector.sample:
         lines.append(
             f"# sample: sample_data/{connector.sample} ({connector.expected_rows} rows, "

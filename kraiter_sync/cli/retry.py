@@ -1,9 +1,9 @@
-"""``kraiter-sync import``, ``retry`` and ``runs``."""
+"""``kraiter-sync retry``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,9 +15,13 @@ from kraiter_sync.cli.options import (
     common_options,
     json_summary_option,
     send_options,
+    validation_flags,
 )
 from kraiter_sync.cli.progress import ProgressSink
 from kraiter_sync.logs import get_logger
+
+if TYPE_CHECKING:
+    from kraiter_sync.validate import ValidationOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
@@ -26,20 +30,29 @@ log = get_logger("cli")
 @main.command("retry")
 @click.argument("rejects_file")
 @send_options
+@validation_flags
 @json_summary_option
 @common_options
-def retry_command(rejects_file: str, sending: SendFlags, as_json: bool, common: Common) -> None:
+def retry_command(
+    rejects_file: str,
+    sending: SendFlags,
+    validation: ValidationOptions,
+    as_json: bool,
+    common: Common,
+) -> None:
     """Re-send the rows Kraiter rejected, once you have fixed the cause.
 
     REJECTS_FILE is the file an `import` named in its summary. Only rows Kraiter refused
     (stage "rejected", e.g. a property it found too long after you raised a limit, or a
     contact that was missing) are sent again; rows caught by validation (stage
     "invalid") need fixing in the source and a new import. Nothing is sent twice.
+    The rows are validated again: pass the --allow-* switches the import had.
     """
     from kraiter_sync.inputs import InputOptions
     from kraiter_sync.verbs.retry import retry_
 
-    options = sending.import_options(InputOptions(storage=common.storage()))
+    inputs = InputOptions(storage=common.storage(), validation=validation)
+    options = sending.import_options(inputs)
     with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
         result = retry_(
             rejects_file, settings=common.settings(), options=options, on_progress=progress.sending

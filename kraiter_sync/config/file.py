@@ -250,6 +250,12 @@ class JobTable(_Table):
     enabled: bool = True
     #: Send events whose names trigger live sequences (a nightly feed usually should).
     allow_triggers: bool = False
+    #: The validator's switches (``--allow-*`` of validate and import; the names of
+    #: ``connectors.VALIDATION_SWITCHES`` and of ``ValidationOptions`` fields).
+    allow_smtputf8: bool = False
+    allow_special_use_domains: bool = False
+    allow_secret_keys: bool = False
+    allow_card_numbers: bool = False
     #: Ceiling in requests/s (None: as fast as Kraiter allows).
     rate: float | None = Field(None, gt=0)
     concurrency: int = Field(16, ge=1, le=256)

@@ -29,6 +29,7 @@ from kraiter_sync.connectors.detect import (
 )
 from kraiter_sync.connectors.mapping import apply, direct_property_columns, mapped_schema
 from kraiter_sync.connectors.model import (
+    VALIDATION_SWITCHES,
     Connector,
     KeyValue,
     list_presets,
@@ -39,6 +40,7 @@ from kraiter_sync.connectors.model import (
 __all__ = [
     "CONTACT_FIELDS",
     "EVENT_FIELDS",
+    "VALIDATION_SWITCHES",
     "Connector",
     "Detection",
     "KeyValue",

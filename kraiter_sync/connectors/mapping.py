@@ -190,6 +190,22 @@ def _missing_error(connector: Connector, fld: str, schema: pl.Schema) -> InputEr
     )
 
 
+def _check_field_type(fld: str, ref: str, dtype: Any) -> None:
+    """A field's column must hold single values: lists, structs and bytes cannot be an
+    email, an id, an event name or a timestamp, and the text fields must be of a type
+    that has a text form (a duration has none)."""
+    unusable = dtype.is_nested() or dtype in (pl.Binary, pl.Object)
+    if fld != "timestamp":  # (the validator rejects odd timestamps itself)
+        unusable = unusable or isinstance(dtype, pl.Duration)
+    if unusable:
+        msg = (
+            f"column {ref!r} (for {fld}) holds {dtype} values, not text: map {fld} to a "
+            f"column of single values with --map {fld}=COLUMN (or a struct field, "
+            "COLUMN.FIELD), or flatten it in the export"
+        )
+        raise InputError(msg)
+
+
 def apply(connector: Connector, frame: FrameT) -> FrameT:
     """Map a source frame onto the mapped frame of docs/internals.md (same rows, same order).
 
@@ -219,9 +235,10 @@ def apply(connector: Connector, frame: FrameT) -> FrameT:
             else:
                 consumed_fields.setdefault(top, set()).add(ref[len(top) + 1 :].split(".")[0])
         resolved.add(fld)
+        dtype = frame.select(expr).collect_schema().dtypes()[0]
+        _check_field_type(fld, tops[0][0], dtype)
         if fld == "timestamp":
-            ts_dtype = frame.select(expr).collect_schema().dtypes()[0]
-            out[fld] = _timestamp_expr(connector, expr, ts_dtype).alias(fld)
+            out[fld] = _timestamp_expr(connector, expr, dtype).alias(fld)
         elif fld == "name":
             named = expr.cast(pl.String)
             if connector.renames:

@@ -21,6 +21,14 @@ TimeUnit = Literal["s", "ms", "us", "ns", "auto"]
 EVENT_FIELDS: tuple[str, ...] = ("email", "contact_id", "user_id", "name", "timestamp")
 CONTACT_FIELDS: tuple[str, ...] = ("email", "user_id")
 _UNITS = ("s", "ms", "us", "ns", "auto")
+#: Keys of a connector's ``[validation]`` table: validator switches (``ValidationOptions``
+#: fields of the same name) that a connector can turn on for its inputs.
+VALIDATION_SWITCHES: tuple[str, ...] = (
+    "allow_smtputf8",
+    "allow_special_use_domains",
+    "allow_secret_keys",
+    "allow_card_numbers",
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ class Connector:
     key_values: tuple[KeyValue, ...] = ()
     renames: Mapping[str, str] = field(default_factory=dict)
     types: Mapping[str, PropertyType] = field(default_factory=dict)
+    #: Validator switches turned on for this connector's inputs (``[validation]``).
+    validation: Mapping[str, bool] = field(default_factory=dict)
     required: tuple[str, ...] = ()
     sample: str | None = None
     expected_rows: int | None = None
@@ -88,6 +98,27 @@ def _str_tuple(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     return _as_refs(value, where) if value != [] else ()
+
+
+def _validation_table(table: Any, where: str) -> dict[str, bool]:
+    """The ``[validation]`` table: known switches, each true or false."""
+    if not isinstance(table, Mapping):
+        msg = (
+            f"{where}: [validation] must be a table of switches ({', '.join(VALIDATION_SWITCHES)})"
+        )
+        raise InputError(msg)
+    unknown = sorted(set(table) - set(VALIDATION_SWITCHES))
+    if unknown:
+        msg = (
+            f"{where}: unknown [validation] key(s) {unknown}; known: "
+            f"{', '.join(VALIDATION_SWITCHES)}"
+        )
+        raise InputError(msg)
+    for key, value in table.items():
+        if not isinstance(value, bool):
+            msg = f"{where}: [validation].{key} must be true or false, not {value!r}"
+            raise InputError(msg)
+    return dict(table)
 
 
 def connector_from_dict(
@@ -122,6 +153,7 @@ def connector_from_dict(
     )
     required_default = ("name", "timestamp") if kind == "events" else ("email",)
     return Connector(
+        validation=_validation_table(data.get("validation", {}), where),
         name=str(data.get("name", name)),
         kind=cast(Kind, kind),
         description=str(data.get("description", "")),

@@ -65,7 +65,9 @@ def normalise_keys(emails: pl.Series) -> pl.Series:
     from kraiter_sync.validate import normalise_emails  # the validator is heavy to import
 
     text = emails.cast(pl.String)
-    normalised = normalise_emails(text, allow_smtputf8=True)["email"]
+    normalised = normalise_emails(text, allow_smtputf8=True, allow_special_use_domains=True)[
+        "email"
+    ]
     fallback = text.str.strip_chars().str.to_lowercase()
     return pl.select(pl.coalesce(pl.lit(normalised), pl.lit(fallback))).to_series().alias("key")
 

@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -310,6 +310,7 @@ class Source:
             text: set[str] = set()
             for index in range(len(self.files)):
                 schema = self._scan_one(index, sample=True).collect_schema()
+                _check_nesting(schema, self.files[index])
                 empties.append(pl.DataFrame(schema=schema))
                 sf = self.files[index]
                 if sf.format in ("csv", "tsv"):
@@ -471,3 +472,33 @@ def scan_source(
 
 
 _KEEP_ALIVE: list[Source] = []
+
+
+#: Deepest nesting of lists and structs a source may hold. polars' Python layer recurses
+#: once per level (about 150 levels exhaust the interpreter's stack, 600 crash the NDJSON
+#: reader) and Kraiter's properties are flat anyway: deeper values are refused up front;
+#: the validator rejects rows nested past its own, lower limit (``max_depth``).
+MAX_NESTING = 64
+
+
+def _check_nesting(schema: pl.Schema, sf: SourceFile) -> None:
+    """Refuse a column nested deeper than :data:`MAX_NESTING` (walked without recursion)."""
+    for name, dtype in schema.items():
+        deepest = 0
+        stack: list[tuple[Any, int]] = [(dtype, 0)]
+        while stack:
+            current, level = stack.pop()
+            deepest = max(deepest, level)
+            if deepest > MAX_NESTING:
+                break
+            if isinstance(current, pl.Struct):
+                stack.extend((f.dtype, level + 1) for f in current.fields)
+            elif isinstance(current, pl.List | pl.Array):
+                stack.append((current.inner, level + 1))
+        if deepest > MAX_NESTING:
+            msg = (
+                f"{sf.display}: column {name!r} nests objects or lists more than "
+                f"{MAX_NESTING} levels deep; Kraiter properties are flat, so flatten it (or "
+                "leave it out of the export) and run again"
+            )
+            raise InputError(msg)

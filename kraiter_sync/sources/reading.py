@@ -105,26 +105,34 @@ def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.Data
     quote inside a value is doubled) that is where the count of quote characters so far
     is even. (pyarrow's streaming CSV reader was measured to grow RSS with file size,
     and polars' batch APIs buffer ahead; this keeps memory at one block.)
+
+    A record longer than a block grows ``carry`` in place, and only the complete
+    records are copied out (once) before the carry is dropped: a 200 MB field is held
+    twice while it is parsed (its bytes, then polars' column), not four times.
     """
     end = eol.encode()
     with path.open("rb") as fh:
         header = _first_line(fh, end)
         if header.startswith(b"\xef\xbb\xbf"):
             header = header[3:]
-        carry = b""
+        carry = bytearray()
         while True:
             block = fh.read(CSV_BLOCK)
-            data = carry + block
             if not block:
-                if data.strip():
-                    yield _parse_csv(header + data, separator, eol)
+                if carry.strip():
+                    records, carry = header + carry, bytearray()
+                    yield _parse_csv(records, separator, eol)
                 return
-            cut = _record_end(data, end)
+            carry += block
+            del block
+            cut = _record_end(carry, end)
             if cut < 0:
-                carry = data
                 continue
-            carry = data[cut:]
-            yield _parse_csv(header + data[:cut], separator, eol)
+            with memoryview(carry) as view:
+                records, rest = header + view[:cut], bytearray(view[cut:])
+            carry = rest
+            yield _parse_csv(records, separator, eol)
+            del records
 
 
 def _first_line(fh: IO[bytes], end: bytes) -> bytes:
@@ -141,7 +149,7 @@ def _first_line(fh: IO[bytes], end: bytes) -> bytes:
     return line
 
 
-def _record_end(data: bytes, end: bytes = b"\n") -> int:
+def _record_end(data: bytes | bytearray, end: bytes = b"\n") -> int:
     """Index just after the last line end that is outside quotes, or -1."""
     pos = len(data)
     while True:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from kraiter_sync.config.file import JobConfig
+from kraiter_sync.connectors import VALIDATION_SWITCHES
 from kraiter_sync.errors import (
     EXIT_BUSY,
     EXIT_FAILED,
@@ -24,6 +25,7 @@ from kraiter_sync.sources import open_source
 from kraiter_sync.sources.objectstore.changes import SeenObjects
 from kraiter_sync.sources.sql import CursorFilter, CursorValue, SqlSource
 from kraiter_sync.sync.cursor import CursorWindow
+from kraiter_sync.validate import ValidationOptions
 
 __all__ = [
     "CHECK_ROWS",
@@ -108,7 +110,9 @@ CHECK_ROWS = 1_000
 
 
 def input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
-    """How a job's source is read and mapped: the same for its run and its check."""
+    """How a job's source is read, mapped and validated: the same for its run and its
+    check."""
+    switches = {key: getattr(job, key) for key in VALIDATION_SWITCHES}
     return InputOptions(
         kind=cast(Any, kind or job.kind),
         connector=job.connector,
@@ -117,6 +121,7 @@ def input_options(job: JobConfig, *, kind: str | None = None) -> InputOptions:
         encoding=job.encoding,
         chunk_size=job.chunk_size,
         timezone=job.timezone,
+        validation=ValidationOptions(**switches),
     )
 
 

@@ -13,10 +13,17 @@ Stable rule codes (``options.RULE_MESSAGES`` holds the message for each)::
     email.comment               comments in parentheses
     email.ip_literal            user@[1.2.3.4], user@1.2.3.4
     email.dotless_domain        user@localhost
-    email.too_long              more than 254 characters
+    email.too_long              more than 254 characters (the domain in its IDNA form)
     email.local_too_long        more than 64 characters before @
     email.smtputf8              non-ASCII local part without allow_smtputf8
-    email.invalid_domain        a non-ASCII domain that IDNA refuses
+    email.idna                  a domain label that is not IDNA 2008: a malformed or
+                                non-canonical xn-- label, ``--`` as 3rd-4th characters,
+                                full-width or compatibility characters (refused, never
+                                folded); before this code, ``email.invalid_domain``
+    email.tld                   a TLD that cannot exist (numeric, hyphenated, one letter)
+    email.special_use_domain    .test .invalid .localhost .local .onion .arpa .alt
+                                .internal (validate/domains.py names the sources);
+                                allow_special_use_domains accepts them
     name.empty                  empty after trimming
     name.control_chars          control characters
     name.too_long               more than 255 characters
@@ -34,14 +41,23 @@ Stable rule codes (``options.RULE_MESSAGES`` holds the message for each)::
     properties.key_too_long     key over 128 characters
     properties.value_too_long   string over 10,000 characters
     properties.key_conflict     {"a": {"b": 1}, "a.b": 2}
+    properties.too_deep         nested more than 32 levels
+    properties.too_large        JSON text over 16 MiB (refused unparsed)
+    properties.placeholder      a value the rejects file masked or cut, read back from it
     properties.secret           password / token / secret / api_key keys
-    properties.card_number      13-19 digits passing the Luhn check
+    properties.card_number      a card number, alone or in text: 13-19 digits in groups
+                                (spaces or dashes between) passing the Luhn check
 
-Modules: ``options`` (knobs, rule messages), ``emails``, ``names``, ``timestamps``,
-``properties``, ``text_types`` (typing of CSV text values, declared types), ``keys``
-(event_key, ``canonical_json``: the one equality of properties, SeenKeys), ``engine``
-(the per-chunk validators, reports, whole-input runner). The ``validate`` verb (rejects
-file, JSON report, exit code) is :mod:`kraiter_sync.verbs.validate`.
+Rejected rows keep their original values, as ``originals`` shows them: refused secrets
+and card numbers masked (key, length and a keyed hash kept), values over 1,000
+characters cut with their full length recorded, binary shown by size.
+
+Modules: ``options`` (knobs, rule messages), ``emails``, ``domains`` (special-use names,
+IDNA 2008, TLDs), ``names``, ``timestamps``, ``properties``, ``text_types`` (typing of CSV
+text values, declared types), ``originals`` (original values for the rejects file),
+``keys`` (event_key, ``canonical_json``: the one equality of properties, SeenKeys),
+``engine`` (the per-chunk validators, reports, whole-input runner). The ``validate``
+verb (rejects file, JSON report, exit code) is :mod:`kraiter_sync.verbs.validate`.
 """
 
 from __future__ import annotations

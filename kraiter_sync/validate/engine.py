@@ -13,11 +13,12 @@ from typing import Any
 import polars as pl
 
 from kraiter_sync.frames import REJECT_SCHEMA, Kind
-from kraiter_sync.validate._series import full
+from kraiter_sync.validate._series import column, full
 from kraiter_sync.validate.emails import normalise_emails
 from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
+from kraiter_sync.validate.originals import original_values
 from kraiter_sync.validate.properties import CanonicalProperties, canonical_properties
 from kraiter_sync.validate.timestamps import parse_timestamps, to_iso
 
@@ -140,36 +141,23 @@ def _ahead_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kraiter-validate-ahead")
 
 
-def _column(mapped: pl.DataFrame, name: str, n: int) -> pl.Series:
-    if name in mapped.columns:
-        s = mapped[name]
-        return s.cast(pl.String) if s.dtype == pl.Null else s
-    return full(n, None, pl.String, name)
-
-
-def _originals(mapped: pl.DataFrame, n: int) -> pl.DataFrame:
-    """Original values as strings, for the rejects file."""
-    cols = {}
-    for name in ("email", "contact_id", "name", "timestamp", "properties"):
-        s = _column(mapped, name, n)
-        if isinstance(s.dtype, pl.Struct):
-            s = mapped.select(pl.col(name).struct.json_encode()).to_series()
-        elif isinstance(s.dtype, pl.Datetime):
-            s = s.dt.to_string()
-        cols[name] = s.cast(pl.String, strict=False).alias(name)
-    return pl.DataFrame(cols)
-
-
 def _rejects(
-    mapped: pl.DataFrame, field_s: pl.Series, rule_s: pl.Series, mask: pl.Series, n: int
+    mapped: pl.DataFrame,
+    field_s: pl.Series,
+    rule_s: pl.Series,
+    mask: pl.Series,
+    options: ValidationOptions,
 ) -> pl.DataFrame:
-    """The rejects frame for the rows in ``mask`` (filtered first: rejects are few)."""
-    bad = mapped.filter(mask)
-    m = bad.height
+    """The rejects frame for the rows in ``mask`` (filtered first: rejects are few), with
+    their original values as ``originals`` shows them (refused values masked, long ones
+    cut)."""
+    # (only the provenance is filtered whole: the originals take each value apart first,
+    # as a rejected value may be hundreds of megabytes)
+    bad = pl.DataFrame([column(mapped, "source_file"), column(mapped, "source_row")]).filter(mask)
     base = pl.DataFrame(
         {
-            "source_file": _column(bad, "source_file", m).cast(pl.String),
-            "source_row": _column(bad, "source_row", m).cast(pl.Int64),
+            "source_file": column(bad, "source_file").cast(pl.String),
+            "source_row": column(bad, "source_row").cast(pl.Int64),
             "field": field_s.filter(mask),
             "rule": rule_s.filter(mask),
         }
@@ -177,7 +165,7 @@ def _rejects(
         pl.col("rule").replace_strict(dict(RULE_MESSAGES), default=None).alias("message"),
         pl.lit("invalid").alias("stage"),
     )
-    return pl.concat([base, _originals(bad, m)], how="horizontal")
+    return pl.concat([base, original_values(mapped, mask, options)], how="horizontal")
 
 
 def _no_rejects() -> pl.DataFrame:
@@ -253,13 +241,15 @@ def _start_events(mapped: pl.DataFrame, options: ValidationOptions | None) -> _S
     """Hands properties and emails (the costliest fields) to the worker threads: polars
     releases the GIL, so the field validators share the cores."""
     options = options or ValidationOptions()
-    n = mapped.height
     return _Started(
         mapped,
         options,
-        _pool().submit(canonical_properties, _column(mapped, "properties", n), options),
+        _pool().submit(canonical_properties, column(mapped, "properties"), options),
         _pool().submit(
-            normalise_emails, _column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8
+            normalise_emails,
+            column(mapped, "email"),
+            allow_smtputf8=options.allow_smtputf8,
+            allow_special_use_domains=options.allow_special_use_domains,
         ),
     )
 
@@ -273,13 +263,13 @@ def _complete_events(started: _Started) -> _Prepared:
     mapped, options = started.mapped, started.options
     props_future, emails_future = started.props, started.emails
     n = mapped.height
-    contact = _column(mapped, "contact_id", n).cast(pl.String)
+    contact = column(mapped, "contact_id").cast(pl.String)
     if contact.null_count() < n:  # (events usually carry emails only)
         contact = contact.str.strip_chars()
         contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
     has_contact = contact.is_not_null()
-    names = check_names(_column(mapped, "name", n), options)
-    ts = parse_timestamps(_column(mapped, "timestamp", n), options)
+    names = check_names(column(mapped, "name"), options)
+    ts = parse_timestamps(column(mapped, "timestamp"), options)
     emails = emails_future.result()
     email_rule = emails["rule"]
     if email_rule.null_count() < n:
@@ -309,15 +299,15 @@ def _complete_events(started: _Started) -> _Prepared:
             "name": names["name"],
             "timestamp": ts.timestamp,
             "properties": props.json,
-            "source_file": _column(mapped, "source_file", n).cast(pl.String),
-            "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
+            "source_file": column(mapped, "source_file").cast(pl.String),
+            "source_row": column(mapped, "source_row").cast(pl.Int64),
         }
     )
     if props.legacy is not None and props.legacy.null_count() < n:
         canon = canon.with_columns(props.legacy.alias(LEGACY_PROPERTIES))
     if not all_ok:
         canon = canon.filter(ok)
-    rejects = _no_rejects() if all_ok else _rejects(mapped, fld, rule, ~ok, n)
+    rejects = _no_rejects() if all_ok else _rejects(mapped, fld, rule, ~ok, options)
     report = ValidationReport(
         kind="events",
         rows_read=n,
@@ -430,18 +420,22 @@ def validate_contacts(
     """
     options = options or ValidationOptions()
     n = mapped.height
-    emails = normalise_emails(_column(mapped, "email", n), allow_smtputf8=options.allow_smtputf8)
-    props = canonical_properties(_column(mapped, "properties", n), options)
+    emails = normalise_emails(
+        column(mapped, "email"),
+        allow_smtputf8=options.allow_smtputf8,
+        allow_special_use_domains=options.allow_special_use_domains,
+    )
+    props = canonical_properties(column(mapped, "properties"), options)
     fld, rule = _first_failure([("email", emails["rule"]), ("properties", props.rule)], n)
     ok = rule.is_null()
-    user = _column(mapped, "user_id", n).cast(pl.String).str.strip_chars()
+    user = column(mapped, "user_id").cast(pl.String).str.strip_chars()
     canon = pl.DataFrame(
         {
             "email": emails["email"],
             "user_id": pl.select(pl.when(pl.lit(user) != "").then(pl.lit(user))).to_series(),
             "properties": props.json,
-            "source_file": _column(mapped, "source_file", n).cast(pl.String),
-            "source_row": _column(mapped, "source_row", n).cast(pl.Int64),
+            "source_file": column(mapped, "source_file").cast(pl.String),
+            "source_row": column(mapped, "source_row").cast(pl.Int64),
         }
     )
     if options.legacy_keys:  # (always there, so chunks and inputs concatenate)
@@ -449,7 +443,7 @@ def validate_contacts(
         canon = canon.with_columns(legacy.alias(LEGACY_PROPERTIES))
     canon = canon.filter(ok)
     valid = merge_contacts(canon)
-    rejects = _rejects(mapped, fld, rule, ~ok, n)
+    rejects = _rejects(mapped, fld, rule, ~ok, options)
     report = ValidationReport(
         kind="contacts",
         rows_read=n,

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
+from kraiter_sync.validate._series import MAX_TEXT_BYTES, overrule, without_huge
 from kraiter_sync.validate.options import ValidationOptions
 
 __all__ = ["check_names", "name_variants"]
@@ -21,9 +22,17 @@ def check_names(values: pl.Series, options: ValidationOptions) -> pl.DataFrame:
 
     Event data repeats a few names millions of times, so when the distinct names are
     few (a quarter of the rows or less) each is checked once and the results are mapped
-    back: one cheap hash pass instead of a strip, a regex and three scans per row.
+    back: one cheap hash pass instead of a strip, a regex and three scans per row. A name
+    of more than 64 KiB is too long as it is (never trimmed: that would copy it).
     """
-    s = values.cast(pl.String)
+    s, huge = without_huge(values.cast(pl.String), MAX_TEXT_BYTES)
+    checked = _check_distinct(s, options)
+    if huge is None:
+        return checked
+    return checked.with_columns(overrule(checked["rule"], huge, "name.too_long"))
+
+
+def _check_distinct(s: pl.Series, options: ValidationOptions) -> pl.DataFrame:
     distinct = s.drop_nulls().unique()
     if len(distinct) * 4 > len(s):
         return _check(s, options)

@@ -28,11 +28,18 @@ RULE_MESSAGES: Mapping[str, str] = MappingProxyType(
         "email.comment": "comments in parentheses are not accepted in addresses",
         "email.ip_literal": "IP-literal domains (user@[1.2.3.4]) cannot receive mail here",
         "email.dotless_domain": "the domain has no dot (user@localhost cannot receive mail)",
-        "email.too_long": "the address is longer than 254 characters",
+        "email.too_long": "the address is longer than 254 characters (an internationalised "
+        "domain counts in its IDNA form)",
         "email.local_too_long": "the part before @ is longer than 64 characters",
         "email.smtputf8": "non-ASCII characters before @ need --allow-smtputf8 "
         "(Kraiter sends through Amazon SES, which needs an ASCII local part)",
-        "email.invalid_domain": "the domain is not a valid internationalised domain name",
+        "email.idna": "a label of the domain is not valid IDNA 2008 (a malformed xn-- label, "
+        "'--' as its 3rd and 4th characters, or full-width or other compatibility "
+        "characters, which are refused rather than folded into another address)",
+        "email.tld": "the top-level domain cannot exist (numeric, hyphenated or one letter)",
+        "email.special_use_domain": "the domain is special-use or reserved (.test, .invalid, "
+        ".localhost, .local, .onion, .arpa, .alt, .internal) and cannot receive mail; pass "
+        "--allow-special-use-domains for a test tenant",
         "name.empty": "the event name is empty",
         "name.too_long": "the event name is longer than 255 characters",
         "name.control_chars": "the event name contains control characters",
@@ -52,10 +59,18 @@ RULE_MESSAGES: Mapping[str, str] = MappingProxyType(
         "properties.key_too_long": "a property key is longer than the limit (128)",
         "properties.value_too_long": "a string property value is longer than the limit (10,000)",
         "properties.key_conflict": "two properties flatten to the same key",
+        "properties.too_deep": "properties nest deeper than the limit (32 levels)",
+        "properties.too_large": "the properties text is larger than the limit (16 MiB), "
+        "more than any properties within the other limits can take",
+        "properties.placeholder": "a value is a placeholder from a rejects file ([masked: ...], "
+        "...[cut: ...], [binary: ...]): put the original value back from the source",
         "properties.secret": "a property key looks like a secret (password, token, secret, "
-        "api_key); pass allow_secret_keys to send it anyway",
-        "properties.card_number": "a property value looks like a payment card number; pass "
-        "allow_card_numbers to send it anyway",
+        "api_key); pass --allow-secret-keys (or allow_secret_keys = true in the connector's "
+        "[validation] table or the sync job) to send it anyway",
+        "properties.card_number": "a property value holds what looks like a payment card "
+        "number (13-19 digits, alone or inside text, passing the Luhn check); pass "
+        "--allow-card-numbers (or allow_card_numbers = true in the connector's [validation] "
+        "table or the sync job) to send it anyway",
     }
 )
 
@@ -69,6 +84,9 @@ class ValidationOptions:
 
     #: Accept non-ASCII local parts (SMTPUTF8); off because Amazon SES refuses them.
     allow_smtputf8: bool = False
+    #: Accept special-use and reserved domains (.test, .invalid, .localhost, .local,
+    #: .onion, .arpa, .alt, .internal): for test tenants; no such address receives mail.
+    allow_special_use_domains: bool = False
     #: IANA zone assumed for naive timestamps (no offset); reported when used.
     timezone: str = "UTC"
     #: Unit of numeric (epoch) timestamps; ``None`` detects it from each value's magnitude.
@@ -87,9 +105,16 @@ class ValidationOptions:
     max_properties: int = 100
     max_key_length: int = 128
     max_value_length: int = 10_000
+    #: Nesting levels of properties (``{"a": {"b": 1}}`` is two); deeper is rejected.
+    max_depth: int = 32
+    #: Properties given as JSON text longer than this (bytes) are refused unparsed:
+    #: within the other limits even text escaped as ``\uXXXX`` throughout stays near
+    #: 6 MiB, and parsing hundreds of megabytes would hold several copies of them.
+    max_properties_bytes: int = 16 * 1024 * 1024
     #: Send properties whose keys look like secrets (password, token, secret, api_key).
     allow_secret_keys: bool = False
-    #: Send values that look like payment card numbers (13-19 digits passing Luhn).
+    #: Send values that hold what looks like a payment card number (13-19 digits, alone or
+    #: inside text, spaces or dashes between groups, passing the Luhn check).
     allow_card_numbers: bool = False
     #: Top-level property keys whose values were read as text (CSV / TSV columns):
     #: numbers and booleans among them are typed (``validate.text_types``).

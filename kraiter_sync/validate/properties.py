@@ -4,6 +4,13 @@ Struct columns (possibly nested) take the vectorised path: leaves are flattened 
 ``a.b`` keys, checked column by column, and encoded by polars. JSON-string columns
 (CSV, NDJSON read as text) are parsed per row with the same rules and the same output
 format, because polars' JSON decoding coerces mixed-type values silently.
+
+The guards: keys that look like secrets (:func:`looks_secret`), and values that hold a
+payment card number, alone or inside text (:func:`contains_card_number`: a run of digit
+groups separated by single spaces or dashes, some consecutive groups of which make 13-19
+digits passing the Luhn check). Values of rejected rows are never encoded (a value over
+the length limit may be hundreds of megabytes); the rejects file gets them masked and
+cut by ``originals``.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +29,32 @@ from kraiter_sync.validate._series import full
 from kraiter_sync.validate.options import ValidationOptions
 from kraiter_sync.validate.text_types import encode_values, json_values, type_leaf
 
-__all__ = ["CanonicalProperties", "canonical_properties", "is_card_number", "looks_secret"]
+__all__ = [
+    "PLACEHOLDER",
+    "CanonicalProperties",
+    "canonical_properties",
+    "card_number_mask",
+    "card_number_spans",
+    "contains_card_number",
+    "is_card_number",
+    "looks_secret",
+]
 
 #: Key fragments that name credentials; matched case-insensitively anywhere in the key.
 _SECRET = re.compile(r"(?i)password|passwd|secret|token|api[_\-]?key|private[_\-]?key|credential")
 _CARD_CANDIDATE = r"^\d(?:[ -]?\d){12,18}$"
+#: Thirteen digits with at most single spaces or dashes between them: where a card
+#: number may be (the vectorised pre-check; :func:`contains_card_number` decides).
+_CARD_RUN = r"[0-9](?:[ -]?[0-9]){12}"
+#: What the rejects file puts in place of a value (``originals``): a row read back from a
+#: rejects file must not send the placeholder instead of the value.
+PLACEHOLDER = (
+    r"\[(?:masked: [0-9]+ characters|binary: [0-9]+ bytes|nested deeper than [0-9]+ levels)"
+    r"|…\[cut: [0-9]+ characters in all\]"
+)
+_PLACEHOLDER = re.compile(PLACEHOLDER)
+#: A maximal run of digit groups joined by single spaces or dashes.
+_DIGIT_GROUPS = re.compile(r"[0-9]+(?:[ -][0-9]+)*", re.ASCII)
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 
@@ -47,17 +76,103 @@ def looks_secret(key: str) -> bool:
     return bool(_SECRET.search(key))
 
 
-def is_card_number(value: str) -> bool:
-    """13-19 digits (spaces/dashes allowed) passing the Luhn check."""
-    if not re.fullmatch(_CARD_CANDIDATE, value):
-        return False
-    digits = [int(c) for c in value if c.isdigit()]
+def _luhn(digits: str) -> bool:
     total = 0
-    for i, d in enumerate(reversed(digits)):
+    for i, c in enumerate(reversed(digits)):
+        d = ord(c) - 48
         if i % 2 == 1:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
+
+
+def is_card_number(value: str) -> bool:
+    """The whole value is 13-19 digits (spaces/dashes allowed) passing the Luhn check."""
+    if not re.fullmatch(_CARD_CANDIDATE, value):
+        return False
+    return _luhn("".join(c for c in value if c.isdigit()))
+
+
+def card_number_spans(text: str) -> list[tuple[int, int]]:
+    """Where card numbers are in ``text``: (start, end) of each run of digit groups that
+    holds one (see :func:`contains_card_number`)."""
+    spans = []
+    for run in _DIGIT_GROUPS.finditer(text):
+        if run.end() - run.start() < 13:
+            continue
+        groups = re.split("[ -]", run.group())
+        found = False
+        for i in range(len(groups)):
+            digits = ""
+            for group in groups[i:]:
+                digits += group
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and _luhn(digits):
+                    found = True
+                    break
+            if found:
+                break
+        if found:
+            spans.append(run.span())
+    return spans
+
+
+def contains_card_number(text: str) -> bool:
+    """Whether ``text`` holds what looks like a payment card number, alone or in text.
+
+    Digits come in groups separated by single spaces or dashes (``4111 1111 1111 1111``,
+    ``4111-1111-1111-1111``, ``4111111111111111``); some consecutive whole groups of one
+    run must make 13-19 digits passing the Luhn check. So ``card 4111 1111 1111 1111``
+    is found, and so is ``order 12 4111 1111 1111 1111``; a lone group of 20 digits or
+    more (an id) is not.
+    """
+    return bool(card_number_spans(text))
+
+
+def _scan_text(s: pl.Series, *, find_cards: bool) -> tuple[pl.Series | None, pl.Series | None]:
+    """Which values hold a rejects-file placeholder, and which a card number (None when
+    none does): one regex pass over the column, then the few candidates only."""
+    pattern = f"{_CARD_RUN}|{PLACEHOLDER}" if find_cards else PLACEHOLDER
+    cand = s.str.contains(pattern).fill_null(False)
+    if not cand.any():
+        return None, None
+    idx = cand.arg_true()
+    sub = s.gather(idx)
+    none = full(len(s), False, pl.Boolean)
+    placeholder = sub.str.contains(PLACEHOLDER).fill_null(False)
+    card = card_number_mask(sub) if find_cards else None
+    return (
+        none.scatter(idx, placeholder) if placeholder.any() else None,
+        none.scatter(idx, card) if card is not None else None,
+    )
+
+
+def card_number_mask(s: pl.Series) -> pl.Series | None:
+    """Which values of a String column hold a card number (:func:`contains_card_number`);
+    None when none does.
+
+    One regex pass finds the values with 13 digits in a row (separators allowed); values
+    that are digits only are then checked vectorised, the rest (text around the digits)
+    one by one."""
+    cand = s.str.contains(_CARD_RUN).fill_null(False)
+    if not cand.any():
+        return None
+    idx = cand.arg_true()
+    sub = s.gather(idx)
+    digits_only = sub.str.contains(r"^[0-9]+$").fill_null(False)
+    hits = pl.select(
+        pl.lit(digits_only)
+        & pl.lit(sub).str.len_bytes().is_between(13, 19)
+        & _luhn_expr(pl.lit(sub)).fill_null(False)
+    ).to_series()
+    text_idx = (~digits_only).arg_true()
+    if len(text_idx):
+        in_text = [contains_card_number(v) for v in sub.gather(text_idx).to_list()]
+        hits = hits.scatter(text_idx, pl.Series(in_text, dtype=pl.Boolean))
+    if not hits.any():
+        return None
+    return full(len(s), False, pl.Boolean).scatter(idx, hits)
 
 
 def _luhn_expr(digits: pl.Expr) -> pl.Expr:
@@ -72,14 +187,28 @@ def _luhn_expr(digits: pl.Expr) -> pl.Expr:
     return (total % 10) == 0
 
 
-def _flatten(s: pl.Series, prefix: str, out: list[tuple[str, pl.Series]]) -> None:
-    for name in s.struct.fields:
-        child = s.struct.field(name)
+def _flatten(s: pl.Series, max_depth: int) -> tuple[list[tuple[str, pl.Series]], list[pl.Series]]:
+    """Leaves of a struct column as ``(a.b key, column)``, depth first in field order,
+    plus the structs nested deeper than ``max_depth`` (not descended: their rows are
+    rejected). Iterative, so no nesting depth can exhaust Python's stack."""
+    leaves: list[tuple[str, pl.Series]] = []
+    too_deep: list[pl.Series] = []
+    stack: list[tuple[Iterator[str], pl.Series, str, int]] = [(iter(s.struct.fields), s, "", 1)]
+    while stack:
+        fields, struct, prefix, depth = stack[-1]
+        name = next(fields, None)
+        if name is None:
+            stack.pop()
+            continue
+        child = struct.struct.field(name)
         key = f"{prefix}{name}"
-        if isinstance(child.dtype, pl.Struct):
-            _flatten(child, f"{key}.", out)
+        if not isinstance(child.dtype, pl.Struct):
+            leaves.append((key, child))
+        elif depth >= max_depth:
+            too_deep.append(child)
         else:
-            out.append((key, child))
+            stack.append((iter(child.struct.fields), child, f"{key}.", depth + 1))
+    return leaves, too_deep
 
 
 def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series, pl.Series | None]:
@@ -113,25 +242,22 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
             s = pl.select(pl.when(~pl.lit(bad)).then(pl.lit(s))).to_series()
     elif s.dtype == pl.String:
         # the byte length is free (string offsets): it rules out most scans, since
-        # characters never outnumber bytes and a card candidate is 13-37 ASCII characters
-        n_bytes = s.str.len_bytes()
-        longest = n_bytes.max()
+        # characters never outnumber bytes and a card number needs 13 digits
+        longest = s.str.len_bytes().max()
         found: list[pl.Expr] = []
         if isinstance(longest, int) and longest > options.max_value_length:
             too_long = (s.str.len_chars() > options.max_value_length).fill_null(False)
-            found.append(pl.when(pl.lit(too_long)).then(pl.lit("properties.value_too_long")))
-        if (
-            not options.allow_card_numbers
-            and isinstance(longest, int)
-            and longest >= 13
-            and ((n_bytes >= 13) & (n_bytes <= 37)).any()
-        ):
-            cand = s.str.contains(_CARD_CANDIDATE).fill_null(False)
-            if cand.any():
-                digits = s.str.replace_all(r"[ -]", "")
-                card = pl.select(
-                    pl.lit(cand) & _luhn_expr(pl.lit(digits)).fill_null(False)
-                ).to_series()
+            if too_long.any():
+                found.append(pl.when(pl.lit(too_long)).then(pl.lit("properties.value_too_long")))
+                # the row is rejected: its value is neither scanned nor encoded (it may be
+                # hundreds of megabytes)
+                s = pl.select(pl.when(~pl.lit(too_long)).then(pl.lit(s))).to_series()
+                longest = s.str.len_bytes().max()
+        if isinstance(longest, int) and longest >= 13:  # (no shorter value can match)
+            placeholder, card = _scan_text(s, find_cards=not options.allow_card_numbers)
+            if placeholder is not None:
+                found.append(pl.when(pl.lit(placeholder)).then(pl.lit("properties.placeholder")))
+            if card is not None:
                 found.append(pl.when(pl.lit(card)).then(pl.lit("properties.card_number")))
         if found:
             rule = pl.select(pl.coalesce(*found)).to_series()
@@ -140,7 +266,7 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
             (s.abs() >= 10**12).fill_null(False) if s.dtype.is_signed_integer() else (s >= 10**12)
         )
         if cand.fill_null(False).any():
-            txt = s.cast(pl.String)
+            txt = s.cast(pl.String).str.strip_chars_start("-")  # a sign is not a digit
             card = pl.select(
                 pl.lit(cand).fill_null(False)
                 & pl.lit(txt).str.contains(_CARD_CANDIDATE).fill_null(False)
@@ -193,10 +319,14 @@ def _typed_leaf(
 
 
 def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalProperties:
-    leaves: list[tuple[str, pl.Series]] = []
-    _flatten(s, "", leaves)
+    leaves, too_deep = _flatten(s, options.max_depth)
     n = len(s)
-    rules: list[pl.Series] = []
+    rules: list[pl.Series] = [
+        pl.select(pl.when(pl.lit(deep).is_not_null()).then(pl.lit("properties.too_deep")))
+        .to_series()
+        .alias("rule")
+        for deep in too_deep
+    ]
     columns: dict[str, pl.Series] = {}
     # columns of JSON value texts (a text column whose values typed differently)
     raw: set[str] = set()
@@ -239,8 +369,6 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
         if is_raw:
             raw.add(key)
         columns[key] = value
-    if not columns:
-        return CanonicalProperties(full(n, "{}", pl.String, "properties"), full(n, None, pl.String))
     frame = pl.DataFrame({k: columns[k].alias(k) for k in sorted(columns)})
     if frame.width > options.max_properties:  # else no row can have too many
         count = frame.select(pl.sum_horizontal(pl.all().is_not_null())).to_series()
@@ -250,7 +378,10 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
             ).to_series()
         )
     rules = [r for r in rules if r.null_count() < n]  # most checks find nothing
-    encoded = encode_values(columns, raw) if raw else _encode(frame)
+    if raw:
+        encoded = encode_values(columns, raw)
+    else:
+        encoded = _encode(frame) if columns else full(n, "{}", pl.String)
     rule = (
         pl.select(pl.coalesce([pl.lit(r) for r in rules])).to_series()
         if rules
@@ -279,28 +410,45 @@ def _encode(frame: pl.DataFrame) -> pl.Series:
     return encoded
 
 
-def _flatten_obj(obj: dict[str, Any], prefix: str, out: list[tuple[str, Any]]) -> None:
-    for key, value in obj.items():
-        if isinstance(value, dict):
-            _flatten_obj(value, f"{prefix}{key}.", out)
+def _flatten_obj(obj: dict[str, Any], max_depth: int) -> tuple[list[tuple[str, Any]], bool]:
+    """Leaves of a parsed object as ``(a.b key, value)``, depth first in key order, and
+    whether an object sits deeper than ``max_depth`` (not descended)."""
+    leaves: list[tuple[str, Any]] = []
+    too_deep = False
+    stack: list[tuple[Iterator[tuple[str, Any]], str, int]] = [(iter(obj.items()), "", 1)]
+    while stack:
+        items, prefix, depth = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        key, value = item
+        if not isinstance(value, dict):
+            leaves.append((f"{prefix}{key}", value))
+        elif depth >= max_depth:
+            too_deep = True
         else:
-            out.append((f"{prefix}{key}", value))
+            stack.append((iter(value.items()), f"{prefix}{key}.", depth + 1))
+    return leaves, too_deep
 
 
 def canonical_json_row(text: str | None, options: ValidationOptions) -> tuple[str, str | None]:
-    """One JSON-text properties value → (canonical JSON, rule or None). The reference path."""
+    """One JSON-text properties value → (canonical JSON, rule or None). The reference path.
+
+    A rejected value gives ``{}``: its JSON is never sent, and need not be built."""
     if text is None or not text.strip():
         return "{}", None
     try:
         obj = json.loads(text)
+    except RecursionError:  # nested deeper than the parser can go
+        return "{}", "properties.too_deep"
     except ValueError:
         return "{}", "properties.invalid_json"
     if not isinstance(obj, dict):
         return "{}", "properties.invalid_json"
-    leaves: list[tuple[str, Any]] = []
-    _flatten_obj(obj, "", leaves)
+    leaves, too_deep = _flatten_obj(obj, options.max_depth)
     flat: dict[str, Any] = {}
-    rule: str | None = None
+    rule: str | None = "properties.too_deep" if too_deep else None
     for key, value in leaves:
         if value is None:
             continue
@@ -319,20 +467,24 @@ def canonical_json_row(text: str | None, options: ValidationOptions) -> tuple[st
         if isinstance(value, str):
             if len(value) > options.max_value_length:
                 rule = rule or "properties.value_too_long"
-            elif not options.allow_card_numbers and is_card_number(value):
+            elif _PLACEHOLDER.search(value):
+                rule = rule or "properties.placeholder"
+            elif not options.allow_card_numbers and contains_card_number(value):
                 rule = rule or "properties.card_number"
         elif (
             isinstance(value, int)
             and not isinstance(value, bool)
             and not options.allow_card_numbers
-            and is_card_number(str(value))
+            and is_card_number(str(abs(value)))
         ):
             rule = rule or "properties.card_number"
         flat[key] = value
     if len(flat) > options.max_properties:
         rule = rule or "properties.too_many"
+    if rule is not None:
+        return "{}", rule
     text_out = json.dumps(dict(sorted(flat.items())), ensure_ascii=False, separators=(",", ":"))
-    return text_out, rule
+    return text_out, None
 
 
 def _legacy_json(values: pl.Series, typed: pl.Series, options: ValidationOptions) -> pl.Series:
@@ -371,11 +523,21 @@ def canonical_properties(values: pl.Series, options: ValidationOptions) -> Canon
         # per row, but only the rows that hold text: empty and null cost nothing
         out_json = full(n, "{}", pl.String, "properties")
         out_rule = full(n, None, pl.String, "rule")
+        n_bytes = values.str.len_bytes()
+        huge = (n_bytes > options.max_properties_bytes).fill_null(False)
+        if huge.any():  # refused unparsed (and never copied into Python)
+            out_rule = pl.select(
+                pl.when(pl.lit(huge)).then(pl.lit("properties.too_large")).otherwise(out_rule)
+            ).to_series()
+            values = pl.select(pl.when(~pl.lit(huge)).then(pl.lit(values))).to_series()
         idx = (values.str.strip_chars().str.len_bytes() > 0).fill_null(False).arg_true()
         if len(idx):
             pairs = [canonical_json_row(v, options) for v in values.gather(idx).to_list()]
             out_json = out_json.scatter(idx, pl.Series([p for p, _ in pairs], dtype=pl.String))
             out_rule = out_rule.scatter(idx, pl.Series([r for _, r in pairs], dtype=pl.String))
         return CanonicalProperties(out_json, out_rule)
-    msg = f"properties column has unsupported type {values.dtype}: map it to a struct or JSON text"
-    raise TypeError(msg)
+    # a list, a number, binary...: not an object, whatever it holds
+    rule = pl.select(
+        pl.when(pl.lit(values).is_not_null()).then(pl.lit("properties.invalid_json"))
+    ).to_series()
+    return CanonicalProperties(full(n, "{}", pl.String, "properties"), rule.alias("rule"))

@@ -14,7 +14,7 @@ from functools import cache
 
 import polars as pl
 
-from kraiter_sync.validate._series import full
+from kraiter_sync.validate._series import full, overrule, without_huge
 from kraiter_sync.validate.options import EpochUnit, ValidationOptions
 
 __all__ = ["ISO_FORMAT", "ParsedTimestamps", "parse_timestamps", "to_iso"]
@@ -157,7 +157,11 @@ def parse_timestamps(values: pl.Series, options: ValidationOptions) -> ParsedTim
     dtype = values.dtype
     n_present = len(values) - values.null_count()
     if dtype == pl.String:
-        return _from_strings(values, options)
+        # no timestamp is longer than this: longer text is not parsed (each step copies it)
+        text, huge = without_huge(values, 1024)
+        parsed = _from_strings(text, options)
+        parsed.rule = overrule(parsed.rule, huge, "timestamp.unparseable")
+        return parsed
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
             ts = _localise(values, options.timezone)
@@ -179,7 +183,12 @@ def parse_timestamps(values: pl.Series, options: ValidationOptions) -> ParsedTim
     if dtype == pl.Null:
         ts = full(len(values), None, _UTC)
         return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), {}, 0)
-    return _from_strings(values.cast(pl.String, strict=False), options)
+    try:
+        text = values.cast(pl.String, strict=False)
+    except pl.exceptions.PolarsError:  # no text form (durations): none of them is a time
+        ts = full(len(values), None, _UTC)
+        return ParsedTimestamps(ts, _rules(ts, values.is_null(), options), {}, 0)
+    return _from_strings(text, options)
 
 
 _DAY_US = 86_400_000_000

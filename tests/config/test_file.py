@@ -143,6 +143,10 @@ def test_a_good_file_parses_in_order_with_paths_relative_to_it() -> None:
             ":3: jobs.a.allow_triggers: must be true",
         ),
         (
+            '[jobs.a]\nsource = "x.csv"\nallow_card_numbers = "yes"\n',
+            ":3: jobs.a.allow_card_numbers: must be true or false, not",
+        ),
+        (
             '[jobs.a]\nsource = "x.csv"\nmap = { email = 3 }\n',
             ":3: jobs.a.map.email: must be a string",
         ),
@@ -214,3 +218,18 @@ def test_durations(text: str, seconds: int) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+def test_validator_switches_are_job_keys_and_reach_the_validator() -> None:
+    from kraiter_sync.sync.jobs import input_options as _input_options
+
+    text = (
+        '[jobs.a]\nsource = "x.csv"\nallow_special_use_domains = true\nallow_card_numbers = true\n'
+    )
+    (job,) = parse_sync_config(text, Path("/srv/k.toml")).jobs
+    assert (job.allow_special_use_domains, job.allow_card_numbers) == (True, True)
+    assert (job.allow_secret_keys, job.allow_smtputf8) == (False, False)
+    validation = _input_options(job).validation
+    assert validation.allow_special_use_domains
+    assert validation.allow_card_numbers
+    assert not validation.allow_secret_keys

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import polars as pl
 import pytest
@@ -23,7 +24,7 @@ from polars.testing import assert_frame_equal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
-from kraiter_sync.validate import ChunkedValidation, ValidationOptions
+from kraiter_sync.validate import ChunkedValidation, ValidationOptions, originals
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -232,12 +233,53 @@ CASES: dict[str, tuple[str, ValidationOptions]] = {
             types={"zip": "string", "qty": "integer"},
         ),
     ),
+    # low nesting and size limits reach properties.too_deep and properties.too_large
+    "text_domains_limits": (
+        "text",
+        ValidationOptions(now=NOW, max_depth=1, max_properties_bytes=10_000),
+    ),
 }
+
+
+#: Addresses for the domain rules (special-use, IDNA 2008, TLD), put in the bad-email
+#: slots of the ``text_domains_limits`` case (a case of its own, so that the older
+#: fixtures keep their rows).
+DOMAIN_EMAILS = [
+    "a@mail.test",
+    "a@example.c",
+    "a@ab--cd.com",
+    "a@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",
+    "a@router.home.arpa",
+    "a@b.xn--zz",
+]
+
+
+#: Properties as a rejects file shows refused or long values: never sent back as such.
+PLACEHOLDERS = [
+    '{"card":"[masked: 19 characters, hash 0123456789ab]"}',
+    '{"note":"' + "n" * 1000 + '…[cut: 20000 characters in all]"}',
+]
+
+
+def _domains_and_placeholders(frame: pl.DataFrame) -> pl.DataFrame:
+    row = pl.int_range(pl.len())
+    return frame.with_columns(
+        email=pl.when(row % 19 == 18)
+        .then(pl.lit(pl.Series(DOMAIN_EMAILS)).gather((row // 19) % len(DOMAIN_EMAILS)))
+        .otherwise(pl.col("email")),
+        properties=pl.when(row % 23 == 5)
+        .then(pl.lit(pl.Series(PLACEHOLDERS)).gather((row // 23) % len(PLACEHOLDERS)))
+        .otherwise(pl.col("properties")),
+    )
+
+
+#: Per-case changes to the generated frame.
+TRANSFORMS = {"text_domains_limits": _domains_and_placeholders}
 
 
 def run_case(name: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     variant, options = CASES[name]
-    frame = events_frame(variant)
+    frame = TRANSFORMS.get(name, lambda f: f)(events_frame(variant))
     kind = "contacts" if name.startswith("contacts") else "events"
     rejects: list[pl.DataFrame] = []
     run = ChunkedValidation(kind=kind, options=options, on_rejects=rejects.append)
@@ -277,7 +319,9 @@ def _paths(name: str) -> tuple[Path, Path, Path]:
 
 
 def _results(name: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    return run_contacts() if name == "contacts" else run_case(name)
+    # masked values carry a hash keyed per process: a fixed key makes them reproducible
+    with mock.patch.object(originals, "_key", return_value=b"golden-fixtures-fixed-hash-key!!"):
+        return run_contacts() if name == "contacts" else run_case(name)
 
 
 ALL = [*CASES, "contacts"]
