@@ -481,6 +481,8 @@ class ChunkedValidation:
         self.on_rejects = on_rejects
         self.accumulator = ReportAccumulator(kind)
         self.seen = SeenKeys()
+        #: Called with each chunk's report as it is validated (progress displays).
+        self.on_chunk: Callable[[ValidationReport], None] | None = None
 
     @property
     def report(self) -> ValidationReport:
@@ -488,6 +490,8 @@ class ChunkedValidation:
 
     def _take(self, result: ValidationResult) -> None:
         self.accumulator.add(result.report)
+        if self.on_chunk is not None:
+            self.on_chunk(result.report)
         if self.on_rejects is not None and result.rejects.height:
             self.on_rejects(result.rejects)
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, StateError, os_reason
+from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, StateError, os_reason, status_for_exit
 from kraiter_sync.files import atomic_write
 from kraiter_sync.frames import Kind
-from kraiter_sync.inputs import InputOptions, KindValidation, prepare_inputs
+from kraiter_sync.inputs import Input, InputOptions, KindValidation, prepare_inputs
 from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.validate import ValidationReport
 
@@ -26,6 +27,12 @@ class ValidateResult:
     reports: list[ValidationReport]
     detections: list[str]
     rejects_path: Path | None
+    #: Why the input would be refused (``max_reject_ratio``), else None.
+    stopped: str | None = None
+
+    @property
+    def rows_read(self) -> int:
+        return sum(r.rows_read for r in self.reports)
 
     @property
     def rejected(self) -> int:
@@ -35,15 +42,36 @@ class ValidateResult:
     def exit_code(self) -> int:
         return EXIT_REJECTED if self.rejected else EXIT_OK
 
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document (docs/schemas/validate.schema.json)."""
+        return {
+            "command": "validate",
+            "status": status_for_exit(self.exit_code),
+            "exit_code": self.exit_code,
+            "run_id": None,
+            "rows_read": self.rows_read,
+            "valid": sum(r.valid for r in self.reports),
+            "duplicates": sum(r.duplicates for r in self.reports),
+            "rejected": self.rejected,
+            "stopped": self.stopped,
+            "kinds": {r.kind: r.to_dict() for r in self.reports},
+            "mapping": list(self.detections),
+            "files": {"rejects": str(self.rejects_path) if self.rejects_path else None},
+        }
+
 
 def validate_inputs(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | Input],
     *,
     options: InputOptions | None = None,
     rejects_path: Path | None = None,
     report_path: Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ValidateResult:
-    """The library form of ``kraiter-sync validate``: nothing is sent anywhere."""
+    """The library form of ``kraiter-sync validate``: nothing is sent anywhere.
+
+    ``paths`` may hold :class:`~kraiter_sync.inputs.Input` items (an input with its own
+    mapping); ``on_progress`` gets the rows validated so far."""
     options = options or InputOptions()
     with contextlib.ExitStack() as stack:
         inputs = prepare_inputs(paths, options, stack=stack)
@@ -54,7 +82,13 @@ def validate_inputs(
         for kind in kinds:
             if not any(i.kind == kind for i in inputs):
                 continue
-            run = KindValidation(kind, inputs, options, on_rejects=writer.write if writer else None)
+            run = KindValidation(
+                kind,
+                inputs,
+                options,
+                on_rejects=writer.write if writer else None,
+                on_progress=on_progress,
+            )
             for _valid in run.run():
                 pass
             reports.append(run.report)
@@ -67,7 +101,11 @@ def validate_inputs(
                 "PATH somewhere writable (the rejects file is complete)"
             )
             raise StateError(msg) from exc
-    return ValidateResult(reports, detections, rejects_path if writer else None)
+    result = ValidateResult(reports, detections, rejects_path if writer else None)
+    result.stopped = options.reject_ratio_exceeded(
+        result.rows_read, sum(r.rejected for r in reports)
+    )
+    return result
 
 
 def write_report(reports: Sequence[ValidationReport], path: str | Path) -> Path:
