@@ -365,3 +365,58 @@ def test_reconcile_plan_alone_shows_the_saved_plan(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.stderr
     assert shown.stdout.startswith("plan: 1 to create, 0 to update")
     assert f"carry it out with --plan {plan} --apply" in shown.stdout
+
+
+def test_docs_name_only_connectors_that_exist() -> None:
+    import re
+
+    from kraiter_sync.connectors import list_presets
+
+    names = {p.name for p in list_presets()}
+    texts = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    used = set()
+    for path in texts:
+        text = path.read_text()
+        used |= set(re.findall(r'connector = "([a-z0-9_]+)"', text))
+        used |= set(re.findall(r"--connector ([a-z0-9_]+)", text))
+    assert used, "the docs name no connector"
+    assert used <= names, used - names
+
+
+def test_import_verbose_reports_the_mapping_as_the_readme_says(tmp_path: Path) -> None:
+    assert "reported with `-v`" in (REPO_ROOT / "README.md").read_text()
+    src = tmp_path / "c.csv"
+    src.write_text("Email Address,plan\nann@example.com,pro\n")
+    result = run(tmp_path / "state", "import", str(src), "-v")
+    assert result.exit_code == 0, result.stderr
+    assert f"{src}: email: 'Email Address' (detected)" in result.stderr
+
+
+def test_mirror_says_why_it_listed_every_contact(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    src = tmp_path / "c.csv"
+    src.write_text("email,user_id\nann@example.com,u1\n")
+    assert run(state, "import", str(src)).exit_code == 0
+    result = run(state, "reconcile", str(src), "--mirror")
+    assert result.exit_code == 0, result.stderr
+    assert "--mirror needs every contact in Kraiter, so all were listed" in result.stderr
+    assert "--remote listing" not in result.stderr
+
+
+def test_the_readme_library_example_runs_and_counts_the_invalid_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(blocks) == 1
+    for name in [n for n in __import__("os").environ if n.startswith("KRAITER")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    write_events(tmp_path / "events.parquet", rows=100)
+    exec(compile(blocks[0], "README.md", "exec"), {})  # noqa: S102 (the docs' own example)
+    sent, invalid, rejected, code = map(int, capsys.readouterr().out.split())
+    assert (sent, rejected) == (100, 0)  # the 100 good rows; the helper adds bad ones
+    assert invalid > 0
+    assert code == 3
