@@ -299,6 +299,9 @@ class KindValidation:
                     yield valid
                 else:
                     pending.append(valid)
+            hint = _timestamp_hint(inp, run.report)
+            if hint:
+                run.report.warnings.append(hint)
             self._accumulator.add(run.report)
         if pending:
             both = pl.concat(pending)
@@ -307,6 +310,23 @@ class KindValidation:
             self.report.valid -= extra
             self.report.duplicates += extra
             yield merged
+
+
+def _timestamp_hint(inp: PreparedInput, report: ValidationReport) -> str | None:
+    """When no timestamp of an input could be read, how to say what format they are in."""
+    unreadable = report.by_rule.get("timestamp.unparseable", 0)
+    if not unreadable or unreadable != report.rows_read:
+        return None
+    if inp.detection.connector.timestamp_format:
+        return (
+            f"{inp.label}: none of its {unreadable:,} timestamps matched the format "
+            f"{inp.detection.connector.timestamp_format!r}: check --timestamp-format"
+        )
+    return (
+        f"{inp.label}: none of its {unreadable:,} timestamps could be read: if they are not "
+        "ISO 8601, give their format with --timestamp-format (e.g. '%d/%m/%Y %H:%M'; for "
+        f"this input alone: --input {inp.label} --timestamp-format ...)"
+    )
 
 
 def read_inputs(

@@ -340,7 +340,10 @@ def test_timestamp_format_and_the_reject_ratio_stop(tmp_path: Path) -> None:
         "b@example.com,login,02/02/2025 11:30\n"
     )
     iso = run(state, "validate", str(src), "--json")
-    assert one_json(iso)["kinds"]["events"]["by_rule"] == {"timestamp.unparseable": 2}
+    report = one_json(iso)["kinds"]["events"]
+    assert report["by_rule"] == {"timestamp.unparseable": 2}
+    assert any("none of its 2 timestamps could be read" in w for w in report["warnings"])
+    assert "give their format with --timestamp-format" in run(state, "import", str(src)).stderr
     given = run(state, "validate", str(src), "--timestamp-format", "%d/%m/%Y %H:%M", "--json")
     assert (one_json(given)["valid"], given.exit_code) == (2, 0)
     per_input = run(state, "validate", "--input", str(src), "--timestamp-format", "%d/%m/%Y %H:%M")
