@@ -162,8 +162,9 @@ class ProgressSink:
             self._thread.join(timeout=5)
             self._thread = None
             # where it ended: always as a JSON line (machines read the last one), as text
-            # only after a long job already showed heartbeats
-            if self._status is not None and (self.log_format == "json" or self._beats):
+            # only after a job that lasted a heartbeat or more
+            long = time.monotonic() - self._started >= self.heartbeat
+            if self._status is not None and (self.log_format == "json" or self._beats or long):
                 self.beat()
         if self._bar is not None:
             self._bar.stop()

@@ -82,6 +82,7 @@ def validate_command(
             rejects_path=rejects_path,
             report_path=report,
             on_progress=progress.validating(),
+            reuse_rejects=None if rejects else "validate-*.csv",
         )
     for line in result.detections:
         log.info("%s", line)

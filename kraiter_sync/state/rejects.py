@@ -23,7 +23,7 @@ from kraiter_sync.errors import InputError, StateError, is_disk_full, os_reason
 from kraiter_sync.files import neutralise_frame, undo_neutralise_expr
 from kraiter_sync.frames import REJECT_SCHEMA
 
-__all__ = ["RejectsWriter", "read_rejects", "reject_row", "rejects_frame"]
+__all__ = ["RejectsWriter", "read_rejects", "reject_row", "rejects_frame", "reuse_identical"]
 
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson"}
 
@@ -49,6 +49,7 @@ class RejectsWriter:
         self._file: IO[bytes] | None = None
         self._parquet: Any = None
         self._header_written = False
+        self._closed = False
 
     def _failed(self, exc: BaseException) -> StateError:
         reason = os_reason(exc)
@@ -99,7 +100,11 @@ class RejectsWriter:
                 self.by_rule[rule] = self.by_rule.get(rule, 0) + n
 
     def close(self) -> None:
-        """Flush and close; an input without rejects still leaves a valid (empty) file."""
+        """Flush and close (once; later calls do nothing); an input without rejects still
+        leaves a valid (empty) file."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             try:
                 if self._parquet is None and (self._file is None or not self._header_written):
@@ -196,3 +201,29 @@ def read_rejects(path: Path, data: bytes | None = None) -> pl.DataFrame:
         )
         raise InputError(msg)
     return frame
+
+
+def reuse_identical(path: Path, pattern: str) -> Path:
+    """An earlier file in ``path``'s folder matching ``pattern`` (a glob) that holds
+    exactly the same bytes, with ``path`` removed; else ``path``. A re-run over an
+    unchanged input then points at the rejects file it already wrote instead of adding
+    another copy of the same rows."""
+    import hashlib
+
+    try:
+        size = path.stat().st_size
+        same_size = [
+            p
+            for p in sorted(path.parent.glob(pattern))
+            if p != path and p.is_file() and p.stat().st_size == size
+        ]
+        if not same_size:
+            return path
+        digest = hashlib.sha256(path.read_bytes()).digest()
+        for earlier in same_size:
+            if hashlib.sha256(earlier.read_bytes()).digest() == digest:
+                path.unlink()
+                return earlier
+    except OSError:
+        return path  # (the new file is complete: keeping it loses nothing)
+    return path

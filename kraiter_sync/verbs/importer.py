@@ -55,7 +55,7 @@ from kraiter_sync.plan.contact_plan import contacts_to_write
 from kraiter_sync.plan.guards import check_triggers
 from kraiter_sync.plan.ledger import contacts_to_send, split_events
 from kraiter_sync.state.ledger import KEY_VERSION
-from kraiter_sync.state.rejects import RejectsWriter
+from kraiter_sync.state.rejects import RejectsWriter, reuse_identical
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.upload.context import (
     ClientFactory,
@@ -558,6 +558,10 @@ def import_locked(
                 for counts in (job.result.contacts, job.result.events):
                     counts.pending = counts.read - counts.accounted
                 log.warning("stopped before sending anything: %s", job.result.stopped)
+            if options.rejects is None:
+                writer.close()
+                writer.path = reuse_identical(writer.path, f"run-*{writer.path.suffix}")
+                job.result.rejects_path = writer.path
             job.result.duration_s = time.monotonic() - started
             run.status = job.result.status
             return job.result

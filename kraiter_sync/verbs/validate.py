@@ -14,7 +14,7 @@ from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, StateError, os_reason, s
 from kraiter_sync.files import atomic_write
 from kraiter_sync.frames import Kind
 from kraiter_sync.inputs import Input, InputOptions, KindValidation, prepare_inputs
-from kraiter_sync.state.rejects import RejectsWriter
+from kraiter_sync.state.rejects import RejectsWriter, reuse_identical
 from kraiter_sync.validate import ValidationReport
 
 __all__ = ["ValidateResult", "validate_inputs", "write_report"]
@@ -67,11 +67,14 @@ def validate_inputs(
     rejects_path: Path | None = None,
     report_path: Path | None = None,
     on_progress: Callable[[int], None] | None = None,
+    reuse_rejects: str | None = None,
 ) -> ValidateResult:
     """The library form of ``kraiter-sync validate``: nothing is sent anywhere.
 
     ``paths`` may hold :class:`~kraiter_sync.inputs.Input` items (an input with its own
-    mapping); ``on_progress`` gets the rows validated so far."""
+    mapping); ``on_progress`` gets the rows validated so far. ``reuse_rejects``: a glob
+    of earlier rejects files beside ``rejects_path``; one with the same content is used
+    instead of keeping a copy (the default file of ``kraiter-sync validate``)."""
     options = options or InputOptions()
     with contextlib.ExitStack() as stack:
         inputs = prepare_inputs(paths, options, stack=stack)
@@ -101,6 +104,8 @@ def validate_inputs(
                 "PATH somewhere writable (the rejects file is complete)"
             )
             raise StateError(msg) from exc
+    if writer is not None and reuse_rejects is not None:
+        rejects_path = reuse_identical(writer.path, reuse_rejects)
     result = ValidateResult(reports, detections, rejects_path if writer else None)
     result.stopped = options.reject_ratio_exceeded(
         result.rows_read, sum(r.rejected for r in reports)

@@ -423,3 +423,29 @@ def test_the_readme_library_example_runs_and_counts_the_invalid_rows(
     assert (sent, rejected) == (100, 0)  # the 100 good rows; the helper adds bad ones
     assert invalid > 0
     assert code == 3
+
+
+def test_a_rerun_over_the_same_input_does_not_pile_up_rejects_files(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    src = tmp_path / "c.csv"
+    src.write_text("email\nann@example.com\nnot-an-email\n")
+    first = one_json(run(state, "import", str(src), "--json"))
+    again = one_json(run(state, "import", str(src), "--json"))
+    assert (first["run_id"], again["run_id"]) == (1, 2)
+    assert (
+        again["files"]["rejects"]
+        == first["files"]["rejects"]
+        == str(state / "rejects" / "run-1.csv")
+    )
+    assert sorted(p.name for p in (state / "rejects").iterdir()) == ["run-1.csv"]
+    # the run record and its report point at the file that is there
+    shown = one_json(run(state, "runs", "show", "2", "--json"))
+    assert shown["run"]["details"]["rejects"]["file"] == str(state / "rejects" / "run-1.csv")
+    # other content: its own file
+    src.write_text("email\nann@example.com\nstill-not-an-email\n")
+    third = one_json(run(state, "import", str(src), "--json"))
+    assert third["files"]["rejects"] == str(state / "rejects" / "run-3.csv")
+    assert "still-not-an-email" in Path(third["files"]["rejects"]).read_text()
+    checked = [one_json(run(state, "validate", str(src), "--json")) for _ in range(2)]
+    assert checked[0]["files"]["rejects"] == checked[1]["files"]["rejects"]
+    assert len(list((state / "rejects").glob("validate-*.csv"))) == 1
