@@ -158,20 +158,14 @@ def emulator_command(
     import json
     import sys
 
+    from kraiter_sync.cli.render import result_document
     from kraiter_sync.upload.context import serve_local_kraiter
 
     db_path = _emulator_db(common, db)
 
     def ready(url: str) -> None:
         # --json: one line on stdout once listening (the port, when --port 0 picked one)
-        doc = {
-            "command": "emulator",
-            "status": "serving",
-            "exit_code": 0,
-            "run_id": None,
-            "base_url": url,
-            "db": db_path,
-        }
+        doc = result_document("emulator", status="serving", base_url=url, db=db_path)
         click.echo(json.dumps(doc))
         sys.stdout.flush()
 

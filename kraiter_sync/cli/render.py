@@ -35,6 +35,7 @@ __all__ = [
     "import_summary",
     "plan_summary",
     "restore_summary",
+    "result_document",
     "resume_command",
     "run_dict",
     "run_lines",
@@ -378,28 +379,30 @@ def export_summary(result: ExportResult) -> str:
     return text
 
 
+def result_document(
+    command: str, *, status: str = "ok", run_id: int | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A ``--json`` document of a command that has no result object of its own
+    (docs/schemas/result.schema.json: command, status, exit_code, run_id, then
+    ``fields``); it finished, so its exit code is 0."""
+    return {"command": command, "status": status, "exit_code": 0, "run_id": run_id, **fields}
+
+
 def export_document(result: ExportResult) -> dict[str, Any]:
     """``export --json``: the export's result with the common fields
     (docs/schemas/export.schema.json)."""
     import dataclasses
 
-    fields = {
+    fields: dict[str, Any] = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in dataclasses.asdict(result).items()
         if k != "files"
     }
     files: Any = result.files  # (a list of paths, or a count)
-    return {
-        "command": "export",
-        "status": "ok",
-        "exit_code": 0,
-        "run_id": None,
-        **fields,
-        "files": {
-            "directory": str(result.directory) if result.directory else None,
-            "count": files if isinstance(files, int) else len(files),
-        },
-    }
+    count = files if isinstance(files, int) else len(files)
+    directory = str(result.directory) if result.directory else None
+    fields["files"] = {"directory": directory, "count": count}
+    return {**result_document("export"), **fields}
 
 
 def connector_text(connector: Connector) -> str:

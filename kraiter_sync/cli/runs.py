@@ -17,7 +17,7 @@ from kraiter_sync.cli.options import (
     no_target_options,
     write_report,
 )
-from kraiter_sync.cli.render import run_dict, run_lines, runs_table
+from kraiter_sync.cli.render import result_document, run_dict, run_lines, runs_table
 from kraiter_sync.logs import get_logger
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,13 +47,7 @@ def runs_command(ctx: click.Context, limit: int, common: Common) -> None:
     from kraiter_sync.verbs.runs import runs
 
     found = runs(common.state_dir_only(), limit=limit)
-    doc = {
-        "command": "runs",
-        "status": "ok",
-        "exit_code": 0,
-        "run_id": None,
-        "runs": [run_dict(r) for r in found],
-    }
+    doc = result_document("runs", runs=[run_dict(r) for r in found])
     emit(common, doc, runs_table(found) if found else "no runs yet")
 
 
@@ -78,11 +72,5 @@ def runs_show_command(run_id: int, html_path: Path | None, common: Common) -> No
         if not common.json:
             return
     run = show_run(state_dir, run_id)
-    doc = {
-        "command": "runs show",
-        "status": "ok",
-        "exit_code": 0,
-        "run_id": run.id,
-        "run": run_dict(run, details=True),
-    }
+    doc = result_document("runs show", run_id=run.id, run=run_dict(run, details=True))
     emit(common, doc, run_lines(run))

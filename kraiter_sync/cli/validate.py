@@ -21,7 +21,7 @@ from kraiter_sync.cli.options import (
     input_options,
     no_target_options,
 )
-from kraiter_sync.cli.render import connector_text
+from kraiter_sync.cli.render import connector_text, result_document
 from kraiter_sync.logs import get_logger
 
 if TYPE_CHECKING:
@@ -122,20 +122,17 @@ def connectors_command(common: Common, show: str | None) -> None:
 
     if show is not None:
         connector = load_connector(show)
-        doc = {"command": "connectors", "status": "ok", "exit_code": 0, "run_id": None}
-        emit(common, {**doc, "connector": connector.to_json()}, connector_text(connector))
+        doc = result_document("connectors", connector=connector.to_json())
+        emit(common, doc, connector_text(connector))
         return
     presets = list_presets()
     width = max((len(p.name) for p in presets), default=4)
     lines = [f"{'NAME':<{width}}  {'KIND':<8}  DESCRIPTION"]
     lines += [f"{p.name:<{width}}  {p.kind:<8}  {p.description}" for p in presets]
-    doc = {
-        "command": "connectors",
-        "status": "ok",
-        "exit_code": 0,
-        "run_id": None,
-        "connectors": [
+    doc = result_document(
+        "connectors",
+        connectors=[
             {"name": p.name, "kind": p.kind, "description": p.description} for p in presets
         ],
-    }
+    )
     emit(common, doc, "\n".join(lines))
