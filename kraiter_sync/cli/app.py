@@ -6,8 +6,8 @@ rejected rows; 4 incomplete (interrupted or out of retries; re-running resumes);
 
 Every failure leaves through :meth:`_Group.invoke`: one line on stderr (a JSON line
 with ``--log-format json``), with ``--json`` one error document on stdout, and the
-exit code; never a traceback (an unexpected exception says it is a bug, and ``-vv``
-shows its traceback).
+exit code; never a bare traceback (an unexpected exception says it is a bug, exit 1;
+its traceback is shown with ``-v`` and is in every ``--log-format json`` log).
 """
 
 from __future__ import annotations
@@ -118,11 +118,11 @@ class _Group(click.Group):
             self._fail(ctx, EXIT_USAGE, exc.format_message(), level=logging.ERROR)
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
-        except Exception as exc:  # a bug: say so, without a traceback unless -vv
-            log.debug("unexpected error", exc_info=True)
+        except Exception as exc:  # a bug: say so, with its traceback only with -v
+            log.info("where it happened:", exc_info=True)
             text = (
                 f"unexpected {type(exc).__name__}: {exc} (this is a bug in kraiter-sync: "
-                "re-run with -vv to see where, and report it)"
+                "re-run with -v to see where, and report it)"
             )
             self._fail(ctx, EXIT_FAILED, text, level=logging.ERROR)
         return None

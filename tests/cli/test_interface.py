@@ -194,11 +194,16 @@ def test_an_unexpected_exception_is_a_short_message_not_a_traceback(
     result = run(tmp_path / "state", "validate", str(src))
     assert result.exit_code == 1
     assert "unexpected RuntimeError: boom" in result.stderr
-    assert "re-run with -vv" in result.stderr
+    assert "re-run with -v to see where" in result.stderr
     assert "Traceback" not in result.stderr
-    verbose = run(tmp_path / "state", "validate", str(src), "-vv")
+    verbose = run(tmp_path / "state", "validate", str(src), "-v")
     assert verbose.exit_code == 1
     assert "Traceback" in verbose.stderr
+    assert "raise RuntimeError(msg)" in verbose.stderr
+    logged = run(tmp_path / "state", "validate", str(src), "--log-format", "json")
+    assert logged.exit_code == 1
+    records = [json.loads(line) for line in logged.stderr.splitlines()]
+    assert any("RuntimeError: boom" in r.get("exc", "") for r in records)
 
 
 def test_long_verbs_write_heartbeats_off_a_terminal(tmp_path: Path) -> None:
