@@ -78,7 +78,7 @@ class _Group(click.Group):
     def _fail(
         self, ctx: click.Context, exit_code: int, error: BaseException | str, *, level: int
     ) -> None:
-        common = ctx.meta.get(_COMMON_KEY)
+        common = self._common(ctx)
         command = getattr(common, "command", "") or (ctx.invoked_subcommand or "")
         message = str(error)
         extra: dict[str, Any] = {"exit_code": exit_code}
@@ -93,6 +93,18 @@ class _Group(click.Group):
             click.echo(json.dumps(error_document(command, exit_code, error), ensure_ascii=False))
         ctx.exit(exit_code)
 
+    @staticmethod
+    def _common(ctx: click.Context) -> Any:
+        """The command's options; when it failed before they were set up (click while
+        parsing, or an option's own check such as reading --config), the output format
+        from the raw arguments, with logging set up for it on this stderr."""
+        common = ctx.meta.get(_COMMON_KEY)
+        if common is None:
+            as_json, log_format = _sniff(ctx.meta.get(_ARGV_KEY, []))
+            configure_logging(log_format="json" if log_format == "json" else "text")
+            common = ctx.meta[_COMMON_KEY] = _Parsed(ctx.invoked_subcommand or "", as_json)
+        return common
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[_ARGV_KEY] = list(args)  # (for errors click finds while parsing)
         return super().parse_args(ctx, args)
@@ -103,6 +115,7 @@ class _Group(click.Group):
         except KraiterSyncError as exc:
             self._fail(ctx, exc.exit_code, exc, level=logging.ERROR)
         except KeyboardInterrupt:
+            self._common(ctx)
             log.error(  # noqa: TRY400 (an interruption, not a failure to trace)
                 "interrupted; re-run the same command to resume (nothing is sent twice)",
                 extra={"exit_code": EXIT_INCOMPLETE},
@@ -113,12 +126,11 @@ class _Group(click.Group):
             if not as_json and log_format != "json":
                 raise
             # (click found it while parsing: the command's own options never ran)
-            configure_logging(log_format="json" if log_format == "json" else "text")
-            ctx.meta[_COMMON_KEY] = _Parsed(ctx.invoked_subcommand or "", as_json)
             self._fail(ctx, EXIT_USAGE, exc.format_message(), level=logging.ERROR)
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: say so, with its traceback only with -v
+            self._common(ctx)
             log.info("where it happened:", exc_info=True)
             text = (
                 f"unexpected {type(exc).__name__}: {exc} (this is a bug in kraiter-sync: "

@@ -454,3 +454,19 @@ def test_a_rerun_over_the_same_input_does_not_pile_up_rejects_files(tmp_path: Pa
     checked = [one_json(run(state, "validate", str(src), "--json")) for _ in range(2)]
     assert checked[0]["files"]["rejects"] == checked[1]["files"]["rejects"]
     assert len(list((state / "rejects").glob("validate-*.csv"))) == 1
+
+
+def test_an_error_before_the_common_options_are_set_up_still_reaches_stderr(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    assert run(state, "connectors").exit_code == 0  # logging set up for that stderr
+    config = tmp_path / "kraiter-sync.toml"
+    config.write_text("[storage.s3]\nsecret_access_key = 'x'\n")
+    src = tmp_path / "c.csv"
+    src.write_text("email\na@example.com\n")
+    result = run(state, "validate", str(src), "--config", str(config))
+    assert result.exit_code == 2
+    assert "secret_access_key is not allowed" in result.stderr
+    as_json = run(state, "validate", str(src), "--config", str(config), "--log-format", "json")
+    assert json.loads(as_json.stderr.splitlines()[0])["exit_code"] == 2
