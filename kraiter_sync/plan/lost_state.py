@@ -248,9 +248,11 @@ def lost_state_error(
     base_url: str,
     events: int,
     groups: int,
+    command: str = "import",
 ) -> GuardError:
     """The refusal: what was found, what it means (``why``: :func:`needs_check`'s
-    answer), and the ways on."""
+    answer), and the ways on (``--rebuild`` and ``--adopt`` are ``import``'s: a ``sync``
+    job, ``command`` ``sync:<job>``, is led to ``state rebuild``)."""
     share = (
         f"all {check.sampled}"
         if check.found == check.sampled
@@ -281,13 +283,24 @@ def lost_state_error(
             "earlier version sent before CSV values were typed, which only a rebuild "
             "recognises)"
         )
-    msg = (
+    cost = "one request per 100 events Kraiter holds, plus one per 100 contacts"
+    found = (
         f"lost state? {share} events sampled from this input are in Kraiter ({base_url}) "
         f"already, exactly (same contact, name, timestamp and properties), but {state}. "
-        "Nothing was sent. Rebuild the ledger from Kraiter and import again: re-run with "
-        "--rebuild, or run `kraiter-sync state rebuild` first (one request per 100 events "
-        f"Kraiter holds, plus one per 100 contacts){adopt}"
+        "Nothing was sent. "
     )
+    if command.startswith("sync:"):
+        job = command.removeprefix("sync:")
+        msg = (
+            f"{found}Rebuild the ledger from Kraiter with `kraiter-sync state rebuild` "
+            f"(the same --config or --state-dir; {cost}), then run the sync of job "
+            f"{job} again"
+        )
+    else:
+        msg = (
+            f"{found}Rebuild the ledger from Kraiter and import again: re-run with "
+            f"--rebuild, or run `kraiter-sync state rebuild` first ({cost}){adopt}"
+        )
     return GuardError(msg)
 
 

@@ -226,8 +226,10 @@ class _Run:
         store: StateStore,
         run_id: int,
         writer: RejectsWriter,
+        command: str = "import",
     ) -> None:
         self.settings = settings
+        self.command = command
         self.options = options
         self.store = store
         self.run_id = run_id
@@ -355,6 +357,7 @@ class _Run:
                 base_url=self.settings.base_url,
                 events=events,
                 groups=self._groups(),
+                command=self.command,
             )
         if options.dry_run or (why == "unfinished rebuild" and not check.found):
             return  # (an unfinished rebuild is checked again until it is finished)
@@ -625,7 +628,7 @@ def import_locked(
             )
             writer = stack.enter_context(RejectsWriter(rejects_path))
             inputs = prepare_inputs(paths, options.input, stack=stack)
-            job = _Run(settings, options, store, run.run_id, writer)
+            job = _Run(settings, options, store, run.run_id, writer, command)
             job.validate(inputs)
             asyncio.run(job.send(run, on_progress))
             job.result.duration_s = time.monotonic() - started
