@@ -328,7 +328,7 @@ class _Run:
         why = needs_check(store, target, record=not options.dry_run)
         if why is None:
             return
-        before = _requests(engine)
+        before = engine.requests
         events = sum(self.spool_heights)
         check, how = SampleCheck(), "empty-tenant"
         if not await tenant_is_empty(engine.client, call=engine.with_retry):
@@ -345,7 +345,7 @@ class _Run:
             "sampled": check.sampled,
             "found": check.found,
             "unsettled": check.unsettled,
-            "requests": _requests(engine) - before,
+            "requests": engine.requests - before,
             "events": events,
         }
         self.result.state_check = {"how": how, "why": why, **facts}
@@ -569,10 +569,6 @@ class _Run:
                 stats = engine.controller.stats()
                 self.result.requests = stats.requests
                 self.result.rate_limited = stats.rate_limited
-
-
-def _requests(engine: Engine) -> int:
-    return engine.controller.stats().requests if engine.controller is not None else 0
 
 
 def _clear_old_spools(state_dir: Path) -> None:

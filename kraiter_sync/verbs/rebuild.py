@@ -146,12 +146,12 @@ async def rebuild_ledger(
     store, target = engine.store, engine.target
     result = RebuildResult()
     started = time.monotonic()
-    before = _requests(engine)
+    before = engine.requests
     last_log = started
 
     def tell(stage: str) -> None:
         nonlocal last_log
-        result.requests = _requests(engine) - before
+        result.requests = engine.requests - before
         progress = RebuildProgress(
             stage, result.contacts_read, result.events_read, result.keys_marked, result.requests
         )
@@ -171,7 +171,7 @@ async def rebuild_ledger(
     contacts = await _read_contacts(engine, result, lambda: tell("contacts"))
     if contacts is not None:
         await _read_events(engine, contacts, result, from_start, lambda: tell("events"))
-    result.requests = _requests(engine) - before
+    result.requests = engine.requests - before
     result.duration_s = time.monotonic() - started
     if result.complete:
         record_checked(
@@ -182,10 +182,6 @@ async def rebuild_ledger(
             requests=result.requests,
         )
     return result
-
-
-def _requests(engine: Engine) -> int:
-    return engine.controller.stats().requests if engine.controller is not None else 0
 
 
 async def _read_contacts(
