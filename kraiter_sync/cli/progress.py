@@ -31,6 +31,7 @@ from kraiter_sync.logs import LogFormat, get_logger
 
 if TYPE_CHECKING:
     from kraiter_sync.upload.core import Snapshot
+    from kraiter_sync.verbs.rebuild import RebuildProgress
 
 __all__ = ["DEFAULT_HEARTBEAT", "ProgressSink", "Status", "eta_seconds"]
 
@@ -274,5 +275,21 @@ class ProgressSink:
 
         def show(done: int, total: int) -> None:
             self.update(Status("comparing events", done=done, total=total, unit="contacts"))
+
+        return show
+
+    def rebuilding(self) -> Callable[[RebuildProgress], None]:
+        """Contacts and events read from Kraiter so far (``state rebuild``)."""
+
+        def show(progress: RebuildProgress) -> None:
+            done = progress.events if progress.stage == "events" else progress.contacts
+            self.update(
+                Status(
+                    f"reading Kraiter's {progress.stage}",
+                    done=done,
+                    unit=progress.stage,
+                    requests=progress.requests,
+                )
+            )
 
         return show
