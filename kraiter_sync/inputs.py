@@ -36,6 +36,7 @@ from kraiter_sync.validate import (
     ValidationOptions,
     ValidationReport,
     merge_contacts,
+    merged_contacts,
 )
 
 __all__ = [
@@ -264,8 +265,12 @@ class KindValidation:
         *,
         on_rejects: Callable[[pl.DataFrame], None] | None = None,
         on_progress: Callable[[int], None] | None = None,
+        on_duplicates: Callable[[pl.DataFrame], None] | None = None,
     ) -> None:
         self.kind = kind
+        #: Called with the rows dropped or merged as duplicates, and the row each went
+        #: into (``validate.engine.DUPLICATE_SCHEMA``).
+        self.on_duplicates = on_duplicates
         self.inputs = [i for i in inputs if i.kind == kind]
         self.options = options
         self.on_rejects = on_rejects
@@ -294,6 +299,7 @@ class KindValidation:
             )
             run.seen = seen
             run.on_chunk = self._chunk_done
+            run.on_duplicates = self.on_duplicates
             for valid in run.run(inp.mapped_chunks()):
                 if self.kind == "events":
                     yield valid
@@ -307,6 +313,8 @@ class KindValidation:
             both = pl.concat(pending)
             merged = merge_contacts(both) if len(pending) > 1 else both
             extra = both.height - merged.height
+            if extra and self.on_duplicates is not None:
+                self.on_duplicates(merged_contacts(both))
             self.report.valid -= extra
             self.report.duplicates += extra
             yield merged

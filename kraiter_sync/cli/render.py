@@ -95,6 +95,8 @@ def import_summary(result: ImportResult) -> str:
     )
     if any(c.invalid or c.rejected for c in (result.contacts, result.events)):
         lines.append(f"rejected rows: {result.rejects_path}")
+    if result.duplicates_path is not None:
+        lines.append(f"duplicate rows (and the rows kept): {result.duplicates_path}")
     return "\n".join(lines)
 
 

@@ -89,6 +89,8 @@ def validate_command(
     text = "\n".join(validation_summary(r) for r in result.reports)
     if result.rejected:
         text += f"\nrejected rows: {result.rejects_path}"
+    if result.duplicates_path is not None:
+        text += f"\nduplicate rows (and the rows kept): {result.duplicates_path}"
     emit(common, result.to_json(), text)
     if result.stopped:
         log.warning("refused: %s", result.stopped, extra={"exit_code": result.exit_code})

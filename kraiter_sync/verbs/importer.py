@@ -73,7 +73,12 @@ from kraiter_sync.plan.lost_state import (
     tenant_is_empty,
 )
 from kraiter_sync.state.ledger import KEY_VERSION
-from kraiter_sync.state.rejects import RejectsWriter, reuse_identical
+from kraiter_sync.state.rejects import (
+    DuplicatesWriter,
+    RejectsWriter,
+    duplicates_path,
+    reuse_identical,
+)
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.upload.context import (
     ClientFactory,
@@ -195,6 +200,9 @@ class ImportResult:
     detections: list[str] = field(default_factory=list)
     #: Why the run stopped before sending anything (``max_reject_ratio``), else None.
     stopped: str | None = None
+    #: The rows dropped or merged as duplicates, with the row each went into (None:
+    #: there were none).
+    duplicates_path: Path | None = None
     #: The lost-state check of a target the ledger knew nothing of (``how``: sample or
     #: empty-tenant; sampled, found, requests, events), None when none was needed.
     state_check: dict[str, Any] | None = None
@@ -226,6 +234,7 @@ class ImportResult:
         out = asdict(self)
         del out["detections"]
         out["rejects_path"] = str(self.rejects_path) if self.rejects_path else None
+        out["duplicates_path"] = str(self.duplicates_path) if self.duplicates_path else None
         out["exit_code"] = self.exit_code
         out["status"] = self.status
         out["requests_per_s"] = round(self.requests_per_s, 1)
@@ -235,7 +244,7 @@ class ImportResult:
         """The ``--json`` document (docs/schemas/import.schema.json; ``retry`` too)."""
         doc: dict[str, Any] = {"command": command}
         doc.update(self.as_dict())
-        doc["files"] = {"rejects": doc["rejects_path"]}
+        doc["files"] = {"rejects": doc["rejects_path"], "duplicates": doc["duplicates_path"]}
         doc["mapping"] = list(self.detections)
         return doc
 
@@ -269,6 +278,8 @@ class _Run:
         #: Kraiter held some of this input when the ledger knew nothing of the target: the
         #: check is recorded complete once an ``adopt`` run has settled every event.
         self.adopting = False
+        #: Where the rows dropped or merged as duplicates are listed (None: nowhere).
+        self.duplicates: DuplicatesWriter | None = None
 
     # -- pass 1 --------------------------------------------------------------------------
 
@@ -286,6 +297,7 @@ class _Run:
                 self.options.input,
                 on_rejects=self.writer.write,
                 on_progress=on_progress,
+                on_duplicates=self.duplicates.write if self.duplicates else None,
             )
             frames = list(run.run())
             self.contacts = pl.concat(frames) if frames else None
@@ -298,6 +310,7 @@ class _Run:
                 self.options.input,
                 on_rejects=self.writer.write,
                 on_progress=on_progress,
+                on_duplicates=self.duplicates.write if self.duplicates else None,
             )
             self._spool_write(self.spool.mkdir, parents=True, exist_ok=True)
             # distinct emails so far: merged chunk by chunk, so memory follows the number
@@ -666,7 +679,13 @@ def import_locked(
             writer = stack.enter_context(RejectsWriter(rejects_path))
             inputs = prepare_inputs(paths, options.input, stack=stack)
             job = _Run(settings, options, store, run.run_id, writer, command)
+            job.duplicates = stack.enter_context(DuplicatesWriter(duplicates_path(writer.path)))
             job.validate(inputs, on_validated)
+            job.duplicates.close()
+            if job.duplicates.written is not None:
+                job.result.duplicates_path = reuse_identical(
+                    job.duplicates.path, "run-*.duplicates.csv"
+                )
             job.result.stopped = options.input.reject_ratio_exceeded(
                 job.result.contacts.read + job.result.events.read,
                 job.result.contacts.invalid + job.result.events.invalid,

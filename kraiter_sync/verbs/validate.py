@@ -14,7 +14,12 @@ from kraiter_sync.errors import EXIT_OK, EXIT_REJECTED, StateError, os_reason, s
 from kraiter_sync.files import atomic_write
 from kraiter_sync.frames import Kind
 from kraiter_sync.inputs import Input, InputOptions, KindValidation, prepare_inputs
-from kraiter_sync.state.rejects import RejectsWriter, reuse_identical
+from kraiter_sync.state.rejects import (
+    DuplicatesWriter,
+    RejectsWriter,
+    duplicates_path,
+    reuse_identical,
+)
 from kraiter_sync.validate import ValidationReport
 
 __all__ = ["ValidateResult", "validate_inputs", "write_report"]
@@ -29,6 +34,9 @@ class ValidateResult:
     rejects_path: Path | None
     #: Why the input would be refused (``max_reject_ratio``), else None.
     stopped: str | None = None
+    #: The rows dropped or merged as duplicates, with the row each went into (None:
+    #: none, or no rejects file).
+    duplicates_path: Path | None = None
 
     @property
     def rows_read(self) -> int:
@@ -56,7 +64,10 @@ class ValidateResult:
             "stopped": self.stopped,
             "kinds": {r.kind: r.to_dict() for r in self.reports},
             "mapping": list(self.detections),
-            "files": {"rejects": str(self.rejects_path) if self.rejects_path else None},
+            "files": {
+                "rejects": str(self.rejects_path) if self.rejects_path else None,
+                "duplicates": str(self.duplicates_path) if self.duplicates_path else None,
+            },
         }
 
 
@@ -79,6 +90,11 @@ def validate_inputs(
     with contextlib.ExitStack() as stack:
         inputs = prepare_inputs(paths, options, stack=stack)
         writer = stack.enter_context(RejectsWriter(rejects_path)) if rejects_path else None
+        dups = (
+            stack.enter_context(DuplicatesWriter(duplicates_path(rejects_path)))
+            if rejects_path
+            else None
+        )
         detections = [f"{inp.label}: {line}" for inp in inputs for line in inp.detection.lines()]
         reports = []
         kinds: tuple[Kind, ...] = ("contacts", "events")
@@ -91,6 +107,7 @@ def validate_inputs(
                 options,
                 on_rejects=writer.write if writer else None,
                 on_progress=on_progress,
+                on_duplicates=dups.write if dups else None,
             )
             for _valid in run.run():
                 pass
@@ -104,9 +121,13 @@ def validate_inputs(
                 "PATH somewhere writable (the rejects file is complete)"
             )
             raise StateError(msg) from exc
+    listed = dups.written if dups is not None else None
     if writer is not None and reuse_rejects is not None:
         rejects_path = reuse_identical(writer.path, reuse_rejects)
+        if listed is not None:
+            listed = reuse_identical(listed, reuse_rejects.replace(".csv", ".duplicates.csv"))
     result = ValidateResult(reports, detections, rejects_path if writer else None)
+    result.duplicates_path = listed
     result.stopped = options.reject_ratio_exceeded(
         result.rows_read, sum(r.rejected for r in reports)
     )

@@ -476,3 +476,37 @@ def test_an_error_before_the_common_options_are_set_up_still_reaches_stderr(
     assert "secret_access_key is not allowed" in result.stderr
     as_json = run(state, "validate", str(src), "--config", str(config), "--log-format", "json")
     assert json.loads(as_json.stderr.splitlines()[0])["exit_code"] == 2
+
+
+def test_duplicates_are_listed_beside_the_rejects_with_the_row_kept(tmp_path: Path) -> None:
+    import csv
+
+    state = tmp_path / "state"
+    contacts = tmp_path / "c.csv"
+    contacts.write_text("email,plan\na@example.com,pro\nb@example.com,free\nA@example.com,gold\n")
+    more = tmp_path / "more.csv"
+    more.write_text("email,plan\nb@example.com,team\n")
+    events = tmp_path / "e.csv"
+    events.write_text(
+        "email,event,timestamp\n"
+        "a@example.com,login,2025-01-01T10:00:00Z\n"
+        "a@example.com,login,2025-01-01T10:00:00Z\n"
+        "b@example.com,login,2025-01-01T10:00:00Z\n"
+    )
+    checked = one_json(run(state, "validate", str(contacts), str(more), str(events), "--json"))
+    listed = Path(checked["files"]["duplicates"])
+    assert listed.parent == Path(checked["files"]["rejects"]).parent
+    rows = [
+        (r["kind"], r["source_file"], r["source_row"], r["kept_file"], r["kept_row"])
+        for r in csv.DictReader(listed.read_text().splitlines())
+    ]
+    assert sorted(rows) == [
+        ("contacts", str(contacts), "1", str(contacts), "3"),  # a@ merged into A@ (last)
+        ("contacts", str(contacts), "2", str(more), "1"),  # across inputs
+        ("events", str(events), "2", str(events), "1"),  # the first is kept
+    ]
+    imported = one_json(run(state, "import", str(contacts), str(more), str(events), "--json"))
+    assert Path(imported["files"]["duplicates"]).read_text() == listed.read_text()
+    clean = tmp_path / "clean.csv"
+    clean.write_text("email\nz@example.com\n")
+    assert one_json(run(state, "import", str(clean), "--json"))["files"]["duplicates"] is None
