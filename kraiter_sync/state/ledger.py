@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kraiter_sync.config import key_fingerprint
-from kraiter_sync.errors import ConfigError, StateError
+from kraiter_sync.errors import StateError
 from kraiter_sync.state.lock import ensure_state_dir
 from kraiter_sync.state.runs import (
     RUN_COLUMNS,
@@ -55,7 +55,8 @@ from kraiter_sync.state.runs import (
     scrub_args,
 )
 from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS, SCHEMA_VERSION
-from kraiter_sync.state.store import EventState
+from kraiter_sync.state.store import EventState, RunLog, key_list
+from kraiter_sync.state.tenants import tenant_conflict
 
 if TYPE_CHECKING:
     from kraiter_sync.config import Settings
@@ -105,14 +106,6 @@ def _now() -> float:
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _as_list(keys: Iterable[str] | Any) -> list[str]:
-    """Accept a list, tuple or polars Series of keys."""
-    to_list = getattr(keys, "to_list", None)
-    if callable(to_list):
-        return list(to_list())
-    return list(keys)
 
 
 class Ledger:
@@ -207,7 +200,7 @@ class Ledger:
 
     def known_states(self, target: str, keys: Sequence[str] | Any) -> dict[str, EventState]:
         """The state of every key in ``keys`` that the ledger knows (absent = never sent)."""
-        wanted = _as_list(keys)
+        wanted = key_list(keys)
         tid = self._target_id(target)
         found: dict[str, EventState] = {}
         for chunk in _chunks(wanted):
@@ -223,7 +216,7 @@ class Ledger:
         """Record ``keys`` as about to be sent, in one transaction (call before sending)."""
         now = _now()
         tid = self._target_id(target)
-        rows = [(tid, key, run_id, now) for key in _as_list(keys)]
+        rows = [(tid, key, run_id, now) for key in key_list(keys)]
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO events (target, event_key, state, run_id, updated_at) "
@@ -283,7 +276,7 @@ class Ledger:
         removed = 0
         tid = self._target_id(target)
         with self._tx() as db:
-            for chunk in _chunks(_as_list(keys)):
+            for chunk in _chunks(key_list(keys)):
                 marks = ",".join("?" * len(chunk))
                 cur = db.execute(
                     f"DELETE FROM events WHERE target = ? AND event_key IN ({marks})",
@@ -437,13 +430,7 @@ class Ledger:
                 (base, tenant),
             ).fetchone()
             if row is not None and row[0] != fingerprint and not rotate:
-                msg = (
-                    f"tenant {tenant!r} was first used with another API key on {base}: this "
-                    "key may belong to another Kraiter account, whose ledger and watermarks "
-                    f"must not be mixed with {tenant}'s. If you rotated {tenant}'s key, pass "
-                    "--tenant-rotate once; otherwise use another --tenant"
-                )
-                raise ConfigError(msg)
+                raise tenant_conflict(base, tenant)
             if row is None or row[0] != fingerprint:
                 db.execute(
                     "INSERT INTO tenants (base, tenant, key_fingerprint, updated_at) "
@@ -487,7 +474,7 @@ class Ledger:
         (``json_each``) and each is one primary-key seek, in the array's order
         (``CROSS JOIN`` keeps SQLite from scanning the cache instead).
         """
-        wanted = _as_list(emails)
+        wanted = key_list(emails)
         if not wanted:
             return []
         if self._json_each:
@@ -537,7 +524,7 @@ class Ledger:
             )
 
 
-def check_tenant(ledger: Ledger, settings: Settings) -> None:
+def check_tenant(ledger: RunLog, settings: Settings) -> None:
     """With a ``--tenant`` name, make sure this key is the one that name belongs to
     (:meth:`Ledger.bind_tenant`); ``settings.tenant_rotate`` accepts a new one."""
     if settings.tenant is None or settings.local:

@@ -1,0 +1,694 @@
+"""The PostgreSQL state store: one state for every machine, container and worker.
+
+A nightly sync on a CI runner, a Kubernetes CronJob or an Airflow worker starts on a fresh
+disk each time; with ``--state postgresql://…`` everything it must remember lives in one
+PostgreSQL schema instead (``kraiter_sync``, or ``?schema=NAME``), keyed by target like
+the SQLite ledger, so several tenants share one database:
+
+* the ledger (``events``, ``key_versions``), ``runs``, ``tenants``, ``contacts``,
+  ``watermarks`` — the same rows and the same rules as :mod:`~kraiter_sync.state.ledger`;
+* ``blobs`` — an export's state document, a sync job's row cache (whole values replaced in
+  one statement);
+* locks — session advisory locks, each held on a connection of its own for as long as
+  the lock is held. When the holder dies, even by ``kill -9``, its connection closes
+  and PostgreSQL frees the lock at once; a machine that vanishes is noticed by TCP
+  keepalives (set on the server side of the lock's connection: about a minute). Who
+  holds a lock is written in ``lock_holders``, so a refused run can name it (exit 5).
+  The connection holding a run's lock is checked before every batch is marked inflight:
+  a run that lost its lock (and so could now overlap another) stops before sending more.
+
+Writes are batched: a chunk of keys is one statement over arrays (``unnest``), in one
+transaction. Connections come from a psycopg pool, so blobs may be written from another
+thread (an export's chunk writer). The schema is migrated on open
+(:mod:`~kraiter_sync.state.pgschema`); a newer one is refused. Every psycopg error is
+translated at this boundary (:mod:`~kraiter_sync.state.pgerrors`), and the URL's password
+appears in no message: :attr:`PostgresStore.display` is the URL without it.
+
+Needs the extra ``kraiter-sync[postgres]`` (psycopg 3 and psycopg-pool).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from kraiter_sync.config import split_state_url
+from kraiter_sync.errors import LockHeldError, StateError
+from kraiter_sync.state.lock import state_lock
+from kraiter_sync.state.pgerrors import connect_error, scrub, translate
+from kraiter_sync.state.pgschema import PG_MIGRATIONS, PG_SCHEMA_VERSION, SCHEMA_TABLE
+from kraiter_sync.state.runs import (
+    RUN_COLUMNS,
+    RunRecord,
+    process_gone,
+    process_identity,
+    run_record,
+    scrub_args,
+)
+from kraiter_sync.state.schema import KEY_VERSION
+from kraiter_sync.state.store import BusyMessage, EventState, key_list
+from kraiter_sync.state.tenants import tenant_conflict
+from kraiter_sync.urls import redact_url
+
+__all__ = ["PostgresStore"]
+
+Connection = psycopg.Connection[Any]
+
+#: Keys per statement for lookups (one array parameter each).
+_CHUNK = 50_000
+#: Server-side TCP keepalives on a lock's connection: a vanished holder's lock is freed
+#: after about idle + interval x count seconds.
+_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _tool_version() -> str:
+    from kraiter_sync import __version__
+
+    return __version__
+
+
+class PostgresStore:
+    """The state in one PostgreSQL schema (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        state_dir: Path | str,
+        pool_size: int = 4,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.display = redact_url(url)
+        self.state_dir = Path(state_dir)
+        conninfo, self.schema = split_state_url(url)
+        password = urlsplit(url).password or ""
+        self._secrets = [s for s in (password, quote(password, safe="")) if s]
+        self._s = f'"{self.schema}"'
+        params = conninfo_to_dict(conninfo)
+        defaults: dict[str, str | int] = {
+            "connect_timeout": max(int(connect_timeout), 1),
+            "application_name": "kraiter-sync",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        self._conninfo = make_conninfo("", **{**defaults, **params})  # the URL's own win
+        self._targets: dict[str, int] = {}
+        self._held: dict[str, Connection] = {}
+        first = self._connect()
+        try:
+            self._migrate(first)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from None
+        finally:
+            first.close()
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
+            self._conninfo,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=max(pool_size, 1),
+            open=False,
+            name="kraiter-sync-state",
+            check=ConnectionPool.check_connection,
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout + 5)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise connect_error(exc, self.display, self._secrets) from None
+
+    # -------------------------------------------------------------- plumbing
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _q(self, text: str) -> str:
+        """``text`` with ``{s}`` as the quoted schema name (checked: a plain identifier)."""
+        return text.format(s=self._s)
+
+    def _translate(self, exc: BaseException) -> StateError:
+        return translate(exc, self.display, self._secrets, schema=self.schema)
+
+    def _connect(self) -> Connection:
+        try:
+            return psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise connect_error(exc, self.display, self._secrets) from None
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise self._translate(exc) from None
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        with self._conn() as conn:
+            return conn.execute(self._q(sql), params).fetchall()
+
+    def _lock_key(self, name: str) -> int:
+        """A 64-bit advisory lock key for ``name`` in this schema."""
+        digest = hashlib.sha256(f"kraiter-sync\n{self.schema}\n{name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def _version(self, conn: Connection) -> int:
+        row = conn.execute("SELECT to_regclass(%s)", [f"{self._s}.schema_migrations"]).fetchone()
+        if row is None or row[0] is None:
+            return 0
+        found = conn.execute(
+            self._q("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations")
+        ).fetchone()
+        return int(found[0]) if found else 0
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > PG_SCHEMA_VERSION:
+            msg = (
+                f"the state store {self.display} (schema {self.schema}) has schema version "
+                f"{version}, newer than this kraiter-sync understands ({PG_SCHEMA_VERSION}): "
+                "upgrade kraiter-sync on every machine that shares this state"
+            )
+            raise StateError(msg)
+
+    def _migrate(self, conn: Connection) -> None:
+        """Bring the schema to :data:`PG_SCHEMA_VERSION`, once, whoever else starts now."""
+        version = self._version(conn)
+        self._refuse_newer(version)
+        if version == PG_SCHEMA_VERSION:
+            return
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [self._lock_key("schema")])
+            conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {s}"))
+            conn.execute(self._q(SCHEMA_TABLE))
+            version = self._version(conn)  # another machine may have just done it
+            self._refuse_newer(version)
+            for number in range(version, PG_SCHEMA_VERSION):
+                conn.execute(self._q(PG_MIGRATIONS[number]))
+                conn.execute(
+                    self._q("INSERT INTO {s}.schema_migrations (version, tool) VALUES (%s, %s)"),
+                    [number + 1, _tool_version()],
+                )
+
+    @property
+    def schema_version(self) -> int:
+        with self._conn() as conn:
+            return self._version(conn)
+
+    # -------------------------------------------------------------- event keys
+
+    def _target_id(self, target: str) -> int:
+        cached = self._targets.get(target)
+        if cached is not None:
+            return cached
+        rows = self._query("SELECT id FROM {s}.targets WHERE name = %s", [target])
+        if not rows:
+            rows = self._query(
+                "INSERT INTO {s}.targets (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
+                "SET name = excluded.name RETURNING id",
+                [target],
+            )
+        self._targets[target] = int(rows[0][0])
+        return self._targets[target]
+
+    def known_states(self, target: str, keys: Sequence[str] | Any) -> dict[str, EventState]:
+        tid = self._target_id(target)
+        found: dict[str, EventState] = {}
+        for chunk in _chunks(key_list(keys)):
+            rows = self._query(
+                "SELECT event_key, state FROM {s}.events WHERE target = %s "
+                "AND event_key = ANY(%s::text[])",
+                [tid, list(chunk)],
+            )
+            found.update((key, state) for key, state in rows)
+        return found
+
+    def _check_held(self) -> None:
+        """Every run lock this store holds is still held: its connection answers."""
+        for target, conn in self._held.items():
+            try:
+                conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                reason = scrub(str(exc), self._secrets)
+                msg = (
+                    f"lost the connection that holds the lock of {target} in {self.display} "
+                    f"({reason}): another run may take it now, so nothing more is sent; re-run "
+                    "the same command to resume"
+                )
+                raise StateError(msg) from None
+
+    def mark_inflight(self, target: str, keys: Sequence[str] | Any, run_id: int | None) -> None:
+        """Record ``keys`` as about to be sent, in one statement (call before sending)."""
+        self._check_held()
+        tid = self._target_id(target)
+        unique = list(dict.fromkeys(key_list(keys)))
+        with self._tx() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.events AS e (target, event_key, state, run_id, updated_at) "
+                    "SELECT %s, k, 'inflight', %s, %s FROM unnest(%s::text[]) AS k "
+                    "ON CONFLICT (target, event_key) DO UPDATE SET state = 'inflight', "
+                    "run_id = excluded.run_id, updated_at = excluded.updated_at, code = NULL, "
+                    "message = NULL WHERE e.state <> 'done'"
+                ),
+                [tid, run_id, _now(), unique],
+            )
+
+    def mark_done(self, target: str, done: Iterable[tuple[str, str | None]]) -> None:
+        """Record ``(key, remote_id)`` pairs as created on Kraiter."""
+        tid = self._target_id(target)
+        pairs = dict(done)
+        with self._tx() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.events AS e (target, event_key, state, remote_id, "
+                    "updated_at) SELECT %s, k, 'done', r, %s "
+                    "FROM unnest(%s::text[], %s::text[]) AS d(k, r) "
+                    "ON CONFLICT (target, event_key) DO UPDATE SET state = 'done', "
+                    "remote_id = excluded.remote_id, code = NULL, message = NULL, "
+                    "updated_at = excluded.updated_at"
+                ),
+                [tid, _now(), list(pairs), list(pairs.values())],
+            )
+
+    def mark_rejected(self, target: str, rejected: Iterable[tuple[str, str, str]]) -> None:
+        """Record ``(key, code, message)`` triples as refused by Kraiter."""
+        tid = self._target_id(target)
+        last = {key: (code, message) for key, code, message in rejected}
+        with self._tx() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.events AS e (target, event_key, state, code, message, "
+                    "updated_at) SELECT %s, k, 'rejected', c, m, %s "
+                    "FROM unnest(%s::text[], %s::text[], %s::text[]) AS d(k, c, m) "
+                    "ON CONFLICT (target, event_key) DO UPDATE SET state = 'rejected', "
+                    "code = excluded.code, message = excluded.message, "
+                    "updated_at = excluded.updated_at WHERE e.state <> 'done'"
+                ),
+                [
+                    tid,
+                    _now(),
+                    list(last),
+                    [code for code, _ in last.values()],
+                    [message for _, message in last.values()],
+                ],
+            )
+
+    def inflight(self, target: str) -> list[str]:
+        rows = self._query(
+            "SELECT event_key FROM {s}.events WHERE target = %s AND state = 'inflight' "
+            "ORDER BY event_key",
+            [self._target_id(target)],
+        )
+        return [row[0] for row in rows]
+
+    def forget(self, target: str, keys: Sequence[str] | Any) -> int:
+        tid = self._target_id(target)
+        removed = 0
+        with self._tx() as conn:
+            for chunk in _chunks(key_list(keys)):
+                cur = conn.execute(
+                    self._q(
+                        "DELETE FROM {s}.events WHERE target = %s AND event_key = ANY(%s::text[])"
+                    ),
+                    [tid, list(chunk)],
+                )
+                removed += cur.rowcount
+        return removed
+
+    def count_states(self, target: str) -> dict[str, int]:
+        rows = self._query(
+            "SELECT state, count(*) FROM {s}.events WHERE target = %s GROUP BY state",
+            [self._target_id(target)],
+        )
+        return {state: int(n) for state, n in rows}
+
+    def rejection(self, target: str, key: str) -> tuple[str, str] | None:
+        rows = self._query(
+            "SELECT code, message FROM {s}.events WHERE target = %s AND event_key = %s "
+            "AND state = 'rejected'",
+            [self._target_id(target), key],
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def remote_id(self, target: str, key: str) -> str | None:
+        rows = self._query(
+            "SELECT remote_id FROM {s}.events WHERE target = %s AND event_key = %s",
+            [self._target_id(target), key],
+        )
+        return rows[0][0] if rows else None
+
+    def oldest_key_version(self, target: str) -> int:
+        rows = self._query(
+            "SELECT oldest FROM {s}.key_versions WHERE target = %s", [self._target_id(target)]
+        )
+        return int(rows[0][0]) if rows else KEY_VERSION
+
+    def adopt_keys(self, target: str, pairs: Iterable[tuple[str, str]]) -> int:
+        """As :meth:`Ledger.adopt_keys <kraiter_sync.state.ledger.Ledger.adopt_keys>`."""
+        tid = self._target_id(target)
+        listed = list(pairs)
+        with self._tx() as conn:
+            cur = conn.execute(
+                self._q(
+                    "INSERT INTO {s}.events (target, event_key, state, remote_id, code, "
+                    "message, run_id, updated_at) SELECT %s, p.new, e.state, e.remote_id, "
+                    "e.code, e.message, e.run_id, %s "
+                    "FROM unnest(%s::text[], %s::text[]) AS p(old, new) "
+                    "JOIN {s}.events AS e ON e.target = %s AND e.event_key = p.old "
+                    "AND e.state IN ('done', 'rejected') ON CONFLICT DO NOTHING"
+                ),
+                [tid, _now(), [o for o, _ in listed], [n for _, n in listed], tid],
+            )
+            return max(cur.rowcount, 0)
+
+    # -------------------------------------------------------------- runs
+
+    def start_run(self, command: str, target: str, args: Mapping[str, Any] | None = None) -> int:
+        payload = json.dumps(scrub_args(args or {}), default=str, sort_keys=True)
+        self.mark_killed_runs()
+        pid = os.getpid()
+        rows = self._query(
+            "INSERT INTO {s}.runs (command, target, args, started_at, pid, host, proc_start) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            [
+                command,
+                target,
+                payload,
+                _now(),
+                pid,
+                socket.gethostname(),
+                process_identity(pid),
+            ],
+        )
+        return int(rows[0][0])
+
+    def mark_killed_runs(self) -> list[int]:
+        """Runs of this host still ``running`` whose process is gone become ``killed``;
+        runs of other hosts are left alone (their processes cannot be seen from here)."""
+        rows = self._query(
+            "SELECT id, pid, proc_start FROM {s}.runs WHERE status = 'running' AND host = %s "
+            "AND pid IS NOT NULL",
+            [socket.gethostname()],
+        )
+        dead = [int(run_id) for run_id, pid, identity in rows if process_gone(pid, identity)]
+        if dead:
+            self._query(
+                "UPDATE {s}.runs SET status = 'killed' WHERE id = ANY(%s::bigint[]) "
+                "AND status = 'running' RETURNING id",
+                [dead],
+            )
+        return dead
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        counts: Mapping[str, Any] | None = None,
+        *,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                self._q(
+                    "UPDATE {s}.runs SET finished_at = %s, status = %s, counts = %s, "
+                    "details = %s WHERE id = %s"
+                ),
+                [
+                    _now(),
+                    status,
+                    json.dumps(dict(counts or {}), default=str),
+                    None if details is None else json.dumps(dict(details), default=str),
+                    run_id,
+                ],
+            )
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        rows = self._query(f"SELECT {RUN_COLUMNS}, details FROM {{s}}.runs WHERE id = %s", [run_id])
+        if not rows:
+            return None
+        details = rows[0][-1]
+        return dataclasses.replace(
+            run_record(rows[0][:-1]), details=None if details is None else json.loads(details)
+        )
+
+    def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]:
+        sql = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs"
+        params: list[Any] = []
+        if target is not None:
+            sql += " WHERE target = %s"
+            params.append(target)
+        sql += " ORDER BY id DESC LIMIT %s"
+        params.append(limit)
+        return [run_record(row) for row in self._query(sql, params)]
+
+    # -------------------------------------------------------------- tenants
+
+    def bind_tenant(
+        self, base: str, tenant: str, fingerprint: str, *, rotate: bool = False
+    ) -> None:
+        """As :meth:`Ledger.bind_tenant <kraiter_sync.state.ledger.Ledger.bind_tenant>`;
+        the first binding wins when two machines bind a new name at once."""
+        now = _now()
+        with self._tx() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.tenants (base, tenant, key_fingerprint, updated_at) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (base, tenant) DO NOTHING"
+                ),
+                [base, tenant, fingerprint, now],
+            )
+            row = conn.execute(
+                self._q(
+                    "SELECT key_fingerprint FROM {s}.tenants WHERE base = %s AND tenant = %s "
+                    "FOR UPDATE"
+                ),
+                [base, tenant],
+            ).fetchone()
+            if row is not None and row[0] != fingerprint:
+                if not rotate:
+                    raise tenant_conflict(base, tenant)
+                conn.execute(
+                    self._q(
+                        "UPDATE {s}.tenants SET key_fingerprint = %s, updated_at = %s "
+                        "WHERE base = %s AND tenant = %s"
+                    ),
+                    [fingerprint, now, base, tenant],
+                )
+
+    # -------------------------------------------------------------- watermarks
+
+    def get_watermark(self, target: str, stream: str) -> str | None:
+        rows = self._query(
+            "SELECT value FROM {s}.watermarks WHERE target = %s AND stream = %s", [target, stream]
+        )
+        return rows[0][0] if rows else None
+
+    def set_watermark(self, target: str, stream: str, value: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.watermarks (target, stream, value, updated_at) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (target, stream) DO UPDATE SET "
+                    "value = excluded.value, updated_at = excluded.updated_at"
+                ),
+                [target, stream, value, _now()],
+            )
+
+    # -------------------------------------------------------------- contacts cache
+
+    def get_contacts(
+        self, target: str, emails: Sequence[str] | Any
+    ) -> dict[str, tuple[str, str | None]]:
+        return {email: (cid, digest) for email, cid, digest in self.contact_rows(target, emails)}
+
+    def contact_rows(
+        self, target: str, emails: Sequence[str] | Any
+    ) -> list[tuple[str, str, str | None]]:
+        """``(email, contact_id, props_hash)`` of the cached ones, in the order asked."""
+        tid = self._target_id(target)
+        found: list[tuple[str, str, str | None]] = []
+        for chunk in _chunks(key_list(emails)):
+            found.extend(
+                tuple(row)
+                for row in self._query(
+                    "SELECT c.email, c.contact_id, c.props_hash "
+                    "FROM unnest(%s::text[]) WITH ORDINALITY AS w(email, n) "
+                    "JOIN {s}.contacts AS c ON c.target = %s AND c.email = w.email ORDER BY w.n",
+                    [list(chunk), tid],
+                )
+            )
+        return found
+
+    def put_contacts(self, target: str, contacts: Iterable[tuple[str, str, str | None]]) -> None:
+        """Cache ``(email, contact_id, props_hash)`` triples; a None hash keeps the known one."""
+        merged: dict[str, tuple[str, str | None]] = {}
+        for email, cid, digest in contacts:
+            if digest is None and email in merged:
+                digest = merged[email][1]  # as one write after the other would keep it
+            merged[email] = (cid, digest)
+        if not merged:
+            return
+        tid = self._target_id(target)
+        with self._tx() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.contacts AS c (target, email, contact_id, props_hash, "
+                    "updated_at) SELECT %s, e, i, h, %s "
+                    "FROM unnest(%s::text[], %s::text[], %s::text[]) AS d(e, i, h) "
+                    "ON CONFLICT (target, email) DO UPDATE SET "
+                    "contact_id = excluded.contact_id, "
+                    "props_hash = COALESCE(excluded.props_hash, c.props_hash), "
+                    "updated_at = excluded.updated_at"
+                ),
+                [
+                    tid,
+                    _now(),
+                    list(merged),
+                    [cid for cid, _ in merged.values()],
+                    [digest for _, digest in merged.values()],
+                ],
+            )
+
+    def forget_contacts(self, target: str, emails: Iterable[str]) -> None:
+        tid = self._target_id(target)
+        with self._tx() as conn:
+            conn.execute(
+                self._q("DELETE FROM {s}.contacts WHERE target = %s AND email = ANY(%s::text[])"),
+                [tid, list(emails)],
+            )
+
+    # -------------------------------------------------------------- blobs
+
+    def blob_label(self, name: str) -> str:
+        return f"{self.display} ({name})"
+
+    def read_blob(self, name: str) -> bytes | None:
+        rows = self._query("SELECT data FROM {s}.blobs WHERE name = %s", [name])
+        return bytes(rows[0][0]) if rows else None
+
+    def write_blob(self, name: str, data: bytes) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                self._q(
+                    "INSERT INTO {s}.blobs (name, data, updated_at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET data = excluded.data, "
+                    "updated_at = excluded.updated_at"
+                ),
+                [name, data, _now()],
+            )
+
+    def list_blobs(self, prefix: str) -> list[str]:
+        rows = self._query(
+            "SELECT name FROM {s}.blobs WHERE left(name, %s) = %s ORDER BY name",
+            [len(prefix), prefix],
+        )
+        return [row[0] for row in rows]
+
+    def delete_blobs(self, prefix: str, *, keep: str | None = None) -> int:
+        with self._tx() as conn:
+            cur = conn.execute(
+                self._q(
+                    "DELETE FROM {s}.blobs WHERE left(name, %s) = %s AND name IS DISTINCT FROM %s"
+                ),
+                [len(prefix), prefix, keep],
+            )
+            return cur.rowcount
+
+    # -------------------------------------------------------------- locks
+
+    @contextlib.contextmanager
+    def _advisory(self, name: str, busy: BusyMessage) -> Iterator[Connection]:
+        """A session advisory lock on a connection of its own, for the block."""
+        key = self._lock_key(name)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        me = f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}"
+        conn = self._connect()
+        try:
+            try:
+                for setting, value in _KEEPALIVES.items():
+                    conn.execute("SELECT set_config(%s, %s, false)", [setting, str(value)])
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+                if row is None or not row[0]:
+                    holder = conn.execute(
+                        self._q("SELECT holder FROM {s}.lock_holders WHERE name = %s"), [name]
+                    ).fetchone()
+                    raise LockHeldError(busy(holder[0] if holder else ""))
+                conn.execute(
+                    self._q(
+                        "INSERT INTO {s}.lock_holders (name, holder, since) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                        "since = excluded.since"
+                    ),
+                    [name, me, _now()],
+                )
+            except psycopg.Error as exc:
+                raise self._translate(exc) from None
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(
+                        self._q("DELETE FROM {s}.lock_holders WHERE name = %s AND holder = %s"),
+                        [name, me],
+                    )
+                    conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, busy: BusyMessage) -> Iterator[None]:
+        with self._advisory(name, busy):
+            yield
+
+    @contextlib.contextmanager
+    def run_lock(self, target: str) -> Iterator[None]:
+        """One run per target across every machine sharing this store (an advisory lock),
+        and the local state directory's lock (this machine's spools and rejects files)."""
+
+        def busy(holder: str) -> str:
+            who = f" ({holder})" if holder else ""
+            return (
+                f"another kraiter-sync run{who} holds the state of {target} in "
+                f"{self.display}; wait for it to finish (`kraiter-sync runs` lists it)"
+            )
+
+        with state_lock(self.state_dir), self._advisory(f"run:{target}", busy) as conn:
+            self._held[target] = conn
+            try:
+                yield
+            finally:
+                del self._held[target]
