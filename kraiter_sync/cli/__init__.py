@@ -20,6 +20,7 @@ from kraiter_sync.cli import (  # noqa: F401  (each module registers its command
     restore,
     retry,
     runs,
+    state,
     sync,
     validate,
 )

@@ -74,10 +74,10 @@ class Common:
         target = self._target(self.config())
         url = resolve_state_url(self.state, config=target)
         if url:
-            self._mask(url)
+            self.mask_state_url(url)
         return resolve_state_dir(self.state_dir, config=target), url
 
-    def _mask(self, state_url: str | None) -> None:
+    def mask_state_url(self, state_url: str | None) -> None:
         """Keep the API key and the state URL's password out of every log line."""
         secrets = [self.api_key or ""]
         if self._settings is not None:
@@ -117,7 +117,7 @@ class Common:
                 tenant_rotate=self.tenant_rotate,
                 state=self.state,
             )
-            self._mask(self._settings.state_url)
+            self.mask_state_url(self._settings.state_url)
             if self._settings.local:
                 log.warning(
                     "No KRAITER_API_KEY or KRAITER_BASE_URL set: using the local Kraiter in "

@@ -18,11 +18,11 @@ the SQLite ledger, so several tenants share one database:
   a run that lost its lock (and so could now overlap another) stops before sending more.
 
 Writes are batched: a chunk of keys is one statement over arrays (``unnest``), in one
-transaction. Connections come from a psycopg pool, so blobs may be written from another
-thread (an export's chunk writer). The schema is migrated on open
-(:mod:`~kraiter_sync.state.pgschema`); a newer one is refused. Every psycopg error is
-translated at this boundary (:mod:`~kraiter_sync.state.pgerrors`), and the URL's password
-appears in no message: :attr:`PostgresStore.display` is the URL without it.
+transaction. Connections, the schema's migrations and the error boundary are
+:class:`~kraiter_sync.state.pgdb.PgDatabase`'s (a pool, so blobs may be written from
+another thread: an export's chunk writer); locks are
+:class:`~kraiter_sync.state.pglocks.AdvisoryLocks`. The URL's password appears in no
+message: :attr:`PostgresStore.display` is the URL without it.
 
 Needs the extra ``kraiter-sync[postgres]`` (psycopg 3 and psycopg-pool).
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import socket
@@ -39,17 +38,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
-
-from kraiter_sync.config import split_state_url
-from kraiter_sync.errors import LockHeldError, StateError
-from kraiter_sync.state.lock import state_lock
-from kraiter_sync.state.pgerrors import connect_error, scrub, translate
-from kraiter_sync.state.pgschema import PG_MIGRATIONS, PG_SCHEMA_VERSION, SCHEMA_TABLE
+from kraiter_sync.state.pgdb import Connection, PgDatabase
+from kraiter_sync.state.pglocks import AdvisoryLocks, run_lock_name
 from kraiter_sync.state.runs import (
     RUN_COLUMNS,
     RunRecord,
@@ -61,17 +52,11 @@ from kraiter_sync.state.runs import (
 from kraiter_sync.state.schema import KEY_VERSION
 from kraiter_sync.state.store import BusyMessage, EventState, key_list
 from kraiter_sync.state.tenants import tenant_conflict
-from kraiter_sync.urls import redact_url
 
-__all__ = ["PostgresStore"]
-
-Connection = psycopg.Connection[Any]
+__all__ = ["PostgresStore", "run_lock_name"]
 
 #: Keys per statement for lookups (one array parameter each).
 _CHUNK = 50_000
-#: Server-side TCP keepalives on a lock's connection: a vanished holder's lock is freed
-#: after about idle + interval x count seconds.
-_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
 
 def _now() -> float:
@@ -81,12 +66,6 @@ def _now() -> float:
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _tool_version() -> str:
-    from kraiter_sync import __version__
-
-    return __version__
 
 
 class PostgresStore:
@@ -100,50 +79,16 @@ class PostgresStore:
         pool_size: int = 4,
         connect_timeout: float = 10.0,
     ) -> None:
-        self.display = redact_url(url)
-        self.state_dir = Path(state_dir)
-        conninfo, self.schema = split_state_url(url)
-        password = urlsplit(url).password or ""
-        self._secrets = [s for s in (password, quote(password, safe="")) if s]
-        self._s = f'"{self.schema}"'
-        params = conninfo_to_dict(conninfo)
-        defaults: dict[str, str | int] = {
-            "connect_timeout": max(int(connect_timeout), 1),
-            "application_name": "kraiter-sync",
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        }
-        self._conninfo = make_conninfo("", **{**defaults, **params})  # the URL's own win
+        self.db = PgDatabase(url, pool_size=pool_size, connect_timeout=connect_timeout)
+        self.display = self.db.display
+        self.schema = self.db.schema
+        self.locks = AdvisoryLocks(self.db, Path(state_dir))
         self._targets: dict[str, int] = {}
-        self._held: dict[str, Connection] = {}
-        first = self._connect()
-        try:
-            self._migrate(first)
-        except psycopg.Error as exc:
-            raise self._translate(exc) from None
-        finally:
-            first.close()
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
-            self._conninfo,
-            kwargs={"autocommit": True},
-            min_size=1,
-            max_size=max(pool_size, 1),
-            open=False,
-            name="kraiter-sync-state",
-            check=ConnectionPool.check_connection,
-        )
-        try:
-            self._pool.open(wait=True, timeout=connect_timeout + 5)
-        except psycopg.Error as exc:
-            self._pool.close()
-            raise connect_error(exc, self.display, self._secrets) from None
 
     # -------------------------------------------------------------- plumbing
 
     def close(self) -> None:
-        self._pool.close()
+        self.db.close()
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -151,82 +96,18 @@ class PostgresStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _q(self, text: str) -> str:
-        """``text`` with ``{s}`` as the quoted schema name (checked: a plain identifier)."""
-        return text.format(s=self._s)
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection in one transaction (``state migrate``'s bulk copy); psycopg errors
+        are translated. Write table names as ``self.table(name)``."""
+        return self.db.tx()
 
-    def _translate(self, exc: BaseException) -> StateError:
-        return translate(exc, self.display, self._secrets, schema=self.schema)
-
-    def _connect(self) -> Connection:
-        try:
-            return psycopg.connect(self._conninfo, autocommit=True)
-        except psycopg.Error as exc:
-            raise connect_error(exc, self.display, self._secrets) from None
-
-    @contextlib.contextmanager
-    def _conn(self) -> Iterator[Connection]:
-        try:
-            with self._pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise self._translate(exc) from None
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with self._conn() as conn, conn.transaction():
-            yield conn
-
-    def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
-        with self._conn() as conn:
-            return conn.execute(self._q(sql), params).fetchall()
-
-    def _lock_key(self, name: str) -> int:
-        """A 64-bit advisory lock key for ``name`` in this schema."""
-        digest = hashlib.sha256(f"kraiter-sync\n{self.schema}\n{name}".encode()).digest()
-        return int.from_bytes(digest[:8], "big", signed=True)
-
-    def _version(self, conn: Connection) -> int:
-        row = conn.execute("SELECT to_regclass(%s)", [f"{self._s}.schema_migrations"]).fetchone()
-        if row is None or row[0] is None:
-            return 0
-        found = conn.execute(
-            self._q("SELECT coalesce(max(version), 0) FROM {s}.schema_migrations")
-        ).fetchone()
-        return int(found[0]) if found else 0
-
-    def _refuse_newer(self, version: int) -> None:
-        if version > PG_SCHEMA_VERSION:
-            msg = (
-                f"the state store {self.display} (schema {self.schema}) has schema version "
-                f"{version}, newer than this kraiter-sync understands ({PG_SCHEMA_VERSION}): "
-                "upgrade kraiter-sync on every machine that shares this state"
-            )
-            raise StateError(msg)
-
-    def _migrate(self, conn: Connection) -> None:
-        """Bring the schema to :data:`PG_SCHEMA_VERSION`, once, whoever else starts now."""
-        version = self._version(conn)
-        self._refuse_newer(version)
-        if version == PG_SCHEMA_VERSION:
-            return
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [self._lock_key("schema")])
-            conn.execute(self._q("CREATE SCHEMA IF NOT EXISTS {s}"))
-            conn.execute(self._q(SCHEMA_TABLE))
-            version = self._version(conn)  # another machine may have just done it
-            self._refuse_newer(version)
-            for number in range(version, PG_SCHEMA_VERSION):
-                conn.execute(self._q(PG_MIGRATIONS[number]))
-                conn.execute(
-                    self._q("INSERT INTO {s}.schema_migrations (version, tool) VALUES (%s, %s)"),
-                    [number + 1, _tool_version()],
-                )
+    def table(self, name: str) -> str:
+        """``name`` qualified with this store's schema, for SQL text."""
+        return self.db.table(name)
 
     @property
     def schema_version(self) -> int:
-        with self._conn() as conn:
-            return self._version(conn)
+        return self.db.schema_version
 
     # -------------------------------------------------------------- event keys
 
@@ -234,9 +115,9 @@ class PostgresStore:
         cached = self._targets.get(target)
         if cached is not None:
             return cached
-        rows = self._query("SELECT id FROM {s}.targets WHERE name = %s", [target])
+        rows = self.db.query("SELECT id FROM {s}.targets WHERE name = %s", [target])
         if not rows:
-            rows = self._query(
+            rows = self.db.query(
                 "INSERT INTO {s}.targets (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
                 "SET name = excluded.name RETURNING id",
                 [target],
@@ -248,7 +129,7 @@ class PostgresStore:
         tid = self._target_id(target)
         found: dict[str, EventState] = {}
         for chunk in _chunks(key_list(keys)):
-            rows = self._query(
+            rows = self.db.query(
                 "SELECT event_key, state FROM {s}.events WHERE target = %s "
                 "AND event_key = ANY(%s::text[])",
                 [tid, list(chunk)],
@@ -256,28 +137,14 @@ class PostgresStore:
             found.update((key, state) for key, state in rows)
         return found
 
-    def _check_held(self) -> None:
-        """Every run lock this store holds is still held: its connection answers."""
-        for target, conn in self._held.items():
-            try:
-                conn.execute("SELECT 1")
-            except psycopg.Error as exc:
-                reason = scrub(str(exc), self._secrets)
-                msg = (
-                    f"lost the connection that holds the lock of {target} in {self.display} "
-                    f"({reason}): another run may take it now, so nothing more is sent; re-run "
-                    "the same command to resume"
-                )
-                raise StateError(msg) from None
-
     def mark_inflight(self, target: str, keys: Sequence[str] | Any, run_id: int | None) -> None:
         """Record ``keys`` as about to be sent, in one statement (call before sending)."""
-        self._check_held()
+        self.locks.check_held()
         tid = self._target_id(target)
         unique = list(dict.fromkeys(key_list(keys)))
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q(
+                self.db.q(
                     "INSERT INTO {s}.events AS e (target, event_key, state, run_id, updated_at) "
                     "SELECT %s, k, 'inflight', %s, %s FROM unnest(%s::text[]) AS k "
                     "ON CONFLICT (target, event_key) DO UPDATE SET state = 'inflight', "
@@ -291,9 +158,9 @@ class PostgresStore:
         """Record ``(key, remote_id)`` pairs as created on Kraiter."""
         tid = self._target_id(target)
         pairs = dict(done)
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q(
+                self.db.q(
                     "INSERT INTO {s}.events AS e (target, event_key, state, remote_id, "
                     "updated_at) SELECT %s, k, 'done', r, %s "
                     "FROM unnest(%s::text[], %s::text[]) AS d(k, r) "
@@ -308,9 +175,9 @@ class PostgresStore:
         """Record ``(key, code, message)`` triples as refused by Kraiter."""
         tid = self._target_id(target)
         last = {key: (code, message) for key, code, message in rejected}
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q(
+                self.db.q(
                     "INSERT INTO {s}.events AS e (target, event_key, state, code, message, "
                     "updated_at) SELECT %s, k, 'rejected', c, m, %s "
                     "FROM unnest(%s::text[], %s::text[], %s::text[]) AS d(k, c, m) "
@@ -328,7 +195,7 @@ class PostgresStore:
             )
 
     def inflight(self, target: str) -> list[str]:
-        rows = self._query(
+        rows = self.db.query(
             "SELECT event_key FROM {s}.events WHERE target = %s AND state = 'inflight' "
             "ORDER BY event_key",
             [self._target_id(target)],
@@ -338,10 +205,10 @@ class PostgresStore:
     def forget(self, target: str, keys: Sequence[str] | Any) -> int:
         tid = self._target_id(target)
         removed = 0
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             for chunk in _chunks(key_list(keys)):
                 cur = conn.execute(
-                    self._q(
+                    self.db.q(
                         "DELETE FROM {s}.events WHERE target = %s AND event_key = ANY(%s::text[])"
                     ),
                     [tid, list(chunk)],
@@ -350,14 +217,14 @@ class PostgresStore:
         return removed
 
     def count_states(self, target: str) -> dict[str, int]:
-        rows = self._query(
+        rows = self.db.query(
             "SELECT state, count(*) FROM {s}.events WHERE target = %s GROUP BY state",
             [self._target_id(target)],
         )
         return {state: int(n) for state, n in rows}
 
     def rejection(self, target: str, key: str) -> tuple[str, str] | None:
-        rows = self._query(
+        rows = self.db.query(
             "SELECT code, message FROM {s}.events WHERE target = %s AND event_key = %s "
             "AND state = 'rejected'",
             [self._target_id(target), key],
@@ -365,14 +232,14 @@ class PostgresStore:
         return (rows[0][0], rows[0][1]) if rows else None
 
     def remote_id(self, target: str, key: str) -> str | None:
-        rows = self._query(
+        rows = self.db.query(
             "SELECT remote_id FROM {s}.events WHERE target = %s AND event_key = %s",
             [self._target_id(target), key],
         )
         return rows[0][0] if rows else None
 
     def oldest_key_version(self, target: str) -> int:
-        rows = self._query(
+        rows = self.db.query(
             "SELECT oldest FROM {s}.key_versions WHERE target = %s", [self._target_id(target)]
         )
         return int(rows[0][0]) if rows else KEY_VERSION
@@ -381,9 +248,9 @@ class PostgresStore:
         """As :meth:`Ledger.adopt_keys <kraiter_sync.state.ledger.Ledger.adopt_keys>`."""
         tid = self._target_id(target)
         listed = list(pairs)
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             cur = conn.execute(
-                self._q(
+                self.db.q(
                     "INSERT INTO {s}.events (target, event_key, state, remote_id, code, "
                     "message, run_id, updated_at) SELECT %s, p.new, e.state, e.remote_id, "
                     "e.code, e.message, e.run_id, %s "
@@ -401,7 +268,7 @@ class PostgresStore:
         payload = json.dumps(scrub_args(args or {}), default=str, sort_keys=True)
         self.mark_killed_runs()
         pid = os.getpid()
-        rows = self._query(
+        rows = self.db.query(
             "INSERT INTO {s}.runs (command, target, args, started_at, pid, host, proc_start) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
             [
@@ -419,14 +286,14 @@ class PostgresStore:
     def mark_killed_runs(self) -> list[int]:
         """Runs of this host still ``running`` whose process is gone become ``killed``;
         runs of other hosts are left alone (their processes cannot be seen from here)."""
-        rows = self._query(
+        rows = self.db.query(
             "SELECT id, pid, proc_start FROM {s}.runs WHERE status = 'running' AND host = %s "
             "AND pid IS NOT NULL",
             [socket.gethostname()],
         )
         dead = [int(run_id) for run_id, pid, identity in rows if process_gone(pid, identity)]
         if dead:
-            self._query(
+            self.db.query(
                 "UPDATE {s}.runs SET status = 'killed' WHERE id = ANY(%s::bigint[]) "
                 "AND status = 'running' RETURNING id",
                 [dead],
@@ -441,9 +308,9 @@ class PostgresStore:
         *,
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q(
+                self.db.q(
                     "UPDATE {s}.runs SET finished_at = %s, status = %s, counts = %s, "
                     "details = %s WHERE id = %s"
                 ),
@@ -457,7 +324,9 @@ class PostgresStore:
             )
 
     def get_run(self, run_id: int) -> RunRecord | None:
-        rows = self._query(f"SELECT {RUN_COLUMNS}, details FROM {{s}}.runs WHERE id = %s", [run_id])
+        rows = self.db.query(
+            f"SELECT {RUN_COLUMNS}, details FROM {{s}}.runs WHERE id = %s", [run_id]
+        )
         if not rows:
             return None
         details = rows[0][-1]
@@ -473,7 +342,7 @@ class PostgresStore:
             params.append(target)
         sql += " ORDER BY id DESC LIMIT %s"
         params.append(limit)
-        return [run_record(row) for row in self._query(sql, params)]
+        return [run_record(row) for row in self.db.query(sql, params)]
 
     # -------------------------------------------------------------- tenants
 
@@ -483,16 +352,16 @@ class PostgresStore:
         """As :meth:`Ledger.bind_tenant <kraiter_sync.state.ledger.Ledger.bind_tenant>`;
         the first binding wins when two machines bind a new name at once."""
         now = _now()
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q(
+                self.db.q(
                     "INSERT INTO {s}.tenants (base, tenant, key_fingerprint, updated_at) "
                     "VALUES (%s, %s, %s, %s) ON CONFLICT (base, tenant) DO NOTHING"
                 ),
                 [base, tenant, fingerprint, now],
             )
             row = conn.execute(
-                self._q(
+                self.db.q(
                     "SELECT key_fingerprint FROM {s}.tenants WHERE base = %s AND tenant = %s "
                     "FOR UPDATE"
                 ),
@@ -502,7 +371,7 @@ class PostgresStore:
                 if not rotate:
                     raise tenant_conflict(base, tenant)
                 conn.execute(
-                    self._q(
+                    self.db.q(
                         "UPDATE {s}.tenants SET key_fingerprint = %s, updated_at = %s "
                         "WHERE base = %s AND tenant = %s"
                     ),
@@ -512,15 +381,15 @@ class PostgresStore:
     # -------------------------------------------------------------- watermarks
 
     def get_watermark(self, target: str, stream: str) -> str | None:
-        rows = self._query(
+        rows = self.db.query(
             "SELECT value FROM {s}.watermarks WHERE target = %s AND stream = %s", [target, stream]
         )
         return rows[0][0] if rows else None
 
     def set_watermark(self, target: str, stream: str, value: str) -> None:
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q(
+                self.db.q(
                     "INSERT INTO {s}.watermarks (target, stream, value, updated_at) "
                     "VALUES (%s, %s, %s, %s) ON CONFLICT (target, stream) DO UPDATE SET "
                     "value = excluded.value, updated_at = excluded.updated_at"
@@ -544,7 +413,7 @@ class PostgresStore:
         for chunk in _chunks(key_list(emails)):
             found.extend(
                 tuple(row)
-                for row in self._query(
+                for row in self.db.query(
                     "SELECT c.email, c.contact_id, c.props_hash "
                     "FROM unnest(%s::text[]) WITH ORDINALITY AS w(email, n) "
                     "JOIN {s}.contacts AS c ON c.target = %s AND c.email = w.email ORDER BY w.n",
@@ -563,9 +432,9 @@ class PostgresStore:
         if not merged:
             return
         tid = self._target_id(target)
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q(
+                self.db.q(
                     "INSERT INTO {s}.contacts AS c (target, email, contact_id, props_hash, "
                     "updated_at) SELECT %s, e, i, h, %s "
                     "FROM unnest(%s::text[], %s::text[], %s::text[]) AS d(e, i, h) "
@@ -585,9 +454,9 @@ class PostgresStore:
 
     def forget_contacts(self, target: str, emails: Iterable[str]) -> None:
         tid = self._target_id(target)
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q("DELETE FROM {s}.contacts WHERE target = %s AND email = ANY(%s::text[])"),
+                self.db.q("DELETE FROM {s}.contacts WHERE target = %s AND email = ANY(%s::text[])"),
                 [tid, list(emails)],
             )
 
@@ -597,13 +466,13 @@ class PostgresStore:
         return f"{self.display} ({name})"
 
     def read_blob(self, name: str) -> bytes | None:
-        rows = self._query("SELECT data FROM {s}.blobs WHERE name = %s", [name])
+        rows = self.db.query("SELECT data FROM {s}.blobs WHERE name = %s", [name])
         return bytes(rows[0][0]) if rows else None
 
     def write_blob(self, name: str, data: bytes) -> None:
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                self._q(
+                self.db.q(
                     "INSERT INTO {s}.blobs (name, data, updated_at) VALUES (%s, %s, %s) "
                     "ON CONFLICT (name) DO UPDATE SET data = excluded.data, "
                     "updated_at = excluded.updated_at"
@@ -612,16 +481,16 @@ class PostgresStore:
             )
 
     def list_blobs(self, prefix: str) -> list[str]:
-        rows = self._query(
+        rows = self.db.query(
             "SELECT name FROM {s}.blobs WHERE left(name, %s) = %s ORDER BY name",
             [len(prefix), prefix],
         )
         return [row[0] for row in rows]
 
     def delete_blobs(self, prefix: str, *, keep: str | None = None) -> int:
-        with self._tx() as conn:
+        with self.db.tx() as conn:
             cur = conn.execute(
-                self._q(
+                self.db.q(
                     "DELETE FROM {s}.blobs WHERE left(name, %s) = %s AND name IS DISTINCT FROM %s"
                 ),
                 [len(prefix), prefix, keep],
@@ -630,65 +499,10 @@ class PostgresStore:
 
     # -------------------------------------------------------------- locks
 
-    @contextlib.contextmanager
-    def _advisory(self, name: str, busy: BusyMessage) -> Iterator[Connection]:
-        """A session advisory lock on a connection of its own, for the block."""
-        key = self._lock_key(name)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        me = f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}"
-        conn = self._connect()
-        try:
-            try:
-                for setting, value in _KEEPALIVES.items():
-                    conn.execute("SELECT set_config(%s, %s, false)", [setting, str(value)])
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
-                if row is None or not row[0]:
-                    holder = conn.execute(
-                        self._q("SELECT holder FROM {s}.lock_holders WHERE name = %s"), [name]
-                    ).fetchone()
-                    raise LockHeldError(busy(holder[0] if holder else ""))
-                conn.execute(
-                    self._q(
-                        "INSERT INTO {s}.lock_holders (name, holder, since) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-                        "since = excluded.since"
-                    ),
-                    [name, me, _now()],
-                )
-            except psycopg.Error as exc:
-                raise self._translate(exc) from None
-            try:
-                yield conn
-            finally:
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute(
-                        self._q("DELETE FROM {s}.lock_holders WHERE name = %s AND holder = %s"),
-                        [name, me],
-                    )
-                    conn.execute("SELECT pg_advisory_unlock(%s)", [key])
-        finally:
-            conn.close()
+    # -------------------------------------------------------------- locks
 
-    @contextlib.contextmanager
-    def lock(self, name: str, *, busy: BusyMessage) -> Iterator[None]:
-        with self._advisory(name, busy):
-            yield
+    def lock(self, name: str, *, busy: BusyMessage) -> contextlib.AbstractContextManager[None]:
+        return self.locks.lock(name, busy=busy)
 
-    @contextlib.contextmanager
-    def run_lock(self, target: str) -> Iterator[None]:
-        """One run per target across every machine sharing this store (an advisory lock),
-        and the local state directory's lock (this machine's spools and rejects files)."""
-
-        def busy(holder: str) -> str:
-            who = f" ({holder})" if holder else ""
-            return (
-                f"another kraiter-sync run{who} holds the state of {target} in "
-                f"{self.display}; wait for it to finish (`kraiter-sync runs` lists it)"
-            )
-
-        with state_lock(self.state_dir), self._advisory(f"run:{target}", busy) as conn:
-            self._held[target] = conn
-            try:
-                yield
-            finally:
-                del self._held[target]
+    def run_lock(self, target: str) -> contextlib.AbstractContextManager[None]:
+        return self.locks.run_lock(target)
