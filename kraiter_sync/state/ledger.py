@@ -169,6 +169,10 @@ class Ledger:
             raise StateError(msg)
         for number in range(version, SCHEMA_VERSION):
             self._db.execute("BEGIN IMMEDIATE")
+            # another process opening the same fresh file may have migrated meanwhile
+            if self._db.execute("PRAGMA user_version").fetchone()[0] > number:
+                self._db.execute("COMMIT")
+                continue
             try:
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
