@@ -21,6 +21,7 @@ from kraiter_sync.config.file import parse_sync_config
 from kraiter_sync.export.state import ExportState
 from kraiter_sync.state.backend import open_state
 from kraiter_sync.state.ledger import SCHEMA_VERSION
+from kraiter_sync.state.pglocks import run_lock_name
 from kraiter_sync.state.pgschema import PG_SCHEMA_VERSION
 from kraiter_sync.state.rowcache import RowCache
 from tests.helpers.paths import REPO_ROOT
@@ -340,3 +341,29 @@ def test_a_newer_postgresql_schema_is_refused(pg_state: str, tmp_path: Path) -> 
     assert f"has schema version {PG_SCHEMA_VERSION + 1}, newer than this kraiter-sync" in message
     assert "upgrade kraiter-sync on every machine that shares this state" in message
     assert str(urlsplit(pg_state).password) not in message
+
+
+def test_a_run_that_lost_its_lock_sends_nothing_more(pg_state: str, tmp_path: Path) -> None:
+    """The lock's connection dies (a server restart, a network cut): another run may take
+    the lock now, so no more keys are marked inflight (and so none sent)."""
+    store = open_state(tmp_path, pg_state)
+    try:
+        with store.run_lock(T):
+            store.mark_inflight(T, ["a"], run_id=1)
+            key = store.db.lock_key(run_lock_name(T)) & 0xFFFF_FFFF_FFFF_FFFF  # type: ignore[attr-defined]
+            ended = pg_run(
+                pg_state,
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND classid::bigint = %s AND objid::bigint = %s",
+                params=[key >> 32, key & 0xFFFF_FFFF],
+            )
+            assert ended == [(True,)]
+            with pytest.raises(errors.StateError, match="lost the connection that holds the lock"):
+                store.mark_inflight(T, ["b"], run_id=1)
+            assert store.known_states(T, ["a", "b"]) == {"a": "inflight"}
+        other = open_state(tmp_path / "other", pg_state)
+        with other.run_lock(T):  # free for the next run
+            pass
+        other.close()
+    finally:
+        store.close()
