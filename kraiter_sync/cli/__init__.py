@@ -17,6 +17,7 @@ from kraiter_sync.cli import (  # noqa: F401  (each module registers its command
     export,
     importing,
     migrate,
+    rebuild,
     reconcile,
     restore,
     retry,
