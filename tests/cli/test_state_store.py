@@ -301,3 +301,29 @@ def test_state_migrate_refuses_another_scheme_and_a_wrong_password(
     assert "password authentication failed" in wrong.output
     assert "hunter2" not in wrong.output
     assert "Traceback" not in wrong.output
+
+
+def test_an_empty_postgresql_store_is_lost_state_until_rebuilt(
+    kraiter: str, pg_state: str, tmp_path: Path
+) -> None:
+    """Pointing machines at a new, empty store without `state migrate` is a lost state:
+    refused before sending, then `state rebuild` fills the PostgreSQL ledger."""
+    src = _events(tmp_path / "ev.csv", 0, 30)
+    local = _cli(["import", str(src)], kraiter, tmp_path)
+    assert local.exit_code == 0, local.output
+    refused = _cli(["import", str(src), "--state", pg_state], kraiter, tmp_path)
+    assert refused.exit_code == 2, refused.output
+    assert "state rebuild" in refused.output
+    assert _remote(kraiter) == (30, 30)
+    rebuilt = _cli(["state", "rebuild", "--state", pg_state], kraiter, tmp_path)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    store = open_state(tmp_path / "elsewhere", pg_state)
+    try:
+        assert [r.command for r in store.list_runs()] == ["state rebuild", "import"]
+    finally:
+        store.close()
+    again = _cli(["import", str(src), "--state", pg_state], kraiter, tmp_path)
+    assert again.exit_code == 0, again.output
+    assert "30 already imported" in again.output
+    assert _remote(kraiter) == (30, 30)
+    assert _password(pg_state) not in refused.output + rebuilt.output + again.output
