@@ -123,7 +123,7 @@ def import_command(
             on_validated=progress.validating(),
         )
     if report_path is not None:
-        write_report(settings.state_dir, result.run_id, report_path)
+        write_report(settings.state_dir, result.run_id, report_path, state=settings.state_url)
     finish_import(result, common, command="import")
 
 

@@ -36,7 +36,8 @@ log = get_logger("cli")
 @common_options
 @click.pass_context
 def runs_command(ctx: click.Context, limit: int, common: Common) -> None:
-    """Show the history of runs recorded in the state directory's ledger.
+    """Show the history of runs recorded in the state (the state directory's ledger, or
+    the --state store).
 
     A run whose process is gone (killed, crashed, machine rebooted) without finishing is
     shown as `killed`; re-run its command to resume it. `runs show N` shows one run, and
@@ -46,7 +47,8 @@ def runs_command(ctx: click.Context, limit: int, common: Common) -> None:
         return
     from kraiter_sync.verbs.runs import runs
 
-    found = runs(common.state_dir_only(), limit=limit)
+    state_dir, state = common.state_only()
+    found = runs(state_dir, limit=limit, state=state)
     doc = result_document("runs", runs=[run_dict(r) for r in found])
     emit(common, doc, runs_table(found) if found else "no runs yet")
 
@@ -66,11 +68,11 @@ def runs_show_command(run_id: int, html_path: Path | None, common: Common) -> No
     """
     from kraiter_sync.report import show_run
 
-    state_dir = common.state_dir_only()
+    state_dir, state = common.state_only()
     if html_path is not None:
-        write_report(state_dir, run_id, html_path)
+        write_report(state_dir, run_id, html_path, state=state)
         if not common.json:
             return
-    run = show_run(state_dir, run_id)
+    run = show_run(state_dir, run_id, state=state)
     doc = result_document("runs show", run_id=run.id, run=run_dict(run, details=True))
     emit(common, doc, run_lines(run))

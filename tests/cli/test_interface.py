@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import jsonschema
 import polars as pl
 import pytest
 from click.testing import CliRunner, Result
-from referencing import Registry, Resource
 
 from kraiter_sync.cli import main
 from kraiter_sync.cli.progress import ProgressSink
@@ -23,22 +21,9 @@ from kraiter_sync.emulator import EmulatorConfig
 from kraiter_sync.emulator.server import serve_in_thread
 from tests.helpers.imports import write_events
 from tests.helpers.paths import REPO_ROOT, SAMPLE_DATA
+from tests.helpers.schemas import SCHEMAS, check_schema
 
-SCHEMAS = REPO_ROOT / "docs" / "schemas"
 KEY = "kr_interface_test_secret_77"
-
-
-def _registry() -> Registry:
-    resources = [
-        (p.name, Resource.from_contents(json.loads(p.read_text())))
-        for p in SCHEMAS.glob("*.schema.json")
-    ]
-    return Registry().with_resources(resources)
-
-
-def check_schema(doc: dict[str, Any], name: str) -> None:
-    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
-    jsonschema.Draft202012Validator(schema, registry=_registry()).validate(doc)
 
 
 def run(state: Path, *args: str, env: dict[str, str] | None = None) -> Result:
