@@ -25,7 +25,9 @@ from typing import Any
 
 import polars as pl
 
+from kraiter_sync.jsontypes import is_mixed
 from kraiter_sync.validate._series import full
+from kraiter_sync.validate.mixed import has_legacy_type, object_part, take_apart
 from kraiter_sync.validate.options import ValidationOptions
 from kraiter_sync.validate.text_types import encode_values, json_values, type_leaf
 
@@ -190,7 +192,8 @@ def _luhn_expr(digits: pl.Expr) -> pl.Expr:
 def _flatten(s: pl.Series, max_depth: int) -> tuple[list[tuple[str, pl.Series]], list[pl.Series]]:
     """Leaves of a struct column as ``(a.b key, column)``, depth first in field order,
     plus the structs nested deeper than ``max_depth`` (not descended: their rows are
-    rejected). Iterative, so no nesting depth can exhaust Python's stack."""
+    rejected). A mixed column (``jsontypes``) is a leaf; its objects are flattened under
+    its key. Iterative, so no nesting depth can exhaust Python's stack."""
     leaves: list[tuple[str, pl.Series]] = []
     too_deep: list[pl.Series] = []
     stack: list[tuple[Iterator[str], pl.Series, str, int]] = [(iter(s.struct.fields), s, "", 1)]
@@ -202,6 +205,12 @@ def _flatten(s: pl.Series, max_depth: int) -> tuple[list[tuple[str, pl.Series]],
             continue
         child = struct.struct.field(name)
         key = f"{prefix}{name}"
+        if is_mixed(child.dtype):
+            leaves.append((key, child))
+            objects = object_part(child)
+            if objects is None:
+                continue
+            child = objects
         if not isinstance(child.dtype, pl.Struct):
             leaves.append((key, child))
         elif depth >= max_depth:
@@ -318,7 +327,43 @@ def _typed_leaf(
     return merged.alias(key), True
 
 
-def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalProperties:
+def _mixed_leaf(
+    key: str, leaf: pl.Series, options: ValidationOptions, *, legacy: bool, rules: list[pl.Series]
+) -> tuple[pl.Series, bool]:
+    """A mixed column (``jsontypes``) checked part by part: (value, whether the value is
+    JSON text). Each part is a plain column of one type, so each value gets the JSON
+    text it would get in a column of its own type, whatever else its chunk holds."""
+    apart = take_apart(leaf, legacy=legacy)
+    if apart.unsupported is not None:
+        rules.append(
+            pl.select(
+                pl.when(pl.lit(apart.unsupported)).then(pl.lit("properties.unsupported_type"))
+            ).to_series()
+        )
+    values = []
+    for part in apart.parts:
+        if part.null_count() == len(part):
+            continue
+        declared = type_leaf(key, part, {} if legacy else options.types, text=False)
+        if declared is not None and declared.rule is not None:
+            rules.append(declared.rule)
+        for piece in declared.parts if declared is not None else [part]:
+            value, rule = _leaf(key, piece, options)
+            values.append(value)
+            if rule is not None:
+                rules.append(rule)
+    raws = [r for r in apart.raw if r.null_count() < len(r)]
+    if len(values) == 1 and not raws:
+        return values[0], False
+    if not values and not raws:
+        return full(len(leaf), None, pl.String, key), True
+    texts = [pl.lit(json_values(v)) for v in values] + [pl.lit(r) for r in raws]
+    return pl.select(pl.coalesce(texts)).to_series().alias(key), True
+
+
+def _struct_path(
+    s: pl.Series, options: ValidationOptions, *, legacy: bool = False
+) -> CanonicalProperties:
     leaves, too_deep = _flatten(s, options.max_depth)
     n = len(s)
     rules: list[pl.Series] = [
@@ -339,13 +384,17 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
     for key, leaf in leaves:
         if leaf.dtype == pl.Null:
             continue
+        mixed = is_mixed(leaf.dtype)
         typed = (
             _typed_leaf(key, leaf, options, text=key in top_text, rules=rules)
-            if top_text or options.types
+            if (top_text or options.types) and not mixed
             else None
         )
         is_raw = False
-        if typed is None:
+        if mixed:
+            value, is_raw = _mixed_leaf(key, leaf, options, legacy=legacy, rules=rules)
+            typed_any = typed_any or has_legacy_type(leaf.dtype)
+        elif typed is None:
             value, rule = _leaf(key, leaf, options)
             if rule is not None:
                 rules.append(rule)
@@ -490,7 +539,7 @@ def canonical_json_row(text: str | None, options: ValidationOptions) -> tuple[st
 def _legacy_json(values: pl.Series, typed: pl.Series, options: ValidationOptions) -> pl.Series:
     """What an earlier version (no typing) made of these properties, null where the same."""
     untyped = dataclasses.replace(options, text_properties=frozenset(), types={}, legacy_keys=False)
-    legacy = canonical_properties(values, untyped).json
+    legacy = canonical_properties(values, untyped, legacy=True).json
     return (
         pl.select(pl.when(pl.lit(legacy) != pl.lit(typed)).then(pl.lit(legacy)))
         .to_series()
@@ -498,12 +547,46 @@ def _legacy_json(values: pl.Series, typed: pl.Series, options: ValidationOptions
     )
 
 
-def canonical_properties(values: pl.Series, options: ValidationOptions) -> CanonicalProperties:
-    """Flatten, check and encode a properties column of any supported dtype."""
+def _mixed_properties(
+    values: pl.Series, options: ValidationOptions, *, legacy: bool
+) -> CanonicalProperties:
+    """A properties column that holds an object in some rows and something else in
+    others: the objects as usual, the others rejected as not an object."""
+    objects = object_part(values)
     n = len(values)
+    if objects is None:
+        out = CanonicalProperties(
+            full(n, "{}", pl.String, "properties"), full(n, None, pl.String, "rule")
+        )
+    else:
+        out = canonical_properties(objects, options, legacy=legacy)
+    other = (values.is_not_null() & (objects.is_null() if objects is not None else True)).fill_null(
+        False
+    )
+    if other.any():
+        out.rule = (
+            pl.select(
+                pl.when(pl.lit(other))
+                .then(pl.lit("properties.invalid_json"))
+                .otherwise(pl.lit(out.rule))
+            )
+            .to_series()
+            .alias("rule")
+        )
+    return out
+
+
+def canonical_properties(
+    values: pl.Series, options: ValidationOptions, *, legacy: bool = False
+) -> CanonicalProperties:
+    """Flatten, check and encode a properties column of any supported dtype (with
+    ``legacy``: mixed columns as an earlier version coerced them)."""
+    n = len(values)
+    if is_mixed(values.dtype):  # objects in some rows, other values in others
+        return _mixed_properties(values, options, legacy=legacy)
     if isinstance(values.dtype, pl.Struct):
         # a null struct row means "no properties"
-        out = _struct_path(values, options)
+        out = _struct_path(values, options, legacy=legacy)
         if values.null_count():
             out.json = (
                 pl.select(
