@@ -20,7 +20,7 @@ from typing import IO, Any, Literal, NamedTuple, cast
 import polars as pl
 
 from kraiter_sync.errors import InputError
-from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW
+from kraiter_sync.frames import SOURCE_FILE, SOURCE_PROBLEM, SOURCE_ROW
 from kraiter_sync.logs import get_logger
 
 __all__ = [
@@ -512,7 +512,7 @@ def _check_duplicates(header: list[str], display: str) -> None:
 def check_names(names: Sequence[str], sf: SourceFile) -> None:
     """A file's own columns must not take the provenance names, nor its directory keys."""
     for name in names:
-        if name in (SOURCE_FILE, SOURCE_ROW):
+        if name in (SOURCE_FILE, SOURCE_ROW, SOURCE_PROBLEM):
             suggestion = name.replace("source", "original")
             msg = (
                 f"{sf.display}: a column is named {name!r}, the name kraiter-sync gives each "
