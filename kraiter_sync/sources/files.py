@@ -39,6 +39,7 @@ from kraiter_sync.sources.formats import (
     avro_to_parquet,
     check_header,
     check_names,
+    check_wide_bom,
     decompress,
     detect_delimiter,
     detect_format,
@@ -213,6 +214,9 @@ class Source:
         limit = SAMPLE_BYTES if sample else None
         items = SAMPLE_ITEMS if sample else None
         remote = isinstance(path, ObjectPath)
+        if fmt in ("csv", "tsv", "ndjson", "json"):
+            with open_decompressed(sf.path, sf.compression, sf.display) as fh:
+                check_wide_bom(fh.read(4), encoding, sf.display)
         if fmt in ("csv", "tsv"):
             if remote and not sample:
                 path = object_stream(sf, encoding)

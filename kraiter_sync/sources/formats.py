@@ -39,6 +39,7 @@ __all__ = [
     "bad_line",
     "check_header",
     "check_names",
+    "check_wide_bom",
     "decode_error",
     "decompress",
     "detect_delimiter",
@@ -295,6 +296,29 @@ def decode_error(
     )
     msg = f"{display}: bytes that are not valid {encoding}{where}; {hint}"
     return InputError(msg)
+
+
+#: Byte-order marks of the encodings whose text is no valid UTF-8 (longest first).
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def check_wide_bom(head: bytes, encoding: str, display: str) -> None:
+    """Refuse a file read as UTF-8 that starts with a UTF-16 or UTF-32 byte-order mark:
+    read as UTF-8, its NUL bytes split rows and values silently."""
+    if encoding not in ("utf-8", "utf-8-sig"):
+        return
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            msg = (
+                f"{display}: the file starts with a {name.upper()} byte-order mark but is "
+                f"read as UTF-8; pass --encoding {name}"
+            )
+            raise InputError(msg)
 
 
 def transcode_text(sf: SourceFile, encoding: str, target: Path, limit: int | None = None) -> None:

@@ -81,6 +81,28 @@ def test_other_encodings(tmp_path: Path, encoding: str) -> None:
     assert frame["name"].to_list() == ["René Müller"]
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "encoding"),
+    [
+        ("u16.csv", "email,name\nrene@example.com,René\n", "utf-16"),
+        ("u16be.csv", "email,name\nrene@example.com,René\n", "utf-16-be"),
+        ("u32.csv", "email,name\nrene@example.com,René\n", "utf-32"),
+        ("u16.ndjson", '{"email": "rene@example.com"}\n', "utf-16"),
+    ],
+)
+def test_a_wide_encoding_read_as_utf8_is_refused(
+    tmp_path: Path, name: str, text: str, encoding: str
+) -> None:
+    """A UTF-16/32 file with its byte-order mark, read as UTF-8, was misread silently
+    (its NUL bytes split rows): refused, naming the --encoding to pass."""
+    bom = {"utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    path = _write(tmp_path / name, bom + text.encode(encoding))
+    family = "utf-32" if "32" in encoding else "utf-16"
+    with pytest.raises(InputError, match=f"byte-order mark.*pass --encoding {family}$"):
+        read_source(path)
+    assert read_source(path, encoding=family)["email"].to_list() == ["rene@example.com"]
+
+
 @pytest.mark.parametrize("suffix", [".csv.gz", ".csv.zst", ".gzdata"])
 def test_compressed_csv(tmp_path: Path, suffix: str) -> None:
     raw = CSV.encode()
