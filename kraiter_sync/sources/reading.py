@@ -38,6 +38,7 @@ from kraiter_sync.sources.formats import (
 )
 from kraiter_sync.sources.ndjson import ndjson_frames
 from kraiter_sync.sources.objectstore.readers import ObjectPath
+from kraiter_sync.sources.ragged import mark_ragged, may_be_ragged
 
 __all__ = [
     "CSV_BLOCK",
@@ -117,6 +118,7 @@ def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.Data
     twice while it is parsed (its bytes, then polars' column), not four times.
     """
     end = eol.encode()
+    lines = 0  # (of the records parsed so far: ragged records are named by their line)
     with path.open("rb") as fh:
         header = _first_line(fh, end)
         if header.startswith(b"\xef\xbb\xbf"):
@@ -127,7 +129,7 @@ def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.Data
             if not block:
                 if carry.strip():
                     records, carry = header + carry, bytearray()
-                    yield _parse_csv(records, separator, eol)
+                    yield _parse_csv(records, separator, eol, lines)
                 return
             carry += block
             del block
@@ -137,7 +139,8 @@ def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.Data
             with memoryview(carry) as view:
                 records, rest = header + view[:cut], bytearray(view[cut:])
             carry = rest
-            yield _parse_csv(records, separator, eol)
+            yield _parse_csv(records, separator, eol, lines)
+            lines += records.count(end) - header.count(end)
             del records
 
 
@@ -167,16 +170,32 @@ def _record_end(data: bytes | bytearray, end: bytes = b"\n") -> int:
         pos = nl
 
 
-def _parse_csv(data: bytes, separator: str, eol: str = "\n") -> pl.DataFrame:
-    return pl.read_csv(
-        io.BytesIO(data),
-        separator=separator,
-        eol_char=eol,
-        infer_schema=False,
-        has_header=True,
-        encoding="utf8",
-        raise_if_empty=False,
-    )
+def _parse_csv(data: bytes, separator: str, eol: str = "\n", lines: int = 0) -> pl.DataFrame:
+    """One block (header line, then records); a record with more or fewer fields than
+    the header becomes a row with its problem (``sources.ragged``). ``lines``: the file's
+    lines before the block's records, the header's not counted."""
+
+    def read(*, truncate: bool) -> pl.DataFrame:
+        return pl.read_csv(
+            io.BytesIO(data),
+            separator=separator,
+            eol_char=eol,
+            infer_schema=False,
+            has_header=True,
+            encoding="utf8",
+            raise_if_empty=False,
+            truncate_ragged_lines=truncate,
+        )
+
+    try:
+        frame = read(truncate=False)
+    except pl.exceptions.ComputeError as exc:
+        if "more fields" not in str(exc):
+            raise
+        return mark_ragged(read(truncate=True), data, separator, lines, exc)
+    if may_be_ragged(frame):
+        return mark_ragged(frame, data, separator, lines)
+    return frame
 
 
 def finish_chunk(

@@ -175,6 +175,27 @@ def test_a_report_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> Non
     )
 
 
+def test_ragged_csv_rows_are_rejected_and_the_rest_kept(tmp_path: Path) -> None:
+    """One record with an extra field refused the whole file, one with a missing field
+    was read padded with nulls: both are reject rows with their line, the others valid."""
+    src = tmp_path / "contacts.csv"
+    src.write_text(
+        "email,plan,city\nada@example.com,pro,Oslo\nbob@example.com,pro,Oslo,extra\n"
+        "cy@example.com,free\ndi@example.com,free,\n"
+    )
+    rejects = tmp_path / "rejects.csv"
+    code, out, err = run(str(src), "--rejects", str(rejects), "--state-dir", str(tmp_path / "s"))
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert "4 contacts rows read: 2 valid, 0 duplicates, 2 rejected" in out
+    rows = pl.read_csv(rejects).select("source_row", "rule", "field", "message").rows()
+    hint = "fix or quote that line (a delimiter inside a value needs quotes)"
+    assert rows == [
+        (2, "row.ragged", "row", f"line 3 has 4 fields but the header has 3; {hint}"),
+        (3, "row.ragged", "row", f"line 4 has 2 fields but the header has 3; {hint}"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("header", "kind", "rule"),
     [

@@ -319,21 +319,57 @@ def test_truncated_parquet(tmp_path: Path) -> None:
         read_source(path)
 
 
-def test_ragged_csv_names_the_line(tmp_path: Path) -> None:
-    path = _write(tmp_path / "rag.csv", "email,n\na@x.io,1\nb@x.io,2,oops\nc@x.io,3\n")
-    with pytest.raises(InputError) as info:
-        read_source(path)
-    assert str(info.value) == (
-        f"{path}: line 3 has 3 fields but the header has 2; fix or quote that line "
-        "(a delimiter inside a value needs quotes)"
-    )
+def _problems(frame: pl.DataFrame) -> dict[int, tuple[str, str]]:
+    return {
+        row: (p["rule"], p["message"])
+        for row, p in zip(frame["source_row"], frame[SOURCE_PROBLEM], strict=True)
+        if p is not None
+    }
+
+
+def test_ragged_csv_rows_are_rows_with_their_problem(tmp_path: Path) -> None:
+    """A record with more fields than the header refused the whole file, one with fewer
+    was read padded with nulls: each is now a row of nulls with its line, the others are
+    read as they were (a blank line stays a row of nulls, not a ragged one)."""
+    body = 'email,n\na@x.io,1\nb@x.io,2,oops\nc@x.io\n\n"d\n@x.io",\ne@x.io,5,6,7\nf@x.io,\n'
+    frame = read_source(_write(tmp_path / "rag.csv", body))
+    assert frame.drop(SOURCE_PROBLEM, "source_file").rows() == [
+        ("a@x.io", "1", 1),
+        (None, None, 2),
+        (None, None, 3),
+        (None, None, 4),
+        ("d\n@x.io", None, 5),
+        (None, None, 6),
+        ("f@x.io", None, 7),
+    ]
+    hint = "fix or quote that line (a delimiter inside a value needs quotes)"
+    assert _problems(frame) == {
+        2: ("row.ragged", f"line 3 has 3 fields but the header has 2; {hint}"),
+        3: ("row.ragged", f"line 4 has 1 field but the header has 2; {hint}"),
+        6: ("row.ragged", f"line 8 has 4 fields but the header has 2; {hint}"),
+    }
+
+
+def test_ragged_rows_across_blocks_name_their_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reading, "CSV_BLOCK", 40)
+    lines = [f'u{i}@x.io,"multi\nline"' if i % 5 else f"u{i}@x.io,1,2" for i in range(30)]
+    path = _write(tmp_path / "rag.csv", "email,note\n" + "\n".join(lines) + "\n")
+    problems = _problems(read_source(path))
+    # rows 1, 6, 11, ... are ragged, one line each; every other row spans two lines
+    assert {row: message.split(";")[0] for row, (_, message) in problems.items()} == {
+        i + 1: f"line {2 + 2 * i - i // 5} has 3 fields but the header has 2"
+        for i in range(0, 30, 5)
+    }
 
 
 def test_ragged_gzipped_tsv_names_the_line(tmp_path: Path) -> None:
     body = "email\tn\n" + "a@x.io\t1\n" * 5 + "b@x.io\t2\textra\n"
     path = _write(tmp_path / "rag.tsv.gz", gzip.compress(body.encode()))
-    with pytest.raises(InputError, match=r"rag\.tsv\.gz: line 7 has 3 fields but the header has 2"):
-        read_source(path)
+    frame = read_source(path)
+    assert frame["email"].to_list() == ["a@x.io"] * 5 + [None]
+    assert _problems(frame)[6][1].startswith("line 7 has 3 fields but the header has 2")
 
 
 def test_csv_blocks_cut_only_between_records(
