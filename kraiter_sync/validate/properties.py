@@ -27,6 +27,15 @@ import polars as pl
 
 from kraiter_sync.jsontypes import is_mixed
 from kraiter_sync.validate._series import full
+from kraiter_sync.validate.cards import (
+    CARD_CANDIDATE,
+    CARD_RUN,
+    card_number_mask,
+    card_number_spans,
+    contains_card_number,
+    is_card_number,
+    luhn_expr,
+)
 from kraiter_sync.validate.mixed import has_legacy_type, object_part, take_apart
 from kraiter_sync.validate.options import ValidationOptions
 from kraiter_sync.validate.text_types import encode_values, json_values, type_leaf
@@ -44,10 +53,6 @@ __all__ = [
 
 #: Key fragments that name credentials; matched case-insensitively anywhere in the key.
 _SECRET = re.compile(r"(?i)password|passwd|secret|token|api[_\-]?key|private[_\-]?key|credential")
-_CARD_CANDIDATE = r"^\d(?:[ -]?\d){12,18}$"
-#: Thirteen digits with at most single spaces or dashes between them: where a card
-#: number may be (the vectorised pre-check; :func:`contains_card_number` decides).
-_CARD_RUN = r"[0-9](?:[ -]?[0-9]){12}"
 #: What the rejects file puts in place of a value (``originals``): a row read back from a
 #: rejects file must not send the placeholder instead of the value.
 PLACEHOLDER = (
@@ -55,8 +60,6 @@ PLACEHOLDER = (
     r"|…\[cut: [0-9]+ characters in all\]"
 )
 _PLACEHOLDER = re.compile(PLACEHOLDER)
-#: A maximal run of digit groups joined by single spaces or dashes.
-_DIGIT_GROUPS = re.compile(r"[0-9]+(?:[ -][0-9]+)*", re.ASCII)
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 
@@ -78,64 +81,10 @@ def looks_secret(key: str) -> bool:
     return bool(_SECRET.search(key))
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        d = ord(c) - 48
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def is_card_number(value: str) -> bool:
-    """The whole value is 13-19 digits (spaces/dashes allowed) passing the Luhn check."""
-    if not re.fullmatch(_CARD_CANDIDATE, value):
-        return False
-    return _luhn("".join(c for c in value if c.isdigit()))
-
-
-def card_number_spans(text: str) -> list[tuple[int, int]]:
-    """Where card numbers are in ``text``: (start, end) of each run of digit groups that
-    holds one (see :func:`contains_card_number`)."""
-    spans = []
-    for run in _DIGIT_GROUPS.finditer(text):
-        if run.end() - run.start() < 13:
-            continue
-        groups = re.split("[ -]", run.group())
-        found = False
-        for i in range(len(groups)):
-            digits = ""
-            for group in groups[i:]:
-                digits += group
-                if len(digits) > 19:
-                    break
-                if len(digits) >= 13 and _luhn(digits):
-                    found = True
-                    break
-            if found:
-                break
-        if found:
-            spans.append(run.span())
-    return spans
-
-
-def contains_card_number(text: str) -> bool:
-    """Whether ``text`` holds what looks like a payment card number, alone or in text.
-
-    Digits come in groups separated by single spaces or dashes (``4111 1111 1111 1111``,
-    ``4111-1111-1111-1111``, ``4111111111111111``); some consecutive whole groups of one
-    run must make 13-19 digits passing the Luhn check. So ``card 4111 1111 1111 1111``
-    is found, and so is ``order 12 4111 1111 1111 1111``; a lone group of 20 digits or
-    more (an id) is not.
-    """
-    return bool(card_number_spans(text))
-
-
 def _scan_text(s: pl.Series, *, find_cards: bool) -> tuple[pl.Series | None, pl.Series | None]:
     """Which values hold a rejects-file placeholder, and which a card number (None when
     none does): one regex pass over the column, then the few candidates only."""
-    pattern = f"{_CARD_RUN}|{PLACEHOLDER}" if find_cards else PLACEHOLDER
+    pattern = f"{CARD_RUN}|{PLACEHOLDER}" if find_cards else PLACEHOLDER
     cand = s.str.contains(pattern).fill_null(False)
     if not cand.any():
         return None, None
@@ -148,45 +97,6 @@ def _scan_text(s: pl.Series, *, find_cards: bool) -> tuple[pl.Series | None, pl.
         none.scatter(idx, placeholder) if placeholder.any() else None,
         none.scatter(idx, card) if card is not None else None,
     )
-
-
-def card_number_mask(s: pl.Series) -> pl.Series | None:
-    """Which values of a String column hold a card number (:func:`contains_card_number`);
-    None when none does.
-
-    One regex pass finds the values with 13 digits in a row (separators allowed); values
-    that are digits only are then checked vectorised, the rest (text around the digits)
-    one by one."""
-    cand = s.str.contains(_CARD_RUN).fill_null(False)
-    if not cand.any():
-        return None
-    idx = cand.arg_true()
-    sub = s.gather(idx)
-    digits_only = sub.str.contains(r"^[0-9]+$").fill_null(False)
-    hits = pl.select(
-        pl.lit(digits_only)
-        & pl.lit(sub).str.len_bytes().is_between(13, 19)
-        & _luhn_expr(pl.lit(sub)).fill_null(False)
-    ).to_series()
-    text_idx = (~digits_only).arg_true()
-    if len(text_idx):
-        in_text = [contains_card_number(v) for v in sub.gather(text_idx).to_list()]
-        hits = hits.scatter(text_idx, pl.Series(in_text, dtype=pl.Boolean))
-    if not hits.any():
-        return None
-    return full(len(s), False, pl.Boolean).scatter(idx, hits)
-
-
-def _luhn_expr(digits: pl.Expr) -> pl.Expr:
-    """Vectorised Luhn over a column of digit-only strings (13-19 long)."""
-    rev = digits.str.reverse()
-    total: pl.Expr = pl.lit(0)
-    for i in range(19):
-        d = rev.str.slice(i, 1).cast(pl.Int32, strict=False).fill_null(0)
-        if i % 2 == 1:
-            d = pl.when(d > 4).then(d * 2 - 9).otherwise(d * 2)
-        total = total + d
-    return (total % 10) == 0
 
 
 def _flatten(s: pl.Series, max_depth: int) -> tuple[list[tuple[str, pl.Series]], list[pl.Series]]:
@@ -278,8 +188,8 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
             txt = s.cast(pl.String).str.strip_chars_start("-")  # a sign is not a digit
             card = pl.select(
                 pl.lit(cand).fill_null(False)
-                & pl.lit(txt).str.contains(_CARD_CANDIDATE).fill_null(False)
-                & _luhn_expr(pl.lit(txt)).fill_null(False)
+                & pl.lit(txt).str.contains(CARD_CANDIDATE).fill_null(False)
+                & luhn_expr(pl.lit(txt)).fill_null(False)
             ).to_series()
             rule = pl.select(
                 pl.when(pl.lit(card)).then(pl.lit("properties.card_number"))
