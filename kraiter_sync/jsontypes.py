@@ -7,7 +7,7 @@ become text next to strings, a list next to text becomes its JSON text. Events a
 identified by a hash of their properties, so the same event would get another key in
 another chunk, and be sent twice. The columns built here never coerce:
 
-* :func:`exact_column` turns Python values (``json.loads`` output, SQLite rows) into a
+* :func:`exact_column` turns Python values (``json.loads`` output) into a
   column: one type when the values have one (``str`` → String, ``int`` → Int64, ``float``
   → Float64, ``bool`` → Boolean, ``dict`` → Struct, field by field in first-seen order);
   otherwise a **mixed column**;

@@ -1,6 +1,6 @@
 """Property columns whose values have several JSON types (``kraiter_sync.jsontypes``).
 
-A JSON source, a JSON column or a SQLite column may hold ``1`` in one row, ``1.5`` or
+An NDJSON key or a JSON column may hold ``1`` in one row, ``1.5`` or
 ``"x"`` in another: the readers give such a column one part per type rather than
 coerce the values to a common type, so each value keeps the type it has in the source
 whatever chunk it sits in. Here a mixed column is taken apart for the property checks
