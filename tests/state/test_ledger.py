@@ -367,26 +367,37 @@ def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Pa
         assert [r.details for r in led.list_runs()] == [None, None]
 
 
+def _old_ledger(tmp_path: Path, version: int, *statements: str) -> Path:
+    """A ledger as a release at schema ``version`` left it, with these rows."""
+    from kraiter_sync.state.schema import MIGRATIONS
+
+    path = tmp_path / "ledger.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:version]:
+        db.executescript(migration)
+    db.execute(f"PRAGMA user_version = {version}")
+    for statement in statements:
+        db.execute(statement)
+    db.close()
+    return path
+
+
 def test_targets_with_events_from_before_exact_json_types_are_marked_version_2(
     tmp_path: Path,
 ) -> None:
     """A schema-4 ledger (key version 2: NDJSON values coerced to one type per column and
     chunk): a target that holds events may hold version-2 keys, so an import computes
     them; a version-1 mark stays; a target with no events holds only current keys."""
-    from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS
+    from kraiter_sync.state.schema import KEY_VERSION
 
-    path = tmp_path / "ledger.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:4]:
-        db.executescript(migration)
-    db.execute("PRAGMA user_version = 4")
-    db.execute("INSERT INTO targets (id, name) VALUES (1, 'v2'), (2, 'v1'), (3, 'empty')")
-    db.execute(
+    path = _old_ledger(
+        tmp_path,
+        4,
+        "INSERT INTO targets (id, name) VALUES (1, 'v2'), (2, 'v1'), (3, 'empty')",
         "INSERT INTO events (target, event_key, state, remote_id, updated_at) "
-        "VALUES (1, 'k1', 'done', 'evt_1', 1.0), (2, 'k2', 'done', 'evt_2', 1.0)"
+        "VALUES (1, 'k1', 'done', 'evt_1', 1.0), (2, 'k2', 'done', 'evt_2', 1.0)",
+        "INSERT INTO key_versions (target, oldest) VALUES (2, 1)",
     )
-    db.execute("INSERT INTO key_versions (target, oldest) VALUES (2, 1)")
-    db.close()
     with Ledger(path) as led:
         assert led.schema_version == 5
         assert KEY_VERSION == 3
@@ -398,20 +409,16 @@ def test_targets_with_events_from_before_exact_json_types_are_marked_version_2(
 def test_targets_with_events_from_before_typed_keys_are_marked_version_1(tmp_path: Path) -> None:
     """A version-2 ledger: the target that holds events may hold version-1 (untyped text)
     keys; one with none, and a target first used now, hold only current keys."""
-    from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS
+    from kraiter_sync.state.schema import KEY_VERSION
 
-    path = tmp_path / "ledger.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:2]:
-        db.executescript(migration)
-    db.execute("PRAGMA user_version = 2")
-    db.execute("INSERT INTO targets (id, name) VALUES (1, 'old'), (2, 'empty')")
-    db.execute(
+    path = _old_ledger(
+        tmp_path,
+        2,
+        "INSERT INTO targets (id, name) VALUES (1, 'old'), (2, 'empty')",
         "INSERT INTO events (target, event_key, state, remote_id, updated_at) "
         "VALUES (1, 'k-old', 'done', 'evt_1', 1.0), (1, 'k-bad', 'rejected', NULL, 1.0), "
-        "(1, 'k-maybe', 'inflight', NULL, 1.0)"
+        "(1, 'k-maybe', 'inflight', NULL, 1.0)",
     )
-    db.close()
     with Ledger(path) as led:
         assert led.schema_version == 5
         assert KEY_VERSION == 3
