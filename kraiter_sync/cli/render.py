@@ -299,18 +299,36 @@ def check_lines(result: CheckResult, *, verbose: bool) -> list[tuple[str, bool]]
 
 
 def export_summary(result: ExportResult) -> str:
-    """What one export run did."""
+    """What one export run did: rows and files of this run, what the output holds now,
+    where the manifest is, and why a run exported in full when it was not asked to."""
     rate = result.rows / result.seconds if result.seconds > 0 else 0.0
-    where = f" to {result.directory}" if result.directory else ""
+    if result.table:
+        where = f" to {result.table}"
+    else:
+        where = f" to {result.directory}" if result.directory else ""
+    kind = result.mode + (", resumed" if result.resumed else "")
+    if result.table:
+        written = f"{result.rows_total:,} rows in the table"
+    else:
+        written = (
+            f"{result.files:,} file(s); the folder holds {result.files_total:,} file(s), "
+            f"{result.rows_total:,} rows"
+        )
     text = (
-        f"exported {result.rows:,} {result.stream} rows ({result.mode}"
-        f"{', resumed' if result.resumed else ''}){where} as {result.format}: "
-        f"{len(result.files)} file(s), {result.requests:,} request(s), "
+        f"exported {result.rows:,} {result.stream} rows ({kind}){where} as {result.format}: "
+        f"{written}; {result.requests:,} request(s), "
         f"{result.retries} retr{'y' if result.retries == 1 else 'ies'}, "
         f"{result.seconds:.1f}s ({rate:,.0f} rows/s)"
     )
+    if result.replaced:
+        noun = "row(s)" if result.table else "file(s)"
+        text += f"; {result.replaced:,} earlier {noun} replaced"
     if result.contacts_not_found:
         text += f"; {len(result.contacts_not_found)} listed contact(s) not found"
+    if result.manifest is not None and not result.table:
+        text += f"\nmanifest: {result.manifest}"
+    if result.reason:
+        text += f"\nnote: {result.reason}"
     return text
 
 

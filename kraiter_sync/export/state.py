@@ -1,19 +1,25 @@
-"""Export state: the watermark and the file journal of one (target, stream, output).
+"""Export state: the watermark, the run and the manifest of one (target, stream, output).
 
 Stored as a small JSON document written atomically (``files.atomic_write``) under
-``<state dir>/export/``, one file per target + stream + output directory: two output
-directories of the same stream never share a watermark. The file holds a schema version,
-the target identity (never the key), the committed watermark, the unfinished run (if
-any), the renames not yet known to be done, and the manifest of the stream directory
-(``files``: every file written, with its row count; ``claimed``: the directory was
-taken, see ``output``). Version 1 (before manifests) is read and upgraded: its directory
-counts as claimed, its part files are adopted.
+``<state dir>/export/``, one file per target + stream (or window) + output: two outputs
+of the same stream never share a watermark. The document holds a schema version, the
+committed watermark, the unfinished run (its checkpoints and positions), the journal of
+the last step that puts files in place (``swap``) or compacts them (``compact``), and
+the manifest of the stream folder (``files``: every file, with its rows and bytes;
+``claimed``: the folder was taken, see ``output``). A database target keeps its
+watermark in the database, in the same transaction as the rows (``tables``); its
+document here only carries the lock.
 
-Why not the ledger's watermarks table: the journal is saved from the chunk-writer
+Older versions are read and upgraded: version 1 (before manifests) counts its folder as
+claimed; version 2 (a file per chunk and partition) keeps its manifest and watermark,
+and its unfinished run is started again from that watermark (an incremental run's
+chunks were already in place; a full run's staging is discarded).
+
+Why not the ledger's watermarks table: the document is saved from the chunk-writer
 thread (a ``Ledger`` must not be shared between threads), and the ledger's
 ``state_lock`` covers the whole state directory, which would serialise every export
 against every import. The document is small and self-contained, so it can still move
-into the ledger as one value (``stream = "export:<stream>:<out>"``) unchanged.
+into another store as one value unchanged.
 
 A lock file (``files.file_lock``) keeps two exports of the same stream and output from
 running at once; the lock is released by the kernel when a process dies.
@@ -33,12 +39,14 @@ from kraiter_sync.files import atomic_write, file_lock
 
 __all__ = ["STATE_VERSION", "ExportState", "state_path"]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
-def state_path(state_dir: Path, target: str, stream: str, out: Path) -> Path:
-    """Where the state of (target, stream, output directory) lives."""
-    digest = hashlib.sha256(f"{target}\n{out.resolve()}".encode()).hexdigest()[:16]
+def state_path(state_dir: Path, target: str, stream: str, out: Path | str) -> Path:
+    """Where the state of (target, stream, output) lives: ``out`` is the output
+    directory, or a database target's identity (its URL without the password)."""
+    where = out if isinstance(out, str) else str(out.resolve())
+    digest = hashlib.sha256(f"{target}\n{where}".encode()).hexdigest()[:16]
     return state_dir / "export" / f"{stream}-{digest}.json"
 
 
@@ -65,7 +73,10 @@ class ExportState:
             raise StateError(msg) from None
         if isinstance(data, dict) and data.get("version") == 1:
             # written before manifests: it has exported into its directory already
-            data.update(version=STATE_VERSION, claimed=bool(data.get("watermark")))
+            data.update(version=2, claimed=bool(data.get("watermark")), adopt=True)
+        if isinstance(data, dict) and data.get("version") == 2:
+            # a file per chunk: its run is started again from the committed watermark
+            data.update(version=STATE_VERSION, run=None)
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             msg = (
                 f"export state {self.path} has an unknown version; delete it and re-run with --full"
