@@ -19,7 +19,7 @@ buffering, checkpoints into a sink), ``folder`` (a file export's run: checkpoint
 then one file per partition put in place), ``spill`` (checkpoint files and the files
 built from them), ``writers`` (formats, streamed writers, CSV neutralisation),
 ``output`` (the stream folder: the writer seam, the manifest, verification),
-``state`` (the JSON state document and its lock), ``compact`` (``export compact``),
+``state`` (the JSON state document and its lock), ``compaction`` (``export compact``),
 ``database`` and ``tables`` (database targets), ``run`` (the entry points),
 ``options`` (options, result, progress), ``choices`` (stream names, windows,
 destinations, ``--contacts``), ``public`` (the functions below).
@@ -34,7 +34,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kraiter_sync.export.compact import CompactResult
+    from kraiter_sync.export.compaction import CompactResult
     from kraiter_sync.export.options import ExportOptions, ExportResult, ProgressSink
     from kraiter_sync.export.public import (
         compact,
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from kraiter_sync.export.writers import FORMATS, Format
 
 _LAZY = {
-    "CompactResult": "kraiter_sync.export.compact",
+    "CompactResult": "kraiter_sync.export.compaction",
     "compact": "kraiter_sync.export.public",
     "replacement": "kraiter_sync.export.public",
     "FORMATS": "kraiter_sync.export.writers",

@@ -30,7 +30,7 @@ import polars as pl
 import pyarrow as pa
 
 from kraiter_sync.errors import StateError, UsageError
-from kraiter_sync.export.compact import finish_compaction
+from kraiter_sync.export.compaction import finish_compaction
 from kraiter_sync.export.options import ExportOptions, ExportResult
 from kraiter_sync.export.output import (
     TMP_NAME,

@@ -11,7 +11,7 @@ import polars as pl
 
 from kraiter_sync.api.blocking import SyncKraiterClient
 from kraiter_sync.api.client import KraiterClient
-from kraiter_sync.export.compact import CompactResult
+from kraiter_sync.export.compaction import CompactResult
 from kraiter_sync.export.options import ExportOptions, ExportResult, ProgressSink
 from kraiter_sync.export.run import compact_output, export_async, read_stream_async, replace_notice
 from kraiter_sync.upload.context import (

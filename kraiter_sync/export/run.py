@@ -18,7 +18,7 @@ import polars as pl
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.errors import ConfigError, StateError, UsageError
 from kraiter_sync.export.choices import is_database_url, window_label
-from kraiter_sync.export.compact import CompactResult, compact_folder
+from kraiter_sync.export.compaction import CompactResult, compact_folder
 from kraiter_sync.export.database import Database
 from kraiter_sync.export.folder import FolderSink, new_run_id, replacement_notice
 from kraiter_sync.export.options import Clock, ExportOptions, ExportResult, ProgressSink

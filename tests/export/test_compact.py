@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kraiter_sync.errors import StateError
-from kraiter_sync.export import compact as compact_module
+from kraiter_sync.export import compaction as compact_module
 from kraiter_sync.export.run import compact_output
 from tests.export.test_resume import Killed, _assert_exact, _run, _with_client
 from tests.helpers.exports import add_events, new_app, read_output, seed
