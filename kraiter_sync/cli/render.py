@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kraiter_sync.connectors import Connector
-    from kraiter_sync.export import ExportResult
+    from kraiter_sync.export import CompactResult, ExportResult
     from kraiter_sync.plan.contacts import ContactPlan
     from kraiter_sync.plan.snapshot import RemoteSnapshot
     from kraiter_sync.state.runs import RunRecord
@@ -329,6 +329,18 @@ def export_summary(result: ExportResult) -> str:
         text += f"\nmanifest: {result.manifest}"
     if result.reason:
         text += f"\nnote: {result.reason}"
+    return text
+
+
+def compact_summary(result: CompactResult) -> str:
+    """What ``export compact`` did to one stream folder."""
+    text = (
+        f"compacted {result.folder}: {result.files_before:,} -> {result.files_after:,} "
+        f"file(s), {result.partitions:,} partition(s) rewritten ({result.rows:,} rows), "
+        f"{result.seconds:.1f}s"
+    )
+    for reason in result.skipped:
+        text += f"\nleft as it is: {reason}"
     return text
 
 
