@@ -153,7 +153,7 @@ def _confirm_replace(notice: str | None) -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
-    default=8,
+    default=16,
     show_default=True,
     help="timelines, enrolments, memberships: contacts fetched at once (one shared rate limit).",
 )

@@ -68,7 +68,7 @@ class ExportOptions:
     overwrite: bool = False
     #: Contacts fetched at once by the per-contact streams (timelines, enrolments,
     #: memberships), all under the one rate controller.
-    concurrency: int = 8
+    concurrency: int = 16
     #: Database targets: tables are named ``<prefix><stream>`` (``kraiter_events``).
     table_prefix: str = "kraiter_"
 

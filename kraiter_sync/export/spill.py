@@ -35,6 +35,7 @@ from kraiter_sync.export.writers import (
     FileWriter,
     Format,
     conform,
+    sync_files,
 )
 
 __all__ = [
@@ -171,8 +172,9 @@ class _Group:
         out: dict[str, dict[str, int]] = {}
         for key in keys:
             self.flush(key)
-            rows, size = self.writer(key).close()
+            rows, size = self.writer(key).close(sync=False)
             out[self.rel(key)] = {"rows": rows, "bytes": size}
+        sync_files([self.dest / rel for rel in out])
         self.writers.clear()
         return out
 
