@@ -16,6 +16,13 @@
     compared with the rate bound (its requests / 50 per s) and with a 16-way naive loop
     written here (list the contacts, then 16 workers fetch each contact's list, sleeping
     ``Retry-After`` on a 429). Target: <= 1.15x the rate bound, and faster than the loop.
+(d) **Layout, memory, tables, compaction.** Unthrottled, ``events`` to Parquet in a
+    child process: files written against date partitions (target <= 1 per partition)
+    and the child's peak RSS (target <= 300 MB); the same export into a DuckDB file and,
+    with ``KRAITER_TEST_POSTGRES_URL`` set, PostgreSQL, as ratios to the Parquet time
+    (goal <= 1.5x). Then the Parquet output is split into about ``--small-files`` small
+    part files (named and listed in the manifest as earlier runs would leave them) and
+    ``export compact`` is timed, with the file counts before and after.
 
 The emulator runs in a subprocess (its own interpreter, so it does not share our GIL);
 its SQLite file is seeded in-process first.
@@ -24,6 +31,7 @@ its SQLite file is seeded in-process first.
     python benchmarks/export.py -n 100000 --rounds 5
     python benchmarks/export.py --only rate --rate-pages 1000
     python benchmarks/export.py --only contacts --contacts 400 -n 4000
+    python benchmarks/export.py --only layout -n 200000 --small-files 10000
 """
 
 from __future__ import annotations
@@ -303,6 +311,109 @@ def per_contact(db: Path, work: Path, concurrency: int) -> float:
     return worst
 
 
+def _child_export(url: str, out: str, state: str, conn: Any) -> None:
+    """(d) in a child process: one export, then its peak RSS (MB) and seconds."""
+    import resource
+
+    async def run() -> tuple[Any, float]:
+        async with KraiterClient(url, KEY) as client:
+            started = time.perf_counter()
+            result = await export_async(
+                client, "events", out, state_dir=state, target="bench", options=ExportOptions()
+            )
+            return result, time.perf_counter() - started
+
+    result, secs = asyncio.run(run())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    conn.send((result.rows, result.files, result.requests, secs, rss))
+
+
+def _in_child(url: str, out: str, state: str) -> tuple[int, int, int, float, float]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child_export, args=(url, out, state, child))
+    proc.start()
+    got: tuple[int, int, int, float, float] = parent.recv()
+    proc.join()
+    return got
+
+
+def _split_into_small_files(work: Path, target_files: int) -> int:
+    """Rewrite each partition's file as many small part files, listed in the manifest as
+    if earlier runs had written them; returns the number of files."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    (doc,) = (work / "state" / "export").glob("events-*.json")
+    data = json.loads(doc.read_text())
+    folder = work / "out" / "events"
+    per = max(2, target_files // max(1, len(data["files"])))
+    files: dict[str, dict[str, int]] = {}
+    for rel in list(data["files"]):
+        table = pq.read_table(folder / rel)
+        (folder / rel).unlink()
+        step = max(1, -(-table.num_rows // per))
+        for n, start in enumerate(range(0, table.num_rows, step)):
+            name = (
+                f"{Path(rel).parent}/part-20250101T{n // 60:04d}{n % 60:02d}Z-00000{n % 10}-00000"
+            )
+            part = table.slice(start, step)
+            pq.write_table(part, folder / f"{name}.parquet", compression="zstd")
+            size = (folder / f"{name}.parquet").stat().st_size
+            files[f"{name}.parquet"] = {"rows": part.num_rows, "bytes": size}
+    data["files"] = files
+    doc.write_text(json.dumps(data))
+    return len(files)
+
+
+def layout(db: Path, work: Path, small_files: int) -> float:
+    """(d): the worst of (files per partition) and (peak RSS / 300 MB)."""
+    from kraiter_sync.export.run import compact_output
+
+    proc, url = start_server(db)
+    try:
+        shutil.rmtree(work, ignore_errors=True)
+        rows, files, requests, secs, rss = _in_child(url, str(work / "out"), str(work / "state"))
+        partitions = len(list((work / "out" / "events").glob("date=*")))
+        print(
+            f"(d) parquet: {rows:,} events, {requests:,} requests in {secs:.1f}s; {files:,} "
+            f"files for {partitions:,} date partitions ({files / partitions:.2f} per partition, "
+            f"target <= 1); peak RSS {rss:.0f} MB (target <= 300 MB)"
+        )
+        worst = max(files / partitions, rss / 300)
+        targets = [("duckdb", f"duckdb:///{work / 'bench.duckdb'}")]
+        if os.environ.get("KRAITER_TEST_POSTGRES_URL"):
+            targets.append(("postgresql", os.environ["KRAITER_TEST_POSTGRES_URL"]))
+        for name, url_to in targets:
+            if name == "postgresql":
+                from kraiter_sync.export.database import Database
+
+                with Database(url_to) as pg, pg.transaction("bench"):
+                    pg.execute('DROP TABLE IF EXISTS "kraiter_events"')
+                    pg.execute('DROP TABLE IF EXISTS "kraiter_export_state"')
+            trows, _f, _r, tsecs, trss = _in_child(url, url_to, str(work / f"state-{name}"))
+            assert trows == rows, (name, trows, rows)
+            print(
+                f"(d) {name}: {trows:,} events in {tsecs:.1f}s -> {tsecs / secs:.2f}x the "
+                f"Parquet export (goal <= 1.5x); peak RSS {trss:.0f} MB"
+            )
+    finally:
+        stop(proc)
+    before = _split_into_small_files(work, small_files)
+    started = time.perf_counter()
+    (result,) = compact_output(work / "out", state_dir=work / "state", target="bench")
+    secs = time.perf_counter() - started
+    after = len(list((work / "out" / "events").rglob("part-*")))
+    print(
+        f"(d) export compact: {before:,} small files -> {after:,} ({result.files_before:,} -> "
+        f"{result.files_after:,} in the manifest, {result.rows:,} rows) in {secs:.1f}s"
+    )
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("-n", "--events", type=int, default=50_000)
@@ -314,7 +425,8 @@ def main() -> None:
         default=600,
         help="pages the rate run asks for (its page size is events / pages)",
     )
-    ap.add_argument("--only", choices=["rate", "overhead", "contacts"], default=None)
+    ap.add_argument("--only", choices=["rate", "overhead", "contacts", "layout"], default=None)
+    ap.add_argument("--small-files", type=int, default=10_000, help="(d): files to compact")
     ap.add_argument("--concurrency", type=int, default=16, help="(c): contacts at once")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kraiter-export-bench-") as tmp:
@@ -333,6 +445,8 @@ def main() -> None:
             results["rate"] = rate_budget(db, Path(tmp) / "a", page)
         if args.only in (None, "contacts"):
             results["contacts"] = per_contact(db, Path(tmp) / "c", args.concurrency)
+        if args.only in (None, "layout"):
+            results["layout"] = layout(db, Path(tmp) / "d", args.small_files)
     failed = [
         k
         for k, v in results.items()
