@@ -40,7 +40,7 @@ from kraiter_sync.export.output import (
     survey,
     verify,
 )
-from kraiter_sync.export.runner import Start
+from kraiter_sync.export.runner import Start, begin_run
 from kraiter_sync.export.spill import build_files, spill_chunk
 from kraiter_sync.export.state import ExportState
 from kraiter_sync.export.streams import StreamSpec
@@ -183,13 +183,6 @@ class FolderSink:
         log.warning("%s", reason)
 
     def _resume(self, run: dict[str, Any]) -> None:
-        self.result.resumed = True
-        log.warning(
-            "resuming the interrupted %s export started %s (%s rows so far)",
-            self.folder.label,
-            run["id"].split("-")[0],
-            f"{run.get('rows', 0):,}",
-        )
         stored = run.get("options") or {}
         if stored and stored != self.options.layout(with_contacts=True):
             log.warning(
@@ -272,22 +265,19 @@ class FolderSink:
                     "starts again from the last complete export"
                 )
                 run = None
-        if run and problem is None:
+        resumed = bool(run) and problem is None
+        run = run if run and problem is None else self._new_run(problem)
+        begin_run(
+            self.result, self.spec, run, name=self.folder.label, resumed=resumed, window=self.window
+        )
+        if resumed:
             self._resume(run)
-        else:
-            run = self._new_run(problem)
         data.update(stream=self.spec.name, window=self.window, run=run)
         data["out"] = str(self.folder.path.parent.resolve())
         self.run = run
         self.state.save()
         self._clean_strays()
         Path(run["staging"]).mkdir(parents=True, exist_ok=True)
-        if not self.spec.incremental:
-            self.result.mode = "snapshot"
-        elif self.window is not None:
-            self.result.mode = "window"
-        else:
-            self.result.mode = "full" if run["full"] else "incremental"
         return Start(self.options, run.get("watermark"), run.get("driver"))
 
     def commit(self, frame: pl.DataFrame, watermark: dict[str, Any], driver: Any) -> None:

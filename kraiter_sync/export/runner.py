@@ -37,9 +37,12 @@ from kraiter_sync.export.paging import ContactDirectory, Fetcher, Position
 from kraiter_sync.export.reading import UNCHANGED, Step, contact_steps, feed_steps
 from kraiter_sync.export.streams import StreamSpec, shape_rows
 from kraiter_sync.export.writers import concat_frames
+from kraiter_sync.logs import get_logger
 
-__all__ = ["CONVERT_ROWS", "MemorySink", "Runner", "Sink", "Start"]
+__all__ = ["CONVERT_ROWS", "MemorySink", "Runner", "Sink", "Start", "begin_run"]
 
+
+log = get_logger("export")
 
 #: Rows converted to a frame at a time: large enough that polars' per-call cost
 #: vanishes, small enough that the conversion overlaps with fetching the next pages.
@@ -58,6 +61,32 @@ class Start:
     watermark: dict[str, Any] | None = None
     #: The position over the contacts of a per-contact stream.
     driver: Any = None
+
+
+def begin_run(
+    result: ExportResult,
+    spec: StreamSpec,
+    run: dict[str, Any],
+    *,
+    name: str,
+    resumed: bool,
+    window: str | None,
+) -> None:
+    """What a sink tells about the run it starts: resumed (logged), and its mode."""
+    if resumed:
+        result.resumed = True
+        log.warning(
+            "resuming the interrupted %s export started %s (%s rows so far)",
+            name,
+            run["id"].split("-")[0],
+            f"{run.get('rows', 0):,}",
+        )
+    if not spec.incremental:
+        result.mode = "snapshot"
+    elif window is not None:
+        result.mode = "window"
+    else:
+        result.mode = "full" if run["full"] else "incremental"
 
 
 class Sink(Protocol):

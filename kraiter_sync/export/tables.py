@@ -30,7 +30,7 @@ from kraiter_sync.errors import UsageError
 from kraiter_sync.export.database import Database, quote
 from kraiter_sync.export.folder import new_run_id
 from kraiter_sync.export.options import ExportOptions, ExportResult
-from kraiter_sync.export.runner import Start
+from kraiter_sync.export.runner import Start, begin_run
 from kraiter_sync.export.streams import StreamSpec
 from kraiter_sync.logs import get_logger
 
@@ -194,17 +194,10 @@ class TableSink:
         with db.translated("checking the table"):
             problem = self._problem(self.doc, main[2] if main else None)
             self._ensure_table()
-        run = self.doc.get("run")
+        run: dict[str, Any] = self.doc.get("run") or {}
         opts = self.options
-        if run and problem is None:
-            self.result.resumed = True
-            log.warning(
-                "resuming the interrupted %s export started %s (%s rows so far)",
-                self.name,
-                run["id"].split("-")[0],
-                f"{run.get('rows', 0):,}",
-            )
-        else:
+        resumed = bool(run) and problem is None
+        if not resumed:
             full = opts.replacing or not self.spec.incremental
             if problem is not None:
                 self.result.reason = f"{problem}: exporting {self.spec.name} again in full"
@@ -231,12 +224,7 @@ class TableSink:
             with db.transaction("saving the export state"):
                 self._save(None)
         self.run = run
-        if not self.spec.incremental:
-            self.result.mode = "snapshot"
-        elif self.window is not None:
-            self.result.mode = "window"
-        else:
-            self.result.mode = "full" if run["full"] else "incremental"
+        begin_run(self.result, self.spec, run, name=self.name, resumed=resumed, window=self.window)
         self.result.table = f"{db.display}#{self.table}"
         return Start(opts, run.get("watermark"), run.get("driver"))
 
