@@ -134,7 +134,8 @@ def export(
     """
     opts = options or ExportOptions()
     check_tenant_binding(settings)
-    # Export requests follow one another per stream; the pool only bounds connections.
+    # Per-contact streams have up to options.concurrency (<= 64) requests in flight;
+    # the rate controller paces them all.
     run_options = RunOptions(concurrency=64, rate=opts.rate, max_retries=opts.retries)
 
     async def run() -> ExportResult:
