@@ -162,3 +162,31 @@ def test_a_snapshot_table_loses_vanished_rows_and_replace_names_what_it_deletes(
     assert f"{table}" in notice
     assert "4 rows" in notice
     app.close()
+
+
+def test_a_window_upserts_into_the_table_and_never_deletes(
+    tmp_path: Path, target: tuple[str, str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from kraiter_sync.errors import UsageError
+
+    url, prefix = target
+    table = f"{prefix}events"
+    app = new_app()
+    asyncio.run(_with_client(app, lambda c: seed(c, events=30)))
+    _export(app, tmp_path, url, "events", table_prefix=prefix)
+    everything = _ids(url, table)
+    since = datetime(2025, 3, 2, tzinfo=UTC)
+    window = _export(app, tmp_path, url, "events", table_prefix=prefix, since=since)
+    assert window.mode == "window"
+    assert window.replaced == 0
+    assert 0 < window.rows < len(everything)
+    assert _ids(url, table) == everything  # upserted the same rows: nothing lost, none twice
+    again = _export(app, tmp_path, url, "events", table_prefix=prefix)
+    assert (again.mode, again.rows, again.reason) == ("incremental", 0, None)
+    with pytest.raises(UsageError, match="a window never deletes rows"):
+        _export(app, tmp_path, url, "events", table_prefix=prefix, since=since, replace=True)
+    with pytest.raises(UsageError, match="--flatten-properties writes files"):
+        _export(app, tmp_path, url, "events", table_prefix=prefix, flatten_properties=True)
+    app.close()
