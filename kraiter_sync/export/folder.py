@@ -337,7 +337,8 @@ class FolderSink:
         self.result.files = len(files)
         self.result.files_total = len(data["files"])
         self.result.rows_total = _rows(data["files"])
-        self.result.manifest = self.state.path
+        self.result.manifest = self.state.label
+        self.result.manifest_files = sorted(data["files"])
 
     def finish(self) -> None:
         self._publish()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,8 +137,9 @@ class ExportResult:
     files: int = 0
     rows_total: int = 0
     files_total: int = 0
-    #: The state document that holds the manifest (every file with its row count).
-    manifest: Path | None = None
+    #: Where the state document that holds the manifest (every file with its rows and
+    #: bytes) is: a file path, or the state store and the document's name.
+    manifest: str | None = None
     #: ``<redacted url>#<table>`` for a database target.
     table: str | None = None
     #: The window, as its folder names it (``since-2026-11-01``), or None.
@@ -152,13 +152,14 @@ class ExportResult:
     resumed: bool = False
     seconds: float = 0.0
     contacts_not_found: list[str] = field(default_factory=list)
+    #: The manifest's files (relative paths), kept out of the printed summary.
+    manifest_files: list[str] = field(default_factory=list, repr=False)
 
     def paths(self) -> list[Path]:
         """Every file of the output now, from the manifest (an empty list for tables)."""
-        if self.manifest is None or self.directory is None or not self.manifest.exists():
+        if self.directory is None:
             return []
-        files = json.loads(self.manifest.read_text(encoding="utf-8")).get("files") or {}
-        return [self.directory / rel for rel in sorted(files)]
+        return [self.directory / rel for rel in self.manifest_files]
 
 
 ProgressSink = Callable[[dict[str, Any]], None]

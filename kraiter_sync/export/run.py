@@ -25,11 +25,13 @@ from kraiter_sync.export.options import Clock, ExportOptions, ExportResult, Prog
 from kraiter_sync.export.output import LocalFolder
 from kraiter_sync.export.paging import Fetcher
 from kraiter_sync.export.runner import MemorySink, Runner
-from kraiter_sync.export.state import ExportState, state_path
+from kraiter_sync.export.state import PREFIX, ExportState, state_name
 from kraiter_sync.export.streams import STREAMS, StreamSpec, stream_spec
 from kraiter_sync.export.tables import TableSink, table_notice
 from kraiter_sync.export.writers import empty_frame
 from kraiter_sync.logs import get_logger
+from kraiter_sync.state.local import StateFiles
+from kraiter_sync.state.store import SharedFiles
 
 __all__ = ["compact_output", "export_async", "read_stream_async", "replace_notice"]
 
@@ -59,31 +61,35 @@ async def export_async(
     clock: Clock = time.monotonic,
     sleep: Callable[[float], Any] = asyncio.sleep,
     progress: ProgressSink | None = None,
+    store: SharedFiles | None = None,
 ) -> ExportResult:
     """Export ``stream`` into ``<out>/<stream>/`` (or a window's own folder) or, when
     ``out`` is a ``duckdb://`` / ``postgresql://`` URL, into the table
     ``<prefix><stream>``, incrementally and resumably.
 
     ``target`` is the tenant identity (``Settings.target``) keying the watermark;
-    ``state_dir`` holds the state document and its lock. Raises IncompleteError (exit 4)
-    when a request still fails after the retries: re-running resumes.
+    ``state_dir`` holds the state document and its lock, or ``store`` (``state.backend``'s
+    ``open_shared_files``: e.g. a PostgreSQL state store) when given. Raises
+    IncompleteError (exit 4) when a request still fails after the retries: re-running
+    resumes.
     """
     spec = stream_spec(stream)
     options = options or ExportOptions()
     _check_contacts(spec, options)
     label, window = _label(spec, options)
     fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
+    files = store if store is not None else StateFiles(Path(state_dir))
     if is_database_url(out):
         db = Database(str(out))
         key = _table_key(db, options)
-        state = ExportState(state_path(Path(state_dir), target, label, key))
+        state = ExportState.in_store(files, target, label, key)
         with state.locked(), db:
             result = ExportResult(spec.name, None, db.dialect, "incremental", window=window)
             table = TableSink(spec, options, db=db, target=target, result=result, window=window)
             runner = Runner(client, spec, options, fetcher, table, clock=clock, progress=progress)
             return await runner.execute()
     out_path = Path(out)
-    state = ExportState(state_path(Path(state_dir), target, label, out_path))
+    state = ExportState.in_store(files, target, label, out_path)
     with state.locked():
         try:
             out_path.mkdir(parents=True, exist_ok=True)
@@ -96,7 +102,7 @@ async def export_async(
             folder.path,
             options.format,
             "incremental",
-            manifest=state.path,
+            manifest=state.label,
             window=window,
         )
         sink = FolderSink(spec, options, folder=folder, state=state, result=result, window=window)
@@ -111,6 +117,7 @@ def replace_notice(
     state_dir: str | os.PathLike[str],
     target: str,
     options: ExportOptions | None = None,
+    store: SharedFiles | None = None,
 ) -> str | None:
     """What ``--replace`` will delete, in words, before anything is done (None: nothing
     yet). The CLI shows it and asks for confirmation on a terminal."""
@@ -121,7 +128,8 @@ def replace_notice(
         with Database(str(out)) as db:
             return table_notice(db, spec, options)
     out_path = Path(out)
-    state = ExportState(state_path(Path(state_dir), target, label, out_path))
+    files = store if store is not None else StateFiles(Path(state_dir))
+    state = ExportState.in_store(files, target, label, out_path)
     return replacement_notice(state, LocalFolder(out_path / label, label))
 
 
@@ -131,6 +139,7 @@ def compact_output(
     state_dir: str | os.PathLike[str],
     target: str,
     streams: Sequence[str] = (),
+    store: SharedFiles | None = None,
 ) -> list[CompactResult]:
     """``export compact``: every stream folder (windows included) that exports of
     ``target`` wrote under ``out``, or only those of ``streams``."""
@@ -140,19 +149,21 @@ def compact_output(
         raise UsageError(msg)
     wanted = set(streams) or set(STREAMS)
     results: list[CompactResult] = []
-    directory = Path(state_dir) / "export"
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+    files = store if store is not None else StateFiles(Path(state_dir))
+    for name in files.list_blobs(PREFIX):
+        if not name.endswith(".json"):
+            continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(files.read_blob(name) or b"")
+        except ValueError:
             continue
-        stream, window = data.get("stream"), data.get("window")
-        if not isinstance(data, dict) or stream not in wanted:
+        if not isinstance(data, dict) or data.get("stream") not in wanted:
             continue
+        stream, window = data["stream"], data.get("window")
         label = stream if not window else f"{stream}-{window}"
-        if path != state_path(Path(state_dir), target, label, out_path):
+        if name != state_name(target, label, out_path):
             continue  # another target's, or another output's
-        state = ExportState(path)
+        state = ExportState.in_store(files, target, label, out_path)
         with state.locked():
             state.load()
             folder = LocalFolder(out_path / label, label)
@@ -162,7 +173,7 @@ def compact_output(
     if not results:
         msg = (
             f"nothing to compact in {out_path}: no export of this target into it is recorded "
-            f"in {Path(state_dir)} (export there first, with the same --state-dir)"
+            f"in {files.display} (export there first, with the same state)"
         )
         raise StateError(msg)
     return results
