@@ -57,7 +57,7 @@ from tests.helpers.paths import REPO_ROOT
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 RUN = {"bash", "sh", "console", "python"}
 SHOWN = {"toml", "ini", "cron", "text", "pyi", "json"}
-MAX_SKIPS = 12  # every skip is a block no test runs: keep the list short
+MAX_SKIPS = 8  # every skip is a block no test runs: keep the list short (7 today)
 KEY = "kr_docs_example"
 
 _FENCE = re.compile(r"^( *)```(\S*)[^\n]*\n(.*?)^\1```[ \t]*$", re.M | re.S)
@@ -266,3 +266,19 @@ def test_a_shown_line_matches_only_what_it_shows() -> None:
         _check_output(block, "x", ["exported 13 rows in 0.6 s"], "exported 12 rows in 0.6 s\n")
     with pytest.raises(pytest.fail.Exception):
         _check_output(block, "x", ["b", "a"], "a\nb\n")
+
+
+def test_markers_are_read_from_the_comments_right_before_a_block(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "Intro.\n\n<!-- docs-test: skip because no account -->\n```bash\nkraiter-sync x\n```\n\n"
+        "<!-- docs-test: before\ntouch a.csv\n-->\n<!-- docs-test: exit 3 -->\n"
+        "- item\n\n  ```console\n  $ kraiter-sync y\n  out\n  ```\n\n"
+        "<!-- docs-test: exit 2 -->\n\nProse between.\n\n```python\nprint(1)\n```\n",
+        encoding="utf-8",
+    )
+    first, second, third = blocks(page)
+    assert (first.lang, first.directive("skip"), first.line) == ("bash", "because no account", 4)
+    assert second.directive("before") is None  # a list item stands between
+    assert (second.lang, second.text) == ("console", "$ kraiter-sync y\nout\n")
+    assert third.directives == []  # prose stands between
