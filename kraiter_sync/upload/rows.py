@@ -17,6 +17,7 @@ __all__ = [
     "EventRow",
     "Outcome",
     "RejectSink",
+    "event_instant",
     "event_matches",
     "outcome_rejects",
     "rows_of_events",
@@ -27,10 +28,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class EventRow:
-    """One event ready to send (a row of the canonical events frame)."""
+    """One event ready to send (a row of the canonical events frame).
+
+    ``contact_id`` is None for an event known by email whose contact id is not known
+    yet: the engine finds it, or sends the event by email (``upload.links``).
+    """
 
     key: str
-    contact_id: str
+    contact_id: str | None
     name: str
     timestamp: str
     properties: str
@@ -97,7 +102,8 @@ def outcome_rejects(outcomes: Sequence[Outcome[Any]], *, field: str = "api") -> 
     return rejects_frame(rows)
 
 
-def _instant(value: str) -> datetime | None:
+def event_instant(value: str) -> datetime | None:
+    """An event's ISO 8601 timestamp as an instant (None when it is not one)."""
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (TypeError, ValueError):
@@ -109,7 +115,7 @@ def event_matches(row: EventRow, remote: Mapping[str, Any]) -> bool:
     (the same canonical form: types count, ``1`` is neither ``1.0`` nor ``true``)."""
     if remote.get("name", remote.get("event")) != row.name:
         return False
-    mine, theirs = _instant(row.timestamp), _instant(str(remote.get("timestamp", "")))
+    mine, theirs = event_instant(row.timestamp), event_instant(str(remote.get("timestamp", "")))
     if mine is None or theirs is None:
         return False
     if abs((mine - theirs).total_seconds()) >= 0.001:

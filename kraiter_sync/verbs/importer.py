@@ -8,8 +8,10 @@ sent:
    contact emails seen are collected.
 2. **Send.** First the sequence-trigger guard (nothing has been sent yet). Then
    contacts (created or patched; unchanged ones skipped by hash). Then, for events:
-   one upsert per contact the ledger does not know yet, verification of keys a killed
-   run left ``inflight``, and the spool chunk by chunk, minus keys already recorded.
+   verification of keys a killed run left ``inflight``, and the spool chunk by chunk,
+   minus keys already recorded; contacts the ledger does not know cost nothing where
+   Kraiter creates them for events, and are found or created first where it does not
+   (``upload.links``). Sends whose answer was lost are checked once, at the end.
 
 A ledger written before values read as text were typed (``state.ledger.KEY_VERSION``)
 knows some events under their earlier key: ``plan.ledger`` finds them under it, and rows
@@ -376,8 +378,7 @@ class _Run:
                 cached = self.store.get_contacts(self.target, emails)
                 ids = {e: cid for e, (cid, _h) in cached.items()}
             else:
-                ids = (await engine.ensure_contacts(emails)).ids
-            unresolved = 0
+                ids = engine.contacts_for_events(emails)
             for frame in self.spooled():
                 if engine.stopping:
                     break
@@ -394,15 +395,14 @@ class _Run:
                 todo, inflight, legacy = split.todo, split.inflight, split.legacy_inflight
                 if self.options.dry_run:
                     continue
-                known = pl.col("contact_id").is_not_null()
-                unresolved += sum(f.filter(~known).height for f in (todo, inflight, legacy))
-                leftovers = await engine.recover(list(rows_of_events(inflight.filter(known))))
-                leftovers += await self._recover_legacy(engine, legacy.filter(known))
-                await engine.send_events([*leftovers, *rows_of_events(todo.filter(known))])
+                leftovers = await engine.recover(list(rows_of_events(inflight)))
+                leftovers += await self._recover_legacy(engine, legacy)
+                await engine.send_events([*leftovers, *rows_of_events(todo)], settle=False)
+            await engine.settle_events()  # once, late: one check serves many lost answers
             counts.sent = engine.stats.events_sent
             counts.verified = engine.stats.events_verified
             counts.rejected = engine.stats.events_rejected
-            counts.failed = engine.stats.events_failed + unresolved
+            counts.failed = engine.stats.events_failed
         # Whatever was valid and not accounted for above was not attempted.
         counts.pending = counts.read - counts.accounted
 
