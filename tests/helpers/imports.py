@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,8 @@ import httpx
 import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.api.ratelimit import RateController
+from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
 
 NAMES = ["signed_up", "viewed_pricing", "started_trial", "upgraded_plan", "invoice_paid"]
 BAD_ROWS = 3  # rows write_events adds that the validator must reject
@@ -90,8 +93,6 @@ def remote_events(
 
 def stored_events(db: Path, api_key: str) -> Counter[tuple]:
     """What the emulator over ``db`` holds for ``api_key``'s tenant (see remote_events)."""
-    from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
-
     app = create_app(EmulatorConfig(db_path=str(db)))
     try:
         return remote_events("http://local.kraiter", api_key, transport=asgi_transport(app))
@@ -99,16 +100,29 @@ def stored_events(db: Path, api_key: str) -> Counter[tuple]:
         app.close()
 
 
+def route(method: str, path: str) -> str:
+    """``POST /api/events``, ``GET /api/contacts/by-email/{email}``: a request's endpoint."""
+    path = re.sub(r"/by-email/[^/]+", "/by-email/{email}", path)
+    return f"{method} {re.sub(r'/(cnt|con)_[^/]+', '/{id}', path)}"
+
+
 class CountingTransport(httpx.AsyncBaseTransport):
-    """Wraps a transport and counts requests by method (the seam for 'sent nothing')."""
+    """Wraps a transport and counts requests by method and by endpoint (the seam for
+    'sent nothing' and 'sent only these'); ``answers`` counts (endpoint, status)."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.methods: Counter[str] = Counter()
+        self.routes: Counter[str] = Counter()
+        self.answers: Counter[tuple[str, int]] = Counter()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.methods[request.method] += 1
-        return await self.inner.handle_async_request(request)
+        endpoint = route(request.method, request.url.path)
+        self.routes[endpoint] += 1
+        response = await self.inner.handle_async_request(request)
+        self.answers[(endpoint, response.status_code)] += 1
+        return response
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -116,3 +130,24 @@ class CountingTransport(httpx.AsyncBaseTransport):
     @property
     def writes(self) -> int:
         return sum(n for m, n in self.methods.items() if m != "GET")
+
+
+class LocalKraiter:
+    """One emulator app over a SQLite file; each import gets a counting client on it."""
+
+    def __init__(self, tmp_path: Path, key: str, **config: object) -> None:
+        self.db = tmp_path / "kraiter.db"
+        self.key = key
+        self.config = EmulatorConfig(db_path=str(self.db), **config)  # type: ignore[arg-type]
+        self.transports: list[CountingTransport] = []
+
+    def factory(self, controller: RateController) -> KraiterClient:
+        app = create_app(self.config)
+        transport = CountingTransport(asgi_transport(app, close_app=True))
+        self.transports.append(transport)
+        return KraiterClient(
+            "http://local.kraiter", self.key, transport=transport, observer=controller
+        )
+
+    def events(self) -> Counter[tuple]:
+        return stored_events(self.db, self.key)

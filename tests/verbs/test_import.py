@@ -13,38 +13,21 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.api.ratelimit import RateController
 from kraiter_sync.cli import main
 from kraiter_sync.config import resolve_settings
-from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
+from kraiter_sync.emulator import create_app
 from kraiter_sync.errors import ConfigError, GuardError, StateError
 from kraiter_sync.verbs.importer import ImportOptions, import_
-from tests.helpers.imports import BAD_ROWS, CountingTransport, remote_events, write_events
+from tests.helpers import imports as helpers
+from tests.helpers.imports import BAD_ROWS, write_events
 
 KEY = "kr_import_test_secret_0123456789"
 
 
-class LocalKraiter:
-    """One emulator app over a SQLite file; each import gets a counting client on it."""
-
+class LocalKraiter(helpers.LocalKraiter):
     def __init__(self, tmp_path: Path, **config: object) -> None:
-        self.db = tmp_path / "kraiter.db"
-        self.config = EmulatorConfig(db_path=str(self.db), **config)  # type: ignore[arg-type]
-        self.transports: list[CountingTransport] = []
-
-    def factory(self, controller: RateController) -> KraiterClient:
-        app = create_app(self.config)
-        transport = CountingTransport(asgi_transport(app, close_app=True))
-        self.transports.append(transport)
-        return KraiterClient("http://local.kraiter", KEY, transport=transport, observer=controller)
-
-    def events(self) -> Counter[tuple]:
-        app = create_app(EmulatorConfig(db_path=str(self.db)))
-        try:
-            return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
-        finally:
-            app.close()
+        super().__init__(tmp_path, KEY, **config)
 
 
 @pytest.fixture
@@ -111,6 +94,36 @@ def test_same_end_state_under_every_unknown_email_behaviour(
     result = import_([src], settings=settings, client_factory=kraiter.factory)
     assert result.events.sent == 50
     assert kraiter.events() == Counter(expected)
+
+
+def test_a_small_import_sends_only_the_requests_it_needs(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    """10 events over 5 new contacts (Kraiter creates contacts for events): the events, the
+    sequence-trigger guard's one read, and on a target's first import one look-up that
+    learns how it treats unknown emails. Nothing else (it was 16: an upsert per contact)."""
+    kraiter = LocalKraiter(tmp_path)
+
+    def ten(name: str, day: int) -> Path:
+        src = tmp_path / name
+        rows = [f"u{i % 5}@example.com,login,2025-01-{day:02d}T10:00:{i:02d}Z" for i in range(10)]
+        src.write_text("email,event,timestamp\n" + "\n".join(rows) + "\n")
+        return src
+
+    first = import_([ten("a.csv", 1)], settings=settings, client_factory=kraiter.factory)
+    assert first.events.sent == 10
+    assert kraiter.transports[-1].routes == {
+        "GET /api/sequences": 1,
+        "GET /api/contacts/by-email/{email}": 1,
+        "POST /api/events": 10,
+    }
+    second = import_([ten("b.csv", 2)], settings=settings, client_factory=kraiter.factory)
+    assert second.events.sent == 10
+    assert kraiter.transports[-1].routes == {"GET /api/sequences": 1, "POST /api/events": 10}
+    allowed = ImportOptions(allow_triggers=True)
+    third = import_(
+        [ten("c.csv", 3)], settings=settings, options=allowed, client_factory=kraiter.factory
+    )
+    assert third.events.sent == 10
+    assert kraiter.transports[-1].routes == {"POST /api/events": 10}
 
 
 def test_sequence_guard_stops_before_anything_is_sent(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
