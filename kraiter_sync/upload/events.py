@@ -32,7 +32,8 @@ from kraiter_sync.logs import get_logger
 from kraiter_sync.upload.contacts import ContactWriter
 from kraiter_sync.upload.core import EngineCore
 from kraiter_sync.upload.links import ContactLinks
-from kraiter_sync.upload.rows import EventRow, Outcome, event_instant, event_matches
+from kraiter_sync.upload.rows import EventRow, Outcome, event_matches
+from kraiter_sync.validate.keys import event_instant
 
 __all__ = ["EventWriter"]
 

@@ -18,6 +18,7 @@ from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.api.ratelimit import RateController
 from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
 
+KEY = "kr_import_test_secret_0123456789"
 NAMES = ["signed_up", "viewed_pricing", "started_trial", "upgraded_plan", "invoice_paid"]
 BAD_ROWS = 3  # rows write_events adds that the validator must reject
 
@@ -135,7 +136,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
 class LocalKraiter:
     """One emulator app over a SQLite file; each import gets a counting client on it."""
 
-    def __init__(self, tmp_path: Path, key: str, **config: object) -> None:
+    def __init__(self, tmp_path: Path, key: str = KEY, **config: object) -> None:
         self.db = tmp_path / "kraiter.db"
         self.key = key
         self.config = EmulatorConfig(db_path=str(self.db), **config)  # type: ignore[arg-type]

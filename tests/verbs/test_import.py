@@ -19,15 +19,7 @@ from kraiter_sync.config import resolve_settings
 from kraiter_sync.emulator import create_app
 from kraiter_sync.errors import ConfigError, GuardError, StateError
 from kraiter_sync.verbs.importer import ImportOptions, import_
-from tests.helpers import imports as helpers
-from tests.helpers.imports import BAD_ROWS, write_events
-
-KEY = "kr_import_test_secret_0123456789"
-
-
-class LocalKraiter(helpers.LocalKraiter):
-    def __init__(self, tmp_path: Path, **config: object) -> None:
-        super().__init__(tmp_path, KEY, **config)
+from tests.helpers.imports import BAD_ROWS, KEY, LocalKraiter, write_events
 
 
 @pytest.fixture
@@ -98,8 +90,9 @@ def test_same_end_state_under_every_unknown_email_behaviour(
 
 def test_a_small_import_sends_only_the_requests_it_needs(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
     """10 events over 5 new contacts (Kraiter creates contacts for events): the events, the
-    sequence-trigger guard's one read, and on a target's first import one look-up that
-    learns how it treats unknown emails. Nothing else (it was 16: an upsert per contact)."""
+    sequence-trigger guard's one read, and on a target's first import the lost-state
+    guard's one read (is the tenant empty) and one look-up that learns how it treats
+    unknown emails. Nothing else (it was 16: an upsert per contact)."""
     kraiter = LocalKraiter(tmp_path)
 
     def ten(name: str, day: int) -> Path:
@@ -112,6 +105,7 @@ def test_a_small_import_sends_only_the_requests_it_needs(tmp_path: Path, setting
     assert first.events.sent == 10
     assert kraiter.transports[-1].routes == {
         "GET /api/sequences": 1,
+        "GET /api/events": 1,
         "GET /api/contacts/by-email/{email}": 1,
         "POST /api/events": 10,
     }
