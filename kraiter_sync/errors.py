@@ -23,13 +23,15 @@ which exit code the CLI uses for it (``exit_code``)::
     │   ├── UnprocessableError     422  UNPROCESSABLE_ENTITY
     │   ├── RateLimitError         429  RATE_LIMITED            retriable (exit 4)
     │   └── ServerError            5xx                          retriable, ambiguous (exit 4)
-    ├── StateError                      the state directory / ledger cannot be used
+    ├── StateError                      the state directory / ledger / state store cannot be used
+    │   ├── StateConnectError           exit 2: the state store is unreachable or refused the login
     │   └── LockHeldError               exit 5: busy, another run holds the lock; nothing started
     └── IncompleteError                 exit 4: interrupted or out of retries; resumable
 
-Foreign exceptions (httpx, sqlite3, polars) are translated at one boundary each
+Foreign exceptions (httpx, sqlite3, psycopg, polars) are translated at one boundary each
 (``api.failures.translate_transport_error`` for httpx, ``state.ledger`` for sqlite3,
-``sources.reading`` for polars/pyarrow), so callers only ever catch this tree.
+``state.pgerrors`` for psycopg, ``sources.reading`` for polars/pyarrow), so callers only
+ever catch this tree.
 
 Messages never contain the API key or bulk personal data, and name the next step.
 """
@@ -59,6 +61,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseLostError",
     "ServerError",
+    "StateConnectError",
     "StateError",
     "TransportError",
     "UnprocessableError",
@@ -67,6 +70,7 @@ __all__ = [
     "is_disk_full",
     "os_reason",
     "outcome_exit_code",
+    "status_for_exit",
 ]
 
 EXIT_OK = 0
@@ -224,6 +228,13 @@ class StateError(KraiterSyncError):
     """The state directory or the ledger cannot be used."""
 
 
+class StateConnectError(StateError):
+    """The shared state store (PostgreSQL) cannot be reached, or refused the login: a
+    setting to fix (or a server to start) before anything is sent."""
+
+    exit_code = EXIT_USAGE
+
+
 class LockHeldError(StateError):
     """Another kraiter-sync run holds the lock on this state directory (or on this export):
     nothing was started, so there is nothing to resume; run again once it has finished."""
@@ -243,6 +254,25 @@ def outcome_exit_code(*, failed: int, rejected: int) -> int:
     if failed:
         return EXIT_INCOMPLETE
     return EXIT_REJECTED if rejected else EXIT_OK
+
+
+#: A run's status for its exit code (``runs``, ``sync``, every ``--json`` document).
+_STATUS = {
+    EXIT_OK: "ok",
+    EXIT_FAILED: "failed",
+    EXIT_USAGE: "error",
+    EXIT_REJECTED: "rejected-rows",
+    EXIT_INCOMPLETE: "incomplete",
+    EXIT_BUSY: "busy",
+}
+
+
+def status_for_exit(exit_code: int, *, dry_run: bool = False) -> str:
+    """``ok``, ``rejected-rows``, ``incomplete``, ``failed``, ``error`` (usage or
+    configuration: nothing was sent) or ``busy``; a dry run that finished is ``dry-run``."""
+    if dry_run and exit_code in (EXIT_OK, EXIT_REJECTED):
+        return "dry-run"
+    return _STATUS.get(exit_code, "failed")
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

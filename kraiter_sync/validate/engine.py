@@ -12,8 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from kraiter_sync.frames import REJECT_SCHEMA, Kind
-from kraiter_sync.validate._series import column, full
+from kraiter_sync.frames import REJECT_SCHEMA, SOURCE_PROBLEM, Kind
+from kraiter_sync.validate._series import MAX_TEXT_BYTES, column, full, overrule, without_huge
 from kraiter_sync.validate.emails import normalise_emails
 from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
@@ -101,6 +101,52 @@ class ValidationResult:
     valid: pl.DataFrame
     rejects: pl.DataFrame
     report: ValidationReport
+    #: The rows dropped or merged as duplicates, and the row each went into
+    #: (:data:`DUPLICATE_SCHEMA`); None: none.
+    duplicates: pl.DataFrame | None = None
+
+
+#: The duplicates file's columns: the row that was dropped (events) or merged (contacts)
+#: and the row it went into (null: a row of an earlier chunk of the input).
+DUPLICATE_SCHEMA = {
+    "kind": pl.String,
+    "key": pl.String,
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+    "kept_file": pl.String,
+    "kept_row": pl.Int64,
+}
+
+
+def merged_contacts(frame: pl.DataFrame) -> pl.DataFrame:
+    """The contacts of ``frame`` merged into another row of the same email (the last,
+    which wins), each with the source of the row it went into."""
+    key = "email"
+    empty = pl.DataFrame(schema=DUPLICATE_SCHEMA)
+    if key not in frame.columns or frame.height < 2:
+        return empty
+    indexed = frame.select(key, "source_file", "source_row").with_row_index("_i")
+    dup = indexed.filter(pl.col(key).is_duplicated())
+    if not dup.height:
+        return empty
+    kept = dup.group_by(key).agg(pl.col("_i").last().alias("_kept"))
+    kept = kept.join(
+        indexed.select(
+            pl.col("_i").alias("_kept"),
+            pl.col("source_file").alias("kept_file"),
+            pl.col("source_row").alias("kept_row"),
+        ),
+        on="_kept",
+    )
+    out = dup.join(kept, on=key).filter(pl.col("_i") != pl.col("_kept")).sort("_i")
+    return out.select(
+        pl.lit("contacts").alias("kind"),
+        pl.col(key).cast(pl.String).alias("key"),
+        pl.col("source_file").cast(pl.String),
+        pl.col("source_row").cast(pl.Int64),
+        pl.col("kept_file").cast(pl.String),
+        pl.col("kept_row").cast(pl.Int64),
+    )
 
 
 class ReportAccumulator:
@@ -150,7 +196,7 @@ def _rejects(
 ) -> pl.DataFrame:
     """The rejects frame for the rows in ``mask`` (filtered first: rejects are few), with
     their original values as ``originals`` shows them (refused values masked, long ones
-    cut)."""
+    cut). A row the source could not read takes its message from ``source_problem``."""
     # (only the provenance is filtered whole: the originals take each value apart first,
     # as a rejected value may be hundreds of megabytes)
     bad = pl.DataFrame([column(mapped, "source_file"), column(mapped, "source_row")]).filter(mask)
@@ -165,7 +211,36 @@ def _rejects(
         pl.col("rule").replace_strict(dict(RULE_MESSAGES), default=None).alias("message"),
         pl.lit("invalid").alias("stage"),
     )
+    if SOURCE_PROBLEM in mapped.columns:
+        told = mapped[SOURCE_PROBLEM].struct.field("message").filter(mask)
+        base = base.with_columns(pl.coalesce(pl.lit(told), pl.col("message")).alias("message"))
     return pl.concat([base, original_values(mapped, mask, options)], how="horizontal")
+
+
+def _source_problems(mapped: pl.DataFrame) -> list[tuple[str, pl.Series]]:
+    """The check for rows the source could not read (first of all), when there are any."""
+    if SOURCE_PROBLEM not in mapped.columns:
+        return []
+    return [("row", mapped[SOURCE_PROBLEM].struct.field("rule"))]
+
+
+def _identifier(values: pl.Series, options: ValidationOptions, code: str) -> pl.DataFrame:
+    """An id (contact id, user id): trimmed, blank as none; ``code`` when longer than
+    ``options.max_id_length`` characters (judged by length alone beyond 64 KiB: never
+    copied)."""
+    s, huge = without_huge(values.cast(pl.String), MAX_TEXT_BYTES)
+    if s.null_count() < len(s):
+        s = s.str.strip_chars()
+        s = pl.select(pl.when(pl.lit(s) != "").then(pl.lit(s))).to_series()
+    long = (s.str.len_chars() > options.max_id_length).fill_null(False)
+    rule = pl.select(pl.when(pl.lit(long)).then(pl.lit(code))).to_series()
+    rule = overrule(rule, huge, code)
+    if huge is not None or long.any():  # (the row is rejected: its id is never sent)
+        s = pl.select(pl.when(~pl.lit(rule).is_not_null()).then(pl.lit(s))).to_series()
+        has = pl.select(pl.lit(s).is_not_null() | pl.lit(rule).is_not_null()).to_series()
+    else:
+        has = s.is_not_null()
+    return pl.DataFrame({"id": s, "rule": rule.cast(pl.String), "present": has})
 
 
 def _no_rejects() -> pl.DataFrame:
@@ -263,11 +338,9 @@ def _complete_events(started: _Started) -> _Prepared:
     mapped, options = started.mapped, started.options
     props_future, emails_future = started.props, started.emails
     n = mapped.height
-    contact = column(mapped, "contact_id").cast(pl.String)
-    if contact.null_count() < n:  # (events usually carry emails only)
-        contact = contact.str.strip_chars()
-        contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
-    has_contact = contact.is_not_null()
+    contacts = _identifier(column(mapped, "contact_id"), options, "contact_id.too_long")
+    contact = contacts["id"]
+    has_contact = contacts["present"]
     names = check_names(column(mapped, "name"), options)
     ts = parse_timestamps(column(mapped, "timestamp"), options)
     emails = emails_future.result()
@@ -283,6 +356,8 @@ def _complete_events(started: _Started) -> _Prepared:
     props = props_future.result()
     fld, rule = _first_failure(
         [
+            *_source_problems(mapped),
+            ("contact_id", contacts["rule"]),
             ("email", email_rule),
             ("name", names["rule"]),
             ("timestamp", ts.rule),
@@ -353,7 +428,29 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
     )
     prep.report.valid = valid.height
     prep.report.duplicates = canon.height - valid.height
-    return ValidationResult(valid, prep.rejects, prep.report)
+    duplicates = None
+    if not all_first:
+        # each dropped row, with the row kept for its key: in this chunk, else null (an
+        # earlier chunk of the input)
+        kept = canon.filter(first).select(
+            "event_key",
+            pl.col("source_file").cast(pl.String).alias("kept_file"),
+            pl.col("source_row").cast(pl.Int64).alias("kept_row"),
+        )
+        duplicates = (
+            canon.filter(~first)
+            .select("event_key", "source_file", "source_row")
+            .join(kept, on="event_key", how="left", maintain_order="left")
+            .select(
+                pl.lit("events").alias("kind"),
+                pl.col("event_key").cast(pl.String).alias("key"),
+                pl.col("source_file").cast(pl.String),
+                pl.col("source_row").cast(pl.Int64),
+                "kept_file",
+                "kept_row",
+            )
+        )
+    return ValidationResult(valid, prep.rejects, prep.report, duplicates)
 
 
 def _legacy_keys(canon: pl.DataFrame) -> pl.Series:
@@ -426,13 +523,21 @@ def validate_contacts(
         allow_special_use_domains=options.allow_special_use_domains,
     )
     props = canonical_properties(column(mapped, "properties"), options)
-    fld, rule = _first_failure([("email", emails["rule"]), ("properties", props.rule)], n)
+    users = _identifier(column(mapped, "user_id"), options, "user_id.too_long")
+    fld, rule = _first_failure(
+        [
+            *_source_problems(mapped),
+            ("email", emails["rule"]),
+            ("user_id", users["rule"]),
+            ("properties", props.rule),
+        ],
+        n,
+    )
     ok = rule.is_null()
-    user = column(mapped, "user_id").cast(pl.String).str.strip_chars()
     canon = pl.DataFrame(
         {
             "email": emails["email"],
-            "user_id": pl.select(pl.when(pl.lit(user) != "").then(pl.lit(user))).to_series(),
+            "user_id": users["id"],
             "properties": props.json,
             "source_file": column(mapped, "source_file").cast(pl.String),
             "source_row": column(mapped, "source_row").cast(pl.Int64),
@@ -452,11 +557,13 @@ def validate_contacts(
         rejected=rejects.height,
         by_rule=_count_rules(rule),
     )
+    duplicates = None
     if report.duplicates:
         report.warnings.append(
             "contacts with the same email were merged (last row wins per property)"
         )
-    return ValidationResult(valid, rejects, report)
+        duplicates = merged_contacts(canon)
+    return ValidationResult(valid, rejects, report, duplicates)
 
 
 class ChunkedValidation:
@@ -481,6 +588,10 @@ class ChunkedValidation:
         self.on_rejects = on_rejects
         self.accumulator = ReportAccumulator(kind)
         self.seen = SeenKeys()
+        #: Called with each chunk's report as it is validated (progress displays).
+        self.on_chunk: Callable[[ValidationReport], None] | None = None
+        #: Called with the rows dropped or merged as duplicates (:data:`DUPLICATE_SCHEMA`).
+        self.on_duplicates: Callable[[pl.DataFrame], None] | None = None
 
     @property
     def report(self) -> ValidationReport:
@@ -488,8 +599,12 @@ class ChunkedValidation:
 
     def _take(self, result: ValidationResult) -> None:
         self.accumulator.add(result.report)
+        if self.on_chunk is not None:
+            self.on_chunk(result.report)
         if self.on_rejects is not None and result.rejects.height:
             self.on_rejects(result.rejects)
+        if self.on_duplicates is not None and result.duplicates is not None:
+            self.on_duplicates(result.duplicates)
 
     def _events(self, chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         it = iter(chunks)
@@ -552,6 +667,8 @@ class ChunkedValidation:
             both = pl.concat(pending)
             merged = merge_contacts(both)
             extra = both.height - merged.height
+            if extra and self.on_duplicates is not None and len(pending) > 1:
+                self.on_duplicates(merged_contacts(both))
             self.report.valid -= extra
             self.report.duplicates += extra
             yield merged

@@ -1,4 +1,5 @@
-"""The ledger on real SQLite files: states, crash safety, batches, runs, the lock."""
+"""The ledger: states, crash safety, batches, runs, the lock. Tests taking ``ledger`` run
+on both backends (SQLite files and a PostgreSQL schema); the others are SQLite's own."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -15,13 +17,21 @@ from kraiter_sync import errors
 from kraiter_sync.state.ledger import SCHEMA_VERSION, Ledger
 from kraiter_sync.state.lock import state_lock
 from kraiter_sync.state.runs import scrub_args
+from kraiter_sync.state.store import StateStore
+from tests.helpers.pgstate import Opener
 
 T = "http://127.0.0.1:1#abc123"
 OTHER = "https://api.kraiter.com#def456"
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
+def ledger(opener: Opener) -> StateStore:
+    """A state store of each backend (the same rules hold for both)."""
+    return opener()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Ledger:
     led = Ledger(tmp_path / "state" / "ledger.db")
     yield led  # type: ignore[misc]
     led.close()
@@ -30,10 +40,10 @@ def ledger(tmp_path: Path) -> Ledger:
 def test_creates_parents_wal_and_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "ledger.db"
     with Ledger(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 4
+        assert led.schema_version == SCHEMA_VERSION == 5
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
     db.close()
 
 
@@ -46,7 +56,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         Ledger(path)
 
 
-def test_state_transitions_per_target(ledger: Ledger) -> None:
+def test_state_transitions_per_target(ledger: Any) -> None:
     ledger.mark_inflight(T, ["k1", "k2", "k3", "k4"], run_id=1)
     ledger.mark_done(T, [("k1", "evt_1"), ("k2", "evt_2")])
     ledger.mark_rejected(T, [("k3", "VALIDATION_ERROR", "name too long")])
@@ -63,7 +73,7 @@ def test_state_transitions_per_target(ledger: Ledger) -> None:
     assert ledger.count_states(T) == {"done": 2, "rejected": 1, "inflight": 1}
 
 
-def test_done_is_never_downgraded(ledger: Ledger) -> None:
+def test_done_is_never_downgraded(ledger: Any) -> None:
     ledger.mark_done(T, [("k1", "evt_1")])
     ledger.mark_inflight(T, ["k1"], run_id=2)
     ledger.mark_rejected(T, [("k1", "X", "y")])
@@ -101,13 +111,13 @@ def test_killed_process_leaves_inflight_behind(tmp_path: Path) -> None:
         assert led.inflight(T) == ["y", "z"]
 
 
-def test_forget_makes_keys_sendable_again(ledger: Ledger) -> None:
+def test_forget_makes_keys_sendable_again(ledger: Any) -> None:
     ledger.mark_rejected(T, [("k1", "X", "m"), ("k2", "X", "m")])
     assert ledger.forget(T, ["k1"]) == 1
     assert ledger.known_states(T, ["k1", "k2"]) == {"k2": "rejected"}
 
 
-def test_big_batches_and_polars_series(ledger: Ledger) -> None:
+def test_big_batches_and_polars_series(ledger: Any) -> None:
     keys = pl.Series("event_key", [f"{i:016x}" for i in range(25_000)])
     ledger.mark_inflight(T, keys, run_id=1)
     ledger.mark_done(T, [(k, f"evt_{k}") for k in keys.to_list()[:12_345]])
@@ -144,7 +154,7 @@ def test_scrub_args() -> None:
     assert scrub_args({"api_key": "x", "API_KEY": "y", "quiet": True}) == {"quiet": True}
 
 
-def test_watermarks_and_contacts(ledger: Ledger) -> None:
+def test_watermarks_and_contacts(ledger: Any) -> None:
     assert ledger.get_watermark(T, "events") is None
     ledger.set_watermark(T, "events", "cursor-1")
     ledger.set_watermark(T, "events", "cursor-2")
@@ -173,7 +183,7 @@ class NoJsonEach:
         self.db.close()
 
 
-def test_contact_lookups_in_one_statement_or_chunks_without_json_each(ledger: Ledger) -> None:
+def test_contact_lookups_in_one_statement(ledger: StateStore) -> None:
     rows = [(f"u{i}@x.io", f"ctc_{i}", f"h{i}" if i % 3 else None) for i in range(25_000)]
     ledger.put_contacts(T, rows)
     ledger.put_contacts(OTHER, [("u1@x.io", "other", "h")])
@@ -181,6 +191,15 @@ def test_contact_lookups_in_one_statement_or_chunks_without_json_each(ledger: Le
     expected = sorted(r for r in rows if int(r[1][4:]) % 2 == 0)
     assert sorted(ledger.contact_rows(T, pl.Series(wanted))) == expected
     assert ledger.contact_rows(T, []) == []
+    assert ledger.contact_rows(OTHER, ["u1@x.io", "u2@x.io"]) == [("u1@x.io", "other", "h")]
+
+
+def test_contact_lookups_in_chunks_without_json_each(sqlite_ledger: Ledger) -> None:
+    ledger = sqlite_ledger
+    rows = [(f"u{i}@x.io", f"ctc_{i}", f"h{i}" if i % 3 else None) for i in range(25_000)]
+    ledger.put_contacts(T, rows)
+    wanted = [f"u{i}@x.io" for i in range(0, 30_000, 2)]  # 2,500 of them never cached
+    expected = sorted(r for r in rows if int(r[1][4:]) % 2 == 0)
     ledger._db = NoJsonEach(ledger._db)  # type: ignore[assignment]
     assert sorted(ledger.contact_rows(T, wanted)) == expected  # IN lists of 10,000
     assert not ledger._json_each
@@ -315,7 +334,7 @@ def test_a_version_1_ledger_is_migrated_keeping_its_data(tmp_path: Path) -> None
     )
     db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 4
+        assert led.schema_version == 5
         (run,) = led.list_runs()
         assert (run.command, run.status, run.pid, run.host) == ("import", "ok", None, None)
 
@@ -335,7 +354,7 @@ def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Pa
     )
     db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 4
+        assert led.schema_version == 5
         run = led.get_run(1)
         assert run is not None
         assert (run.status, run.counts, run.details) == ("ok", {"requests": 7}, None)
@@ -348,29 +367,64 @@ def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Pa
         assert [r.details for r in led.list_runs()] == [None, None]
 
 
-def test_targets_with_events_from_before_typed_keys_are_marked_version_1(tmp_path: Path) -> None:
-    """A version-2 ledger: the target that holds events may hold version-1 (untyped text)
-    keys; one with none, and a target first used now, hold only version-2 keys."""
-    from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS
+def _old_ledger(tmp_path: Path, version: int, *statements: str) -> Path:
+    """A ledger as a release at schema ``version`` left it, with these rows."""
+    from kraiter_sync.state.schema import MIGRATIONS
 
     path = tmp_path / "ledger.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:2]:
+    for migration in MIGRATIONS[:version]:
         db.executescript(migration)
-    db.execute("PRAGMA user_version = 2")
-    db.execute("INSERT INTO targets (id, name) VALUES (1, 'old'), (2, 'empty')")
-    db.execute(
+    db.execute(f"PRAGMA user_version = {version}")
+    for statement in statements:
+        db.execute(statement)
+    db.close()
+    return path
+
+
+def test_targets_with_events_from_before_exact_json_types_are_marked_version_2(
+    tmp_path: Path,
+) -> None:
+    """A schema-4 ledger (key version 2: NDJSON values coerced to one type per column and
+    chunk): a target that holds events may hold version-2 keys, so an import computes
+    them; a version-1 mark stays; a target with no events holds only current keys."""
+    from kraiter_sync.state.schema import KEY_VERSION
+
+    path = _old_ledger(
+        tmp_path,
+        4,
+        "INSERT INTO targets (id, name) VALUES (1, 'v2'), (2, 'v1'), (3, 'empty')",
+        "INSERT INTO events (target, event_key, state, remote_id, updated_at) "
+        "VALUES (1, 'k1', 'done', 'evt_1', 1.0), (2, 'k2', 'done', 'evt_2', 1.0)",
+        "INSERT INTO key_versions (target, oldest) VALUES (2, 1)",
+    )
+    with Ledger(path) as led:
+        assert led.schema_version == 5
+        assert KEY_VERSION == 3
+        assert led.oldest_key_version("v2") == 2
+        assert led.oldest_key_version("v1") == 1
+        assert led.oldest_key_version("empty") == 3
+
+
+def test_targets_with_events_from_before_typed_keys_are_marked_version_1(tmp_path: Path) -> None:
+    """A version-2 ledger: the target that holds events may hold version-1 (untyped text)
+    keys; one with none, and a target first used now, hold only current keys."""
+    from kraiter_sync.state.schema import KEY_VERSION
+
+    path = _old_ledger(
+        tmp_path,
+        2,
+        "INSERT INTO targets (id, name) VALUES (1, 'old'), (2, 'empty')",
         "INSERT INTO events (target, event_key, state, remote_id, updated_at) "
         "VALUES (1, 'k-old', 'done', 'evt_1', 1.0), (1, 'k-bad', 'rejected', NULL, 1.0), "
-        "(1, 'k-maybe', 'inflight', NULL, 1.0)"
+        "(1, 'k-maybe', 'inflight', NULL, 1.0)",
     )
-    db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 4
-        assert KEY_VERSION == 2
+        assert led.schema_version == 5
+        assert KEY_VERSION == 3
         assert led.oldest_key_version("old") == 1
-        assert led.oldest_key_version("empty") == 2
-        assert led.oldest_key_version("new") == 2
+        assert led.oldest_key_version("empty") == 3
+        assert led.oldest_key_version("new") == 3
         adopted = led.adopt_keys(
             "old", [("k-old", "k-new"), ("k-bad", "k-bad2"), ("k-maybe", "k-m2"), ("x", "y")]
         )
@@ -478,14 +532,14 @@ def test_cli_runs_shows_a_killed_run(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert " killed " in result.stdout.splitlines()[1]
     as_json = CliRunner().invoke(main, ["runs", "--json", "--state-dir", str(state)])
-    (run,) = json.loads(as_json.stdout)
+    (run,) = json.loads(as_json.stdout)["runs"]
     assert (run["status"], run["pid"]) == ("killed", proc.pid)
 
 
 # -- a tenant name stays with the key it was first used with -----------------------------
 
 
-def test_a_tenant_name_is_bound_to_its_first_key(ledger: Ledger) -> None:
+def test_a_tenant_name_is_bound_to_its_first_key(ledger: Any) -> None:
     ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-one")
     ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-one")  # same key: fine
     ledger.bind_tenant("https://eu.kraiter.example", "acme", "fp-two")  # another base URL
