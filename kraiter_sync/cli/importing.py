@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -42,6 +43,32 @@ log = get_logger("cli")
 @input_options
 @click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
 @send_options
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Share this import among N worker processes through a PostgreSQL state store "
+    "(--state postgresql://...); the same command on other machines joins the same work. "
+    "Each worker claims shards of the contacts by lease; a killed worker's shard is taken "
+    "over when its lease expires.",
+)
+@click.option(
+    "--max-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Use at most this part of the tenant's rate limit (from --rate or the "
+    "X-RateLimit-Limit header), together with the other runs on the same tenant that "
+    "share the PostgreSQL state: e.g. 0.7 leaves 30%% to your application's own calls.",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=2),
+    default=60.0,
+    show_default=True,
+    help="How long a worker's claim on a shard lasts unless renewed (every second while "
+    "it lives): a killed worker's shard is taken over after this.",
+)
 @json_summary_option
 @report_option
 @common_options
@@ -50,6 +77,9 @@ def import_command(
     inputs: InputOptions,
     dry_run: bool,
     sending: SendFlags,
+    workers: int | None,
+    max_share: float,
+    lease_seconds: float,
     as_json: bool,
     report_path: Path | None,
     common: Common,
@@ -78,7 +108,12 @@ def import_command(
 
         require_plotly()  # before the run, not after hours of sending
     settings = common.settings()
-    options = sending.import_options(inputs, dry_run=dry_run)
+    options = dataclasses.replace(
+        sending.import_options(inputs, dry_run=dry_run),
+        workers=workers or 0,
+        max_share=max_share,
+        lease_seconds=lease_seconds,
+    )
     args = {
         "paths": list(paths),
         "dry_run": dry_run,
@@ -86,11 +121,20 @@ def import_command(
         "connector": inputs.connector,
         "concurrency": sending.concurrency,
         "rate": sending.rate,
+        "workers": workers,
+        "max_share": max_share,
     }
     with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
-        result = import_(
-            paths, settings=settings, options=options, args=args, on_progress=progress.sending
-        )
+        if options.workers > 1:
+            from kraiter_sync.verbs.workers import import_with_workers
+
+            result = import_with_workers(
+                paths, settings=settings, options=options, args=args, on_progress=progress.sending
+            )
+        else:
+            result = import_(
+                paths, settings=settings, options=options, args=args, on_progress=progress.sending
+            )
     if report_path is not None:
         write_report(settings.state_dir, result.run_id, report_path, state=settings.state_url)
     finish_import(result, as_json=as_json)

@@ -101,10 +101,11 @@ class ProgressSink:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         observed = snapshot.done / elapsed
         eta = eta_seconds(snapshot, observed)
+        share = "" if snapshot.share is None else f" · share {snapshot.share:.0%}"
         if self.mode == "bar":
             info = (
-                f"{observed:,.0f}/s · {_fmt_eta(eta)} · 429s: {snapshot.rate_limited:,} · "
-                f"{snapshot.retries:,} retries"
+                f"{observed:,.0f}/s{share} · {_fmt_eta(eta)} · "
+                f"429s: {snapshot.rate_limited:,} · {snapshot.retries:,} retries"
             )
             self._draw("sending", snapshot.done, snapshot.total or None, info)
         elif self.mode == "json":
@@ -120,6 +121,7 @@ class ProgressSink:
                         "eta_s": None if eta is None else round(eta, 1),
                         "rate_limited": snapshot.rate_limited,
                         "retries": snapshot.retries,
+                        "share": snapshot.share,
                     },
                 )
 

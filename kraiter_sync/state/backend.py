@@ -33,6 +33,7 @@ __all__ = [
     "open_state",
     "open_store",
     "require_postgres",
+    "worker_store",
 ]
 
 POSTGRES_EXTRA = 'pip install "kraiter-sync[postgres]"'
@@ -75,6 +76,25 @@ def open_shared_files(settings: Settings) -> SharedFiles:
     if settings.state_url:
         return open_postgres(settings.state_url, settings.state_dir)
     return StateFiles(settings.state_dir)
+
+
+@contextlib.contextmanager
+def worker_store(settings: Settings) -> Iterator[PostgresStore]:
+    """The PostgreSQL store with this target's run lock held *shared*: one worker of an
+    import run by several (they share the work through ``state.work``'s leases)."""
+    if settings.state_url is None:
+        msg = (
+            "several workers share an import through a PostgreSQL state store: give "
+            "--state postgresql://... (or KRAITER_SYNC_STATE), or drop --workers"
+        )
+        raise ConfigError(msg)
+    ensure_state_dir(settings.state_dir)
+    store = open_postgres(settings.state_url, settings.state_dir)
+    try:
+        with store.worker_lock(settings.target):
+            yield store
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager

@@ -95,5 +95,27 @@ PG_MIGRATIONS: list[str] = [
         since double precision NOT NULL
     )
     """,
+    # version 2: several workers on one import (``state.work``): the shards of an import's
+    # work, each leased to one worker until it expires, and the processes sharing one
+    # tenant's rate budget. Times are the server's clock (epoch seconds), so machines
+    # whose clocks differ agree on when a lease ends.
+    """
+    CREATE TABLE {s}.work_shards (
+        job text NOT NULL,
+        shard integer NOT NULL,
+        round integer NOT NULL DEFAULT 0,
+        holder text,
+        expires_at double precision,
+        done boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (job, shard)
+    );
+    CREATE TABLE {s}.rate_shares (
+        target text NOT NULL,
+        holder text NOT NULL,
+        expires_at double precision NOT NULL,
+        rate_limit double precision,
+        PRIMARY KEY (target, holder)
+    )
+    """,
 ]
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)

@@ -61,6 +61,8 @@ class Snapshot:
     rate_limited: int
     #: Requests/s the rate controller currently allows (None: unpaced).
     rate_budget: float | None
+    #: This run's part of the tenant's limit (0-1) when runs share it (None: not shared).
+    share: float | None = None
 
 
 class EngineCore:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -52,6 +53,7 @@ from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.contact_plan import contacts_to_write
 from kraiter_sync.plan.guards import check_triggers
 from kraiter_sync.plan.ledger import contacts_to_send, split_events
+from kraiter_sync.plan.shards import in_shard, shard_counts
 from kraiter_sync.state.ledger import KEY_VERSION
 from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.state.store import StateStore
@@ -61,12 +63,17 @@ from kraiter_sync.upload.context import (
     RunOptions,
     locked_state,
     recorded_run,
+    worker_state,
 )
 from kraiter_sync.upload.core import Snapshot
 from kraiter_sync.upload.engine import ContactRow, Engine, EngineStats, EventRow, rows_of_events
 from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
 from kraiter_sync.validate.engine import LEGACY_KEY, LEGACY_PROPERTIES
+from kraiter_sync.verbs.sharing import Sharing, job_id, sharing_for
+
+if TYPE_CHECKING:
+    from kraiter_sync.state.work import ShardLeases
 
 __all__ = ["ImportOptions", "ImportResult", "KindCounts", "Snapshot", "import_", "import_locked"]
 
@@ -101,6 +108,17 @@ class ImportOptions:
     resend_rejected: bool = False
     #: Re-send every valid contact even when its hash equals the ledger's (a full pass).
     ignore_contact_cache: bool = False
+    #: Worker processes sharing this import through PostgreSQL state (``verbs.workers``;
+    #: 0: a plain run, alone on its target). With 1 this process is one worker.
+    workers: int = 0
+    #: The part of the tenant's rate limit this run and the runs beside it use together.
+    max_share: float = 1.0
+    #: Seconds a worker's claim on a shard lasts unless renewed (a killed worker's work
+    #: is taken over after it).
+    lease_seconds: float = 60.0
+    #: A worker started by ``import_with_workers``: it works in the round of shards its
+    #: parent began, and never begins a new one.
+    join_round: bool = False
 
     @property
     def run_options(self) -> RunOptions:
@@ -128,6 +146,8 @@ class KindCounts:
     rejected: int = 0
     failed: int = 0
     pending: int = 0
+    #: Rows of the shards other workers sent (an import run by several workers).
+    elsewhere: int = 0
 
     def absorb(self, report: ValidationReport) -> None:
         self.read += report.rows_read
@@ -147,6 +167,7 @@ class KindCounts:
             + self.rejected
             + self.failed
             + self.pending
+            + self.elsewhere
         )
 
 
@@ -209,6 +230,8 @@ class _Run:
         self.contacts: pl.DataFrame | None = None
         self.names: set[str] = set()
         self.emails: pl.Series | None = None
+        self.sharing: Sharing | None = None
+        self._unresolved = 0
         self.result = ImportResult(run_id=run_id, rejects_path=writer.path, dry_run=options.dry_run)
 
     # -- pass 1 --------------------------------------------------------------------------
@@ -321,9 +344,10 @@ class _Run:
 
     async def send_contacts(self, engine: Engine, frame: pl.DataFrame) -> None:
         counts = self.result.contacts
-        todo, counts.unchanged = contacts_to_send(
+        todo, unchanged = contacts_to_send(
             self.store, self.target, frame, ignore_cache=self.options.ignore_contact_cache
         )
+        counts.unchanged += unchanged
         # The ledger knows these contacts and what it last wrote to them, and the row
         # differs: an update by id, without asking Kraiter first (the nightly sync's
         # common case). The rest are diffed against Kraiter.
@@ -344,10 +368,10 @@ class _Run:
         written = await engine.write_contacts(rows)
         if written.rejected:
             self.writer.write(outcome_rejects(written.rejected))
-        counts.sent = written.created + written.updated
+        counts.sent += written.created + written.updated
         counts.unchanged += written.unchanged
-        counts.rejected = len(written.rejected)
-        counts.failed = written.failed
+        counts.rejected += len(written.rejected)
+        counts.failed += written.failed
         counts.pending = counts.read - counts.accounted
 
     async def _recover_legacy(self, engine: Engine, frame: pl.DataFrame) -> list[EventRow]:
@@ -368,19 +392,25 @@ class _Run:
         self.store.forget(self.target, list(missing))
         return list(rows_of_events(frame.filter(pl.col(LEGACY_KEY).is_in(list(missing)))))
 
-    async def send_events(self, engine: Engine) -> None:
+    async def send_events(self, engine: Engine, shard: tuple[int, int] | None = None) -> None:
+        """The spooled events (``shard``: only those of shard ``(number, of)``)."""
         counts = self.result.events
         if self.spool_parts:
             emails = self.emails.to_list() if self.emails is not None else []
+            if shard is not None:
+                emails = in_shard(
+                    pl.DataFrame({"email": emails}, schema={"email": pl.String}), *shard
+                )["email"].to_list()
             if self.options.dry_run:
                 cached = self.store.get_contacts(self.target, emails)
                 ids = {e: cid for e, (cid, _h) in cached.items()}
             else:
                 ids = (await engine.ensure_contacts(emails)).ids
-            unresolved = 0
             for frame in self.spooled():
                 if engine.stopping:
                     break
+                if shard is not None:
+                    frame = in_shard(frame, *shard)
                 split = split_events(
                     self.store,
                     self.target,
@@ -395,16 +425,66 @@ class _Run:
                 if self.options.dry_run:
                     continue
                 known = pl.col("contact_id").is_not_null()
-                unresolved += sum(f.filter(~known).height for f in (todo, inflight, legacy))
+                self._unresolved += sum(f.filter(~known).height for f in (todo, inflight, legacy))
                 leftovers = await engine.recover(list(rows_of_events(inflight.filter(known))))
                 leftovers += await self._recover_legacy(engine, legacy.filter(known))
                 await engine.send_events([*leftovers, *rows_of_events(todo.filter(known))])
             counts.sent = engine.stats.events_sent
             counts.verified = engine.stats.events_verified
             counts.rejected = engine.stats.events_rejected
-            counts.failed = engine.stats.events_failed + unresolved
+            counts.failed = engine.stats.events_failed + self._unresolved
         # Whatever was valid and not accounted for above was not attempted.
         counts.pending = counts.read - counts.accounted
+
+    async def send_shards(self, engine: Engine, sharing: Sharing, leases: ShardLeases) -> None:
+        """A worker's part: shard after shard claimed, sent and marked done, until every
+        shard is done (waiting, when the rest are held, for their leases to be renewed
+        or to expire: a killed worker's shard is taken over then)."""
+
+        def stopping() -> bool:  # (read each time: a signal sets it while we wait)
+            return engine.stopping
+
+        await asyncio.to_thread(
+            functools.partial(leases.begin, new_round=not self.options.join_round)
+        )
+        mine: set[int] = set()
+        while not stopping():
+            shard = await asyncio.to_thread(leases.claim)
+            if shard is None:
+                wait = await asyncio.to_thread(leases.wait)
+                if wait is None:
+                    break
+                sharing.active = False  # its share of the rate goes to those sending
+                await asyncio.sleep(min(max(wait, 0.2), 2.0))
+                continue
+            sharing.active = True
+            sharing.hold(shard)
+            try:
+                if self.contacts is not None:
+                    await self.send_contacts(engine, in_shard(self.contacts, shard, leases.shards))
+                await self.send_events(engine, (shard, leases.shards))
+            finally:
+                sharing.hold(None)
+            if stopping():  # not all of it was sent: free for another worker now
+                await asyncio.to_thread(leases.release, shard)
+                break
+            await asyncio.to_thread(leases.finish, shard)
+            mine.add(shard)
+        if not stopping():
+            self._count_elsewhere(mine, leases.shards)
+
+    def _count_elsewhere(self, mine: set[int], shards: int) -> None:
+        """The valid rows of the shards other workers sent."""
+        if self.contacts is not None:
+            per = shard_counts(self.contacts, shards)
+            self.result.contacts.elsewhere = sum(n for s, n in per.items() if s not in mine)
+        events = 0
+        for frame in self.spooled():
+            per = shard_counts(frame.select("email", "contact_id"), shards)
+            events += sum(n for s, n in per.items() if s not in mine)
+        self.result.events.elsewhere = events
+        for counts in (self.result.contacts, self.result.events):
+            counts.pending = counts.read - (counts.accounted - counts.pending)
 
     def snapshot(self, stats: EngineStats, controller: RateController) -> Snapshot:
         """Progress so far: records settled out of the valid records of this run."""
@@ -425,12 +505,14 @@ class _Run:
             + stats.events_failed
         )
         rate = controller.stats()
+        sharing = self.sharing
         return Snapshot(
             done=done,
-            total=total,
+            total=total - ev.elsewhere - ct.elsewhere,
             retries=stats.retries,
             rate_limited=rate.rate_limited,
             rate_budget=rate.rate,
+            share=sharing.fraction if sharing is not None else None,
         )
 
     async def send(self, run: Run, on_progress: Callable[[Snapshot], None] | None) -> None:
@@ -447,9 +529,18 @@ class _Run:
         ) as engine:
             engines.append(engine)
             await self.guard_triggers(engine)
-            if self.contacts is not None:
-                await self.send_contacts(engine, self.contacts)
-            await self.send_events(engine)
+            sharing, controller = self.sharing, engine.controller
+            async with (
+                sharing.running(controller)
+                if sharing is not None and controller is not None
+                else contextlib.nullcontext()
+            ):
+                if sharing is not None and sharing.leases is not None:
+                    await self.send_shards(engine, sharing, sharing.leases)
+                else:
+                    if self.contacts is not None:
+                        await self.send_contacts(engine, self.contacts)
+                    await self.send_events(engine)
             self.result.interrupted = engine.stopping
             self.result.retries = engine.stats.retries
             if engine.controller is not None:
@@ -506,6 +597,14 @@ def import_locked(
             writer = stack.enter_context(RejectsWriter(rejects_path))
             inputs = prepare_inputs(paths, options.input, stack=stack)
             job = _Run(settings, options, store, run.run_id, writer)
+            shared = options.workers > 0 and not options.dry_run
+            job.sharing = sharing_for(
+                store,
+                settings,
+                max_share=options.max_share,
+                job=job_id(settings.target, [str(p) for p in paths]) if shared else None,
+                lease_seconds=options.lease_seconds,
+            )
             job.validate(inputs)
             asyncio.run(job.send(run, on_progress))
             job.result.duration_s = time.monotonic() - started
@@ -514,6 +613,8 @@ def import_locked(
                 run.status = "dry-run"
             return job.result
         finally:
+            if job is not None and job.sharing is not None:
+                job.sharing.detach(store)
             run.counts = job.result.as_dict() if job is not None else {}
             if job is None:
                 run.details = None
@@ -546,7 +647,7 @@ def import_(
     skip what is done and verify what was in flight. Returns counts for every row;
     ``result.exit_code`` is what the CLI exits with.
     """
-    with locked_state(settings) as store:
+    with worker_state(settings) if options and options.workers else locked_state(settings) as store:
         return import_locked(
             store,
             paths,

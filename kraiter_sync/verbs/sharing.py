@@ -1,0 +1,172 @@
+"""One import's part in what runs share through a PostgreSQL state store.
+
+* **The rate budget.** Every import on PostgreSQL state, workers or not, keeps a row in
+  ``rate_shares`` while it sends (:class:`~kraiter_sync.state.work.RateShares`) and paces
+  itself to ``limit x max_share / live runs``: runs on one tenant (its base URL and key)
+  together stay within the limit, each with an equal part, and ``--max-share`` leaves the
+  rest to the application's own traffic. The limit is ``--rate``, else the
+  ``X-RateLimit-Limit`` header per second; until one is known the run paces as it always
+  did (the controller's own learning).
+* **The work** (workers only): the shards of the import, leased one at a time
+  (:class:`~kraiter_sync.state.work.ShardLeases`); the lease of the shard in hand is
+  renewed in the same heartbeat, and a worker whose lease was taken over stops before
+  marking more keys inflight (a guard on the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+from kraiter_sync.config import Settings, key_fingerprint
+from kraiter_sync.errors import StateError
+from kraiter_sync.logs import get_logger
+from kraiter_sync.state.store import StateStore
+
+if TYPE_CHECKING:
+    from kraiter_sync.api.ratelimit import RateController
+    from kraiter_sync.state.work import RateShares, ShardLeases
+
+__all__ = ["Sharing", "budget_key", "job_id", "sharing_for"]
+
+log = get_logger("import")
+
+#: Seconds between heartbeats (rate share and lease renewal).
+BEAT = 1.0
+
+
+def job_id(target: str, inputs: Sequence[str]) -> str:
+    """One import's identity, which its workers share: its target and inputs, in order."""
+    text = "\n".join([target, *inputs])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def budget_key(settings: Settings) -> str:
+    """Whose rate budget a run spends: the base URL and the key (the tenant's limit is
+    per key's tenant, whatever ``--tenant`` name the state is kept under)."""
+    return f"{settings.base_url}#{key_fingerprint(settings.api_key)}"
+
+
+class Sharing:
+    """What this run shares with others (see the module docstring)."""
+
+    def __init__(
+        self,
+        shares: RateShares | None,
+        *,
+        max_share: float = 1.0,
+        leases: ShardLeases | None = None,
+    ) -> None:
+        self.shares = shares
+        self.max_share = max_share
+        self.leases = leases
+        #: The shard in hand (workers), renewed by the heartbeat.
+        self.shard: int | None = None
+        #: Whether this run sends now (a worker waiting for a lease to expire does not).
+        self.active = True
+        #: This run's part of the limit (0-1) and the limit, once known.
+        self.fraction: float | None = None
+        self.limit: float | None = None
+        self._lost: str | None = None
+        self._renewed_at = time.monotonic()
+
+    def guard(self) -> None:
+        """Called before a batch is marked inflight: stop when the lease is not ours."""
+        if self._lost is not None:
+            raise StateError(self._lost)
+        held = self.leases is not None and self.shard is not None
+        if held and time.monotonic() - self._renewed_at > self.leases.ttl * 0.8:  # type: ignore[union-attr]
+            self._renew()  # the heartbeat fell behind: renew (or fail) before sending
+
+    def _renew(self) -> None:
+        if self.leases is None or self.shard is None:
+            return
+        try:
+            self.leases.renew(self.shard)
+        except StateError as exc:
+            self._lost = str(exc)
+            raise
+        self._renewed_at = time.monotonic()
+
+    def detach(self, store: StateStore) -> None:
+        """Stop guarding the store's sends (the run is over)."""
+        guards: list[object] = getattr(store, "guards", [])
+        if self.guard in guards:
+            guards.remove(self.guard)
+
+    def hold(self, shard: int | None) -> None:
+        self.shard = shard
+        self._renewed_at = time.monotonic()
+
+    def beat(self, controller: RateController) -> None:
+        """One heartbeat: renew the lease in hand, take this run's part of the budget."""
+        if self.shard is not None:
+            with contextlib.suppress(StateError):  # guard() raises it before the next send
+                self._renew()
+        if not self.active:
+            if self.shares is not None:
+                self.shares.leave()
+            return
+        limit = controller.known_limit
+        runs, shared_limit = self.shares.beat(limit) if self.shares is not None else (1, None)
+        limit = shared_limit or limit
+        if limit is None:
+            return
+        part = self.max_share / max(runs, 1)
+        self.limit, self.fraction = limit, part
+        controller.set_share(limit * part)
+
+    @contextlib.asynccontextmanager
+    async def running(self, controller: RateController) -> AsyncIterator[None]:
+        """Heartbeats for the block, then this run's share given back."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await asyncio.to_thread(self.beat, controller)
+                except StateError as exc:
+                    log.warning("warning: the shared rate budget was not renewed: %s", exc)
+                await asyncio.sleep(BEAT)
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if self.shares is not None:
+                with contextlib.suppress(StateError):
+                    await asyncio.to_thread(self.shares.leave)
+
+
+def sharing_for(
+    store: StateStore,
+    settings: Settings,
+    *,
+    max_share: float,
+    job: str | None,
+    lease_seconds: float,
+) -> Sharing | None:
+    """The sharing of a run: on PostgreSQL state the budget (and with ``job`` the work)
+    shared with other runs; on SQLite state only ``max_share`` of the limit (no other run
+    can share it: one run per state directory); None when there is nothing to do."""
+    if settings.state_url is None:
+        return Sharing(None, max_share=max_share) if max_share < 1 else None
+    from kraiter_sync.state.postgres import PostgresStore
+    from kraiter_sync.state.work import RateShares, ShardLeases, holder_name
+
+    if not isinstance(store, PostgresStore):
+        return None
+    holder = holder_name()
+    shares = RateShares(store.db, budget_key(settings), holder=holder)
+    leases = None
+    if job is not None:
+        leases = ShardLeases(store.db, job, holder=holder, ttl=lease_seconds)
+    sharing = Sharing(shares, max_share=max_share, leases=leases)
+    store.guards.append(sharing.guard)
+    return sharing

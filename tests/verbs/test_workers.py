@@ -1,0 +1,168 @@
+"""Several workers on one import through PostgreSQL state: real processes, real HTTP.
+
+The worker processes run the CLI against one served emulator with a rate limit and
+faults (5xx, dropped answers); one of them is killed with SIGKILL mid-run. What Kraiter
+holds afterwards is counted: every event exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app, serve_in_thread
+from tests.helpers.imports import BAD_ROWS, remote_events, write_events
+from tests.helpers.sql import postgres_url_or_skip
+
+KEY = "kr_workers_test_secret_abcdef"
+
+
+@pytest.fixture
+def state_url() -> str:
+    """A schema of its own on the test server (dropped afterwards)."""
+    base = postgres_url_or_skip()
+    schema = f"workers_{secrets.token_hex(4)}"
+    yield f"{base}?schema={schema}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _scalar(state_url: str, sql: str) -> int:
+    base, schema = state_url.split("?schema=")
+    try:
+        with psycopg.connect(base, autocommit=True) as conn:
+            row = conn.execute(sql.format(s=f'"{schema}"')).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0  # not migrated yet
+    return int(row[0]) if row else 0
+
+
+def _stored(db: Path) -> Counter[tuple]:
+    """What Kraiter holds, read through a fault-free app over the same SQLite file."""
+    app = create_app(EmulatorConfig(db_path=str(db)))
+    try:
+        return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
+    finally:
+        app.close()
+
+
+def _import(python: str, src: Path, url: str, state_dir: Path, *extra: str) -> list[str]:
+    return [
+        python,
+        "-m",
+        "kraiter_sync",
+        "import",
+        str(src),
+        "--base-url",
+        url,
+        "--state-dir",
+        str(state_dir),
+        "--concurrency",
+        "4",
+        "--max-retries",
+        "12",
+        "--quiet",
+        *extra,
+    ]
+
+
+def test_three_workers_one_killed_mid_run_send_each_event_exactly_once(
+    tmp_path: Path, python: str, cli_env: dict[str, str], state_url: str
+) -> None:
+    src = tmp_path / "events.parquet"
+    expected = write_events(src, rows=1200, contacts=90, seed=21)
+    db = tmp_path / "kraiter.db"
+    config = EmulatorConfig(
+        db_path=str(db), rate_limit=150, latency_ms=5, fail_rate=0.03, drop_rate=0.02, seed=13
+    )
+    env = dict(cli_env, KRAITER_API_KEY=KEY, KRAITER_SYNC_STATE=state_url)
+    done = "SELECT count(*) FROM {s}.events WHERE state = 'done'"
+    with serve_in_thread(config) as url:
+        # three machines: each its own state directory, one PostgreSQL state
+        procs = [
+            subprocess.Popen(
+                _import(
+                    python,
+                    src,
+                    url,
+                    tmp_path / f"machine{i}",
+                    "--workers",
+                    "1",
+                    "--lease-seconds",
+                    "3",
+                ),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(3)
+        ]
+        deadline = time.monotonic() + 90
+        while _scalar(state_url, done) < 150:
+            assert time.monotonic() < deadline, "the workers sent nothing"
+            assert all(p.poll() is None for p in procs), "a worker ended before the kill"
+            time.sleep(0.1)
+        procs[0].send_signal(signal.SIGKILL)
+        outs = [p.communicate(timeout=180) for p in procs]
+    assert procs[0].returncode == -signal.SIGKILL
+    for proc, (_out, err) in zip(procs[1:], outs[1:], strict=True):
+        assert proc.returncode == 3, err  # the deliberately bad rows, nothing else
+    # every shard was finished, the killed worker's too (taken over after its lease)
+    assert _scalar(state_url, "SELECT count(*) FROM {s}.work_shards WHERE NOT done") == 0
+    assert _scalar(state_url, "SELECT count(*) FROM {s}.work_shards") > 0
+    assert _scalar(state_url, "SELECT count(*) FROM {s}.events WHERE state <> 'done'") == 0
+    assert _stored(db) == Counter(expected)  # 0 duplicates, 0 missing
+
+
+def test_workers_on_one_machine_split_the_work_and_add_up_their_counts(
+    tmp_path: Path, python: str, cli_env: dict[str, str], state_url: str
+) -> None:
+    src = tmp_path / "events.parquet"
+    expected = write_events(src, rows=400, contacts=50, seed=4)
+    db = tmp_path / "kraiter.db"
+    config = EmulatorConfig(db_path=str(db), rate_limit=200, fail_rate=0.02, seed=3)
+    env = dict(cli_env, KRAITER_API_KEY=KEY, KRAITER_SYNC_STATE=state_url)
+    with serve_in_thread(config) as url:
+        cmd = _import(python, src, url, tmp_path / "st", "--workers", "2", "--json")
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        assert run.returncode == 3, run.stderr
+        summary = json.loads(run.stdout)
+        events = summary["events"]
+        assert events["sent"] + events["verified"] == 400
+        assert events["invalid"] == BAD_ROWS
+        assert events["pending"] == 0
+        # each worker sent a part: two run records, both with events sent
+        runs = _scalar(
+            state_url,
+            "SELECT count(*) FROM {s}.runs WHERE command = 'import' "
+            "AND (counts::jsonb -> 'events' ->> 'sent')::int > 0",
+        )
+        assert runs == 2
+        # the same command again: a new round over the same shards, nothing sent twice
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        assert again.returncode == 3, again.stderr
+        assert json.loads(again.stdout)["events"]["already"] == 400
+    assert _stored(db) == Counter(expected)
+
+
+def test_workers_need_a_postgresql_state(
+    tmp_path: Path, python: str, cli_env: dict[str, str]
+) -> None:
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=5)
+    cmd = _import(python, src, "http://127.0.0.1:9", tmp_path / "st", "--workers", "2")
+    run = subprocess.run(
+        cmd, env=dict(cli_env, KRAITER_API_KEY=KEY), capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    assert "--state postgresql://" in run.stderr
+    assert "Traceback" not in run.stderr
