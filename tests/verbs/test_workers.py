@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,7 +27,7 @@ KEY = "kr_workers_test_secret_abcdef"
 
 
 @pytest.fixture
-def state_url() -> str:
+def state_url() -> Iterator[str]:
     """A schema of its own on the test server (dropped afterwards)."""
     base = postgres_url_or_skip()
     schema = f"workers_{secrets.token_hex(4)}"
