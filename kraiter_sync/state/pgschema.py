@@ -101,6 +101,7 @@ PG_MIGRATIONS: list[str] = [
     # whose clocks differ agree on when a lease ends.
     """
     CREATE TABLE {s}.work_shards (
+        target text NOT NULL,
         job text NOT NULL,
         shard integer NOT NULL,
         round integer NOT NULL DEFAULT 0,
@@ -109,6 +110,7 @@ PG_MIGRATIONS: list[str] = [
         done boolean NOT NULL DEFAULT false,
         PRIMARY KEY (job, shard)
     );
+    CREATE INDEX work_shards_target ON {s}.work_shards (target, shard);
     CREATE TABLE {s}.rate_shares (
         target text NOT NULL,
         holder text NOT NULL,

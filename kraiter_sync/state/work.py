@@ -15,6 +15,12 @@ A worker works in the round it joined only: one that finished the last round lea
 new round to the workers that started it. Workers started together by
 ``import --workers N`` join the round their parent began, never a new one.
 
+Two different imports run by workers on one target at once (a backfill beside a nightly
+import) may hold events of one contact: a shard is never claimed while a worker of
+another job on the same target holds the same shard, so no event key is ever sent by
+two workers at once. Claims on one target are serialised by a transaction-level
+advisory lock (a few dozen per run), which makes that check exact.
+
 **Rate shares.** Every run sending to one target over this state keeps a row in
 ``rate_shares`` while it sends (renewed every second, gone a few seconds after its
 process); each paces itself to ``limit x max_share / live runs``, so runs on one tenant
@@ -50,9 +56,17 @@ class ShardLeases:
     """The shards of one job, leased to workers (see the module docstring)."""
 
     def __init__(
-        self, db: PgDatabase, job: str, *, holder: str, ttl: float = 60.0, shards: int = SHARDS
+        self,
+        db: PgDatabase,
+        target: str,
+        job: str,
+        *,
+        holder: str,
+        ttl: float = 60.0,
+        shards: int = SHARDS,
     ) -> None:
         self.db = db
+        self.target = target
         self.job = job
         self.holder = holder
         self.ttl = ttl
@@ -66,10 +80,10 @@ class ShardLeases:
         with self.db.tx() as conn:
             conn.execute(
                 self.db.q(
-                    "INSERT INTO {s}.work_shards (job, shard) SELECT %s, g "
+                    "INSERT INTO {s}.work_shards (target, job, shard) SELECT %s, %s, g "
                     "FROM generate_series(0, %s) AS g ON CONFLICT DO NOTHING"
                 ),
-                [self.job, self.shards - 1],
+                [self.target, self.job, self.shards - 1],
             )
             rows = conn.execute(
                 self.db.q(
@@ -93,18 +107,28 @@ class ShardLeases:
         return self.round
 
     def claim(self) -> int | None:
-        """A shard nobody holds (free, or its holder's lease expired); None: none now."""
-        rows = self.db.query(
-            "UPDATE {s}.work_shards AS w SET holder = %s, expires_at = "
-            + _NOW
-            + " + %s FROM (SELECT job, shard FROM {s}.work_shards WHERE job = %s AND NOT done "
-            "AND round = %s AND (holder IS NULL OR expires_at <= "
-            + _NOW
-            + ") ORDER BY shard LIMIT 1 "
-            "FOR UPDATE SKIP LOCKED) AS free WHERE w.job = free.job AND w.shard = free.shard "
-            "RETURNING w.shard",
-            [self.holder, self.ttl, self.job, self.round],
-        )
+        """A shard nobody holds (free, or its holder's lease expired) and no worker of
+        another job on this target holds either; None: none now."""
+        with self.db.tx() as conn:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)", [self.db.lock_key(f"work:{self.target}")]
+            )
+            rows = conn.execute(
+                self.db.q(
+                    "UPDATE {s}.work_shards AS w SET holder = %s, expires_at = "
+                    + _NOW
+                    + " + %s FROM (SELECT job, shard FROM {s}.work_shards AS c WHERE job = %s "
+                    "AND NOT done AND round = %s AND (holder IS NULL OR expires_at <= "
+                    + _NOW
+                    + ") AND NOT EXISTS (SELECT 1 FROM {s}.work_shards AS o "
+                    "WHERE o.target = c.target AND o.shard = c.shard AND o.job <> c.job "
+                    "AND o.holder IS NOT NULL AND o.expires_at > "
+                    + _NOW
+                    + ") ORDER BY shard LIMIT 1 FOR UPDATE SKIP LOCKED) AS free "
+                    "WHERE w.job = free.job AND w.shard = free.shard RETURNING w.shard"
+                ),
+                [self.holder, self.ttl, self.job, self.round],
+            ).fetchall()
         return int(rows[0][0]) if rows else None
 
     def renew(self, shard: int) -> None:

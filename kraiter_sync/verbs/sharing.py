@@ -166,7 +166,7 @@ def sharing_for(
     shares = RateShares(store.db, budget_key(settings), holder=holder)
     leases = None
     if job is not None:
-        leases = ShardLeases(store.db, job, holder=holder, ttl=lease_seconds)
+        leases = ShardLeases(store.db, settings.target, job, holder=holder, ttl=lease_seconds)
     sharing = Sharing(shares, max_share=max_share, leases=leases)
     store.guards.append(sharing.guard)
     return sharing

@@ -91,7 +91,10 @@ def _begin_round(
 
     with open_postgres(state_url, settings.state_dir) as store:
         job = job_id(settings.target, paths)
-        ShardLeases(store.db, job, holder=holder_name(), ttl=lease_seconds).begin()
+        leases = ShardLeases(
+            store.db, settings.target, job, holder=holder_name(), ttl=lease_seconds
+        )
+        leases.begin()
 
 
 def _merge(results: list[ImportResult]) -> ImportResult:

@@ -34,8 +34,10 @@ def store(store_url: str, tmp_path: Path) -> Iterator[PostgresStore]:
         yield opened
 
 
-def _leases(store: PostgresStore, holder: str, ttl: float = 30.0) -> ShardLeases:
-    return ShardLeases(store.db, "job-1", holder=holder, ttl=ttl, shards=4)
+def _leases(
+    store: PostgresStore, holder: str, ttl: float = 30.0, job: str = "job-1"
+) -> ShardLeases:
+    return ShardLeases(store.db, "target", job, holder=holder, ttl=ttl, shards=4)
 
 
 def test_workers_claim_disjoint_shards_until_none_is_left(store: PostgresStore) -> None:
@@ -66,6 +68,19 @@ def test_an_expired_lease_is_taken_over_and_its_holder_stops(store: PostgresStor
         dead.renew(0)
     dead.finish(0)  # not its lease any more: changes nothing
     assert alive.wait() is not None
+
+
+def test_two_imports_on_one_target_never_hold_the_same_shard_at_once(
+    store: PostgresStore,
+) -> None:
+    backfill, nightly = _leases(store, "a", job="backfill"), _leases(store, "b", job="nightly")
+    backfill.begin()
+    nightly.begin()
+    held = [backfill.claim(), backfill.claim()]
+    assert held == [0, 1]
+    assert nightly.claim() == 2  # 0 and 1 hold contacts the backfill is sending now
+    backfill.finish(0)
+    assert nightly.claim() == 0  # free again: the nightly import's own shard 0 is its own
 
 
 def test_a_finished_job_begins_a_new_round_and_old_workers_leave_it(
