@@ -136,6 +136,8 @@ class RateController:
     estimate_window: float = 1.0
     #: The lowest rate estimate the controller will pace to, in requests/s.
     min_rate: float = 0.5
+    #: Seconds by which the share's pacer may catch up with requests let out late.
+    share_slack: float = 0.2
     #: Longest single sleep of a waiting request before it re-evaluates.
     max_wait_slice: float = 0.25
     #: Requests without an answer after this many seconds no longer count as in flight
@@ -344,7 +346,9 @@ class RateController:
         if self.ceiling is not None:
             self._next_ceiling = max(now, self._next_ceiling) + 1.0 / self.ceiling
         if self._share is not None:
-            self._next_share = max(now, self._next_share) + 1.0 / self._share
+            # A request let out late (sleep overshoots by a millisecond or two, which is
+            # a third of the interval at 200/s) is made up for within share_slack.
+            self._next_share = max(now - self.share_slack, self._next_share) + 1.0 / self._share
         if not self._headers_seen:
             self._recent_sends.append(now)
             while self._recent_sends and self._recent_sends[0] < now - 1.0:

@@ -66,7 +66,7 @@ log = get_logger("cli")
     type=click.FloatRange(min=2),
     default=60.0,
     show_default=True,
-    help="How long a worker's claim on a shard lasts unless renewed (every second while "
+    help="How long a worker's claim on a shard lasts unless renewed (twice a second while "
     "it lives): a killed worker's shard is taken over after this.",
 )
 @json_summary_option

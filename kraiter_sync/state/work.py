@@ -22,7 +22,7 @@ two workers at once. Claims on one target are serialised by a transaction-level
 advisory lock (a few dozen per run), which makes that check exact.
 
 **Rate shares.** Every run sending to one target over this state keeps a row in
-``rate_shares`` while it sends (renewed every second, gone a few seconds after its
+``rate_shares`` while it sends (renewed twice a second, gone a few seconds after its
 process); each paces itself to ``limit x max_share / live runs``, so runs on one tenant
 together stay within the limit and keep headroom for the application's own traffic.
 

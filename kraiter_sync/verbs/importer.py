@@ -454,7 +454,9 @@ class _Run:
                 wait = await asyncio.to_thread(leases.wait)
                 if wait is None:
                     break
-                sharing.active = False  # its share of the rate goes to those sending
+                if sharing.active:  # its share of the rate goes to those sending
+                    sharing.active = False
+                    await asyncio.to_thread(sharing.leave)
                 await asyncio.sleep(min(max(wait, 0.2), 2.0))
                 continue
             sharing.active = True

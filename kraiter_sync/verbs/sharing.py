@@ -35,8 +35,9 @@ __all__ = ["Sharing", "budget_key", "job_id", "sharing_for"]
 
 log = get_logger("import")
 
-#: Seconds between heartbeats (rate share and lease renewal).
-BEAT = 1.0
+#: Seconds between heartbeats (rate share and lease renewal): how soon the others take
+#: up the share of a run that stopped sending.
+BEAT = 0.5
 
 
 def job_id(target: str, inputs: Sequence[str]) -> str:
@@ -97,6 +98,11 @@ class Sharing:
         guards: list[object] = getattr(store, "guards", [])
         if self.guard in guards:
             guards.remove(self.guard)
+
+    def leave(self) -> None:
+        """Give this run's share of the budget back now (it stopped sending)."""
+        if self.shares is not None:
+            self.shares.leave()
 
     def hold(self, shard: int | None) -> None:
         self.shard = shard
