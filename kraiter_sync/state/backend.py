@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POSTGRES_EXTRA",
+    "WORKERS_NEED_POSTGRES",
     "locked_store",
     "open_shared_files",
     "open_state",
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 POSTGRES_EXTRA = 'pip install "kraiter-sync[postgres]"'
+WORKERS_NEED_POSTGRES = (
+    "several workers share an import through a PostgreSQL state store: give "
+    "--state postgresql://... (or KRAITER_SYNC_STATE), or drop --workers"
+)
 
 
 def require_postgres() -> None:
@@ -83,11 +88,7 @@ def worker_store(settings: Settings) -> Iterator[PostgresStore]:
     """The PostgreSQL store with this target's run lock held *shared*: one worker of an
     import run by several (they share the work through ``state.work``'s leases)."""
     if settings.state_url is None:
-        msg = (
-            "several workers share an import through a PostgreSQL state store: give "
-            "--state postgresql://... (or KRAITER_SYNC_STATE), or drop --workers"
-        )
-        raise ConfigError(msg)
+        raise ConfigError(WORKERS_NEED_POSTGRES)
     ensure_state_dir(settings.state_dir)
     store = open_postgres(settings.state_url, settings.state_dir)
     try:

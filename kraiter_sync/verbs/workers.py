@@ -37,6 +37,7 @@ from kraiter_sync.errors import (
     UsageError,
 )
 from kraiter_sync.logs import get_logger
+from kraiter_sync.state.backend import WORKERS_NEED_POSTGRES
 from kraiter_sync.upload.core import Snapshot
 from kraiter_sync.verbs.importer import ImportOptions, ImportResult, KindCounts, import_
 from kraiter_sync.verbs.sharing import job_id
@@ -135,11 +136,7 @@ def import_with_workers(
     added up; ``exit_code`` is 4 when a worker died or stopped early.
     """
     if settings.state_url is None:
-        msg = (
-            "several workers share an import through a PostgreSQL state store: give "
-            "--state postgresql://... (or KRAITER_SYNC_STATE), or drop --workers"
-        )
-        raise ConfigError(msg)
+        raise ConfigError(WORKERS_NEED_POSTGRES)
     if settings.local:
         msg = "--workers needs a Kraiter reachable over HTTP (--base-url), not --local"
         raise ConfigError(msg)

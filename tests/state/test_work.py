@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from kraiter_sync.api.ratelimit import RateController
@@ -15,17 +13,13 @@ from kraiter_sync.errors import LockHeldError, StateError
 from kraiter_sync.state.postgres import PostgresStore
 from kraiter_sync.state.work import RateShares, ShardLeases
 from kraiter_sync.verbs.sharing import Sharing
-from tests.helpers.sql import postgres_url_or_skip
+from tests.helpers.sql import pg_schema_url
 
 
 @pytest.fixture
 def store_url() -> Iterator[str]:
-    """A schema of its own on the test server (dropped afterwards)."""
-    base = postgres_url_or_skip()
-    schema = f"work_{secrets.token_hex(4)}"
-    yield f"{base}?schema={schema}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with pg_schema_url() as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ holds afterwards is counted: every event exactly once.
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import subprocess
 import time
@@ -19,21 +18,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app, serve_in_thread
-from tests.helpers.imports import BAD_ROWS, remote_events, write_events
-from tests.helpers.sql import postgres_url_or_skip
+from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
+from tests.helpers.imports import BAD_ROWS, stored_events, write_events
+from tests.helpers.sql import pg_schema_url
 
 KEY = "kr_workers_test_secret_abcdef"
 
 
 @pytest.fixture
 def state_url() -> Iterator[str]:
-    """A schema of its own on the test server (dropped afterwards)."""
-    base = postgres_url_or_skip()
-    schema = f"workers_{secrets.token_hex(4)}"
-    yield f"{base}?schema={schema}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with pg_schema_url() as url:
+        yield url
 
 
 def _scalar(state_url: str, sql: str) -> int:
@@ -44,15 +39,6 @@ def _scalar(state_url: str, sql: str) -> int:
     except psycopg.errors.UndefinedTable:
         return 0  # not migrated yet
     return int(row[0]) if row else 0
-
-
-def _stored(db: Path) -> Counter[tuple]:
-    """What Kraiter holds, read through a fault-free app over the same SQLite file."""
-    app = create_app(EmulatorConfig(db_path=str(db)))
-    try:
-        return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
-    finally:
-        app.close()
 
 
 def _import(python: str, src: Path, url: str, state_dir: Path, *extra: str) -> list[str]:
@@ -121,7 +107,7 @@ def test_three_workers_one_killed_mid_run_send_each_event_exactly_once(
     assert _scalar(state_url, "SELECT count(*) FROM {s}.work_shards WHERE NOT done") == 0
     assert _scalar(state_url, "SELECT count(*) FROM {s}.work_shards") > 0
     assert _scalar(state_url, "SELECT count(*) FROM {s}.events WHERE state <> 'done'") == 0
-    assert _stored(db) == Counter(expected)  # 0 duplicates, 0 missing
+    assert stored_events(db, KEY) == Counter(expected)  # 0 duplicates, 0 missing
 
 
 def test_workers_on_one_machine_split_the_work_and_add_up_their_counts(
@@ -152,7 +138,7 @@ def test_workers_on_one_machine_split_the_work_and_add_up_their_counts(
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
         assert again.returncode == 3, again.stderr
         assert json.loads(again.stdout)["events"]["already"] == 400
-    assert _stored(db) == Counter(expected)
+    assert stored_events(db, KEY) == Counter(expected)
 
 
 def test_workers_need_a_postgresql_state(
