@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POSTGRES_EXTRA",
+    "WORKERS_NEED_HTTP",
     "WORKERS_NEED_POSTGRES",
     "locked_store",
     "open_shared_files",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 POSTGRES_EXTRA = 'pip install "kraiter-sync[postgres]"'
+WORKERS_NEED_HTTP = "--workers needs a Kraiter reachable over HTTP (--base-url), not --local"
 WORKERS_NEED_POSTGRES = (
     "several workers share an import through a PostgreSQL state store: give "
     "--state postgresql://... (or KRAITER_SYNC_STATE), or drop --workers"
@@ -89,6 +91,8 @@ def worker_store(settings: Settings) -> Iterator[PostgresStore]:
     import run by several (they share the work through ``state.work``'s leases)."""
     if settings.state_url is None:
         raise ConfigError(WORKERS_NEED_POSTGRES)
+    if settings.local:
+        raise ConfigError(WORKERS_NEED_HTTP)
     ensure_state_dir(settings.state_dir)
     store = open_postgres(settings.state_url, settings.state_dir)
     try:

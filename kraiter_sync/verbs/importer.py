@@ -472,8 +472,10 @@ class _Run:
                 break
             await asyncio.to_thread(leases.finish, shard)
             mine.add(shard)
-        if not stopping():
+        if not stopping():  # every shard is done: the rest were other workers'
             self._count_elsewhere(mine, leases.shards)
+        for counts in (self.result.contacts, self.result.events):
+            counts.pending = counts.read - (counts.accounted - counts.pending)
 
     def _count_elsewhere(self, mine: set[int], shards: int) -> None:
         """The valid rows of the shards other workers sent."""
@@ -485,8 +487,6 @@ class _Run:
             per = shard_counts(frame.select("email", "contact_id"), shards)
             events += sum(n for s, n in per.items() if s not in mine)
         self.result.events.elsewhere = events
-        for counts in (self.result.contacts, self.result.events):
-            counts.pending = counts.read - (counts.accounted - counts.pending)
 
     def snapshot(self, stats: EngineStats, controller: RateController) -> Snapshot:
         """Progress so far: records settled out of the valid records of this run."""

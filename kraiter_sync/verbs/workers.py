@@ -37,7 +37,7 @@ from kraiter_sync.errors import (
     UsageError,
 )
 from kraiter_sync.logs import get_logger
-from kraiter_sync.state.backend import WORKERS_NEED_POSTGRES
+from kraiter_sync.state.backend import WORKERS_NEED_HTTP, WORKERS_NEED_POSTGRES
 from kraiter_sync.upload.core import Snapshot
 from kraiter_sync.verbs.importer import ImportOptions, ImportResult, KindCounts, import_
 from kraiter_sync.verbs.sharing import job_id
@@ -138,8 +138,7 @@ def import_with_workers(
     if settings.state_url is None:
         raise ConfigError(WORKERS_NEED_POSTGRES)
     if settings.local:
-        msg = "--workers needs a Kraiter reachable over HTTP (--base-url), not --local"
-        raise ConfigError(msg)
+        raise ConfigError(WORKERS_NEED_HTTP)
     if options.rejects is not None:
         msg = (
             "with --workers each worker writes its own rejects file in its state directory "
