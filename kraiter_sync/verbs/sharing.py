@@ -79,19 +79,26 @@ class Sharing:
         """Called before a batch is marked inflight: stop when the lease is not ours."""
         if self._lost is not None:
             raise StateError(self._lost)
-        held = self.leases is not None and self.shard is not None
-        if held and time.monotonic() - self._renewed_at > self.leases.ttl * 0.8:  # type: ignore[union-attr]
-            self._renew()  # the heartbeat fell behind: renew (or fail) before sending
+        shard, leases = self.shard, self.leases
+        late = leases is not None and time.monotonic() - self._renewed_at > leases.ttl * 0.8
+        if shard is not None and late:
+            self._renew(shard)  # the heartbeat fell behind: renew (or fail) before sending
 
-    def _renew(self) -> None:
-        if self.leases is None or self.shard is None:
+    def _renew(self, shard: int) -> None:
+        """Renew the lease on ``shard``. The heartbeat runs in a thread: by the time its
+        renewal reaches the database the shard may be finished and another one in hand,
+        so a refusal counts only while ``shard`` is still the one in hand."""
+        if self.leases is None:
             return
         try:
-            self.leases.renew(self.shard)
+            self.leases.renew(shard)
         except StateError as exc:
-            self._lost = str(exc)
-            raise
-        self._renewed_at = time.monotonic()
+            if self.shard == shard:
+                self._lost = str(exc)
+                raise
+            return
+        if self.shard == shard:
+            self._renewed_at = time.monotonic()
 
     def detach(self, store: StateStore) -> None:
         """Stop guarding the store's sends (the run is over)."""
@@ -105,14 +112,17 @@ class Sharing:
             self.shares.leave()
 
     def hold(self, shard: int | None) -> None:
+        """The shard now in hand (None: none); a lease lost on an earlier one is past."""
         self.shard = shard
+        self._lost = None
         self._renewed_at = time.monotonic()
 
     def beat(self, controller: RateController) -> None:
         """One heartbeat: renew the lease in hand, take this run's part of the budget."""
-        if self.shard is not None:
+        shard = self.shard
+        if shard is not None:
             with contextlib.suppress(StateError):  # guard() raises it before the next send
-                self._renew()
+                self._renew(shard)
         if not self.active:
             if self.shares is not None:
                 self.shares.leave()

@@ -133,3 +133,42 @@ def test_workers_hold_the_target_lock_shared_and_exclude_a_plain_run(
             pass
         with store.run_lock("t"), pytest.raises(LockHeldError), second.worker_lock("t"):
             pass
+
+
+def test_a_late_renewal_of_a_finished_shard_does_not_stop_the_worker(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leases = _leases(store, "w")
+    leases.begin()
+    sharing = Sharing(None, leases=leases)
+    first = leases.claim()
+    assert first is not None
+    sharing.hold(first)
+    renew = leases.renew
+    moved: list[int] = []
+
+    def slow_renew(shard: int) -> None:
+        # the heartbeat (a thread) read the shard in hand; before its renewal reaches the
+        # database the main loop finishes that shard and takes the next one
+        sharing.hold(None)
+        leases.finish(shard)
+        second = leases.claim()
+        assert second is not None
+        sharing.hold(second)
+        moved.append(second)
+        renew(shard)
+
+    monkeypatch.setattr(leases, "renew", slow_renew)
+    sharing.beat(RateController())
+    assert moved
+    sharing.guard()  # the late renewal was refused, and it is not this worker's concern
+    # a lease really lost (taken over) on the shard in hand stops it
+    monkeypatch.setattr(leases, "renew", renew)
+    store.db.query(
+        "UPDATE {s}.work_shards SET holder = 'thief' WHERE job = 'job-1' AND shard = %s "
+        "RETURNING shard",
+        [moved[0]],
+    )
+    sharing.beat(RateController())
+    with pytest.raises(StateError, match="another worker took it over"):
+        sharing.guard()
