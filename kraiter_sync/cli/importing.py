@@ -42,6 +42,19 @@ log = get_logger("cli")
 @click.argument("paths", nargs=-1, required=True)
 @input_options
 @click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Rebuild the ledger from what Kraiter holds first (`kraiter-sync state rebuild`: "
+    "one request per 100 events and per 100 contacts Kraiter holds), then import: for a "
+    "lost, new or replaced state directory.",
+)
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="Look for every event the ledger does not know in Kraiter before sending it (one "
+    "request per contact and event name): the other way on after lost state.",
+)
 @send_options
 @click.option(
     "--workers",
@@ -76,6 +89,8 @@ def import_command(
     paths: tuple[str, ...],
     inputs: InputOptions,
     dry_run: bool,
+    rebuild: bool,
+    adopt: bool,
     sending: SendFlags,
     workers: int | None,
     max_share: float,
@@ -91,6 +106,11 @@ def import_command(
     are written first, then events, each event exactly once: a killed or failed run is
     resumed by running the same command again (the ledger in the state directory knows
     what was sent, and anything in doubt is checked against Kraiter before re-sending).
+
+    Before the first events go to a Kraiter the ledger knows nothing of, a sample of
+    them (48) is looked for there: if some are in Kraiter already, the state was lost
+    (or another state directory sent them) and the import stops, sending nothing
+    (exit 2), unless --rebuild or --adopt is given.
 
     \b
     Exit codes: 0 all sent · 3 finished with rejected rows (see the rejects file)
@@ -110,6 +130,8 @@ def import_command(
     settings = common.settings()
     options = dataclasses.replace(
         sending.import_options(inputs, dry_run=dry_run),
+        rebuild=rebuild,
+        adopt=adopt,
         workers=workers or 0,
         max_share=max_share,
         lease_seconds=lease_seconds,
@@ -121,6 +143,8 @@ def import_command(
         "connector": inputs.connector,
         "concurrency": sending.concurrency,
         "rate": sending.rate,
+        "rebuild": rebuild,
+        "adopt": adopt,
         "workers": workers,
         "max_share": max_share,
     }

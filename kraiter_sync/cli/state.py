@@ -20,6 +20,7 @@ def state_group() -> None:
     \b
     Commands:
       migrate   copy the SQLite state of --state-dir into PostgreSQL
+      rebuild   rebuild the ledger from what Kraiter holds (after a lost state directory)
     """
 
 
