@@ -7,10 +7,12 @@ import (``state.work``) each send the shards they hold and never the same contac
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import polars as pl
 import polars_hash as plh
 
-__all__ = ["in_shard", "shard_counts"]
+__all__ = ["in_shard", "rows_elsewhere", "shard_counts"]
 
 _KEY = "__shard_key"
 _SHARD = "__shard"
@@ -34,3 +36,12 @@ def shard_counts(frame: pl.DataFrame, shards: int) -> dict[int, int]:
     """Rows per shard."""
     counts = _with_shard(frame, shards).group_by(_SHARD).len()
     return {int(s): int(n) for s, n in counts.select(_SHARD, "len").iter_rows()}
+
+
+def rows_elsewhere(frames: Iterable[pl.DataFrame], mine: set[int], shards: int) -> int:
+    """Rows of ``frames`` in shards other than ``mine`` (other workers sent them)."""
+    total = 0
+    for frame in frames:
+        who = frame.select([c for c in ("email", "contact_id") if c in frame.columns])
+        total += sum(n for s, n in shard_counts(who, shards).items() if s not in mine)
+    return total

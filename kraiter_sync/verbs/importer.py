@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import random
 import shutil
 import time
@@ -71,7 +70,7 @@ from kraiter_sync.plan.lost_state import (
     sample_positions,
     tenant_is_empty,
 )
-from kraiter_sync.plan.shards import in_shard, shard_counts
+from kraiter_sync.plan.shards import in_shard, rows_elsewhere
 from kraiter_sync.state.ledger import KEY_VERSION
 from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.state.store import StateStore
@@ -89,12 +88,20 @@ from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
 from kraiter_sync.validate.engine import LEGACY_KEY, LEGACY_PROPERTIES
 from kraiter_sync.verbs.rebuild import rebuild_ledger
-from kraiter_sync.verbs.sharing import Sharing, job_id, sharing_for
+from kraiter_sync.verbs.sharing import Sharing, job_id, sharing_for, work_through_shards
 
 if TYPE_CHECKING:
     from kraiter_sync.state.work import ShardLeases
 
-__all__ = ["ImportOptions", "ImportResult", "KindCounts", "Snapshot", "import_", "import_locked"]
+__all__ = [
+    "ImportOptions",
+    "ImportResult",
+    "KindCounts",
+    "Snapshot",
+    "check_worker_options",
+    "import_",
+    "import_locked",
+]
 
 log = get_logger("import")
 _SPOOL_COLUMNS = [
@@ -544,56 +551,26 @@ class _Run:
         counts.pending = counts.read - counts.accounted
 
     async def send_shards(self, engine: Engine, sharing: Sharing, leases: ShardLeases) -> None:
-        """A worker's part: shard after shard claimed, sent and marked done, until every
-        shard is done (waiting, when the rest are held, for their leases to be renewed
-        or to expire: a killed worker's shard is taken over then)."""
+        """A worker's part: the shards it claims, contacts then events of each."""
 
-        def stopping() -> bool:  # (read each time: a signal sets it while we wait)
-            return engine.stopping
+        async def send(shard: int) -> None:
+            if self.contacts is not None:
+                await self.send_contacts(engine, in_shard(self.contacts, shard, leases.shards))
+            await self.send_events(engine, (shard, leases.shards))
 
-        await asyncio.to_thread(
-            functools.partial(leases.begin, new_round=not self.options.join_round)
+        mine = await work_through_shards(
+            leases,
+            sharing,
+            send,
+            stopping=lambda: engine.stopping,
+            new_round=not self.options.join_round,
         )
-        mine: set[int] = set()
-        while not stopping():
-            shard = await asyncio.to_thread(leases.claim)
-            if shard is None:
-                wait = await asyncio.to_thread(leases.wait)
-                if wait is None:
-                    break
-                if sharing.active:  # its share of the rate goes to those sending
-                    sharing.active = False
-                    await asyncio.to_thread(sharing.leave)
-                await asyncio.sleep(min(max(wait, 0.2), 2.0))
-                continue
-            sharing.active = True
-            sharing.hold(shard)
-            try:
-                if self.contacts is not None:
-                    await self.send_contacts(engine, in_shard(self.contacts, shard, leases.shards))
-                await self.send_events(engine, (shard, leases.shards))
-            finally:
-                sharing.hold(None)
-            if stopping():  # not all of it was sent: free for another worker now
-                await asyncio.to_thread(leases.release, shard)
-                break
-            await asyncio.to_thread(leases.finish, shard)
-            mine.add(shard)
-        if not stopping():  # every shard is done: the rest were other workers'
-            self._count_elsewhere(mine, leases.shards)
+        if mine is not None:  # every shard is done: the rest were other workers'
+            contacts = [self.contacts] if self.contacts is not None else []
+            self.result.contacts.elsewhere = rows_elsewhere(contacts, mine, leases.shards)
+            self.result.events.elsewhere = rows_elsewhere(self.spooled(), mine, leases.shards)
         for counts in (self.result.contacts, self.result.events):
             counts.pending = counts.read - (counts.accounted - counts.pending)
-
-    def _count_elsewhere(self, mine: set[int], shards: int) -> None:
-        """The valid rows of the shards other workers sent."""
-        if self.contacts is not None:
-            per = shard_counts(self.contacts, shards)
-            self.result.contacts.elsewhere = sum(n for s, n in per.items() if s not in mine)
-        events = 0
-        for frame in self.spooled():
-            per = shard_counts(frame.select("email", "contact_id"), shards)
-            events += sum(n for s, n in per.items() if s not in mine)
-        self.result.events.elsewhere = events
 
     def snapshot(self, stats: EngineStats, controller: RateController) -> Snapshot:
         """Progress so far: records settled out of the valid records of this run."""
@@ -749,6 +726,16 @@ def import_locked(
                 shutil.rmtree(job.spool, ignore_errors=True)
 
 
+def check_worker_options(options: ImportOptions) -> None:
+    """What workers cannot do (exit 2 before anything starts)."""
+    if options.workers and options.rebuild:
+        msg = (
+            "--rebuild with --workers would rebuild the ledger in every worker: run "
+            "`kraiter-sync state rebuild` first, then the import with --workers"
+        )
+        raise ConfigError(msg)
+
+
 def import_(
     paths: Sequence[str | Path | ChunkSource],
     *,
@@ -768,6 +755,8 @@ def import_(
     skip what is done and verify what was in flight. Returns counts for every row;
     ``result.exit_code`` is what the CLI exits with.
     """
+    if options is not None:
+        check_worker_options(options)
     with worker_state(settings) if options and options.workers else locked_state(settings) as store:
         return import_locked(
             store,

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kraiter_sync.config import Settings, key_fingerprint
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from kraiter_sync.api.ratelimit import RateController
     from kraiter_sync.state.work import RateShares, ShardLeases
 
-__all__ = ["Sharing", "budget_key", "job_id", "sharing_for"]
+__all__ = ["Sharing", "budget_key", "job_id", "sharing_for", "work_through_shards"]
 
 log = get_logger("import")
 
@@ -186,3 +186,43 @@ def sharing_for(
     sharing = Sharing(shares, max_share=max_share, leases=leases)
     store.guards.append(sharing.guard)
     return sharing
+
+
+async def work_through_shards(
+    leases: ShardLeases,
+    sharing: Sharing,
+    send: Callable[[int], Awaitable[None]],
+    *,
+    stopping: Callable[[], bool],
+    new_round: bool = True,
+) -> set[int] | None:
+    """Claim, send (``send(shard)``) and finish shard after shard until every shard of
+    the round is done, waiting, when the rest are held, for their leases to be renewed
+    or to expire (a killed worker's shard is taken over then). Returns the shards this
+    worker sent; None when it stopped first (``stopping()``, read after each await: a
+    signal sets it), its shard in hand given back for another worker at once."""
+    await asyncio.to_thread(leases.begin, new_round=new_round)
+    mine: set[int] = set()
+    while not stopping():
+        shard = await asyncio.to_thread(leases.claim)
+        if shard is None:
+            wait = await asyncio.to_thread(leases.wait)
+            if wait is None:
+                return mine
+            if sharing.active:  # its share of the rate goes to those sending
+                sharing.active = False
+                await asyncio.to_thread(sharing.leave)
+            await asyncio.sleep(min(max(wait, 0.2), 2.0))
+            continue
+        sharing.active = True
+        sharing.hold(shard)
+        try:
+            await send(shard)
+        finally:
+            sharing.hold(None)
+        if stopping():  # not all of it was sent
+            await asyncio.to_thread(leases.release, shard)
+            return None
+        await asyncio.to_thread(leases.finish, shard)
+        mine.add(shard)
+    return None

@@ -39,7 +39,13 @@ from kraiter_sync.errors import (
 from kraiter_sync.logs import get_logger
 from kraiter_sync.state.backend import WORKERS_NEED_HTTP, WORKERS_NEED_POSTGRES
 from kraiter_sync.upload.core import Snapshot
-from kraiter_sync.verbs.importer import ImportOptions, ImportResult, KindCounts, import_
+from kraiter_sync.verbs.importer import (
+    ImportOptions,
+    ImportResult,
+    KindCounts,
+    check_worker_options,
+    import_,
+)
 from kraiter_sync.verbs.sharing import job_id
 
 __all__ = ["import_with_workers"]
@@ -139,6 +145,7 @@ def import_with_workers(
         raise ConfigError(WORKERS_NEED_POSTGRES)
     if settings.local:
         raise ConfigError(WORKERS_NEED_HTTP)
+    check_worker_options(options)
     if options.rejects is not None:
         msg = (
             "with --workers each worker writes its own rejects file in its state directory "

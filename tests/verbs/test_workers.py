@@ -153,3 +153,19 @@ def test_workers_need_a_postgresql_state(
     assert run.returncode == 2
     assert "--state postgresql://" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_workers_refuse_rebuild_in_every_worker(
+    tmp_path: Path, python: str, cli_env: dict[str, str], state_url: str
+) -> None:
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=5)
+    env = dict(cli_env, KRAITER_API_KEY=KEY, KRAITER_SYNC_STATE=state_url)
+    for workers in ("1", "2"):
+        cmd = _import(python, src, "http://127.0.0.1:9", tmp_path / "st", "--workers", workers)
+        run = subprocess.run(
+            [*cmd, "--rebuild"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 2, run.stderr
+        assert "kraiter-sync state rebuild` first" in run.stderr
+        assert "Traceback" not in run.stderr
