@@ -31,20 +31,39 @@ Times are the server's clock (``clock_timestamp()``), so machines agree on expir
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
+from collections.abc import Iterator
+
+import psycopg
 
 from kraiter_sync.errors import StateError
 from kraiter_sync.state.pgdb import PgDatabase
 
-__all__ = ["SHARDS", "RateShares", "ShardLeases", "holder_name"]
+__all__ = ["SHARDS", "RateShares", "ShardLeases", "holder_name", "one_at_a_time"]
 
 #: Shards per job: enough that 4 workers stay busy to the end and a dead worker's lease
 #: holds back only a small part of the work.
 SHARDS = 32
 
 _NOW = "extract(epoch FROM clock_timestamp())"
+
+
+@contextlib.contextmanager
+def one_at_a_time(db: PgDatabase, name: str) -> Iterator[None]:
+    """Wait for, then hold for the block, a session advisory lock on a connection of its
+    own (freed when the block ends, or when the process dies)."""
+    conn = db.connect()
+    try:
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", [db.lock_key(name)])
+        except psycopg.Error as exc:
+            raise db.translate(exc) from None
+        yield
+    finally:
+        conn.close()
 
 
 def holder_name() -> str:

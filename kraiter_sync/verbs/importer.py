@@ -615,8 +615,9 @@ class _Run:
         ) as engine:
             engines.append(engine)
             await self.guard_triggers(engine)
-            await self.guard_lost_state(engine)
             sharing, controller = self.sharing, engine.controller
+            with sharing.checking() if sharing is not None else contextlib.nullcontext():
+                await self.guard_lost_state(engine)
             if engine.stopping:  # stopped while rebuilding the ledger: nothing was sent
                 for counts in (self.result.contacts, self.result.events):
                     counts.pending = counts.read - counts.accounted

@@ -100,6 +100,16 @@ class Sharing:
         if self.shard == shard:
             self._renewed_at = time.monotonic()
 
+    def checking(self) -> contextlib.AbstractContextManager[None]:
+        """Workers check that the ledger knows the target one at a time: the first records
+        its check before it sends anything, so the others find it recorded instead of
+        finding that worker's events in Kraiter and taking them for lost state."""
+        if self.leases is None:
+            return contextlib.nullcontext()
+        from kraiter_sync.state.work import one_at_a_time
+
+        return one_at_a_time(self.leases.db, f"check:{self.leases.target}")
+
     def detach(self, store: StateStore) -> None:
         """Stop guarding the store's sends (the run is over)."""
         guards: list[object] = getattr(store, "guards", [])
