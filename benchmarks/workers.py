@@ -14,7 +14,7 @@ the one before the last), over the limit.
 3. ``--max-share 0.5`` (2 workers): use within 45-55 % of the limit.
 
     source .ci/postgres.sh                 # exports KRAITER_TEST_POSTGRES_URL
-    python benchmarks/workers.py           # the issue's sizes (a few minutes)
+    python benchmarks/workers.py           # the issue's sizes (about 9 minutes)
     python benchmarks/workers.py --quick   # a smoke run
 """
 
@@ -212,7 +212,7 @@ def max_share(tmp: Path, base: str, *, limit: float, events: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=float, default=200.0)
-    parser.add_argument("--events", type=int, default=6000)
+    parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only", type=int, default=None, help="one run with N workers (0: a plain run)"
