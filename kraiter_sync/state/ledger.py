@@ -35,9 +35,7 @@ ledger, and a new one is created whole (``state.ledger_file``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import os
 import socket
 import sqlite3
 import time
@@ -50,12 +48,15 @@ from kraiter_sync.errors import StateError
 from kraiter_sync.state.ledger_file import open_ledger_db, translate
 from kraiter_sync.state.lock import ensure_state_dir
 from kraiter_sync.state.runs import (
+    NEW_RUN_COLUMNS,
     RUN_COLUMNS,
     RunRecord,
+    finished_run,
+    new_run,
     process_gone,
-    process_identity,
     run_record,
-    scrub_args,
+    run_with_details,
+    runs_query,
 )
 from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS, SCHEMA_VERSION
 from kraiter_sync.state.store import EventState, RunLog, key_list
@@ -136,6 +137,10 @@ class Ledger:
             raise StateError(msg)
         for number in range(version, SCHEMA_VERSION):
             db.execute("BEGIN IMMEDIATE")
+            # another process opening the same older file may have migrated meanwhile
+            if db.execute("PRAGMA user_version").fetchone()[0] > number:
+                db.execute("COMMIT")
+                continue
             try:
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
@@ -304,22 +309,11 @@ class Ledger:
         """Open a run; ``args`` are scrubbed of secrets before they are stored. The run
         records this process (pid, host, start identity); runs left ``running`` by dead
         processes are marked ``killed`` first."""
-        payload = json.dumps(scrub_args(args or {}), default=str, sort_keys=True)
         self.mark_killed_runs()
-        pid = os.getpid()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO runs (command, target, args, started_at, pid, host, proc_start) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    command,
-                    target,
-                    payload,
-                    _now(),
-                    pid,
-                    socket.gethostname(),
-                    process_identity(pid),
-                ),
+                f"INSERT INTO runs ({NEW_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                new_run(command, target, args),
             )
         return int(cur.lastrowid or 0)
 
@@ -353,34 +347,17 @@ class Ledger:
         with self._tx() as db:
             db.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, counts = ?, details = ? WHERE id = ?",
-                (
-                    _now(),
-                    status,
-                    json.dumps(dict(counts or {}), default=str),
-                    None if details is None else json.dumps(dict(details), default=str),
-                    run_id,
-                ),
+                (*finished_run(status, counts, details), run_id),
             )
 
     def get_run(self, run_id: int) -> RunRecord | None:
         """One run, with its :attr:`RunRecord.details`."""
         rows = self._query(f"SELECT {RUN_COLUMNS}, details FROM runs WHERE id = ?", [run_id])
-        if not rows:
-            return None
-        details = rows[0][-1]
-        return dataclasses.replace(
-            run_record(rows[0][:-1]), details=None if details is None else json.loads(details)
-        )
+        return run_with_details(rows[0]) if rows else None
 
     def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Most recent first."""
-        sql = f"SELECT {RUN_COLUMNS} FROM runs"
-        params: list[Any] = []
-        if target is not None:
-            sql += " WHERE target = ?"
-            params.append(target)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
+        sql, params = runs_query("runs", "?", target, limit)
         return [run_record(row) for row in self._query(sql, params)]
 
     # -------------------------------------------------------------- tenants

@@ -30,9 +30,6 @@ Needs the extra ``kraiter-sync[postgres]`` (psycopg 3 and psycopg-pool).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,12 +39,15 @@ from typing import Any
 from kraiter_sync.state.pgdb import Connection, PgDatabase
 from kraiter_sync.state.pglocks import AdvisoryLocks, run_lock_name
 from kraiter_sync.state.runs import (
+    NEW_RUN_COLUMNS,
     RUN_COLUMNS,
     RunRecord,
+    finished_run,
+    new_run,
     process_gone,
-    process_identity,
     run_record,
-    scrub_args,
+    run_with_details,
+    runs_query,
 )
 from kraiter_sync.state.schema import KEY_VERSION
 from kraiter_sync.state.store import BusyMessage, EventState, key_list
@@ -270,21 +270,11 @@ class PostgresStore:
     # -------------------------------------------------------------- runs
 
     def start_run(self, command: str, target: str, args: Mapping[str, Any] | None = None) -> int:
-        payload = json.dumps(scrub_args(args or {}), default=str, sort_keys=True)
         self.mark_killed_runs()
-        pid = os.getpid()
         rows = self.db.query(
-            "INSERT INTO {s}.runs (command, target, args, started_at, pid, host, proc_start) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            [
-                command,
-                target,
-                payload,
-                _now(),
-                pid,
-                socket.gethostname(),
-                process_identity(pid),
-            ],
+            f"INSERT INTO {{s}}.runs ({NEW_RUN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "RETURNING id",
+            new_run(command, target, args),
         )
         return int(rows[0][0])
 
@@ -319,34 +309,17 @@ class PostgresStore:
                     "UPDATE {s}.runs SET finished_at = %s, status = %s, counts = %s, "
                     "details = %s WHERE id = %s"
                 ),
-                [
-                    _now(),
-                    status,
-                    json.dumps(dict(counts or {}), default=str),
-                    None if details is None else json.dumps(dict(details), default=str),
-                    run_id,
-                ],
+                [*finished_run(status, counts, details), run_id],
             )
 
     def get_run(self, run_id: int) -> RunRecord | None:
         rows = self.db.query(
             f"SELECT {RUN_COLUMNS}, details FROM {{s}}.runs WHERE id = %s", [run_id]
         )
-        if not rows:
-            return None
-        details = rows[0][-1]
-        return dataclasses.replace(
-            run_record(rows[0][:-1]), details=None if details is None else json.loads(details)
-        )
+        return run_with_details(rows[0]) if rows else None
 
     def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]:
-        sql = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs"
-        params: list[Any] = []
-        if target is not None:
-            sql += " WHERE target = %s"
-            params.append(target)
-        sql += " ORDER BY id DESC LIMIT %s"
-        params.append(limit)
+        sql, params = runs_query("{s}.runs", "%s", target, limit)
         return [run_record(row) for row in self.db.query(sql, params)]
 
     # -------------------------------------------------------------- tenants

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -23,20 +20,6 @@ def postgres_url_or_skip() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI must run the PostgreSQL tests, not skip them)")
     pytest.skip(reason)
-
-
-@contextlib.contextmanager
-def pg_schema_url() -> Iterator[str]:
-    """The test server's URL with a schema of its own (``?schema=``), dropped afterwards."""
-    import psycopg
-
-    base = postgres_url_or_skip()
-    schema = f"test_{secrets.token_hex(4)}"
-    try:
-        yield f"{base}?schema={schema}"
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def pg_execute(url: str, *statements: str) -> None:

@@ -13,12 +13,12 @@ from kraiter_sync.errors import LockHeldError, StateError
 from kraiter_sync.state.postgres import PostgresStore
 from kraiter_sync.state.work import RateShares, ShardLeases
 from kraiter_sync.verbs.sharing import Sharing
-from tests.helpers.sql import pg_schema_url
+from tests.helpers.pgstate import fresh_schema
 
 
 @pytest.fixture
 def store_url() -> Iterator[str]:
-    with pg_schema_url() as url:
+    with fresh_schema() as url:
         yield url
 
 

@@ -20,25 +20,23 @@ import pytest
 
 from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
 from tests.helpers.imports import BAD_ROWS, stored_events, write_events
-from tests.helpers.sql import pg_schema_url
+from tests.helpers.pgstate import fresh_schema, pg_run, split_schema
 
 KEY = "kr_workers_test_secret_abcdef"
 
 
 @pytest.fixture
 def state_url() -> Iterator[str]:
-    with pg_schema_url() as url:
+    with fresh_schema() as url:
         yield url
 
 
 def _scalar(state_url: str, sql: str) -> int:
-    base, schema = state_url.split("?schema=")
     try:
-        with psycopg.connect(base, autocommit=True) as conn:
-            row = conn.execute(sql.format(s=f'"{schema}"')).fetchone()
+        rows = pg_run(state_url, sql.format(s=split_schema(state_url)))
     except psycopg.errors.UndefinedTable:
         return 0  # not migrated yet
-    return int(row[0]) if row else 0
+    return int(rows[0][0]) if rows else 0
 
 
 def _import(python: str, src: Path, url: str, state_dir: Path, *extra: str) -> list[str]:
