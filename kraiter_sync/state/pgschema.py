@@ -95,7 +95,16 @@ PG_MIGRATIONS: list[str] = [
         since double precision NOT NULL
     )
     """,
-    # version 2: several workers on one import (``state.work``): the shards of an import's
+    # version 2: event keys of values whose JSON type a reader coerced changed (key
+    # version 3, as the SQLite ledger's version 5): every target holding events may hold
+    # version-2 keys (an earlier mark stays)
+    """
+    INSERT INTO {s}.key_versions (target, oldest)
+        SELECT t.id, 2 FROM {s}.targets t
+        WHERE EXISTS (SELECT 1 FROM {s}.events e WHERE e.target = t.id)
+    ON CONFLICT (target) DO NOTHING
+    """,
+    # version 3: several workers on one import (``state.work``): the shards of an import's
     # work, each leased to one worker until it expires, and the processes sharing one
     # tenant's rate budget. Times are the server's clock (epoch seconds), so machines
     # whose clocks differ agree on when a lease ends.
