@@ -107,9 +107,10 @@ PG_MIGRATIONS: list[str] = [
     # version 3: several workers on one import (``state.work``): the shards of an import's
     # work, each leased to one worker until it expires, and the processes sharing one
     # tenant's rate budget. Times are the server's clock (epoch seconds), so machines
-    # whose clocks differ agree on when a lease ends.
+    # whose clocks differ agree on when a lease ends. (IF NOT EXISTS: a store whose
+    # record of migrations was rolled back to an earlier version applies it again.)
     """
-    CREATE TABLE {s}.work_shards (
+    CREATE TABLE IF NOT EXISTS {s}.work_shards (
         target text NOT NULL,
         job text NOT NULL,
         shard integer NOT NULL,
@@ -119,8 +120,8 @@ PG_MIGRATIONS: list[str] = [
         done boolean NOT NULL DEFAULT false,
         PRIMARY KEY (job, shard)
     );
-    CREATE INDEX work_shards_target ON {s}.work_shards (target, shard);
-    CREATE TABLE {s}.rate_shares (
+    CREATE INDEX IF NOT EXISTS work_shards_target ON {s}.work_shards (target, shard);
+    CREATE TABLE IF NOT EXISTS {s}.rate_shares (
         target text NOT NULL,
         holder text NOT NULL,
         expires_at double precision NOT NULL,
