@@ -36,6 +36,7 @@ from kraiter_sync.errors import (
     LockHeldError,
     UsageError,
 )
+from kraiter_sync.inputs import Input
 from kraiter_sync.logs import get_logger
 from kraiter_sync.state.backend import WORKERS_NEED_HTTP, WORKERS_NEED_POSTGRES
 from kraiter_sync.upload.core import Snapshot
@@ -65,7 +66,7 @@ _WHOLE_INPUT = ("read", "duplicates", "invalid")
 
 def _worker(
     index: int,
-    paths: list[str],
+    paths: list[str | Path | Input],
     settings: Settings,
     options: ImportOptions,
     args: dict[str, Any] | None,
@@ -129,7 +130,7 @@ def _merge(results: list[ImportResult]) -> ImportResult:
 
 
 def import_with_workers(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | Input],
     *,
     settings: Settings,
     options: ImportOptions,
@@ -162,7 +163,7 @@ def import_with_workers(
         receive, send = context.Pipe(duplex=False)
         process = context.Process(
             target=_worker,
-            args=(index, [str(p) for p in paths], mine, one, args, progress, send),
+            args=(index, list(paths), mine, one, args, progress, send),
             name=f"kraiter-sync-worker-{index}",
         )
         process.start()
