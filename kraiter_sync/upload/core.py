@@ -67,6 +67,8 @@ class Snapshot:
     rate_budget: float | None
     #: Requests made so far.
     requests: int = 0
+    #: This run's part of the tenant's limit (0-1) when runs share it (None: not shared).
+    share: float | None = None
 
     @classmethod
     def of(cls, stats: EngineStats, *, total: int, controller: RateController | None) -> Snapshot:
