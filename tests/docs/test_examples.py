@@ -24,6 +24,10 @@ Every fence names its language. An HTML comment right before a block steers it::
                                                  SCRIPT runs in its place (the part of the
                                                  block CI can run); counted as a skip
     <!-- docs-test: exit N -->                  the block (its last command) exits N
+    <!-- docs-test: postgres -->                $STATE_URL names a fresh schema of the
+                                                 test PostgreSQL (.ci/postgres.sh; without
+                                                 one the page stops there: skipped, or
+                                                 failed under CI=true), dropped after
     <!-- docs-test: before
     shell lines run first, unseen by the reader (the inputs the example names)
     -->
@@ -39,6 +43,7 @@ matching against a server shared by one page's blocks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -53,6 +58,7 @@ import pytest
 from kraiter_sync.emulator import EmulatorConfig
 from kraiter_sync.emulator.server import serve_in_thread
 from tests.helpers.paths import REPO_ROOT
+from tests.helpers.pgstate import fresh_schema
 
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 RUN = {"bash", "sh", "console", "python"}
@@ -136,9 +142,15 @@ class Reader:
 
     cwd: Path
     env: dict[str, str]
+    cleanup: contextlib.ExitStack
 
     def sh(
-        self, script: str, *, timeout: float = 120, typed: bool = False
+        self,
+        script: str,
+        *,
+        timeout: float = 120,
+        typed: bool = False,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``script`` with bash: stopping at the first failure, or ``typed`` at a prompt
         (no ``-e``; stderr into stdout, as a terminal shows them)."""
@@ -147,7 +159,7 @@ class Reader:
         return subprocess.run(
             ["bash", *strict, "-c", script],
             cwd=self.cwd,
-            env=self.env,
+            env=env or self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merged else subprocess.PIPE,
             text=True,
@@ -162,8 +174,12 @@ class Reader:
             assert done.returncode == 0, f"{block.where}: set-up failed:\n{done.stderr}"
         expected = int(block.directive("exit") or 0)
         instead = block.directive("instead")
+        env = self.env
+        if block.directive("postgres") is not None:
+            env = {**self.env, "STATE_URL": self.cleanup.enter_context(fresh_schema())}
         if block.lang in {"bash", "sh"}:
-            done = self.sh(instead.rsplit(" because ", 1)[0] if instead else block.text)
+            script = instead.rsplit(" because ", 1)[0] if instead else block.text
+            done = self.sh(script, env=env)
             assert done.returncode == expected, (
                 f"{block.where}: exit {done.returncode}, not {expected}\n{done.stdout}{done.stderr}"
             )
@@ -173,7 +189,7 @@ class Reader:
             done = subprocess.run(
                 [sys.executable, "-c", block.text],
                 cwd=self.cwd,
-                env=self.env,
+                env=env,
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -210,10 +226,13 @@ def reader(tmp_path: Path) -> Iterator[Reader]:
         os.pathsep
     )
     env["KRAITER_SYNC_HEARTBEAT"] = "0"
-    with serve_in_thread(EmulatorConfig(db_path=str(tmp_path / "kraiter.db"))) as url:
+    with (
+        contextlib.ExitStack() as cleanup,
+        serve_in_thread(EmulatorConfig(db_path=str(tmp_path / "kraiter.db"))) as url,
+    ):
         env["KRAITER_API_KEY"] = KEY
         env["KRAITER_BASE_URL"] = url
-        yield Reader(work, env)
+        yield Reader(work, env, cleanup)
 
 
 def runs(block: Block) -> bool:
