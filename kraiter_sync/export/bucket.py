@@ -119,8 +119,8 @@ class BucketFolder:
 
     def _write_error(self, rel: str, exc: InputError) -> StateError:
         return StateError(
-            f"cannot write {self.display}{rel}: {exc}. Grant put and delete access on the "
-            "prefix (or fix the endpoint), then re-run to resume: nothing is lost"
+            f"writing the export failed: {exc} (writing needs put and delete access on "
+            f"{self.display}); fix that, then re-run to resume: nothing is lost"
         )
 
     def put(self, rel: str, source: Path) -> None:
