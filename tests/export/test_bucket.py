@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -18,10 +17,11 @@ from click.testing import CliRunner
 from kraiter_sync.cli import main
 from kraiter_sync.emulator import EmulatorApp
 from kraiter_sync.errors import UsageError
-from kraiter_sync.export import ExportOptions, ExportResult, export_async
+from kraiter_sync.export import ExportResult, export_async
 from kraiter_sync.export.bucket import BucketFolder
 from kraiter_sync.export.run import compact_output
 from kraiter_sync.sources.objectstore import open_bucket, parse_url, stores
+from tests.export.test_resume import Failing, Killed, _no_sleep, _opts
 from tests.helpers.cloud import (
     AWS_ENV,
     AZURITE_ACCOUNT,
@@ -38,44 +38,12 @@ from tests.helpers.exports import (
     read_output_file,
     row_ids,
     seed,
+    seeded_db,
     truth,
 )
 from tests.helpers.objects import BUCKET, moto_endpoint, s3
 
 __all__ = ["moto_endpoint", "s3"]
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing in the exporter may catch it."""
-
-
-class KillAfter(httpx.AsyncBaseTransport):
-    """Passes ``ok`` API GETs through, then raises ``Killed``."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, ok: int) -> None:
-        self.inner = inner
-        self.ok = ok
-        self.seen = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET" and request.url.path.startswith("/api"):
-            self.seen += 1
-            if self.seen > self.ok:
-                raise Killed
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-async def _no_sleep(_: float) -> None:
-    return None
-
-
-def _opts(**kw: Any) -> ExportOptions:
-    base: dict[str, Any] = {"chunk_rows": 30, "page_size": 10, "retries": 1}
-    base.update(kw)
-    return ExportOptions(**base)
 
 
 def _export(
@@ -227,7 +195,7 @@ def test_killed_export_to_s3_resumes_to_exactly_a_clean_local_export(
     app = _seeded(events=120)
     url = f"s3://{BUCKET}/killed"
     with pytest.raises(Killed):
-        _export(app, url, tmp_path / "state", "events", wrap=lambda t: KillAfter(t, 7))
+        _export(app, url, tmp_path / "state", "events", wrap=lambda t: Failing(t, 7))
     assert _objects(f"{url}/events/") == {}, "a killed run showed files"
     resumed = _export(app, url, tmp_path / "state", "events")
     assert resumed.resumed
@@ -314,17 +282,9 @@ def test_csv_to_s3_neutralises_formulas_as_locally(s3: S3, tmp_path: Path) -> No
 def test_no_credential_in_output_state_or_logs(
     s3: S3, tmp_path: Path, cli_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
+    from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
 
-    db = tmp_path / "kraiter.db"
-    seeding = create_app(EmulatorConfig(db_path=db))
-
-    async def fill() -> None:
-        async with client_for(seeding) as client:
-            await seed(client, events=40)
-
-    asyncio.run(fill())
-    seeding.close()
+    db = seeded_db(tmp_path / "kraiter.db", events=40)
     env = {
         **cli_env,
         **AWS_ENV,
