@@ -335,3 +335,34 @@ def test_missing_bucket_is_a_clear_error_before_anything_is_read(s3: S3, tmp_pat
     app = _seeded(events=5)
     with pytest.raises(UsageError, match="does not exist"):
         _export(app, "s3://no-such-bucket/x", tmp_path / "state", "events")
+
+
+def test_an_object_deleted_from_the_bucket_means_a_full_export_again(
+    s3: S3, tmp_path: Path
+) -> None:
+    """The check before a run lists the prefix: a manifest file missing is noticed."""
+    app = _seeded()
+    url = f"s3://{BUCKET}/checked"
+    first = _export(app, url, tmp_path / "state", "events")
+    gone = first.manifest_files[0]
+    s3.client.delete_object(Bucket=BUCKET, Key=f"checked/events/{gone}")
+    again = _export(app, url, tmp_path / "state", "events")
+    assert again.reason is not None
+    assert "1 of" in again.reason
+    assert gone in again.reason
+    assert again.rows == first.rows
+    got = _frame_of(_objects(f"{url}/events/"), "parquet", tmp_path)
+    assert sorted(row_ids("events", got)) == sorted(_truth(app, "events"))
+
+
+def test_a_prefix_holding_someone_elses_objects_is_refused_and_left_alone(
+    s3: S3, tmp_path: Path
+) -> None:
+    app = _seeded(events=5)
+    s3.put(BUCKET, "shared/events/README.txt", b"theirs")
+    with pytest.raises(UsageError, match="refusing to export into s3://warehouse/shared/events/"):
+        _export(app, f"s3://{BUCKET}/shared", tmp_path / "state", "events")
+    assert set(_objects(f"s3://{BUCKET}/shared/events/")) == {"README.txt"}
+    done = _export(app, f"s3://{BUCKET}/shared", tmp_path / "state", "events", overwrite=True)
+    assert done.rows > 0
+    assert _objects(f"s3://{BUCKET}/shared/events/")["README.txt"] == b"theirs"
