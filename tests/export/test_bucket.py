@@ -366,3 +366,22 @@ def test_a_prefix_holding_someone_elses_objects_is_refused_and_left_alone(
     done = _export(app, f"s3://{BUCKET}/shared", tmp_path / "state", "events", overwrite=True)
     assert done.rows > 0
     assert _objects(f"s3://{BUCKET}/shared/events/")["README.txt"] == b"theirs"
+
+
+def test_lost_state_adopts_the_bucket_files_and_replaces_them_without_duplicates(
+    s3: S3, tmp_path: Path
+) -> None:
+    import shutil
+
+    app = _seeded()
+    url = f"s3://{BUCKET}/lost"
+    first = _export(app, url, tmp_path / "state", "events")
+    shutil.rmtree(tmp_path / "state")
+    again = _export(app, url, tmp_path / "state", "events")
+    assert again.reason is not None
+    assert "does not know the end of" in again.reason
+    assert again.replaced == first.files  # adopted by name (rows counted), then replaced
+    objects = _objects(f"{url}/events/")
+    assert sorted(objects) == again.manifest_files
+    got = _frame_of(objects, "parquet", tmp_path)
+    assert sorted(row_ids("events", got)) == sorted(_truth(app, "events"))
