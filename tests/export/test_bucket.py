@@ -119,6 +119,15 @@ def _truth(app: EmulatorApp, stream: str) -> list[str]:
     return asyncio.run(go())
 
 
+def _holds_exactly(app: EmulatorApp, url: str, result: ExportResult, tmp: Path) -> pl.DataFrame:
+    """The stream folder at ``url`` holds the manifest's objects and every row once."""
+    objects = _objects(url)
+    assert sorted(objects) == result.manifest_files
+    got = _frame_of(objects, "parquet", tmp)
+    assert sorted(row_ids("events", got)) == sorted(_truth(app, "events"))
+    return got
+
+
 # --------------------------------------------------------------------------------------
 # the three stores
 # --------------------------------------------------------------------------------------
@@ -200,9 +209,8 @@ def test_killed_export_to_s3_resumes_to_exactly_a_clean_local_export(
     resumed = _export(app, url, tmp_path / "state", "events")
     assert resumed.resumed
     clean = _export(app, tmp_path / "clean", tmp_path / "clean-state", "events")
-    got = _frame_of(_objects(f"{url}/events/"), "parquet", tmp_path)
+    got = _holds_exactly(app, f"{url}/events/", resumed, tmp_path)
     _same_rows("events", got, _local_frame(clean.directory, "parquet"))  # type: ignore[arg-type]
-    assert sorted(row_ids("events", got)) == sorted(_truth(app, "events"))
 
 
 def test_kill_between_puts_is_finished_by_the_next_run(
@@ -228,10 +236,7 @@ def test_kill_between_puts_is_finished_by_the_next_run(
     monkeypatch.setattr(BucketFolder, "put", real_put)
     finished = _export(app, url, tmp_path / "state", "events")
     assert finished.rows == 0  # nothing read again: the journal finished the puts
-    objects = _objects(f"{url}/events/")
-    assert sorted(objects) == finished.manifest_files
-    got = _frame_of(objects, "parquet", tmp_path)
-    assert sorted(row_ids("events", got)) == sorted(_truth(app, "events"))
+    _holds_exactly(app, f"{url}/events/", finished, tmp_path)
 
 
 def test_a_reader_listing_during_the_run_sees_only_whole_objects(s3: S3, tmp_path: Path) -> None:
@@ -351,8 +356,7 @@ def test_an_object_deleted_from_the_bucket_means_a_full_export_again(
     assert "1 of" in again.reason
     assert gone in again.reason
     assert again.rows == first.rows
-    got = _frame_of(_objects(f"{url}/events/"), "parquet", tmp_path)
-    assert sorted(row_ids("events", got)) == sorted(_truth(app, "events"))
+    _holds_exactly(app, f"{url}/events/", again, tmp_path)
 
 
 def test_a_prefix_holding_someone_elses_objects_is_refused_and_left_alone(
@@ -381,7 +385,4 @@ def test_lost_state_adopts_the_bucket_files_and_replaces_them_without_duplicates
     assert again.reason is not None
     assert "does not know the end of" in again.reason
     assert again.replaced == first.files  # adopted by name (rows counted), then replaced
-    objects = _objects(f"{url}/events/")
-    assert sorted(objects) == again.manifest_files
-    got = _frame_of(objects, "parquet", tmp_path)
-    assert sorted(row_ids("events", got)) == sorted(_truth(app, "events"))
+    _holds_exactly(app, f"{url}/events/", again, tmp_path)
