@@ -15,7 +15,6 @@ missing.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import dagster as dg
@@ -23,7 +22,7 @@ import dagster as dg
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import IncompleteError
 from kraiter_sync.frames import Kind
-from kraiter_sync.integrations.runs import check_result, summary
+from kraiter_sync.integrations.runs import check_result, import_options, summary
 from kraiter_sync.verbs.importer import ImportOptions, ImportResult, import_
 
 __all__ = ["KraiterResource", "kraiter_import_asset", "materialize_result"]
@@ -95,16 +94,7 @@ def kraiter_import_asset(
     resource. ``kind``, ``connector`` and ``mapping`` are ``--kind``, ``--connector``
     and ``--map``; ``asset_kwargs`` go to ``dagster.asset`` (``deps``, ``group_name``…).
     An incomplete run is retried up to ``retries`` times, ``retry_wait_s`` apart."""
-    base = options or ImportOptions()
-    chosen = replace(
-        base,
-        input=replace(
-            base.input,
-            kind=kind or base.input.kind,
-            connector=connector or base.input.connector,
-            mapping={**base.input.mapping, **(mapping or {})},
-        ),
-    )
+    chosen = import_options(options, kind=kind, connector=connector, mapping=mapping)
 
     @dg.asset(name=name, kinds={"kraiter"}, **asset_kwargs)  # type: ignore[untyped-decorator]
     def _import(kraiter: KraiterResource) -> dg.MaterializeResult[None]:

@@ -21,7 +21,7 @@ Credentials and settings come from dlt's configuration under
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import dlt
@@ -33,7 +33,7 @@ from dlt.common.typing import TDataItems, TSecretStrValue
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.errors import AuthenticationError, InputError, TooManyRejectsError, UsageError
 from kraiter_sync.frames import Kind
-from kraiter_sync.integrations.runs import check_result
+from kraiter_sync.integrations.runs import check_result, import_options
 from kraiter_sync.sources.memory import FrameSource
 from kraiter_sync.verbs.importer import ImportOptions, ImportResult, import_
 
@@ -58,17 +58,11 @@ class Table:
 
 
 def _table_options(name: str, table: Table | None, options: ImportOptions) -> ImportOptions:
-    kind = table.kind if table else None
+    table = table or Table()
+    kind = table.kind
     if kind is None and name in ("contacts", "events"):
         kind = name  # type: ignore[assignment]
-    given = options.input
-    chosen = replace(
-        given,
-        kind=kind or given.kind,
-        connector=(table.connector if table else None) or given.connector,
-        mapping={**given.mapping, **(table.mapping if table else {})},
-    )
-    return replace(options, input=chosen)
+    return import_options(options, kind=kind, connector=table.connector, mapping=table.mapping)
 
 
 def _load_id() -> str:

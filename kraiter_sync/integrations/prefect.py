@@ -18,7 +18,6 @@ environment (``KRAITER_API_KEY``) or from a Prefect ``Secret`` block named by
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any, cast
 
 from prefect import Task, task
@@ -30,7 +29,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.errors import IncompleteError
 from kraiter_sync.frames import Kind
-from kraiter_sync.integrations.runs import check_result, summary
+from kraiter_sync.integrations.runs import check_result, import_options, summary
 from kraiter_sync.verbs.importer import ImportOptions, import_
 
 __all__ = ["counts_table", "kraiter_import"]
@@ -97,16 +96,7 @@ def kraiter_import(
 ) -> dict[str, Any]:
     """Import ``paths`` (``kraiter-sync import PATHS --kind --connector --map``) and
     publish the counts; returns :func:`kraiter_sync.integrations.runs.summary`."""
-    base = options or ImportOptions()
-    chosen = replace(
-        base,
-        input=replace(
-            base.input,
-            kind=kind or base.input.kind,
-            connector=connector or base.input.connector,
-            mapping={**base.input.mapping, **(mapping or {})},
-        ),
-    )
+    chosen = import_options(options, kind=kind, connector=connector, mapping=mapping)
     # Secret.load is sync in a sync task (typed as either): the block, not a coroutine.
     api_key = cast("Secret[str]", Secret.load(api_key_block)).get() if api_key_block else None
     settings = resolve_settings(

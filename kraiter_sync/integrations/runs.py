@@ -14,16 +14,35 @@ library takes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import EXIT_INCOMPLETE, IncompleteError, TooManyRejectsError, UsageError
+from kraiter_sync.frames import Kind
 from kraiter_sync.inputs import ChunkSource
 from kraiter_sync.verbs.importer import ImportOptions, ImportResult, KindCounts, import_
 
-__all__ = ["check_result", "run_import", "settings_for", "summary"]
+__all__ = ["check_result", "import_options", "run_import", "settings_for", "summary"]
+
+
+def import_options(
+    options: ImportOptions | None = None,
+    *,
+    kind: Kind | None = None,
+    connector: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+) -> ImportOptions:
+    """``options`` with ``--kind``, ``--connector`` and ``--map`` set where given."""
+    base = options or ImportOptions()
+    chosen = replace(
+        base.input,
+        kind=kind or base.input.kind,
+        connector=connector or base.input.connector,
+        mapping={**base.input.mapping, **(mapping or {})},
+    )
+    return replace(base, input=chosen)
 
 
 def settings_for(settings: Settings | None, target: Mapping[str, Any]) -> Settings:
