@@ -16,10 +16,12 @@ from kraiter_sync.cli import (  # noqa: F401  (each module registers its command
     emulator,
     export,
     importing,
+    rebuild,
     reconcile,
     restore,
     retry,
     runs,
+    state,
     sync,
     validate,
 )

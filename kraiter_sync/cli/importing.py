@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -41,6 +42,19 @@ log = get_logger("cli")
 @click.argument("paths", nargs=-1, required=True)
 @input_options
 @click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Rebuild the ledger from what Kraiter holds first (`kraiter-sync state rebuild`: "
+    "one request per 100 events and per 100 contacts Kraiter holds), then import: for a "
+    "lost, new or replaced state directory.",
+)
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="Look for every event the ledger does not know in Kraiter before sending it (one "
+    "request per contact and event name): the other way on after lost state.",
+)
 @send_options
 @json_summary_option
 @report_option
@@ -49,6 +63,8 @@ def import_command(
     paths: tuple[str, ...],
     inputs: InputOptions,
     dry_run: bool,
+    rebuild: bool,
+    adopt: bool,
     sending: SendFlags,
     as_json: bool,
     report_path: Path | None,
@@ -61,6 +77,11 @@ def import_command(
     are written first, then events, each event exactly once: a killed or failed run is
     resumed by running the same command again (the ledger in the state directory knows
     what was sent, and anything in doubt is checked against Kraiter before re-sending).
+
+    Before the first events go to a Kraiter the ledger knows nothing of, a sample of
+    them (48) is looked for there: if some are in Kraiter already, the state was lost
+    (or another state directory sent them) and the import stops, sending nothing
+    (exit 2), unless --rebuild or --adopt is given.
 
     \b
     Exit codes: 0 all sent · 3 finished with rejected rows (see the rejects file)
@@ -78,7 +99,9 @@ def import_command(
 
         require_plotly()  # before the run, not after hours of sending
     settings = common.settings()
-    options = sending.import_options(inputs, dry_run=dry_run)
+    options = dataclasses.replace(
+        sending.import_options(inputs, dry_run=dry_run), rebuild=rebuild, adopt=adopt
+    )
     args = {
         "paths": list(paths),
         "dry_run": dry_run,
@@ -86,6 +109,8 @@ def import_command(
         "connector": inputs.connector,
         "concurrency": sending.concurrency,
         "rate": sending.rate,
+        "rebuild": rebuild,
+        "adopt": adopt,
     }
     with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
         result = import_(

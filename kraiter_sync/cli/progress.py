@@ -22,6 +22,7 @@ from kraiter_sync.logs import LogFormat, get_logger
 
 if TYPE_CHECKING:
     from kraiter_sync.upload.core import Snapshot
+    from kraiter_sync.verbs.rebuild import RebuildProgress
 
 __all__ = ["ProgressSink", "eta_seconds"]
 
@@ -94,7 +95,9 @@ class ProgressSink:
             return
         if self._task is None:
             self._task = self._bar.add_task(description, total=total, info=info)
-        self._bar.update(self._task, completed=done, total=total, info=info)
+        self._bar.update(
+            self._task, description=description, completed=done, total=total, info=info
+        )
 
     def sending(self, snapshot: Snapshot) -> None:
         """Records settled of the run's valid records (import, retry, sync jobs)."""
@@ -145,5 +148,18 @@ class ProgressSink:
 
         def show(count: int) -> None:
             self._draw("reading Kraiter", count, None, "contacts")
+
+        return show
+
+    def rebuilding(self) -> Callable[[RebuildProgress], None] | None:
+        """Contacts and events read from Kraiter so far (``state rebuild``), on a terminal;
+        otherwise the rebuild's own INFO lines (shown with -v, or as JSON lines)."""
+        if self.mode != "bar":
+            return None
+
+        def show(progress: RebuildProgress) -> None:
+            done = progress.events if progress.stage == "events" else progress.contacts
+            info = f"{progress.keys:,} keys recorded · {progress.requests:,} requests"
+            self._draw(f"reading Kraiter's {progress.stage}", done, None, info)
 
         return show

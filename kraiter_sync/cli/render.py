@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,12 +31,14 @@ __all__ = [
     "export_summary",
     "import_summary",
     "plan_summary",
+    "rebuild_line",
     "restore_summary",
     "resume_command",
     "run_dict",
     "run_lines",
     "runs_table",
     "snapshot_line",
+    "state_lines",
     "validation_summary",
 ]
 
@@ -77,6 +80,7 @@ def import_summary(result: ImportResult) -> str:
             if value:
                 parts.append(f"{value:,} {label}")
         lines.append(f"{kind}: " + ", ".join(parts))
+    lines.extend(state_lines(result))
     lines.append(
         f"{result.requests:,} requests in {result.duration_s:.1f}s "
         f"({result.requests_per_s:.1f}/s), {result.retries:,} retries, "
@@ -85,6 +89,39 @@ def import_summary(result: ImportResult) -> str:
     if any(c.invalid or c.rejected for c in (result.contacts, result.events)):
         lines.append(f"rejected rows: {result.rejects_path}")
     return "\n".join(lines)
+
+
+def state_lines(result: ImportResult) -> list[str]:
+    """What proving the ledger cost: the lost-state check, or the rebuild."""
+    lines = []
+    check = result.state_check
+    if check is not None and check["how"] == "empty-tenant":
+        lines.append(
+            f"state check: Kraiter holds no events yet ({check['requests']:,} request "
+            f"for {check['events']:,} events)"
+        )
+    elif check is not None:
+        unsettled = f", {check['unsettled']} not settled" if check["unsettled"] else ""
+        lines.append(
+            f"state check: {check['found']} of {check['sampled']} sampled events in "
+            f"Kraiter already{unsettled} ({check['requests']:,} requests for "
+            f"{check['events']:,} events)"
+        )
+    if result.rebuild is not None:
+        lines.append(rebuild_line(result.rebuild))
+    return lines
+
+
+def rebuild_line(rebuild: Mapping[str, Any]) -> str:
+    """One rebuild's account: what Kraiter holds, what it cost against one request per
+    100 events and per 100 contacts."""
+    state = "" if rebuild["complete"] else " (not finished: run it again to resume)"
+    return (
+        f"ledger rebuilt from Kraiter{state}: {rebuild['events_read']:,} events held, "
+        f"{rebuild['keys_marked']:,} keys recorded, {rebuild['contacts_read']:,} contacts; "
+        f"{rebuild['requests']:,} requests (one per 100 events and contacts: "
+        f"{rebuild['expected_requests']:,})"
+    )
 
 
 def resume_command() -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "EVENT_COUNTS_SCHEMA",
     "EventsPlan",
     "diff_events",
+    "iso_ms",
     "plan_events",
     "remote_events_frame",
 ]
@@ -47,7 +48,8 @@ EVENT_COUNTS_SCHEMA: dict[str, pl.DataType] = {
 _MATCH = ["contact", "name", "ts", "props"]
 
 
-def _ms(ts: str | None) -> str | None:
+def iso_ms(ts: str | None) -> str | None:
+    """A timestamp as the validator writes ``timestamp_iso``: UTC, milliseconds, ``Z``."""
     if not ts:
         return None
     try:
@@ -75,7 +77,7 @@ def remote_events_frame(
                 continue
             rows["contact"].append(contact)
             rows["name"].append(name)
-            rows["ts"].append(_ms(e.get("timestamp")))
+            rows["ts"].append(iso_ms(e.get("timestamp")))
             rows["props"].append(canonical_json(e.get("properties")))
     return pl.DataFrame(rows, schema=dict.fromkeys(rows, pl.String()))
 

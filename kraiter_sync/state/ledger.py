@@ -26,8 +26,10 @@ with whole batches (thousands of keys per call), so each call is short and one
 connection is enough; do not share a :class:`Ledger` between threads. Another
 *process* is kept out by :func:`state_lock`.
 
-Every ``sqlite3`` error is translated here into :class:`~kraiter_sync.errors.StateError`
-with the next step to take.
+Every ``sqlite3`` error is translated into :class:`~kraiter_sync.errors.StateError` with
+the next step to take (``state.ledger_file.translate``), and the file is opened only when
+it is a ledger: a zero-byte or foreign ``ledger.db`` is refused, never taken for an empty
+ledger, and a new one is created whole (``state.ledger_file``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from kraiter_sync.config import key_fingerprint
 from kraiter_sync.errors import ConfigError, StateError
+from kraiter_sync.state.ledger_file import open_ledger_db, translate
 from kraiter_sync.state.lock import ensure_state_dir
 from kraiter_sync.state.runs import (
     RUN_COLUMNS,
@@ -70,32 +73,6 @@ __all__ = [
 
 #: Keys per SQL statement for chunked lookups (well under SQLite's variable limit).
 _CHUNK = 10_000
-
-
-def _translate(exc: sqlite3.Error, path: Path) -> StateError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        msg = (
-            f"the ledger {path} is locked: is another kraiter-sync run using this state "
-            "directory? Wait for it to finish, or use another --state-dir"
-        )
-    elif isinstance(exc, sqlite3.DatabaseError) and (
-        "not a database" in text or "malformed" in text or "corrupt" in text
-    ):
-        msg = (
-            f"the ledger {path} is damaged ({text}). Move it aside and re-run; without it, "
-            "events already sent are not known and the ledger must be rebuilt"
-        )
-    elif isinstance(exc, sqlite3.OperationalError) and (
-        "readonly" in text or "unable to open" in text or "disk" in text
-    ):
-        msg = (
-            f"cannot write the ledger {path} ({text}): check the state directory's "
-            "permissions and free space"
-        )
-    else:
-        msg = f"ledger error in {path}: {text}"
-    return StateError(msg)
 
 
 def _now() -> float:
@@ -124,17 +101,7 @@ class Ledger:
         #: Whether SQLite has ``json_each`` (built in since 3.38; older builds may lack it).
         self._json_each = True
         ensure_state_dir(self.path.parent)
-        try:
-            self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise _translate(exc, self.path) from None
+        self._db = open_ledger_db(self.path, self._migrate)
 
     # -------------------------------------------------------------- plumbing
 
@@ -158,16 +125,16 @@ class Ledger:
                 raise
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate(exc, self.path) from None
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             msg = (
                 f"the ledger {self.path} has schema version {version}, newer than this "
@@ -175,16 +142,16 @@ class Ledger:
             )
             raise StateError(msg)
         for number in range(version, SCHEMA_VERSION):
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number + 1}")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     @property
     def schema_version(self) -> int:
@@ -499,7 +466,7 @@ class Ledger:
                 ).fetchall()
             except sqlite3.OperationalError as exc:
                 if "json_each" not in str(exc):
-                    raise _translate(exc, self.path) from None
+                    raise translate(exc, self.path) from None
                 self._json_each = False  # an SQLite built without its JSON functions
         found: list[tuple[str, str, str | None]] = []
         for chunk in _chunks(wanted):

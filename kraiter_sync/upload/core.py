@@ -92,6 +92,12 @@ class EngineCore:
         self._on_retry = on_retry
         self._stop = asyncio.Event()
 
+    @property
+    def requests(self) -> int:
+        """HTTP requests the client has issued so far, retries included (0 when it was
+        built without a rate controller, which counts them)."""
+        return self.controller.stats().requests if self.controller is not None else 0
+
     # -- stopping ------------------------------------------------------------------------
 
     def request_stop(self) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 import polars as pl
 
 from kraiter_sync.state.rejects import reject_row, rejects_frame
-from kraiter_sync.validate.keys import canonical_json
+from kraiter_sync.validate.keys import same_event
 
 __all__ = [
     "ContactRow",
@@ -97,24 +96,10 @@ def outcome_rejects(outcomes: Sequence[Outcome[Any]], *, field: str = "api") -> 
     return rejects_frame(rows)
 
 
-def _instant(value: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (TypeError, ValueError):
-        return None
-
-
 def event_matches(row: EventRow, remote: Mapping[str, Any]) -> bool:
     """Whether a remote event is this row: same name, instant (to the ms) and properties
     (the same canonical form: types count, ``1`` is neither ``1.0`` nor ``true``)."""
-    if remote.get("name", remote.get("event")) != row.name:
-        return False
-    mine, theirs = _instant(row.timestamp), _instant(str(remote.get("timestamp", "")))
-    if mine is None or theirs is None:
-        return False
-    if abs((mine - theirs).total_seconds()) >= 0.001:
-        return False
-    return canonical_json(row.properties) == canonical_json(remote.get("properties"))
+    return same_event(row.name, row.timestamp, row.properties, remote)
 
 
 def rows_of_events(frame: pl.DataFrame) -> Iterator[EventRow]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -38,6 +39,7 @@ __all__ = [
     "canonical_value",
     "event_keys",
     "key_parts",
+    "same_event",
 ]
 
 SEPARATOR = "\x1f"
@@ -58,6 +60,30 @@ def canonical_json(properties: Mapping[str, Any] | str | None) -> str:
     if not obj:
         return "{}"
     return canonical_value({k: v for k, v in obj.items() if v is not None})
+
+
+def _instant(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+
+
+def same_event(
+    name: str, timestamp: str, properties: Mapping[str, Any] | str | None, remote: Mapping[str, Any]
+) -> bool:
+    """Whether a remote event (as Kraiter lists it) is the event of this name, ISO
+    timestamp and properties: same name, instant (to the ms) and canonical properties
+    (types count). The one test of "Kraiter holds it already" (the engine's verification,
+    the lost-state sample)."""
+    if remote.get("name", remote.get("event")) != name:
+        return False
+    mine, theirs = _instant(timestamp), _instant(str(remote.get("timestamp", "")))
+    if mine is None or theirs is None:
+        return False
+    if abs((mine - theirs).total_seconds()) >= 0.001:
+        return False
+    return canonical_json(properties) == canonical_json(remote.get("properties"))
 
 
 def _key_exprs(text: str) -> list[pl.Expr]:

@@ -11,6 +11,12 @@ sent:
    one upsert per contact the ledger does not know yet, verification of keys a killed
    run left ``inflight``, and the spool chunk by chunk, minus keys already recorded.
 
+Before the first events go to a target the ledger knows nothing of (a new or replaced
+state directory), the input is sample-checked against Kraiter (``plan.lost_state``): if
+Kraiter holds some of it already, the import stops before sending anything, unless
+``rebuild`` (the ledger is rebuilt from Kraiter first: ``verbs.rebuild``) or ``adopt``
+(every event is looked for in Kraiter before it is sent) is given.
+
 A ledger written before values read as text were typed (``state.ledger.KEY_VERSION``)
 knows some events under their earlier key: ``plan.ledger`` finds them under it, and rows
 a killed earlier version left inflight under it are verified with the properties sent
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +44,7 @@ from kraiter_sync.errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_REJECTED,
+    ConfigError,
     StateError,
     is_disk_full,
     os_reason,
@@ -52,6 +60,16 @@ from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.contact_plan import contacts_to_write
 from kraiter_sync.plan.guards import check_triggers
 from kraiter_sync.plan.ledger import contacts_to_send, split_events
+from kraiter_sync.plan.lost_state import (
+    SampleCheck,
+    check_sample,
+    lost_state_error,
+    needs_check,
+    read_sample,
+    record_checked,
+    sample_positions,
+    tenant_is_empty,
+)
 from kraiter_sync.state.ledger import KEY_VERSION
 from kraiter_sync.state.rejects import RejectsWriter
 from kraiter_sync.state.store import StateStore
@@ -67,6 +85,7 @@ from kraiter_sync.upload.engine import ContactRow, Engine, EngineStats, EventRow
 from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
 from kraiter_sync.validate.engine import LEGACY_KEY, LEGACY_PROPERTIES
+from kraiter_sync.verbs.rebuild import rebuild_ledger
 
 __all__ = ["ImportOptions", "ImportResult", "KindCounts", "Snapshot", "import_", "import_locked"]
 
@@ -101,6 +120,11 @@ class ImportOptions:
     resend_rejected: bool = False
     #: Re-send every valid contact even when its hash equals the ledger's (a full pass).
     ignore_contact_cache: bool = False
+    #: Look for every event the ledger does not know in Kraiter before sending it (one
+    #: listing per contact and name): the way on when the state was lost.
+    adopt: bool = False
+    #: Rebuild the ledger from what Kraiter holds before anything else (``state rebuild``).
+    rebuild: bool = False
 
     @property
     def run_options(self) -> RunOptions:
@@ -165,6 +189,11 @@ class ImportResult:
     interrupted: bool = False
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
+    #: The lost-state check of a target the ledger knew nothing of (``how``: sample or
+    #: empty-tenant; sampled, found, requests, events), None when none was needed.
+    state_check: dict[str, Any] | None = None
+    #: What ``rebuild`` read and cost (``verbs.rebuild.RebuildResult.as_dict``).
+    rebuild: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -197,8 +226,10 @@ class _Run:
         store: StateStore,
         run_id: int,
         writer: RejectsWriter,
+        command: str = "import",
     ) -> None:
         self.settings = settings
+        self.command = command
         self.options = options
         self.store = store
         self.run_id = run_id
@@ -206,10 +237,14 @@ class _Run:
         self.target = settings.target
         self.spool = settings.state_dir / "spool" / f"run-{run_id}"
         self.spool_parts: list[Path] = []
+        self.spool_heights: list[int] = []
         self.contacts: pl.DataFrame | None = None
         self.names: set[str] = set()
         self.emails: pl.Series | None = None
         self.result = ImportResult(run_id=run_id, rejects_path=writer.path, dry_run=options.dry_run)
+        #: Kraiter held some of this input when the ledger knew nothing of the target: the
+        #: check is recorded complete once an ``adopt`` run has settled every event.
+        self.adopting = False
 
     # -- pass 1 --------------------------------------------------------------------------
 
@@ -241,6 +276,7 @@ class _Run:
                 path = self.spool / f"part-{part:05d}.parquet"
                 self._spool_write(frame.write_parquet, path)
                 self.spool_parts.append(path)
+                self.spool_heights.append(frame.height)
                 self.names.update(frame["name"].unique().to_list())
                 emails = pl.concat([emails, frame["email"].drop_nulls()]).unique()
             self.emails = emails if emails.len() else None
@@ -278,6 +314,74 @@ class _Run:
             call=engine.with_retry,
             what="these event names trigger live sequences and importing history",
         )
+
+    async def guard_lost_state(self, engine: Engine) -> None:
+        """Rebuild the ledger from Kraiter first (``rebuild``), or make sure it knows the
+        target before the first events go to it (``plan.lost_state``): a refusal when
+        Kraiter holds sampled events the ledger does not know, unless ``adopt``."""
+        options, store, target = self.options, self.store, self.target
+        if options.rebuild:
+            self.result.rebuild = (await rebuild_ledger(engine)).as_dict()
+            return
+        if not self.spool_parts:  # contacts are idempotent by email: nothing to check
+            return
+        why = needs_check(store, target, record=not options.dry_run)
+        if why is None:
+            return
+        before = engine.requests
+        events = sum(self.spool_heights)
+        check, how = SampleCheck(), "empty-tenant"
+        if not await tenant_is_empty(engine.client, call=engine.with_retry):
+            how = "sample"
+            positions = sample_positions(events, rng=random.SystemRandom())
+            sample = read_sample(self.spool_parts, self.spool_heights, positions)
+            check = await check_sample(
+                engine.client,
+                sample,
+                call=engine.with_retry,
+                concurrency=engine.options.concurrency,
+            )
+        facts = {
+            "sampled": check.sampled,
+            "found": check.found,
+            "unsettled": check.unsettled,
+            "requests": engine.requests - before,
+            "events": events,
+        }
+        self.result.state_check = {"how": how, "why": why, **facts}
+        if check.found and not options.adopt:
+            raise lost_state_error(
+                check,
+                why=why,
+                state_dir=self.settings.state_dir,
+                base_url=self.settings.base_url,
+                events=events,
+                groups=self._groups(),
+                command=self.command,
+            )
+        if options.dry_run or (why == "unfinished rebuild" and not check.found):
+            return  # (an unfinished rebuild is checked again until it is finished)
+        self.adopting = bool(check.found)
+        record_checked(
+            store, target, "adopt" if check.found else how, complete=not check.found, **facts
+        )
+
+    def _groups(self) -> int:
+        """Distinct (contact, event name) pairs of the input: what ``adopt`` lists."""
+        return int(
+            pl.scan_parquet(self.spool_parts)
+            .select(pl.coalesce("contact_id", "email"), "name")
+            .unique()
+            .select(pl.len())
+            .collect()
+            .item()
+        )
+
+    def adopted(self) -> None:
+        """An ``adopt`` run that settled every event: the ledger knows the target now."""
+        ev = self.result.events
+        if self.adopting and not (self.result.interrupted or ev.failed or ev.pending):
+            record_checked(self.store, self.target, "adopt", events=ev.read - ev.invalid)
 
     async def diff_against_kraiter(
         self, engine: Engine, frame: pl.DataFrame
@@ -398,7 +502,10 @@ class _Run:
                 unresolved += sum(f.filter(~known).height for f in (todo, inflight, legacy))
                 leftovers = await engine.recover(list(rows_of_events(inflight.filter(known))))
                 leftovers += await self._recover_legacy(engine, legacy.filter(known))
-                await engine.send_events([*leftovers, *rows_of_events(todo.filter(known))])
+                new = list(rows_of_events(todo.filter(known)))
+                if self.options.adopt:  # looked for in Kraiter like inflight keys
+                    new = await engine.recover(new)
+                await engine.send_events([*leftovers, *new])
             counts.sent = engine.stats.events_sent
             counts.verified = engine.stats.events_verified
             counts.rejected = engine.stats.events_rejected
@@ -447,10 +554,16 @@ class _Run:
         ) as engine:
             engines.append(engine)
             await self.guard_triggers(engine)
-            if self.contacts is not None:
-                await self.send_contacts(engine, self.contacts)
-            await self.send_events(engine)
+            await self.guard_lost_state(engine)
+            if not engine.stopping:
+                if self.contacts is not None:
+                    await self.send_contacts(engine, self.contacts)
+                await self.send_events(engine)
+            else:  # stopped while rebuilding the ledger: nothing was sent
+                for counts in (self.result.contacts, self.result.events):
+                    counts.pending = counts.read - counts.accounted
             self.result.interrupted = engine.stopping
+            self.adopted()
             self.result.retries = engine.stats.retries
             if engine.controller is not None:
                 stats = engine.controller.stats()
@@ -479,6 +592,12 @@ def import_locked(
     """:func:`import_` for a caller that holds the state lock (``sync`` runs each job
     through it under one lock)."""
     options = options or ImportOptions()
+    if options.adopt and options.rebuild:
+        msg = (
+            "pass --adopt or --rebuild, not both: --rebuild makes the ledger know what "
+            "Kraiter holds, so there is nothing left to adopt"
+        )
+        raise ConfigError(msg)
     started = time.monotonic()
     _clear_old_spools(settings.state_dir)
     if store.oldest_key_version(settings.target) < KEY_VERSION:
@@ -505,7 +624,7 @@ def import_locked(
             )
             writer = stack.enter_context(RejectsWriter(rejects_path))
             inputs = prepare_inputs(paths, options.input, stack=stack)
-            job = _Run(settings, options, store, run.run_id, writer)
+            job = _Run(settings, options, store, run.run_id, writer, command)
             job.validate(inputs)
             asyncio.run(job.send(run, on_progress))
             job.result.duration_s = time.monotonic() - started

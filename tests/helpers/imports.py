@@ -14,7 +14,10 @@ import httpx
 import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.api.ratelimit import RateController
+from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
 
+KEY = "kr_import_test_secret_0123456789"
 NAMES = ["signed_up", "viewed_pricing", "started_trial", "upgraded_plan", "invoice_paid"]
 BAD_ROWS = 3  # rows write_events adds that the validator must reject
 
@@ -116,3 +119,25 @@ class CountingTransport(httpx.AsyncBaseTransport):
     @property
     def writes(self) -> int:
         return sum(n for m, n in self.methods.items() if m != "GET")
+
+
+class LocalKraiter:
+    """One emulator app over a SQLite file; each import gets a counting client on it."""
+
+    def __init__(self, tmp_path: Path, **config: object) -> None:
+        self.db = tmp_path / "kraiter.db"
+        self.config = EmulatorConfig(db_path=str(self.db), **config)  # type: ignore[arg-type]
+        self.transports: list[CountingTransport] = []
+
+    def factory(self, controller: RateController) -> KraiterClient:
+        app = create_app(self.config)
+        transport = CountingTransport(asgi_transport(app, close_app=True))
+        self.transports.append(transport)
+        return KraiterClient("http://local.kraiter", KEY, transport=transport, observer=controller)
+
+    def events(self) -> Counter[tuple]:
+        app = create_app(EmulatorConfig(db_path=str(self.db)))
+        try:
+            return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
+        finally:
+            app.close()

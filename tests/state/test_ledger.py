@@ -192,6 +192,61 @@ def test_corrupt_file_is_a_state_error(tmp_path: Path) -> None:
     with pytest.raises(errors.StateError, match="damaged") as info:
         Ledger(path)
     assert "Move it aside" in str(info.value)
+    # the advice leads to rebuilding it, not to a fresh ledger that knows nothing
+    assert "kraiter-sync state rebuild" in str(info.value)
+    assert "--rebuild" in str(info.value)
+
+
+def _foreign(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (body TEXT)")
+    db.commit()
+    db.close()
+
+
+def _header_only(path: Path) -> None:
+    """An SQLite header without tables: what an earlier version left when it died while
+    creating the ledger, or a ledger.db copied before its first checkpoint without its
+    -wal file."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda p: p.write_bytes(b""), "an empty file (0 bytes)"),
+        (_foreign, "an SQLite database of something else"),
+        (_header_only, "an empty SQLite database"),
+    ],
+    ids=["zero-bytes", "foreign-sqlite", "header-only"],
+)
+def test_a_file_that_is_not_a_ledger_is_never_taken_for_an_empty_one(
+    tmp_path: Path, make, what: str
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "ledger.db"
+    make(path)
+    before = path.read_bytes()
+    with pytest.raises(errors.StateError) as info:
+        Ledger(path)
+    message = str(info.value)
+    assert what in message
+    assert "not a kraiter-sync ledger" in message
+    assert "kraiter-sync state rebuild" in message
+    assert "ledger.db-wal" in message
+    assert path.read_bytes() == before  # left as it was: nothing migrated into it
+
+
+def test_a_new_ledger_is_created_whole(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "ledger.db"
+    with Ledger(path) as led:
+        assert led.schema_version == SCHEMA_VERSION
+    # the file was built aside and linked into place: no temporary file is left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ledger.db"]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
 
 
 def test_locked_database_is_a_state_error(tmp_path: Path) -> None:

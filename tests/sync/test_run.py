@@ -732,3 +732,46 @@ def test_postgres_events_job_reads_in_the_read_ahead_thread(
         assert len(remote(url)[1]) == 7
     finally:
         pg_execute(pg_url, f"DROP TABLE IF EXISTS {table}")
+
+
+def test_a_lost_state_directory_stops_the_events_job_until_state_rebuild(
+    tmp_path: Path, kraiter: tuple[CountingApp, str]
+) -> None:
+    """A nightly run on a fresh disk: the job refuses (it has no --rebuild of its own) and
+    names `state rebuild`; after it, the night sends nothing twice."""
+    from kraiter_sync.verbs.rebuild import rebuild_state
+
+    app, url = kraiter
+    write(tmp_path / "contacts.csv", "email\na@example.com\nb@example.com\n")
+    write(
+        tmp_path / "events.csv",
+        events_rows(
+            *(
+                (f"{'ab'[i % 2]}@example.com", "view", f"2026-01-02T{i:02d}:00:00Z")
+                for i in range(12)
+            )
+        ),
+    )
+    config = parse_sync_config(FILE_JOBS, tmp_path / "kraiter-sync.toml")
+    settings = settings_for(url, tmp_path)
+    assert run_sync(config, settings=settings).exit_code == 0
+    held = remote(url)[1]
+    assert len(held) == 12
+    for path in settings.state_dir.glob("ledger.db*"):
+        path.unlink()
+
+    app.reset()
+    night = run_sync(config, settings=settings)
+    jobs = {job.job: job for job in night.jobs}
+    assert jobs["contacts"].exit_code == 0  # contacts are idempotent by email: no check
+    assert jobs["events"].exit_code == 2
+    assert "lost state? all 12 events sampled" in jobs["events"].message
+    assert "`kraiter-sync state rebuild` (the same --config" in jobs["events"].message
+    assert "re-run with --rebuild" not in jobs["events"].message  # not sync's flag
+    assert [w for w in app.writes() if w[1] == "/api/events"] == []
+
+    assert rebuild_state(settings).complete
+    app.reset()
+    assert run_sync(config, settings=settings).exit_code == 0
+    assert [w for w in app.writes() if w[1] == "/api/events"] == []
+    assert remote(url)[1] == held

@@ -13,38 +13,13 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.api.ratelimit import RateController
 from kraiter_sync.cli import main
 from kraiter_sync.config import resolve_settings
-from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
+from kraiter_sync.emulator import create_app
 from kraiter_sync.errors import ConfigError, GuardError, StateError
 from kraiter_sync.verbs.importer import ImportOptions, import_
-from tests.helpers.imports import BAD_ROWS, CountingTransport, remote_events, write_events
-
-KEY = "kr_import_test_secret_0123456789"
-
-
-class LocalKraiter:
-    """One emulator app over a SQLite file; each import gets a counting client on it."""
-
-    def __init__(self, tmp_path: Path, **config: object) -> None:
-        self.db = tmp_path / "kraiter.db"
-        self.config = EmulatorConfig(db_path=str(self.db), **config)  # type: ignore[arg-type]
-        self.transports: list[CountingTransport] = []
-
-    def factory(self, controller: RateController) -> KraiterClient:
-        app = create_app(self.config)
-        transport = CountingTransport(asgi_transport(app, close_app=True))
-        self.transports.append(transport)
-        return KraiterClient("http://local.kraiter", KEY, transport=transport, observer=controller)
-
-    def events(self) -> Counter[tuple]:
-        app = create_app(EmulatorConfig(db_path=str(self.db)))
-        try:
-            return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
-        finally:
-            app.close()
+from tests.helpers.imports import BAD_ROWS, KEY, LocalKraiter, write_events
 
 
 @pytest.fixture
