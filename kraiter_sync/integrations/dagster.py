@@ -9,8 +9,9 @@ Each materialisation is one ``import`` run and yields a ``MaterializeResult`` wh
 metadata holds ``dagster/row_count`` (rows read), the ``sent``, ``skipped``,
 ``duplicate``, ``rejected``, ``failed`` and ``pending`` counts, the ledger's run id
 (``kraiter/run_id``) and the rejects file. Rejected rows are reported, not raised,
-unless there are more than ``max_rejected``; a run that did not finish asks Dagster to
-retry the step (``RetryRequested``), and the ledger makes the retry send only what is
+unless there are more than ``max_rejected``; a run that did not finish (or could not
+start: Kraiter unreachable, the state lock held) asks Dagster to retry the step
+(``RetryRequested``), and the ledger makes the retry send only what is
 missing.
 """
 
@@ -20,9 +21,9 @@ from typing import Any
 import dagster as dg
 
 from kraiter_sync.config import Settings, resolve_settings
-from kraiter_sync.errors import IncompleteError
+from kraiter_sync.errors import KraiterSyncError
 from kraiter_sync.frames import Kind
-from kraiter_sync.integrations.runs import check_result, import_options, summary
+from kraiter_sync.integrations.runs import check_result, import_options, is_transient, summary
 from kraiter_sync.verbs.importer import ImportOptions, ImportResult, import_
 
 __all__ = ["KraiterResource", "kraiter_import_asset", "materialize_result"]
@@ -93,15 +94,17 @@ def kraiter_import_asset(
     """An asset that imports ``paths`` (files, globs, object URLs) with the ``kraiter``
     resource. ``kind``, ``connector`` and ``mapping`` are ``--kind``, ``--connector``
     and ``--map``; ``asset_kwargs`` go to ``dagster.asset`` (``deps``, ``group_name``…).
-    An incomplete run is retried up to ``retries`` times, ``retry_wait_s`` apart."""
+    A run that did not finish is retried up to ``retries`` times, ``retry_wait_s`` apart."""
     chosen = import_options(options, kind=kind, connector=connector, mapping=mapping)
 
     @dg.asset(name=name, kinds={"kraiter"}, **asset_kwargs)  # type: ignore[untyped-decorator]
     def _import(kraiter: KraiterResource) -> dg.MaterializeResult[None]:
         try:
             result = kraiter.import_(paths, options=chosen, max_rejected=max_rejected)
-        except IncompleteError as exc:
-            raise dg.RetryRequested(max_retries=retries, seconds_to_wait=retry_wait_s) from exc
+        except KraiterSyncError as exc:
+            if is_transient(exc):
+                raise dg.RetryRequested(max_retries=retries, seconds_to_wait=retry_wait_s) from exc
+            raise
         return materialize_result(result)
 
     return _import  # type: ignore[no-any-return]

@@ -27,9 +27,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
 from kraiter_sync.config import resolve_settings
-from kraiter_sync.errors import IncompleteError
 from kraiter_sync.frames import Kind
-from kraiter_sync.integrations.runs import check_result, import_options, summary
+from kraiter_sync.integrations.runs import check_result, import_options, is_transient, summary
 from kraiter_sync.verbs.importer import ImportOptions, import_
 
 __all__ = ["counts_table", "kraiter_import"]
@@ -66,10 +65,8 @@ def _retry_incomplete(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -
     would fail the same way again."""
     try:
         state.result()
-    except IncompleteError:
-        return True
-    except Exception:  # any other failure: not retried
-        return False
+    except Exception as exc:  # the task run's failure, judged
+        return is_transient(exc)
     return False
 
 

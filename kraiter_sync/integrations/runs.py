@@ -19,12 +19,33 @@ from pathlib import Path
 from typing import Any
 
 from kraiter_sync.config import Settings, resolve_settings
-from kraiter_sync.errors import EXIT_INCOMPLETE, IncompleteError, TooManyRejectsError, UsageError
+from kraiter_sync.errors import (
+    EXIT_BUSY,
+    EXIT_INCOMPLETE,
+    IncompleteError,
+    KraiterSyncError,
+    TooManyRejectsError,
+    UsageError,
+)
 from kraiter_sync.frames import Kind
 from kraiter_sync.inputs import ChunkSource
 from kraiter_sync.verbs.importer import ImportOptions, ImportResult, KindCounts, import_
 
-__all__ = ["check_result", "import_options", "run_import", "settings_for", "summary"]
+__all__ = [
+    "check_result",
+    "import_options",
+    "is_transient",
+    "run_import",
+    "settings_for",
+    "summary",
+]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure a later attempt gets past, which the orchestrator should retry: the CLI
+    would exit 4 (incomplete: a run that did not finish, Kraiter unreachable or failing
+    after the retries) or 5 (the state lock is held by another run)."""
+    return isinstance(exc, KraiterSyncError) and exc.exit_code in (EXIT_INCOMPLETE, EXIT_BUSY)
 
 
 def import_options(

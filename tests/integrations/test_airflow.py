@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
+from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
 from tests.helpers.imports import BAD_ROWS, stored_events, write_events
 from tests.helpers.integrations import docs_example
 
@@ -106,11 +106,13 @@ def test_too_many_rejects_fail_without_retry_and_an_incomplete_run_raises(
         pytest.raises(AirflowFailException, match=f"{BAD_ROWS} rows rejected"),
     ):
         kraiter_import([str(src)], max_rejected=0, base_url=url, state_dir=str(tmp_path / "a"))
-    broken = EmulatorConfig(db_path=str(tmp_path / "k2.db"), fail_rate=1.0, seed=5)
-    with serve_in_thread(broken) as url, pytest.raises(IncompleteError, match="did not finish"):
-        kraiter_import(
-            [str(src)],
-            base_url=url,
-            state_dir=str(tmp_path / "b"),
-            options=ImportOptions(max_retries=0, allow_triggers=True),
-        )
+    app = create_app(EmulatorConfig(db_path=str(tmp_path / "k2.db"), seed=5))
+    options = ImportOptions(max_retries=0, allow_triggers=True)
+    with serve_in_thread(app=app) as url:
+        done = kraiter_import([str(src)], base_url=url, state_dir=str(tmp_path / "b"))
+        assert done["sent"] == 5
+        write_events(src, rows=8, contacts=2, seed=99)  # new events; now every request fails
+        app.faults.fail_rate = 1.0
+        with pytest.raises(IncompleteError, match="did not finish"):
+            kraiter_import([str(src)], base_url=url, state_dir=str(tmp_path / "b"), options=options)
+    app.close()

@@ -76,4 +76,6 @@ def test_too_many_rejects_fail_and_an_incomplete_run_asks_for_a_retry(
         retried = dg.materialize([flaky], resources={"kraiter": kraiter}, raise_on_error=False)
     assert not retried.success
     kinds = [e.event_type_value for e in retried.all_events]
-    assert kinds.count("STEP_UP_FOR_RETRY") == 1, kinds  # retried once, then failed
+    # Kraiter failing from the first request (here the lost-state check: a fresh ledger)
+    # is transient too: retried once, then failed.
+    assert kinds.count("STEP_UP_FOR_RETRY") == 1, kinds

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from kraiter_sync.config import resolve_settings
-from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
+from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
 from kraiter_sync.state.ledger import Ledger
 from tests.helpers.imports import stored_events
 from tests.helpers.integrations import docs_example, require
@@ -207,21 +207,25 @@ def test_a_batch_that_cannot_finish_raises_so_dlt_retries_it(
         {"email": f"u{i}@example.com", "event": "login", "timestamp": "2026-02-01T10:00:00Z"}
         for i in range(5)
     ]
-    config = EmulatorConfig(db_path=str(tmp_path / "kraiter.db"), fail_rate=1.0, seed=1)
-    with serve_in_thread(config) as url:
+    app = create_app(EmulatorConfig(db_path=str(tmp_path / "kraiter.db"), seed=1))
+    with serve_in_thread(app=app) as url:
         monkeypatch.setenv("DESTINATION__KRAITER__API_KEY", KEY)
         monkeypatch.setenv("DESTINATION__KRAITER__BASE_URL", url)
         monkeypatch.setenv("DESTINATION__KRAITER__STATE_DIR", str(tmp_path / "st"))
         monkeypatch.setenv("LOAD__RAISE_ON_MAX_RETRIES", "2")
-        # Every request fails (5xx); no retries inside the run, no trigger guard to list.
         options = ImportOptions(max_retries=0, allow_triggers=True)
         pipeline = _pipeline(tmp_path, kraiter(options=options))
+        first = [{"email": "a@example.com", "event": "login", "timestamp": "2026-01-01T00:00:00Z"}]
+        pipeline.run(dlt.resource(first, name="events"))  # type: ignore[attr-defined]
+        # Now every request fails (5xx), and the run has no retries of its own.
+        app.faults.fail_rate = 1.0
         with pytest.raises(PipelineStepFailed) as failed:
             pipeline.run(dlt.resource(rows, name="events"))  # type: ignore[attr-defined]
+    app.close()
     cause = failed.value.__cause__
     assert isinstance(cause, LoadClientJobRetry), repr(cause)  # retried, not failed for good
     assert cause.retry_count == 2
-    assert "IncompleteError: run 2 did not finish (5 failed, 0 pending)" in str(cause), cause
+    assert "IncompleteError: run 3 did not finish (5 failed, 0 pending)" in str(cause), cause
     assert KEY not in str(failed.value) + str(cause)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
+from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
 from tests.helpers.imports import BAD_ROWS, stored_events, write_events
 from tests.helpers.integrations import docs_example, require
 
@@ -29,8 +29,9 @@ def test_docs_example_flow_publishes_the_counts_and_retries_only_incomplete_runs
     from prefect.blocks.system import Secret
     from prefect.testing.utilities import prefect_test_harness
 
-    from kraiter_sync.errors import IncompleteError, TooManyRejectsError
+    from kraiter_sync.errors import KraiterSyncError, TooManyRejectsError
     from kraiter_sync.integrations.prefect import kraiter_import
+    from kraiter_sync.integrations.runs import is_transient
     from kraiter_sync.verbs.importer import ImportOptions
 
     monkeypatch.chdir(tmp_path)
@@ -71,10 +72,20 @@ def test_docs_example_flow_publishes_the_counts_and_retries_only_incomplete_runs
         assert again is not None
         assert "30 sent" not in str(again.description)  # the second run sent nothing new
 
-        broken = EmulatorConfig(db_path=str(tmp_path / "k2.db"), fail_rate=1.0, seed=3)
+        app = create_app(EmulatorConfig(db_path=str(tmp_path / "k2.db"), seed=3))
         runs: list[int] = []
-        with serve_in_thread(broken) as url:
+        with serve_in_thread(app=app) as url:
             monkeypatch.setenv("KRAITER_API_KEY", KEY)
+            state2 = str(tmp_path / "st2")
+
+            @flow
+            def healthy() -> dict[str, object]:
+                return kraiter_import(["events.parquet"], base_url=url, state_dir=state2)  # type: ignore[no-any-return]
+
+            first = healthy()
+            assert first["sent"] == 30
+            write_events(tmp_path / "events.parquet", rows=12, contacts=3, seed=99)
+            app.faults.fail_rate = 1.0  # every request fails from now on
 
             @flow
             def flaky() -> None:
@@ -89,8 +100,12 @@ def test_docs_example_flow_publishes_the_counts_and_retries_only_incomplete_runs
                     options=ImportOptions(max_retries=0, allow_triggers=True),
                 )
 
-            with pytest.raises(IncompleteError):
+            # The first try ends incomplete (every event failed); the retries first verify
+            # the events it left in flight, and fail doing so: transient all the way.
+            with pytest.raises(KraiterSyncError) as last:
                 flaky()
+            assert is_transient(last.value), repr(last.value)
+        app.close()
     assert len(runs) == 3  # the first try and 2 retries
 
     assert counts["sent"] == 30
