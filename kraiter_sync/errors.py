@@ -23,13 +23,15 @@ which exit code the CLI uses for it (``exit_code``)::
     │   ├── UnprocessableError     422  UNPROCESSABLE_ENTITY
     │   ├── RateLimitError         429  RATE_LIMITED            retriable (exit 4)
     │   └── ServerError            5xx                          retriable, ambiguous (exit 4)
-    ├── StateError                      the state directory / ledger cannot be used
+    ├── StateError                      the state directory / ledger / state store cannot be used
+    │   ├── StateConnectError           exit 2: the state store is unreachable or refused the login
     │   └── LockHeldError               exit 5: busy, another run holds the lock; nothing started
     └── IncompleteError                 exit 4: interrupted or out of retries; resumable
 
-Foreign exceptions (httpx, sqlite3, polars) are translated at one boundary each
+Foreign exceptions (httpx, sqlite3, psycopg, polars) are translated at one boundary each
 (``api.failures.translate_transport_error`` for httpx, ``state.ledger`` for sqlite3,
-``sources.reading`` for polars/pyarrow), so callers only ever catch this tree.
+``state.pgerrors`` for psycopg, ``sources.reading`` for polars/pyarrow), so callers only
+ever catch this tree.
 
 Messages never contain the API key or bulk personal data, and name the next step.
 """
@@ -59,6 +61,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseLostError",
     "ServerError",
+    "StateConnectError",
     "StateError",
     "TooManyRejectsError",
     "TransportError",
@@ -223,6 +226,13 @@ class ServerError(ApiError):
 
 class StateError(KraiterSyncError):
     """The state directory or the ledger cannot be used."""
+
+
+class StateConnectError(StateError):
+    """The shared state store (PostgreSQL) cannot be reached, or refused the login: a
+    setting to fix (or a server to start) before anything is sent."""
+
+    exit_code = EXIT_USAGE
 
 
 class LockHeldError(StateError):

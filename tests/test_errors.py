@@ -58,6 +58,7 @@ FLAGS: list[tuple[type[errors.KraiterSyncError], int, bool, bool]] = [
     (errors.RateLimitError, EXIT_INCOMPLETE, True, False),
     (errors.ServerError, EXIT_INCOMPLETE, True, True),
     (errors.StateError, EXIT_FAILED, False, False),
+    (errors.StateConnectError, EXIT_USAGE, False, False),
     (errors.LockHeldError, EXIT_BUSY, False, False),
     (errors.IncompleteError, EXIT_INCOMPLETE, False, False),
 ]

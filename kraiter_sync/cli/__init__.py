@@ -16,6 +16,7 @@ from kraiter_sync.cli import (  # noqa: F401  (each module registers its command
     emulator,
     export,
     importing,
+    migrate,
     rebuild,
     reconcile,
     restore,

@@ -117,7 +117,7 @@ def import_command(
             paths, settings=settings, options=options, args=args, on_progress=progress.sending
         )
     if report_path is not None:
-        write_report(settings.state_dir, result.run_id, report_path)
+        write_report(settings.state_dir, result.run_id, report_path, state=settings.state_url)
     finish_import(result, as_json=as_json)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import quote, urlsplit
 
 import click
 
@@ -16,6 +17,7 @@ from kraiter_sync.config import (
     Settings,
     resolve_settings,
     resolve_state_dir,
+    resolve_state_url,
 )
 from kraiter_sync.config.storage import StorageOptions
 from kraiter_sync.logs import LogFormat, configure_logging, get_logger
@@ -38,6 +40,8 @@ class Common:
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
     state_dir: Path | None = None
+    #: ``--state``: a shared state store's URL (may hold a password: never print it).
+    state: str | None = field(default=None, repr=False)
     config_path: Path | None = None
     tenant: str | None = None
     tenant_rotate: bool = False
@@ -64,6 +68,30 @@ class Common:
         """The state directory, for commands that send nothing (no key, no host needed)."""
         return resolve_state_dir(self.state_dir, config=self._target(self.config()))
 
+    def state_only(self) -> tuple[Path, str | None]:
+        """The state directory and the state URL (None: SQLite in the directory), for
+        commands that send nothing; the URL's password joins the secrets logs mask."""
+        target = self._target(self.config())
+        url = resolve_state_url(self.state, config=target)
+        if url:
+            self.mask_state_url(url)
+        return resolve_state_dir(self.state_dir, config=target), url
+
+    def mask_state_url(self, state_url: str | None) -> None:
+        """Keep the API key and the state URL's password out of every log line."""
+        secrets = [self.api_key or ""]
+        if self._settings is not None:
+            secrets.append(self._settings.api_key)
+        if state_url:
+            password = urlsplit(state_url).password
+            secrets.extend([password, quote(password, safe="")] if password else [])
+        configure_logging(
+            verbose=self.verbose,
+            quiet=self.quiet,
+            log_format=self.log_format,
+            secrets=[s for s in secrets if s],
+        )
+
     def storage(self) -> StorageOptions:
         """The file's ``[storage]`` table (object-store endpoints, profiles)."""
         config = self.config()
@@ -87,13 +115,9 @@ class Common:
                 config=self._target(config if config is not None else self.config()),
                 config_auto_loaded=self.config_auto_loaded,
                 tenant_rotate=self.tenant_rotate,
+                state=self.state,
             )
-            configure_logging(
-                verbose=self.verbose,
-                quiet=self.quiet,
-                log_format=self.log_format,
-                secrets=[self._settings.api_key],
-            )
+            self.mask_state_url(self._settings.state_url)
             if self._settings.local:
                 log.warning(
                     "No KRAITER_API_KEY or KRAITER_BASE_URL set: using the local Kraiter in "
@@ -128,8 +152,17 @@ def common_options(func: F) -> F:
         "--state-dir",
         type=click.Path(path_type=Path),
         default=None,
-        help="Where the ledger, watermarks and the local Kraiter live "
+        help="Where the ledger, watermarks, rejects files and the local Kraiter live "
         "[env: KRAITER_SYNC_STATE_DIR; default ./.kraiter-sync].",
+    )
+    @click.option(
+        "--state",
+        default=None,
+        metavar="URL",
+        help="Keep all state (ledger, runs, watermarks, caches, export state, locks) in a "
+        "shared PostgreSQL store, e.g. postgresql://kraiter@db.internal/kraiter "
+        "[env: KRAITER_SYNC_STATE; default: SQLite files in --state-dir]. Put the password "
+        "in PGPASSWORD or ~/.pgpass, not on the command line.",
     )
     @click.option(
         "--config",
@@ -168,6 +201,7 @@ def common_options(func: F) -> F:
             api_key=kwargs.pop("api_key"),
             base_url=kwargs.pop("base_url"),
             state_dir=kwargs.pop("state_dir"),
+            state=kwargs.pop("state"),
             config_path=kwargs.pop("config_path"),
             tenant=kwargs.pop("tenant"),
             tenant_rotate=kwargs.pop("tenant_rotate"),
@@ -418,9 +452,9 @@ report_option = html_option(
 )
 
 
-def write_report(state_dir: Path, run_id: int, path: Path) -> None:
-    """Write run ``run_id``'s HTML report and say where."""
+def write_report(state_dir: Path, run_id: int, path: Path, *, state: str | None = None) -> None:
+    """Write run ``run_id``'s HTML report and say where (``state``: a state URL)."""
     from kraiter_sync.report import write_run_report
 
-    written = write_run_report(state_dir, run_id, path)
+    written = write_run_report(state_dir, run_id, path, state=state)
     click.echo(f"report: {written}", err=True)

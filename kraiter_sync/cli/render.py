@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from kraiter_sync.export import ExportResult
     from kraiter_sync.plan.contacts import ContactPlan
     from kraiter_sync.plan.snapshot import RemoteSnapshot
+    from kraiter_sync.state.migrate import MigrateResult
     from kraiter_sync.state.runs import RunRecord
     from kraiter_sync.sync import CheckResult
     from kraiter_sync.validate import ValidationReport
@@ -30,6 +31,7 @@ __all__ = [
     "events_summary",
     "export_summary",
     "import_summary",
+    "migrate_summary",
     "plan_summary",
     "rebuild_line",
     "restore_summary",
@@ -395,4 +397,41 @@ def connector_text(connector: Connector) -> str:
             f"# sample: sample_data/{connector.sample} ({connector.expected_rows} rows, "
             f"{connector.expected_rejects} expected rejects)"
         )
+    return "\n".join(lines)
+
+
+def migrate_summary(result: MigrateResult) -> str:
+    """What ``state migrate`` copied, verified, and what to do next."""
+    events = ", ".join(f"{state} {n:,}" for state, n in sorted(result.events.items()))
+    labels = {
+        "events": "events",
+        "contacts": "cached contacts",
+        "runs": "runs",
+        "watermarks": "watermarks",
+        "tenants": "tenant bindings",
+        "key_versions": "key versions",
+        "blobs": "export states and row caches",
+    }
+    lines = [
+        f"copied the state of {result.source} into {result.destination} (schema "
+        f"{result.schema}), verified by counts:",
+        f"  {len(result.targets):>12,}  targets",
+    ]
+    for table, label in labels.items():
+        n = result.counts.get(table, 0)
+        detail = f" ({events})" if table == "events" and events else ""
+        lines.append(f"  {n:>12,}  {label}{detail}")
+    if result.replaced:
+        lines.append("what the destination held for these targets was replaced")
+    if result.run_offset:
+        lines.append(
+            f"runs were numbered after the destination's own: run N is now run "
+            f"N + {result.run_offset}"
+        )
+    lines.append(
+        f"next: point every machine at it: KRAITER_SYNC_STATE='{result.destination}' (the "
+        'password in PGPASSWORD or ~/.pgpass), --state, or state = "..." under [target] '
+        f"in kraiter-sync.toml. {result.source} is left as it was: move it aside once a run "
+        "against the new state has finished."
+    )
     return "\n".join(lines)

@@ -30,7 +30,8 @@ log = get_logger("cli")
 @common_options
 @click.pass_context
 def runs_command(ctx: click.Context, limit: int, as_json: bool, common: Common) -> None:
-    """Show the history of runs recorded in the state directory's ledger.
+    """Show the history of runs recorded in the state (the state directory's ledger, or
+    the --state store).
 
     A run whose process is gone (killed, crashed, machine rebooted) without finishing is
     shown as `killed`; re-run its command to resume it. `runs show N` shows one run, and
@@ -40,7 +41,8 @@ def runs_command(ctx: click.Context, limit: int, as_json: bool, common: Common) 
         return
     from kraiter_sync.verbs.runs import runs
 
-    found = runs(common.state_dir_only(), limit=limit)
+    state_dir, state = common.state_only()
+    found = runs(state_dir, limit=limit, state=state)
     if as_json:
         click.echo(json.dumps([run_dict(r) for r in found], indent=2))
     elif not found:
@@ -69,12 +71,12 @@ def runs_show_command(run_id: int, html_path: Path | None, as_json: bool, common
     """
     from kraiter_sync.report import show_run
 
-    state_dir = common.state_dir_only()
+    state_dir, state = common.state_only()
     if html_path is not None:
-        write_report(state_dir, run_id, html_path)
+        write_report(state_dir, run_id, html_path, state=state)
         if not as_json:
             return
-    run = show_run(state_dir, run_id)
+    run = show_run(state_dir, run_id, state=state)
     if as_json:
         click.echo(json.dumps(run_dict(run, details=True), indent=2))
         return

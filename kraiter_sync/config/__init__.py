@@ -22,21 +22,28 @@ Where a key may come from and go to:
 
 With neither an API key nor a base URL configured, commands talk to a *local Kraiter*
 (the emulator) stored in the state directory: :attr:`Settings.local` is then true.
+
+Where state lives: SQLite files in the state directory by default, or a shared
+PostgreSQL store named by a state URL (``--state``, ``KRAITER_SYNC_STATE`` or
+``[target].state``): ``postgresql://user@host:5432/db`` (``?schema=NAME``, default
+``kraiter_sync``). The URL's password is a secret like the key: never shown (every
+message uses :func:`~kraiter_sync.urls.redact_url`), and refused in kraiter-sync.toml.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from kraiter_sync.errors import ConfigError
-from kraiter_sync.urls import is_loopback_host
+from kraiter_sync.urls import is_loopback_host, redact_url
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -48,11 +55,15 @@ __all__ = [
     "check_api_key",
     "check_base_url",
     "check_header_safe_key",
+    "check_state_url",
     "is_loopback_host",
     "key_fingerprint",
     "load_config_file",
     "resolve_settings",
     "resolve_state_dir",
+    "resolve_state_url",
+    "split_state_url",
+    "state_url_problem",
     "trusted_hosts",
     "user_config_path",
 ]
@@ -68,6 +79,13 @@ LOCAL_API_KEY = "kr_local"
 ENV_API_KEY = "KRAITER_API_KEY"
 ENV_BASE_URL = "KRAITER_BASE_URL"
 ENV_STATE_DIR = "KRAITER_SYNC_STATE_DIR"
+ENV_STATE = "KRAITER_SYNC_STATE"
+#: The schemes of a state URL (a shared state store); without one, state is SQLite files
+#: in the state directory.
+STATE_SCHEMES = ("postgresql", "postgres")
+#: The PostgreSQL schema the state lives in unless the URL names one (``?schema=NAME``).
+DEFAULT_STATE_SCHEMA = "kraiter_sync"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 ENV_TENANT = "KRAITER_TENANT"
 ENV_XDG_CONFIG_HOME = "XDG_CONFIG_HOME"
 _KEY_PREFIX = "kr_"
@@ -154,6 +172,61 @@ def check_base_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{path}"
 
 
+def state_url_problem(url: str, *, in_file: bool = False) -> str | None:
+    """What is wrong with a state URL, never quoting its password; None when it is one
+    (``in_file``: written in kraiter-sync.toml, where a password is refused)."""
+    text = url.strip()
+    scheme, sep, _rest = text.partition("://")
+    if not sep:
+        return (
+            "takes the URL of a shared state store, e.g. postgresql://kraiter@db.internal/"
+            "kraiter; for a folder use --state-dir (or KRAITER_SYNC_STATE_DIR)"
+        )
+    if scheme.lower() not in STATE_SCHEMES:
+        return (
+            f"{redact_url(text)!r} has the unknown scheme {scheme!r}: a state URL starts with "
+            f"{' or '.join(s + '://' for s in STATE_SCHEMES)}; leave it unset to keep state in "
+            "SQLite files in the state directory (--state-dir)"
+        )
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError as exc:
+        return f"{redact_url(text)!r} is not a valid URL ({exc})"
+    for name, value in parse_qsl(parts.query):
+        if name == "schema" and not _SCHEMA_NAME.match(value):
+            return (
+                f"schema={value!r} is not a plain PostgreSQL name: use lower-case letters, "
+                "digits and _ (e.g. ?schema=kraiter_sync)"
+            )
+    if in_file and parts.password is not None:
+        return (
+            "a password does not belong in files that get committed: write the URL without "
+            "it and set PGPASSWORD, use ~/.pgpass, or set the whole URL in KRAITER_SYNC_STATE"
+        )
+    return None
+
+
+def check_state_url(url: str, source: str = "--state") -> str:
+    """A state URL (``postgresql://[user[:password]@]host[:port]/database[?schema=NAME]``),
+    stripped; else a ConfigError naming ``source`` and the schemes, never the password."""
+    problem = state_url_problem(url, in_file=source.startswith("[target]"))
+    if problem is not None:
+        sep = " " if problem.startswith("takes") else ": "
+        msg = f"{source}{sep}{problem}"
+        raise ConfigError(msg)
+    return url.strip()
+
+
+def split_state_url(url: str) -> tuple[str, str]:
+    """(the URL as libpq takes it, without our ``schema`` parameter; the schema name)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), DEFAULT_STATE_SCHEMA)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
+    return parts._replace(query=rest).geturl(), schema
+
+
 def user_config_path(env: Mapping[str, str] | None = None) -> Path:
     """The user-level config: ``$XDG_CONFIG_HOME/kraiter-sync/config.toml`` (else
     ``~/.config/kraiter-sync/config.toml``), where hosts are trusted once."""
@@ -235,13 +308,23 @@ class Settings:
     #: Accept a new key for :attr:`tenant` (a rotation): the ledger binds a tenant name to
     #: the key it was first used with and refuses another one otherwise.
     tenant_rotate: bool = False
+    #: The shared state store (``postgresql://…``); None: SQLite in :attr:`state_dir`. It
+    #: may hold a password: show :attr:`state_display`, never this.
+    state_url: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
+        state = f", state={self.state_display!r}" if self.state_url else ""
         return (
             f"Settings(base_url={self.base_url!r}, api_key='{mask_key(self.api_key)}', "
-            f"state_dir={str(self.state_dir)!r}, local={self.local!r}, tenant={self.tenant!r}"
-            f"{', tenant_rotate=True' if self.tenant_rotate else ''})"
+            f"state_dir={str(self.state_dir)!r}{state}, local={self.local!r}, "
+            f"tenant={self.tenant!r}{', tenant_rotate=True' if self.tenant_rotate else ''})"
         )
+
+    @property
+    def state_display(self) -> str:
+        """Where state lives, safe to print: the state URL without its password, or the
+        state directory."""
+        return redact_url(self.state_url) if self.state_url else str(self.state_dir)
 
     @property
     def local_db(self) -> Path:
@@ -270,7 +353,7 @@ def mask_key(api_key: str | None) -> str:
 def _target_table(config: Mapping[str, Any] | None) -> dict[str, Any]:
     target = (config or {}).get("target", {})
     if not isinstance(target, Mapping):
-        msg = "[target] must be a table (base_url, api_key_file, state_dir, tenant)"
+        msg = "[target] must be a table (base_url, api_key_file, state_dir, state, tenant)"
         raise ConfigError(msg)
     return dict(target)
 
@@ -295,6 +378,28 @@ def resolve_state_dir(
     return Path(value) if value else DEFAULT_STATE_DIR
 
 
+def resolve_state_url(
+    state: str | None = None,
+    *,
+    config: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str | None:
+    """The state URL alone (flag > environment > ``[target].state``), checked; None when
+    state stays in SQLite files in the state directory."""
+    environ = os.environ if env is None else env
+    if state not in (None, ""):
+        return check_state_url(str(state), "--state")
+    if environ.get(ENV_STATE):
+        return check_state_url(environ[ENV_STATE], ENV_STATE)
+    value = _target_table(config).get("state")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        msg = f"[target].state must be a string, got {type(value).__name__}"
+        raise ConfigError(msg)
+    return check_state_url(value, "[target].state")
+
+
 def resolve_settings(
     *,
     api_key: str | None = None,
@@ -305,6 +410,7 @@ def resolve_settings(
     env: Mapping[str, str] | None = None,
     config_auto_loaded: bool = False,
     tenant_rotate: bool = False,
+    state: str | None = None,
 ) -> Settings:
     """Combine flags (the keyword arguments), environment and the ``[target]`` table.
 
@@ -349,16 +455,18 @@ def resolve_settings(
         key = check_api_key(text, f"[target].api_key_file {key_path}")
     url = pick(base_url, ENV_BASE_URL, "base_url")
     url_from_file = base_url in (None, "") and not environ.get(ENV_BASE_URL) and url is not None
-    state = resolve_state_dir(state_dir, config=config, env=environ)
+    directory = resolve_state_dir(state_dir, config=config, env=environ)
+    state_url = resolve_state_url(state, config=config, env=environ)
     tenant_name = pick(tenant, ENV_TENANT, "tenant")
 
     if key is None and url is None:
         return Settings(
             base_url=LOCAL_BASE_URL,
             api_key=LOCAL_API_KEY,
-            state_dir=state,
+            state_dir=directory,
             local=True,
             tenant=tenant_name,
+            state_url=state_url,
         )
     if key is None:
         msg = "no API key: set KRAITER_API_KEY or pass --api-key (keys start with kr_)"
@@ -369,8 +477,9 @@ def resolve_settings(
     return Settings(
         base_url=checked,
         api_key=key,
-        state_dir=state,
+        state_dir=directory,
         local=False,
         tenant=tenant_name,
         tenant_rotate=tenant_rotate,
+        state_url=state_url,
     )

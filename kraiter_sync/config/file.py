@@ -7,6 +7,7 @@ pydantic; every error names the file, the line, the job and the key.
     base_url = "https://api.kraiter.com"
     api_key_file = "/etc/kraiter-sync/key"     # never `api_key = …` in a file
     state_dir = "/var/lib/kraiter-sync"
+    state = "postgresql://kraiter@db.internal/kraiter"   # optional: shared state store
 
     [storage.s3]                   # optional: object-store endpoints and profiles
     region = "eu-west-1"
@@ -47,7 +48,7 @@ from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from kraiter_sync.config import Settings, resolve_settings
+from kraiter_sync.config import Settings, resolve_settings, state_url_problem
 from kraiter_sync.config.storage import StorageOptions
 from kraiter_sync.errors import ConfigError
 from kraiter_sync.frames import Kind
@@ -226,6 +227,8 @@ class TargetTable(_Table):
     base_url: Text | None = None
     api_key_file: Text | None = None
     state_dir: Text | None = None
+    #: A shared state store's URL (``postgresql://user@host/db``), never with a password.
+    state: Text | None = None
     tenant: Text | None = None
 
 
@@ -524,6 +527,9 @@ def parse_config(
                 "api_key",
             )
         table = check.model(TargetTable, raw, ("target",), _TARGET_KEYS)
+        problem = state_url_problem(table.state, in_file=True) if table.state else None
+        if problem is not None:
+            check.fail(problem, "target", "state")
         for key, value in table.model_dump(exclude_none=True).items():
             if key in ("api_key_file", "state_dir"):
                 as_path = Path(value).expanduser()

@@ -13,6 +13,7 @@ from kraiter_sync.api.blocking import SyncKraiterClient
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.export.options import ExportOptions, ExportResult, ProgressSink
 from kraiter_sync.export.run import export_async, read_stream_async
+from kraiter_sync.state.backend import open_shared_files
 from kraiter_sync.upload.context import (
     ClientFactory,
     RunOptions,
@@ -126,24 +127,28 @@ def export(
     (``options.rate`` is the ceiling) and, with a ``--tenant`` name, the check that the
     key is the one that name was first used with (another account's export would
     continue this one's). The watermark is keyed by ``settings.target`` (never the key)
-    and kept in ``settings.state_dir``. SIGTERM interrupts like Ctrl-C: exit 4, resumable.
+    and kept in the state store (``settings.state_dir``, or ``settings.state_url``).
+    SIGTERM interrupts like Ctrl-C: exit 4, resumable.
     """
     opts = options or ExportOptions()
     check_tenant_binding(settings)
     # Export requests follow one another per stream; the pool only bounds connections.
     run_options = RunOptions(concurrency=64, rate=opts.rate, max_retries=opts.retries)
 
-    async def run() -> ExportResult:
-        async with connect(settings, run_options, client_factory=client_factory) as conn:
-            return await export_async(
-                conn.client,
-                stream,
-                out,
-                state_dir=settings.state_dir,
-                target=settings.target,
-                options=opts,
-                progress=progress,
-            )
+    with open_shared_files(settings) as files:
 
-    with terminate_as_interrupt():
-        return asyncio.run(run())
+        async def run() -> ExportResult:
+            async with connect(settings, run_options, client_factory=client_factory) as conn:
+                return await export_async(
+                    conn.client,
+                    stream,
+                    out,
+                    state_dir=settings.state_dir,
+                    target=settings.target,
+                    options=opts,
+                    progress=progress,
+                    store=files,
+                )
+
+        with terminate_as_interrupt():
+            return asyncio.run(run())

@@ -21,7 +21,7 @@ from kraiter_sync.errors import (
 from kraiter_sync.export.options import Clock, ExportOptions, ExportResult, ProgressSink
 from kraiter_sync.export.paging import Fetcher
 from kraiter_sync.export.runner import Runner
-from kraiter_sync.export.state import ExportState, state_path
+from kraiter_sync.export.state import ExportState
 from kraiter_sync.export.streams import (
     StreamSpec,
     stream_spec,
@@ -30,6 +30,8 @@ from kraiter_sync.export.writers import (
     empty_frame,
 )
 from kraiter_sync.logs import get_logger
+from kraiter_sync.state.local import StateFiles
+from kraiter_sync.state.store import SharedFiles
 
 __all__ = ["export_async", "read_stream_async"]
 
@@ -47,18 +49,22 @@ async def export_async(
     clock: Clock = time.monotonic,
     sleep: Callable[[float], Any] = asyncio.sleep,
     progress: ProgressSink | None = None,
+    store: SharedFiles | None = None,
 ) -> ExportResult:
     """Export ``stream`` into ``<out>/<stream>/`` incrementally and resumably.
 
     ``target`` is the tenant identity (``Settings.target``) keying the watermark;
-    ``state_dir`` holds the state document. Raises IncompleteError (exit 4) when a
-    request still fails after the retries: re-running resumes.
+    ``state_dir`` holds the state document, or ``store`` (``state.backend``'s
+    ``open_shared_files``: e.g. a PostgreSQL state store) when given. Raises
+    IncompleteError (exit 4) when a request still fails after the retries: re-running
+    resumes.
     """
     spec = stream_spec(stream)
     options = options or ExportOptions()
     _check_contacts(spec, options)
     out_path = Path(out)
-    state = ExportState(state_path(Path(state_dir), target, spec.name, out_path))
+    files = store if store is not None else StateFiles(Path(state_dir))
+    state = ExportState.in_store(files, target, spec.name, out_path)
     fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
     with state.locked():
         try:

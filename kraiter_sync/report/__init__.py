@@ -37,20 +37,21 @@ __all__ = [
 ]
 
 
-def show_run(state_dir: str | Path, run_id: int) -> RunRecord:
-    """Run ``run_id`` of the state directory, with its details (InputError if unknown)."""
+def show_run(state_dir: str | Path, run_id: int, *, state: str | None = None) -> RunRecord:
+    """Run ``run_id`` of the state directory (or of the state URL ``state``), with its
+    details (InputError if unknown)."""
     from kraiter_sync.errors import InputError
-    from kraiter_sync.state.ledger import Ledger
+    from kraiter_sync.state.backend import open_state
 
-    ledger_path = Path(state_dir) / "ledger.db"
-    if not ledger_path.exists():
+    if state is None and not (Path(state_dir) / "ledger.db").exists():
         msg = f"no runs are recorded in {state_dir}: pass the --state-dir the run used"
         raise InputError(msg)
-    with Ledger(ledger_path) as ledger:
-        ledger.mark_killed_runs()  # a run whose process died still says "running"
-        record = ledger.get_run(run_id)
+    with open_state(state_dir, state) as store:
+        store.mark_killed_runs()  # a run whose process died still says "running"
+        record = store.get_run(run_id)
+        where = store.display
     if record is None:
-        msg = f"there is no run {run_id} in {state_dir}: `kraiter-sync runs` lists them"
+        msg = f"there is no run {run_id} in {where}: `kraiter-sync runs` lists them"
         raise InputError(msg)
     return record
 
@@ -69,12 +70,14 @@ def render_html(report: RunReport) -> str:
     return render(report)
 
 
-def write_run_report(state_dir: str | Path, run_id: int, path: str | Path) -> Path:
+def write_run_report(
+    state_dir: str | Path, run_id: int, path: str | Path, *, state: str | None = None
+) -> Path:
     """Write the HTML report of run ``run_id`` to ``path``; returns the path."""
     from kraiter_sync.report.html import require_plotly, write_html
 
     require_plotly()
-    return write_html(build_report(show_run(state_dir, run_id)), path)
+    return write_html(build_report(show_run(state_dir, run_id, state=state)), path)
 
 
 def __getattr__(name: str) -> object:

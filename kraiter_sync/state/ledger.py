@@ -35,9 +35,7 @@ ledger, and a new one is created whole (``state.ledger_file``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import os
 import socket
 import sqlite3
 import time
@@ -46,19 +44,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kraiter_sync.config import key_fingerprint
-from kraiter_sync.errors import ConfigError, StateError
+from kraiter_sync.errors import StateError
 from kraiter_sync.state.ledger_file import open_ledger_db, translate
 from kraiter_sync.state.lock import ensure_state_dir
 from kraiter_sync.state.runs import (
+    NEW_RUN_COLUMNS,
     RUN_COLUMNS,
     RunRecord,
+    finished_run,
+    new_run,
     process_gone,
-    process_identity,
     run_record,
-    scrub_args,
+    run_with_details,
+    runs_query,
 )
 from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS, SCHEMA_VERSION
-from kraiter_sync.state.store import EventState
+from kraiter_sync.state.store import EventState, RunLog, key_list
+from kraiter_sync.state.tenants import tenant_conflict
 
 if TYPE_CHECKING:
     from kraiter_sync.config import Settings
@@ -82,14 +84,6 @@ def _now() -> float:
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _as_list(keys: Iterable[str] | Any) -> list[str]:
-    """Accept a list, tuple or polars Series of keys."""
-    to_list = getattr(keys, "to_list", None)
-    if callable(to_list):
-        return list(to_list())
-    return list(keys)
 
 
 class Ledger:
@@ -143,6 +137,10 @@ class Ledger:
             raise StateError(msg)
         for number in range(version, SCHEMA_VERSION):
             db.execute("BEGIN IMMEDIATE")
+            # another process opening the same older file may have migrated meanwhile
+            if db.execute("PRAGMA user_version").fetchone()[0] > number:
+                db.execute("COMMIT")
+                continue
             try:
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
@@ -174,7 +172,7 @@ class Ledger:
 
     def known_states(self, target: str, keys: Sequence[str] | Any) -> dict[str, EventState]:
         """The state of every key in ``keys`` that the ledger knows (absent = never sent)."""
-        wanted = _as_list(keys)
+        wanted = key_list(keys)
         tid = self._target_id(target)
         found: dict[str, EventState] = {}
         for chunk in _chunks(wanted):
@@ -190,7 +188,7 @@ class Ledger:
         """Record ``keys`` as about to be sent, in one transaction (call before sending)."""
         now = _now()
         tid = self._target_id(target)
-        rows = [(tid, key, run_id, now) for key in _as_list(keys)]
+        rows = [(tid, key, run_id, now) for key in key_list(keys)]
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO events (target, event_key, state, run_id, updated_at) "
@@ -250,7 +248,7 @@ class Ledger:
         removed = 0
         tid = self._target_id(target)
         with self._tx() as db:
-            for chunk in _chunks(_as_list(keys)):
+            for chunk in _chunks(key_list(keys)):
                 marks = ",".join("?" * len(chunk))
                 cur = db.execute(
                     f"DELETE FROM events WHERE target = ? AND event_key IN ({marks})",
@@ -311,22 +309,11 @@ class Ledger:
         """Open a run; ``args`` are scrubbed of secrets before they are stored. The run
         records this process (pid, host, start identity); runs left ``running`` by dead
         processes are marked ``killed`` first."""
-        payload = json.dumps(scrub_args(args or {}), default=str, sort_keys=True)
         self.mark_killed_runs()
-        pid = os.getpid()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO runs (command, target, args, started_at, pid, host, proc_start) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    command,
-                    target,
-                    payload,
-                    _now(),
-                    pid,
-                    socket.gethostname(),
-                    process_identity(pid),
-                ),
+                f"INSERT INTO runs ({NEW_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                new_run(command, target, args),
             )
         return int(cur.lastrowid or 0)
 
@@ -360,34 +347,17 @@ class Ledger:
         with self._tx() as db:
             db.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, counts = ?, details = ? WHERE id = ?",
-                (
-                    _now(),
-                    status,
-                    json.dumps(dict(counts or {}), default=str),
-                    None if details is None else json.dumps(dict(details), default=str),
-                    run_id,
-                ),
+                (*finished_run(status, counts, details), run_id),
             )
 
     def get_run(self, run_id: int) -> RunRecord | None:
         """One run, with its :attr:`RunRecord.details`."""
         rows = self._query(f"SELECT {RUN_COLUMNS}, details FROM runs WHERE id = ?", [run_id])
-        if not rows:
-            return None
-        details = rows[0][-1]
-        return dataclasses.replace(
-            run_record(rows[0][:-1]), details=None if details is None else json.loads(details)
-        )
+        return run_with_details(rows[0]) if rows else None
 
     def list_runs(self, *, target: str | None = None, limit: int = 50) -> list[RunRecord]:
         """Most recent first."""
-        sql = f"SELECT {RUN_COLUMNS} FROM runs"
-        params: list[Any] = []
-        if target is not None:
-            sql += " WHERE target = ?"
-            params.append(target)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
+        sql, params = runs_query("runs", "?", target, limit)
         return [run_record(row) for row in self._query(sql, params)]
 
     # -------------------------------------------------------------- tenants
@@ -404,13 +374,7 @@ class Ledger:
                 (base, tenant),
             ).fetchone()
             if row is not None and row[0] != fingerprint and not rotate:
-                msg = (
-                    f"tenant {tenant!r} was first used with another API key on {base}: this "
-                    "key may belong to another Kraiter account, whose ledger and watermarks "
-                    f"must not be mixed with {tenant}'s. If you rotated {tenant}'s key, pass "
-                    "--tenant-rotate once; otherwise use another --tenant"
-                )
-                raise ConfigError(msg)
+                raise tenant_conflict(base, tenant)
             if row is None or row[0] != fingerprint:
                 db.execute(
                     "INSERT INTO tenants (base, tenant, key_fingerprint, updated_at) "
@@ -454,7 +418,7 @@ class Ledger:
         (``json_each``) and each is one primary-key seek, in the array's order
         (``CROSS JOIN`` keeps SQLite from scanning the cache instead).
         """
-        wanted = _as_list(emails)
+        wanted = key_list(emails)
         if not wanted:
             return []
         if self._json_each:
@@ -504,7 +468,7 @@ class Ledger:
             )
 
 
-def check_tenant(ledger: Ledger, settings: Settings) -> None:
+def check_tenant(ledger: RunLog, settings: Settings) -> None:
     """With a ``--tenant`` name, make sure this key is the one that name belongs to
     (:meth:`Ledger.bind_tenant`); ``settings.tenant_rotate`` accepts a new one."""
     if settings.tenant is None or settings.local:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import polars as pl
 
 from kraiter_sync.config.file import JobConfig
-from kraiter_sync.files import atomic_write
+from kraiter_sync.errors import StateError
 from kraiter_sync.logs import get_logger
+from kraiter_sync.state.local import StateFiles
+from kraiter_sync.state.store import Blobs
 
 __all__ = ["FILES_KEY", "KnownRows", "RowCache", "row_slots"]
 
@@ -76,7 +79,9 @@ def row_slots(frame: pl.DataFrame) -> tuple[pl.Series, list[tuple[str, int]]]:
 
 class RowCache:
     """Hashes of the source rows a job last pushed completely, in one Parquet file per
-    (job, target, configuration) under ``<state-dir>/sync/``.
+    (job, target, configuration): a blob of the state store, named
+    ``sync/<job>.rows.<target digest>-<configuration digest>.parquet`` (a file under
+    ``<state-dir>/sync/``, or a row of the PostgreSQL store).
 
     Why a second cache in front of the import engine's per-email one: that one is
     checked *after* validation, and validating a million unchanged rows every night
@@ -90,10 +95,12 @@ class RowCache:
 
     Layout (read every night, so made cheap to load): one uncompressed ``h`` column of
     every file's slots (:func:`row_slots`), the files and their slot counts in the
-    Parquet metadata.
+    Parquet metadata. Saving a new one drops the caches of this job and target's older
+    configurations (and those named before the target digest was in the name).
     """
 
-    def __init__(self, state_dir: Path, job: JobConfig, target: str) -> None:
+    def __init__(self, state: Blobs | Path, job: JobConfig, target: str) -> None:
+        """``state``: the state store (or a state directory: its files)."""
         identity = json.dumps(
             {
                 "target": target,
@@ -112,22 +119,33 @@ class RowCache:
             sort_keys=True,
         )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        self.directory = state_dir / "sync"
-        self.prefix = f"{job.name}.rows."
-        self.path = self.directory / f"{self.prefix}{digest}.parquet"
+        owner = hashlib.sha256(target.encode()).hexdigest()[:8]
+        self.store: Blobs = StateFiles(state) if isinstance(state, Path) else state
+        self.legacy = f"sync/{job.name}.rows."
+        self.prefix = f"{self.legacy}{owner}-"
+        self.name = f"{self.prefix}{digest}.parquet"
+        self.label = self.store.blob_label(self.name)
 
     def load(self) -> KnownRows | None:
         try:
-            meta = pl.read_parquet_metadata(self.path)
+            data = self.store.read_blob(self.name)
+            if data is None:
+                return None
+            meta = pl.read_parquet_metadata(io.BytesIO(data))
             files = [(str(name), int(n)) for name, n in json.loads(meta[FILES_KEY])]
-            slots = pl.read_parquet(self.path, columns=["h"])["h"]
-        except FileNotFoundError:
-            return None
-        except (OSError, KeyError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
-            log.warning("ignoring the unreadable row cache %s (%s)", self.path, exc)
+            slots = pl.read_parquet(io.BytesIO(data), columns=["h"])["h"]
+        except (
+            OSError,
+            KeyError,
+            TypeError,
+            ValueError,
+            StateError,
+            pl.exceptions.PolarsError,
+        ) as exc:
+            log.warning("ignoring the unreadable row cache %s (%s)", self.label, exc)
             return None  # damaged: rebuilt tonight
         if sum(n for _name, n in files) != slots.len():
-            log.warning("ignoring the row cache %s: its layout does not add up", self.path)
+            log.warning("ignoring the row cache %s: its layout does not add up", self.label)
             return None
         known = KnownRows(slots, files)
         return known if known.rows else None
@@ -138,15 +156,15 @@ class RowCache:
         slots, files = row_slots(rows)
         # Uncompressed: the hashes are random bits that no codec shrinks, and the file is
         # read every night, where decompressing a million rows costs more than the I/O.
-        atomic_write(
-            self.path,
-            lambda tmp: pl.DataFrame({"h": slots}).write_parquet(
-                tmp,
-                compression="uncompressed",
-                statistics=False,
-                metadata={FILES_KEY: json.dumps(files)},
-            ),
+        buffer = io.BytesIO()
+        pl.DataFrame({"h": slots}).write_parquet(
+            buffer,
+            compression="uncompressed",
+            statistics=False,
+            metadata={FILES_KEY: json.dumps(files)},
         )
-        for old in self.directory.glob(f"{self.prefix}*.parquet"):
-            if old != self.path:
-                old.unlink(missing_ok=True)
+        self.store.write_blob(self.name, buffer.getvalue())
+        self.store.delete_blobs(self.prefix, keep=self.name)
+        for old in self.store.list_blobs(self.legacy):
+            if "-" not in old.removeprefix(self.legacy):  # named before the target digest
+                self.store.delete_blobs(old)

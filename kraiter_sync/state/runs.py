@@ -7,8 +7,11 @@ died is told apart from a live one even when its pid was reused).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +20,16 @@ from typing import Any
 from kraiter_sync.urls import redact
 
 __all__ = [
+    "NEW_RUN_COLUMNS",
     "RUN_COLUMNS",
     "RunRecord",
+    "finished_run",
+    "new_run",
     "process_gone",
     "process_identity",
     "run_record",
+    "run_with_details",
+    "runs_query",
     "scrub_args",
 ]
 
@@ -118,3 +126,47 @@ def run_record(row: tuple[Any, ...]) -> RunRecord:
         pid=None if row[8] is None else int(row[8]),
         host=row[9],
     )
+
+
+#: The columns :func:`new_run` fills, in its order.
+NEW_RUN_COLUMNS = "command, target, args, started_at, pid, host, proc_start"
+
+
+def new_run(command: str, target: str, args: Mapping[str, Any] | None) -> tuple[Any, ...]:
+    """The values of a new run's row (:data:`NEW_RUN_COLUMNS`): arguments scrubbed of
+    secrets, this process's pid, host and start identity."""
+    pid = os.getpid()
+    payload = json.dumps(scrub_args(args or {}), default=str, sort_keys=True)
+    return (command, target, payload, time.time(), pid, socket.gethostname(), process_identity(pid))
+
+
+def finished_run(
+    status: str, counts: Mapping[str, Any] | None, details: Mapping[str, Any] | None
+) -> tuple[Any, ...]:
+    """(finished_at, status, counts, details) of a run that ends, as stored."""
+    return (
+        time.time(),
+        status,
+        json.dumps(dict(counts or {}), default=str),
+        None if details is None else json.dumps(dict(details), default=str),
+    )
+
+
+def run_with_details(row: tuple[Any, ...]) -> RunRecord:
+    """A record from :data:`RUN_COLUMNS` followed by ``details``."""
+    details = row[-1]
+    return dataclasses.replace(
+        run_record(row[:-1]), details=None if details is None else json.loads(details)
+    )
+
+
+def runs_query(table: str, mark: str, target: str | None, limit: int) -> tuple[str, list[Any]]:
+    """The statement listing runs, most recent first (``mark``: the driver's placeholder)."""
+    sql = f"SELECT {RUN_COLUMNS} FROM {table}"
+    params: list[Any] = []
+    if target is not None:
+        sql += f" WHERE target = {mark}"
+        params.append(target)
+    sql += f" ORDER BY id DESC LIMIT {mark}"
+    params.append(limit)
+    return sql, params

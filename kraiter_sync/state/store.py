@@ -1,22 +1,49 @@
 """The state store's interface: what a run remembers, whatever holds it.
 
-Every layer above ``state/`` talks to a :class:`StateStore`, never to SQLite: the methods
-are grouped by concern below, and :class:`~kraiter_sync.state.ledger.Ledger` (SQLite in
-the state directory) is today's one implementation. A second backend (e.g. PostgreSQL,
-shared by several machines) implements the same protocol.
+Every layer above ``state/`` talks to a :class:`StateStore`, never to SQLite or
+PostgreSQL: the methods are grouped by concern below. Two backends implement it, chosen
+by ``state.backend.open_store``:
+
+* :class:`~kraiter_sync.state.local.LocalStore` — the SQLite ledger (``ledger.db``) in
+  the state directory, with blobs and locks as files beside it (the default);
+* :class:`~kraiter_sync.state.postgres.PostgresStore` — one PostgreSQL schema shared by
+  machines, containers and workers, blobs in a table, locks as advisory locks.
+
+A :class:`SharedFiles` (blobs and locks alone) is what an export needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from kraiter_sync.state.runs import RunRecord
 
-__all__ = ["ContactCache", "EventLedger", "EventState", "RunLog", "StateStore", "Watermarks"]
+__all__ = [
+    "Blobs",
+    "BusyMessage",
+    "ContactCache",
+    "EventLedger",
+    "EventState",
+    "Locks",
+    "RunLog",
+    "SharedFiles",
+    "StateStore",
+    "Watermarks",
+    "key_list",
+]
 
 EventState = Literal["inflight", "done", "rejected"]
+
+
+def key_list(keys: Iterable[str] | Any) -> list[str]:
+    """Keys (or emails) given as a list, a tuple or a polars Series, as a list."""
+    to_list = getattr(keys, "to_list", None)
+    if callable(to_list):
+        return list(to_list())
+    return list(keys)
 
 
 class EventLedger(Protocol):
@@ -77,7 +104,52 @@ class Watermarks(Protocol):
     def set_watermark(self, target: str, stream: str, value: str) -> None: ...
 
 
-class StateStore(EventLedger, ContactCache, RunLog, Watermarks, Protocol):
-    """Everything a run keeps; closed when the run ends."""
+class Blobs(Protocol):
+    """Named documents and files a run keeps whole (an export's state, a sync job's row
+    cache), replaced atomically: a reader sees the old content or the new, never a mix.
+
+    Names are relative paths such as ``export/events-0123abcd.json`` or
+    ``sync/orders.rows.0123abcd.parquet``; each says which target it belongs to through a
+    digest in it. Safe to call from another thread than the one that opened the store.
+    """
+
+    def read_blob(self, name: str) -> bytes | None: ...
+    def write_blob(self, name: str, data: bytes) -> None: ...
+    def delete_blobs(self, prefix: str, *, keep: str | None = None) -> int: ...
+    def list_blobs(self, prefix: str) -> list[str]: ...
+    def blob_label(self, name: str) -> str: ...
+
+
+#: Builds the "busy" message from what is known of the holder ("pid 12 on host h" or "").
+BusyMessage = Callable[[str], str]
+
+
+class Locks(Protocol):
+    """Exclusive locks that die with their holder (a killed process frees its locks with
+    no one having to act). A held lock raises
+    :class:`~kraiter_sync.errors.LockHeldError` (exit 5) at once; not re-entrant."""
+
+    def lock(self, name: str, *, busy: BusyMessage) -> AbstractContextManager[None]: ...
+    def run_lock(self, target: str) -> AbstractContextManager[None]: ...
+
+
+class SharedFiles(Blobs, Locks, Protocol):
+    """Blobs and locks alone (an export's needs)."""
+
+    #: Where this state lives, safe to print (no password).
+    display: str
 
     def close(self) -> None: ...
+    def __enter__(self) -> SharedFiles: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class StateStore(EventLedger, ContactCache, RunLog, Watermarks, Blobs, Locks, Protocol):
+    """Everything a run keeps; closed when the run ends."""
+
+    #: Where this state lives, safe to print (no password).
+    display: str
+
+    def close(self) -> None: ...
+    def __enter__(self) -> StateStore: ...
+    def __exit__(self, *exc: object) -> None: ...

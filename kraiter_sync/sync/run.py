@@ -199,7 +199,7 @@ def run_job(
     row_cache: RowCache | None = None
     changed: ChangedRows | None = None
     if job.cursor is None:
-        row_cache = RowCache(settings.state_dir, job, target)
+        row_cache = RowCache(store, job, target)
         changed = ChangedRows(source, None if full_pass else row_cache.load())
         source = changed
     options = ImportOptions(

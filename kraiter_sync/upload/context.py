@@ -6,8 +6,9 @@ One place assembles what a run needs, so no verb can forget a part of it:
 * :func:`client_for` — a client for resolved settings. With ``settings.local`` the local
   Kraiter (the emulator, over the SQLite file in the state directory) is started here,
   lazily and in-process: this module is the only one that imports the emulator.
-* :func:`locked_state` — the state directory's lock (taken once, not re-entrant) and
-  the state store, with the tenant binding checked.
+* :func:`locked_state` — the state store with the target's run lock (taken once, not
+  re-entrant: the state directory's lock, and with PostgreSQL state an advisory lock
+  shared by every machine), with the tenant binding checked.
 * :func:`recorded_run` → :class:`Run` — a run record in the store, finished with the
   run's status and counts however the block ends; :meth:`Run.engine` opens the client
   with a rate controller and retry policy and yields the :class:`Engine`.
@@ -37,9 +38,8 @@ from kraiter_sync.api.timeline import Timeline, record_requests
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import ConfigError, StateError
 from kraiter_sync.logs import get_logger
-from kraiter_sync.state.backend import open_store
+from kraiter_sync.state.backend import locked_store, open_store
 from kraiter_sync.state.ledger import check_tenant
-from kraiter_sync.state.lock import ensure_state_dir, state_lock
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.upload.engine import Engine, EngineOptions, EngineStats
 from kraiter_sync.upload.rows import RejectSink
@@ -185,10 +185,10 @@ def locked_state(settings: Settings) -> Iterator[StateStore]:
     """Hold the state lock and the state store for a run (or a sync of many runs).
 
     The lock is not re-entrant: take it once, around everything, and call the verbs'
-    lock-free inner functions inside (``sync`` does).
+    lock-free inner functions inside (``sync`` does). An unreachable PostgreSQL store
+    stops here (exit 2), before anything is sent.
     """
-    ensure_state_dir(settings.state_dir)
-    with state_lock(settings.state_dir), open_store(settings) as store:
+    with locked_store(settings) as store:
         check_tenant(store, settings)
         yield store
 

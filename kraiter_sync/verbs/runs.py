@@ -1,21 +1,21 @@
-"""The ``runs`` verb: the history of runs recorded in a state directory."""
+"""The ``runs`` verb: the history of runs recorded in a state store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kraiter_sync.state.ledger import Ledger
+from kraiter_sync.state.backend import open_state
 from kraiter_sync.state.runs import RunRecord
 
 __all__ = ["runs"]
 
 
-def runs(state_dir: Path | str, *, limit: int = 20) -> list[RunRecord]:
+def runs(state_dir: Path | str, *, limit: int = 20, state: str | None = None) -> list[RunRecord]:
     """The latest runs, most recent first; a run whose process died without finishing is
-    marked ``killed`` (it said ``running`` forever). No ledger yet: no runs."""
-    path = Path(state_dir) / "ledger.db"
-    if not path.exists():
+    marked ``killed`` (it said ``running`` forever). ``state``: a state URL (PostgreSQL)
+    instead of the state directory's ledger. No ledger yet: no runs."""
+    if state is None and not (Path(state_dir) / "ledger.db").exists():
         return []
-    with Ledger(path) as ledger:
-        ledger.mark_killed_runs()
-        return ledger.list_runs(limit=limit)
+    with open_state(state_dir, state) as store:
+        store.mark_killed_runs()
+        return store.list_runs(limit=limit)

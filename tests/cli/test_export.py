@@ -133,7 +133,15 @@ def test_docs_name_every_export_option_and_column() -> None:
 
     text = (REPO_ROOT / "docs" / "export.md").read_text()
     command = main.commands["export"]
-    common = {"--api-key", "--base-url", "--state-dir", "--config", "--quiet", "--verbose"}
+    common = {
+        "--api-key",
+        "--base-url",
+        "--state-dir",
+        "--state",
+        "--config",
+        "--quiet",
+        "--verbose",
+    }
     common |= {"--log-format", "--help"}
     for param in command.params:
         for opt in param.opts:
@@ -162,7 +170,8 @@ def test_a_held_export_lock_exits_5_busy_and_writes_nothing(
     assert result.exit_code == 5, result.output
     assert result.stderr.splitlines() == [
         "error: another export of this stream to this directory is running "
-        f"(lock {held.path.with_suffix('.lock')}); wait for it to finish",
+        f"(lock {held.path.with_suffix('.lock')}, held by pid {os.getpid()}); wait for it to "
+        "finish",
         "busy: another run holds the state lock, nothing was started",
     ]
     assert not (out / "contacts").exists()

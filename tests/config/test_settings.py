@@ -9,6 +9,7 @@ from kraiter_sync.config import (
     check_base_url,
     key_fingerprint,
     resolve_settings,
+    resolve_state_url,
 )
 from kraiter_sync.errors import ConfigError
 
@@ -318,3 +319,42 @@ def test_a_key_with_a_control_character_is_a_clear_error(tmp_path: Path) -> None
     assert isinstance(exc, SystemExit)
     assert "holds a control character" in err
     assert "Traceback" not in err
+
+
+# -- where state lives: --state > KRAITER_SYNC_STATE > [target].state -------------------
+
+
+def test_the_state_url_comes_from_the_flag_then_the_environment_then_the_file() -> None:
+    flag, env, file = (f"postgresql://kraiter@{h}/kraiter" for h in ("flag", "env", "file"))
+    config = {"target": {"state": file}}
+    environ = {"KRAITER_SYNC_STATE": env}
+    assert resolve_state_url(flag, config=config, env=environ) == flag
+    assert resolve_state_url(None, config=config, env=environ) == env
+    assert resolve_state_url(None, config=config, env={}) == file
+    assert resolve_state_url(None, config={}, env={}) is None  # SQLite in --state-dir
+    settings = resolve_settings(state_dir="st", state=flag, env={})
+    assert (settings.state_url, settings.state_dir) == (flag, Path("st"))
+    assert resolve_settings(state_dir="st", env={}).state_url is None
+
+
+@pytest.mark.parametrize(
+    ("value", "source", "expected"),
+    [
+        ("redis://u:hunter2@h/0", "KRAITER_SYNC_STATE", "has the unknown scheme 'redis'"),
+        ("sqlite:///x.db", "--state", "starts with postgresql:// or postgres://"),
+        (".kraiter-sync", "--state", "for a folder use --state-dir"),
+        ("postgresql://u:hunter2@h:99999/d", "--state", "is not a valid URL"),
+        ("postgresql://u@h/d?schema=Bad-Name", "--state", "is not a plain PostgreSQL name"),
+    ],
+)
+def test_a_bad_state_url_names_its_source_and_never_its_password(
+    value: str, source: str, expected: str
+) -> None:
+    flag = value if source == "--state" else None
+    environ = {} if flag else {"KRAITER_SYNC_STATE": value}
+    with pytest.raises(ConfigError) as info:
+        resolve_state_url(flag, env=environ)
+    assert str(info.value).startswith(source)
+    assert expected in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert info.value.exit_code == 2

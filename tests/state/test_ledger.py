@@ -1,4 +1,5 @@
-"""The ledger on real SQLite files: states, crash safety, batches, runs, the lock."""
+"""The ledger: states, crash safety, batches, runs, the lock. Tests taking ``ledger`` run
+on both backends (SQLite files and a PostgreSQL schema); the others are SQLite's own."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -15,13 +17,21 @@ from kraiter_sync import errors
 from kraiter_sync.state.ledger import SCHEMA_VERSION, Ledger
 from kraiter_sync.state.lock import state_lock
 from kraiter_sync.state.runs import scrub_args
+from kraiter_sync.state.store import StateStore
+from tests.helpers.pgstate import Opener
 
 T = "http://127.0.0.1:1#abc123"
 OTHER = "https://api.kraiter.com#def456"
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
+def ledger(opener: Opener) -> StateStore:
+    """A state store of each backend (the same rules hold for both)."""
+    return opener()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Ledger:
     led = Ledger(tmp_path / "state" / "ledger.db")
     yield led  # type: ignore[misc]
     led.close()
@@ -46,7 +56,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         Ledger(path)
 
 
-def test_state_transitions_per_target(ledger: Ledger) -> None:
+def test_state_transitions_per_target(ledger: Any) -> None:
     ledger.mark_inflight(T, ["k1", "k2", "k3", "k4"], run_id=1)
     ledger.mark_done(T, [("k1", "evt_1"), ("k2", "evt_2")])
     ledger.mark_rejected(T, [("k3", "VALIDATION_ERROR", "name too long")])
@@ -63,7 +73,7 @@ def test_state_transitions_per_target(ledger: Ledger) -> None:
     assert ledger.count_states(T) == {"done": 2, "rejected": 1, "inflight": 1}
 
 
-def test_done_is_never_downgraded(ledger: Ledger) -> None:
+def test_done_is_never_downgraded(ledger: Any) -> None:
     ledger.mark_done(T, [("k1", "evt_1")])
     ledger.mark_inflight(T, ["k1"], run_id=2)
     ledger.mark_rejected(T, [("k1", "X", "y")])
@@ -101,13 +111,13 @@ def test_killed_process_leaves_inflight_behind(tmp_path: Path) -> None:
         assert led.inflight(T) == ["y", "z"]
 
 
-def test_forget_makes_keys_sendable_again(ledger: Ledger) -> None:
+def test_forget_makes_keys_sendable_again(ledger: Any) -> None:
     ledger.mark_rejected(T, [("k1", "X", "m"), ("k2", "X", "m")])
     assert ledger.forget(T, ["k1"]) == 1
     assert ledger.known_states(T, ["k1", "k2"]) == {"k2": "rejected"}
 
 
-def test_big_batches_and_polars_series(ledger: Ledger) -> None:
+def test_big_batches_and_polars_series(ledger: Any) -> None:
     keys = pl.Series("event_key", [f"{i:016x}" for i in range(25_000)])
     ledger.mark_inflight(T, keys, run_id=1)
     ledger.mark_done(T, [(k, f"evt_{k}") for k in keys.to_list()[:12_345]])
@@ -144,7 +154,7 @@ def test_scrub_args() -> None:
     assert scrub_args({"api_key": "x", "API_KEY": "y", "quiet": True}) == {"quiet": True}
 
 
-def test_watermarks_and_contacts(ledger: Ledger) -> None:
+def test_watermarks_and_contacts(ledger: Any) -> None:
     assert ledger.get_watermark(T, "events") is None
     ledger.set_watermark(T, "events", "cursor-1")
     ledger.set_watermark(T, "events", "cursor-2")
@@ -173,7 +183,7 @@ class NoJsonEach:
         self.db.close()
 
 
-def test_contact_lookups_in_one_statement_or_chunks_without_json_each(ledger: Ledger) -> None:
+def test_contact_lookups_in_one_statement(ledger: StateStore) -> None:
     rows = [(f"u{i}@x.io", f"ctc_{i}", f"h{i}" if i % 3 else None) for i in range(25_000)]
     ledger.put_contacts(T, rows)
     ledger.put_contacts(OTHER, [("u1@x.io", "other", "h")])
@@ -181,6 +191,15 @@ def test_contact_lookups_in_one_statement_or_chunks_without_json_each(ledger: Le
     expected = sorted(r for r in rows if int(r[1][4:]) % 2 == 0)
     assert sorted(ledger.contact_rows(T, pl.Series(wanted))) == expected
     assert ledger.contact_rows(T, []) == []
+    assert ledger.contact_rows(OTHER, ["u1@x.io", "u2@x.io"]) == [("u1@x.io", "other", "h")]
+
+
+def test_contact_lookups_in_chunks_without_json_each(sqlite_ledger: Ledger) -> None:
+    ledger = sqlite_ledger
+    rows = [(f"u{i}@x.io", f"ctc_{i}", f"h{i}" if i % 3 else None) for i in range(25_000)]
+    ledger.put_contacts(T, rows)
+    wanted = [f"u{i}@x.io" for i in range(0, 30_000, 2)]  # 2,500 of them never cached
+    expected = sorted(r for r in rows if int(r[1][4:]) % 2 == 0)
     ledger._db = NoJsonEach(ledger._db)  # type: ignore[assignment]
     assert sorted(ledger.contact_rows(T, wanted)) == expected  # IN lists of 10,000
     assert not ledger._json_each
@@ -485,7 +504,7 @@ def test_cli_runs_shows_a_killed_run(tmp_path: Path) -> None:
 # -- a tenant name stays with the key it was first used with -----------------------------
 
 
-def test_a_tenant_name_is_bound_to_its_first_key(ledger: Ledger) -> None:
+def test_a_tenant_name_is_bound_to_its_first_key(ledger: Any) -> None:
     ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-one")
     ledger.bind_tenant("https://api.kraiter.com", "acme", "fp-one")  # same key: fine
     ledger.bind_tenant("https://eu.kraiter.example", "acme", "fp-two")  # another base URL

@@ -98,5 +98,5 @@ def test_the_row_cache_file_round_trips_gaps_and_files_and_ignores_damage(
     out, changed = passed(known, a, b)
     assert out == ["a2@x.io"]
     assert changed.in_place == 7
-    cache.path.write_bytes(b"not parquet")
+    cache.store.write_blob(cache.name, b"not parquet")
     assert cache.load() is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -28,6 +30,24 @@ def _stored(db: Path) -> Counter[tuple]:
         return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
     finally:
         app.close()
+
+
+def _wait_for_events(db: Path, *, at_least: int, proc: subprocess.Popen[str]) -> None:
+    """Wait until the import is sending (Kraiter holds some events), not a fixed time:
+    on a loaded machine a fixed sleep can land before the engine runs."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the import ended before it was interrupted"
+        if db.exists():
+            with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+                try:
+                    (held,) = conn.execute("SELECT count(*) FROM events").fetchone()
+                except sqlite3.OperationalError:  # the table is not created yet
+                    held = 0
+            if held >= at_least:
+                return
+        time.sleep(0.05)
+    pytest.fail("the import sent nothing within 60 s")
 
 
 @pytest.mark.parametrize("mode", ["create", "not-found", "link-later"])
@@ -132,7 +152,7 @@ def test_ctrl_c_drains_records_and_exits_4_with_the_resume_command(
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        time.sleep(2.5)
+        _wait_for_events(db, at_least=20, proc=proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 4, err
