@@ -25,7 +25,12 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from kraiter_sync.errors import TooManyRejectsError, UsageError
 from kraiter_sync.frames import Kind
-from kraiter_sync.integrations.runs import import_options, run_import, summary
+from kraiter_sync.integrations.runs import (
+    check_parameter_state,
+    import_options,
+    run_import,
+    summary,
+)
 from kraiter_sync.verbs.importer import ImportOptions
 
 __all__ = ["asset_metadata", "kraiter_import"]
@@ -48,6 +53,7 @@ def kraiter_import(
     max_rejected: int | None = None,
     base_url: str | None = None,
     state_dir: str | None = None,
+    state: str | None = None,
     tenant: str | None = None,
 ) -> dict[str, Any]:
     """Import ``paths`` (``kraiter-sync import PATHS --kind --connector --map``); the
@@ -61,6 +67,7 @@ def kraiter_import(
             command="airflow",
             base_url=base_url,
             state_dir=state_dir,
+            state=check_parameter_state(state),
             tenant=tenant,
         )
     except (UsageError, TooManyRejectsError) as exc:  # retrying cannot fix these

@@ -34,13 +34,16 @@ class KraiterResource(dg.ConfigurableResource["KraiterResource"]):
 
     Give the key as ``dagster.EnvVar("KRAITER_API_KEY")``, never as a literal: Dagster
     then reads it at run time and never shows it. Unset fields fall back to the
-    environment and ``kraiter-sync.toml`` like the CLI's. Keep ``state_dir`` on storage
-    that outlives the run worker.
+    environment and ``kraiter-sync.toml`` like the CLI's. Keep the state where it outlives
+    the run worker: ``state_dir`` on a lasting disk, or ``state``, a shared PostgreSQL
+    store's URL (``dagster.EnvVar("KRAITER_SYNC_STATE")``: it may hold a password).
     """
 
     api_key: str | None = None
     base_url: str | None = None
     state_dir: str | None = None
+    #: A shared state store's URL (``postgresql://...``): give it as an EnvVar too.
+    state: str | None = None
     tenant: str | None = None
 
     def settings(self) -> Settings:
@@ -48,6 +51,7 @@ class KraiterResource(dg.ConfigurableResource["KraiterResource"]):
             api_key=self.api_key,
             base_url=self.base_url,
             state_dir=self.state_dir,
+            state=self.state,
             tenant=self.tenant,
         )
 

@@ -5,7 +5,8 @@ destination again with the whole batch that was in flight (and with everything, 
 pipeline folder is gone, as on a clean runner). Kraiter has no idempotency key, so each
 batch goes through the same path as ``kraiter-sync import``: the table's rows are mapped
 by the connector chosen for the table, validated, and sent through the ledger in the
-state store (``state_dir``, never the dlt pipeline folder). A replayed batch sends
+state store (``state_dir``, or a shared store's URL in ``state``; never the dlt pipeline
+folder). A replayed batch sends
 nothing twice; rows a killed load left in flight are verified before anything is resent.
 
 - A row the validator or Kraiter refuses (4xx) lands in the rejects file of the batch's
@@ -16,8 +17,9 @@ nothing twice; rows a killed load left in flight are verified before anything is
 
 Credentials and settings come from dlt's configuration under
 ``[destination.kraiter]`` (the destination's ``name``): ``api_key`` from
-``secrets.toml`` or ``DESTINATION__KRAITER__API_KEY``; ``base_url``, ``state_dir`` and
-``tenant`` from ``config.toml`` or the environment.
+``secrets.toml`` or ``DESTINATION__KRAITER__API_KEY``, and so is ``state`` (a
+``postgresql://`` URL may hold a password); ``base_url``, ``state_dir`` and ``tenant``
+from ``config.toml`` or the environment.
 """
 
 from collections.abc import Mapping
@@ -132,10 +134,11 @@ def kraiter(
         api_key: TSecretStrValue = dlt.secrets.value,
         base_url: str | None = None,
         state_dir: str | None = None,
+        state: TSecretStrValue | None = None,
         tenant: str | None = None,
     ) -> None:
         settings = resolve_settings(
-            api_key=api_key, base_url=base_url, state_dir=state_dir, tenant=tenant
+            api_key=api_key, base_url=base_url, state_dir=state_dir, state=state, tenant=tenant
         )
         load_batch(
             items,

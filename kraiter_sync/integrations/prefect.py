@@ -28,7 +28,13 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.frames import Kind
-from kraiter_sync.integrations.runs import check_result, import_options, is_transient, summary
+from kraiter_sync.integrations.runs import (
+    check_parameter_state,
+    check_result,
+    import_options,
+    is_transient,
+    summary,
+)
 from kraiter_sync.verbs.importer import ImportOptions, import_
 
 __all__ = ["counts_table", "kraiter_import"]
@@ -87,6 +93,7 @@ def kraiter_import(
     max_rejected: int | None = None,
     base_url: str | None = None,
     state_dir: str | None = None,
+    state: str | None = None,
     tenant: str | None = None,
     api_key_block: str | None = None,
     artifact_key: str = "kraiter-import",
@@ -97,7 +104,11 @@ def kraiter_import(
     # Secret.load is sync in a sync task (typed as either): the block, not a coroutine.
     api_key = cast("Secret[str]", Secret.load(api_key_block)).get() if api_key_block else None
     settings = resolve_settings(
-        api_key=api_key, base_url=base_url, state_dir=state_dir, tenant=tenant
+        api_key=api_key,
+        base_url=base_url,
+        state_dir=state_dir,
+        state=check_parameter_state(state),
+        tenant=tenant,
     )
     result = import_(list(paths), settings=settings, options=chosen, command="prefect")
     counts = summary(result)

@@ -7,8 +7,8 @@
   ledger makes the retry send only what is missing.
 
 ``target`` is what :func:`kraiter_sync.config.resolve_settings` takes (``api_key``,
-``base_url``, ``state_dir``, ``tenant``), so an adapter takes the state location the
-library takes.
+``base_url``, ``state_dir``, ``state``, ``tenant``), so an adapter takes the state location
+the library takes: a state directory, or a shared store's URL (``postgresql://...``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kraiter_sync.config import Settings, resolve_settings
 from kraiter_sync.errors import (
@@ -32,6 +33,7 @@ from kraiter_sync.inputs import ChunkSource
 from kraiter_sync.verbs.importer import ImportOptions, ImportResult, KindCounts, import_
 
 __all__ = [
+    "check_parameter_state",
     "check_result",
     "import_options",
     "is_transient",
@@ -39,6 +41,20 @@ __all__ = [
     "settings_for",
     "summary",
 ]
+
+
+def check_parameter_state(state: str | None) -> str | None:
+    """A state URL given as a task parameter, which orchestrators store and show: one
+    with a password is refused (the password goes in PGPASSWORD or ~/.pgpass, or the
+    whole URL in the worker's KRAITER_SYNC_STATE)."""
+    if state and urlsplit(state.strip()).password is not None:
+        msg = (
+            "state: a task parameter is stored and shown by the orchestrator, so the state "
+            "URL must not hold a password: set PGPASSWORD or ~/.pgpass on the worker, or the "
+            "whole URL in its KRAITER_SYNC_STATE environment variable"
+        )
+        raise UsageError(msg)
+    return state
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -19,9 +19,11 @@ import pytest
 
 from kraiter_sync.config import resolve_settings
 from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
+from kraiter_sync.state.backend import open_state
 from kraiter_sync.state.ledger import Ledger
 from tests.helpers.imports import stored_events
 from tests.helpers.integrations import docs_example, require
+from tests.helpers.pgstate import fresh_schema
 
 KEY = "kr_dlt_test_secret_abcdef"
 ROWS = 600
@@ -249,3 +251,36 @@ def test_a_table_that_maps_to_nothing_fails_for_good(
     assert isinstance(cause, DestinationTerminalException), repr(cause)  # not retried
     assert "dlt table 'events': dlt:events@" in str(cause), cause
     assert "Table(kind=..., connector=..., mapping={...})" in str(cause), cause
+
+
+@pytest.mark.slow
+def test_with_postgresql_state_a_new_runner_replays_a_load_and_sends_nothing_twice(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """The state outlives the worker: the dlt pipeline folder and the state directory are
+    both gone (a fresh runner), the ledger lives in PostgreSQL."""
+    require("dlt")
+    script = tmp_path / "pipeline.py"
+    script.write_text(PIPELINE)
+    db = tmp_path / "kraiter.db"
+    config = EmulatorConfig(db_path=str(db), fail_rate=0.03, drop_rate=0.03, seed=8)
+    with fresh_schema() as state_url, serve_in_thread(config) as url:
+        for runner in ("first", "second"):  # each with its own folders, as a new machine
+            env = dict(
+                _env(cli_env, url, tmp_path / runner / "st"), DESTINATION__KRAITER__STATE=state_url
+            )
+            cmd = [sys.executable, str(script), str(tmp_path / runner / "pipelines")]
+            done = subprocess.run(
+                cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+        settings = resolve_settings(
+            api_key=KEY, base_url=url, state_dir=tmp_path / "check", state=state_url, env={}
+        )
+        store = open_state(settings.state_dir, state_url)
+        try:
+            assert store.count_states(settings.target) == {"done": ROWS}
+        finally:
+            store.close()
+    assert not (tmp_path / "first" / "st" / "ledger.db").exists()  # the ledger is not local
+    assert stored_events(db, KEY) == _expected()  # 0 duplicates, 0 missing
