@@ -4,6 +4,9 @@
 * :data:`SOURCE_FILE` / :data:`SOURCE_ROW` (:data:`PROVENANCE`) — the columns every row
   read carries from its source to the rejects file: the file (or query label) and the
   1-based data row within it.
+* :data:`SOURCE_PROBLEM` — present in a chunk when some of its rows could not be read
+  (:func:`problem_column`); the validator rejects those rows with the rule and message
+  it holds.
 * :data:`CONTACTS_SCHEMA` / :data:`EVENTS_SCHEMA` — the validator's canonical frames.
 * :data:`PLAN_SCHEMA` — one row per contact of a reconcile plan (saved as is).
 * :data:`REJECT_SCHEMA` — every rejects frame, whether the validator or Kraiter refused
@@ -23,9 +26,11 @@ __all__ = [
     "PROVENANCE",
     "REJECT_SCHEMA",
     "SOURCE_FILE",
+    "SOURCE_PROBLEM",
     "SOURCE_ROW",
     "Kind",
     "empty_frame",
+    "problem_column",
 ]
 
 Kind = Literal["events", "contacts"]
@@ -33,6 +38,25 @@ Kind = Literal["events", "contacts"]
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
 PROVENANCE = (SOURCE_FILE, SOURCE_ROW)
+#: Why a row could not be read (a line that is not a JSON object, too large or nested
+#: too deep; a CSV record with more or fewer fields than its header): null for rows that
+#: were read, whose other columns then hold nothing. A reserved name, like the two above.
+SOURCE_PROBLEM = "source_problem"
+PROBLEM_TYPE = pl.Struct({"rule": pl.String(), "message": pl.String()})
+
+
+def problem_column(n: int, problems: dict[int, tuple[str, str]]) -> pl.Series:
+    """A :data:`SOURCE_PROBLEM` column of ``n`` rows: ``{row index: (rule, message)}``."""
+    rules: list[str | None] = [None] * n
+    messages: list[str | None] = [None] * n
+    for index, (rule, message) in problems.items():
+        rules[index], messages[index] = rule, message
+    built = pl.struct(
+        pl.Series("rule", rules, pl.String), pl.Series("message", messages, pl.String), eager=True
+    )
+    where = pl.Series([r is not None for r in rules], dtype=pl.Boolean)
+    return pl.select(pl.when(pl.lit(where)).then(pl.lit(built))).to_series().alias(SOURCE_PROBLEM)
+
 
 #: The validator's canonical contacts frame.
 CONTACTS_SCHEMA: dict[str, pl.DataType] = {

@@ -4,6 +4,7 @@ row read reaches the validator, which decides what is rejected."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -18,7 +19,18 @@ from kraiter_sync.connectors.model import (
     top_column,
 )
 from kraiter_sync.errors import InputError
-from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW, Kind
+from kraiter_sync.frames import SOURCE_FILE, SOURCE_PROBLEM, SOURCE_ROW, Kind, problem_column
+from kraiter_sync.jsontypes import (
+    BIG,
+    FLOAT,
+    INT,
+    LIST,
+    OBJECT,
+    decode_json_texts,
+    is_mixed,
+    mixed_field_names,
+    part_type,
+)
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
@@ -36,26 +48,48 @@ def _sample(frame: pl.DataFrame | pl.LazyFrame, exprs: list[pl.Expr], n: int) ->
     return frame.select(exprs).head(n)
 
 
-def _decode_json(frame: FrameT, column: str) -> FrameT:
-    """Parse a Utf8 column of JSON objects into a struct (schema inferred from the data)."""
-    schema = frame.collect_schema()
-    if column not in schema or schema[column] != pl.String:
+def _decode_json(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Parse a Utf8 column of JSON objects, text by text, into an exact struct
+    (``jsontypes``: every value keeps its JSON type, whatever the other rows hold). A
+    row whose text is not a JSON object is rejected (``properties.invalid_json``)."""
+    if column not in frame.columns or frame.schema[column] != pl.String:
         return frame
-    sample = _sample(frame, [pl.col(column)], 10_000).to_series().drop_nulls()
-    sample = sample.filter(sample.str.strip_chars() != "")
-    if sample.is_empty():
-        return frame.with_columns(pl.lit(None, dtype=pl.Null).alias(column))
-    try:
-        dtype = sample.str.json_decode(infer_schema_length=None).dtype
-    except pl.exceptions.PolarsError as exc:
-        msg = f"column {column!r} should hold JSON objects but does not parse: {exc}"
-        raise InputError(msg) from exc
-    return frame.with_columns(
-        pl.when(pl.col(column).str.strip_chars() != "")
-        .then(pl.col(column))
-        .str.json_decode(dtype)
-        .alias(column)
-    )
+    decoded, problems = decode_json_texts(frame[column].to_list())
+    if decoded is None:
+        decoded = pl.Series(column, [None] * frame.height, dtype=pl.Null)
+    frame = frame.with_columns(decoded.alias(column))
+    if not problems:
+        return frame
+    found = {
+        row: ("properties.invalid_json", f"column {column!r}: {detail}")
+        for row, detail in problems.items()
+    }
+    return add_problems(frame, found)
+
+
+def add_problems(frame: pl.DataFrame, problems: Mapping[int, tuple[str, str]]) -> pl.DataFrame:
+    """``frame`` with these rows' problems in ``source_problem`` (a problem the source
+    found first stays)."""
+    new = problem_column(frame.height, dict(problems))
+    if SOURCE_PROBLEM in frame.columns:
+        new = pl.select(pl.coalesce(pl.lit(frame[SOURCE_PROBLEM]), pl.lit(new))).to_series()
+    return frame.with_columns(new.alias(SOURCE_PROBLEM))
+
+
+def _scalar(expr: pl.Expr, dtype: Any, fld: str, ref: str) -> tuple[pl.Expr, Any]:
+    """A field's mixed column (``jsontypes``: values of several types) as one type, as
+    the field needs it: numbers for a timestamp of numbers only, else text."""
+    names = mixed_field_names(dtype)
+    if OBJECT in names or LIST in names:
+        msg = (
+            f"column {ref!r} (for {fld}) holds objects or lists in some rows, not text: "
+            f"map {fld} to a column of single values with --map {fld}=COLUMN, or fix "
+            "those rows in the export"
+        )
+        raise InputError(msg)
+    numeric = fld == "timestamp" and set(names) <= {INT, FLOAT, BIG}
+    target = pl.Float64 if numeric else pl.String
+    return pl.coalesce([expr.struct.field(n).cast(target) for n in names]), target()
 
 
 _TYPED_SLOTS = ("string_value", "int_value", "double_value", "float_value")
@@ -118,6 +152,10 @@ def _ref_expr(ref: str, schema: pl.Schema) -> pl.Expr | None:
         rest = parts[cut:]
         # a field name may itself contain dots: greedily match the longest field name
         while rest:
+            if is_mixed(dtype) and OBJECT in mixed_field_names(dtype):
+                # an object in some rows only: the field is null in the others
+                expr = expr.struct.field(OBJECT)
+                dtype = part_type(dtype, OBJECT)
             if not isinstance(dtype, pl.Struct):
                 return None
             names = {f.name: f.dtype for f in dtype.fields}
@@ -209,11 +247,22 @@ def _check_field_type(fld: str, ref: str, dtype: Any) -> None:
 def apply(connector: Connector, frame: FrameT) -> FrameT:
     """Map a source frame onto the mapped frame of docs/internals.md (same rows, same order).
 
-    Works on a DataFrame (one chunk) or lazily on a LazyFrame. Raises InputError when a
-    required field has no column, listing the columns that exist.
+    Works on a DataFrame (one chunk) or lazily on a LazyFrame (JSON columns are decoded
+    text by text, so a LazyFrame with any is collected first). Raises InputError when a
+    required field has no column, listing the columns that exist. A row the source
+    could not read, or whose JSON column or spread column holds no object, carries its
+    reason in ``source_problem``.
     """
-    for column in connector.json_columns:
-        frame = _decode_json(frame, column)
+    present = frame.collect_schema()
+    if any(c in present and present[c] == pl.String for c in connector.json_columns):
+        eager = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        for column in connector.json_columns:
+            eager = _decode_json(eager, column)
+        eager = _spread_problems(eager, connector)
+        mapped = apply(dataclasses.replace(connector, json_columns=()), eager)
+        return mapped.lazy() if isinstance(frame, pl.LazyFrame) else mapped
+    if isinstance(frame, pl.DataFrame):
+        frame = _spread_problems(frame, connector)
     for kv in connector.key_values:
         frame = _key_value_struct(frame, kv)
     schema = frame.collect_schema()
@@ -236,6 +285,8 @@ def apply(connector: Connector, frame: FrameT) -> FrameT:
                 consumed_fields.setdefault(top, set()).add(ref[len(top) + 1 :].split(".")[0])
         resolved.add(fld)
         dtype = frame.select(expr).collect_schema().dtypes()[0]
+        if is_mixed(dtype):
+            expr, dtype = _scalar(expr, dtype, fld, tops[0][0])
         _check_field_type(fld, tops[0][0], dtype)
         if fld == "timestamp":
             out[fld] = _timestamp_expr(connector, expr, dtype).alias(fld)
@@ -261,7 +312,29 @@ def apply(connector: Connector, frame: FrameT) -> FrameT:
         if SOURCE_ROW in schema
         else pl.int_range(1, pl.len() + 1, dtype=pl.Int64)
     ).alias(SOURCE_ROW)
-    return frame.select([out[name] for name in mapped_schema(connector.kind)])
+    names = mapped_schema(connector.kind)
+    if SOURCE_PROBLEM in schema:
+        out[SOURCE_PROBLEM] = pl.col(SOURCE_PROBLEM)
+        names.append(SOURCE_PROBLEM)
+    return frame.select([out[name] for name in names])
+
+
+def _spread_problems(frame: pl.DataFrame, connector: Connector) -> pl.DataFrame:
+    """Rows whose spread column (``[properties].spread``) holds something other than an
+    object there (its other rows do): rejected as ``properties.invalid_json``."""
+    found: dict[int, tuple[str, str]] = {}
+    for column in connector.spread:
+        if column not in frame.columns or not is_mixed(frame.schema[column]):
+            continue
+        s = frame[column]
+        objects = s.struct.field(OBJECT) if OBJECT in mixed_field_names(s.dtype) else None
+        other = s.is_not_null() & (objects.is_null() if objects is not None else True)
+        for row in other.fill_null(False).arg_true().to_list():
+            found.setdefault(
+                row,
+                ("properties.invalid_json", f"column {column!r} holds no object in this row"),
+            )
+    return add_problems(frame, found) if found else frame
 
 
 def _properties_expr(
@@ -291,6 +364,17 @@ def _properties_expr(
         if dtype == pl.Null:
             continue
         taken = consumed.get(column, set())
+        if is_mixed(dtype) and taken and OBJECT in mixed_field_names(dtype):
+            inner = part_type(dtype, OBJECT)
+            objects = pl.col(column).struct.field(OBJECT)
+            keep = [f.name for f in inner.fields if f.name not in taken]
+            parts = [
+                pl.col(column).struct.field(n) for n in mixed_field_names(dtype) if n != OBJECT
+            ]
+            if keep:
+                parts.append(pl.struct([objects.struct.field(f) for f in keep]).alias(OBJECT))
+            members[column] = pl.struct(parts)
+            continue
         if isinstance(dtype, pl.Struct) and taken:
             # a field already mapped (e.g. GA4 user_properties.email) is not repeated
             keep = [f.name for f in dtype.fields if f.name not in taken]
@@ -301,12 +385,18 @@ def _properties_expr(
         members[column] = pl.col(column)
     for column in spread_cols:
         dtype = schema[column]
+        base = pl.col(column)
+        if is_mixed(dtype):  # objects in some rows only (the others are rejected)
+            if OBJECT not in mixed_field_names(dtype):
+                continue
+            base = base.struct.field(OBJECT)
+            dtype = part_type(dtype, OBJECT)
         if not isinstance(dtype, pl.Struct):
             continue
         for fld in dtype.fields:
             if fld.name in consumed.get(column, set()) or fld.name in connector.exclude:
                 continue
-            members[fld.name] = pl.col(column).struct.field(fld.name)
+            members[fld.name] = base.struct.field(fld.name)
     if not members:
         return pl.lit(None, dtype=pl.Null).alias("properties")
     return pl.struct([expr.alias(name) for name, expr in members.items()]).alias("properties")

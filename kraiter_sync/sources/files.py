@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from kraiter_sync.errors import InputError
-from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW
+from kraiter_sync.frames import SOURCE_FILE, SOURCE_PROBLEM, SOURCE_ROW
+from kraiter_sync.jsontypes import MAX_NESTING, plain_type
 from kraiter_sync.logs import get_logger
 from kraiter_sync.sources.formats import (
     DEFAULT_CHUNK_SIZE,
@@ -38,6 +39,7 @@ from kraiter_sync.sources.formats import (
     avro_to_parquet,
     check_header,
     check_names,
+    check_wide_bom,
     decompress,
     detect_delimiter,
     detect_format,
@@ -47,6 +49,7 @@ from kraiter_sync.sources.formats import (
     open_decompressed,
     transcode_text,
 )
+from kraiter_sync.sources.ndjson import sample_schema
 from kraiter_sync.sources.objects import expand_objects, object_stream, schema_frame
 from kraiter_sync.sources.objectstore.readers import ObjectPath
 from kraiter_sync.sources.reading import (
@@ -211,6 +214,9 @@ class Source:
         limit = SAMPLE_BYTES if sample else None
         items = SAMPLE_ITEMS if sample else None
         remote = isinstance(path, ObjectPath)
+        if fmt in ("csv", "tsv", "ndjson", "json"):
+            with open_decompressed(sf.path, sf.compression, sf.display) as fh:
+                check_wide_bom(fh.read(4), encoding, sf.display)
         if fmt in ("csv", "tsv"):
             if remote and not sample:
                 path = object_stream(sf, encoding)
@@ -283,6 +289,14 @@ class Source:
                     raise_if_empty=True,
                     encoding="utf8",
                     glob=False,
+                )
+            elif fmt == "ndjson" and sample:  # the types the lines have, read as they are
+                with path.open("rb") as fh:
+                    head = sample_schema(
+                        fh, sf.display, self.infer_schema_length, SAMPLE_BYTES
+                    ).schema
+                lf = pl.LazyFrame(
+                    schema={n: plain_type(t) for n, t in head.items() if n != SOURCE_PROBLEM}
                 )
             elif fmt == "ndjson":
                 lf = pl.scan_ndjson(path, infer_schema_length=self.infer_schema_length)
@@ -375,10 +389,11 @@ class Source:
             with translated(sf, functools.partial(self._prepared.get, index)):
                 prepared = self._prepare(index)
                 row = 0
-                for raw in read_batches(prepared, size):
+                for raw in read_batches(prepared, size, sf.display):
                     if not raw.height:
                         continue
-                    check_names(raw.columns, sf)  # NDJSON keys past the schema sample
+                    # (NDJSON keys past the schema sample)
+                    check_names([c for c in raw.columns if c != SOURCE_PROBLEM], sf)
                     for piece in split_frame(raw, size):
                         yield finish_chunk(piece, sf, row, target)
                         row += piece.height
@@ -394,11 +409,12 @@ class Source:
             log.warning("%s%s: no rows (%s)", first, more, what)
 
     def read(self) -> pl.DataFrame:
-        """Everything at once (only for inputs that fit in memory)."""
+        """Everything at once (only for inputs that fit in memory). A chunk without rows
+        the source could not read has no ``source_problem``: null there."""
         chunks = list(self.iter_chunks())
         if not chunks:
             return pl.DataFrame(schema=self.schema)
-        return pl.concat(chunks, how="vertical")
+        return pl.concat(chunks, how="diagonal")
 
 
 def open_source(
@@ -472,13 +488,6 @@ def scan_source(
 
 
 _KEEP_ALIVE: list[Source] = []
-
-
-#: Deepest nesting of lists and structs a source may hold. polars' Python layer recurses
-#: once per level (about 150 levels exhaust the interpreter's stack, 600 crash the NDJSON
-#: reader) and Kraiter's properties are flat anyway: deeper values are refused up front;
-#: the validator rejects rows nested past its own, lower limit (``max_depth``).
-MAX_NESTING = 64
 
 
 def _check_nesting(schema: pl.Schema, sf: SourceFile) -> None:

@@ -20,7 +20,7 @@ from typing import IO, Any, Literal, NamedTuple, cast
 import polars as pl
 
 from kraiter_sync.errors import InputError
-from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW
+from kraiter_sync.frames import SOURCE_FILE, SOURCE_PROBLEM, SOURCE_ROW
 from kraiter_sync.logs import get_logger
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "bad_line",
     "check_header",
     "check_names",
+    "check_wide_bom",
     "decode_error",
     "decompress",
     "detect_delimiter",
@@ -297,6 +298,29 @@ def decode_error(
     return InputError(msg)
 
 
+#: Byte-order marks of the encodings whose text is no valid UTF-8 (longest first).
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def check_wide_bom(head: bytes, encoding: str, display: str) -> None:
+    """Refuse a file read as UTF-8 that starts with a UTF-16 or UTF-32 byte-order mark:
+    read as UTF-8, its NUL bytes split rows and values silently."""
+    if encoding not in ("utf-8", "utf-8-sig"):
+        return
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            msg = (
+                f"{display}: the file starts with a {name.upper()} byte-order mark but is "
+                f"read as UTF-8; pass --encoding {name}"
+            )
+            raise InputError(msg)
+
+
 def transcode_text(sf: SourceFile, encoding: str, target: Path, limit: int | None = None) -> None:
     """Stream (decompress and) decode to UTF-8 without a BOM, in fixed-size pieces.
 
@@ -512,7 +536,7 @@ def _check_duplicates(header: list[str], display: str) -> None:
 def check_names(names: Sequence[str], sf: SourceFile) -> None:
     """A file's own columns must not take the provenance names, nor its directory keys."""
     for name in names:
-        if name in (SOURCE_FILE, SOURCE_ROW):
+        if name in (SOURCE_FILE, SOURCE_ROW, SOURCE_PROBLEM):
             suggestion = name.replace("source", "original")
             msg = (
                 f"{sf.display}: a column is named {name!r}, the name kraiter-sync gives each "

@@ -15,6 +15,16 @@ import polars as pl
 
 from kraiter_sync.errors import InputError
 from kraiter_sync.frames import SOURCE_FILE, SOURCE_ROW
+from kraiter_sync.jsontypes import (
+    BOOL,
+    FLOAT,
+    INT,
+    TEXT,
+    WAS,
+    is_mixed,
+    mixed_field_names,
+    plain_type,
+)
 from kraiter_sync.sources.formats import (
     COPY_BLOCK,
     SNIFF_BYTES,
@@ -26,7 +36,9 @@ from kraiter_sync.sources.formats import (
     detect_delimiter,
     ragged_line,
 )
+from kraiter_sync.sources.ndjson import ndjson_frames
 from kraiter_sync.sources.objectstore.readers import ObjectPath
+from kraiter_sync.sources.ragged import mark_ragged, may_be_ragged
 
 __all__ = [
     "CSV_BLOCK",
@@ -35,6 +47,7 @@ __all__ = [
     "read_batches",
     "split_frame",
     "translated",
+    "with_legacy_type",
 ]
 
 
@@ -58,7 +71,7 @@ def check_nothing_after_header(prepared: Prepared, sf: SourceFile) -> None:
     raise InputError(msg)
 
 
-def read_batches(prepared: Prepared, size: int) -> Iterator[pl.DataFrame]:
+def read_batches(prepared: Prepared, size: int, display: str = "") -> Iterator[pl.DataFrame]:
     """Pull-based readers: each next() reads only what the next chunk needs."""
     import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
@@ -84,15 +97,9 @@ def read_batches(prepared: Prepared, size: int) -> Iterator[pl.DataFrame]:
                 yield cast(pl.DataFrame, pl.from_arrow(reader.get_batch(i)))
     elif fmt == "csv":
         yield from _csv_blocks(path, prepared.separator, prepared.eol)
-    else:  # ndjson: batches of lines, each parsed by polars
+    else:  # ndjson: lines parsed one by one into exact columns (sources.ndjson)
         with path.open("rb") as fh:
-            while True:
-                lines = [line for _, line in zip(range(size), fh, strict=False)]
-                if not lines:
-                    return
-                body = b"".join(ln for ln in lines if ln.strip())
-                if body:
-                    yield pl.read_ndjson(io.BytesIO(body), infer_schema_length=None)
+            yield from ndjson_frames(fh, size, display or str(path))
 
 
 CSV_BLOCK = 16 << 20
@@ -111,6 +118,7 @@ def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.Data
     twice while it is parsed (its bytes, then polars' column), not four times.
     """
     end = eol.encode()
+    lines = 0  # (of the records parsed so far: ragged records are named by their line)
     with path.open("rb") as fh:
         header = _first_line(fh, end)
         if header.startswith(b"\xef\xbb\xbf"):
@@ -121,7 +129,7 @@ def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.Data
             if not block:
                 if carry.strip():
                     records, carry = header + carry, bytearray()
-                    yield _parse_csv(records, separator, eol)
+                    yield _parse_csv(records, separator, eol, lines)
                 return
             carry += block
             del block
@@ -131,7 +139,8 @@ def _csv_blocks(path: Path, separator: str, eol: str = "\n") -> Iterator[pl.Data
             with memoryview(carry) as view:
                 records, rest = header + view[:cut], bytearray(view[cut:])
             carry = rest
-            yield _parse_csv(records, separator, eol)
+            yield _parse_csv(records, separator, eol, lines)
+            lines += records.count(end) - header.count(end)
             del records
 
 
@@ -161,16 +170,32 @@ def _record_end(data: bytes | bytearray, end: bytes = b"\n") -> int:
         pos = nl
 
 
-def _parse_csv(data: bytes, separator: str, eol: str = "\n") -> pl.DataFrame:
-    return pl.read_csv(
-        io.BytesIO(data),
-        separator=separator,
-        eol_char=eol,
-        infer_schema=False,
-        has_header=True,
-        encoding="utf8",
-        raise_if_empty=False,
-    )
+def _parse_csv(data: bytes, separator: str, eol: str = "\n", lines: int = 0) -> pl.DataFrame:
+    """One block (header line, then records); a record with more or fewer fields than
+    the header becomes a row with its problem (``sources.ragged``). ``lines``: the file's
+    lines before the block's records, the header's not counted."""
+
+    def read(*, truncate: bool) -> pl.DataFrame:
+        return pl.read_csv(
+            io.BytesIO(data),
+            separator=separator,
+            eol_char=eol,
+            infer_schema=False,
+            has_header=True,
+            encoding="utf8",
+            raise_if_empty=False,
+            truncate_ragged_lines=truncate,
+        )
+
+    try:
+        frame = read(truncate=False)
+    except pl.exceptions.ComputeError as exc:
+        if "more fields" not in str(exc):
+            raise
+        return mark_ragged(read(truncate=True), data, separator, lines, exc)
+    if may_be_ragged(frame):
+        return mark_ragged(frame, data, separator, lines)
+    return frame
 
 
 def finish_chunk(
@@ -182,20 +207,92 @@ def finish_chunk(
         pl.lit(sf.display, dtype=pl.String).alias(SOURCE_FILE),
         pl.int_range(first_row + 1, first_row + 1 + chunk.height, dtype=pl.Int64).alias(SOURCE_ROW),
     )
-    exprs = []
+    exprs: list[pl.Expr | pl.Series] = []
     for name, dtype in target.items():
         if name not in chunk.columns:
             exprs.append(pl.lit(None, dtype=dtype).alias(name))
-        elif chunk.schema[name] == dtype:
-            exprs.append(pl.col(name))
-        elif _widens(chunk.schema[name], dtype):
-            exprs.append(pl.col(name).cast(dtype).alias(name))
-        else:
+            continue
+        have = chunk.schema[name]
+        if have == dtype or not _widens(plain_type(have), dtype):
             # never narrow (2.5 → 2) or drop struct fields: the chunk keeps its own type
             exprs.append(pl.col(name))
+        elif _same_json(have, dtype):
+            exprs.append(pl.col(name).cast(dtype).alias(name))
+        else:
+            # an earlier version cast it (1 → 1.0 in a column of floats): each value keeps
+            # its own type, and the type it was cast to is kept for its earlier key
+            exprs.append(with_legacy_type(chunk[name], dtype))
     # NDJSON keys first seen after the schema sample are kept, not dropped
     extra = [pl.col(n) for n in chunk.columns if n not in target]
     return chunk.select(exprs[:-2] + extra + exprs[-2:]) if extra else chunk.select(exprs)
+
+
+_JSON_PARTS = {pl.Boolean: BOOL, pl.String: TEXT}
+
+
+def _same_json(have: Any, want: Any) -> bool:
+    """Whether casting ``have`` to ``want`` leaves every value's JSON text as it is (a
+    wider integer, a struct with more fields; not an integer to a float, nor anything to
+    text). Mixed columns (``jsontypes``) are never cast."""
+    if have == want or have == pl.Null:
+        return True
+    if is_mixed(have) or is_mixed(want):
+        return False
+    if have.is_integer() and want.is_integer():
+        return bool(want.is_signed_integer() or not have.is_signed_integer())
+    if isinstance(have, pl.Datetime) and isinstance(want, pl.Datetime):
+        return have.time_zone == want.time_zone
+    if isinstance(have, pl.Struct) and isinstance(want, pl.Struct):
+        wanted = {f.name: f.dtype for f in want.fields}
+        return all(f.name in wanted and _same_json(f.dtype, wanted[f.name]) for f in have.fields)
+    # (a property may not be a list: rejected whatever its items)
+    return isinstance(have, pl.List) and isinstance(want, pl.List)
+
+
+def _part_name(dtype: Any) -> str | None:
+    if dtype.is_integer():
+        return INT
+    if dtype.is_float():
+        return FLOAT
+    return _JSON_PARTS.get(dtype.base_type())
+
+
+def with_legacy_type(s: pl.Series, want: Any) -> pl.Series:
+    """``s`` as it is, each scalar leaf whose type ``want`` changes made a mixed column
+    (``jsontypes``) whose ``WAS`` is the leaf's type in ``want``: the key an earlier
+    version wrote (it cast the column to ``want``) stays computable. Leaves of other
+    types are cast as before."""
+    have = s.dtype
+    if have == want or have == pl.Null:
+        return s.cast(want)
+    if is_mixed(have):
+        if not isinstance(want, pl.Struct):  # its values were all cast to ``want``
+            parts = [s.struct.field(n) for n in mixed_field_names(have)]
+            parts.append(pl.Series(WAS, [None] * len(s), dtype=want))
+            return _rebuild(s, parts)
+        return s
+    if isinstance(have, pl.Struct) and isinstance(want, pl.Struct):
+        wanted = {f.name: f.dtype for f in want.fields}
+        fields = [
+            with_legacy_type(s.struct.field(f.name), wanted[f.name])
+            if f.name in wanted
+            else s.struct.field(f.name)
+            for f in have.fields
+        ]
+        return _rebuild(s, fields)
+    part = _part_name(have)
+    if part is None or _same_json(have, want) or isinstance(want, pl.Struct | pl.List):
+        return s.cast(want, strict=False)
+    return _rebuild(
+        s, [s.alias(part), pl.Series(WAS, [None] * len(s), dtype=want)], keep_nulls=False
+    )
+
+
+def _rebuild(s: pl.Series, fields: list[pl.Series], *, keep_nulls: bool = True) -> pl.Series:
+    built = pl.select(pl.struct([pl.lit(f) for f in fields])).to_series()
+    if keep_nulls and s.null_count():
+        built = pl.select(pl.when(pl.lit(s).is_not_null()).then(pl.lit(built))).to_series()
+    return built.alias(s.name)
 
 
 def _widens(have: pl.DataType, want: pl.DataType) -> bool:

@@ -9,8 +9,9 @@ One database file (WAL, ``synchronous=NORMAL``) in the state directory holds, pe
   are the ambiguous leftovers of a crash, to be verified before anything is re-sent.
 * ``key_versions``: the targets whose events may hold keys of an earlier key version
   (:data:`KEY_VERSION`; 1: text values such as CSV columns were sent as text, 2: they
-  are typed). An import to such a target also computes the version-1 key of rows
-  whose key changed, and finds them under it (:meth:`Ledger.adopt_keys`).
+  are typed, 3: NDJSON and JSON column values keep their JSON type). An import to such
+  a target also computes the earlier key of rows whose key changed, and finds them
+  under it (:meth:`Ledger.adopt_keys`).
 * ``runs``: one row per command run, with its arguments (scrubbed of secrets), final
   counts, ``details`` for its report (request timeline, rejects by rule), and the
   process that ran it (pid, host, and the process's start identity, so a

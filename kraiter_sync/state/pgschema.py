@@ -95,5 +95,14 @@ PG_MIGRATIONS: list[str] = [
         since double precision NOT NULL
     )
     """,
+    # version 2: event keys of values whose JSON type a reader coerced changed (key
+    # version 3, as the SQLite ledger's version 5): every target holding events may hold
+    # version-2 keys (an earlier mark stays)
+    """
+    INSERT INTO {s}.key_versions (target, oldest)
+        SELECT t.id, 2 FROM {s}.targets t
+        WHERE EXISTS (SELECT 1 FROM {s}.events e WHERE e.target = t.id)
+    ON CONFLICT (target) DO NOTHING
+    """,
 ]
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)

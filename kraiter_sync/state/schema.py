@@ -78,8 +78,19 @@ MIGRATIONS: list[str] = [
         SELECT id, 1 FROM targets
         WHERE EXISTS (SELECT 1 FROM events WHERE events.target = targets.id);
     """,
+    # version 5: event keys of values whose JSON type a reader coerced changed (key
+    # version 3: NDJSON and JSON columns keep each value's type); every target holding
+    # events now may hold version-2 keys (version-1 marks stay)
+    """
+    INSERT OR IGNORE INTO key_versions (target, oldest)
+        SELECT id, 2 FROM targets
+        WHERE EXISTS (SELECT 1 FROM events WHERE events.target = targets.id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-#: The event key version this code writes: 2 since values read as text are typed
-#: (``validate.text_types``); 1 before, when every CSV value was sent as text.
-KEY_VERSION = 2
+#: The event key version this code writes: 3 since NDJSON lines and JSON columns keep
+#: each value's JSON type (``jsontypes``: 2 coerced a column's values to one type per
+#: chunk, 1 = 1.0 next to floats); 2 since values read as text are typed
+#: (``validate.text_types``); 1 before, when every CSV value was sent as text. The keys
+#: of earlier versions are computed (``legacy_keys``) for targets that may hold them.
+KEY_VERSION = 3

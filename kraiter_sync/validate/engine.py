@@ -12,8 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from kraiter_sync.frames import REJECT_SCHEMA, Kind
-from kraiter_sync.validate._series import column, full
+from kraiter_sync.frames import REJECT_SCHEMA, SOURCE_PROBLEM, Kind
+from kraiter_sync.validate._series import MAX_TEXT_BYTES, column, full, overrule, without_huge
 from kraiter_sync.validate.emails import normalise_emails
 from kraiter_sync.validate.keys import SeenKeys, key_parts
 from kraiter_sync.validate.names import check_names, name_variants
@@ -150,7 +150,7 @@ def _rejects(
 ) -> pl.DataFrame:
     """The rejects frame for the rows in ``mask`` (filtered first: rejects are few), with
     their original values as ``originals`` shows them (refused values masked, long ones
-    cut)."""
+    cut). A row the source could not read takes its message from ``source_problem``."""
     # (only the provenance is filtered whole: the originals take each value apart first,
     # as a rejected value may be hundreds of megabytes)
     bad = pl.DataFrame([column(mapped, "source_file"), column(mapped, "source_row")]).filter(mask)
@@ -165,7 +165,36 @@ def _rejects(
         pl.col("rule").replace_strict(dict(RULE_MESSAGES), default=None).alias("message"),
         pl.lit("invalid").alias("stage"),
     )
+    if SOURCE_PROBLEM in mapped.columns:
+        told = mapped[SOURCE_PROBLEM].struct.field("message").filter(mask)
+        base = base.with_columns(pl.coalesce(pl.lit(told), pl.col("message")).alias("message"))
     return pl.concat([base, original_values(mapped, mask, options)], how="horizontal")
+
+
+def _source_problems(mapped: pl.DataFrame) -> list[tuple[str, pl.Series]]:
+    """The check for rows the source could not read (first of all), when there are any."""
+    if SOURCE_PROBLEM not in mapped.columns:
+        return []
+    return [("row", mapped[SOURCE_PROBLEM].struct.field("rule"))]
+
+
+def _identifier(values: pl.Series, options: ValidationOptions, code: str) -> pl.DataFrame:
+    """An id (contact id, user id): trimmed, blank as none; ``code`` when longer than
+    ``options.max_id_length`` characters (judged by length alone beyond 64 KiB: never
+    copied)."""
+    s, huge = without_huge(values.cast(pl.String), MAX_TEXT_BYTES)
+    if s.null_count() < len(s):
+        s = s.str.strip_chars()
+        s = pl.select(pl.when(pl.lit(s) != "").then(pl.lit(s))).to_series()
+    long = (s.str.len_chars() > options.max_id_length).fill_null(False)
+    rule = pl.select(pl.when(pl.lit(long)).then(pl.lit(code))).to_series()
+    rule = overrule(rule, huge, code)
+    if huge is not None or long.any():  # (the row is rejected: its id is never sent)
+        s = pl.select(pl.when(~pl.lit(rule).is_not_null()).then(pl.lit(s))).to_series()
+        has = pl.select(pl.lit(s).is_not_null() | pl.lit(rule).is_not_null()).to_series()
+    else:
+        has = s.is_not_null()
+    return pl.DataFrame({"id": s, "rule": rule.cast(pl.String), "present": has})
 
 
 def _no_rejects() -> pl.DataFrame:
@@ -263,11 +292,9 @@ def _complete_events(started: _Started) -> _Prepared:
     mapped, options = started.mapped, started.options
     props_future, emails_future = started.props, started.emails
     n = mapped.height
-    contact = column(mapped, "contact_id").cast(pl.String)
-    if contact.null_count() < n:  # (events usually carry emails only)
-        contact = contact.str.strip_chars()
-        contact = pl.select(pl.when(pl.lit(contact) != "").then(pl.lit(contact))).to_series()
-    has_contact = contact.is_not_null()
+    contacts = _identifier(column(mapped, "contact_id"), options, "contact_id.too_long")
+    contact = contacts["id"]
+    has_contact = contacts["present"]
     names = check_names(column(mapped, "name"), options)
     ts = parse_timestamps(column(mapped, "timestamp"), options)
     emails = emails_future.result()
@@ -283,6 +310,8 @@ def _complete_events(started: _Started) -> _Prepared:
     props = props_future.result()
     fld, rule = _first_failure(
         [
+            *_source_problems(mapped),
+            ("contact_id", contacts["rule"]),
             ("email", email_rule),
             ("name", names["rule"]),
             ("timestamp", ts.rule),
@@ -426,13 +455,21 @@ def validate_contacts(
         allow_special_use_domains=options.allow_special_use_domains,
     )
     props = canonical_properties(column(mapped, "properties"), options)
-    fld, rule = _first_failure([("email", emails["rule"]), ("properties", props.rule)], n)
+    users = _identifier(column(mapped, "user_id"), options, "user_id.too_long")
+    fld, rule = _first_failure(
+        [
+            *_source_problems(mapped),
+            ("email", emails["rule"]),
+            ("user_id", users["rule"]),
+            ("properties", props.rule),
+        ],
+        n,
+    )
     ok = rule.is_null()
-    user = column(mapped, "user_id").cast(pl.String).str.strip_chars()
     canon = pl.DataFrame(
         {
             "email": emails["email"],
-            "user_id": pl.select(pl.when(pl.lit(user) != "").then(pl.lit(user))).to_series(),
+            "user_id": users["id"],
             "properties": props.json,
             "source_file": column(mapped, "source_file").cast(pl.String),
             "source_row": column(mapped, "source_row").cast(pl.Int64),

@@ -21,6 +21,14 @@ NamePolicy = Literal["snake_case", "dot.case"]
 #: scripts filter rejects by them, so never rename one (add a new one instead).
 RULE_MESSAGES: Mapping[str, str] = MappingProxyType(
     {
+        "row.invalid_json": "the line is not a JSON object",
+        "row.too_large": "the line is larger than 16 MiB, more than any event or contact "
+        "within Kraiter's limits; it was not read",
+        "row.too_deep": "the line nests objects or lists more than 64 levels deep",
+        "row.ragged": "the row has more or fewer fields than the header (a delimiter "
+        "inside a value needs quotes)",
+        "contact_id.too_long": "the contact id is longer than the limit (255 characters)",
+        "user_id.too_long": "the user id is longer than the limit (255 characters)",
         "identity.missing": "neither an email nor a contact id: the event cannot be attributed",
         "email.missing": "no email address",
         "email.invalid": "not a valid email address",
@@ -102,6 +110,9 @@ class ValidationOptions:
     #: Exact event-name renames applied before any check (``{"Signed Up": "signed_up"}``).
     rename: Mapping[str, str] = field(default_factory=dict)
     max_name_length: int = 255
+    #: Contact ids (Kraiter's are ``cnt_`` + 26 characters) and user ids (UUIDs, emails,
+    #: numbers) longer than this are rejected, judged by their length.
+    max_id_length: int = 255
     max_properties: int = 100
     max_key_length: int = 128
     max_value_length: int = 10_000

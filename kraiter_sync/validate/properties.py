@@ -25,7 +25,18 @@ from typing import Any
 
 import polars as pl
 
+from kraiter_sync.jsontypes import is_mixed
 from kraiter_sync.validate._series import full
+from kraiter_sync.validate.cards import (
+    CARD_CANDIDATE,
+    CARD_RUN,
+    card_number_mask,
+    card_number_spans,
+    contains_card_number,
+    is_card_number,
+    luhn_expr,
+)
+from kraiter_sync.validate.mixed import has_legacy_type, object_part, take_apart
 from kraiter_sync.validate.options import ValidationOptions
 from kraiter_sync.validate.text_types import encode_values, json_values, type_leaf
 
@@ -42,10 +53,6 @@ __all__ = [
 
 #: Key fragments that name credentials; matched case-insensitively anywhere in the key.
 _SECRET = re.compile(r"(?i)password|passwd|secret|token|api[_\-]?key|private[_\-]?key|credential")
-_CARD_CANDIDATE = r"^\d(?:[ -]?\d){12,18}$"
-#: Thirteen digits with at most single spaces or dashes between them: where a card
-#: number may be (the vectorised pre-check; :func:`contains_card_number` decides).
-_CARD_RUN = r"[0-9](?:[ -]?[0-9]){12}"
 #: What the rejects file puts in place of a value (``originals``): a row read back from a
 #: rejects file must not send the placeholder instead of the value.
 PLACEHOLDER = (
@@ -53,8 +60,6 @@ PLACEHOLDER = (
     r"|…\[cut: [0-9]+ characters in all\]"
 )
 _PLACEHOLDER = re.compile(PLACEHOLDER)
-#: A maximal run of digit groups joined by single spaces or dashes.
-_DIGIT_GROUPS = re.compile(r"[0-9]+(?:[ -][0-9]+)*", re.ASCII)
 _ISO_UTC = "%Y-%m-%dT%H:%M:%S%.3fZ"
 
 
@@ -76,64 +81,10 @@ def looks_secret(key: str) -> bool:
     return bool(_SECRET.search(key))
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        d = ord(c) - 48
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def is_card_number(value: str) -> bool:
-    """The whole value is 13-19 digits (spaces/dashes allowed) passing the Luhn check."""
-    if not re.fullmatch(_CARD_CANDIDATE, value):
-        return False
-    return _luhn("".join(c for c in value if c.isdigit()))
-
-
-def card_number_spans(text: str) -> list[tuple[int, int]]:
-    """Where card numbers are in ``text``: (start, end) of each run of digit groups that
-    holds one (see :func:`contains_card_number`)."""
-    spans = []
-    for run in _DIGIT_GROUPS.finditer(text):
-        if run.end() - run.start() < 13:
-            continue
-        groups = re.split("[ -]", run.group())
-        found = False
-        for i in range(len(groups)):
-            digits = ""
-            for group in groups[i:]:
-                digits += group
-                if len(digits) > 19:
-                    break
-                if len(digits) >= 13 and _luhn(digits):
-                    found = True
-                    break
-            if found:
-                break
-        if found:
-            spans.append(run.span())
-    return spans
-
-
-def contains_card_number(text: str) -> bool:
-    """Whether ``text`` holds what looks like a payment card number, alone or in text.
-
-    Digits come in groups separated by single spaces or dashes (``4111 1111 1111 1111``,
-    ``4111-1111-1111-1111``, ``4111111111111111``); some consecutive whole groups of one
-    run must make 13-19 digits passing the Luhn check. So ``card 4111 1111 1111 1111``
-    is found, and so is ``order 12 4111 1111 1111 1111``; a lone group of 20 digits or
-    more (an id) is not.
-    """
-    return bool(card_number_spans(text))
-
-
 def _scan_text(s: pl.Series, *, find_cards: bool) -> tuple[pl.Series | None, pl.Series | None]:
     """Which values hold a rejects-file placeholder, and which a card number (None when
     none does): one regex pass over the column, then the few candidates only."""
-    pattern = f"{_CARD_RUN}|{PLACEHOLDER}" if find_cards else PLACEHOLDER
+    pattern = f"{CARD_RUN}|{PLACEHOLDER}" if find_cards else PLACEHOLDER
     cand = s.str.contains(pattern).fill_null(False)
     if not cand.any():
         return None, None
@@ -148,49 +99,11 @@ def _scan_text(s: pl.Series, *, find_cards: bool) -> tuple[pl.Series | None, pl.
     )
 
 
-def card_number_mask(s: pl.Series) -> pl.Series | None:
-    """Which values of a String column hold a card number (:func:`contains_card_number`);
-    None when none does.
-
-    One regex pass finds the values with 13 digits in a row (separators allowed); values
-    that are digits only are then checked vectorised, the rest (text around the digits)
-    one by one."""
-    cand = s.str.contains(_CARD_RUN).fill_null(False)
-    if not cand.any():
-        return None
-    idx = cand.arg_true()
-    sub = s.gather(idx)
-    digits_only = sub.str.contains(r"^[0-9]+$").fill_null(False)
-    hits = pl.select(
-        pl.lit(digits_only)
-        & pl.lit(sub).str.len_bytes().is_between(13, 19)
-        & _luhn_expr(pl.lit(sub)).fill_null(False)
-    ).to_series()
-    text_idx = (~digits_only).arg_true()
-    if len(text_idx):
-        in_text = [contains_card_number(v) for v in sub.gather(text_idx).to_list()]
-        hits = hits.scatter(text_idx, pl.Series(in_text, dtype=pl.Boolean))
-    if not hits.any():
-        return None
-    return full(len(s), False, pl.Boolean).scatter(idx, hits)
-
-
-def _luhn_expr(digits: pl.Expr) -> pl.Expr:
-    """Vectorised Luhn over a column of digit-only strings (13-19 long)."""
-    rev = digits.str.reverse()
-    total: pl.Expr = pl.lit(0)
-    for i in range(19):
-        d = rev.str.slice(i, 1).cast(pl.Int32, strict=False).fill_null(0)
-        if i % 2 == 1:
-            d = pl.when(d > 4).then(d * 2 - 9).otherwise(d * 2)
-        total = total + d
-    return (total % 10) == 0
-
-
 def _flatten(s: pl.Series, max_depth: int) -> tuple[list[tuple[str, pl.Series]], list[pl.Series]]:
     """Leaves of a struct column as ``(a.b key, column)``, depth first in field order,
     plus the structs nested deeper than ``max_depth`` (not descended: their rows are
-    rejected). Iterative, so no nesting depth can exhaust Python's stack."""
+    rejected). A mixed column (``jsontypes``) is a leaf; its objects are flattened under
+    its key. Iterative, so no nesting depth can exhaust Python's stack."""
     leaves: list[tuple[str, pl.Series]] = []
     too_deep: list[pl.Series] = []
     stack: list[tuple[Iterator[str], pl.Series, str, int]] = [(iter(s.struct.fields), s, "", 1)]
@@ -202,6 +115,12 @@ def _flatten(s: pl.Series, max_depth: int) -> tuple[list[tuple[str, pl.Series]],
             continue
         child = struct.struct.field(name)
         key = f"{prefix}{name}"
+        if is_mixed(child.dtype):
+            leaves.append((key, child))
+            objects = object_part(child)
+            if objects is None:
+                continue
+            child = objects
         if not isinstance(child.dtype, pl.Struct):
             leaves.append((key, child))
         elif depth >= max_depth:
@@ -269,8 +188,8 @@ def _leaf(key: str, s: pl.Series, options: ValidationOptions) -> tuple[pl.Series
             txt = s.cast(pl.String).str.strip_chars_start("-")  # a sign is not a digit
             card = pl.select(
                 pl.lit(cand).fill_null(False)
-                & pl.lit(txt).str.contains(_CARD_CANDIDATE).fill_null(False)
-                & _luhn_expr(pl.lit(txt)).fill_null(False)
+                & pl.lit(txt).str.contains(CARD_CANDIDATE).fill_null(False)
+                & luhn_expr(pl.lit(txt)).fill_null(False)
             ).to_series()
             rule = pl.select(
                 pl.when(pl.lit(card)).then(pl.lit("properties.card_number"))
@@ -318,7 +237,43 @@ def _typed_leaf(
     return merged.alias(key), True
 
 
-def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalProperties:
+def _mixed_leaf(
+    key: str, leaf: pl.Series, options: ValidationOptions, *, legacy: bool, rules: list[pl.Series]
+) -> tuple[pl.Series, bool]:
+    """A mixed column (``jsontypes``) checked part by part: (value, whether the value is
+    JSON text). Each part is a plain column of one type, so each value gets the JSON
+    text it would get in a column of its own type, whatever else its chunk holds."""
+    apart = take_apart(leaf, legacy=legacy)
+    if apart.unsupported is not None:
+        rules.append(
+            pl.select(
+                pl.when(pl.lit(apart.unsupported)).then(pl.lit("properties.unsupported_type"))
+            ).to_series()
+        )
+    values = []
+    for part in apart.parts:
+        if part.null_count() == len(part):
+            continue
+        declared = type_leaf(key, part, {} if legacy else options.types, text=False)
+        if declared is not None and declared.rule is not None:
+            rules.append(declared.rule)
+        for piece in declared.parts if declared is not None else [part]:
+            value, rule = _leaf(key, piece, options)
+            values.append(value)
+            if rule is not None:
+                rules.append(rule)
+    raws = [r for r in apart.raw if r.null_count() < len(r)]
+    if len(values) == 1 and not raws:
+        return values[0], False
+    if not values and not raws:
+        return full(len(leaf), None, pl.String, key), True
+    texts = [pl.lit(json_values(v)) for v in values] + [pl.lit(r) for r in raws]
+    return pl.select(pl.coalesce(texts)).to_series().alias(key), True
+
+
+def _struct_path(
+    s: pl.Series, options: ValidationOptions, *, legacy: bool = False
+) -> CanonicalProperties:
     leaves, too_deep = _flatten(s, options.max_depth)
     n = len(s)
     rules: list[pl.Series] = [
@@ -339,13 +294,17 @@ def _struct_path(s: pl.Series, options: ValidationOptions) -> CanonicalPropertie
     for key, leaf in leaves:
         if leaf.dtype == pl.Null:
             continue
+        mixed = is_mixed(leaf.dtype)
         typed = (
             _typed_leaf(key, leaf, options, text=key in top_text, rules=rules)
-            if top_text or options.types
+            if (top_text or options.types) and not mixed
             else None
         )
         is_raw = False
-        if typed is None:
+        if mixed:
+            value, is_raw = _mixed_leaf(key, leaf, options, legacy=legacy, rules=rules)
+            typed_any = typed_any or has_legacy_type(leaf.dtype)
+        elif typed is None:
             value, rule = _leaf(key, leaf, options)
             if rule is not None:
                 rules.append(rule)
@@ -490,7 +449,7 @@ def canonical_json_row(text: str | None, options: ValidationOptions) -> tuple[st
 def _legacy_json(values: pl.Series, typed: pl.Series, options: ValidationOptions) -> pl.Series:
     """What an earlier version (no typing) made of these properties, null where the same."""
     untyped = dataclasses.replace(options, text_properties=frozenset(), types={}, legacy_keys=False)
-    legacy = canonical_properties(values, untyped).json
+    legacy = canonical_properties(values, untyped, legacy=True).json
     return (
         pl.select(pl.when(pl.lit(legacy) != pl.lit(typed)).then(pl.lit(legacy)))
         .to_series()
@@ -498,12 +457,46 @@ def _legacy_json(values: pl.Series, typed: pl.Series, options: ValidationOptions
     )
 
 
-def canonical_properties(values: pl.Series, options: ValidationOptions) -> CanonicalProperties:
-    """Flatten, check and encode a properties column of any supported dtype."""
+def _mixed_properties(
+    values: pl.Series, options: ValidationOptions, *, legacy: bool
+) -> CanonicalProperties:
+    """A properties column that holds an object in some rows and something else in
+    others: the objects as usual, the others rejected as not an object."""
+    objects = object_part(values)
     n = len(values)
+    if objects is None:
+        out = CanonicalProperties(
+            full(n, "{}", pl.String, "properties"), full(n, None, pl.String, "rule")
+        )
+    else:
+        out = canonical_properties(objects, options, legacy=legacy)
+    other = (values.is_not_null() & (objects.is_null() if objects is not None else True)).fill_null(
+        False
+    )
+    if other.any():
+        out.rule = (
+            pl.select(
+                pl.when(pl.lit(other))
+                .then(pl.lit("properties.invalid_json"))
+                .otherwise(pl.lit(out.rule))
+            )
+            .to_series()
+            .alias("rule")
+        )
+    return out
+
+
+def canonical_properties(
+    values: pl.Series, options: ValidationOptions, *, legacy: bool = False
+) -> CanonicalProperties:
+    """Flatten, check and encode a properties column of any supported dtype (with
+    ``legacy``: mixed columns as an earlier version coerced them)."""
+    n = len(values)
+    if is_mixed(values.dtype):  # objects in some rows, other values in others
+        return _mixed_properties(values, options, legacy=legacy)
     if isinstance(values.dtype, pl.Struct):
         # a null struct row means "no properties"
-        out = _struct_path(values, options)
+        out = _struct_path(values, options, legacy=legacy)
         if values.null_count():
             out.json = (
                 pl.select(

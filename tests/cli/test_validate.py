@@ -173,3 +173,55 @@ def test_a_report_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> Non
         f"error: cannot write the report {report}: File exists; pass --report PATH "
         "somewhere writable (the rejects file is complete)"
     )
+
+
+def test_ragged_csv_rows_are_rejected_and_the_rest_kept(tmp_path: Path) -> None:
+    """One record with an extra field refused the whole file, one with a missing field
+    was read padded with nulls: both are reject rows with their line, the others valid."""
+    src = tmp_path / "contacts.csv"
+    src.write_text(
+        "email,plan,city\nada@example.com,pro,Oslo\nbob@example.com,pro,Oslo,extra\n"
+        "cy@example.com,free\ndi@example.com,free,\n"
+    )
+    rejects = tmp_path / "rejects.csv"
+    code, out, err = run(str(src), "--rejects", str(rejects), "--state-dir", str(tmp_path / "s"))
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert "4 contacts rows read: 2 valid, 0 duplicates, 2 rejected" in out
+    rows = pl.read_csv(rejects).select("source_row", "rule", "field", "message").rows()
+    hint = "fix or quote that line (a delimiter inside a value needs quotes)"
+    assert rows == [
+        (2, "row.ragged", "row", f"line 3 has 4 fields but the header has 3; {hint}"),
+        (3, "row.ragged", "row", f"line 4 has 2 fields but the header has 3; {hint}"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "kind", "rule"),
+    [
+        ("email,user_id", "contacts", "user_id.too_long"),
+        ("email,contact_id,event,timestamp", "events", "contact_id.too_long"),
+    ],
+)
+def test_an_id_over_255_characters_is_a_reject_row(
+    tmp_path: Path, header: str, kind: str, rule: str
+) -> None:
+    """A 50 MiB contact or user id was accepted (and would have been sent)."""
+    src = tmp_path / f"{kind}.csv"
+    extra = ",e,2024-01-01T00:00:00Z" if kind == "events" else ""
+    with src.open("w") as fh:
+        fh.write(f"{header}\n")
+        fh.write(f"ada@example.com,{'u' * 255}{extra}\n")
+        fh.write(f"bob@example.com,{'u' * 256}{extra}\n")
+        fh.write(f"cy@example.com,{'u' * (50 << 20)}{extra}\n")
+    rejects = tmp_path / "rejects.csv"
+    code, out, err = run(str(src), "--rejects", str(rejects), "--state-dir", str(tmp_path / "s"))
+    assert code == 3, err
+    assert f"3 {kind} rows read: 1 valid, 0 duplicates, 2 rejected" in out
+    rows = pl.read_csv(rejects)
+    assert rows.select("source_row", "rule").rows() == [(2, rule), (3, rule)]
+    what = rule.split(".")[0].replace("_", " ")
+    assert (
+        rows["message"].to_list() == [f"the {what} is longer than the limit (255 characters)"] * 2
+    )
+    assert rejects.stat().st_size < 1 << 20  # (the 50 MiB id is not copied whole)

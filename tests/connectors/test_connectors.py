@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,10 @@ from kraiter_sync.connectors import (
     resolve_connector,
 )
 from kraiter_sync.errors import InputError
+from kraiter_sync.sources import read_source
+from kraiter_sync.validate import ValidationOptions, validate_events
+
+REPO = Path(__file__).resolve().parent.parent.parent
 
 # ---- auto-detection table --------------------------------------------------------------
 
@@ -232,6 +237,42 @@ def test_struct_paths_json_spread_renames_and_epoch_units() -> None:
     ]
     # the fields used for email and time are not repeated as properties
     assert mapped["properties"].to_list() == [{"plan": "pro"}, {"plan": None}]
+
+
+@pytest.mark.parametrize(
+    "preset", ["mixpanel", "amplitude", "kraiter_export", "kraiter_rejects_events"]
+)
+@pytest.mark.parametrize(
+    ("value", "neighbours"),
+    [("true", ["1", "2"]), ("1", ["1.5", "2.5"]), ("2", ['"x"']), ('"1"', ["1"])],
+)
+def test_a_json_column_value_gets_the_same_key_whatever_its_chunk(
+    preset: str, value: str, neighbours: list[str]
+) -> None:
+    """JSON columns were decoded with one type guessed per chunk: ``true`` became ``1``
+    next to integers, ``1`` became ``1.0`` next to floats, so the same event got another
+    key in another chunk (or another run) and was sent twice."""
+    connector = load_connector(preset)
+    column = connector.json_columns[0]
+    sample = read_source(REPO / "sample_data" / str(connector.sample))
+    columns = next(  # a row of the preset's sample that is valid as it is
+        one
+        for one in sample.iter_slices(1)
+        if validate_events(apply(connector, one), options=ValidationOptions()).valid.height
+    )
+    first = columns[column][0]
+    base = json.loads(first) if isinstance(first, str) else dict(first or {})
+
+    def key_of_first(values: list[str]) -> tuple[str, str]:
+        texts = [json.dumps({**base, "v": json.loads(v)}, default=str) for v in values]
+        frame = pl.concat([columns] * len(values)).with_columns(pl.Series(column, texts))
+        result = validate_events(apply(connector, frame), options=ValidationOptions())
+        row = result.valid.row(0, named=True)
+        return row["properties"], row["event_key"]
+
+    alone = key_of_first([value])
+    assert json.loads(alone[0])["v"] == json.loads(value)
+    assert key_of_first([value, *neighbours]) == alone
 
 
 def test_timestamp_format_keeps_unparsed_values_for_the_validator() -> None:

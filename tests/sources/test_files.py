@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 import zstandard
 
+from kraiter_sync import jsontypes
 from kraiter_sync.errors import InputError
+from kraiter_sync.frames import SOURCE_PROBLEM
 from kraiter_sync.sources import iter_chunks, open_source, read_source, reading, scan_source
 
 ROWS = [
@@ -77,6 +79,28 @@ def test_other_encodings(tmp_path: Path, encoding: str) -> None:
     path = _write(tmp_path / "enc.csv", text.encode(encoding))
     frame = read_source(path, encoding=encoding)
     assert frame["name"].to_list() == ["René Müller"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "encoding"),
+    [
+        ("u16.csv", "email,name\nrene@example.com,René\n", "utf-16"),
+        ("u16be.csv", "email,name\nrene@example.com,René\n", "utf-16-be"),
+        ("u32.csv", "email,name\nrene@example.com,René\n", "utf-32"),
+        ("u16.ndjson", '{"email": "rene@example.com"}\n', "utf-16"),
+    ],
+)
+def test_a_wide_encoding_read_as_utf8_is_refused(
+    tmp_path: Path, name: str, text: str, encoding: str
+) -> None:
+    """A UTF-16/32 file with its byte-order mark, read as UTF-8, was misread silently
+    (its NUL bytes split rows): refused, naming the --encoding to pass."""
+    bom = {"utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    path = _write(tmp_path / name, bom + text.encode(encoding))
+    family = "utf-32" if "32" in encoding else "utf-16"
+    with pytest.raises(InputError, match=f"byte-order mark.*pass --encoding {family}$"):
+        read_source(path)
+    assert read_source(path, encoding=family)["email"].to_list() == ["rene@example.com"]
 
 
 @pytest.mark.parametrize("suffix", [".csv.gz", ".csv.zst", ".gzdata"])
@@ -207,7 +231,11 @@ def test_ndjson_later_rows_with_wider_types_lose_nothing(tmp_path: Path) -> None
     lines.append('{"n": 2.5, "p": {"a": 2, "b": "new"}, "late": true}')
     path = _write(tmp_path / "w.ndjson", "\n".join(lines) + "\n")
     chunks = list(iter_chunks(path, chunk_size=5))
-    assert chunks[0]["n"].to_list() == [0, 1, 2, 3, 4]
+    # each value keeps its JSON type: the integers stay integers (an earlier version
+    # cast them to the float the schema sample saw; that type is kept for its keys)
+    first = chunks[0]["n"]
+    assert first.struct.field(jsontypes.INT).to_list() == [0, 1, 2, 3, 4]
+    assert first.struct.field(jsontypes.WAS).dtype == pl.Float64
     last = chunks[-1]
     assert last["n"].to_list() == [2.5]
     assert last["p"].to_list() == [{"a": 2, "b": "new"}]
@@ -291,21 +319,57 @@ def test_truncated_parquet(tmp_path: Path) -> None:
         read_source(path)
 
 
-def test_ragged_csv_names_the_line(tmp_path: Path) -> None:
-    path = _write(tmp_path / "rag.csv", "email,n\na@x.io,1\nb@x.io,2,oops\nc@x.io,3\n")
-    with pytest.raises(InputError) as info:
-        read_source(path)
-    assert str(info.value) == (
-        f"{path}: line 3 has 3 fields but the header has 2; fix or quote that line "
-        "(a delimiter inside a value needs quotes)"
-    )
+def _problems(frame: pl.DataFrame) -> dict[int, tuple[str, str]]:
+    return {
+        row: (p["rule"], p["message"])
+        for row, p in zip(frame["source_row"], frame[SOURCE_PROBLEM], strict=True)
+        if p is not None
+    }
+
+
+def test_ragged_csv_rows_are_rows_with_their_problem(tmp_path: Path) -> None:
+    """A record with more fields than the header refused the whole file, one with fewer
+    was read padded with nulls: each is now a row of nulls with its line, the others are
+    read as they were (a blank line stays a row of nulls, not a ragged one)."""
+    body = 'email,n\na@x.io,1\nb@x.io,2,oops\nc@x.io\n\n"d\n@x.io",\ne@x.io,5,6,7\nf@x.io,\n'
+    frame = read_source(_write(tmp_path / "rag.csv", body))
+    assert frame.drop(SOURCE_PROBLEM, "source_file").rows() == [
+        ("a@x.io", "1", 1),
+        (None, None, 2),
+        (None, None, 3),
+        (None, None, 4),
+        ("d\n@x.io", None, 5),
+        (None, None, 6),
+        ("f@x.io", None, 7),
+    ]
+    hint = "fix or quote that line (a delimiter inside a value needs quotes)"
+    assert _problems(frame) == {
+        2: ("row.ragged", f"line 3 has 3 fields but the header has 2; {hint}"),
+        3: ("row.ragged", f"line 4 has 1 field but the header has 2; {hint}"),
+        6: ("row.ragged", f"line 8 has 4 fields but the header has 2; {hint}"),
+    }
+
+
+def test_ragged_rows_across_blocks_name_their_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reading, "CSV_BLOCK", 40)
+    lines = [f'u{i}@x.io,"multi\nline"' if i % 5 else f"u{i}@x.io,1,2" for i in range(30)]
+    path = _write(tmp_path / "rag.csv", "email,note\n" + "\n".join(lines) + "\n")
+    problems = _problems(read_source(path))
+    # rows 1, 6, 11, ... are ragged, one line each; every other row spans two lines
+    assert {row: message.split(";")[0] for row, (_, message) in problems.items()} == {
+        i + 1: f"line {2 + 2 * i - i // 5} has 3 fields but the header has 2"
+        for i in range(0, 30, 5)
+    }
 
 
 def test_ragged_gzipped_tsv_names_the_line(tmp_path: Path) -> None:
     body = "email\tn\n" + "a@x.io\t1\n" * 5 + "b@x.io\t2\textra\n"
     path = _write(tmp_path / "rag.tsv.gz", gzip.compress(body.encode()))
-    with pytest.raises(InputError, match=r"rag\.tsv\.gz: line 7 has 3 fields but the header has 2"):
-        read_source(path)
+    frame = read_source(path)
+    assert frame["email"].to_list() == ["a@x.io"] * 5 + [None]
+    assert _problems(frame)[6][1].startswith("line 7 has 3 fields but the header has 2")
 
 
 def test_csv_blocks_cut_only_between_records(
@@ -418,14 +482,32 @@ def test_headerless_csv_is_refused(tmp_path: Path) -> None:
         read_source(path)
 
 
-def test_invalid_ndjson(tmp_path: Path) -> None:
-    path = _write(tmp_path / "bad.ndjson", '{"a": 1}\n{"a": \n')
+def test_an_invalid_ndjson_line_is_a_row_with_its_problem(tmp_path: Path) -> None:
+    """A cut or broken line is a row (rejected by the validator with its line number);
+    the other lines are read."""
+    path = _write(tmp_path / "bad.ndjson", '{"a": 1}\n\n{"a": \n[1]\n{"a": 2}\n')
+    frame = read_source(path)
+    assert frame["a"].to_list() == [1, None, None, 2]
+    assert frame["source_row"].to_list() == [1, 2, 3, 4]
+    problems = frame[SOURCE_PROBLEM].to_list()
+    assert problems[0] is None
+    assert problems[3] is None
+    assert problems[1] == {
+        "rule": "row.invalid_json",
+        "message": "line 3 is not valid JSON (Expecting value); each line must be one "
+        "complete JSON object (is the file truncated?)",
+    }
+    assert problems[2] == {
+        "rule": "row.invalid_json",
+        "message": "line 4 is a JSON list, not an object; each line must be one JSON object",
+    }
+
+
+def test_a_file_with_no_json_line_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.ndjson", "email,name\nann@example.com,Ann\n")
     with pytest.raises(InputError) as info:
         read_source(path)
-    assert str(info.value) == (
-        f"{path}: line 2 is not a valid JSON object; each line must be one complete JSON "
-        "object (is the file truncated?)"
-    )
+    assert str(info.value).startswith(f"{path}: line 1 is not valid JSON (")
 
 
 def test_no_input() -> None:
@@ -453,8 +535,10 @@ def test_multi_frame_zstd(tmp_path: Path) -> None:
 
 def test_truncated_ndjson_names_the_line(tmp_path: Path) -> None:
     path = _write(tmp_path / "cut.ndjson", '{"a": 1}\n{"a": 2}\n{"a": ')
-    with pytest.raises(InputError, match=r"cut\.ndjson: line 3 is not a valid JSON object"):
-        read_source(path)
+    problem = read_source(path)[SOURCE_PROBLEM].to_list()[2]
+    assert problem["rule"] == "row.invalid_json"
+    assert problem["message"].startswith("line 3 is not valid JSON")
+    assert problem["message"].endswith("(is the file truncated?)")
 
 
 def _all_formats(tmp_path: Path) -> list[Path]:

@@ -40,10 +40,10 @@ def sqlite_ledger(tmp_path: Path) -> Ledger:
 def test_creates_parents_wal_and_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "ledger.db"
     with Ledger(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 4
+        assert led.schema_version == SCHEMA_VERSION == 5
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
     db.close()
 
 
@@ -334,7 +334,7 @@ def test_a_version_1_ledger_is_migrated_keeping_its_data(tmp_path: Path) -> None
     )
     db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 4
+        assert led.schema_version == 5
         (run,) = led.list_runs()
         assert (run.command, run.status, run.pid, run.host) == ("import", "ok", None, None)
 
@@ -354,7 +354,7 @@ def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Pa
     )
     db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 4
+        assert led.schema_version == 5
         run = led.get_run(1)
         assert run is not None
         assert (run.status, run.counts, run.details) == ("ok", {"requests": 7}, None)
@@ -367,29 +367,64 @@ def test_a_version_2_ledger_keeps_its_runs_readable_without_details(tmp_path: Pa
         assert [r.details for r in led.list_runs()] == [None, None]
 
 
-def test_targets_with_events_from_before_typed_keys_are_marked_version_1(tmp_path: Path) -> None:
-    """A version-2 ledger: the target that holds events may hold version-1 (untyped text)
-    keys; one with none, and a target first used now, hold only version-2 keys."""
-    from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS
+def _old_ledger(tmp_path: Path, version: int, *statements: str) -> Path:
+    """A ledger as a release at schema ``version`` left it, with these rows."""
+    from kraiter_sync.state.schema import MIGRATIONS
 
     path = tmp_path / "ledger.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:2]:
+    for migration in MIGRATIONS[:version]:
         db.executescript(migration)
-    db.execute("PRAGMA user_version = 2")
-    db.execute("INSERT INTO targets (id, name) VALUES (1, 'old'), (2, 'empty')")
-    db.execute(
+    db.execute(f"PRAGMA user_version = {version}")
+    for statement in statements:
+        db.execute(statement)
+    db.close()
+    return path
+
+
+def test_targets_with_events_from_before_exact_json_types_are_marked_version_2(
+    tmp_path: Path,
+) -> None:
+    """A schema-4 ledger (key version 2: NDJSON values coerced to one type per column and
+    chunk): a target that holds events may hold version-2 keys, so an import computes
+    them; a version-1 mark stays; a target with no events holds only current keys."""
+    from kraiter_sync.state.schema import KEY_VERSION
+
+    path = _old_ledger(
+        tmp_path,
+        4,
+        "INSERT INTO targets (id, name) VALUES (1, 'v2'), (2, 'v1'), (3, 'empty')",
+        "INSERT INTO events (target, event_key, state, remote_id, updated_at) "
+        "VALUES (1, 'k1', 'done', 'evt_1', 1.0), (2, 'k2', 'done', 'evt_2', 1.0)",
+        "INSERT INTO key_versions (target, oldest) VALUES (2, 1)",
+    )
+    with Ledger(path) as led:
+        assert led.schema_version == 5
+        assert KEY_VERSION == 3
+        assert led.oldest_key_version("v2") == 2
+        assert led.oldest_key_version("v1") == 1
+        assert led.oldest_key_version("empty") == 3
+
+
+def test_targets_with_events_from_before_typed_keys_are_marked_version_1(tmp_path: Path) -> None:
+    """A version-2 ledger: the target that holds events may hold version-1 (untyped text)
+    keys; one with none, and a target first used now, hold only current keys."""
+    from kraiter_sync.state.schema import KEY_VERSION
+
+    path = _old_ledger(
+        tmp_path,
+        2,
+        "INSERT INTO targets (id, name) VALUES (1, 'old'), (2, 'empty')",
         "INSERT INTO events (target, event_key, state, remote_id, updated_at) "
         "VALUES (1, 'k-old', 'done', 'evt_1', 1.0), (1, 'k-bad', 'rejected', NULL, 1.0), "
-        "(1, 'k-maybe', 'inflight', NULL, 1.0)"
+        "(1, 'k-maybe', 'inflight', NULL, 1.0)",
     )
-    db.close()
     with Ledger(path) as led:
-        assert led.schema_version == 4
-        assert KEY_VERSION == 2
+        assert led.schema_version == 5
+        assert KEY_VERSION == 3
         assert led.oldest_key_version("old") == 1
-        assert led.oldest_key_version("empty") == 2
-        assert led.oldest_key_version("new") == 2
+        assert led.oldest_key_version("empty") == 3
+        assert led.oldest_key_version("new") == 3
         adopted = led.adopt_keys(
             "old", [("k-old", "k-new"), ("k-bad", "k-bad2"), ("k-maybe", "k-m2"), ("x", "y")]
         )

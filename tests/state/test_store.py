@@ -343,6 +343,32 @@ def test_a_newer_postgresql_schema_is_refused(pg_state: str, tmp_path: Path) -> 
     assert str(urlsplit(pg_state).password) not in message
 
 
+def test_a_postgresql_store_from_key_version_2_marks_its_targets(
+    pg_state: str, tmp_path: Path
+) -> None:
+    """A store written by a release of key version 2 (NDJSON values coerced to one type
+    per key and chunk): its targets holding events may hold version-2 keys, so imports to
+    them compute those; a target with no events holds only current keys."""
+    from kraiter_sync.state.schema import KEY_VERSION
+
+    open_state(tmp_path, pg_state).close()
+    schema = split_schema(pg_state)
+    pg_run(pg_state, f"DELETE FROM {schema}.schema_migrations WHERE version > 1")
+    pg_run(pg_state, f"INSERT INTO {schema}.targets (name) VALUES ('held'), ('empty')")
+    pg_run(
+        pg_state,
+        f"INSERT INTO {schema}.events (target, event_key, state, updated_at) "
+        f"SELECT id, 'k', 'done', 1.0 FROM {schema}.targets WHERE name = 'held'",
+    )
+    store = open_state(tmp_path, pg_state)
+    try:
+        assert KEY_VERSION == 3
+        assert store.oldest_key_version("held") == 2
+        assert store.oldest_key_version("empty") == 3
+    finally:
+        store.close()
+
+
 def test_a_run_that_lost_its_lock_sends_nothing_more(pg_state: str, tmp_path: Path) -> None:
     """The lock's connection dies (a server restart, a network cut): another run may take
     the lock now, so no more keys are marked inflight (and so none sent)."""

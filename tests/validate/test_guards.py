@@ -191,7 +191,29 @@ def test_properties_nested_200_deep_are_a_clear_error(tmp_path: Path) -> None:
     code, _out, err = run(str(src), "--state-dir", str(tmp_path / "s"))
     assert code == 2
     assert "Traceback" not in err
-    assert "deep.ndjson: column 'props' nests objects or lists more than 64 levels deep" in err
+    # (its only line: nothing to read the columns from)
+    assert "deep.ndjson: line 1 nests objects or lists more than 64 levels deep" in err
+
+
+@pytest.mark.parametrize("depth", [200, 600, 5000])
+def test_a_line_nested_deeper_than_64_among_others_is_a_reject_row(
+    tmp_path: Path, depth: int
+) -> None:
+    """600 levels crashed polars' NDJSON reader (a segfault): the line's depth is
+    counted before any parser sees it, and it becomes a reject with its line number."""
+    src = tmp_path / "deep.ndjson"
+    _deep_ndjson(src, 3)
+    with src.open("a") as fh:
+        fh.write("\n")  # a blank line: no row, but a line
+        fh.write('{"email":"bo@example.com","event":"e","props":' + "[" * depth + "]" * depth)
+        fh.write(',"timestamp":"2024-01-01T00:00:00Z"}\n')
+    rejects = tmp_path / "rejects.csv"
+    code, _out, err = run(str(src), "--rejects", str(rejects), "--state-dir", str(tmp_path / "s"))
+    assert code == 3, err
+    assert "Traceback" not in err
+    row = pl.read_csv(rejects).row(0, named=True)
+    assert (row["source_row"], row["rule"], row["field"]) == (2, "row.too_deep", "row")
+    assert row["message"].startswith("line 3 nests objects or lists more than 64 levels deep")
 
 
 def test_properties_nested_40_deep_are_a_reject_row(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from polars.testing import assert_frame_equal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
+from kraiter_sync.frames import problem_column
 from kraiter_sync.validate import ChunkedValidation, ValidationOptions, originals
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -238,6 +239,9 @@ CASES: dict[str, tuple[str, ValidationOptions]] = {
         "text",
         ValidationOptions(now=NOW, max_depth=1, max_properties_bytes=10_000),
     ),
+    # recorded when ids got a length limit and sources could hand over unread rows
+    "ids_and_source_problems": ("struct", ValidationOptions(now=NOW)),
+    "contacts_long_user_ids": ("text", ValidationOptions(now=NOW)),
 }
 
 
@@ -273,8 +277,52 @@ def _domains_and_placeholders(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+#: What a source says of rows it could not read (``frames.SOURCE_PROBLEM``).
+SOURCE_PROBLEMS = [
+    ("row.invalid_json", "line 9 is not valid JSON (Expecting value)"),
+    ("row.too_large", "line 9 is 20,000,000 bytes long"),
+    ("row.too_deep", "line 9 nests objects or lists more than 64 levels deep"),
+    ("row.ragged", "line 9 has 5 fields but the header has 4"),
+]
+
+
+def _long_ids_and_source_problems(frame: pl.DataFrame) -> pl.DataFrame:
+    """Contact ids over 255 characters (one of 300 kB) and rows a source could not read."""
+    row = pl.int_range(pl.len())
+    problems = {
+        i: SOURCE_PROBLEMS[(i // 31) % len(SOURCE_PROBLEMS)]
+        for i in range(frame.height)
+        if i % 31 == 7
+    }
+    return frame.with_columns(
+        contact_id=pl.when(row % 43 == 3)
+        .then(pl.lit("c" * 256))
+        .when(row % 43 == 4)
+        .then(pl.lit("c" * 300_000))
+        .otherwise(pl.col("contact_id")),
+    ).with_columns(problem_column(frame.height, problems))
+
+
+def _contacts_with_long_user_ids(frame: pl.DataFrame) -> pl.DataFrame:
+    row = pl.int_range(pl.len())
+    return frame.select(
+        "email",
+        pl.when(row % 17 == 3)
+        .then(pl.lit(" " + "u" * 256))
+        .otherwise(pl.col("contact_id"))
+        .alias("user_id"),
+        "properties",
+        "source_file",
+        "source_row",
+    )
+
+
 #: Per-case changes to the generated frame.
-TRANSFORMS = {"text_domains_limits": _domains_and_placeholders}
+TRANSFORMS = {
+    "text_domains_limits": _domains_and_placeholders,
+    "ids_and_source_problems": _long_ids_and_source_problems,
+    "contacts_long_user_ids": _contacts_with_long_user_ids,
+}
 
 
 def run_case(name: str) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:

@@ -34,7 +34,7 @@ from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
 from kraiter_sync.errors import ConfigError
 from kraiter_sync.inputs import InputOptions, KindValidation, prepare_inputs
 from kraiter_sync.sources.sql import SqlSource
-from kraiter_sync.state.ledger import Ledger
+from kraiter_sync.state.ledger import KEY_VERSION, Ledger
 from kraiter_sync.validate import ValidationOptions, validate_events
 from kraiter_sync.validate.properties import canonical_properties
 from kraiter_sync.verbs.importer import ImportOptions, import_
@@ -474,7 +474,7 @@ def test_legacy_keys_cost_nothing_for_a_target_with_none(tmp_path: Path) -> None
     )
     assert result.events.sent == 2
     with Ledger(state / "ledger.db") as ledger:
-        assert ledger.oldest_key_version(st.target) == 2
+        assert ledger.oldest_key_version(st.target) == KEY_VERSION
 
 
 def test_the_pinned_corpus_gets_no_legacy_keys() -> None:
@@ -570,3 +570,41 @@ def test_json_values_and_directory_values_are_not_retyped(tmp_path: Path) -> Non
     keyed = _keys(tmp_path / "orders", types=ZIP)
     assert all('"shop":"7"' in p for _k, p in keyed)
     assert all('"count":' in p and '"count":"' not in p for _k, p in keyed)
+
+
+@pytest.mark.parametrize(
+    ("values", "changed"),
+    [([1, 1.5], [True, False]), ([3, "x"], [True, False]), ([2.5, 7, "y"], [True, True, False])],
+)
+def test_ndjson_values_an_earlier_version_coerced_keep_their_old_key(
+    tmp_path: Path, values: list[Any], changed: list[bool]
+) -> None:
+    """Key version 2 read NDJSON with polars, which coerced a key's values to one type
+    per chunk (1 → 1.0 next to 1.5, 3 → "3" next to text). Now each
+    value keeps its type, so its key changes: with ``legacy_keys`` (a target whose ledger
+    may hold version-2 keys) the old key is computed, and equals what version 2 wrote."""
+    from kraiter_sync.connectors import apply, resolve_connector
+    from kraiter_sync.sources import read_source
+
+    path = tmp_path / "e.ndjson"
+    head = {"email": "ada@example.com", "event": "e", "timestamp": "2024-01-01T00:00:00Z"}
+    path.write_text("".join(json.dumps({**head, "v": v}) + "\n" for v in values))
+
+    def validated(frame: pl.DataFrame, *, legacy: bool) -> pl.DataFrame:
+        connector = resolve_connector(frame.columns, kind="events").connector
+        options = ValidationOptions(legacy_keys=legacy)
+        return validate_events(apply(connector, frame), options=options).valid
+
+    old = validated(
+        pl.read_ndjson(path).with_columns(
+            pl.lit(str(path)).alias("source_file"),
+            pl.int_range(1, len(values) + 1).alias("source_row"),
+        ),
+        legacy=False,
+    )
+    new = validated(read_source(path), legacy=True)
+    assert [json.loads(p)["v"] for p in new["properties"]] == values
+    assert [a != b for a, b in zip(new["event_key"], old["event_key"], strict=True)] == changed
+    assert new["legacy_key"].to_list() == [
+        o if c else None for o, c in zip(old["event_key"], changed, strict=True)
+    ]

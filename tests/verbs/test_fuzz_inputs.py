@@ -338,8 +338,8 @@ def test_import_of_contacts_accounts_for_every_row(
     _import_twice(path, InputOptions(kind="contacts", encoding=encoding), rows, tmp)
 
 
-# Found by the tests above, in sources (not the validator): each is a reproduction,
-# expected to fail until the reader is fixed.
+# Found by the tests above, in sources (not the validator): each reproduces what the
+# reader once got wrong.
 
 _NDJSON_HEAD = '"email":"ada@example.com","event":"e","timestamp":"2024-01-01T00:00:00Z"'
 
@@ -352,31 +352,16 @@ def _validate_ndjson(tmp_path: Path, *extras: str) -> list[Any]:
     return validate_inputs([path], options=options, rejects_path=tmp_path / "r.csv").reports
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sources: polars' NDJSON schema inference turns a key that is text in one line "
-    "and a list or object in another into text: ['pro'] is sent as the string '[\"pro\"]'",
-)
 def test_ndjson_a_list_in_one_line_is_not_sent_as_text(tmp_path: Path) -> None:
     (report,) = _validate_ndjson(tmp_path, '"plan":"pro"', '"plan":["pro"]')
     assert report.by_rule == {"properties.unsupported_type": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sources: an NDJSON key nested differently in two lines ({'a': 1}, then "
-    "{'a': {'b': 2}}) refuses the whole file, saying each line must be one JSON object",
-)
 def test_ndjson_nesting_that_changes_between_lines_gives_rows(tmp_path: Path) -> None:
     reports = _validate_ndjson(tmp_path, '"p":{"a":1}', '"p":{"a":{"b":2}}')
     assert sum(r.rows_read for r in reports) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sources: a UTF-16 CSV (with its byte-order mark) read as UTF-8 is not refused: "
-    "its NUL bytes make one row two, both rejected as email.invalid",
-)
 def test_a_utf16_csv_read_as_utf8_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "u16.csv"
     path.write_bytes("email,event,timestamp\nada@example.com,e,2024-01-01\n".encode("utf-16"))
