@@ -71,6 +71,7 @@ __all__ = [
     "is_disk_full",
     "os_reason",
     "outcome_exit_code",
+    "status_for_exit",
 ]
 
 EXIT_OK = 0
@@ -261,6 +262,25 @@ def outcome_exit_code(*, failed: int, rejected: int) -> int:
     if failed:
         return EXIT_INCOMPLETE
     return EXIT_REJECTED if rejected else EXIT_OK
+
+
+#: A run's status for its exit code (``runs``, ``sync``, every ``--json`` document).
+_STATUS = {
+    EXIT_OK: "ok",
+    EXIT_FAILED: "failed",
+    EXIT_USAGE: "error",
+    EXIT_REJECTED: "rejected-rows",
+    EXIT_INCOMPLETE: "incomplete",
+    EXIT_BUSY: "busy",
+}
+
+
+def status_for_exit(exit_code: int, *, dry_run: bool = False) -> str:
+    """``ok``, ``rejected-rows``, ``incomplete``, ``failed``, ``error`` (usage or
+    configuration: nothing was sent) or ``busy``; a dry run that finished is ``dry-run``."""
+    if dry_run and exit_code in (EXIT_OK, EXIT_REJECTED):
+        return "dry-run"
+    return _STATUS.get(exit_code, "failed")
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {

@@ -36,9 +36,11 @@ from kraiter_sync.validate import (
     ValidationOptions,
     ValidationReport,
     merge_contacts,
+    merged_contacts,
 )
 
 __all__ = [
+    "Input",
     "InputOptions",
     "KindValidation",
     "PreparedInput",
@@ -64,6 +66,59 @@ class InputOptions:
     #: Declared property types (``--type``, a sync job's ``types``): win over the
     #: connector's, which win over the typing of text values.
     types: Mapping[str, PropertyType] = field(default_factory=dict)
+    #: strftime format of text timestamps (``--timestamp-format "%d/%m/%Y %H:%M"``): wins
+    #: over the connector's ``[timestamp] format``; naive values then take the time zone.
+    timestamp_format: str | None = None
+    #: Stop before anything is sent when more than this share of the rows read is
+    #: invalid (``--max-reject-ratio 0.05``); None: never stop for that.
+    max_reject_ratio: float | None = None
+
+    def reject_ratio_exceeded(self, rows: int, invalid: int) -> str | None:
+        """Why the run must stop (``max_reject_ratio``), or None to go on."""
+        if self.max_reject_ratio is None or not rows:
+            return None
+        ratio = invalid / rows
+        if ratio <= self.max_reject_ratio:
+            return None
+        return (
+            f"{invalid:,} of {rows:,} rows ({ratio:.1%}) are invalid, more than the "
+            f"{self.max_reject_ratio:.1%} --max-reject-ratio allows: nothing was sent. See "
+            "the rejects file for why, fix the mapping or the data (--map, --connector, "
+            "--timestamp-format) and run again"
+        )
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input with its own reading and mapping (``--input PATH --map … --input PATH2
+    --connector …``): what it sets wins over the run's :class:`InputOptions` for this
+    input only; ``mapping`` and ``types`` are merged over the run's, field by field.
+    A sync job's ``source`` with its ``connector``, ``map``, ``types``, ``timezone`` and
+    ``encoding`` is the same model."""
+
+    path: str | Path
+    kind: Kind | None = None
+    connector: str | None = None
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    types: Mapping[str, PropertyType] = field(default_factory=dict)
+    timezone: str | None = None
+    timestamp_format: str | None = None
+    encoding: str | None = None
+
+    def options(self, base: InputOptions) -> InputOptions:
+        """The run's options with this input's on top."""
+        changes: dict[str, object] = {}
+        for name in ("kind", "connector", "timezone", "timestamp_format", "encoding"):
+            value = getattr(self, name)
+            if value is not None:
+                changes[name] = value
+        if self.mapping:
+            changes["mapping"] = {**base.mapping, **self.mapping}
+        if self.types:
+            changes["types"] = {**base.types, **self.types}
+        if self.timezone is not None:
+            changes["validation"] = dataclasses.replace(base.validation, timezone=self.timezone)
+        return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 class ChunkSource(Protocol):
@@ -88,6 +143,8 @@ class PreparedInput:
     label: str
     source: ChunkSource
     detection: Detection
+    #: This input's options (the run's, with an :class:`Input`'s own on top).
+    options: InputOptions | None = None
 
     @property
     def kind(self) -> Kind:
@@ -108,6 +165,7 @@ class PreparedInput:
         the columns the source read as text, by declared property types, and with the
         switches its ``[validation]`` table turns on (a flag or a connector turns a switch
         on; neither turns one off)."""
+        options = self.options or options
         connector = self.detection.connector
         changes: dict[str, object] = {key: True for key, on in connector.validation.items() if on}
         zone = options.timezone or connector.timezone
@@ -128,7 +186,7 @@ class PreparedInput:
 
 
 def prepare_inputs(
-    paths: Sequence[str | Path | ChunkSource],
+    paths: Sequence[str | Path | ChunkSource | Input],
     options: InputOptions,
     *,
     stack: contextlib.ExitStack,
@@ -144,7 +202,13 @@ def prepare_inputs(
         msg = "no input given: pass one or more files, directories or globs"
         raise InputError(msg)
     prepared: list[PreparedInput] = []
-    for item in paths:
+    base = options
+    for given in paths:
+        item: str | Path | ChunkSource
+        if isinstance(given, Input):
+            item, options = given.path, given.options(base)
+        else:
+            item, options = given, base
         source: ChunkSource
         if isinstance(item, str | Path):
             source = stack.enter_context(
@@ -160,13 +224,29 @@ def prepare_inputs(
             source = item
             stack.callback(source.close)
             label = str(getattr(source, "display", None) or item)
-        detection = resolve_connector(
-            source.schema.names(),
-            connector=options.connector,
-            kind=options.kind,
-            overrides=options.mapping,
-        )
-        prepared.append(PreparedInput(label, source, detection))
+        try:
+            detection = resolve_connector(
+                source.schema.names(),
+                connector=options.connector,
+                kind=options.kind,
+                overrides=options.mapping,
+            )
+        except InputError as exc:
+            if len(paths) == 1:
+                raise
+            msg = f"{label}: {exc}"
+            if options.mapping and not isinstance(given, Input):
+                msg += (
+                    " (--map applies to every input; give this one its own with "
+                    f"--input {label} --map FIELD=COLUMN)"
+                )
+            raise InputError(msg) from None
+        if options.timestamp_format:
+            connector = dataclasses.replace(
+                detection.connector, timestamp_format=options.timestamp_format
+            )
+            detection = dataclasses.replace(detection, connector=connector)
+        prepared.append(PreparedInput(label, source, detection, options))
     return prepared
 
 
@@ -184,12 +264,25 @@ class KindValidation:
         options: InputOptions,
         *,
         on_rejects: Callable[[pl.DataFrame], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        on_duplicates: Callable[[pl.DataFrame], None] | None = None,
     ) -> None:
         self.kind = kind
+        #: Called with the rows dropped or merged as duplicates, and the row each went
+        #: into (``validate.engine.DUPLICATE_SCHEMA``).
+        self.on_duplicates = on_duplicates
         self.inputs = [i for i in inputs if i.kind == kind]
         self.options = options
         self.on_rejects = on_rejects
+        #: Called with the rows read so far, after every chunk.
+        self.on_progress = on_progress
+        self.rows_read = 0
         self._accumulator = ReportAccumulator(kind)
+
+    def _chunk_done(self, report: ValidationReport) -> None:
+        self.rows_read += report.rows_read
+        if self.on_progress is not None:
+            self.on_progress(self.rows_read)
 
     @property
     def report(self) -> ValidationReport:
@@ -205,26 +298,51 @@ class KindValidation:
                 on_rejects=self.on_rejects,
             )
             run.seen = seen
+            run.on_chunk = self._chunk_done
+            run.on_duplicates = self.on_duplicates
             for valid in run.run(inp.mapped_chunks()):
                 if self.kind == "events":
                     yield valid
                 else:
                     pending.append(valid)
+            hint = _timestamp_hint(inp, run.report)
+            if hint:
+                run.report.warnings.append(hint)
             self._accumulator.add(run.report)
         if pending:
             both = pl.concat(pending)
             merged = merge_contacts(both) if len(pending) > 1 else both
             extra = both.height - merged.height
+            if extra and self.on_duplicates is not None:
+                self.on_duplicates(merged_contacts(both))
             self.report.valid -= extra
             self.report.duplicates += extra
             yield merged
 
 
+def _timestamp_hint(inp: PreparedInput, report: ValidationReport) -> str | None:
+    """When no timestamp of an input could be read, how to say what format they are in."""
+    unreadable = report.by_rule.get("timestamp.unparseable", 0)
+    if not unreadable or unreadable != report.rows_read:
+        return None
+    if inp.detection.connector.timestamp_format:
+        return (
+            f"{inp.label}: none of its {unreadable:,} timestamps matched the format "
+            f"{inp.detection.connector.timestamp_format!r}: check --timestamp-format"
+        )
+    return (
+        f"{inp.label}: none of its {unreadable:,} timestamps could be read: if they are not "
+        "ISO 8601, give their format with --timestamp-format (e.g. '%d/%m/%Y %H:%M'; for "
+        f"this input alone: --input {inp.label} --timestamp-format ...)"
+    )
+
+
 def read_inputs(
-    paths: Sequence[str | Path | ChunkSource],
+    paths: Sequence[str | Path | ChunkSource | Input],
     options: InputOptions,
     *,
     on_rejects: Callable[[pl.DataFrame], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[Kind, pl.DataFrame, ValidationReport]:
     """Read, map and validate the inputs into one canonical frame (``reconcile``).
 
@@ -242,7 +360,7 @@ def read_inputs(
         else:
             msg = "the inputs hold both contacts and events: reconcile one kind at a time (--kind)"
             raise InputError(msg)
-        run = KindValidation(kind, inputs, options, on_rejects=on_rejects)
+        run = KindValidation(kind, inputs, options, on_rejects=on_rejects, on_progress=on_progress)
         frames = [f for f in run.run() if f.height]
         report = run.report
     if not frames:

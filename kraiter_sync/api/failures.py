@@ -153,7 +153,8 @@ def translate_transport_error(exc: httpx.HTTPError, *, method: str, path: str) -
         )
     if ours is ConnectError:
         return ConnectError(
-            f"cannot reach Kraiter for {where} ({detail}); check --base-url and the network",
+            f"cannot reach Kraiter for {where} ({detail}): check --base-url and the "
+            "network, then run the same command again (nothing is sent twice)",
             method=method,
             path=path,
         )

@@ -55,6 +55,16 @@ def _map_aiohttp_error(exc: BaseException) -> type[httpx.TransportError] | None:
     return None
 
 
+def _describe(exc: BaseException) -> str:
+    """The failure in a user's words: for a refused or unresolvable host, the host and
+    what the system said (aiohttp's own text adds ``ssl:default`` even for http://)."""
+    if type(exc) is aiohttp.ClientConnectorError:
+        os_error = exc.os_error
+        reason = os_error.strerror or str(os_error) or type(os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port}: {reason.lower()}"
+    return str(exc) or type(exc).__name__
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx's request/response API over an aiohttp connection pool.
 
@@ -128,7 +138,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 reason = answer.reason
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
             mapped = _map_aiohttp_error(exc) or httpx.RemoteProtocolError
-            raise mapped(str(exc) or type(exc).__name__, request=request) from exc
+            raise mapped(_describe(exc), request=request) from exc
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if reason:
             extensions["reason_phrase"] = reason.encode("ascii", "replace")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from kraiter_sync.cli.app import main
-from kraiter_sync.cli.options import Common, common_options
+from kraiter_sync.cli.options import Common, common_options, no_target_options
 from kraiter_sync.errors import (
     ConfigError,
 )
@@ -121,6 +121,7 @@ def _emulator_db(common: Common, db: str | None) -> str:
     help="Reject events that carry both contactId and email (400) instead of "
     "letting contactId win.",
 )
+@no_target_options
 @common_options
 def emulator_command(
     *,
@@ -145,7 +146,8 @@ def emulator_command(
     Point kraiter-sync (or anything else) at it with
     KRAITER_BASE_URL=http://127.0.0.1:8787 KRAITER_API_KEY=kr_test. Faults and rate
     limits make it behave like a busy, flaky API, for testing what you build on it.
-    Stop it with Ctrl-C.
+    Stop it with Ctrl-C. With --json, one line on stdout says where it listens
+    ({"base_url": …}), and its messages go to stderr.
 
     \b
     Admin routes (same key, outside the Kraiter API):
@@ -153,12 +155,26 @@ def emulator_command(
       POST /_emulator/segments   {"name", "contactIds"}: a segment with members
       POST /_emulator/suppress   {"contactId", "suppressed"}
     """
+    import json
+    import sys
+
+    from kraiter_sync.cli.render import result_document
     from kraiter_sync.upload.context import serve_local_kraiter
 
+    db_path = _emulator_db(common, db)
+
+    def ready(url: str) -> None:
+        # --json: one line on stdout once listening (the port, when --port 0 picked one)
+        doc = result_document("emulator", status="serving", base_url=url, db=db_path)
+        click.echo(json.dumps(doc))
+        sys.stdout.flush()
+
     serve_local_kraiter(
-        db_path=_emulator_db(common, db),
+        db_path=db_path,
         host=host,
         port=port,
+        out=sys.stderr if common.json else None,
+        on_ready=ready if common.json else None,
         rate_limit=rate_limit,
         burst=burst,
         latency_ms=latency_ms,

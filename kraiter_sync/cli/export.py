@@ -9,9 +9,18 @@ from typing import Any, TypeVar, cast
 import click
 
 from kraiter_sync.cli.app import main
-from kraiter_sync.cli.options import Common, common_options
-from kraiter_sync.cli.progress import ProgressSink
-from kraiter_sync.cli.render import export_summary
+from kraiter_sync.cli.options import (
+    Common,
+    aliased,
+    chunk_size_option,
+    common_options,
+    deprecated_alias,
+    emit,
+    max_retries_option,
+    rate_option,
+    target_options,
+)
+from kraiter_sync.cli.render import export_document, export_summary
 from kraiter_sync.errors import UsageError
 from kraiter_sync.export.choices import STREAM_NAMES
 from kraiter_sync.logs import get_logger
@@ -94,28 +103,10 @@ def _since(value: str | None) -> Any:
     help="events/timelines: leave out Kraiter's own events (email.*, sequence changes). "
     "Use it for an export you want to import again.",
 )
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="N",
-    help="At most N requests per second (a ceiling; Kraiter's limit is followed anyway).",
-)
-@click.option(
-    "--max-retries",
-    "retries",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Retries per request on 429, 5xx and network errors (0 = none).",
-)
-@click.option(
-    "--chunk-rows",
-    type=click.IntRange(min=1),
-    default=50_000,
-    show_default=True,
-    help="Rows per committed chunk (files written and watermark saved together).",
-)
+@rate_option
+@max_retries_option
+@chunk_size_option(50_000, "Rows per committed chunk (files written and watermark saved together).")
+@deprecated_alias("--chunk-rows", "--chunk-size", "chunk_size", type=click.IntRange(min=1))
 @click.option(
     "--page-size",
     type=click.IntRange(1, 100),
@@ -123,6 +114,7 @@ def _since(value: str | None) -> Any:
     show_default=True,
     help="Rows asked for per request (Kraiter allows at most 100).",
 )
+@target_options
 @common_options
 def export_command(
     *,
@@ -138,8 +130,8 @@ def export_command(
     raw_csv: bool,
     custom_only: bool,
     rate: float | None,
-    retries: int,
-    chunk_rows: int,
+    max_retries: int,
+    chunk_size: int,
     page_size: int,
 ) -> None:
     """Export a stream from Kraiter to Parquet, CSV or NDJSON files for analysis.
@@ -186,13 +178,13 @@ def export_command(
         flatten_properties=flatten_properties,
         raw_csv=raw_csv,
         custom_only=custom_only,
-        retries=retries,
+        retries=max_retries,
         rate=rate,
-        chunk_rows=chunk_rows,
+        chunk_rows=aliased(click.get_current_context(), "chunk_size", chunk_size, 50_000),
         page_size=page_size,
     )
     settings = common.settings()
-    with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+    with common.progress() as progress:
         result = export(
             stream, out, settings=settings, options=options, progress=progress.exporting()
         )
@@ -205,4 +197,4 @@ def export_command(
             shown,
             f" and {more} more" if more > 0 else "",
         )
-    click.echo(export_summary(result))
+    emit(common, export_document(result), export_summary(result))

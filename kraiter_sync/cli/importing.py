@@ -1,9 +1,8 @@
-"""``kraiter-sync import``, ``retry`` and ``runs``."""
+"""``kraiter-sync import`` (and the end every sending command shares with it)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,15 +13,16 @@ import click
 from kraiter_sync.cli.app import main
 from kraiter_sync.cli.options import (
     Common,
+    InputsCommand,
     SendFlags,
     common_options,
+    emit,
     input_options,
-    json_summary_option,
     report_option,
     send_options,
+    target_options,
     write_report,
 )
-from kraiter_sync.cli.progress import ProgressSink
 from kraiter_sync.cli.render import import_summary, resume_command
 from kraiter_sync.errors import (
     EXIT_INCOMPLETE,
@@ -38,8 +38,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
 
 
-@main.command("import")
-@click.argument("paths", nargs=-1, required=True)
+@main.command("import", cls=InputsCommand)
+@click.argument("paths", nargs=-1)
 @input_options
 @click.option("--dry-run", is_flag=True, help="Validate and plan against the ledger, send nothing.")
 @click.option(
@@ -56,8 +56,8 @@ log = get_logger("cli")
     "request per contact and event name): the other way on after lost state.",
 )
 @send_options
-@json_summary_option
 @report_option
+@target_options
 @common_options
 def import_command(
     paths: tuple[str, ...],
@@ -66,7 +66,6 @@ def import_command(
     rebuild: bool,
     adopt: bool,
     sending: SendFlags,
-    as_json: bool,
     report_path: Path | None,
     common: Common,
 ) -> None:
@@ -91,6 +90,8 @@ def import_command(
       kraiter-sync import sample_data/contacts.csv sample_data/events.parquet
       kraiter-sync import 'export/*.parquet' --connector segment_tracks --rate 50
       kraiter-sync import events.csv --map email=user_email --dry-run
+      kraiter-sync import --input hubspot.csv --connector hubspot \\
+                          --input eu.csv --map email='Work Email'
     """
     from kraiter_sync.verbs.importer import import_
 
@@ -103,7 +104,7 @@ def import_command(
         sending.import_options(inputs, dry_run=dry_run), rebuild=rebuild, adopt=adopt
     )
     args = {
-        "paths": list(paths),
+        "paths": [str(getattr(p, "path", p)) for p in paths],
         "dry_run": dry_run,
         "kind": inputs.kind,
         "connector": inputs.connector,
@@ -112,27 +113,31 @@ def import_command(
         "rebuild": rebuild,
         "adopt": adopt,
     }
-    with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+    with common.progress() as progress:
         result = import_(
-            paths, settings=settings, options=options, args=args, on_progress=progress.sending
+            paths,
+            settings=settings,
+            options=options,
+            args=args,
+            on_progress=progress.sending,
+            on_validated=progress.validating(),
         )
     if report_path is not None:
         write_report(settings.state_dir, result.run_id, report_path, state=settings.state_url)
-    finish_import(result, as_json=as_json)
+    finish_import(result, common, command="import")
 
 
-def finish_import(result: ImportResult, *, as_json: bool) -> None:
-    """Print the summary and exit with the run's code (import and retry)."""
-    if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
-    else:
-        click.echo(import_summary(result))
+def finish_import(result: ImportResult, common: Common, *, command: str) -> None:
+    """Print the result and exit with the run's code (import and retry)."""
+    for line in result.detections:
+        log.info("%s", line)
+    emit(common, result.to_json(command=command), import_summary(result))
     for warning in result.warnings:
         log.warning("warning: %s", warning)
     if result.exit_code == EXIT_INCOMPLETE:
-        click.echo(
-            "incomplete: re-run the same command to resume (nothing will be sent twice): "
-            + resume_command(),
-            err=True,
+        log.warning(
+            "incomplete: re-run the same command to resume (nothing will be sent twice): %s",
+            resume_command(),
+            extra={"exit_code": result.exit_code},
         )
     sys.exit(result.exit_code)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from kraiter_sync.cli.options import Common, common_options
-from kraiter_sync.cli.render import migrate_summary
+from kraiter_sync.cli.options import Common, common_options, emit, no_target_options
+from kraiter_sync.cli.render import migrate_summary, result_document
 from kraiter_sync.cli.state import state_group
 
 
@@ -27,9 +26,9 @@ from kraiter_sync.cli.state import state_group
     is_flag=True,
     help="Overwrite what the destination already holds for the same targets (refused otherwise).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON on stdout.")
+@no_target_options
 @common_options
-def migrate_command(to: str, replace: bool, as_json: bool, common: Common) -> None:
+def migrate_command(to: str, replace: bool, common: Common) -> None:
     """Copy the SQLite state of --state-dir into a PostgreSQL state store.
 
     Every table (ledger, runs, tenants, key versions, contact cache, watermarks) and every
@@ -48,7 +47,4 @@ def migrate_command(to: str, replace: bool, as_json: bool, common: Common) -> No
     common.mask_state_url(to)
     state_dir: Path = common.state_dir_only()
     result = migrate_state(state_dir, check_state_url(to, "--to"), replace=replace)
-    if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
-    else:
-        click.echo(migrate_summary(result))
+    emit(common, result_document("state migrate", **result.as_dict()), migrate_summary(result))

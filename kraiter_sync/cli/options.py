@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import click
 
+from kraiter_sync.cli.progress import DEFAULT_HEARTBEAT, ProgressSink
 from kraiter_sync.config import (
     DEFAULT_CONFIG_FILE,
     Settings,
@@ -24,7 +27,7 @@ from kraiter_sync.logs import LogFormat, configure_logging, get_logger
 
 if TYPE_CHECKING:
     from kraiter_sync.config.file import ConfigFile
-    from kraiter_sync.inputs import InputOptions
+    from kraiter_sync.inputs import Input, InputOptions
     from kraiter_sync.validate import ValidationOptions
     from kraiter_sync.verbs.importer import ImportOptions
 
@@ -32,10 +35,16 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
 
+#: Where the command's :class:`Common` is kept in the click context (the error funnel
+#: reads it to answer in the command's output format).
+COMMON_KEY = "kraiter_sync.common"
+_ALIASES_KEY = "kraiter_sync.aliases"
+
 
 @dataclass
 class Common:
-    """The options every command takes after its name."""
+    """The options every command takes after its name (and, for the commands that talk
+    to Kraiter, the target options)."""
 
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
@@ -48,6 +57,12 @@ class Common:
     quiet: bool = False
     verbose: int = 0
     log_format: LogFormat = "text"
+    #: ``--json``: the result as one JSON document on stdout, nothing else there.
+    json: bool = False
+    #: Seconds between progress lines when stderr is not a terminal (0: none).
+    heartbeat: float = DEFAULT_HEARTBEAT
+    #: The command's name (what a JSON error document names).
+    command: str = ""
     _settings: Settings | None = field(default=None, repr=False)
 
     def config(self) -> ConfigFile | None:
@@ -104,8 +119,9 @@ class Common:
         return self.config_path is None
 
     def settings(self, config: ConfigFile | None = None) -> Settings:
-        """Resolve flags > environment > config once; announce the local Kraiter.
-        ``config``: the file when the command has read it already (``sync``)."""
+        """Resolve flags > environment > config once, and announce the target (host and
+        tenant fingerprint, never the key). ``config``: the file when the command has
+        read it already (``sync``)."""
         if self._settings is None:
             self._settings = resolve_settings(
                 api_key=self.api_key,
@@ -118,36 +134,53 @@ class Common:
                 state=self.state,
             )
             self.mask_state_url(self._settings.state_url)
-            if self._settings.local:
-                log.warning(
-                    "No KRAITER_API_KEY or KRAITER_BASE_URL set: using the local Kraiter in "
-                    "%s (set both to talk to your real account).",
-                    self._settings.local_db,
-                )
+            announce_target(self._settings, quiet=self.quiet, log_format=self.log_format)
         return self._settings
+
+    def progress(self) -> ProgressSink:
+        """The command's one progress display (a bar on a terminal, heartbeat lines off
+        one, nothing with --quiet)."""
+        return ProgressSink.for_cli(
+            quiet=self.quiet, log_format=self.log_format, heartbeat=self.heartbeat
+        )
+
+
+def announce_target(settings: Settings, *, quiet: bool, log_format: LogFormat) -> None:
+    """Say which Kraiter a command talks to, before it does: the host and the tenant
+    (its name, or the key's fingerprint), never the key. Shown on a terminal (a person
+    is watching, and may be about to write to production) and whenever it is the local
+    Kraiter (no key or URL set: likely a mistake); otherwise with -v, and always as a
+    JSON line with ``--log-format json``. Never with --quiet."""
+    from kraiter_sync.config import describe_target
+
+    target = describe_target(settings)
+    line = f"target: {target['display']}"
+    if quiet:
+        return
+    if log_format == "text" and (settings.local or sys.stderr.isatty()):
+        click.echo(line, err=True)
+        return
+    log.info(line, extra={"target": {k: v for k, v in target.items() if k != "display"}})
+
+
+def _json_option(func: F) -> F:
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print the result as one JSON document on stdout (its schema: "
+        "docs/schemas/COMMAND.schema.json); diagnostics stay on stderr.",
+    )(func)
 
 
 def common_options(func: F) -> F:
-    """Add the common options; the command receives them as ``common: Common``."""
+    """The options every command takes; the command receives them as ``common: Common``.
 
-    @click.option(
-        "--api-key",
-        envvar="KRAITER_API_KEY",
-        show_envvar=True,
-        default=None,
-        help="Kraiter API key (kr_…). Prefer the environment variable: flags "
-        "show up in shell history and process lists. A key is never sent to a host that "
-        "only an automatically found ./kraiter-sync.toml names until you confirm it once "
-        "(--base-url, KRAITER_BASE_URL, --config, or the user config's "
-        '[hosts."HOST"] trust = true).',
-    )
-    @click.option(
-        "--base-url",
-        default=None,
-        metavar="URL",
-        help="Kraiter API base URL [env: KRAITER_BASE_URL; default "
-        "https://api.kraiter.com]. Plain http:// only for loopback; no user:password@.",
-    )
+    ``--api-key``, ``--base-url``, ``--tenant`` and ``--tenant-rotate`` belong to the
+    commands that talk to Kraiter (:func:`target_options`); the others accept
+    ``--api-key``/``--base-url`` for one more release, with a deprecation warning.
+    """
+
     @click.option(
         "--state-dir",
         type=click.Path(path_type=Path),
@@ -172,6 +205,80 @@ def common_options(func: F) -> F:
         help="Path of kraiter-sync.toml [default: ./kraiter-sync.toml if present; a host "
         "only that automatic file names must be confirmed before a key is sent].",
     )
+    @_json_option
+    @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+    @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
+    @click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Diagnostics on stderr (errors, warnings, progress) as text or JSON lines.",
+    )
+    @click.option(
+        "--heartbeat",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_HEARTBEAT,
+        show_default=True,
+        metavar="SECONDS",
+        envvar="KRAITER_SYNC_HEARTBEAT",
+        help="When stderr is not a terminal (cron, Airflow), a progress line every SECONDS "
+        "during long work (0: none) [env: KRAITER_SYNC_HEARTBEAT].",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        common = Common(
+            api_key=kwargs.pop("api_key", None),
+            base_url=kwargs.pop("base_url", None),
+            state_dir=kwargs.pop("state_dir"),
+            state=kwargs.pop("state"),
+            config_path=kwargs.pop("config_path"),
+            tenant=kwargs.pop("tenant", None),
+            tenant_rotate=kwargs.pop("tenant_rotate", False),
+            quiet=kwargs.pop("quiet"),
+            verbose=kwargs.pop("verbose"),
+            log_format=kwargs.pop("log_format"),
+            json=kwargs.pop("as_json"),
+            heartbeat=kwargs.pop("heartbeat"),
+            command=ctx.command_path.removeprefix(ctx.find_root().info_name or "").strip(),
+        )
+        ctx.meta[COMMON_KEY] = common
+        configure_logging(
+            verbose=common.verbose,
+            quiet=common.quiet,
+            log_format=common.log_format,
+            secrets=[common.api_key] if common.api_key else None,
+        )
+        for flag in kwargs.pop("_deprecated", []):
+            flag.warn()
+        return func(*args, common=common, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def target_options(func: F) -> F:
+    """Which Kraiter account to talk to: for the commands that do (put it above
+    :func:`common_options`)."""
+
+    @click.option(
+        "--api-key",
+        envvar="KRAITER_API_KEY",
+        show_envvar=True,
+        default=None,
+        help="Kraiter API key (kr_…). Prefer the environment variable: flags "
+        "show up in shell history and process lists. A key is never sent to a host that "
+        "only an automatically found ./kraiter-sync.toml names until you confirm it once "
+        "(--base-url, KRAITER_BASE_URL, --config, or the user config's "
+        '[hosts."HOST"] trust = true).',
+    )
+    @click.option(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help="Kraiter API base URL [env: KRAITER_BASE_URL; default "
+        "https://api.kraiter.com]. Plain http:// only for loopback; no user:password@.",
+    )
     @click.option(
         "--tenant",
         default=None,
@@ -186,38 +293,131 @@ def common_options(func: F) -> F:
         help="Accept a new API key for --tenant once (you rotated the key of that same "
         "Kraiter account); later runs must use the new key.",
     )
-    @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
-    @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
-    @click.option(
-        "--log-format",
-        type=click.Choice(["text", "json"]),
-        default="text",
-        show_default=True,
-        help="Diagnostics on stderr as text or JSON lines.",
-    )
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        common = Common(
-            api_key=kwargs.pop("api_key"),
-            base_url=kwargs.pop("base_url"),
-            state_dir=kwargs.pop("state_dir"),
-            state=kwargs.pop("state"),
-            config_path=kwargs.pop("config_path"),
-            tenant=kwargs.pop("tenant"),
-            tenant_rotate=kwargs.pop("tenant_rotate"),
-            quiet=kwargs.pop("quiet"),
-            verbose=kwargs.pop("verbose"),
-            log_format=kwargs.pop("log_format"),
-        )
-        configure_logging(
-            verbose=common.verbose,
-            quiet=common.quiet,
-            log_format=common.log_format,
-            secrets=[common.api_key] if common.api_key else None,
-        )
-        return func(*args, common=common, **kwargs)
+        return func(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+@dataclass(frozen=True)
+class Deprecated:
+    """An old spelling that still works for one release (it warns when used)."""
+
+    old: str
+    new: str | None
+    note: str = ""
+
+    def warn(self) -> None:
+        instead = f"use {self.new} instead" if self.new else self.note
+        log.warning(
+            "warning: %s is deprecated and will be removed in the next release: %s",
+            self.old,
+            instead,
+            extra={"deprecated": self.old, "instead": self.new},
+        )
+
+
+def _note_deprecated(ctx: click.Context, flag: Deprecated) -> None:
+    ctx.params.setdefault("_deprecated", []).append(flag)
+
+
+def deprecated_alias(old: str, new: str, dest: str, **kw: Any) -> Callable[[F], F]:
+    """``old`` as a hidden spelling of option ``new`` (which stores into ``dest``): the
+    value is used when ``new`` was not given, with a deprecation warning."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        _note_deprecated(ctx, Deprecated(old, new))
+        ctx.meta.setdefault(_ALIASES_KEY, {})[dest] = value
+        return None
+
+    return click.option(
+        old,
+        f"_alias_{dest}",
+        hidden=True,
+        default=None,
+        expose_value=False,
+        callback=callback,
+        is_eager=False,
+        **kw,
+    )
+
+
+def aliased(ctx: click.Context, dest: str, value: Any, default: Any) -> Any:
+    """The value of option ``dest``, or its deprecated alias's when only that was given."""
+    given = ctx.meta.get(_ALIASES_KEY, {})
+    source = ctx.get_parameter_source(dest)
+    if dest in given and source in (None, click.core.ParameterSource.DEFAULT):
+        return given[dest]
+    return value if value is not None else default
+
+
+def no_target_options(func: F) -> F:
+    """For commands that do not talk to Kraiter: ``--api-key`` and ``--base-url`` are
+    accepted (hidden) for one more release, ignored, with a deprecation warning."""
+
+    def note(flag: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+        def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+            if value is not None:
+                what = ctx.command.name or "this command"
+                _note_deprecated(
+                    ctx, Deprecated(flag, None, f"{what} does not talk to Kraiter; drop it")
+                )
+
+        return callback
+
+    for flag in ("--api-key", "--base-url"):
+        func = click.option(
+            flag, hidden=True, default=None, expose_value=False, callback=note(flag)
+        )(func)
+    return func
+
+
+# ---- one vocabulary: the same flag means the same thing in every command ---------------
+
+#: Requests in flight at once (import, retry, reconcile, restore, export, sync jobs).
+concurrency_option = click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    metavar="N",
+    help="Requests in flight at once.",
+)
+
+#: A ceiling in requests per second; the rate adapts below it either way.
+rate_option = click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="N",
+    help="Ceiling in requests/s [default: as fast as Kraiter allows; the rate "
+    "adapts to 429s and X-RateLimit headers either way].",
+)
+
+#: Retries per request after the first attempt.
+max_retries_option = click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Retries per request on 429, 5xx, timeouts and dropped connections (0: no retries).",
+)
+
+
+def chunk_size_option(default: int, text: str) -> Callable[[F], F]:
+    """``--chunk-size N``: rows handled at a time (read and validated, or written)."""
+    return click.option(
+        "--chunk-size",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        metavar="N",
+        help=text,
+    )
 
 
 #: The validator's switches: flag and help. The switch is the ValidationOptions field of
@@ -268,12 +468,129 @@ def validation_flags(func: F) -> F:
     return cast(F, wrapper)
 
 
-def input_options(func: F) -> F:
-    """Options for reading and mapping inputs, shared by validate, import and reconcile.
+#: The options an ``--input PATH`` may be followed by, for that input alone.
+PER_INPUT_OPTIONS = (
+    "--kind",
+    "--connector",
+    "--map",
+    "--type",
+    "--timezone",
+    "--timestamp-format",
+    "--encoding",
+)
+_GROUPS_KEY = "kraiter_sync.input_groups"
 
-    The command receives them as ``inputs: InputOptions``.
+
+class InputsCommand(click.Command):
+    """A command whose inputs may each carry their own mapping.
+
+    ``--input PATH`` starts an input; the per-input options that follow it (up to the
+    next ``--input``) apply to that input alone; options before the first ``--input``,
+    and PATH arguments, use the command's options. A grouping rather than a separator
+    inside the argument, because any character a separator could use (``:``, ``::``,
+    ``#``, ``@``, ``,``) appears in object URLs, SQL URLs or file names.
     """
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest: list[str] = []
+        groups: list[tuple[str, list[tuple[str, str]]]] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                rest.extend(args[i:])
+                break
+            name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+            if name == "--input" or (groups and name in PER_INPUT_OPTIONS):
+                if not eq:
+                    if i + 1 >= len(args):
+                        msg = f"{name} needs a value"
+                        raise click.UsageError(msg, ctx=ctx)
+                    value = args[i + 1]
+                    i += 1
+                i += 1
+                if name == "--input":
+                    groups.append((value, []))
+                else:
+                    groups[-1][1].append((name, value))
+                continue
+            rest.append(arg)
+            i += 1
+        ctx.meta[_GROUPS_KEY] = groups
+        return super().parse_args(ctx, rest)
+
+
+def _given_inputs(ctx: click.Context) -> list[Input]:
+    """The ``--input PATH [options]`` groups as :class:`~kraiter_sync.inputs.Input`."""
+    from kraiter_sync.connectors import parse_overrides
+    from kraiter_sync.inputs import Input
+    from kraiter_sync.proptypes import parse_type_overrides
+
+    given: list[Input] = []
+    for path, options in ctx.meta.get(_GROUPS_KEY, []):
+        values: dict[str, list[str]] = {}
+        for name, value in options:
+            values.setdefault(name, []).append(value)
+
+        def one(name: str, values: dict[str, list[str]] = values, path: str = path) -> str | None:
+            found = values.get(name, [])
+            if len(found) > 1:
+                msg = f"--input {path}: {name} given {len(found)} times"
+                raise click.UsageError(msg, ctx=ctx)
+            return found[0] if found else None
+
+        kind = one("--kind")
+        if kind not in (None, "events", "contacts"):
+            msg = f"--input {path}: --kind must be events or contacts, not {kind!r}"
+            raise click.UsageError(msg, ctx=ctx)
+        given.append(
+            Input(
+                path,
+                kind=cast(Any, kind),
+                connector=one("--connector"),
+                mapping=parse_overrides(tuple(values.get("--map", []))),
+                types=parse_type_overrides(tuple(values.get("--type", []))),
+                timezone=one("--timezone"),
+                timestamp_format=one("--timestamp-format"),
+                encoding=one("--encoding"),
+            )
+        )
+    return given
+
+
+def input_options(func: F) -> F:
+    """Options for reading and mapping inputs, shared by validate, import and reconcile
+    (their command class is :class:`InputsCommand`).
+
+    The command receives them as ``inputs: InputOptions``; its ``paths`` get the
+    ``--input PATH [options]`` groups appended, as :class:`~kraiter_sync.inputs.Input`.
+    """
+
+    @click.option(
+        "--input",
+        "input_groups",
+        metavar="PATH",
+        multiple=True,
+        help="One input with its own options: the per-input options after it (--kind "
+        "--connector --map --type --timezone --timestamp-format --encoding) apply to it "
+        "alone, e.g. --input hubspot.csv --connector hubspot --input eu.csv --map "
+        "email='Work Email'. Repeatable; PATH arguments use the options given before.",
+    )
+    @click.option(
+        "--timestamp-format",
+        default=None,
+        metavar="FORMAT",
+        help="strftime format of text timestamps that are not ISO 8601, e.g. "
+        "'%d/%m/%Y %H:%M' (values without an offset take --timezone).",
+    )
+    @click.option(
+        "--max-reject-ratio",
+        type=click.FloatRange(0, 1),
+        default=None,
+        metavar="R",
+        help="Stop before anything is sent (exit 3, with the reason) when more than this "
+        "share of the rows is invalid, e.g. 0.05 [default: never stop for that].",
+    )
     @click.option(
         "--kind",
         type=click.Choice(["events", "contacts"]),
@@ -313,13 +630,10 @@ def input_options(func: F) -> F:
         "--encoding", default="utf-8", show_default=True, help="Text encoding of CSV/JSON inputs."
     )
     @validation_flags
-    @click.option(
-        "--chunk-size",
-        type=click.IntRange(min=1),
-        default=100_000,
-        show_default=True,
-        help="Rows read and validated at a time: the memory bound. Larger chunks run "
-        "faster and hold more memory.",
+    @chunk_size_option(
+        100_000,
+        "Rows read and validated at a time: the memory bound. Larger chunks run faster "
+        "and hold more memory.",
     )
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -331,6 +645,7 @@ def input_options(func: F) -> F:
         validation: ValidationOptions = kwargs.pop("validation")
         if timezone:
             validation = dataclasses.replace(validation, timezone=timezone)
+        kwargs.pop("input_groups")
         kwargs["inputs"] = InputOptions(
             storage=Common(config_path=kwargs.get("config_path")).storage(),
             kind=kwargs.pop("kind"),
@@ -341,7 +656,10 @@ def input_options(func: F) -> F:
             chunk_size=kwargs.pop("chunk_size"),
             timezone=timezone,
             validation=validation,
+            timestamp_format=kwargs.pop("timestamp_format"),
+            max_reject_ratio=kwargs.pop("max_reject_ratio"),
         )
+        kwargs["paths"] = (*kwargs["paths"], *_given_inputs(click.get_current_context()))
         return func(*args, **kwargs)
 
     return cast(F, wrapper)
@@ -375,11 +693,6 @@ class SendFlags:
         )
 
 
-json_summary_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout."
-)
-
-
 def send_options(func: F) -> F:
     """Options for sending (import, retry, reconcile); the command gets ``sending: SendFlags``."""
 
@@ -390,27 +703,9 @@ def send_options(func: F) -> F:
         help="Write rejected rows here (.csv, .parquet or .ndjson) "
         "(import and retry default to STATE_DIR/rejects/run-N.csv).",
     )
-    @click.option(
-        "--concurrency",
-        type=click.IntRange(1, 256),
-        default=16,
-        show_default=True,
-        help="Requests in flight at once.",
-    )
-    @click.option(
-        "--rate",
-        type=click.FloatRange(min=0, min_open=True),
-        default=None,
-        help="Ceiling in requests/s [default: as fast as Kraiter allows; the rate "
-        "adapts to 429s and X-RateLimit headers either way].",
-    )
-    @click.option(
-        "--max-retries",
-        type=click.IntRange(min=0),
-        default=5,
-        show_default=True,
-        help="Retries per request on 429, 5xx, timeouts and dropped connections (0: no retries).",
-    )
+    @concurrency_option
+    @rate_option
+    @max_retries_option
     @click.option(
         "--allow-triggers",
         is_flag=True,
@@ -450,6 +745,27 @@ report_option = html_option(
     "Also write the run's HTML report to PATH: rows as a Sankey diagram, requests per "
     "second with 429s and retries, rejects by rule with sample rows.",
 )
+
+
+def note(common: Common, text: str, **fields: Any) -> None:
+    """A diagnostic line on stderr at the default level (not with --quiet): plain text,
+    or a JSON line with ``--log-format json``."""
+    if common.quiet:
+        return
+    if common.log_format == "json":
+        log.info(text, extra=fields)
+    else:
+        click.echo(text, err=True)
+
+
+def emit(common: Common, doc: dict[str, Any] | list[Any], text: str | None) -> None:
+    """A command's result on stdout: with ``--json`` the JSON document, on one line and
+    nothing else there (Airflow's XCom takes the last line; ``jq`` pretty-prints it),
+    else the text (None: nothing)."""
+    if common.json:
+        click.echo(json.dumps(doc, ensure_ascii=False, default=str))
+    elif text:
+        click.echo(text)
 
 
 def write_report(state_dir: Path, run_id: int, path: Path, *, state: str | None = None) -> None:

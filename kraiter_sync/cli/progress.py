@@ -1,20 +1,29 @@
-"""The one progress display for every long command: import, retry, sync, export, reconcile.
+"""The one progress display for every long command: validate, import, retry, reconcile,
+restore, export, sync.
 
-A rich bar on stderr when stderr is a terminal (records done of the planned total,
-records/s, the ETA computed from the *current rate budget* — what the rate controller
-allows now, not a historical average that a 429 pause would distort — and the 429 and
-retry counts); JSON log lines every few seconds with ``--log-format json``; nothing with
-``--quiet`` or when nobody watches. The library reports; this module only draws.
+The library reports where it stands through callbacks; this module only draws:
+
+* on a terminal, a rich bar on stderr: records done of the planned total, records/s,
+  requests/s, the ETA computed from the *current rate budget* (what the rate controller
+  allows now, not a historical average that a 429 pause would distort), 429s, retries;
+* off a terminal (cron, systemd, Airflow), a heartbeat line on stderr every
+  ``--heartbeat`` seconds (default 30) from a timer thread, so a log shows life even
+  while one request is stuck in a retry pause; with ``--log-format json`` the same
+  heartbeat is a JSON line (``"msg": "progress"``);
+* nothing with ``--quiet``.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
@@ -24,9 +33,12 @@ if TYPE_CHECKING:
     from kraiter_sync.upload.core import Snapshot
     from kraiter_sync.verbs.rebuild import RebuildProgress
 
-__all__ = ["ProgressSink", "eta_seconds"]
+__all__ = ["DEFAULT_HEARTBEAT", "ProgressSink", "Status", "eta_seconds"]
 
 log = get_logger("progress")
+
+#: Seconds between heartbeat lines off a terminal.
+DEFAULT_HEARTBEAT = 30.0
 
 
 def eta_seconds(snapshot: Snapshot, observed_rate: float) -> float | None:
@@ -44,28 +56,83 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"ETA {hours}:{minutes:02d}:{secs:02d}" if hours else f"ETA {minutes}:{secs:02d}"
 
 
-class ProgressSink:
-    """Receives progress from the library and renders it if anyone is watching.
+@dataclass(frozen=True)
+class Status:
+    """Where a command stands: what it is doing (``phase``), how far, how fast."""
 
-    Use as a context manager; pass :meth:`sending` (import, retry, sync),
-    :meth:`exporting` or :meth:`reading` (reconcile) as the library's progress callback.
+    phase: str
+    done: int = 0
+    total: int | None = None
+    unit: str = "rows"
+    per_s: float | None = None
+    requests: int | None = None
+    requests_per_s: float | None = None
+    eta_s: float | None = None
+    rate_limited: int | None = None
+    retries: int | None = None
+
+    def line(self) -> str:
+        """The heartbeat's text: ``sending: 1,200/5,000 rows · 410/s · …``."""
+        of = f"/{self.total:,}" if self.total else ""
+        parts = [f"{self.done:,}{of} {self.unit}"]
+        if self.per_s is not None:
+            parts.append(f"{self.per_s:,.0f} {self.unit}/s")
+        if self.requests_per_s is not None:
+            parts.append(f"{self.requests_per_s:,.1f} requests/s")
+        if self.total:
+            parts.append(_fmt_eta(self.eta_s))
+        if self.rate_limited is not None:
+            parts.append(f"{self.rate_limited:,} answered 429")
+        if self.retries is not None:
+            parts.append(f"{self.retries:,} retries")
+        return f"{self.phase}: " + " · ".join(parts)
+
+    def fields(self) -> dict[str, Any]:
+        """The heartbeat's JSON fields."""
+        out: dict[str, Any] = {"phase": self.phase, "done": self.done, "total": self.total}
+        out["unit"] = self.unit
+        for name in ("per_s", "requests", "requests_per_s", "eta_s", "rate_limited", "retries"):
+            value = getattr(self, name)  # (None: not known for this phase)
+            out[name] = round(value, 1) if isinstance(value, float) else value
+        return out
+
+
+class ProgressSink:
+    """Receives progress from the library and shows it if anyone is watching.
+
+    Use as a context manager; pass :meth:`sending` (import, retry, sync, restore),
+    :meth:`exporting`, :meth:`reading` (reconcile), :meth:`validating` or
+    :meth:`comparing` as the library's progress callback.
     """
 
-    def __init__(self, *, mode: str = "off", interval: float = 5.0) -> None:
-        self.mode = mode  # "bar" | "json" | "off"
-        self.interval = interval
+    def __init__(
+        self, *, mode: str = "off", heartbeat: float = DEFAULT_HEARTBEAT, log_format: str = "text"
+    ) -> None:
+        self.mode = mode  # "bar" | "lines" | "off"
+        self.heartbeat = heartbeat
+        self.log_format = log_format
         self._started = time.monotonic()
-        self._last_log = 0.0
+        self._phase_started = self._started
+        self._last_update = self._started
         self._bar: Progress | None = None
         self._task: TaskID | None = None
+        self._status: Status | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._beats = 0
 
     @classmethod
-    def for_cli(cls, *, quiet: bool, log_format: LogFormat) -> ProgressSink:
+    def for_cli(
+        cls, *, quiet: bool, log_format: LogFormat, heartbeat: float = DEFAULT_HEARTBEAT
+    ) -> ProgressSink:
         if quiet:
             return cls(mode="off")
-        if log_format == "json":
-            return cls(mode="json")
-        return cls(mode="bar" if sys.stderr.isatty() else "off")
+        if log_format == "text" and sys.stderr.isatty():
+            return cls(mode="bar", log_format=log_format)
+        if heartbeat <= 0:
+            return cls(mode="off")
+        return cls(mode="lines", heartbeat=heartbeat, log_format=log_format)
 
     def __enter__(self) -> ProgressSink:
         if self.mode == "bar":
@@ -78,6 +145,11 @@ class ProgressSink:
                 transient=False,
             )
             self._bar.start()
+        elif self.mode == "lines":
+            self._thread = threading.Thread(
+                target=self._beat_loop, name="kraiter-sync-heartbeat", daemon=True
+            )
+            self._thread.start()
         return self
 
     def __exit__(
@@ -86,80 +158,138 @@ class ProgressSink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+            # where it ended: always as a JSON line (machines read the last one), as text
+            # only after a job that lasted a heartbeat or more
+            long = time.monotonic() - self._started >= self.heartbeat
+            if self._status is not None and (self.log_format == "json" or self._beats or long):
+                self.beat()
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
 
-    def _draw(self, description: str, done: int, total: int | None, info: str) -> None:
+    # -- output ----------------------------------------------------------------------
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            self.beat()
+
+    def beat(self) -> None:
+        """One heartbeat line: where the command stands now (or that it is starting)."""
+        with self._lock:
+            status = self._status or Status("starting", unit="rows")
+        elapsed = time.monotonic() - self._started
+        self._beats += 1
+        if self.log_format == "json":
+            log.info("progress", extra={**status.fields(), "elapsed_s": round(elapsed, 1)})
+        else:
+            click.echo(f"progress ({elapsed:,.0f}s): {status.line()}", err=True)
+
+    def update(self, status: Status) -> None:
+        """Record where the command stands; the bar redraws, the heartbeat shows it."""
+        with self._lock:
+            now = time.monotonic()
+            if self._status is None or self._status.phase != status.phase:
+                # the phase began when the one before it last reported (or at the start)
+                self._phase_started = self._last_update
+                if self._bar is not None and self._task is not None:
+                    self._bar.update(self._task, visible=True)
+                    self._task = None
+            if status.per_s is None:
+                elapsed = max(now - self._phase_started, 1e-9)
+                status = replace(status, per_s=status.done / elapsed)
+            self._status = status
+            self._last_update = now
         if self._bar is None:
             return
+        info = " · ".join(status.line().split(" · ")[1:])
         if self._task is None:
-            self._task = self._bar.add_task(description, total=total, info=info)
-        self._bar.update(
-            self._task, description=description, completed=done, total=total, info=info
-        )
+            self._task = self._bar.add_task(status.phase, total=status.total, info=info)
+        self._bar.update(self._task, completed=status.done, total=status.total, info=info)
+
+    # -- the library's callbacks -------------------------------------------------------
 
     def sending(self, snapshot: Snapshot) -> None:
-        """Records settled of the run's valid records (import, retry, sync jobs)."""
-        elapsed = max(time.monotonic() - self._started, 1e-9)
+        """Records settled of the run's valid records (import, retry, sync jobs, restore)."""
+        elapsed = max(time.monotonic() - self._phase_started, 1e-9)
         observed = snapshot.done / elapsed
-        eta = eta_seconds(snapshot, observed)
-        if self.mode == "bar":
-            info = (
-                f"{observed:,.0f}/s · {_fmt_eta(eta)} · 429s: {snapshot.rate_limited:,} · "
-                f"{snapshot.retries:,} retries"
+        requests = getattr(snapshot, "requests", None)
+        self.update(
+            Status(
+                "sending",
+                done=snapshot.done,
+                total=snapshot.total or None,
+                unit="records",
+                per_s=observed,
+                requests=requests,
+                requests_per_s=None if requests is None else requests / elapsed,
+                eta_s=eta_seconds(snapshot, observed),
+                rate_limited=snapshot.rate_limited,
+                retries=snapshot.retries,
             )
-            self._draw("sending", snapshot.done, snapshot.total or None, info)
-        elif self.mode == "json":
-            now = time.monotonic()
-            if now - self._last_log >= self.interval or snapshot.done >= snapshot.total:
-                self._last_log = now
-                log.info(
-                    "progress",
-                    extra={
-                        "done": snapshot.done,
-                        "total": snapshot.total,
-                        "per_s": round(observed, 1),
-                        "eta_s": None if eta is None else round(eta, 1),
-                        "rate_limited": snapshot.rate_limited,
-                        "retries": snapshot.retries,
-                    },
-                )
+        )
 
-    def exporting(self) -> Callable[[dict[str, Any]], None] | None:
-        """The export's progress callback on a terminal; None leaves the export's own
-        INFO lines (shown with -v, or as JSON lines)."""
-        if self.mode != "bar":
-            return None
+    def exporting(self) -> Callable[[dict[str, Any]], None]:
+        """The export's progress callback. Rows never go backwards here: the export counts
+        a chunk's rows as written only once its files landed, after it stopped counting
+        them as buffered."""
+        shown = 0
 
         def show(info: dict[str, Any]) -> None:
-            detail = (
-                f"{info['rows_per_s']:,.0f} rows/s · {info['requests']:,} requests "
-                f"({info['requests_per_s']:.1f}/s) · {info['retries']} retries"
+            nonlocal shown
+            shown = max(shown, int(info["rows"]))
+            self.update(
+                Status(
+                    f"exporting {info['stream']}",
+                    done=shown,
+                    per_s=float(info["rows_per_s"]),
+                    requests=int(info["requests"]),
+                    requests_per_s=float(info["requests_per_s"]),
+                    retries=int(info["retries"]),
+                )
             )
-            self._draw(f"export {info['stream']}", info["rows"], None, detail)
 
         return show
 
-    def reading(self) -> Callable[[int], None] | None:
-        """Contacts read from Kraiter so far (reconcile), on a terminal."""
-        if self.mode != "bar":
-            return None
+    def reading(self) -> Callable[[int], None]:
+        """Contacts read from Kraiter so far (reconcile)."""
 
         def show(count: int) -> None:
-            self._draw("reading Kraiter", count, None, "contacts")
+            self.update(Status("reading Kraiter", done=count, unit="contacts"))
 
         return show
 
-    def rebuilding(self) -> Callable[[RebuildProgress], None] | None:
-        """Contacts and events read from Kraiter so far (``state rebuild``), on a terminal;
-        otherwise the rebuild's own INFO lines (shown with -v, or as JSON lines)."""
-        if self.mode != "bar":
-            return None
+    def validating(self) -> Callable[[int], None]:
+        """Rows read and validated so far (validate, and the first pass of import)."""
+
+        def show(rows: int) -> None:
+            self.update(Status("validating", done=rows))
+
+        return show
+
+    def comparing(self) -> Callable[[int, int], None]:
+        """Contacts whose events were compared with Kraiter's (reconcile --kind events)."""
+
+        def show(done: int, total: int) -> None:
+            self.update(Status("comparing events", done=done, total=total, unit="contacts"))
+
+        return show
+
+    def rebuilding(self) -> Callable[[RebuildProgress], None]:
+        """Contacts and events read from Kraiter so far (``state rebuild``)."""
 
         def show(progress: RebuildProgress) -> None:
             done = progress.events if progress.stage == "events" else progress.contacts
-            info = f"{progress.keys:,} keys recorded · {progress.requests:,} requests"
-            self._draw(f"reading Kraiter's {progress.stage}", done, None, info)
+            self.update(
+                Status(
+                    f"reading Kraiter's {progress.stage}",
+                    done=done,
+                    unit=progress.stage,
+                    requests=progress.requests,
+                )
+            )
 
         return show

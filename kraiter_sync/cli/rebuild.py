@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from kraiter_sync.cli.options import Common, common_options
-from kraiter_sync.cli.progress import ProgressSink
+from kraiter_sync.cli.options import (
+    Common,
+    common_options,
+    emit,
+    max_retries_option,
+    rate_option,
+    target_options,
+)
 from kraiter_sync.cli.render import rebuild_line
 from kraiter_sync.cli.state import state_group
+from kraiter_sync.logs import get_logger
+
+log = get_logger("cli")
 
 
 @state_group.command("rebuild")
@@ -20,23 +28,12 @@ from kraiter_sync.cli.state import state_group
     help="Read Kraiter's whole event feed again instead of going on from where the last "
     "rebuild of this state directory stopped.",
 )
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Ceiling in requests/s [default: as fast as Kraiter allows].",
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Retries per request on 429, 5xx, timeouts and dropped connections.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@rate_option
+@max_retries_option
+@target_options
 @common_options
 def rebuild_command(
-    *, common: Common, from_start: bool, rate: float | None, max_retries: int, as_json: bool
+    *, common: Common, from_start: bool, rate: float | None, max_retries: int
 ) -> None:
     """Rebuild the ledger from what Kraiter holds, so nothing is sent twice.
 
@@ -56,14 +53,13 @@ def rebuild_command(
     from kraiter_sync.verbs.rebuild import RebuildOptions, rebuild_state
 
     options = RebuildOptions(from_start=from_start, rate=rate, max_retries=max_retries)
-    with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
-        result = rebuild_state(
-            common.settings(), options=options, on_progress=progress.rebuilding()
-        )
-    if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
-    else:
-        click.echo(rebuild_line(result.as_dict()))
+    settings = common.settings()
+    with common.progress() as progress:
+        result = rebuild_state(settings, options=options, on_progress=progress.rebuilding())
+    emit(common, result.to_json(), rebuild_line(result.as_dict()))
     if not result.complete:
-        click.echo("incomplete: run `kraiter-sync state rebuild` again to resume", err=True)
+        log.warning(
+            "incomplete: run `kraiter-sync state rebuild` again to resume",
+            extra={"exit_code": result.exit_code},
+        )
     sys.exit(result.exit_code)

@@ -10,8 +10,17 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from kraiter_sync.cli.app import main
-from kraiter_sync.cli.options import Common, SendFlags, common_options, input_options, send_options
-from kraiter_sync.cli.progress import ProgressSink
+from kraiter_sync.cli.options import (
+    Common,
+    InputsCommand,
+    SendFlags,
+    common_options,
+    emit,
+    input_options,
+    note,
+    send_options,
+    target_options,
+)
 from kraiter_sync.cli.render import apply_summary, events_summary, plan_summary, snapshot_line
 from kraiter_sync.errors import (
     ConfigError,
@@ -26,7 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
 
 
-@main.command("reconcile")
+@main.command("reconcile", cls=InputsCommand)
 @click.argument("paths", nargs=-1)
 @input_options
 @click.option(
@@ -45,8 +54,9 @@ log = get_logger("cli")
     type=click.Path(path_type=Path),
     default=None,
     metavar="PLAN",
-    help="With --apply: carry out a plan saved by --plan-out (no PATHs), refusing if the "
-    "affected contacts changed in Kraiter since it was computed.",
+    help="Show a plan saved by --plan-out (no PATHs; nothing is read from Kraiter); with "
+    "--apply, carry it out, refusing if the affected contacts changed in Kraiter since it "
+    "was computed.",
 )
 @click.option(
     "--mirror",
@@ -92,6 +102,7 @@ log = get_logger("cli")
     help="Changes shown per action.",
 )
 @send_options
+@target_options
 @common_options
 def reconcile_command(
     *,
@@ -128,6 +139,7 @@ def reconcile_command(
     Examples:
       kraiter-sync reconcile contacts.csv
       kraiter-sync reconcile contacts.csv --plan-out plan.json
+      kraiter-sync reconcile --plan plan.json            # show it again
       kraiter-sync reconcile --plan plan.json --apply
       kraiter-sync reconcile contacts.parquet --mirror --apply
       kraiter-sync reconcile --kind events events.parquet --apply
@@ -142,6 +154,9 @@ def reconcile_command(
         reconcile,
     )
 
+    if plan_path is not None and not do_apply:
+        _show_saved_plan(common, plan_path, paths, sample)
+        return
     settings = common.settings()
     options = ReconcileOptions(
         mirror=mirror,
@@ -161,41 +176,61 @@ def reconcile_command(
         if paths:
             msg = "pass either PATHs to compare or --plan PLAN to apply, not both"
             raise ConfigError(msg)
-        if not do_apply:
-            msg = "--plan PLAN applies a saved plan: add --apply (or just read the file)"
-            raise ConfigError(msg)
-        result = apply_saved_plan(plan_path, settings=settings, options=options)
+        with common.progress() as progress:
+            result = apply_saved_plan(
+                plan_path, settings=settings, options=options, on_progress=progress.sending
+            )
     else:
         if not paths:
-            msg = "no input given: pass one or more files (or --plan PLAN --apply)"
+            msg = "no input given: pass one or more files (or --plan PLAN [--apply])"
             raise ConfigError(msg)
-        with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+        with common.progress() as progress:
             result = reconcile(
                 paths,
                 settings=settings,
                 inputs=inputs,
                 options=options,
                 on_progress=progress.reading(),
+                on_compared=progress.comparing(),
+                on_validated=progress.validating(),
             )
-    if result.report is not None and not common.quiet:
+    if result.report is not None:
         r = result.report
         what = "contacts" if result.events is None else "valid events"
-        click.echo(
+        note(
+            common,
             f"input: {r.rows_read:,} rows, {r.valid:,} {what}, {r.duplicates:,} "
             f"{'merged ' if result.events is None else ''}duplicates, {r.rejected:,} rejected",
-            err=True,
         )
-    if result.snapshot is not None and not common.quiet:
-        click.echo(snapshot_line(result.snapshot), err=True)
+    if result.snapshot is not None:
+        note(common, snapshot_line(result.snapshot))
     if result.events is not None:
-        click.echo(events_summary(result.events, sample=sample))
+        emit(common, result.to_json(), events_summary(result.events, sample=sample))
         sys.exit(result.exit_code)
     assert result.plan is not None  # noqa: S101 (contacts)
-    click.echo(plan_summary(result.plan, sample=sample))
-    if result.plan_path is not None and not common.quiet:
-        click.echo(f"plan written to {result.plan_path}", err=True)
+    text = plan_summary(result.plan, sample=sample)
+    if result.plan_path is not None:
+        note(common, f"plan written to {result.plan_path}")
     if result.applied is not None:
-        click.echo(apply_summary(result.applied))
+        text += "\n" + apply_summary(result.applied)
     elif do_apply:
-        click.echo("nothing to apply: Kraiter already matches the input")
+        text += "\nnothing to apply: Kraiter already matches the input"
+    emit(common, result.to_json(), text)
     sys.exit(result.exit_code)
+
+
+def _show_saved_plan(
+    common: Common, plan_path: Path, paths: tuple[object, ...], sample: int
+) -> None:
+    """``reconcile --plan FILE``: the saved plan, as ``reconcile`` showed it; Kraiter is
+    not read (``--apply`` checks it is still current before carrying it out)."""
+    from kraiter_sync.verbs.reconcile import show_saved_plan
+
+    if paths:
+        msg = "pass either PATHs to compare or --plan PLAN, not both"
+        raise ConfigError(msg)
+    result = show_saved_plan(plan_path)
+    assert result.plan is not None  # noqa: S101 (a saved plan)
+    text = plan_summary(result.plan, sample=sample)
+    text += f"\n(saved plan {plan_path}; carry it out with --plan {plan_path} --apply)"
+    emit(common, result.to_json(), text)

@@ -8,7 +8,10 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from kraiter_sync.errors import status_for_exit
 
 if TYPE_CHECKING:
     from kraiter_sync.connectors import Connector
@@ -29,15 +32,19 @@ __all__ = [
     "check_lines",
     "connector_text",
     "events_summary",
+    "export_document",
     "export_summary",
     "import_summary",
     "migrate_summary",
     "plan_summary",
     "rebuild_line",
     "restore_summary",
+    "result_document",
     "resume_command",
     "run_dict",
     "run_lines",
+    "run_status",
+    "run_summary",
     "runs_table",
     "snapshot_line",
     "state_lines",
@@ -90,6 +97,8 @@ def import_summary(result: ImportResult) -> str:
     )
     if any(c.invalid or c.rejected for c in (result.contacts, result.events)):
         lines.append(f"rejected rows: {result.rejects_path}")
+    if result.duplicates_path is not None:
+        lines.append(f"duplicate rows (and the rows kept): {result.duplicates_path}")
     return "\n".join(lines)
 
 
@@ -149,14 +158,78 @@ def _iso(epoch: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+def run_status(run: RunRecord) -> str:
+    """The run's status, true to its exit code (records written before the status
+    followed the exit code say ``ok`` for a run that exited 3)."""
+    code = run.exit_code
+    if run.status in ("ok", "incomplete") and code is not None:
+        return status_for_exit(code)
+    return run.status
+
+
+def _kind_counts(name: str, counts: dict[str, Any]) -> str | None:
+    if not counts.get("read"):
+        return None
+    labels = (
+        ("sent", "sent"),
+        ("verified", "verified"),
+        ("unchanged", "unchanged"),
+        ("already", "already imported"),
+        ("duplicates", "duplicates"),
+        ("invalid", "invalid"),
+        ("rejected", "rejected by Kraiter"),
+        ("failed", "failed"),
+        ("pending", "not sent"),
+    )
+    parts = [f"{counts[key]:,} {label}" for key, label in labels if counts.get(key)]
+    return f"{name} {counts['read']:,} read" + (": " + ", ".join(parts) if parts else "")
+
+
+def run_summary(run: RunRecord) -> str:
+    """One human line about what a run did (the SUMMARY column of ``runs``)."""
+    c = run.counts
+    if run.status == "killed":
+        return "its process ended without finishing: re-run its command to resume"
+    if run.status == "running":
+        return "running"
+    parts: list[str] = []
+    for kind in ("contacts", "events"):
+        value = c.get(kind)
+        if isinstance(value, dict) and "read" in value:
+            shown = _kind_counts(kind, value)
+            if shown:
+                parts.append(shown)
+    if c.get("stopped"):
+        parts.append(f"stopped: {c['stopped']}")
+    plan = c.get("plan")
+    if isinstance(plan, dict):
+        parts.append("plan " + ", ".join(f"{v:,} {k}" for k, v in plan.items() if v))
+    events = c.get("events")
+    if isinstance(events, dict) and "missing" in events:
+        parts.append(f"events {events['missing']:,} missing, {events.get('sent', 0):,} sent")
+    applied = [k for k in ("created", "updated", "deleted", "restored", "existing") if k in c]
+    if applied:
+        parts.append(", ".join(f"{c[k]:,} {k}" for k in applied))
+    for key in ("rejected", "failed"):
+        if c.get(key) and not isinstance(c.get(key), dict) and "events" not in c:
+            parts.append(f"{c[key]:,} {key}")
+    if c.get("error"):
+        parts.append(f"error: {str(c['error']).splitlines()[0][:160]}")
+    return "; ".join(parts) or "nothing to do"
+
+
 def run_dict(run: RunRecord, *, details: bool = False) -> dict[str, Any]:
-    """A run record as JSON-ready data (times as ISO 8601 UTC); ``details`` (the request
-    timeline, rejects by rule) only when asked for."""
+    """A run record as JSON-ready data (times as ISO 8601 UTC), with its exit code, its
+    true status and a one-line summary; ``details`` (the request timeline, rejects by
+    rule) only when asked for."""
     import dataclasses
 
     out = dataclasses.asdict(run)
     out["started_at"] = _iso(run.started_at)
     out["finished_at"] = _iso(run.finished_at)
+    out["status"] = run_status(run)
+    out["exit_code"] = run.exit_code
+    out["summary"] = run_summary(run)
     if not details:
         del out["details"]
     return out
@@ -164,10 +237,12 @@ def run_dict(run: RunRecord, *, details: bool = False) -> dict[str, Any]:
 
 def run_lines(run: RunRecord) -> str:
     """``runs show N``: the run's command, target, times, status and counts."""
+    code = "-" if run.exit_code is None else str(run.exit_code)
     lines = [
-        f"run {run.id}: {run.command} ({run.status})",
+        f"run {run.id}: {run.command} ({run_status(run)}, exit {code})",
         f"target: {run.target}",
         f"started {_iso(run.started_at)}, finished {_iso(run.finished_at) or '-'}",
+        f"summary: {run_summary(run)}",
     ]
     for name, value in run.counts.items():
         if name in ("events", "contacts") and isinstance(value, dict):
@@ -181,23 +256,15 @@ def run_lines(run: RunRecord) -> str:
 
 
 def runs_table(runs: list[RunRecord]) -> str:
-    """``kraiter-sync runs``: one line per run, newest first."""
+    """``kraiter-sync runs``: one line per run, newest first: its true status and exit
+    code, and what it did in words."""
     width = max([7, *(len(run.command) for run in runs)])
-    lines = [f"{'ID':>5}  {'COMMAND':<{width}} {'STATUS':<11} {'STARTED':<20}  SUMMARY"]
+    lines = [f"{'ID':>5}  {'COMMAND':<{width}} {'STATUS':<13} EXIT {'STARTED':<20}  SUMMARY"]
     for run in runs:
-        summary = ""
-        if run.counts:
-            ev = run.counts.get("events") or {}
-            ct = run.counts.get("contacts") or {}
-            summary = (
-                f"contacts {ct.get('sent', 0)} sent/{ct.get('read', 0)} read; "
-                f"events {ev.get('sent', 0)} sent/{ev.get('read', 0)} read"
-                if ev or ct
-                else json.dumps(run.counts)[:60]
-            )
+        code = "-" if run.exit_code is None else str(run.exit_code)
         lines.append(
-            f"{run.id:>5}  {run.command:<{width}} {run.status:<11} "
-            f"{_iso(run.started_at):<20}  {summary}"
+            f"{run.id:>5}  {run.command:<{width}} {run_status(run):<13} {code:>4} "
+            f"{_iso(run.started_at):<20}  {run_summary(run)}"
         )
     return "\n".join(lines)
 
@@ -351,6 +418,32 @@ def export_summary(result: ExportResult) -> str:
     if result.contacts_not_found:
         text += f"; {len(result.contacts_not_found)} listed contact(s) not found"
     return text
+
+
+def result_document(
+    command: str, *, status: str = "ok", run_id: int | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A ``--json`` document of a command that has no result object of its own
+    (docs/schemas/result.schema.json: command, status, exit_code, run_id, then
+    ``fields``); it finished, so its exit code is 0."""
+    return {"command": command, "status": status, "exit_code": 0, "run_id": run_id, **fields}
+
+
+def export_document(result: ExportResult) -> dict[str, Any]:
+    """``export --json``: the export's result with the common fields
+    (docs/schemas/export.schema.json)."""
+    import dataclasses
+
+    fields: dict[str, Any] = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in dataclasses.asdict(result).items()
+        if k != "files"
+    }
+    files: Any = result.files  # (a list of paths, or a count)
+    count = files if isinstance(files, int) else len(files)
+    directory = str(result.directory) if result.directory else None
+    fields["files"] = {"directory": directory, "count": count}
+    return {**result_document("export"), **fields}
 
 
 def connector_text(connector: Connector) -> str:

@@ -8,21 +8,33 @@ from pathlib import Path
 import click
 
 from kraiter_sync.cli.app import main
-from kraiter_sync.cli.options import Common, common_options
+from kraiter_sync.cli.options import (
+    Common,
+    common_options,
+    concurrency_option,
+    emit,
+    max_retries_option,
+    rate_option,
+    target_options,
+)
 from kraiter_sync.cli.render import restore_summary
 
 
 @main.command("restore")
 @click.argument("tombstone", type=click.Path(path_type=Path))
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 256),
-    default=16,
-    show_default=True,
-    help="Requests in flight at once.",
-)
+@concurrency_option
+@rate_option
+@max_retries_option
+@target_options
 @common_options
-def restore_command(*, common: Common, tombstone: Path, concurrency: int) -> None:
+def restore_command(
+    *,
+    common: Common,
+    tombstone: Path,
+    concurrency: int,
+    rate: float | None,
+    max_retries: int,
+) -> None:
     """Recreate the contacts a `reconcile --mirror` run deleted, from its tombstone file.
 
     Each contact comes back with its email, properties, userId and unsubscribed state
@@ -37,7 +49,11 @@ def restore_command(*, common: Common, tombstone: Path, concurrency: int) -> Non
     from kraiter_sync.upload.context import RunOptions
     from kraiter_sync.verbs.restore import restore
 
-    options = RunOptions(concurrency=concurrency)
-    result = restore(tombstone, settings=common.settings(), options=options)
-    click.echo(restore_summary(result))
+    options = RunOptions(concurrency=concurrency, rate=rate, max_retries=max_retries)
+    settings = common.settings()
+    with common.progress() as progress:
+        result = restore(
+            tombstone, settings=settings, options=options, on_progress=progress.sending
+        )
+    emit(common, result.to_json(), restore_summary(result))
     sys.exit(result.exit_code)

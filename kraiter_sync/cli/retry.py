@@ -13,11 +13,10 @@ from kraiter_sync.cli.options import (
     Common,
     SendFlags,
     common_options,
-    json_summary_option,
     send_options,
+    target_options,
     validation_flags,
 )
-from kraiter_sync.cli.progress import ProgressSink
 from kraiter_sync.logs import get_logger
 
 if TYPE_CHECKING:
@@ -31,13 +30,12 @@ log = get_logger("cli")
 @click.argument("rejects_file")
 @send_options
 @validation_flags
-@json_summary_option
+@target_options
 @common_options
 def retry_command(
     rejects_file: str,
     sending: SendFlags,
     validation: ValidationOptions,
-    as_json: bool,
     common: Common,
 ) -> None:
     """Re-send the rows Kraiter rejected, once you have fixed the cause.
@@ -53,8 +51,9 @@ def retry_command(
 
     inputs = InputOptions(storage=common.storage(), validation=validation)
     options = sending.import_options(inputs)
-    with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+    settings = common.settings()
+    with common.progress() as progress:
         result = retry_(
-            rejects_file, settings=common.settings(), options=options, on_progress=progress.sending
+            rejects_file, settings=settings, options=options, on_progress=progress.sending
         )
-    finish_import(result, as_json=as_json)
+    finish_import(result, common, command="retry")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,8 +9,15 @@ from typing import Any, TypeVar
 import click
 
 from kraiter_sync.cli.app import main
-from kraiter_sync.cli.options import Common, common_options, html_option, write_report
-from kraiter_sync.cli.render import run_dict, run_lines, runs_table
+from kraiter_sync.cli.options import (
+    Common,
+    common_options,
+    emit,
+    html_option,
+    no_target_options,
+    write_report,
+)
+from kraiter_sync.cli.render import result_document, run_dict, run_lines, runs_table
 from kraiter_sync.logs import get_logger
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,10 +32,10 @@ log = get_logger("cli")
     show_default=True,
     help="How many of the latest runs to show.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON on stdout.")
+@no_target_options
 @common_options
 @click.pass_context
-def runs_command(ctx: click.Context, limit: int, as_json: bool, common: Common) -> None:
+def runs_command(ctx: click.Context, limit: int, common: Common) -> None:
     """Show the history of runs recorded in the state (the state directory's ledger, or
     the --state store).
 
@@ -43,25 +49,16 @@ def runs_command(ctx: click.Context, limit: int, as_json: bool, common: Common) 
 
     state_dir, state = common.state_only()
     found = runs(state_dir, limit=limit, state=state)
-    if as_json:
-        click.echo(json.dumps([run_dict(r) for r in found], indent=2))
-    elif not found:
-        click.echo("no runs yet")
-    else:
-        click.echo(runs_table(found))
+    doc = result_document("runs", runs=[run_dict(r) for r in found])
+    emit(common, doc, runs_table(found) if found else "no runs yet")
 
 
 @runs_command.command("show")
 @click.argument("run_id", type=click.IntRange(min=1), metavar="N")
 @html_option("--html", "html_path", "Write the run's HTML report to PATH.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the whole run record as JSON, with the request timeline and rejects by rule.",
-)
+@no_target_options
 @common_options
-def runs_show_command(run_id: int, html_path: Path | None, as_json: bool, common: Common) -> None:
+def runs_show_command(run_id: int, html_path: Path | None, common: Common) -> None:
     """Show run N: its command, target, times, status and counts.
 
     \b
@@ -74,10 +71,8 @@ def runs_show_command(run_id: int, html_path: Path | None, as_json: bool, common
     state_dir, state = common.state_only()
     if html_path is not None:
         write_report(state_dir, run_id, html_path, state=state)
-        if not as_json:
+        if not common.json:
             return
     run = show_run(state_dir, run_id, state=state)
-    if as_json:
-        click.echo(json.dumps(run_dict(run, details=True), indent=2))
-        return
-    click.echo(run_lines(run))
+    doc = result_document("runs show", run_id=run.id, run=run_dict(run, details=True))
+    emit(common, doc, run_lines(run))

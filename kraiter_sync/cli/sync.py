@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from kraiter_sync.cli.app import main
-from kraiter_sync.cli.options import Common, common_options
-from kraiter_sync.cli.progress import ProgressSink
+from kraiter_sync.cli.options import Common, common_options, emit, target_options
 from kraiter_sync.cli.render import check_lines
 from kraiter_sync.config import (
     DEFAULT_CONFIG_FILE,
@@ -35,10 +33,10 @@ log = get_logger("cli")
     is_flag=True,
     help="Ignore watermarks and the contact change cache: re-read and re-check everything.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@target_options
 @common_options
 def sync_command(
-    common: Common, jobs: tuple[str, ...], check: bool, dry_run: bool, full: bool, as_json: bool
+    common: Common, jobs: tuple[str, ...], check: bool, dry_run: bool, full: bool
 ) -> None:
     """Run the jobs of kraiter-sync.toml (all enabled ones, or the JOBs named), in order.
 
@@ -82,8 +80,8 @@ def sync_command(
     settings = common.settings(config=sync_config)
     if check:
         result = check_jobs(sync_config, jobs, settings=settings)
-        if as_json:
-            click.echo(json.dumps(result.as_dict()))
+        if common.json:
+            emit(common, result.to_json(), None)
         else:
             for line, ok in check_lines(result, verbose=bool(common.verbose)):
                 click.echo(line, err=not ok)
@@ -91,7 +89,7 @@ def sync_command(
         ctx.exit(result.exit_code)
     from kraiter_sync.sync import run_sync
 
-    with ProgressSink.for_cli(quiet=common.quiet, log_format=common.log_format) as progress:
+    with common.progress() as progress:
         outcome = run_sync(
             sync_config,
             jobs,
@@ -102,6 +100,5 @@ def sync_command(
         )
     # Each job's outcome is logged (info when ok, so cron stays silent on a good night;
     # warning for rejected rows; error for failures). --json adds the summary on stdout.
-    if as_json:
-        click.echo(json.dumps(outcome.as_dict()))
+    emit(common, outcome.to_json(), None)
     click.get_current_context().exit(outcome.exit_code)

@@ -11,8 +11,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from kraiter_sync.cli.app import main
-from kraiter_sync.cli.options import Common, common_options, default_rejects, input_options
-from kraiter_sync.cli.render import connector_text
+from kraiter_sync.cli.options import (
+    Common,
+    InputsCommand,
+    common_options,
+    default_rejects,
+    deprecated_alias,
+    emit,
+    input_options,
+    no_target_options,
+)
+from kraiter_sync.cli.render import connector_text, result_document
 from kraiter_sync.logs import get_logger
 
 if TYPE_CHECKING:
@@ -23,8 +32,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
 
 
-@main.command("validate")
-@click.argument("paths", nargs=-1, required=True)
+@main.command("validate", cls=InputsCommand)
+@click.argument("paths", nargs=-1)
 @input_options
 @click.option(
     "--rejects",
@@ -33,18 +42,13 @@ log = get_logger("cli")
     help="Write rejected rows here (.csv, .parquet or .ndjson) "
     "[default: STATE_DIR/rejects/validate-TIME.csv].",
 )
-@click.option(
-    "--report",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write the full report as JSON here.",
-)
+@deprecated_alias("--report", "--json", "report", type=click.Path(path_type=Path))
+@no_target_options
 @common_options
 def validate_command(
     paths: tuple[str, ...],
     inputs: InputOptions,
     rejects: Path | None,
-    report: Path | None,
     common: Common,
 ) -> None:
     """Check files without sending anything: what would be sent, what is wrong.
@@ -60,6 +64,9 @@ def validate_command(
     Examples:
       kraiter-sync validate events.parquet
       kraiter-sync validate 'unload/part-*.csv.gz' --map email='Work Email' --timezone Europe/Berlin
+      kraiter-sync validate --input hubspot.csv --connector hubspot \\
+                            --input eu.csv --map email='Work Email' \\
+                            --timestamp-format '%d/%m/%Y %H:%M'
     """
     from kraiter_sync.cli.render import validation_summary
     from kraiter_sync.verbs.validate import validate_inputs
@@ -67,12 +74,26 @@ def validate_command(
     state_dir = common.state_dir_only()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     rejects_path = rejects or default_rejects(state_dir, f"validate-{stamp}")
-    result = validate_inputs(paths, options=inputs, rejects_path=rejects_path, report_path=report)
+    report = click.get_current_context().meta.get("kraiter_sync.aliases", {}).get("report")
+    with common.progress() as progress:
+        result = validate_inputs(
+            paths,
+            options=inputs,
+            rejects_path=rejects_path,
+            report_path=report,
+            on_progress=progress.validating(),
+            reuse_rejects=None if rejects else "validate-*.csv",
+        )
     for line in result.detections:
         log.info("%s", line)
-    click.echo("\n".join(validation_summary(r) for r in result.reports))
+    text = "\n".join(validation_summary(r) for r in result.reports)
     if result.rejected:
-        click.echo(f"rejected rows: {result.rejects_path}")
+        text += f"\nrejected rows: {result.rejects_path}"
+    if result.duplicates_path is not None:
+        text += f"\nduplicate rows (and the rows kept): {result.duplicates_path}"
+    emit(common, result.to_json(), text)
+    if result.stopped:
+        log.warning("refused: %s", result.stopped, extra={"exit_code": result.exit_code})
     sys.exit(result.exit_code)
 
 
@@ -84,6 +105,7 @@ def validate_command(
     default=None,
     help="Print one connector's full mapping (a preset name or a .toml file).",
 )
+@no_target_options
 @common_options
 def connectors_command(common: Common, show: str | None) -> None:
     """List the connector presets, or show one mapping.
@@ -100,12 +122,19 @@ def connectors_command(common: Common, show: str | None) -> None:
     """
     from kraiter_sync.connectors import list_presets, load_connector
 
-    del common  # no Kraiter access needed: presets ship with the package
     if show is not None:
-        click.echo(connector_text(load_connector(show)))
+        connector = load_connector(show)
+        doc = result_document("connectors", connector=connector.to_json())
+        emit(common, doc, connector_text(connector))
         return
     presets = list_presets()
     width = max((len(p.name) for p in presets), default=4)
-    click.echo(f"{'NAME':<{width}}  {'KIND':<8}  DESCRIPTION")
-    for preset in presets:
-        click.echo(f"{preset.name:<{width}}  {preset.kind:<8}  {preset.description}")
+    lines = [f"{'NAME':<{width}}  {'KIND':<8}  DESCRIPTION"]
+    lines += [f"{p.name:<{width}}  {p.kind:<8}  {p.description}" for p in presets]
+    doc = result_document(
+        "connectors",
+        connectors=[
+            {"name": p.name, "kind": p.kind, "description": p.description} for p in presets
+        ],
+    )
+    emit(common, doc, "\n".join(lines))

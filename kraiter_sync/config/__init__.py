@@ -56,6 +56,7 @@ __all__ = [
     "check_base_url",
     "check_header_safe_key",
     "check_state_url",
+    "describe_target",
     "is_loopback_host",
     "key_fingerprint",
     "load_config_file",
@@ -341,6 +342,29 @@ class Settings:
         tenant = self.tenant or key_fingerprint(self.api_key)
         base = f"local:{self.local_db.resolve()}" if self.local else self.base_url
         return f"{base}#{tenant}"
+
+
+def describe_target(settings: Settings) -> dict[str, Any]:
+    """Which Kraiter a command talks to, safe to print: the host (the local Kraiter's
+    file), the tenant (its ``--tenant`` name, else the key's one-way fingerprint), never
+    the key. ``display`` is the one-line form."""
+    tenant = settings.tenant or key_fingerprint(settings.api_key)
+    how = "tenant" if settings.tenant else "key fingerprint"
+    if settings.local:
+        return {
+            "host": None,
+            "local": str(settings.local_db),
+            "tenant": tenant,
+            "display": f"the local Kraiter in {settings.local_db} (no KRAITER_API_KEY or "
+            "KRAITER_BASE_URL set: set both to talk to your real account)",
+        }
+    host = urlsplit(settings.base_url).netloc
+    return {
+        "host": host,
+        "local": None,
+        "tenant": tenant,
+        "display": f"{settings.base_url} ({how} {tenant})",
+    }
 
 
 def mask_key(api_key: str | None) -> str:

@@ -84,6 +84,30 @@ class Connector:
     def field_names(self) -> tuple[str, ...]:
         return EVENT_FIELDS if self.kind == "events" else CONTACT_FIELDS
 
+    def to_json(self) -> dict[str, Any]:
+        """The mapping as data (``connectors --show NAME --json``)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "path": str(self.path) if self.path is not None else None,
+            "fields": {name: list(self.fields.get(name, ())) for name in self.field_names},
+            "timestamp": {
+                "unit": self.timestamp_unit,
+                "format": self.timestamp_format,
+                "timezone": self.timezone,
+            },
+            "properties": {
+                "columns": self.properties if self.properties == "rest" else list(self.properties),
+                "exclude": list(self.exclude),
+                "spread": list(self.spread),
+                "json": list(self.json_columns),
+                "types": dict(self.types),
+            },
+            "renames": dict(self.renames),
+            "validation": dict(self.validation),
+        }
+
 
 def _as_refs(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(value, str):

@@ -47,6 +47,8 @@ async def plan_contacts(
         call=call,
         on_progress=on_progress,
     )
+    if mirror and strategy != "listing":
+        snapshot.reason = "--mirror needs every contact in Kraiter, so all were listed"
     plan = diff_contacts(
         local,
         snapshot.frame,

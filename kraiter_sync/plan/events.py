@@ -14,7 +14,7 @@ on (name, timestamp to the millisecond, properties in canonical form, so types c
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -174,11 +174,21 @@ async def plan_events(
     *,
     concurrency: int = 16,
     call: Caller = once,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EventsPlan:
     """Read Kraiter's events of every local contact and diff them with the canonical
-    local events (contacts are resolved to ids by email first)."""
+    local events (contacts are resolved to ids by email first). ``on_progress`` gets
+    (contacts done, contacts in all) as each contact's events are read."""
     local = _local_frame(local_events)
     ids: dict[str, str | None] = {}
+    contacts = local["contact"].unique().to_list()
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(contacts))
 
     async def resolve(contact: str) -> None:
         if contact.startswith("id:"):
@@ -186,8 +196,10 @@ async def plan_events(
             return
         found = await call(functools.partial(client.get_contact_by_email, contact))
         ids[contact] = None if found is None else str(found["id"])
+        if found is None:
+            step()  # nothing to read for it
 
-    await run_pool(local["contact"].unique().to_list(), resolve, concurrency=concurrency)
+    await run_pool(contacts, resolve, concurrency=concurrency)
     remote_events: dict[str, list[dict[str, Any]]] = {}
 
     async def read(pair: tuple[str, str]) -> None:
@@ -197,6 +209,7 @@ async def plan_events(
             return [e async for e in client.list_events(contact_id=contact_id, page_size=100)]
 
         remote_events[contact] = await call(listing)
+        step()
 
     known = [(c, i) for c, i in ids.items() if i is not None]
     await run_pool(known, read, concurrency=concurrency)

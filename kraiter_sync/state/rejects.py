@@ -23,7 +23,15 @@ from kraiter_sync.errors import InputError, StateError, is_disk_full, os_reason
 from kraiter_sync.files import neutralise_frame, undo_neutralise_expr
 from kraiter_sync.frames import REJECT_SCHEMA
 
-__all__ = ["RejectsWriter", "read_rejects", "reject_row", "rejects_frame"]
+__all__ = [
+    "DuplicatesWriter",
+    "RejectsWriter",
+    "duplicates_path",
+    "read_rejects",
+    "reject_row",
+    "rejects_frame",
+    "reuse_identical",
+]
 
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson"}
 
@@ -49,6 +57,7 @@ class RejectsWriter:
         self._file: IO[bytes] | None = None
         self._parquet: Any = None
         self._header_written = False
+        self._closed = False
 
     def _failed(self, exc: BaseException) -> StateError:
         reason = os_reason(exc)
@@ -99,7 +108,11 @@ class RejectsWriter:
                 self.by_rule[rule] = self.by_rule.get(rule, 0) + n
 
     def close(self) -> None:
-        """Flush and close; an input without rejects still leaves a valid (empty) file."""
+        """Flush and close (once; later calls do nothing); an input without rejects still
+        leaves a valid (empty) file."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             try:
                 if self._parquet is None and (self._file is None or not self._header_written):
@@ -196,3 +209,78 @@ def read_rejects(path: Path, data: bytes | None = None) -> pl.DataFrame:
         )
         raise InputError(msg)
     return frame
+
+
+def reuse_identical(path: Path, pattern: str) -> Path:
+    """An earlier file in ``path``'s folder matching ``pattern`` (a glob) that holds
+    exactly the same bytes, with ``path`` removed; else ``path``. A re-run over an
+    unchanged input then points at the rejects file it already wrote instead of adding
+    another copy of the same rows."""
+    import hashlib
+
+    try:
+        size = path.stat().st_size
+        same_size = [
+            p
+            for p in sorted(path.parent.glob(pattern))
+            if p != path and p.is_file() and p.stat().st_size == size
+        ]
+        if not same_size:
+            return path
+        digest = hashlib.sha256(path.read_bytes()).digest()
+        for earlier in same_size:
+            if hashlib.sha256(earlier.read_bytes()).digest() == digest:
+                path.unlink()
+                return earlier
+    except OSError:
+        return path  # (the new file is complete: keeping it loses nothing)
+    return path
+
+
+def duplicates_path(rejects_path: Path) -> Path:
+    """Where the duplicates listing of a run goes: beside its rejects file."""
+    return rejects_path.with_name(f"{rejects_path.stem}.duplicates.csv")
+
+
+class DuplicatesWriter:
+    """The rows dropped or merged as duplicates, with the row each went into
+    (``validate.DUPLICATE_SCHEMA``), appended to a CSV file made at the first one: a
+    run without duplicates leaves no file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows = 0
+        self._file: IO[bytes] | None = None
+
+    @property
+    def written(self) -> Path | None:
+        """The file, when it holds a row."""
+        return self.path if self.rows else None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if not frame.height:
+            return
+        try:
+            header = self._file is None
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("wb")
+            neutralise_frame(frame).write_csv(self._file, include_header=header)
+        except OSError as exc:
+            msg = (
+                f"cannot write the duplicates file {self.path}: {os_reason(exc)}; pass "
+                "--rejects PATH (the duplicates file goes beside it) somewhere writable"
+            )
+            raise StateError(msg) from exc
+        self.rows += frame.height
+
+    def close(self) -> None:
+        handle, self._file = self._file, None
+        if handle is not None:
+            handle.close()
+
+    def __enter__(self) -> DuplicatesWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

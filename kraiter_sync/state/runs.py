@@ -63,7 +63,8 @@ class RunRecord:
     args: dict[str, Any]
     started_at: float
     finished_at: float | None
-    #: running, ok, incomplete, failed, dry-run, or killed (its process is gone)
+    #: running, ok, rejected-rows, incomplete, failed, error (usage: nothing sent),
+    #: dry-run, or killed (its process is gone): ``errors.status_for_exit``
     status: str
     counts: dict[str, Any]
     pid: int | None = None
@@ -72,6 +73,13 @@ class RunRecord:
     #: recorded form) and ``rejects`` (``by_rule`` counts, the rejects ``file``). Loaded by
     #: ``Ledger.get_run`` only; None when not recorded (runs of older versions).
     details: dict[str, Any] | None = None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The command's exit code, as recorded with its counts (None: still running,
+        killed, or recorded by a version that did not keep it)."""
+        code = self.counts.get("exit_code")
+        return code if isinstance(code, int) else None
 
 
 def _boot_id() -> str | None:

@@ -19,6 +19,7 @@ from kraiter_sync.errors import (
     EXIT_USAGE,
     ConfigError,
     KraiterSyncError,
+    status_for_exit,
 )
 from kraiter_sync.frames import PROVENANCE
 from kraiter_sync.inputs import prepare_inputs
@@ -68,6 +69,15 @@ class CheckResult:
             "exit_code": self.exit_code,
             "target": self.target.as_dict(),
             "jobs": [j.as_dict() for j in self.jobs],
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """``sync --check --json`` (docs/schemas/sync-check.schema.json)."""
+        return {
+            "command": "sync --check",
+            "status": status_for_exit(self.exit_code),
+            "run_id": None,
+            **self.as_dict(),
         }
 
 

@@ -14,11 +14,11 @@ from kraiter_sync.config import Settings
 from kraiter_sync.config.file import JobConfig, SyncConfig
 from kraiter_sync.errors import (
     EXIT_FAILED,
-    EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_REJECTED,
     EXIT_USAGE,
     KraiterSyncError,
+    status_for_exit,
 )
 from kraiter_sync.logs import get_logger
 from kraiter_sync.sources.objectstore.changes import SeenObjects
@@ -112,16 +112,18 @@ class SyncResult:
             "jobs": [j.as_dict() for j in self.jobs],
         }
 
+    def to_json(self) -> dict[str, Any]:
+        """``sync --json`` (docs/schemas/sync.schema.json): each job has its run id."""
+        return {
+            "command": "sync",
+            "status": status_for_exit(self.exit_code, dry_run=self.dry_run),
+            "run_id": None,
+            **self.as_dict(),
+        }
+
 
 def _status(code: int, dry_run: bool) -> str:
-    if dry_run and code in (EXIT_OK, EXIT_REJECTED):
-        return "dry-run"
-    return {
-        EXIT_OK: "ok",
-        EXIT_REJECTED: "rejected-rows",
-        EXIT_INCOMPLETE: "incomplete",
-        EXIT_USAGE: "error",
-    }.get(code, "failed")
+    return status_for_exit(code, dry_run=dry_run)
 
 
 def _describe(value: CursorValue | None) -> str | None:

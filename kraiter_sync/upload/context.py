@@ -36,7 +36,14 @@ from kraiter_sync.api.ratelimit import RateController
 from kraiter_sync.api.retry import RetryPolicy, call_with_retry
 from kraiter_sync.api.timeline import Timeline, record_requests
 from kraiter_sync.config import Settings
-from kraiter_sync.errors import ConfigError, StateError
+from kraiter_sync.errors import (
+    EXIT_FAILED,
+    EXIT_INCOMPLETE,
+    ConfigError,
+    KraiterSyncError,
+    StateError,
+    status_for_exit,
+)
 from kraiter_sync.logs import get_logger
 from kraiter_sync.state.backend import locked_store, open_store
 from kraiter_sync.state.ledger import check_tenant
@@ -147,9 +154,18 @@ async def connect(
         yield Connection(client, controller, call)
 
 
-def serve_local_kraiter(*, db_path: str, host: str, port: int, **faults: Any) -> None:
+def serve_local_kraiter(
+    *,
+    db_path: str,
+    host: str,
+    port: int,
+    out: Any = None,
+    on_ready: Callable[[str], None] | None = None,
+    **faults: Any,
+) -> None:
     """``kraiter-sync emulator``: serve the local Kraiter over real HTTP until Ctrl-C
-    (``faults``: :class:`~kraiter_sync.emulator.EmulatorConfig` fields)."""
+    (``faults``: :class:`~kraiter_sync.emulator.EmulatorConfig` fields; ``out``: where
+    its messages go; ``on_ready`` gets the base URL once it listens)."""
     import sqlite3
 
     from kraiter_sync.emulator import EmulatorConfig, run_server
@@ -159,7 +175,7 @@ def serve_local_kraiter(*, db_path: str, host: str, port: int, **faults: Any) ->
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
-        run_server(config, host=host, port=port)
+        run_server(config, host=host, port=port, out=out, on_ready=on_ready)
     except OSError as exc:
         msg = f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port"
         raise ConfigError(msg) from None
@@ -276,8 +292,19 @@ def recorded_run(
     failing = False
     try:
         yield run
-    except BaseException:
+    except BaseException as exc:
         failing = True
+        # the record says how the command ended: its exit code, its status, and why
+        if isinstance(exc, KraiterSyncError):
+            code = exc.exit_code
+        else:
+            code = EXIT_INCOMPLETE if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED
+        run.counts = {
+            **run.counts,
+            "exit_code": code,
+            "error": str(exc)[:2000] or type(exc).__name__,
+        }
+        run.status = status_for_exit(code)
         raise
     finally:
         try:

@@ -61,6 +61,33 @@ class Snapshot:
     rate_limited: int
     #: Requests/s the rate controller currently allows (None: unpaced).
     rate_budget: float | None
+    #: Requests made so far.
+    requests: int = 0
+
+    @classmethod
+    def of(cls, stats: EngineStats, *, total: int, controller: RateController | None) -> Snapshot:
+        """Records settled by the engine so far, of ``total`` (restore, applying a plan)."""
+        done = (
+            stats.contacts_created
+            + stats.contacts_updated
+            + stats.contacts_unchanged
+            + stats.contacts_deleted
+            + stats.contacts_rejected
+            + stats.contacts_failed
+            + stats.events_sent
+            + stats.events_verified
+            + stats.events_rejected
+            + stats.events_failed
+        )
+        rate = controller.stats() if controller is not None else None
+        return cls(
+            done=done,
+            total=total,
+            retries=stats.retries,
+            rate_limited=rate.rate_limited if rate else 0,
+            rate_budget=rate.rate if rate else None,
+            requests=rate.requests if rate else 0,
+        )
 
 
 class EngineCore:

@@ -64,12 +64,14 @@ from __future__ import annotations
 
 from kraiter_sync.validate.emails import normalise_email, normalise_emails
 from kraiter_sync.validate.engine import (
+    DUPLICATE_SCHEMA,
     REJECT_SCHEMA,
     ChunkedValidation,
     ReportAccumulator,
     ValidationReport,
     ValidationResult,
     merge_contacts,
+    merged_contacts,
     validate_contacts,
     validate_events,
 )
@@ -77,6 +79,7 @@ from kraiter_sync.validate.keys import SeenKeys, event_keys
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
 
 __all__ = [
+    "DUPLICATE_SCHEMA",
     "REJECT_SCHEMA",
     "RULE_MESSAGES",
     "ChunkedValidation",
@@ -87,6 +90,7 @@ __all__ = [
     "ValidationResult",
     "event_keys",
     "merge_contacts",
+    "merged_contacts",
     "normalise_email",
     "normalise_emails",
     "validate_contacts",

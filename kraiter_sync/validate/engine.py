@@ -101,6 +101,52 @@ class ValidationResult:
     valid: pl.DataFrame
     rejects: pl.DataFrame
     report: ValidationReport
+    #: The rows dropped or merged as duplicates, and the row each went into
+    #: (:data:`DUPLICATE_SCHEMA`); None: none.
+    duplicates: pl.DataFrame | None = None
+
+
+#: The duplicates file's columns: the row that was dropped (events) or merged (contacts)
+#: and the row it went into (null: a row of an earlier chunk of the input).
+DUPLICATE_SCHEMA = {
+    "kind": pl.String,
+    "key": pl.String,
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+    "kept_file": pl.String,
+    "kept_row": pl.Int64,
+}
+
+
+def merged_contacts(frame: pl.DataFrame) -> pl.DataFrame:
+    """The contacts of ``frame`` merged into another row of the same email (the last,
+    which wins), each with the source of the row it went into."""
+    key = "email"
+    empty = pl.DataFrame(schema=DUPLICATE_SCHEMA)
+    if key not in frame.columns or frame.height < 2:
+        return empty
+    indexed = frame.select(key, "source_file", "source_row").with_row_index("_i")
+    dup = indexed.filter(pl.col(key).is_duplicated())
+    if not dup.height:
+        return empty
+    kept = dup.group_by(key).agg(pl.col("_i").last().alias("_kept"))
+    kept = kept.join(
+        indexed.select(
+            pl.col("_i").alias("_kept"),
+            pl.col("source_file").alias("kept_file"),
+            pl.col("source_row").alias("kept_row"),
+        ),
+        on="_kept",
+    )
+    out = dup.join(kept, on=key).filter(pl.col("_i") != pl.col("_kept")).sort("_i")
+    return out.select(
+        pl.lit("contacts").alias("kind"),
+        pl.col(key).cast(pl.String).alias("key"),
+        pl.col("source_file").cast(pl.String),
+        pl.col("source_row").cast(pl.Int64),
+        pl.col("kept_file").cast(pl.String),
+        pl.col("kept_row").cast(pl.Int64),
+    )
 
 
 class ReportAccumulator:
@@ -382,7 +428,29 @@ def _finish_events(prep: _Prepared, seen: SeenKeys | None) -> ValidationResult:
     )
     prep.report.valid = valid.height
     prep.report.duplicates = canon.height - valid.height
-    return ValidationResult(valid, prep.rejects, prep.report)
+    duplicates = None
+    if not all_first:
+        # each dropped row, with the row kept for its key: in this chunk, else null (an
+        # earlier chunk of the input)
+        kept = canon.filter(first).select(
+            "event_key",
+            pl.col("source_file").cast(pl.String).alias("kept_file"),
+            pl.col("source_row").cast(pl.Int64).alias("kept_row"),
+        )
+        duplicates = (
+            canon.filter(~first)
+            .select("event_key", "source_file", "source_row")
+            .join(kept, on="event_key", how="left", maintain_order="left")
+            .select(
+                pl.lit("events").alias("kind"),
+                pl.col("event_key").cast(pl.String).alias("key"),
+                pl.col("source_file").cast(pl.String),
+                pl.col("source_row").cast(pl.Int64),
+                "kept_file",
+                "kept_row",
+            )
+        )
+    return ValidationResult(valid, prep.rejects, prep.report, duplicates)
 
 
 def _legacy_keys(canon: pl.DataFrame) -> pl.Series:
@@ -489,11 +557,13 @@ def validate_contacts(
         rejected=rejects.height,
         by_rule=_count_rules(rule),
     )
+    duplicates = None
     if report.duplicates:
         report.warnings.append(
             "contacts with the same email were merged (last row wins per property)"
         )
-    return ValidationResult(valid, rejects, report)
+        duplicates = merged_contacts(canon)
+    return ValidationResult(valid, rejects, report, duplicates)
 
 
 class ChunkedValidation:
@@ -518,6 +588,10 @@ class ChunkedValidation:
         self.on_rejects = on_rejects
         self.accumulator = ReportAccumulator(kind)
         self.seen = SeenKeys()
+        #: Called with each chunk's report as it is validated (progress displays).
+        self.on_chunk: Callable[[ValidationReport], None] | None = None
+        #: Called with the rows dropped or merged as duplicates (:data:`DUPLICATE_SCHEMA`).
+        self.on_duplicates: Callable[[pl.DataFrame], None] | None = None
 
     @property
     def report(self) -> ValidationReport:
@@ -525,8 +599,12 @@ class ChunkedValidation:
 
     def _take(self, result: ValidationResult) -> None:
         self.accumulator.add(result.report)
+        if self.on_chunk is not None:
+            self.on_chunk(result.report)
         if self.on_rejects is not None and result.rejects.height:
             self.on_rejects(result.rejects)
+        if self.on_duplicates is not None and result.duplicates is not None:
+            self.on_duplicates(result.duplicates)
 
     def _events(self, chunks: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         it = iter(chunks)
@@ -589,6 +667,8 @@ class ChunkedValidation:
             both = pl.concat(pending)
             merged = merge_contacts(both)
             extra = both.height - merged.height
+            if extra and self.on_duplicates is not None and len(pending) > 1:
+                self.on_duplicates(merged_contacts(both))
             self.report.valid -= extra
             self.report.duplicates += extra
             yield merged

@@ -48,9 +48,11 @@ from kraiter_sync.errors import (
     StateError,
     is_disk_full,
     os_reason,
+    status_for_exit,
 )
 from kraiter_sync.inputs import (
     ChunkSource,
+    Input,
     InputOptions,
     KindValidation,
     PreparedInput,
@@ -71,7 +73,12 @@ from kraiter_sync.plan.lost_state import (
     tenant_is_empty,
 )
 from kraiter_sync.state.ledger import KEY_VERSION
-from kraiter_sync.state.rejects import RejectsWriter
+from kraiter_sync.state.rejects import (
+    DuplicatesWriter,
+    RejectsWriter,
+    duplicates_path,
+    reuse_identical,
+)
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.upload.context import (
     ClientFactory,
@@ -189,6 +196,13 @@ class ImportResult:
     interrupted: bool = False
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
+    #: How each input was mapped (detected or given): one line per field.
+    detections: list[str] = field(default_factory=list)
+    #: Why the run stopped before sending anything (``max_reject_ratio``), else None.
+    stopped: str | None = None
+    #: The rows dropped or merged as duplicates, with the row each went into (None:
+    #: there were none).
+    duplicates_path: Path | None = None
     #: The lost-state check of a target the ledger knew nothing of (``how``: sample or
     #: empty-tenant; sampled, found, requests, events), None when none was needed.
     state_check: dict[str, Any] | None = None
@@ -198,6 +212,8 @@ class ImportResult:
     @property
     def exit_code(self) -> int:
         kinds = (self.events, self.contacts)
+        if self.stopped is not None:
+            return EXIT_REJECTED
         if self.interrupted or any(c.failed or (c.pending and not self.dry_run) for c in kinds):
             return EXIT_INCOMPLETE
         if any(c.invalid or c.rejected for c in kinds):
@@ -208,12 +224,29 @@ class ImportResult:
     def requests_per_s(self) -> float:
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
 
+    @property
+    def status(self) -> str:
+        """``ok``, ``rejected-rows``, ``incomplete`` or ``dry-run`` (:func:`status_for_exit`)."""
+        return status_for_exit(self.exit_code, dry_run=self.dry_run)
+
     def as_dict(self) -> dict[str, Any]:
+        """The counts (what the run record keeps)."""
         out = asdict(self)
+        del out["detections"]
         out["rejects_path"] = str(self.rejects_path) if self.rejects_path else None
+        out["duplicates_path"] = str(self.duplicates_path) if self.duplicates_path else None
         out["exit_code"] = self.exit_code
+        out["status"] = self.status
         out["requests_per_s"] = round(self.requests_per_s, 1)
         return out
+
+    def to_json(self, *, command: str = "import") -> dict[str, Any]:
+        """The ``--json`` document (docs/schemas/import.schema.json; ``retry`` too)."""
+        doc: dict[str, Any] = {"command": command}
+        doc.update(self.as_dict())
+        doc["files"] = {"rejects": doc["rejects_path"], "duplicates": doc["duplicates_path"]}
+        doc["mapping"] = list(self.detections)
+        return doc
 
 
 class _Run:
@@ -245,21 +278,40 @@ class _Run:
         #: Kraiter held some of this input when the ledger knew nothing of the target: the
         #: check is recorded complete once an ``adopt`` run has settled every event.
         self.adopting = False
+        #: Where the rows dropped or merged as duplicates are listed (None: nowhere).
+        self.duplicates: DuplicatesWriter | None = None
 
     # -- pass 1 --------------------------------------------------------------------------
 
-    def validate(self, inputs: Sequence[PreparedInput]) -> None:
+    def validate(
+        self, inputs: Sequence[PreparedInput], on_progress: Callable[[int], None] | None = None
+    ) -> None:
         kinds = {i.kind for i in inputs}
+        self.result.detections = [
+            f"{inp.label}: {line}" for inp in inputs for line in inp.detection.lines()
+        ]
         if "contacts" in kinds:
             run = KindValidation(
-                "contacts", inputs, self.options.input, on_rejects=self.writer.write
+                "contacts",
+                inputs,
+                self.options.input,
+                on_rejects=self.writer.write,
+                on_progress=on_progress,
+                on_duplicates=self.duplicates.write if self.duplicates else None,
             )
             frames = list(run.run())
             self.contacts = pl.concat(frames) if frames else None
             self.result.contacts.absorb(run.report)
             self.result.warnings.extend(run.report.all_warnings())
         if "events" in kinds:
-            run = KindValidation("events", inputs, self.options.input, on_rejects=self.writer.write)
+            run = KindValidation(
+                "events",
+                inputs,
+                self.options.input,
+                on_rejects=self.writer.write,
+                on_progress=on_progress,
+                on_duplicates=self.duplicates.write if self.duplicates else None,
+            )
             self._spool_write(self.spool.mkdir, parents=True, exist_ok=True)
             # distinct emails so far: merged chunk by chunk, so memory follows the number
             # of contacts, not the number of events
@@ -538,6 +590,7 @@ class _Run:
             retries=stats.retries,
             rate_limited=rate.rate_limited,
             rate_budget=rate.rate,
+            requests=rate.requests,
         )
 
     async def send(self, run: Run, on_progress: Callable[[Snapshot], None] | None) -> None:
@@ -580,7 +633,7 @@ def _clear_old_spools(state_dir: Path) -> None:
 
 def import_locked(
     store: StateStore,
-    paths: Sequence[str | Path | ChunkSource],
+    paths: Sequence[str | Path | ChunkSource | Input],
     *,
     settings: Settings,
     options: ImportOptions | None = None,
@@ -588,6 +641,7 @@ def import_locked(
     on_progress: Callable[[Snapshot], None] | None = None,
     args: dict[str, Any] | None = None,
     command: str = "import",
+    on_validated: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """:func:`import_` for a caller that holds the state lock (``sync`` runs each job
     through it under one lock)."""
@@ -605,7 +659,7 @@ def import_locked(
         options = dataclasses.replace(
             options, input=dataclasses.replace(options.input, validation=validation)
         )
-    record = args or {"paths": [str(p) for p in paths]}
+    record = args or {"paths": [str(getattr(p, "path", p)) for p in paths]}
     with (
         recorded_run(
             store,
@@ -625,12 +679,29 @@ def import_locked(
             writer = stack.enter_context(RejectsWriter(rejects_path))
             inputs = prepare_inputs(paths, options.input, stack=stack)
             job = _Run(settings, options, store, run.run_id, writer, command)
-            job.validate(inputs)
-            asyncio.run(job.send(run, on_progress))
+            job.duplicates = stack.enter_context(DuplicatesWriter(duplicates_path(writer.path)))
+            job.validate(inputs, on_validated)
+            job.duplicates.close()
+            if job.duplicates.written is not None:
+                job.result.duplicates_path = reuse_identical(
+                    job.duplicates.path, "run-*.duplicates.csv"
+                )
+            job.result.stopped = options.input.reject_ratio_exceeded(
+                job.result.contacts.read + job.result.events.read,
+                job.result.contacts.invalid + job.result.events.invalid,
+            )
+            if job.result.stopped is None:
+                asyncio.run(job.send(run, on_progress))
+            else:
+                for counts in (job.result.contacts, job.result.events):
+                    counts.pending = counts.read - counts.accounted
+                log.warning("stopped before sending anything: %s", job.result.stopped)
+            if options.rejects is None:
+                writer.close()
+                writer.path = reuse_identical(writer.path, f"run-*{writer.path.suffix}")
+                job.result.rejects_path = writer.path
             job.result.duration_s = time.monotonic() - started
-            run.status = "incomplete" if job.result.exit_code == EXIT_INCOMPLETE else "ok"
-            if options.dry_run:
-                run.status = "dry-run"
+            run.status = job.result.status
             return job.result
         finally:
             run.counts = job.result.as_dict() if job is not None else {}
@@ -647,7 +718,7 @@ def import_locked(
 
 
 def import_(
-    paths: Sequence[str | Path | ChunkSource],
+    paths: Sequence[str | Path | ChunkSource | Input],
     *,
     settings: Settings,
     options: ImportOptions | None = None,
@@ -655,11 +726,14 @@ def import_(
     on_progress: Callable[[Snapshot], None] | None = None,
     args: dict[str, Any] | None = None,
     command: str = "import",
+    on_validated: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Import files into Kraiter: the library form of ``kraiter-sync import``.
 
     ``paths`` may also hold open chunk sources (``sources.sql.SqlSource``: see
-    ``inputs.ChunkSource``); ``command`` names the run record.
+    ``inputs.ChunkSource``) and :class:`~kraiter_sync.inputs.Input` items (one input
+    with its own mapping); ``command`` names the run record. ``on_validated`` gets the
+    rows validated so far, ``on_progress`` where the sending stands.
 
     Safe to kill and re-run: the ledger in ``settings.state_dir`` makes the next run
     skip what is done and verify what was in flight. Returns counts for every row;
@@ -675,4 +749,5 @@ def import_(
             on_progress=on_progress,
             args=args,
             command=command,
+            on_validated=on_validated,
         )

@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 
 from kraiter_sync.config import Settings
-from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK
+from kraiter_sync.errors import EXIT_INCOMPLETE, EXIT_OK, status_for_exit
 from kraiter_sync.logs import get_logger
 from kraiter_sync.plan.lost_state import (
     REBUILD_STREAM,
@@ -118,6 +118,14 @@ class RebuildResult:
         out["expected_requests"] = self.expected_requests
         out["exit_code"] = self.exit_code
         return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``state rebuild --json`` document (docs/schemas/state-rebuild.schema.json)."""
+        doc: dict[str, Any] = {
+            "command": "state rebuild",
+            "status": status_for_exit(self.exit_code),
+        }
+        return {**doc, **self.as_dict()}
 
 
 class _Pager:

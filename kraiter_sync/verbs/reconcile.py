@@ -26,14 +26,14 @@ import polars as pl
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.config import Settings
 from kraiter_sync.errors import (
-    EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_REJECTED,
     GuardError,
     outcome_exit_code,
+    status_for_exit,
 )
 from kraiter_sync.frames import Kind
-from kraiter_sync.inputs import ChunkSource, InputOptions, read_inputs
+from kraiter_sync.inputs import ChunkSource, Input, InputOptions, read_inputs
 from kraiter_sync.plan.contact_plan import plan_contacts, read_plan, write_plan
 from kraiter_sync.plan.contacts import ContactPlan
 from kraiter_sync.plan.events import EventsPlan, plan_events
@@ -55,6 +55,7 @@ from kraiter_sync.upload.context import (
     locked_state,
     recorded_run,
 )
+from kraiter_sync.upload.core import EngineStats, Snapshot
 from kraiter_sync.upload.engine import Engine, EventRow, Outcome
 from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
@@ -68,6 +69,7 @@ __all__ = [
     "reconcile",
     "reconcile_events",
     "reconcile_locked",
+    "show_saved_plan",
 ]
 
 
@@ -122,9 +124,22 @@ class ReconcileResult:
             return EXIT_REJECTED
         return EXIT_OK
 
+    @property
+    def status(self) -> str:
+        return status_for_exit(self.exit_code)
+
     def counts(self) -> dict[str, Any]:
-        """For the run record in the ledger."""
-        out: dict[str, Any] = {"exit_code": self.exit_code}
+        """For the run record in the ledger: the exit code is the command's own."""
+        out: dict[str, Any] = {"exit_code": self.exit_code, "status": self.status}
+        if self.report is not None:
+            out["input"] = {
+                "rows_read": self.report.rows_read,
+                "valid": self.report.valid,
+                "duplicates": self.report.duplicates,
+                "rejected": self.report.rejected,
+            }
+        if self.events is not None:
+            out["events"] = self.events.record()
         if self.plan is not None:
             out["plan"] = self.plan.counts()
         if self.applied is not None:
@@ -137,6 +152,31 @@ class ReconcileResult:
                 failed=a.failed,
             )
         return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document (docs/schemas/reconcile.schema.json)."""
+        doc: dict[str, Any] = {"command": "reconcile", "run_id": self.run_id}
+        doc.update(self.counts())
+        doc["kind"] = "events" if self.events is not None else "contacts"
+        doc["applied"] = self.applied is not None or (
+            self.events is not None and self.events.applied
+        )
+        if self.snapshot is not None:
+            doc["remote"] = {
+                "strategy": self.snapshot.strategy,
+                "requests": self.snapshot.requests,
+                "reason": self.snapshot.reason,
+            }
+        rejects = self.events.rejects_path if self.events is not None else None
+        if self.applied is not None:
+            rejects = self.applied.rejects_path
+        tombstone = self.applied.tombstone if self.applied is not None else None
+        doc["files"] = {
+            "plan": str(self.plan_path) if self.plan_path else None,
+            "rejects": str(rejects) if rejects else None,
+            "tombstone": str(tombstone) if tombstone else None,
+        }
+        return doc
 
 
 @dataclass
@@ -157,8 +197,21 @@ class EventsReconcileResult:
         return outcome_exit_code(failed=self.failed, rejected=len(self.rejects))
 
     def record(self) -> dict[str, Any]:
-        """The counts for the run record."""
-        return {"sent": self.sent, "failed": self.failed, "exit_code": self.exit_code}
+        """The counts for the run record and ``--json``."""
+        c = self.counts
+        totals = {
+            k: int(c[k].sum()) if c.height else 0 for k in ("local", "remote", "missing", "extra")
+        }
+        return {
+            **totals,
+            "contacts": c["contact"].n_unique() if c.height else 0,
+            "contacts_absent": self.contacts_absent,
+            "applied": self.applied,
+            "sent": self.sent,
+            "rejected": len(self.rejects),
+            "failed": self.failed,
+            "exit_code": self.exit_code,
+        }
 
 
 # ---- events -----------------------------------------------------------------------------
@@ -172,6 +225,7 @@ async def reconcile_events(
     call: Caller = once,
     engine: Engine | None = None,
     allow_triggers: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EventsReconcileResult:
     """Compare the canonical local events with Kraiter's; with an ``engine``, send the
     missing ones through it (marked in flight in the ledger first, ambiguous outcomes
@@ -180,7 +234,9 @@ async def reconcile_events(
     A contact that does not exist is created first (one upsert), so the result does not
     depend on how Kraiter treats events for unknown emails.
     """
-    plan = await plan_events(client, local_events, concurrency=concurrency, call=call)
+    plan = await plan_events(
+        client, local_events, concurrency=concurrency, call=call, on_progress=on_progress
+    )
     result = EventsReconcileResult(
         counts=plan.counts, missing=plan.missing, contacts_absent=len(plan.absent)
     )
@@ -258,6 +314,16 @@ def _write_rejects(settings: Settings, run_id: int, rejects: Sequence[Mapping[st
     return path
 
 
+@dataclass(frozen=True)
+class _Progress:
+    """Where a reconcile stands: rows validated, contacts read from Kraiter, contacts
+    whose events were compared."""
+
+    reading: Callable[[int], None] | None = None
+    comparing: Callable[[int, int], None] | None = None
+    validating: Callable[[int], None] | None = None
+
+
 @dataclass
 class _Local:
     kind: Kind
@@ -267,7 +333,10 @@ class _Local:
 
 
 def _read(
-    paths: Sequence[str | Path | ChunkSource], inputs: InputOptions | None, opts: ReconcileOptions
+    paths: Sequence[str | Path | ChunkSource | Input],
+    inputs: InputOptions | None,
+    opts: ReconcileOptions,
+    on_validated: Callable[[int], None] | None = None,
 ) -> _Local:
     inputs = inputs or InputOptions()
     # events sent by an earlier version with CSV values as text are matched by those too
@@ -276,11 +345,11 @@ def _read(
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(RejectsWriter(opts.rejects)) if opts.rejects else None
         kind, frame, report = read_inputs(
-            paths, inputs, on_rejects=writer.write if writer else None
+            paths, inputs, on_rejects=writer.write if writer else None, on_progress=on_validated
         )
     if kind == "contacts" and opts.mirror:
         refuse_unsafe_mirror(frame, report)
-    return _Local(kind, frame, report, [str(p) for p in paths])
+    return _Local(kind, frame, report, [str(getattr(p, "path", p)) for p in paths])
 
 
 async def _plan(
@@ -314,22 +383,26 @@ async def _preview(
     settings: Settings,
     opts: ReconcileOptions,
     client_factory: ClientFactory | None,
-    on_progress: Callable[[int], None] | None,
+    progress: _Progress,
 ) -> ReconcileResult:
     async with connect(settings, opts.run_options, client_factory=client_factory) as conn:
         if local.kind == "events":
             events = await reconcile_events(
-                conn.client, local.frame, concurrency=opts.concurrency, call=conn.call
+                conn.client,
+                local.frame,
+                concurrency=opts.concurrency,
+                call=conn.call,
+                on_progress=progress.comparing,
             )
             return ReconcileResult(plan=None, events=events, report=local.report)
-        return await _plan(conn.client, conn.call, local, settings, opts, on_progress)
+        return await _plan(conn.client, conn.call, local, settings, opts, progress.reading)
 
 
 async def _apply(
     run: Run,
     local: _Local,
     opts: ReconcileOptions,
-    on_progress: Callable[[int], None] | None,
+    progress: _Progress,
 ) -> ReconcileResult:
     settings = run.settings
     refused: list[dict[str, Any]] = []
@@ -346,19 +419,18 @@ async def _apply(
                 call=engine.with_retry,
                 engine=engine,
                 allow_triggers=opts.allow_triggers,
+                on_progress=progress.comparing,
             )
             events.rejects.extend(refused)
             if events.rejects:
                 events.rejects_path = _write_rejects(settings, run.run_id, events.rejects)
             result = ReconcileResult(plan=None, events=events, report=local.report)
             result.run_id = run.run_id
-            run.counts = {
-                "sent": events.sent,
-                "failed": events.failed,
-                "exit_code": events.exit_code,
-            }
+            run.counts = result.counts()
             return result
-        result = await _plan(engine.client, engine.with_retry, local, settings, opts, on_progress)
+        result = await _plan(
+            engine.client, engine.with_retry, local, settings, opts, progress.reading
+        )
         result.run_id = run.run_id
         plan = result.plan
         assert plan is not None  # noqa: S101 (contacts)
@@ -394,7 +466,7 @@ def _record_args(
 
 def reconcile_locked(
     store: StateStore | None,
-    paths: Sequence[str | Path | ChunkSource],
+    paths: Sequence[str | Path | ChunkSource | Input],
     *,
     settings: Settings,
     inputs: InputOptions | None = None,
@@ -403,13 +475,16 @@ def reconcile_locked(
     command: str = "reconcile",
     args: Mapping[str, Any] | None = None,
     client_factory: ClientFactory | None = None,
+    on_compared: Callable[[int, int], None] | None = None,
+    on_validated: Callable[[int], None] | None = None,
 ) -> ReconcileResult:
     """:func:`reconcile` for a caller that holds the state lock (``store``; None when
     the caller knows nothing will be applied)."""
     opts = options or ReconcileOptions()
-    local = _read(paths, inputs, opts)
+    progress = _Progress(on_progress, on_compared, on_validated)
+    local = _read(paths, inputs, opts, on_validated)
     if not opts.apply or store is None:
-        return asyncio.run(_preview(local, settings, opts, client_factory, on_progress))
+        return asyncio.run(_preview(local, settings, opts, client_factory, progress))
     with recorded_run(
         store,
         settings,
@@ -418,13 +493,14 @@ def reconcile_locked(
         options=opts.run_options,
         client_factory=client_factory,
     ) as run:
-        result = asyncio.run(_apply(run, local, opts, on_progress))
-        run.status = "incomplete" if result.exit_code == EXIT_INCOMPLETE else "ok"
+        result = asyncio.run(_apply(run, local, opts, progress))
+        run.status = result.status
+        run.counts = result.counts()
         return result
 
 
 def reconcile(
-    paths: Sequence[str | Path | ChunkSource],
+    paths: Sequence[str | Path | ChunkSource | Input],
     *,
     settings: Settings,
     inputs: InputOptions | None = None,
@@ -433,8 +509,13 @@ def reconcile(
     command: str = "reconcile",
     args: Mapping[str, Any] | None = None,
     client_factory: ClientFactory | None = None,
+    on_compared: Callable[[int, int], None] | None = None,
+    on_validated: Callable[[int], None] | None = None,
 ) -> ReconcileResult:
     """The library form of ``kraiter-sync reconcile PATH...`` (contacts or events).
+
+    Progress: ``on_validated`` (rows read and validated), ``on_progress`` (contacts read
+    from Kraiter), ``on_compared`` (contacts whose events were compared, of all).
 
     Without ``options.apply`` nothing is written and no lock is taken. With it, the run
     holds the state lock, is recorded in the ledger under ``command`` with ``args``, and
@@ -453,7 +534,17 @@ def reconcile(
             command=command,
             args=args,
             client_factory=client_factory,
+            on_compared=on_compared,
+            on_validated=on_validated,
         )
+
+
+def show_saved_plan(plan_path: str | Path) -> ReconcileResult:
+    """``kraiter-sync reconcile --plan PLAN``: a plan saved by ``--plan-out``, read back;
+    nothing is read from Kraiter and nothing is written."""
+    result = ReconcileResult(plan=read_plan(plan_path))
+    result.plan_path = Path(plan_path)
+    return result
 
 
 def apply_saved_plan(
@@ -462,6 +553,7 @@ def apply_saved_plan(
     settings: Settings,
     options: ReconcileOptions | None = None,
     client_factory: ClientFactory | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
 ) -> ReconcileResult:
     """``kraiter-sync reconcile --plan PLAN --apply``: refuse when Kraiter changed since."""
     opts = options or ReconcileOptions()
@@ -476,7 +568,16 @@ def apply_saved_plan(
     args = {"plan": str(plan_path), "apply": True}
 
     async def main(run: Run) -> ReconcileResult:
-        async with run.engine() as engine:
+        engines: list[Engine] = []
+
+        def progress(stats: EngineStats) -> None:
+            if on_progress is not None and engines:
+                total = plan.rows.height - plan.counts().get("unchanged", 0)
+                controller = engines[0].controller
+                on_progress(Snapshot.of(stats, total=total, controller=controller))
+
+        async with run.engine(on_progress=progress) as engine:
+            engines.append(engine)
             current = await verify_plan_fresh(
                 engine.client, plan, call=engine.with_retry, concurrency=opts.concurrency
             )
@@ -507,5 +608,6 @@ def apply_saved_plan(
         ) as run,
     ):
         result = asyncio.run(main(run))
-        run.status = "incomplete" if result.exit_code == EXIT_INCOMPLETE else "ok"
+        run.status = result.status
+        run.counts = result.counts()
         return result

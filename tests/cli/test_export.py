@@ -142,7 +142,7 @@ def test_docs_name_every_export_option_and_column() -> None:
         "--quiet",
         "--verbose",
     }
-    common |= {"--log-format", "--help"}
+    common |= {"--log-format", "--help", "--json", "--heartbeat"}
     for param in command.params:
         for opt in param.opts:
             if opt.startswith("--") and opt not in common:

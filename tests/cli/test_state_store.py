@@ -18,6 +18,7 @@ from kraiter_sync.cli import main
 from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
 from kraiter_sync.state.backend import open_state
 from tests.helpers.pgstate import pg_run, pg_state, split_schema
+from tests.helpers.schemas import check_schema
 
 __all__ = ["pg_state"]
 
@@ -247,6 +248,7 @@ def test_state_migrate_copies_sqlite_state_and_nothing_is_sent_again(
     result = _cli(["state", "migrate", "--to", pg_state, "--json"], kraiter, tmp_path)
     assert result.exit_code == 0, result.output
     copied = json.loads(result.stdout)
+    check_schema(copied, "state-migrate")
     assert copied["counts"]["events"] == 40
     assert copied["counts"]["runs"] == 1  # an export records no run
     assert copied["counts"]["blobs"] == len(blobs)

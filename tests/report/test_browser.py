@@ -113,7 +113,7 @@ def test_the_report_of_a_real_import_shows_its_json_figures_in_chromium(
         main, ["runs", "show", str(summary["run_id"]), "--json", "--state-dir", str(state)]
     )
     assert shown.exit_code == 0, shown.output
-    record = json.loads(shown.stdout)
+    record = json.loads(shown.stdout)["run"]
     assert record["counts"]["events"] == ev  # the run's JSON is the import's JSON
 
     page = load_page(chromium, report, ready=CHARTS_READY, expression=READ_PAGE)

@@ -211,14 +211,17 @@ def test_runs_show_prints_one_run_and_writes_its_report(tmp_path: Path) -> None:
     runner = CliRunner()
     shown = runner.invoke(main, ["runs", "show", str(run_id), "--state-dir", str(state)])
     assert shown.exit_code == 0, shown.output
-    assert shown.stdout.startswith(f"run {run_id}: import (ok)\ntarget: {TARGET}\n")
+    # recorded "ok" by an older version, but it exited 3: shown as what it was
+    assert shown.stdout.startswith(
+        f"run {run_id}: import (rejected-rows, exit 3)\ntarget: {TARGET}\n"
+    )
     as_json = runner.invoke(
         main, ["runs", "show", str(run_id), "--json", "--state-dir", str(state)]
     )
-    record = json.loads(as_json.stdout)
+    record = json.loads(as_json.stdout)["run"]
     assert record["details"]["timeline"]["series"]["requests"] == [3, 6]
     listing = runner.invoke(main, ["runs", "--json", "--state-dir", str(state)])
-    assert "details" not in json.loads(listing.stdout)[0]  # the listing keeps its shape
+    assert "details" not in json.loads(listing.stdout)["runs"][0]  # not in the listing
     out = tmp_path / "run.html"
     html = runner.invoke(
         main, ["runs", "show", str(run_id), "--html", str(out), "--state-dir", str(state)]

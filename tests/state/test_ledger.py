@@ -532,7 +532,7 @@ def test_cli_runs_shows_a_killed_run(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert " killed " in result.stdout.splitlines()[1]
     as_json = CliRunner().invoke(main, ["runs", "--json", "--state-dir", str(state)])
-    (run,) = json.loads(as_json.stdout)
+    (run,) = json.loads(as_json.stdout)["runs"]
     assert (run["status"], run["pid"]) == ("killed", proc.pid)
 
 
