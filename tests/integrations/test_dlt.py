@@ -284,3 +284,28 @@ def test_with_postgresql_state_a_new_runner_replays_a_load_and_sends_nothing_twi
             store.close()
     assert not (tmp_path / "first" / "st" / "ledger.db").exists()  # the ledger is not local
     assert stored_events(db, KEY) == _expected()  # 0 duplicates, 0 missing
+
+
+def test_a_table_mapped_by_name_kind_and_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dlt = require("dlt")
+    from kraiter_sync.integrations.dlt import Table, kraiter
+
+    rows = [
+        {"who": f"u{i}@example.com", "what": "paid", "at": f"2026-03-0{i + 1}T08:00:00Z"}
+        for i in range(4)
+    ]
+    db = tmp_path / "kraiter.db"
+    with serve_in_thread(EmulatorConfig(db_path=str(db))) as url:
+        monkeypatch.setenv("DESTINATION__KRAITER__API_KEY", KEY)
+        monkeypatch.setenv("DESTINATION__KRAITER__BASE_URL", url)
+        monkeypatch.setenv("DESTINATION__KRAITER__STATE_DIR", str(tmp_path / "st"))
+        table = Table(kind="events", mapping={"email": "who", "name": "what", "timestamp": "at"})
+        pipeline = _pipeline(tmp_path, kraiter(tables={"payments": table}))
+        info = pipeline.run(dlt.resource(rows, name="payments"))  # type: ignore[attr-defined]
+        assert not info.has_failed_jobs
+    stored = stored_events(db, KEY)
+    assert sorted((e[0], e[1]) for e in stored.elements()) == [
+        (f"u{i}@example.com", "paid") for i in range(4)
+    ]
