@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -29,26 +30,51 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = get_logger("cli")
 
 
-def _since(value: str | None) -> Any:
-    """--since through the library's parser; a bad value is click's usage error."""
+def _since(value: str | None, *, flag: str = "--since") -> Any:
+    """--since / --until through the library's parser; a bad value is a usage error."""
     from kraiter_sync.export.choices import parse_since
 
     if value is None:
         return None
     try:
-        return parse_since(value)
+        return parse_since(value, flag=flag)
     except UsageError as exc:
         raise click.BadParameter(str(exc)) from None
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _confirm_replace(notice: str | None) -> None:
+    """--replace names what it deletes; on a terminal it asks first."""
+    if notice is None:
+        return
+    if not _interactive():
+        log.warning("%s", notice)
+        return
+    click.echo(notice, err=True)
+    if not click.confirm("Continue?", default=False, err=True):
+        msg = "--replace was not confirmed: nothing was exported or deleted"
+        raise UsageError(msg)
+
+
 @main.command("export")
-@click.argument("stream", type=click.Choice(STREAM_NAMES))
+@click.argument("stream", type=click.Choice([*STREAM_NAMES, "compact"]))
 @click.option(
     "--out",
     "out",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
+    default=None,
     help="Directory to write into; the stream goes to OUT/STREAM/.",
+)
+@click.option(
+    "--to",
+    "to",
+    metavar="URL",
+    default=None,
+    help="A table instead of files: duckdb:///FILE or postgresql://… (table "
+    "kraiter_STREAM, upserted on the row's id).",
 )
 @click.option(
     "--format",
@@ -59,11 +85,13 @@ def _since(value: str | None) -> Any:
     help="File format. events and timelines are partitioned by date=YYYY-MM-DD.",
 )
 @click.option(
-    "--full",
+    "--replace",
     is_flag=True,
-    help="Re-export everything and replace the files of OUT/STREAM when done (ignores the "
-    "watermark).",
+    help="Export everything again and then delete what earlier exports wrote (the files "
+    "of OUT/STREAM in the manifest, or the table's rows not found again). Names what it "
+    "deletes and asks on a terminal.",
 )
+@click.option("--full", is_flag=True, hidden=True, help="Old name of --replace.")
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -75,8 +103,14 @@ def _since(value: str | None) -> Any:
     "--since",
     metavar="DATE",
     default=None,
-    help="Re-export only rows at/after DATE (ISO 8601; UTC unless an offset is given), "
-    "replacing OUT/STREAM; later runs continue incrementally.",
+    help="Export only rows at/after DATE (ISO 8601; UTC unless an offset is given) into "
+    "their own folder OUT/STREAM-since-DATE; never touches OUT/STREAM.",
+)
+@click.option(
+    "--until",
+    metavar="DATE",
+    default=None,
+    help="Export only rows before DATE (with or without --since), into their own folder.",
 )
 @click.option(
     "--contacts",
@@ -108,6 +142,19 @@ def _since(value: str | None) -> Any:
 @chunk_size_option(50_000, "Rows per committed chunk (files written and watermark saved together).")
 @deprecated_alias("--chunk-rows", "--chunk-size", "chunk_size", type=click.IntRange(min=1))
 @click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=16,
+    show_default=True,
+    help="timelines, enrolments, memberships: contacts fetched at once (one shared rate limit).",
+)
+@click.option(
+    "--table-prefix",
+    default="kraiter_",
+    show_default=True,
+    help="--to: tables are named PREFIXSTREAM.",
+)
+@click.option(
     "--page-size",
     type=click.IntRange(1, 100),
     default=100,
@@ -120,11 +167,14 @@ def export_command(
     *,
     common: Common,
     stream: str,
-    out: Path,
+    out: Path | None,
+    to: str | None,
     fmt: str,
+    replace: bool,
     full: bool,
     overwrite: bool,
     since: str | None,
+    until: str | None,
     contacts_file: Path | None,
     flatten_properties: bool,
     raw_csv: bool,
@@ -132,9 +182,12 @@ def export_command(
     rate: float | None,
     max_retries: int,
     chunk_size: int,
+    concurrency: int,
+    table_prefix: str,
     page_size: int,
 ) -> None:
-    """Export a stream from Kraiter to Parquet, CSV or NDJSON files for analysis.
+    """Export a stream from Kraiter to Parquet, CSV or NDJSON files, or to a DuckDB or
+    PostgreSQL table, for analysis.
 
     \b
     Streams:
@@ -146,11 +199,16 @@ def export_command(
       enrolments   each contact's sequences (snapshot)
       memberships  each contact's segments (snapshot)
 
-    events, timelines and sends are incremental: each run appends only what is new
+    events, timelines and sends are incremental: each run adds only what is new
     since the last run (a watermark per target, stream and --out in the state
-    directory). Snapshot streams are rewritten whole each run. Files appear
-    atomically; an interrupted run (Ctrl-C, kill, out of retries: exit 4) resumes
-    where it stopped when re-run, without duplicating rows.
+    directory), one file per date partition. Snapshot streams are rewritten whole each
+    run. Files appear atomically when the run ends; an interrupted run (Ctrl-C, kill,
+    out of retries: exit 4) resumes from its last checkpoint when re-run, without
+    duplicating rows. If the output no longer holds what the state says (deleted or
+    changed files), the stream is exported again in full and the summary says why.
+
+    `export compact --out DIR` merges the small files earlier runs left in each
+    partition into one.
 
     Only files kraiter-sync wrote are ever replaced or deleted (a manifest in the
     state directory lists them): an OUT/STREAM that already holds other files is
@@ -165,15 +223,25 @@ def export_command(
       kraiter-sync export contacts --out exports/ --format csv
       kraiter-sync export timelines --out exports/ --contacts vip.txt
       kraiter-sync export events --out exports/ --since 2025-01-01
+      kraiter-sync export events --to duckdb:///analytics.duckdb
+      kraiter-sync export compact --out exports/
     """
-    from kraiter_sync.export import ExportOptions, export
+    from kraiter_sync.export import ExportOptions, export, replacement
     from kraiter_sync.export.choices import read_contacts_file
 
+    if (out is None) == (to is None):
+        msg = "give one destination: --out DIR (files) or --to URL (a database table)"
+        raise UsageError(msg)
+    destination = str(to) if to is not None else cast(Path, out)
+    if stream == "compact":
+        _compact(common, out)
+        return
     options = ExportOptions(
         format=cast(Any, fmt),
-        full=full,
+        replace=replace or full,
         overwrite=overwrite,
         since=_since(since),
+        until=_since(until, flag="--until"),
         contacts=read_contacts_file(contacts_file) if contacts_file else None,
         flatten_properties=flatten_properties,
         raw_csv=raw_csv,
@@ -181,12 +249,16 @@ def export_command(
         retries=max_retries,
         rate=rate,
         chunk_rows=aliased(click.get_current_context(), "chunk_size", chunk_size, 50_000),
+        concurrency=concurrency,
+        table_prefix=table_prefix,
         page_size=page_size,
     )
     settings = common.settings()
+    if options.replacing:
+        _confirm_replace(replacement(stream, destination, settings=settings, options=options))
     with common.progress() as progress:
         result = export(
-            stream, out, settings=settings, options=options, progress=progress.exporting()
+            stream, destination, settings=settings, options=options, progress=progress.exporting()
         )
     if result.contacts_not_found:
         shown = ", ".join(result.contacts_not_found[:5])
@@ -198,3 +270,15 @@ def export_command(
             f" and {more} more" if more > 0 else "",
         )
     emit(common, export_document(result), export_summary(result))
+
+
+def _compact(common: Common, out: Path | None) -> None:
+    """``export compact --out DIR``."""
+    from kraiter_sync.cli.render import compact_summary
+    from kraiter_sync.export import compact
+
+    if out is None:
+        msg = "export compact works on exported files: give --out DIR"
+        raise UsageError(msg)
+    for result in compact(out, settings=common.settings()):
+        click.echo(compact_summary(result))

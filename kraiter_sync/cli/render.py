@@ -15,7 +15,7 @@ from kraiter_sync.errors import status_for_exit
 
 if TYPE_CHECKING:
     from kraiter_sync.connectors import Connector
-    from kraiter_sync.export import ExportResult
+    from kraiter_sync.export import CompactResult, ExportResult
     from kraiter_sync.plan.contacts import ContactPlan
     from kraiter_sync.plan.snapshot import RemoteSnapshot
     from kraiter_sync.state.migrate import MigrateResult
@@ -405,18 +405,48 @@ def check_lines(result: CheckResult, *, verbose: bool) -> list[tuple[str, bool]]
 
 
 def export_summary(result: ExportResult) -> str:
-    """What one export run did."""
+    """What one export run did: rows and files of this run, what the output holds now,
+    where the manifest is, and why a run exported in full when it was not asked to."""
     rate = result.rows / result.seconds if result.seconds > 0 else 0.0
-    where = f" to {result.directory}" if result.directory else ""
+    if result.table:
+        where = f" to {result.table}"
+    else:
+        where = f" to {result.directory}" if result.directory else ""
+    kind = result.mode + (", resumed" if result.resumed else "")
+    if result.table:
+        written = f"{result.rows_total:,} rows in the table"
+    else:
+        written = (
+            f"{result.files:,} file(s); the folder holds {result.files_total:,} file(s), "
+            f"{result.rows_total:,} rows"
+        )
     text = (
-        f"exported {result.rows:,} {result.stream} rows ({result.mode}"
-        f"{', resumed' if result.resumed else ''}){where} as {result.format}: "
-        f"{len(result.files)} file(s), {result.requests:,} request(s), "
+        f"exported {result.rows:,} {result.stream} rows ({kind}){where} as {result.format}: "
+        f"{written}; {result.requests:,} request(s), "
         f"{result.retries} retr{'y' if result.retries == 1 else 'ies'}, "
         f"{result.seconds:.1f}s ({rate:,.0f} rows/s)"
     )
+    if result.replaced:
+        noun = "row(s)" if result.table else "file(s)"
+        text += f"; {result.replaced:,} earlier {noun} replaced"
     if result.contacts_not_found:
         text += f"; {len(result.contacts_not_found)} listed contact(s) not found"
+    if result.manifest is not None and not result.table:
+        text += f"\nmanifest: {result.manifest}"
+    if result.reason:
+        text += f"\nnote: {result.reason}"
+    return text
+
+
+def compact_summary(result: CompactResult) -> str:
+    """What ``export compact`` did to one stream folder."""
+    text = (
+        f"compacted {result.folder}: {result.files_before:,} -> {result.files_after:,} "
+        f"file(s), {result.partitions:,} partition(s) rewritten ({result.rows:,} rows), "
+        f"{result.seconds:.1f}s"
+    )
+    for reason in result.skipped:
+        text += f"\nleft as it is: {reason}"
     return text
 
 
@@ -437,7 +467,7 @@ def export_document(result: ExportResult) -> dict[str, Any]:
     fields: dict[str, Any] = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in dataclasses.asdict(result).items()
-        if k != "files"
+        if k not in ("files", "manifest_files")  # the file list can be long: paths()
     }
     files: Any = result.files  # (a list of paths, or a count)
     count = files if isinstance(files, int) else len(files)

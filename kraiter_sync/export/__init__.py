@@ -1,21 +1,28 @@
-"""Export: Kraiter → polars frames → Parquet / CSV / NDJSON files.
+"""Export: Kraiter → polars frames → Parquet / CSV / NDJSON files, or DuckDB / PostgreSQL.
 
-Two ways in, over the same readers:
+Three ways in, over the same readers:
 
 * **frames** — ``export_events(client)``, ``export_contacts(client)``, … (one per
   stream, :func:`read_stream` for any) return the whole stream as one polars frame
   with the stream's documented schema. For notebooks and modest sizes.
-* **files** — :func:`export_to` (and :func:`export_async`) write a stream chunk by
-  chunk into ``<out>/<stream>/``, never holding more than one chunk, incrementally
-  (a watermark per target, stream and output directory) and resumably.
+* **files** — :func:`export_to` (and :func:`export_async`) write a stream into
+  ``<out>/<stream>/``, one file per date partition per run, incrementally (a watermark
+  per target, stream and output) and resumably; :func:`compact` merges earlier runs'
+  small files.
+* **tables** — the same functions with a ``duckdb://`` or ``postgresql://`` URL upsert
+  into ``kraiter_<stream>``, the cursor committed with the rows.
 
 Modules: ``paging`` (resumable positions, the one fetch path with retries),
-``streams`` (stream specs, schemas, row → frame conversion), ``writers`` (formats,
-partitions, CSV neutralisation), ``state`` (the JSON state document and its lock),
-``output`` (the stream directory: the manifest, what is ours, replacing only that),
-``runner`` (runs, commits, recovery), ``run`` (the async entry points),
-``options`` (options, result, progress), ``choices`` (stream names, ``--since``,
-``--contacts``), ``public`` (the functions below).
+``reading`` (feeds, and per-contact streams several contacts at once), ``streams``
+(stream specs, schemas, row → frame conversion, ``email_unicode``), ``runner`` (a run:
+buffering, checkpoints into a sink), ``folder`` (a file export's run: checkpoints,
+then one file per partition put in place), ``spill`` (checkpoint files and the files
+built from them), ``writers`` (formats, streamed writers, CSV neutralisation),
+``output`` (the stream folder: the writer seam, the manifest, verification),
+``state`` (the JSON state document and its lock), ``compaction`` (``export compact``),
+``database`` and ``tables`` (database targets), ``run`` (the entry points),
+``options`` (options, result, progress), ``choices`` (stream names, windows,
+destinations, ``--contacts``), ``public`` (the functions below).
 
 Names load lazily: ``kraiter_sync.export.choices`` (what the CLI needs at start) does
 not load polars.
@@ -27,8 +34,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kraiter_sync.export.compaction import CompactResult
     from kraiter_sync.export.options import ExportOptions, ExportResult, ProgressSink
     from kraiter_sync.export.public import (
+        compact,
         export,
         export_contacts,
         export_enrolments,
@@ -39,12 +48,16 @@ if TYPE_CHECKING:
         export_timelines,
         export_to,
         read_stream,
+        replacement,
     )
     from kraiter_sync.export.run import export_async, read_stream_async
     from kraiter_sync.export.streams import SCHEMAS, STREAMS, StreamSpec
     from kraiter_sync.export.writers import FORMATS, Format
 
 _LAZY = {
+    "CompactResult": "kraiter_sync.export.compaction",
+    "compact": "kraiter_sync.export.public",
+    "replacement": "kraiter_sync.export.public",
     "FORMATS": "kraiter_sync.export.writers",
     "SCHEMAS": "kraiter_sync.export.streams",
     "STREAMS": "kraiter_sync.export.streams",
@@ -80,11 +93,13 @@ __all__ = [
     "FORMATS",
     "SCHEMAS",
     "STREAMS",
+    "CompactResult",
     "ExportOptions",
     "ExportResult",
     "Format",
     "ProgressSink",
     "StreamSpec",
+    "compact",
     "export",
     "export_async",
     "export_contacts",
@@ -97,4 +112,5 @@ __all__ = [
     "export_to",
     "read_stream",
     "read_stream_async",
+    "replacement",
 ]

@@ -1,28 +1,31 @@
-"""A stream's output directory (``<out>/<stream>/``): kraiter-sync touches only what it wrote.
+"""A stream's output folder (``<out>/<stream>/``): kraiter-sync touches only what it wrote.
+
+:class:`LocalFolder` is the one place where an export lists, puts and deletes files:
+files are built elsewhere (a hidden staging directory beside the folder) and *put*
+into place whole by an atomic rename, and only files named as kraiter-sync names them
+are ever deleted. An object-store destination implements the same few methods
+(``walk``, ``put``, ``delete``, ``staging``) over ``Bucket.list`` / ``Bucket.put``.
 
 The *manifest* is the ``files`` entry of the export state document (``state.py``): every
 file an export of this (target, stream, output) wrote, by path relative to the stream
-directory, with its row count (``{"rows": n}``). It is saved in the same atomic write as
-the journal that makes a chunk's files visible, so it never misses a file that exists.
-It lives in the state directory, not beside the files: any other file in the directory
-would break ``pl.scan_parquet(dir, hive_partitioning=True)`` and Spark-style readers.
+folder, with its row count and size (``{"rows": n, "bytes": b}``). It is saved in the
+same atomic write as the journal that puts a run's files in place, so it never misses a
+file that exists. It lives in the state directory, not beside the files: any other file
+in the folder would break ``pl.scan_parquet(dir, hive_partitioning=True)``.
 
-Before a run writes anything the directory is *surveyed*:
+Before a run writes anything the folder is *surveyed* and *verified*:
 
-* a symbolic link (the stream directory itself, or anything in it) and a file where the
-  directory belongs are refused: nothing is written or deleted through a link;
-* files in the manifest are ours; part files named as this tool names them
-  (``part-<run id>-<chunk>.<format>``, also under ``date=…/``) are ours too and are
-  *adopted* into the manifest with their row count, so an export whose state was lost, or
-  made before manifests existed, is still replaced rather than duplicated;
-* anything else is the user's: a directory holding such files that this state has not
+* a symbolic link (the folder itself, or anything in it) and a file where the folder
+  belongs are refused: nothing is written or deleted through a link;
+* files in the manifest must exist with the size they were written with
+  (:func:`verify`); a missing or changed file means the output no longer holds what the
+  state says, and the stream is exported again in full;
+* part files named as this tool names them (``part-<run id>-<n>.<format>``, also under
+  ``date=…/``) but missing from the manifest are *adopted* with their row count (an
+  export whose state was lost is then replaced rather than duplicated);
+* anything else is the user's: a folder holding such files that this state has not
   claimed yet is refused unless ``--overwrite``, and even then those files are never
   replaced or deleted.
-
-A full run (``--full``, ``--since``, every snapshot) writes into a staging directory and
-then :func:`replace_files` deletes the manifest's files and moves the new ones in, one by
-one; it is journaled first and idempotent, so a run killed half-way is finished by the
-next one.
 """
 
 from __future__ import annotations
@@ -41,18 +44,20 @@ from kraiter_sync.errors import UsageError
 __all__ = [
     "PART_NAME",
     "TMP_NAME",
+    "LocalFolder",
+    "Manifest",
     "Survey",
-    "check_directory",
     "count_rows",
     "refusal",
     "replace_files",
     "survey",
+    "verify",
 ]
 
 _RUN_CHUNK = r"\d{8}T\d{6}Z-[0-9a-f]{6}-\d{5}"
-#: A part file as the writers name it (``writers.write_chunk``).
+#: A part file as kraiter-sync names it (``spill.part_name``).
 PART_NAME = re.compile(rf"^part-{_RUN_CHUNK}\.(parquet|csv|ndjson)$")
-#: A part file under its temporary name, before the journal makes it visible.
+#: A part file under its temporary name (written by versions that built files in place).
 TMP_NAME = re.compile(rf"^\.part-{_RUN_CHUNK}\.(parquet|csv|ndjson)\.tmp$")
 #: A partition directory as the writers name it.
 PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2}|__HIVE_DEFAULT_PARTITION__)$")
@@ -67,16 +72,100 @@ def _link_error(path: Path) -> UsageError:
     )
 
 
-def check_directory(directory: Path, stream: str) -> None:
-    """The stream directory must be a real directory, or not exist yet."""
-    if directory.is_symlink():
-        raise _link_error(directory)
-    if directory.exists() and not directory.is_dir():
-        msg = (
-            f"{directory} is a file, where the {stream} export needs a directory; move it "
-            "away or choose another --out"
-        )
-        raise UsageError(msg)
+def _safe_rel(rel: str) -> bool:
+    parts = Path(rel).parts
+    return bool(parts) and ".." not in parts and not Path(rel).is_absolute()
+
+
+class LocalFolder:
+    """A stream's folder on the local file system (see the module docstring)."""
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path = path
+        #: What the folder holds, for messages (``events``, ``events-since-2026-11-01``).
+        self.label = label
+
+    def check(self) -> None:
+        """The folder must be a real directory, or not exist yet."""
+        if self.path.is_symlink():
+            raise _link_error(self.path)
+        if self.path.exists() and not self.path.is_dir():
+            msg = (
+                f"{self.path} is a file, where the {self.label} export needs a directory; "
+                "move it away or choose another --out"
+            )
+            raise UsageError(msg)
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    def walk(self) -> tuple[dict[str, int], list[str]]:
+        """Every file (relative path → size) and every empty directory that is not a
+        partition; links are refused, not followed."""
+        files: dict[str, int] = {}
+        empty: list[str] = []
+        if not self.path.is_dir():
+            return files, empty
+        for root, dirs, names in os.walk(self.path):
+            here = Path(root)
+            for name in dirs:
+                if (here / name).is_symlink():
+                    raise _link_error(here / name)
+            for name in names:
+                path = here / name
+                if path.is_symlink():
+                    raise _link_error(path)
+                files[path.relative_to(self.path).as_posix()] = path.stat().st_size
+            if here != self.path and not dirs and not names and not PARTITION_DIR.match(here.name):
+                empty.append(here.relative_to(self.path).as_posix() + "/")
+        return files, empty
+
+    def size(self, rel: str) -> int | None:
+        path = self.path / rel
+        try:
+            return path.stat().st_size if path.is_file() and not path.is_symlink() else None
+        except OSError:
+            return None
+
+    def put(self, rel: str, source: Path) -> None:
+        """Move a finished file into place (atomic: a reader sees it whole or not at all)."""
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.replace(target)
+
+    def delete(self, rel: str) -> bool:
+        """Delete one of kraiter-sync's part files; anything else is never touched."""
+        if not _safe_rel(rel):
+            return False
+        path = self.path / rel
+        if PART_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink()
+            self._prune(path.parent)
+            return True
+        return False
+
+    def _prune(self, start: Path) -> None:
+        """Remove ``start`` and its parents below the folder while they are empty."""
+        current = start
+        while current != self.path and self.path in current.parents:
+            try:
+                current.rmdir()
+            except OSError:  # not empty (or gone): stop
+                return
+            current = current.parent
+
+    def staging(self, name: str) -> Path:
+        """A hidden work directory beside the folder (same file system: renames are
+        atomic): ``<out>/.<label>.<name>``."""
+        return self.path.parent / f".{self.label}.{name}"
+
+    def stagings(self) -> list[Path]:
+        """Every work directory of this folder (and of older versions: ``.staging-``,
+        ``.old-``)."""
+        parent = self.path.parent
+        if not parent.is_dir():
+            return []
+        return sorted(p for p in parent.glob(f".{self.label}.*") if p.is_dir())
 
 
 def count_rows(path: Path) -> int:
@@ -91,89 +180,84 @@ def count_rows(path: Path) -> int:
 
 
 class Survey:
-    """What a stream directory holds: files adopted into the manifest, and the user's."""
+    """What a stream folder holds beyond its manifest: files adopted, and the user's."""
 
     def __init__(self) -> None:
         self.adopted: Manifest = {}
         self.foreign: list[str] = []
 
 
-def survey(directory: Path, manifest: Mapping[str, Any]) -> Survey:
-    """Walk ``directory`` (not following links): see the module docstring."""
+def _ours(rel: str) -> bool:
+    path = Path(rel)
+    return bool(PART_NAME.match(path.name)) and all(
+        PARTITION_DIR.match(part) for part in path.parts[:-1]
+    )
+
+
+def survey(folder: LocalFolder, manifest: Mapping[str, Any]) -> Survey:
+    """Walk the folder (not following links): see the module docstring."""
     found = Survey()
-    if not directory.is_dir():
-        return found
-    for root, dirs, files in os.walk(directory):
-        here = Path(root)
-        for name in dirs:
-            if (here / name).is_symlink():
-                raise _link_error(here / name)
-        for name in sorted(files):
-            path = here / name
-            if path.is_symlink():
-                raise _link_error(path)
-            rel = path.relative_to(directory).as_posix()
-            if rel in manifest or TMP_NAME.match(name):
-                continue
-            if PART_NAME.match(name) and all(
-                PARTITION_DIR.match(part) for part in Path(rel).parts[:-1]
-            ):
-                found.adopted[rel] = {"rows": count_rows(path)}
-            else:
-                found.foreign.append(rel)
-        if here != directory and not dirs and not files and not PARTITION_DIR.match(here.name):
-            found.foreign.append(here.relative_to(directory).as_posix() + "/")
-    found.foreign.sort()
+    files, empty = folder.walk()
+    for rel, size in sorted(files.items()):
+        if rel in manifest or TMP_NAME.match(Path(rel).name):
+            continue
+        if _ours(rel):
+            found.adopted[rel] = {"rows": count_rows(folder.path / rel), "bytes": size}
+        else:
+            found.foreign.append(rel)
+    found.foreign = sorted([*found.foreign, *empty])
     return found
+
+
+def _listed(paths: list[str], limit: int = 3) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def verify(folder: LocalFolder, manifest: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Why the folder does not hold what the manifest lists (None when it does): every
+    file must exist, with the size it was written with."""
+    missing: list[str] = []
+    changed: list[str] = []
+    for rel, entry in sorted(manifest.items()):
+        size = folder.size(rel) if _safe_rel(rel) else None
+        if size is None:
+            missing.append(rel)
+        elif "bytes" in entry and size != entry["bytes"]:
+            changed.append(rel)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of {len(manifest)} files are missing ({_listed(missing)})")
+    if changed:
+        problems.append(f"{len(changed)} changed size since they were written ({_listed(changed)})")
+    if not problems:
+        return None
+    return f"{folder.path} does not hold what the last export wrote: " + "; ".join(problems)
 
 
 def refusal(directory: Path, foreign: list[str]) -> UsageError:
     """Why a directory holding the user's files is not exported into without --overwrite."""
-    shown = ", ".join(foreign[:3])
-    more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
     noun = "file" if len(foreign) == 1 else "files"
     msg = (
         f"refusing to export into {directory}: it holds {len(foreign)} {noun} kraiter-sync "
-        f"did not write ({shown}{more}). Choose another --out, or pass --overwrite to export "
-        "there anyway: kraiter-sync only ever replaces or deletes the files it wrote"
+        f"did not write ({_listed(foreign)}). Choose another --out, or pass --overwrite to "
+        "export there anyway: kraiter-sync only ever replaces or deletes the files it wrote"
     )
     return UsageError(msg)
 
 
-def _prune(directory: Path, start: Path) -> None:
-    """Remove ``start`` and its parents below ``directory`` while they are empty."""
-    current = start
-    while current != directory and directory in current.parents:
-        try:
-            current.rmdir()
-        except OSError:  # not empty (or gone): stop
-            return
-        current = current.parent
-
-
 def replace_files(
-    directory: Path, staging: Path, new: Mapping[str, Any], old: Iterable[str]
-) -> None:
-    """Delete the ``old`` files (the manifest's) and move the ``new`` ones in from
-    ``staging``; anything else in ``directory`` stays. Safe to run again after a kill.
-
-    A file is deleted only if it is named as this tool names part files and lies inside
-    ``directory``: a damaged or edited manifest cannot make it delete anything else."""
-    emptied: set[Path] = set()
-    for rel in old:
-        if rel in new or ".." in Path(rel).parts or Path(rel).is_absolute():
-            continue
-        path = directory / rel
-        if PART_NAME.match(path.name) and path.is_file() and not path.is_symlink():
-            path.unlink()
-            emptied.add(path.parent)
+    folder: LocalFolder, staging: Path, new: Mapping[str, Any], old: Iterable[str]
+) -> int:
+    """Put the ``new`` files (built under ``staging``) in place and delete the ``old`` ones
+    (the manifest's, when a run replaces the output); anything else in the folder stays.
+    Safe to run again after a kill (a file already moved is not in ``staging`` any more).
+    Returns the number of files deleted."""
     for rel in new:
         source = staging / rel
-        if source.is_file():
-            target = directory / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source.replace(target)
-    for parent in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
-        _prune(directory, parent)
+        if _safe_rel(rel) and source.is_file():
+            folder.put(rel, source)
+    deleted = sum(1 for rel in old if rel not in new and folder.delete(rel))
     if staging.exists():
         shutil.rmtree(staging)
+    return deleted

@@ -278,24 +278,17 @@ async def contact_list(client: KraiterClient, stream: str, contact_id: str) -> l
 
 async def iter_contacts(
     fetcher: Fetcher,
-    client: KraiterClient,
     listed: Sequence[str] | None,
     driver: Any,
     *,
     page_size: int,
-    not_found: list[str],
 ) -> AsyncIterator[tuple[Item, Any, Any]]:
     """(contact, driver position before it, after it) for the per-contact streams: the
-    ``--contacts`` list (those Kraiter lacks go to ``not_found``), else every contact.
-    ``driver`` is where a resumed run stopped."""
+    ``--contacts`` list (as ``{"ref": id or email}``, for the reader to look up), else
+    every contact. ``driver`` is where a resumed run stopped."""
     if listed is not None:
-        start = int(driver or 0)
-        for index in range(start, len(listed)):
-            contact = await lookup_contact(fetcher, client, listed[index])
-            if contact is None:
-                not_found.append(listed[index])
-                continue
-            yield contact, index, index + 1
+        for index in range(int(driver or 0), len(listed)):
+            yield {"ref": listed[index]}, index, index + 1
         return
     before = Position.from_json(driver)
     async for page in pages(fetcher, "contacts.list", before, limit=page_size):

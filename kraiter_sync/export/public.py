@@ -11,8 +11,9 @@ import polars as pl
 
 from kraiter_sync.api.blocking import SyncKraiterClient
 from kraiter_sync.api.client import KraiterClient
+from kraiter_sync.export.compaction import CompactResult
 from kraiter_sync.export.options import ExportOptions, ExportResult, ProgressSink
-from kraiter_sync.export.run import export_async, read_stream_async
+from kraiter_sync.export.run import compact_output, export_async, read_stream_async, replace_notice
 from kraiter_sync.state.backend import open_shared_files
 from kraiter_sync.upload.context import (
     ClientFactory,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from kraiter_sync.config import Settings
 
 __all__ = [
+    "compact",
     "export",
     "export_contacts",
     "export_enrolments",
@@ -36,6 +38,7 @@ __all__ = [
     "export_timelines",
     "export_to",
     "read_stream",
+    "replacement",
 ]
 
 T = TypeVar("T")
@@ -121,7 +124,8 @@ def export(
     progress: ProgressSink | None = None,
     client_factory: ClientFactory | None = None,
 ) -> ExportResult:
-    """The ``kraiter-sync export`` command as a function: settings in, files out.
+    """The ``kraiter-sync export`` command as a function: settings in, files (``out`` a
+    directory) or a table (``out`` a ``duckdb://`` / ``postgresql://`` URL) out.
 
     The run comes from the run context like every verb's: a rate-controlled client
     (``options.rate`` is the ceiling) and, with a ``--tenant`` name, the check that the
@@ -132,7 +136,8 @@ def export(
     """
     opts = options or ExportOptions()
     check_tenant_binding(settings)
-    # Export requests follow one another per stream; the pool only bounds connections.
+    # Per-contact streams have up to options.concurrency (<= 64) requests in flight;
+    # the rate controller paces them all.
     run_options = RunOptions(concurrency=64, rate=opts.rate, max_retries=opts.retries)
 
     with open_shared_files(settings) as files:
@@ -152,3 +157,38 @@ def export(
 
         with terminate_as_interrupt():
             return asyncio.run(run())
+
+
+def replacement(
+    stream: str,
+    out: str | os.PathLike[str],
+    *,
+    settings: Settings,
+    options: ExportOptions | None = None,
+) -> str | None:
+    """What ``export(..., options=ExportOptions(replace=True))`` would delete, in words
+    (None: nothing): the CLI asks for confirmation with it."""
+    with open_shared_files(settings) as files:
+        return replace_notice(
+            stream,
+            out,
+            state_dir=settings.state_dir,
+            target=settings.target,
+            options=options,
+            store=files,
+        )
+
+
+def compact(
+    out: str | os.PathLike[str], *, settings: Settings, streams: tuple[str, ...] = ()
+) -> list[CompactResult]:
+    """``kraiter-sync export compact``: merge the small files earlier runs left in each
+    partition of ``out`` into one (atomically for readers); see ``export.compact``."""
+    with open_shared_files(settings) as files:
+        return compact_output(
+            out,
+            state_dir=settings.state_dir,
+            target=settings.target,
+            streams=streams,
+            store=files,
+        )

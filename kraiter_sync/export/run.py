@@ -1,12 +1,14 @@
-"""The export entry points over an async client: files (:func:`export_async`) or one
-frame (:func:`read_stream_async`)."""
+"""The export entry points over an async client: files or a table (:func:`export_async`),
+one frame (:func:`read_stream_async`); and the ones that need no client:
+:func:`replace_notice` (what ``--replace`` deletes) and :func:`compact_output`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,34 +16,44 @@ from typing import Any
 import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
-from kraiter_sync.errors import (
-    ConfigError,
-    UsageError,
-)
+from kraiter_sync.errors import ConfigError, StateError, UsageError
+from kraiter_sync.export.choices import is_database_url, window_label
+from kraiter_sync.export.compaction import CompactResult, compact_folder
+from kraiter_sync.export.database import Database
+from kraiter_sync.export.folder import FolderSink, new_run_id, replacement_notice
 from kraiter_sync.export.options import Clock, ExportOptions, ExportResult, ProgressSink
+from kraiter_sync.export.output import LocalFolder
 from kraiter_sync.export.paging import Fetcher
-from kraiter_sync.export.runner import Runner
-from kraiter_sync.export.state import ExportState
-from kraiter_sync.export.streams import (
-    StreamSpec,
-    stream_spec,
-)
-from kraiter_sync.export.writers import (
-    empty_frame,
-)
+from kraiter_sync.export.runner import MemorySink, Runner
+from kraiter_sync.export.state import PREFIX, ExportState, state_name
+from kraiter_sync.export.streams import STREAMS, StreamSpec, stream_spec
+from kraiter_sync.export.tables import TableSink, table_notice
+from kraiter_sync.export.writers import empty_frame
 from kraiter_sync.logs import get_logger
 from kraiter_sync.state.local import StateFiles
 from kraiter_sync.state.store import SharedFiles
 
-__all__ = ["export_async", "read_stream_async"]
+__all__ = ["compact_output", "export_async", "read_stream_async", "replace_notice"]
 
 log = get_logger("export")
+
+Out = str | os.PathLike[str]
+
+
+def _label(spec: StreamSpec, options: ExportOptions) -> tuple[str, str | None]:
+    """The folder (and state) name of a stream or of one of its windows."""
+    window = window_label(options.since, options.until)
+    return (spec.name if window is None else f"{spec.name}-{window}"), window
+
+
+def _table_key(db: Database, options: ExportOptions) -> str:
+    return f"{db.display}#{options.table_prefix}"
 
 
 async def export_async(
     client: KraiterClient,
     stream: str,
-    out: str | os.PathLike[str],
+    out: Out,
     *,
     state_dir: str | os.PathLike[str],
     target: str,
@@ -51,10 +63,12 @@ async def export_async(
     progress: ProgressSink | None = None,
     store: SharedFiles | None = None,
 ) -> ExportResult:
-    """Export ``stream`` into ``<out>/<stream>/`` incrementally and resumably.
+    """Export ``stream`` into ``<out>/<stream>/`` (or a window's own folder) or, when
+    ``out`` is a ``duckdb://`` / ``postgresql://`` URL, into the table
+    ``<prefix><stream>``, incrementally and resumably.
 
     ``target`` is the tenant identity (``Settings.target``) keying the watermark;
-    ``state_dir`` holds the state document, or ``store`` (``state.backend``'s
+    ``state_dir`` holds the state document and its lock, or ``store`` (``state.backend``'s
     ``open_shared_files``: e.g. a PostgreSQL state store) when given. Raises
     IncompleteError (exit 4) when a request still fails after the retries: re-running
     resumes.
@@ -62,27 +76,107 @@ async def export_async(
     spec = stream_spec(stream)
     options = options or ExportOptions()
     _check_contacts(spec, options)
-    out_path = Path(out)
-    files = store if store is not None else StateFiles(Path(state_dir))
-    state = ExportState.in_store(files, target, spec.name, out_path)
+    label, window = _label(spec, options)
     fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
+    files = store if store is not None else StateFiles(Path(state_dir))
+    if is_database_url(out):
+        db = Database(str(out))
+        key = _table_key(db, options)
+        state = ExportState.in_store(files, target, label, key)
+        with state.locked(), db:
+            result = ExportResult(spec.name, None, db.dialect, "incremental", window=window)
+            table = TableSink(spec, options, db=db, target=target, result=result, window=window)
+            runner = Runner(client, spec, options, fetcher, table, clock=clock, progress=progress)
+            return await runner.execute()
+    out_path = Path(out)
+    state = ExportState.in_store(files, target, label, out_path)
     with state.locked():
         try:
             out_path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             msg = f"cannot create --out {out_path}: {exc.strerror}"
             raise ConfigError(msg) from None
-        run = Runner(
-            client,
-            spec,
-            options,
-            fetcher,
-            out=out_path,
-            state=state,
-            clock=clock,
-            progress=progress,
+        folder = LocalFolder(out_path / label, label)
+        result = ExportResult(
+            spec.name,
+            folder.path,
+            options.format,
+            "incremental",
+            manifest=state.label,
+            window=window,
         )
-        return await run.execute()
+        sink = FolderSink(spec, options, folder=folder, state=state, result=result, window=window)
+        runner = Runner(client, spec, options, fetcher, sink, clock=clock, progress=progress)
+        return await runner.execute()
+
+
+def replace_notice(
+    stream: str,
+    out: Out,
+    *,
+    state_dir: str | os.PathLike[str],
+    target: str,
+    options: ExportOptions | None = None,
+    store: SharedFiles | None = None,
+) -> str | None:
+    """What ``--replace`` will delete, in words, before anything is done (None: nothing
+    yet). The CLI shows it and asks for confirmation on a terminal."""
+    spec = stream_spec(stream)
+    options = options or ExportOptions()
+    label, _window = _label(spec, options)
+    if is_database_url(out):
+        with Database(str(out)) as db:
+            return table_notice(db, spec, options)
+    out_path = Path(out)
+    files = store if store is not None else StateFiles(Path(state_dir))
+    state = ExportState.in_store(files, target, label, out_path)
+    return replacement_notice(state, LocalFolder(out_path / label, label))
+
+
+def compact_output(
+    out: Out,
+    *,
+    state_dir: str | os.PathLike[str],
+    target: str,
+    streams: Sequence[str] = (),
+    store: SharedFiles | None = None,
+) -> list[CompactResult]:
+    """``export compact``: every stream folder (windows included) that exports of
+    ``target`` wrote under ``out``, or only those of ``streams``."""
+    out_path = Path(out)
+    if is_database_url(out):
+        msg = "export compact works on exported files (--out DIR); a table needs no compaction"
+        raise UsageError(msg)
+    wanted = set(streams) or set(STREAMS)
+    results: list[CompactResult] = []
+    files = store if store is not None else StateFiles(Path(state_dir))
+    for name in files.list_blobs(PREFIX):
+        if not name.endswith(".json"):
+            continue
+        try:
+            data = json.loads(files.read_blob(name) or b"")
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("stream") not in wanted:
+            continue
+        stream, window = data["stream"], data.get("window")
+        label = stream if not window else f"{stream}-{window}"
+        if name != state_name(target, label, out_path):
+            continue  # another target's, or another output's
+        state = ExportState.in_store(files, target, label, out_path)
+        with state.locked():
+            state.load()
+            folder = LocalFolder(out_path / label, label)
+            folder.check()
+            results.append(compact_folder(folder, state, run_id=new_run_id()))
+            state.save()
+    if not results:
+        msg = (
+            f"nothing to compact in {out_path}: no export of this target into it is recorded "
+            f"in {files.display} (export there first, with the same state)"
+        )
+        raise StateError(msg)
+    return results
 
 
 def _check_contacts(spec: StreamSpec, options: ExportOptions) -> None:
@@ -110,7 +204,7 @@ async def read_stream_async(
     _check_contacts(spec, options or ExportOptions())
     options = replace(options or ExportOptions(), chunk_rows=10**12, commit_seconds=float("inf"))
     fetcher = Fetcher(client, attempts=options.retries, sleep=sleep, on_retry=_log_retry)
-    run = Runner(client, spec, options, fetcher, out=None, state=None, clock=time.monotonic)
-    await run.execute()
-    frames = [f for f in run.frames if f.height] or [empty_frame(spec.schema)]
+    sink = MemorySink(options, ExportResult(spec.name, None, "frame", "snapshot"))
+    await Runner(client, spec, options, fetcher, sink, clock=time.monotonic).execute()
+    frames = sink.frames or [empty_frame(spec.schema)]
     return pl.concat(frames, how="diagonal_relaxed")

@@ -1,17 +1,22 @@
-"""Export state: the watermark and the file journal of one (target, stream, output).
+"""Export state: the watermark, the run and the manifest of one (target, stream, output).
 
-Stored as a small JSON document, one per target + stream + output directory (two output
-directories of the same stream never share a watermark), in the state store's blobs
+Stored as a small JSON document, one per target + stream (or window) + output: two
+outputs of the same stream never share a watermark. It lives in the state store's blobs
 (``state.store.Blobs``): a file under ``<state dir>/export/`` written atomically
-(``files.atomic_write``), or a row of the PostgreSQL store, under the same name.
-The document holds a schema version, the target identity (never the key), the
-committed watermark, the unfinished run (if any), the renames not yet known to be done,
-and the manifest of the stream directory (``files``: every file written, with its row
-count; ``claimed``: the directory was taken, see ``output``). Version 1 (before
-manifests) is read and upgraded: its directory counts as claimed, its part files are
-adopted.
+(``files.atomic_write``), or a row of the PostgreSQL store, under the same name. The
+document holds a schema version, the committed watermark, the unfinished run (its
+checkpoints and positions), the journal of the last step that puts files in place
+(``swap``) or compacts them (``compact``), and the manifest of the stream folder
+(``files``: every file, with its rows and bytes; ``claimed``: the folder was taken, see
+``output``). A database target keeps its watermark in the database, in the same
+transaction as the rows (``tables``); its document here only carries the lock.
 
-Why not the ledger's watermarks table: the journal is saved from the chunk-writer
+Older versions are read and upgraded: version 1 (before manifests) counts its folder as
+claimed; version 2 (a file per chunk and partition) keeps its manifest and watermark,
+and its unfinished run is started again from that watermark (an incremental run's
+chunks were already in place; a full run's staging is discarded).
+
+Why not the ledger's watermarks table: the document is saved from the checkpoint-writer
 thread (a ``Ledger`` must not be shared between threads; blobs may be), and the run lock
 covers the whole target, which would serialise every export against every import.
 
@@ -35,17 +40,22 @@ from kraiter_sync.state.store import SharedFiles
 
 __all__ = ["STATE_VERSION", "ExportState", "state_name", "state_path"]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+#: The blob names of export states start with this.
+PREFIX = "export/"
 
 
-def state_name(target: str, stream: str, out: Path) -> str:
-    """The blob name of the state of (target, stream, output directory)."""
-    digest = hashlib.sha256(f"{target}\n{out.resolve()}".encode()).hexdigest()[:16]
-    return f"export/{stream}-{digest}.json"
+def state_name(target: str, stream: str, out: Path | str) -> str:
+    """The blob name of the state of (target, stream or window label, output): ``out``
+    is the output directory, or a database target's identity (its URL without the
+    password)."""
+    where = out if isinstance(out, str) else str(out.resolve())
+    digest = hashlib.sha256(f"{target}\n{where}".encode()).hexdigest()[:16]
+    return f"{PREFIX}{stream}-{digest}.json"
 
 
-def state_path(state_dir: Path, target: str, stream: str, out: Path) -> Path:
-    """Where the state of (target, stream, output directory) lives in a state directory."""
+def state_path(state_dir: Path, target: str, stream: str, out: Path | str) -> Path:
+    """Where that state lives in a state directory."""
     return state_dir / state_name(target, stream, out)
 
 
@@ -60,12 +70,13 @@ class ExportState:
         self.path = path
         self.files: SharedFiles = files or StateFiles(path.parent.parent)
         self.name = f"{path.parent.name}/{path.name}"
+        #: Where the document is, safe to print (a file path, or the store and name).
         self.label = self.files.blob_label(self.name)
         self.data: dict[str, Any] = {}
 
     @classmethod
-    def in_store(cls, files: SharedFiles, target: str, stream: str, out: Path) -> ExportState:
-        """The state of (target, stream, output directory) in ``files``."""
+    def in_store(cls, files: SharedFiles, target: str, stream: str, out: Path | str) -> ExportState:
+        """The state of (target, stream, output) in ``files``."""
         return cls(Path(state_name(target, stream, out)), files=files)
 
     def load(self) -> dict[str, Any]:
@@ -76,15 +87,18 @@ class ExportState:
         try:
             data = json.loads(raw.decode("utf-8"))
         except ValueError:
-            msg = f"export state {self.label} is damaged; delete it and re-run with --full"
+            msg = f"export state {self.label} is damaged; delete it and re-run with --replace"
             raise StateError(msg) from None
         if isinstance(data, dict) and data.get("version") == 1:
             # written before manifests: it has exported into its directory already
-            data.update(version=STATE_VERSION, claimed=bool(data.get("watermark")))
+            data.update(version=2, claimed=bool(data.get("watermark")), adopt=True)
+        if isinstance(data, dict) and data.get("version") == 2:
+            # a file per chunk: its run is started again from the committed watermark
+            data.update(version=STATE_VERSION, run=None)
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             msg = (
                 f"export state {self.label} has an unknown version; delete it and re-run with "
-                "--full"
+                "--replace"
             )
             raise StateError(msg)
         self.data = data

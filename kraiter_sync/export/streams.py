@@ -17,6 +17,7 @@ Two kinds of stream (see :attr:`StreamSpec.incremental`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from datetime import datetime
 from itertools import repeat
 from typing import Any, Literal
 
+import idna
 import polars as pl
 
 from kraiter_sync.export.paging import SortKey, id_key, scheduled_key
@@ -36,6 +38,7 @@ __all__ = [
     "rows_to_frame",
     "shape_rows",
     "stream_spec",
+    "unicode_emails",
 ]
 
 Item = dict[str, Any]
@@ -74,8 +77,9 @@ class Column:
     name: str
     dtype: pl.DataType
     field: str
-    #: ``json``: the value is an object serialised to a JSON string.
-    how: Literal["plain", "json", "contact_email", "contact_user"] = "plain"
+    #: ``json``: the value is an object serialised to a JSON string; ``unicode``: the
+    #: ``email`` column with its domain in Unicode (filled after the row is built).
+    how: Literal["plain", "json", "contact_email", "contact_user", "unicode"] = "plain"
 
 
 def _c(name: str, dtype: pl.DataType, field: str, how: Any = "plain") -> Column:
@@ -88,6 +92,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
     "contacts": (
         _c("id", S, "id"),
         _c("email", S, "email"),
+        _c("email_unicode", S, "email", "unicode"),
         _c("user_id", S, "userId"),
         _c("suppressed", B, "suppressed"),
         _c("unsubscribed", B, "unsubscribed"),
@@ -100,6 +105,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         _c("name", S, "name"),
         _c("contact_id", S, "contactId"),
         _c("email", S, "email", "contact_email"),
+        _c("email_unicode", S, "email", "unicode"),
         _c("user_id", S, "userId", "contact_user"),
         _c("timestamp", UTC_DT, "timestamp"),
         _c("created_at", UTC_DT, "createdAt"),
@@ -109,6 +115,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         _c("id", S, "id"),
         _c("contact_id", S, "contactId"),
         _c("email", S, "email", "contact_email"),
+        _c("email_unicode", S, "email", "unicode"),
         _c("user_id", S, "userId", "contact_user"),
         _c("type", S, "type"),
         _c("name", S, "name"),
@@ -119,6 +126,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         _c("id", S, "id"),
         _c("contact_id", S, "contactId"),
         _c("email", S, "email"),
+        _c("email_unicode", S, "email", "unicode"),
         _c("template_id", S, "templateId"),
         _c("template_name", S, "templateName"),
         _c("subject", S, "subject"),
@@ -134,6 +142,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
         _c("id", S, "id"),
         _c("contact_id", S, "contactId"),
         _c("email", S, "email"),
+        _c("email_unicode", S, "email", "unicode"),
         _c("template_id", S, "templateId"),
         _c("template_name", S, "templateName"),
         _c("subject", S, "subject"),
@@ -146,6 +155,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
     "enrolments": (
         _c("contact_id", S, "contactId"),
         _c("email", S, "email", "contact_email"),
+        _c("email_unicode", S, "email", "unicode"),
         _c("user_id", S, "userId", "contact_user"),
         _c("sequence_id", S, "sequenceId"),
         _c("status", S, "status"),
@@ -156,6 +166,7 @@ _COLUMNS: dict[str, tuple[Column, ...]] = {
     "memberships": (
         _c("contact_id", S, "contactId"),
         _c("email", S, "email", "contact_email"),
+        _c("email_unicode", S, "email", "unicode"),
         _c("user_id", S, "userId", "contact_user"),
         _c("segment_id", S, "segmentId"),
         _c("segment_name", S, "segmentName"),
@@ -186,10 +197,17 @@ class StreamSpec:
     key: SortKey = id_key
     #: Whether the rows carry only a contact id and need the directory for the email.
     needs_emails: bool = False
+    #: The columns that identify a row (a table's primary key; upserts match on them).
+    keys: tuple[str, ...] = ("id",)
 
     @property
     def columns(self) -> tuple[Column, ...]:
         return _COLUMNS[self.name]
+
+    @property
+    def object_columns(self) -> tuple[str, ...]:
+        """Columns holding a JSON object (``json`` / ``jsonb`` in a database table)."""
+        return tuple(c.name for c in self.columns if c.how == "json")
 
     @property
     def schema(self) -> Mapping[str, pl.DataType]:
@@ -223,8 +241,24 @@ STREAMS: Mapping[str, StreamSpec] = {
         StreamSpec(
             "scheduled", "feed", "scheduled.list", False, None, "created_at", key=scheduled_key
         ),
-        StreamSpec("enrolments", "contact_list", "contacts.sequences", False, None, "updated_at"),
-        StreamSpec("memberships", "contact_list", "contacts.segments", False, None, "joined_at"),
+        StreamSpec(
+            "enrolments",
+            "contact_list",
+            "contacts.sequences",
+            False,
+            None,
+            "updated_at",
+            keys=("contact_id", "sequence_id"),
+        ),
+        StreamSpec(
+            "memberships",
+            "contact_list",
+            "contacts.segments",
+            False,
+            None,
+            "joined_at",
+            keys=("contact_id", "segment_id"),
+        ),
     )
 }
 
@@ -283,6 +317,8 @@ def rows_to_frame(
     coalesce: list[str] = []
     contact_ids: list[Any] | None = None
     for col in spec.columns:
+        if col.how == "unicode":
+            continue  # derived from the email column below
         raw: list[Any] = list(map(dict.get, items, repeat(col.field)))
         if col.how == "json":
             raw = [None if v is None else _dumps(v) for v in raw]
@@ -299,13 +335,17 @@ def rows_to_frame(
                     coalesce.append(col.name)
         data[col.name] = raw
     schema: dict[str, pl.DataType] = {
-        c.name: pl.String() if c.dtype == UTC_DT else c.dtype for c in spec.columns
+        c.name: pl.String() if c.dtype == UTC_DT else c.dtype
+        for c in spec.columns
+        if c.how != "unicode"
     }
     schema.update({f"__{name}": pl.String() for name in coalesce})
     built = pl.DataFrame(data, schema=schema, strict=False)
     times = {c.name for c in spec.columns if c.dtype == UTC_DT}
     exprs: list[pl.Expr] = []
     for col in spec.columns:
+        if col.how == "unicode":
+            continue
         if col.name in times:
             exprs.append(
                 pl.col(col.name).str.to_datetime(
@@ -321,7 +361,37 @@ def rows_to_frame(
         if frame[name].null_count() != built[name].null_count():
             # Another ISO 8601 spelling (an offset instead of Z, no fraction): rare.
             frame = frame.with_columns(_parse_times(built[name]))
+    derived = [c.name for c in spec.columns if c.how == "unicode"]
+    if derived:
+        frame = frame.with_columns(unicode_emails(frame["email"]).alias(derived[0]))
+        frame = frame.select([c.name for c in spec.columns])
     return frame
+
+
+def _unicode_address(address: str) -> str:
+    """One address with each ``xn--`` label of its domain decoded; a label that is not
+    valid IDNA 2008 stays as Kraiter holds it (never guessed)."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address
+    labels = domain.split(".")
+    for i, label in enumerate(labels):
+        if label[:4].lower() == "xn--":
+            with contextlib.suppress(idna.IDNAError, UnicodeError):
+                labels[i] = idna.ulabel(label.lower())
+    return f"{local}@{'.'.join(labels)}"
+
+
+def unicode_emails(emails: pl.Series) -> pl.Series:
+    """``email_unicode``: the addresses as Kraiter holds them, with IDNA domains in Unicode
+    (``anna@xn--bcher-kva.de`` → ``anna@bücher.de``), so they join to source rows that
+    spell the domain in Unicode. Only addresses holding ``xn--`` go through ``idna``,
+    once per distinct address; the rest are the same value."""
+    encoded = emails.str.contains("(?i)xn--")
+    if not encoded.any():
+        return emails
+    mapping = {e: _unicode_address(e) for e in emails.filter(encoded).unique().to_list()}
+    return emails.replace(mapping)
 
 
 def _render(value: Any) -> str | None:
@@ -361,10 +431,12 @@ def shape_rows(
     items: Sequence[dict[str, Any]],
     directory: Any,
     since: datetime | None,
+    until: datetime | None = None,
 ) -> pl.DataFrame:
     """API items → the stream's frame as the export writes it: emails and user ids filled
-    in from ``directory`` (a ``paging.ContactDirectory``), ``--custom-only``, ``--since``
-    and ``--flatten-properties`` applied (``options``: an ``ExportOptions``)."""
+    in from ``directory`` (a ``paging.ContactDirectory``), ``--custom-only``, the window
+    (``since`` ≤ time < ``until``) and ``--flatten-properties`` applied (``options``: an
+    ``ExportOptions``)."""
     frame = rows_to_frame(
         spec,
         items,
@@ -376,10 +448,15 @@ def shape_rows(
             frame = frame.filter(~pl.col("name").str.starts_with("email."))
         elif spec.name == "timelines":
             frame = frame.filter(pl.col("type") == "event")
-    if since is not None and spec.since_column is not None:
+    if (since is not None or until is not None) and spec.since_column is not None:
         col = pl.col(spec.since_column)
-        keep = col >= since
-        if spec.name == "sends":  # queued sends have no sentAt yet: they are recent
+        keep = pl.lit(value=True)
+        if since is not None:
+            keep = keep & (col >= since)
+        if until is not None:
+            keep = keep & (col < until)
+        if spec.name == "sends" and until is None:
+            # queued sends have no sentAt yet: they are recent, so in an open window
             keep = keep | col.is_null()
         frame = frame.filter(keep)
     if options.flatten_properties and spec.json_column is not None:

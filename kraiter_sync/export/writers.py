@@ -1,51 +1,52 @@
-"""Writing one chunk of a stream as files: Parquet, CSV or NDJSON, hive-partitioned by date.
+"""Writing a stream's files: Parquet, CSV or NDJSON, one file at a time, as a stream.
 
-Every file is first written under a hidden temporary name (``.part-….tmp``, which
-DuckDB, polars and Spark all skip) and only renamed to its final name once the state
-journal records it (see ``runner``), so a reader never sees a half-written file and a
-killed run never leaves one that a later run would write again.
+:class:`FileWriter` writes one output file from Arrow tables as they come (Parquet row
+groups, CSV or NDJSON lines), so a file of any size is written with the memory of one
+row group. Every file is written in a hidden staging directory and only moved into the
+stream's folder once the state journal records it (``folder``), so a reader never sees
+a half-written file.
 
 CSV cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
 CR) get a leading apostrophe (OWASP CSV-injection guidance, ``csvsafe``) unless
-``raw_csv``.
+``raw_csv``. CSV and NDJSON write timestamps as the API's ISO 8601 ``…sssZ`` text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from kraiter_sync.files import neutralise_frame
 
 __all__ = [
+    "EXTENSIONS",
     "FORMATS",
+    "NULL_PARTITION",
+    "ROW_GROUP_ROWS",
+    "FileWriter",
     "Format",
-    "PendingFile",
     "concat_frames",
+    "conform",
     "empty_frame",
     "prepare_text_frame",
-    "write_chunk",
+    "sync_files",
 ]
 
 Format = Literal["parquet", "csv", "ndjson"]
 FORMATS: tuple[Format, ...] = ("parquet", "csv", "ndjson")
 EXTENSIONS: Mapping[Format, str] = {"parquet": "parquet", "csv": "csv", "ndjson": "ndjson"}
-TMP_PREFIX = ".part-"
-TMP_SUFFIX = ".tmp"
 ISO_MS = "%Y-%m-%dT%H:%M:%S%.3fZ"
-
-
-@dataclass(frozen=True)
-class PendingFile:
-    """A file written under its temporary name, waiting to be renamed to ``final``."""
-
-    tmp: Path
-    final: Path
-    rows: int
+#: The directory name for rows whose partition time is null (Hive's convention).
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+#: Rows per Parquet row group (at most; a small partition is one smaller group).
+ROW_GROUP_ROWS = 131_072
 
 
 def empty_frame(schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
@@ -62,82 +63,100 @@ def prepare_text_frame(frame: pl.DataFrame, *, neutralise: bool) -> pl.DataFrame
     return neutralise_frame(out) if neutralise else out
 
 
-def _write(frame: pl.DataFrame, path: Path, fmt: Format, *, raw_csv: bool) -> None:
-    if fmt == "parquet":
-        frame.write_parquet(path, compression="zstd", statistics=True)
-    elif fmt == "csv":
-        prepare_text_frame(frame, neutralise=not raw_csv).write_csv(path)
-    else:
-        prepare_text_frame(frame, neutralise=False).write_ndjson(path)
-
-
-#: The directory name for rows whose partition time is null (Hive's convention).
-NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
-_KEY = "__date"
-
-
-def write_chunk(
-    frame: pl.DataFrame,
-    directory: Path,
-    *,
-    fmt: Format,
-    stem: str,
-    partition: str | None = None,
-    raw_csv: bool = False,
-    write_empty: bool = False,
-) -> list[PendingFile]:
-    """Write ``frame`` under temporary names in ``directory``; returns what to rename.
-
-    With ``partition`` the rows are split by the UTC date of that column into
-    ``date=YYYY-MM-DD/`` directories (the date itself is only in the directory name,
-    as Hive readers expect). An empty frame writes nothing unless ``write_empty`` (a
-    snapshot keeps its schema on disk).
-    """
-    ext = EXTENSIONS[fmt]
-    if frame.height == 0 and (not write_empty or partition is not None):
-        return []
-    if partition is not None:
-        return _write_partitioned(
-            frame, directory, fmt=fmt, stem=stem, partition=partition, raw_csv=raw_csv
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order (missing ones all null): the
+    flattened property columns of one chunk need not be those of another."""
+    if table.schema.remove_metadata().equals(schema):
+        return table
+    names = set(table.schema.names)
+    columns = [
+        (
+            table.column(f.name).cast(f.type)
+            if f.name in names and table.schema.field(f.name).type != f.type
+            else table.column(f.name)
+            if f.name in names
+            else pa.nulls(len(table), f.type)
         )
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"part-{stem}.{ext}"
-    tmp = directory / f"{TMP_PREFIX}{stem}.{ext}{TMP_SUFFIX}"
-    _write(frame, tmp, fmt, raw_csv=raw_csv)
-    return [PendingFile(tmp, final, frame.height)]
-
-
-def _write_partitioned(
-    frame: pl.DataFrame, directory: Path, *, fmt: Format, stem: str, partition: str, raw_csv: bool
-) -> list[PendingFile]:
-    """One file per date, all written by one polars partitioned sink (multithreaded)."""
-    ext = EXTENSIONS[fmt]
-    name = f"{TMP_PREFIX}{stem}.{ext}{TMP_SUFFIX}"
-    keyed = frame.with_columns(
-        pl.col(partition).dt.strftime("%Y-%m-%d").fill_null(NULL_PARTITION).alias(_KEY)
-    )
-    counts = keyed.group_by(_KEY).len().sort(_KEY).rows()
-    if fmt != "parquet":
-        keyed = prepare_text_frame(keyed, neutralise=fmt == "csv" and not raw_csv)
-    target = pl.PartitionBy(
-        directory,
-        key=_KEY,
-        include_key=False,
-        file_path_provider=lambda args: f"date={args.partition_keys[_KEY][0]}/{name}",
-    )
-    lazy = keyed.lazy()
-    if fmt == "parquet":
-        lazy.sink_parquet(target, compression="zstd", statistics=True, mkdir=True)
-    elif fmt == "csv":
-        lazy.sink_csv(target, mkdir=True)
-    else:
-        lazy.sink_ndjson(target, mkdir=True)
-    return [
-        PendingFile(
-            directory / f"date={day}" / name, directory / f"date={day}" / f"part-{stem}.{ext}", rows
-        )
-        for day, rows in counts
+        for f in schema
     ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class FileWriter:
+    """One output file, written from Arrow tables as they come; :meth:`close` syncs it
+    to disk and returns (rows, bytes)."""
+
+    def __init__(self, path: Path, fmt: Format, schema: pa.Schema, *, raw_csv: bool) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.schema = schema
+        self.raw_csv = raw_csv
+        self.rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[bytes] = path.open("wb")
+        self._parquet: pq.ParquetWriter | None = None
+        if fmt == "parquet":
+            self._parquet = pq.ParquetWriter(
+                self._fh, schema, compression="zstd", write_statistics=True
+            )
+        self._header = fmt == "csv"
+
+    def write(self, table: pa.Table) -> None:
+        table = conform(table, self.schema)
+        self.rows += table.num_rows
+        if self._parquet is not None:
+            if table.num_rows:
+                self._parquet.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            return
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)  # noqa: S101 - from_arrow of a Table
+        if self.fmt == "csv":
+            text = prepare_text_frame(frame, neutralise=not self.raw_csv)
+            if text.height or self._header:
+                text.write_csv(self._fh, include_header=self._header)
+            self._header = False
+        elif frame.height:
+            prepare_text_frame(frame, neutralise=False).write_ndjson(self._fh)
+
+    def close(self, *, sync: bool = True) -> tuple[int, int]:
+        """Finish the file; ``sync=False`` leaves the fsync to the caller (``sync_files``
+        syncs many files at once)."""
+        if self._header:  # a CSV with no rows still carries its header
+            self.write(self.schema.empty_table())
+        if self._parquet is not None:
+            self._parquet.close()
+        self._fh.flush()
+        if sync:
+            os.fsync(self._fh.fileno())
+        self._fh.close()
+        return self.rows, self.path.stat().st_size
+
+    def discard(self) -> None:
+        """Close after a failure; the caller removes the file."""
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+        finally:
+            self._fh.close()
+
+
+def _sync_one(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_files(paths: Sequence[Path], *, threads: int = 16) -> None:
+    """fsync ``paths``, several at once: a run that touched hundreds of partitions waits
+    for the disk once, not once per file (84 files: 0.74 s one by one on a shared disk)."""
+    if len(paths) <= 1:
+        for path in paths:
+            _sync_one(path)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(paths))) as pool:
+        list(pool.map(_sync_one, paths))
 
 
 def concat_frames(frames: list[pl.DataFrame], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:

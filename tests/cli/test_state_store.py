@@ -329,3 +329,34 @@ def test_an_empty_postgresql_store_is_lost_state_until_rebuilt(
     assert "30 already imported" in again.output
     assert _remote(kraiter) == (30, 30)
     assert _password(pg_state) not in refused.output + rebuilt.output + again.output
+
+
+def test_exports_keep_their_state_in_postgresql_and_compact_through_it(
+    kraiter: str, pg_state: str, tmp_path: Path
+) -> None:
+    src = _events(tmp_path / "ev.csv", 0, 30)
+    assert _cli(["import", str(src), "--state", pg_state], kraiter, tmp_path).exit_code == 0
+    out = tmp_path / "out"
+    args = ["export", "events", "--out", str(out), "--state", pg_state]
+    first = _cli(args, kraiter, tmp_path)
+    assert first.exit_code == 0, first.output
+    assert "(incremental)" in first.stdout
+    assert not (tmp_path / "state" / "export").exists()  # the document is in PostgreSQL
+    assert (
+        _cli(
+            ["import", str(_events(tmp_path / "b.csv", 30, 5)), "--state", pg_state],
+            kraiter,
+            tmp_path,
+        ).exit_code
+        == 0
+    )
+    second = _cli(args, kraiter, tmp_path)  # another machine would continue the same way
+    assert second.exit_code == 0, second.output
+    assert second.stdout.startswith("exported 5 events rows (incremental)")
+    compacted = _cli(
+        ["export", "compact", "--out", str(out), "--state", pg_state], kraiter, tmp_path
+    )
+    assert compacted.exit_code == 0, compacted.output
+    assert "-> 1 file(s)" in compacted.stdout
+    assert len(list((out / "events").rglob("part-*"))) == 1
+    assert _password(pg_state) not in first.output + second.output + compacted.output

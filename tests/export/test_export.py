@@ -81,8 +81,18 @@ def test_every_stream_and_format_exports_exactly_what_kraiter_holds(
     # nothing hidden or temporary is left behind
     out = tmp_path / "out"
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
-    assert result.files
-    assert all(f.exists() and f.is_relative_to(out / stream) for f in result.files)
+    paths = result.paths()
+    assert paths
+    assert len(paths) == result.files == result.files_total
+    assert all(f.exists() and f.is_relative_to(out / stream) for f in paths)
+    # one file per partition (per date for events and timelines; one for the others)
+    assert len({p.parent for p in paths}) == len(paths)
+    assert result.rows_total == result.rows
+    assert result.manifest is not None
+    manifest = json.loads(Path(result.manifest).read_text())["files"]  # a local state dir
+    assert sorted(manifest) == [p.relative_to(out / stream).as_posix() for p in paths]
+    assert "paths" not in repr(result)
+    assert str(paths[0]) not in repr(result)  # the summary never lists every file
 
 
 @pytest.mark.parametrize("stream", list(STREAMS))
@@ -283,3 +293,35 @@ def test_export_to_with_the_sync_client_and_progress_reports(tmp_path: Path) -> 
     assert reports[-1]["rows"] == done.rows > 30
     assert reports[-1]["requests"] == done.requests
     assert {"rows_per_s", "requests_per_s", "retries", "stream"} <= set(reports[-1])
+
+
+def test_emails_come_as_kraiter_holds_them_and_in_unicode_to_join_back() -> None:
+    async def main() -> tuple[pl.DataFrame, pl.DataFrame]:
+        app = new_app()
+        async with client_for(app) as client:
+            await client.create_contact("anna@xn--bcher-kva.de")
+            await client.create_contact("bob@example.com")
+            await client.track_event("page_view", email="anna@xn--bcher-kva.de")
+            contacts = await read_stream_async(client, "contacts")
+            events = await read_stream_async(client, "events")
+        app.close()
+        return contacts, events
+
+    contacts, events = asyncio.run(main())
+    for frame in (contacts, events.filter(pl.col("name") == "page_view")):
+        anna = frame.filter(pl.col("email") == "anna@xn--bcher-kva.de")
+        assert anna["email_unicode"].to_list() == ["anna@bücher.de"]
+    bob = contacts.filter(pl.col("email") == "bob@example.com")
+    assert bob["email_unicode"].to_list() == ["bob@example.com"]
+
+
+def test_unicode_emails_leave_invalid_labels_as_kraiter_holds_them() -> None:
+    from kraiter_sync.export.streams import unicode_emails
+
+    given = pl.Series(["a@XN--BCHER-KVA.DE", "b@xn--zz.example", None, "c@plain.org"])
+    assert unicode_emails(given).to_list() == [
+        "a@bücher.DE",  # only the encoded label changes
+        "b@xn--zz.example",
+        None,
+        "c@plain.org",
+    ]

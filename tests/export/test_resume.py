@@ -113,7 +113,8 @@ def test_incremental_run_exports_only_new_events(tmp_path: Path, fmt: str) -> No
     assert first.mode == "incremental"
     again = asyncio.run(_run(app, tmp_path, "events", format=fmt))
     assert again.rows == 0
-    assert again.files == []
+    assert again.files == 0
+    assert again.files_total == first.files_total
     asyncio.run(_with_client(app, lambda c: add_events(c, 25, start=1000)))
     second = asyncio.run(_run(app, tmp_path, "events", format=fmt))
     assert second.rows == 25
@@ -156,7 +157,7 @@ def test_incremental_timelines_and_sends_follow_each_contact(tmp_path: Path) -> 
         ("timelines", 9, 10),
         ("contacts", 2, 2),
         ("enrolments", 3, 10),
-        ("memberships", 4, 1),
+        ("memberships", 8, 1),
         ("sends", 2, 1),
         ("scheduled", 1, 1),
     ],
@@ -184,22 +185,29 @@ def test_killed_export_resumes_without_duplicates(
     assert resumed.resumed
     _assert_exact(tmp_path, app, stream)
     total = len(asyncio.run(_with_client(app, lambda c: truth(c, stream))))
-    assert 0 < resumed.rows < total  # it continued; it did not start over
+    clean = asyncio.run(_run(app, tmp_path / "clean", stream, page_size=page, chunk_rows=1))
+    # it continued; it did not start over
+    assert resumed.rows < total
+    assert resumed.requests < clean.requests
     assert not list((tmp_path / "out").rglob(".*"))
     app.close()
 
 
-def test_killed_incremental_run_keeps_committed_chunks(tmp_path: Path) -> None:
+def test_killed_incremental_run_shows_nothing_then_resumes_from_its_checkpoints(
+    tmp_path: Path,
+) -> None:
     app = new_app()
     asyncio.run(_with_client(app, lambda c: seed(c, events=90)))
     with pytest.raises(Killed):
         asyncio.run(_run(app, tmp_path, "events", wrap=lambda t: Failing(t, 7)))
-    partial = _files(tmp_path, "events")
-    assert 0 < partial.height < 90  # committed chunks stay: the resume only adds
+    # checkpoints stay in the run's hidden staging folder; the stream folder shows nothing
+    assert not (tmp_path / "out" / "events").exists()
+    assert list((tmp_path / "out").glob(".events.run-*/chunk-*.arrow"))
     resumed = asyncio.run(_run(app, tmp_path, "events"))
-    assert resumed.rows + partial.height == len(
-        asyncio.run(_with_client(app, lambda c: truth(c, "events")))
-    )
+    assert resumed.resumed
+    total = len(asyncio.run(_with_client(app, lambda c: truth(c, "events"))))
+    assert 0 < resumed.rows < total  # it continued from the last checkpoint
+    assert resumed.rows_total == total
     _assert_exact(tmp_path, app, "events")
     app.close()
 
@@ -235,9 +243,9 @@ def test_kill_between_journal_and_rename_loses_nothing(
     calls = {"n": 0}
 
     def dying_replace(self: Path, target: Any) -> Path:
-        if self.name.startswith(".part-"):
+        if ".events.run-" in str(self) and self.name.startswith("part-"):
             calls["n"] += 1
-            if calls["n"] == 4:  # in the middle of a chunk's renames
+            if calls["n"] == 2:  # in the middle of putting the run's files in place
                 raise Killed
         return real_replace(self, target)
 
@@ -245,10 +253,10 @@ def test_kill_between_journal_and_rename_loses_nothing(
     with pytest.raises(Killed):
         asyncio.run(_run(app, tmp_path, "events"))
     monkeypatch.setattr(Path, "replace", real_replace)
-    pending = list((tmp_path / "out").rglob(".part-*.tmp"))
-    assert pending, "the kill should have left journaled renames"
+    assert len(list((tmp_path / "out" / "events").rglob("part-*"))) == 1
     asyncio.run(_run(app, tmp_path, "events"))
     _assert_exact(tmp_path, app, "events")
+    assert not list((tmp_path / "out").glob(".events.*"))
     app.close()
 
 
@@ -291,35 +299,44 @@ def test_retries_ride_out_a_short_outage(tmp_path: Path) -> None:
     app.close()
 
 
-def test_full_replaces_the_output_and_since_keeps_only_later_rows(tmp_path: Path) -> None:
+def test_replace_replaces_the_output_and_a_window_never_touches_it(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
     app = new_app()
     asyncio.run(_with_client(app, lambda c: seed(c, events=60)))
     asyncio.run(_run(app, tmp_path, "events"))
-    full = asyncio.run(_run(app, tmp_path, "events", full=True))
+    full = asyncio.run(_run(app, tmp_path, "events", replace=True))
     assert full.mode == "full"
+    assert full.replaced > 0
     _assert_exact(tmp_path, app, "events")  # replaced, not appended
-    from datetime import UTC, datetime
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out" / "events").rglob("*"))
 
-    since = datetime(2025, 3, 2, tzinfo=UTC)
-    asyncio.run(_run(app, tmp_path, "events", since=since))
-    files = _files(tmp_path, "events")
-    assert files.height > 0
-    assert files["timestamp"].min() >= since  # type: ignore[operator]
-    assert not (tmp_path / "out" / "events" / "date=2025-03-01").exists()
-    # later runs continue from the end: only new rows
+    since, until = datetime(2025, 3, 2, tzinfo=UTC), datetime(2025, 3, 4, tzinfo=UTC)
+    window = asyncio.run(_run(app, tmp_path, "events", since=since, until=until))
+    assert window.mode == "window"
+    assert window.window == "since-2025-03-02-until-2025-03-04"
+    rows = read_output(tmp_path / "out" / "events-since-2025-03-02-until-2025-03-04", "parquet")
+    assert rows.height == window.rows > 0
+    assert rows["timestamp"].min() >= since  # type: ignore[operator]
+    assert rows["timestamp"].max() < until  # type: ignore[operator]
+    # the stream's own folder and its history are untouched
+    after = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out" / "events").rglob("*"))
+    assert after == before
+    _assert_exact(tmp_path, app, "events")
+    # the stream's incremental runs go on from where they were: only new rows
     asyncio.run(_with_client(app, lambda c: add_events(c, 3, start=900)))
     nxt = asyncio.run(_run(app, tmp_path, "events"))
     assert nxt.rows == 3
     app.close()
 
 
-def test_changing_format_needs_full(tmp_path: Path) -> None:
+def test_changing_format_needs_replace(tmp_path: Path) -> None:
     app = new_app()
     asyncio.run(_with_client(app, lambda c: seed(c, events=5)))
     asyncio.run(_run(app, tmp_path, "events"))
-    with pytest.raises(UsageError, match="--full"):
+    with pytest.raises(UsageError, match="--replace"):
         asyncio.run(_run(app, tmp_path, "events", format="csv"))
-    asyncio.run(_run(app, tmp_path, "events", format="csv", full=True))
+    asyncio.run(_run(app, tmp_path, "events", format="csv", replace=True))
     assert not list((tmp_path / "out" / "events").rglob("*.parquet"))
     _assert_exact(tmp_path, app, "events", "csv")
     app.close()
@@ -354,7 +371,7 @@ def test_state_holds_no_secret_and_a_version(tmp_path: Path) -> None:
     files = list((tmp_path / "state" / "export").glob("*.json"))
     assert len(files) == 1
     data = json.loads(files[0].read_text())
-    assert data["version"] == 2
+    assert data["version"] == 3
     assert data["run"] is None
     assert data["watermark"]["pos"]["last_id"].startswith("evt_")
     assert "kr_" not in files[0].read_text()
@@ -528,7 +545,7 @@ def test_a_kill_while_replacing_the_files_is_finished_by_the_next_run(
     calls = {"n": 0}
 
     def dying_replace(self: Path, to: Any) -> Path:
-        if ".events.staging-" in str(self) and self.name.startswith("part-"):
+        if ".events.run-" in str(self) and self.name.startswith("part-"):
             calls["n"] += 1
             if calls["n"] == 2:  # old files gone, new ones half moved in
                 raise Killed
@@ -541,7 +558,7 @@ def test_a_kill_while_replacing_the_files_is_finished_by_the_next_run(
     asyncio.run(_run(app, tmp_path, "events"))  # finishes the replacement first
     _assert_exact(tmp_path, app, "events")
     assert _planted_intact(target)
-    assert not list((tmp_path / "out").glob(".events.staging-*"))
+    assert not list((tmp_path / "out").glob(".events.*"))
     app.close()
 
 

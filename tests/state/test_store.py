@@ -18,7 +18,7 @@ import pytest
 
 from kraiter_sync import errors
 from kraiter_sync.config.file import parse_sync_config
-from kraiter_sync.export.state import ExportState
+from kraiter_sync.export.state import STATE_VERSION, ExportState
 from kraiter_sync.state.backend import open_state
 from kraiter_sync.state.ledger import SCHEMA_VERSION
 from kraiter_sync.state.pglocks import run_lock_name
@@ -190,7 +190,9 @@ def test_the_row_cache_and_the_export_state_live_in_the_store(opener: Opener) ->
     state.save()
     again = ExportState.in_store(opener(), T, "events", Path("out")).load()
     assert again["watermark"] == {"pos": {"last_id": "evt_9"}}
-    assert ExportState.in_store(store, OTHER, "events", Path("out")).load() == {"version": 2}
+    assert ExportState.in_store(store, OTHER, "events", Path("out")).load() == {
+        "version": STATE_VERSION
+    }
 
 
 # -- locks -------------------------------------------------------------------------------
