@@ -12,6 +12,9 @@ Three limits are combined; a request leaves when all of them allow it:
   (seconds; a value ≤ 0 or none at all means :attr:`default_backoff`, never a hot
   loop). Later 429s only ever extend it.
 * **Ceiling.** ``--rate`` requests/s, a hard cap paced evenly (no bursts).
+* **Share.** Runs that share one tenant's budget through the state store
+  (``state.work.RateShares``) each get a part of the limit (:meth:`set_share`), paced
+  evenly like the ceiling.
 * **The server's budget**, by whichever signal the answers give:
 
   - *With* ``X-RateLimit-Remaining``: the controller **mirrors the server's bucket**.
@@ -133,6 +136,8 @@ class RateController:
     estimate_window: float = 1.0
     #: The lowest rate estimate the controller will pace to, in requests/s.
     min_rate: float = 0.5
+    #: Seconds by which the share's pacer may catch up with requests let out late.
+    share_slack: float = 0.2
     #: Longest single sleep of a waiting request before it re-evaluates.
     max_wait_slice: float = 0.25
     #: Requests without an answer after this many seconds no longer count as in flight
@@ -162,6 +167,9 @@ class RateController:
         self._paused_seconds = 0.0
         # ceiling pacer (GCRA without burst)
         self._next_ceiling = -math.inf
+        # this run's part of a budget shared with other runs (same pacing as the ceiling)
+        self._share: float | None = None
+        self._next_share = -math.inf
         # no-header AIMD pacer
         self._rate: float | None = (
             min(initial_rate, ceiling) if initial_rate and ceiling else initial_rate
@@ -251,7 +259,27 @@ class RateController:
             candidates.append(self._server_rate)
         elif not self._headers_seen and self._rate is not None:
             candidates.append(self._rate)
+        if self._share is not None:
+            candidates.append(self._share)
         return min(candidates) if candidates else None
+
+    @property
+    def known_limit(self) -> float | None:
+        """The tenant's limit in requests/s as far as known: ``--rate``, else the
+        ``X-RateLimit-Limit`` header per second (None: neither)."""
+        return self.ceiling if self.ceiling is not None else self._limit
+
+    @property
+    def share(self) -> float | None:
+        """This run's part of a shared budget in requests/s (None: not shared)."""
+        return self._share
+
+    def set_share(self, rate: float | None) -> None:
+        """Pace this run to ``rate`` requests/s, its part of a shared budget (None: no part)."""
+        if rate is not None and rate <= 0:
+            msg = f"a share must be positive, got {rate}"
+            raise ValueError(msg)
+        self._share = rate
 
     @property
     def paused_until(self) -> float:
@@ -283,6 +311,8 @@ class RateController:
         waits = [self._paused_until - now]
         if self.ceiling is not None:
             waits.append(self._next_ceiling - now)
+        if self._share is not None:
+            waits.append(self._next_share - now)
         if self._answered == 0 and self._outstanding:
             # Nothing learnt yet: one request at a time until the first answer.
             self._expire_outstanding(now)
@@ -315,6 +345,10 @@ class RateController:
         self._outstanding.append(now)
         if self.ceiling is not None:
             self._next_ceiling = max(now, self._next_ceiling) + 1.0 / self.ceiling
+        if self._share is not None:
+            # A request let out late (sleep overshoots by a millisecond or two, which is
+            # a third of the interval at 200/s) is made up for within share_slack.
+            self._next_share = max(now - self.share_slack, self._next_share) + 1.0 / self._share
         if not self._headers_seen:
             self._recent_sends.append(now)
             while self._recent_sends and self._recent_sends[0] < now - 1.0:

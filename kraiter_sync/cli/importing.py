@@ -56,6 +56,32 @@ log = get_logger("cli")
     "request per contact and event name): the other way on after lost state.",
 )
 @send_options
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Share this import among N worker processes through a PostgreSQL state store "
+    "(--state postgresql://...); the same command on other machines joins the same work. "
+    "Each worker claims shards of the contacts by lease; a killed worker's shard is taken "
+    "over when its lease expires.",
+)
+@click.option(
+    "--max-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Use at most this part of the tenant's rate limit (from --rate or the "
+    "X-RateLimit-Limit header), together with the other runs on the same tenant that "
+    "share the PostgreSQL state: e.g. 0.7 leaves 30%% to your application's own calls.",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=2),
+    default=60.0,
+    show_default=True,
+    help="How long a worker's claim on a shard lasts unless renewed (twice a second while "
+    "it lives): a killed worker's shard is taken over after this.",
+)
 @report_option
 @target_options
 @common_options
@@ -66,6 +92,9 @@ def import_command(
     rebuild: bool,
     adopt: bool,
     sending: SendFlags,
+    workers: int | None,
+    max_share: float,
+    lease_seconds: float,
     report_path: Path | None,
     common: Common,
 ) -> None:
@@ -101,7 +130,12 @@ def import_command(
         require_plotly()  # before the run, not after hours of sending
     settings = common.settings()
     options = dataclasses.replace(
-        sending.import_options(inputs, dry_run=dry_run), rebuild=rebuild, adopt=adopt
+        sending.import_options(inputs, dry_run=dry_run),
+        rebuild=rebuild,
+        adopt=adopt,
+        workers=workers or 0,
+        max_share=max_share,
+        lease_seconds=lease_seconds,
     )
     args = {
         "paths": [str(getattr(p, "path", p)) for p in paths],
@@ -112,16 +146,25 @@ def import_command(
         "rate": sending.rate,
         "rebuild": rebuild,
         "adopt": adopt,
+        "workers": workers,
+        "max_share": max_share,
     }
     with common.progress() as progress:
-        result = import_(
-            paths,
-            settings=settings,
-            options=options,
-            args=args,
-            on_progress=progress.sending,
-            on_validated=progress.validating(),
-        )
+        if options.workers > 1:
+            from kraiter_sync.verbs.workers import import_with_workers
+
+            result = import_with_workers(
+                paths, settings=settings, options=options, args=args, on_progress=progress.sending
+            )
+        else:
+            result = import_(
+                paths,
+                settings=settings,
+                options=options,
+                args=args,
+                on_progress=progress.sending,
+                on_validated=progress.validating(),
+            )
     if report_path is not None:
         write_report(settings.state_dir, result.run_id, report_path, state=settings.state_url)
     finish_import(result, common, command="import")

@@ -70,6 +70,8 @@ class Status:
     eta_s: float | None = None
     rate_limited: int | None = None
     retries: int | None = None
+    #: This run's part of the tenant's rate limit (0-1) when runs share it.
+    share: float | None = None
 
     def line(self) -> str:
         """The heartbeat's text: ``sending: 1,200/5,000 rows · 410/s · …``."""
@@ -79,6 +81,8 @@ class Status:
             parts.append(f"{self.per_s:,.0f} {self.unit}/s")
         if self.requests_per_s is not None:
             parts.append(f"{self.requests_per_s:,.1f} requests/s")
+        if self.share is not None:
+            parts.append(f"share {self.share:.0%} of the limit")
         if self.total:
             parts.append(_fmt_eta(self.eta_s))
         if self.rate_limited is not None:
@@ -91,7 +95,8 @@ class Status:
         """The heartbeat's JSON fields."""
         out: dict[str, Any] = {"phase": self.phase, "done": self.done, "total": self.total}
         out["unit"] = self.unit
-        for name in ("per_s", "requests", "requests_per_s", "eta_s", "rate_limited", "retries"):
+        names = ("per_s", "requests", "requests_per_s", "eta_s", "rate_limited", "retries", "share")
+        for name in names:
             value = getattr(self, name)  # (None: not known for this phase)
             out[name] = round(value, 1) if isinstance(value, float) else value
         return out
@@ -229,6 +234,7 @@ class ProgressSink:
                 eta_s=eta_seconds(snapshot, observed),
                 rate_limited=snapshot.rate_limited,
                 retries=snapshot.retries,
+                share=snapshot.share,
             )
         )
 

@@ -84,6 +84,7 @@ def import_summary(result: ImportResult) -> str:
             ("rejected by Kraiter", c.rejected),
             ("previously rejected", c.previously_rejected),
             ("failed", c.failed),
+            ("sent by other workers", c.elsewhere),
             ("would send" if result.dry_run else "not sent", c.pending),
         ):
             if value:

@@ -34,6 +34,7 @@ __all__ = [
     "Caller",
     "RemoteSnapshot",
     "Strategy",
+    "list_within",
     "normalise_keys",
     "once",
     "remote_frame",
@@ -182,6 +183,24 @@ async def _lookups(
 async def once(fn: Callable[[], Awaitable[T]]) -> T:
     """The default caller: one attempt, no retries."""
     return await fn()
+
+
+async def list_within(
+    client: KraiterClient, *, max_pages: int, call: Caller = once
+) -> RemoteSnapshot | None:
+    """Every remote contact, if Kraiter holds no more than ``max_pages`` pages of them;
+    None (after reading that many pages) if it holds more.
+
+    For callers whose fallback is not a look-up per email: the importer's contacts for
+    events upsert each email instead, which finds and creates in one request.
+    """
+    items, pages, finished = await _list_pages(
+        client, max_pages=max(1, max_pages), on_progress=None, call=call
+    )
+    if not finished:
+        return None
+    reason = f"{len(items):,} contacts fit in {pages:,} pages"
+    return RemoteSnapshot(remote_frame(items), "listing", True, pages, reason)
 
 
 async def snapshot_contacts(

@@ -28,14 +28,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POSTGRES_EXTRA",
+    "WORKERS_NEED_HTTP",
+    "WORKERS_NEED_POSTGRES",
     "locked_store",
     "open_shared_files",
     "open_state",
     "open_store",
     "require_postgres",
+    "worker_store",
 ]
 
 POSTGRES_EXTRA = 'pip install "kraiter-sync[postgres]"'
+WORKERS_NEED_HTTP = "--workers needs a Kraiter reachable over HTTP (--base-url), not --local"
+WORKERS_NEED_POSTGRES = (
+    "several workers share an import through a PostgreSQL state store: give "
+    "--state postgresql://... (or KRAITER_SYNC_STATE), or drop --workers"
+)
 
 
 def require_postgres() -> None:
@@ -75,6 +83,23 @@ def open_shared_files(settings: Settings) -> SharedFiles:
     if settings.state_url:
         return open_postgres(settings.state_url, settings.state_dir)
     return StateFiles(settings.state_dir)
+
+
+@contextlib.contextmanager
+def worker_store(settings: Settings) -> Iterator[PostgresStore]:
+    """The PostgreSQL store with this target's run lock held *shared*: one worker of an
+    import run by several (they share the work through ``state.work``'s leases)."""
+    if settings.state_url is None:
+        raise ConfigError(WORKERS_NEED_POSTGRES)
+    if settings.local:
+        raise ConfigError(WORKERS_NEED_HTTP)
+    ensure_state_dir(settings.state_dir)
+    store = open_postgres(settings.state_url, settings.state_dir)
+    try:
+        with store.worker_lock(settings.target):
+            yield store
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager

@@ -11,6 +11,10 @@ store) plus the local state directory's (this machine's spools and rejects files
 connection is checked before each batch of keys is marked inflight
 (:meth:`AdvisoryLocks.check_held`): a run that lost its lock, and so could now overlap
 another, stops before sending more.
+
+The workers of one import (``import --workers N``) hold the target's lock *shared*: they
+run together, sharing the work through leases (``state.work``), while a plain run of the
+target still excludes them all and is excluded by them.
 """
 
 from __future__ import annotations
@@ -65,9 +69,13 @@ class AdvisoryLocks:
                 raise StateError(msg) from None
 
     @contextlib.contextmanager
-    def advisory(self, name: str, busy: BusyMessage) -> Iterator[Connection]:
-        """A session advisory lock on a connection of its own, for the block."""
+    def advisory(
+        self, name: str, busy: BusyMessage, *, shared: bool = False
+    ) -> Iterator[Connection]:
+        """A session advisory lock on a connection of its own, for the block (``shared``:
+        held together with other shared holders, never with an exclusive one)."""
         key = self.db.lock_key(name)
+        kind = "_shared" if shared else ""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         me = f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}"
         conn = self.db.connect()
@@ -75,7 +83,7 @@ class AdvisoryLocks:
             try:
                 for setting, value in _KEEPALIVES.items():
                     conn.execute("SELECT set_config(%s, %s, false)", [setting, str(value)])
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()
+                row = conn.execute(f"SELECT pg_try_advisory_lock{kind}(%s)", [key]).fetchone()
                 if row is None or not row[0]:
                     holder = conn.execute(
                         self.db.q("SELECT holder FROM {s}.lock_holders WHERE name = %s"), [name]
@@ -99,7 +107,7 @@ class AdvisoryLocks:
                         self.db.q("DELETE FROM {s}.lock_holders WHERE name = %s AND holder = %s"),
                         [name, me],
                     )
-                    conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+                    conn.execute(f"SELECT pg_advisory_unlock{kind}(%s)", [key])
         finally:
             conn.close()
 
@@ -109,18 +117,21 @@ class AdvisoryLocks:
             yield
 
     @contextlib.contextmanager
-    def run_lock(self, target: str) -> Iterator[None]:
+    def run_lock(self, target: str, *, shared: bool = False) -> Iterator[None]:
         """One run per target across every machine sharing this store (an advisory lock),
-        and the local state directory's lock (this machine's spools and rejects files)."""
+        and the local state directory's lock (this machine's spools and rejects files).
+        ``shared``: one worker of an import run by several (see the module docstring)."""
 
         def busy(holder: str) -> str:
             who = f" ({holder})" if holder else ""
+            workers = " (or the workers of an import run with --workers)" if not shared else ""
             return (
-                f"another kraiter-sync run{who} holds the state of {target} in "
+                f"another kraiter-sync run{who}{workers} holds the state of {target} in "
                 f"{self.db.display}; wait for it to finish (`kraiter-sync runs` lists it)"
             )
 
-        with state_lock(self.state_dir), self.advisory(run_lock_name(target), busy) as conn:
+        name = run_lock_name(target)
+        with state_lock(self.state_dir), self.advisory(name, busy, shared=shared) as conn:
             self._held[target] = conn
             try:
                 yield

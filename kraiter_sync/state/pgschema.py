@@ -104,5 +104,30 @@ PG_MIGRATIONS: list[str] = [
         WHERE EXISTS (SELECT 1 FROM {s}.events e WHERE e.target = t.id)
     ON CONFLICT (target) DO NOTHING
     """,
+    # version 3: several workers on one import (``state.work``): the shards of an import's
+    # work, each leased to one worker until it expires, and the processes sharing one
+    # tenant's rate budget. Times are the server's clock (epoch seconds), so machines
+    # whose clocks differ agree on when a lease ends. (IF NOT EXISTS: a store whose
+    # record of migrations was rolled back to an earlier version applies it again.)
+    """
+    CREATE TABLE IF NOT EXISTS {s}.work_shards (
+        target text NOT NULL,
+        job text NOT NULL,
+        shard integer NOT NULL,
+        round integer NOT NULL DEFAULT 0,
+        holder text,
+        expires_at double precision,
+        done boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (job, shard)
+    );
+    CREATE INDEX IF NOT EXISTS work_shards_target ON {s}.work_shards (target, shard);
+    CREATE TABLE IF NOT EXISTS {s}.rate_shares (
+        target text NOT NULL,
+        holder text NOT NULL,
+        expires_at double precision NOT NULL,
+        rate_limit double precision,
+        PRIMARY KEY (target, holder)
+    )
+    """,
 ]
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,9 @@ class PostgresStore:
         self.schema = self.db.schema
         self.locks = AdvisoryLocks(self.db, Path(state_dir))
         self._targets: dict[str, int] = {}
+        #: Called before every batch is marked inflight; each raises to stop sending (a
+        #: worker's shard lease lost to another worker).
+        self.guards: list[Callable[[], None]] = []
 
     # -------------------------------------------------------------- plumbing
 
@@ -140,6 +143,8 @@ class PostgresStore:
     def mark_inflight(self, target: str, keys: Sequence[str] | Any, run_id: int | None) -> None:
         """Record ``keys`` as about to be sent, in one statement (call before sending)."""
         self.locks.check_held()
+        for guard in self.guards:
+            guard()
         tid = self._target_id(target)
         unique = list(dict.fromkeys(key_list(keys)))
         with self.db.tx() as conn:
@@ -479,3 +484,7 @@ class PostgresStore:
 
     def run_lock(self, target: str) -> contextlib.AbstractContextManager[None]:
         return self.locks.run_lock(target)
+
+    def worker_lock(self, target: str) -> contextlib.AbstractContextManager[None]:
+        """The target's run lock held shared: one worker of an import run by several."""
+        return self.locks.run_lock(target, shared=True)

@@ -25,7 +25,7 @@ import polars as pl
 
 from kraiter_sync.errors import ApiError, ConflictError, KraiterSyncError, NotFoundError
 from kraiter_sync.logs import get_logger
-from kraiter_sync.plan.snapshot import normalise_keys
+from kraiter_sync.plan.snapshot import list_within, normalise_keys
 from kraiter_sync.upload.core import EngineCore
 from kraiter_sync.upload.rows import ContactRow, Outcome
 from kraiter_sync.validate.keys import canonical_value
@@ -100,12 +100,19 @@ class ContactWriter:
             self.core.stats.contacts_failed += 1
             log.warning("%s %s failed after retries: %s", what, row.email, exc)
 
-    async def ensure(self, emails: Iterable[str], *, use_cache: bool = True) -> Ensured:
+    async def ensure(
+        self, emails: Iterable[str], *, use_cache: bool = True, list_first: bool = False
+    ) -> Ensured:
         """Make sure each email is a contact; returns their ids.
 
         Known emails come from the ledger's contact cache (unless ``use_cache`` is off:
         reconcile has just seen that they do not exist); each other one costs one upsert
-        (idempotent, so safe to retry).
+        (idempotent, so safe to retry). With ``list_first`` Kraiter's contacts are listed
+        first when they fit in as many pages as there are emails to make sure of
+        (``plan.snapshot.list_within``): the ones it holds cost no write, and only the
+        missing ones are created. When they do not fit, every email is upserted (one
+        request each, which is never more than a look-up each and a create for the
+        missing).
         """
         core = self.core
         wanted = list(dict.fromkeys(emails))
@@ -115,6 +122,13 @@ class ContactWriter:
             ids = {e: cid for e, (cid, _h) in cached.items()}
         result = Ensured(ids)
         found: list[tuple[str, str]] = []
+        if list_first and any(email not in ids for email in wanted):
+            todo = [email for email in wanted if email not in ids]
+            listed = await list_within(core.client, max_pages=len(todo), call=core.with_retry)
+            if listed is not None:
+                remote = dict(zip(listed.frame["key"], listed.frame["id"], strict=True))
+                found = [(e, str(remote[e])) for e in todo if remote.get(e) is not None]
+                ids.update(found)
 
         async def upsert(email: str) -> None:
             async def attempt() -> dict[str, Any]:

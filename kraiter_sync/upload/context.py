@@ -45,7 +45,7 @@ from kraiter_sync.errors import (
     status_for_exit,
 )
 from kraiter_sync.logs import get_logger
-from kraiter_sync.state.backend import locked_store, open_store
+from kraiter_sync.state.backend import locked_store, open_store, worker_store
 from kraiter_sync.state.ledger import check_tenant
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.upload.engine import Engine, EngineOptions, EngineStats
@@ -65,6 +65,7 @@ __all__ = [
     "serve_local_kraiter",
     "stop_on_signals",
     "terminate_as_interrupt",
+    "worker_state",
 ]
 
 log = get_logger("run")
@@ -205,6 +206,15 @@ def locked_state(settings: Settings) -> Iterator[StateStore]:
     stops here (exit 2), before anything is sent.
     """
     with locked_store(settings) as store:
+        check_tenant(store, settings)
+        yield store
+
+
+@contextlib.contextmanager
+def worker_state(settings: Settings) -> Iterator[StateStore]:
+    """:func:`locked_state` for one worker of an import run by several: the PostgreSQL
+    store with the target's lock held shared (the workers share the work by leases)."""
+    with worker_store(settings) as store:
         check_tenant(store, settings)
         yield store
 

@@ -31,6 +31,10 @@ class EngineOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Keys marked inflight per ledger transaction (also the done/rejected flush size).
     batch_size: int = 500
+    #: Sends whose outcome is unknown (answer lost, timeout, 5xx) wait, inflight, to be
+    #: checked together once per (contact, name) late in the run; past this many the
+    #: waiting ones are checked before more is sent (it bounds what the engine holds).
+    unchecked_limit: int = 20_000
 
 
 @dataclass
@@ -63,6 +67,8 @@ class Snapshot:
     rate_budget: float | None
     #: Requests made so far.
     requests: int = 0
+    #: This run's part of the tenant's limit (0-1) when runs share it (None: not shared).
+    share: float | None = None
 
     @classmethod
     def of(cls, stats: EngineStats, *, total: int, controller: RateController | None) -> Snapshot:
@@ -164,11 +170,15 @@ class EngineCore:
         ``on_retry`` of each: the run's request timeline)."""
 
         def count(exc: BaseException, _attempt: int) -> None:
-            self.stats.retries += 1
-            if self._on_retry is not None:
-                self._on_retry(exc)
+            self.note_retry(exc)
 
         return await call_with_retry(attempt, self.options.retry, before_retry=count)
+
+    def note_retry(self, exc: BaseException) -> None:
+        """Count one request sent again after ``exc`` (also a send again after a check)."""
+        self.stats.retries += 1
+        if self._on_retry is not None:
+            self._on_retry(exc)
 
     def rejected(self, outcomes: Sequence[Outcome[Any]]) -> None:
         """Hand records Kraiter refused to the run's reject sink."""

@@ -7,9 +7,11 @@ verification reads and look-ups spend one budget), the same retries
 (:mod:`kraiter_sync.api.retry`: tenacity, full jitter, Retry-After aware) and the ledger.
 
 Modules: ``core`` (what the operations share), ``events`` (exactly-once event writes:
-inflight before sending, verification of ambiguous outcomes and of a killed run's
-leftovers), ``contacts`` (ensure, upsert, update, delete, restore), ``rows`` (what goes
-in and comes out), ``context`` (the run context that builds an engine for every verb).
+inflight before sending, grouped checks of ambiguous outcomes and of a killed run's
+leftovers), ``links`` (which contact each event goes to: Kraiter's way with unknown
+emails, learned per target), ``contacts`` (ensure, upsert, update, delete, restore),
+``rows`` (what goes in and comes out), ``context`` (the run context that builds an
+engine for every verb).
 """
 
 from __future__ import annotations
@@ -41,14 +43,27 @@ class Engine(EngineCore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._events = EventWriter(self)
         self._contacts = ContactWriter(self)
+        self._events = EventWriter(self, self._contacts)
 
     # -- events --------------------------------------------------------------------------
 
-    async def send_events(self, rows: Iterable[EventRow]) -> None:
-        """Send planned rows (not done, not duplicated): inflight first, batch by batch."""
-        await self._events.send(rows)
+    def contacts_for_events(self, emails: Sequence[str]) -> dict[str, str]:
+        """The contact ids the ledger knows for the emails of the events about to be sent;
+        the others are resolved as they are sent, for the fewest requests Kraiter's way
+        with unknown emails allows (``upload.links``)."""
+        return self._events.links.known(emails)
+
+    async def send_events(self, rows: Iterable[EventRow], *, settle: bool = True) -> None:
+        """Send planned rows (not done, not duplicated): inflight first, batch by batch.
+        Sends whose outcome is unknown are checked, grouped, before it returns; with
+        ``settle=False`` they wait for :meth:`settle_events` (one check serves more)."""
+        await self._events.send(rows, settle=settle)
+
+    async def settle_events(self) -> None:
+        """Check the sends whose outcome is unknown, once per (contact, name) group, and
+        send again what Kraiter does not hold."""
+        await self._events.settle()
 
     async def recover(self, rows: Sequence[EventRow]) -> list[EventRow]:
         """Verify keys a killed run left inflight; returns those that must still be sent."""

@@ -26,10 +26,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class EventRow:
-    """One event ready to send (a row of the canonical events frame)."""
+    """One event ready to send (a row of the canonical events frame).
+
+    ``contact_id`` is None for an event known by email whose contact id is not known
+    yet: the engine finds it, or sends the event by email (``upload.links``).
+    """
 
     key: str
-    contact_id: str
+    contact_id: str | None
     name: str
     timestamp: str
     properties: str

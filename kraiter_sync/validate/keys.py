@@ -37,6 +37,7 @@ __all__ = [
     "SeenKeys",
     "canonical_json",
     "canonical_value",
+    "event_instant",
     "event_keys",
     "key_parts",
     "same_event",
@@ -62,7 +63,8 @@ def canonical_json(properties: Mapping[str, Any] | str | None) -> str:
     return canonical_value({k: v for k, v in obj.items() if v is not None})
 
 
-def _instant(value: str) -> datetime | None:
+def event_instant(value: str) -> datetime | None:
+    """An event's ISO 8601 timestamp as an instant (None when it is not one)."""
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (TypeError, ValueError):
@@ -78,7 +80,7 @@ def same_event(
     the lost-state sample)."""
     if remote.get("name", remote.get("event")) != name:
         return False
-    mine, theirs = _instant(timestamp), _instant(str(remote.get("timestamp", "")))
+    mine, theirs = event_instant(timestamp), event_instant(str(remote.get("timestamp", "")))
     if mine is None or theirs is None:
         return False
     if abs((mine - theirs).total_seconds()) >= 0.001:

@@ -8,8 +8,10 @@ sent:
    contact emails seen are collected.
 2. **Send.** First the sequence-trigger guard (nothing has been sent yet). Then
    contacts (created or patched; unchanged ones skipped by hash). Then, for events:
-   one upsert per contact the ledger does not know yet, verification of keys a killed
-   run left ``inflight``, and the spool chunk by chunk, minus keys already recorded.
+   verification of keys a killed run left ``inflight``, and the spool chunk by chunk,
+   minus keys already recorded; contacts the ledger does not know cost nothing where
+   Kraiter creates them for events, and are found or created first where it does not
+   (``upload.links``). Sends whose answer was lost are checked once, at the end.
 
 Before the first events go to a target the ledger knows nothing of (a new or replaced
 state directory), the input is sample-checked against Kraiter (``plan.lost_state``): if
@@ -34,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -72,6 +74,7 @@ from kraiter_sync.plan.lost_state import (
     sample_positions,
     tenant_is_empty,
 )
+from kraiter_sync.plan.shards import in_shard, rows_elsewhere
 from kraiter_sync.state.ledger import KEY_VERSION
 from kraiter_sync.state.rejects import (
     DuplicatesWriter,
@@ -86,6 +89,7 @@ from kraiter_sync.upload.context import (
     RunOptions,
     locked_state,
     recorded_run,
+    worker_state,
 )
 from kraiter_sync.upload.core import Snapshot
 from kraiter_sync.upload.engine import ContactRow, Engine, EngineStats, EventRow, rows_of_events
@@ -93,8 +97,20 @@ from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
 from kraiter_sync.validate.engine import LEGACY_KEY, LEGACY_PROPERTIES
 from kraiter_sync.verbs.rebuild import rebuild_ledger
+from kraiter_sync.verbs.sharing import Sharing, job_id, sharing_for, work_through_shards
 
-__all__ = ["ImportOptions", "ImportResult", "KindCounts", "Snapshot", "import_", "import_locked"]
+if TYPE_CHECKING:
+    from kraiter_sync.state.work import ShardLeases
+
+__all__ = [
+    "ImportOptions",
+    "ImportResult",
+    "KindCounts",
+    "Snapshot",
+    "check_worker_options",
+    "import_",
+    "import_locked",
+]
 
 log = get_logger("import")
 _SPOOL_COLUMNS = [
@@ -127,6 +143,17 @@ class ImportOptions:
     resend_rejected: bool = False
     #: Re-send every valid contact even when its hash equals the ledger's (a full pass).
     ignore_contact_cache: bool = False
+    #: Worker processes sharing this import through PostgreSQL state (``verbs.workers``;
+    #: 0: a plain run, alone on its target). With 1 this process is one worker.
+    workers: int = 0
+    #: The part of the tenant's rate limit this run and the runs beside it use together.
+    max_share: float = 1.0
+    #: Seconds a worker's claim on a shard lasts unless renewed (a killed worker's work
+    #: is taken over after it).
+    lease_seconds: float = 60.0
+    #: A worker started by ``import_with_workers``: it works in the round of shards its
+    #: parent began, and never begins a new one.
+    join_round: bool = False
     #: Look for every event the ledger does not know in Kraiter before sending it (one
     #: listing per contact and name): the way on when the state was lost.
     adopt: bool = False
@@ -159,6 +186,8 @@ class KindCounts:
     rejected: int = 0
     failed: int = 0
     pending: int = 0
+    #: Rows of the shards other workers sent (an import run by several workers).
+    elsewhere: int = 0
 
     def absorb(self, report: ValidationReport) -> None:
         self.read += report.rows_read
@@ -178,6 +207,7 @@ class KindCounts:
             + self.rejected
             + self.failed
             + self.pending
+            + self.elsewhere
         )
 
 
@@ -274,6 +304,7 @@ class _Run:
         self.contacts: pl.DataFrame | None = None
         self.names: set[str] = set()
         self.emails: pl.Series | None = None
+        self.sharing: Sharing | None = None
         self.result = ImportResult(run_id=run_id, rejects_path=writer.path, dry_run=options.dry_run)
         #: Kraiter held some of this input when the ledger knew nothing of the target: the
         #: check is recorded complete once an ``adopt`` run has settled every event.
@@ -477,9 +508,10 @@ class _Run:
 
     async def send_contacts(self, engine: Engine, frame: pl.DataFrame) -> None:
         counts = self.result.contacts
-        todo, counts.unchanged = contacts_to_send(
+        todo, unchanged = contacts_to_send(
             self.store, self.target, frame, ignore_cache=self.options.ignore_contact_cache
         )
+        counts.unchanged += unchanged
         # The ledger knows these contacts and what it last wrote to them, and the row
         # differs: an update by id, without asking Kraiter first (the nightly sync's
         # common case). The rest are diffed against Kraiter.
@@ -500,10 +532,10 @@ class _Run:
         written = await engine.write_contacts(rows)
         if written.rejected:
             self.writer.write(outcome_rejects(written.rejected))
-        counts.sent = written.created + written.updated
+        counts.sent += written.created + written.updated
         counts.unchanged += written.unchanged
-        counts.rejected = len(written.rejected)
-        counts.failed = written.failed
+        counts.rejected += len(written.rejected)
+        counts.failed += written.failed
         counts.pending = counts.read - counts.accounted
 
     async def _recover_legacy(self, engine: Engine, frame: pl.DataFrame) -> list[EventRow]:
@@ -524,19 +556,25 @@ class _Run:
         self.store.forget(self.target, list(missing))
         return list(rows_of_events(frame.filter(pl.col(LEGACY_KEY).is_in(list(missing)))))
 
-    async def send_events(self, engine: Engine) -> None:
+    async def send_events(self, engine: Engine, shard: tuple[int, int] | None = None) -> None:
+        """The spooled events (``shard``: only those of shard ``(number, of)``)."""
         counts = self.result.events
         if self.spool_parts:
             emails = self.emails.to_list() if self.emails is not None else []
+            if shard is not None:
+                emails = in_shard(
+                    pl.DataFrame({"email": emails}, schema={"email": pl.String}), *shard
+                )["email"].to_list()
             if self.options.dry_run:
                 cached = self.store.get_contacts(self.target, emails)
                 ids = {e: cid for e, (cid, _h) in cached.items()}
             else:
-                ids = (await engine.ensure_contacts(emails)).ids
-            unresolved = 0
+                ids = engine.contacts_for_events(emails)
             for frame in self.spooled():
                 if engine.stopping:
                     break
+                if shard is not None:
+                    frame = in_shard(frame, *shard)
                 split = split_events(
                     self.store,
                     self.target,
@@ -550,20 +588,41 @@ class _Run:
                 todo, inflight, legacy = split.todo, split.inflight, split.legacy_inflight
                 if self.options.dry_run:
                     continue
-                known = pl.col("contact_id").is_not_null()
-                unresolved += sum(f.filter(~known).height for f in (todo, inflight, legacy))
-                leftovers = await engine.recover(list(rows_of_events(inflight.filter(known))))
-                leftovers += await self._recover_legacy(engine, legacy.filter(known))
-                new = list(rows_of_events(todo.filter(known)))
+                leftovers = await engine.recover(list(rows_of_events(inflight)))
+                leftovers += await self._recover_legacy(engine, legacy)
+                new = list(rows_of_events(todo))
                 if self.options.adopt:  # looked for in Kraiter like inflight keys
                     new = await engine.recover(new)
-                await engine.send_events([*leftovers, *new])
+                await engine.send_events([*leftovers, *new], settle=False)
+            await engine.settle_events()  # once, late: one check serves many lost answers
             counts.sent = engine.stats.events_sent
             counts.verified = engine.stats.events_verified
             counts.rejected = engine.stats.events_rejected
-            counts.failed = engine.stats.events_failed + unresolved
+            counts.failed = engine.stats.events_failed
         # Whatever was valid and not accounted for above was not attempted.
         counts.pending = counts.read - counts.accounted
+
+    async def send_shards(self, engine: Engine, sharing: Sharing, leases: ShardLeases) -> None:
+        """A worker's part: the shards it claims, contacts then events of each."""
+
+        async def send(shard: int) -> None:
+            if self.contacts is not None:
+                await self.send_contacts(engine, in_shard(self.contacts, shard, leases.shards))
+            await self.send_events(engine, (shard, leases.shards))
+
+        mine = await work_through_shards(
+            leases,
+            sharing,
+            send,
+            stopping=lambda: engine.stopping,
+            new_round=not self.options.join_round,
+        )
+        if mine is not None:  # every shard is done: the rest were other workers'
+            contacts = [self.contacts] if self.contacts is not None else []
+            self.result.contacts.elsewhere = rows_elsewhere(contacts, mine, leases.shards)
+            self.result.events.elsewhere = rows_elsewhere(self.spooled(), mine, leases.shards)
+        for counts in (self.result.contacts, self.result.events):
+            counts.pending = counts.read - (counts.accounted - counts.pending)
 
     def snapshot(self, stats: EngineStats, controller: RateController) -> Snapshot:
         """Progress so far: records settled out of the valid records of this run."""
@@ -584,13 +643,15 @@ class _Run:
             + stats.events_failed
         )
         rate = controller.stats()
+        sharing = self.sharing
         return Snapshot(
             done=done,
-            total=total,
+            total=total - ev.elsewhere - ct.elsewhere,
             retries=stats.retries,
             rate_limited=rate.rate_limited,
             rate_budget=rate.rate,
             requests=rate.requests,
+            share=sharing.fraction if sharing is not None else None,
         )
 
     async def send(self, run: Run, on_progress: Callable[[Snapshot], None] | None) -> None:
@@ -607,14 +668,24 @@ class _Run:
         ) as engine:
             engines.append(engine)
             await self.guard_triggers(engine)
-            await self.guard_lost_state(engine)
-            if not engine.stopping:
-                if self.contacts is not None:
-                    await self.send_contacts(engine, self.contacts)
-                await self.send_events(engine)
-            else:  # stopped while rebuilding the ledger: nothing was sent
+            sharing, controller = self.sharing, engine.controller
+            with sharing.checking() if sharing is not None else contextlib.nullcontext():
+                await self.guard_lost_state(engine)
+            if engine.stopping:  # stopped while rebuilding the ledger: nothing was sent
                 for counts in (self.result.contacts, self.result.events):
                     counts.pending = counts.read - counts.accounted
+            else:
+                async with (
+                    sharing.running(controller)
+                    if sharing is not None and controller is not None
+                    else contextlib.nullcontext()
+                ):
+                    if sharing is not None and sharing.leases is not None:
+                        await self.send_shards(engine, sharing, sharing.leases)
+                    else:
+                        if self.contacts is not None:
+                            await self.send_contacts(engine, self.contacts)
+                        await self.send_events(engine)
             self.result.interrupted = engine.stopping
             self.adopted()
             self.result.retries = engine.stats.retries
@@ -679,6 +750,14 @@ def import_locked(
             writer = stack.enter_context(RejectsWriter(rejects_path))
             inputs = prepare_inputs(paths, options.input, stack=stack)
             job = _Run(settings, options, store, run.run_id, writer, command)
+            shared = options.workers > 0 and not options.dry_run
+            job.sharing = sharing_for(
+                store,
+                settings,
+                max_share=options.max_share,
+                job=job_id(settings.target, [str(p) for p in paths]) if shared else None,
+                lease_seconds=options.lease_seconds,
+            )
             job.duplicates = stack.enter_context(DuplicatesWriter(duplicates_path(writer.path)))
             job.validate(inputs, on_validated)
             job.duplicates.close()
@@ -704,6 +783,8 @@ def import_locked(
             run.status = job.result.status
             return job.result
         finally:
+            if job is not None and job.sharing is not None:
+                job.sharing.detach(store)
             run.counts = job.result.as_dict() if job is not None else {}
             if job is None:
                 run.details = None
@@ -715,6 +796,16 @@ def import_locked(
                     }
                 }
                 shutil.rmtree(job.spool, ignore_errors=True)
+
+
+def check_worker_options(options: ImportOptions) -> None:
+    """What workers cannot do (exit 2 before anything starts)."""
+    if options.workers and options.rebuild:
+        msg = (
+            "--rebuild with --workers would rebuild the ledger in every worker: run "
+            "`kraiter-sync state rebuild` first, then the import with --workers"
+        )
+        raise ConfigError(msg)
 
 
 def import_(
@@ -739,7 +830,9 @@ def import_(
     skip what is done and verify what was in flight. Returns counts for every row;
     ``result.exit_code`` is what the CLI exits with.
     """
-    with locked_state(settings) as store:
+    if options is not None:
+        check_worker_options(options)
+    with worker_state(settings) if options and options.workers else locked_state(settings) as store:
         return import_locked(
             store,
             paths,

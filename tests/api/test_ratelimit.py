@@ -253,3 +253,29 @@ def test_faults_neither_stall_the_mirror_nor_flip_header_mode() -> None:
     assert controller.stats().headers_seen
     assert throughput >= 0.9, throughput
     assert server.limited / (server.served + server.limited) < 0.01
+
+
+def test_a_share_of_a_shared_budget_paces_evenly_and_knows_the_limit() -> None:
+    ft = FakeTime()
+    ctl = make(ft)
+
+    async def go() -> list[float]:
+        times = []
+        for _ in range(51):
+            await ctl.before_request()
+            times.append(ft.now)
+            ctl.after_response(200, {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "150"})
+            if len(times) == 1:
+                assert ctl.known_limit == 200
+                ctl.set_share(200 * 0.5 / 4)  # max share 0.5, four runs: 25/s each
+        return times
+
+    times = asyncio.run(go())
+    # 25/s, with requests let out late made up within share_slack (here: a burst of
+    # 0.2 s worth when the share was first set)
+    assert times[-1] - times[1] == pytest.approx(49 / 25 - RateController.share_slack)
+    assert times[-1] - times[-11] == pytest.approx(10 / 25)  # then evenly
+    assert ctl.rate == 25
+    assert ctl.share == 25
+    with pytest.raises(ValueError, match="positive"):
+        ctl.set_share(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,8 +94,6 @@ def remote_events(
 
 def stored_events(db: Path, api_key: str) -> Counter[tuple]:
     """What the emulator over ``db`` holds for ``api_key``'s tenant (see remote_events)."""
-    from kraiter_sync.emulator import EmulatorConfig, asgi_transport, create_app
-
     app = create_app(EmulatorConfig(db_path=str(db)))
     try:
         return remote_events("http://local.kraiter", api_key, transport=asgi_transport(app))
@@ -102,16 +101,29 @@ def stored_events(db: Path, api_key: str) -> Counter[tuple]:
         app.close()
 
 
+def route(method: str, path: str) -> str:
+    """``POST /api/events``, ``GET /api/contacts/by-email/{email}``: a request's endpoint."""
+    path = re.sub(r"/by-email/[^/]+", "/by-email/{email}", path)
+    return f"{method} {re.sub(r'/(cnt|con)_[^/]+', '/{id}', path)}"
+
+
 class CountingTransport(httpx.AsyncBaseTransport):
-    """Wraps a transport and counts requests by method (the seam for 'sent nothing')."""
+    """Wraps a transport and counts requests by method and by endpoint (the seam for
+    'sent nothing' and 'sent only these'); ``answers`` counts (endpoint, status)."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.methods: Counter[str] = Counter()
+        self.routes: Counter[str] = Counter()
+        self.answers: Counter[tuple[str, int]] = Counter()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.methods[request.method] += 1
-        return await self.inner.handle_async_request(request)
+        endpoint = route(request.method, request.url.path)
+        self.routes[endpoint] += 1
+        response = await self.inner.handle_async_request(request)
+        self.answers[(endpoint, response.status_code)] += 1
+        return response
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -124,8 +136,9 @@ class CountingTransport(httpx.AsyncBaseTransport):
 class LocalKraiter:
     """One emulator app over a SQLite file; each import gets a counting client on it."""
 
-    def __init__(self, tmp_path: Path, **config: object) -> None:
+    def __init__(self, tmp_path: Path, key: str = KEY, **config: object) -> None:
         self.db = tmp_path / "kraiter.db"
+        self.key = key
         self.config = EmulatorConfig(db_path=str(self.db), **config)  # type: ignore[arg-type]
         self.transports: list[CountingTransport] = []
 
@@ -133,11 +146,9 @@ class LocalKraiter:
         app = create_app(self.config)
         transport = CountingTransport(asgi_transport(app, close_app=True))
         self.transports.append(transport)
-        return KraiterClient("http://local.kraiter", KEY, transport=transport, observer=controller)
+        return KraiterClient(
+            "http://local.kraiter", self.key, transport=transport, observer=controller
+        )
 
     def events(self) -> Counter[tuple]:
-        app = create_app(EmulatorConfig(db_path=str(self.db)))
-        try:
-            return remote_events("http://local.kraiter", KEY, transport=asgi_transport(app))
-        finally:
-            app.close()
+        return stored_events(self.db, self.key)

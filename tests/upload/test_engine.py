@@ -92,7 +92,11 @@ def test_inflight_before_sending_and_no_duplicate_when_answers_are_lost(tmp_path
         await engine.send_events([_event(i, ids["bob@example.com"]) for i in range(30)])
         seen.extend(watching.states_seen)
         assert engine.stats.events_failed == 0
-        return [e async for e in engine.client.list_events(contact_id=ids["bob@example.com"])]
+
+        async def stored() -> list[dict[str, Any]]:  # the faults hit this read too
+            return [e async for e in engine.client.list_events(contact_id=ids["bob@example.com"])]
+
+        return await engine.with_retry(stored)
 
     events = run(tmp_path, work, config=EmulatorConfig(drop_rate=0.2, fail_rate=0.1, seed=3))
     keys = [e["properties"]["key"] for e in events if e.get("name") == "signup"]

@@ -88,6 +88,38 @@ def test_same_end_state_under_every_unknown_email_behaviour(
     assert kraiter.events() == Counter(expected)
 
 
+def test_a_small_import_sends_only_the_requests_it_needs(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    """10 events over 5 new contacts (Kraiter creates contacts for events): the events, the
+    sequence-trigger guard's one read, and on a target's first import the lost-state
+    guard's one read (is the tenant empty) and one look-up that learns how it treats
+    unknown emails. Nothing else (it was 16: an upsert per contact)."""
+    kraiter = LocalKraiter(tmp_path)
+
+    def ten(name: str, day: int) -> Path:
+        src = tmp_path / name
+        rows = [f"u{i % 5}@example.com,login,2025-01-{day:02d}T10:00:{i:02d}Z" for i in range(10)]
+        src.write_text("email,event,timestamp\n" + "\n".join(rows) + "\n")
+        return src
+
+    first = import_([ten("a.csv", 1)], settings=settings, client_factory=kraiter.factory)
+    assert first.events.sent == 10
+    assert kraiter.transports[-1].routes == {
+        "GET /api/sequences": 1,
+        "GET /api/events": 1,
+        "GET /api/contacts/by-email/{email}": 1,
+        "POST /api/events": 10,
+    }
+    second = import_([ten("b.csv", 2)], settings=settings, client_factory=kraiter.factory)
+    assert second.events.sent == 10
+    assert kraiter.transports[-1].routes == {"GET /api/sequences": 1, "POST /api/events": 10}
+    allowed = ImportOptions(allow_triggers=True)
+    third = import_(
+        [ten("c.csv", 3)], settings=settings, options=allowed, client_factory=kraiter.factory
+    )
+    assert third.events.sent == 10
+    assert kraiter.transports[-1].routes == {"POST /api/events": 10}
+
+
 def test_sequence_guard_stops_before_anything_is_sent(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "events.parquet"
     write_events(src, rows=30)
