@@ -63,6 +63,7 @@ __all__ = [
     "ServerError",
     "StateConnectError",
     "StateError",
+    "TooManyRejectsError",
     "TransportError",
     "UnprocessableError",
     "UsageError",
@@ -246,6 +247,13 @@ class IncompleteError(KraiterSyncError):
     """The run stopped before finishing (interrupted, out of retries); re-running resumes."""
 
     exit_code = EXIT_INCOMPLETE
+
+
+class TooManyRejectsError(KraiterSyncError):
+    """More rows were rejected than an unattended run allows (``max_rejected``): the rows
+    that were valid are sent; the rejects file says what to fix."""
+
+    exit_code = EXIT_REJECTED
 
 
 def outcome_exit_code(*, failed: int, rejected: int) -> int:

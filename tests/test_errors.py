@@ -9,6 +9,7 @@ from kraiter_sync.errors import (
     EXIT_BUSY,
     EXIT_FAILED,
     EXIT_INCOMPLETE,
+    EXIT_REJECTED,
     EXIT_USAGE,
     ApiError,
     api_error_class,
@@ -61,6 +62,7 @@ FLAGS: list[tuple[type[errors.KraiterSyncError], int, bool, bool]] = [
     (errors.StateConnectError, EXIT_USAGE, False, False),
     (errors.LockHeldError, EXIT_BUSY, False, False),
     (errors.IncompleteError, EXIT_INCOMPLETE, False, False),
+    (errors.TooManyRejectsError, EXIT_REJECTED, False, False),
 ]
 
 

@@ -42,6 +42,19 @@ def _since(value: str | None, *, flag: str = "--since") -> Any:
         raise click.BadParameter(str(exc)) from None
 
 
+def _out(value: str | None) -> str | Path | None:
+    """--out: an object URL as it is, anything else a directory path."""
+    from kraiter_sync.urls import is_object_url
+
+    if value is None or is_object_url(value):
+        return value
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        msg = f"Directory '{value}' is a file."
+        raise click.BadParameter(msg)
+    return path
+
+
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty()
 
@@ -64,9 +77,11 @@ def _confirm_replace(notice: str | None) -> None:
 @click.option(
     "--out",
     "out",
-    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR|URL",
+    callback=lambda _ctx, _param, value: _out(value),
     default=None,
-    help="Directory to write into; the stream goes to OUT/STREAM/.",
+    help="Directory to write into; the stream goes to OUT/STREAM/. Also a bucket prefix: "
+    "s3://, gs://, az://, abfss:// (credentials from the cloud's own chain).",
 )
 @click.option(
     "--to",
@@ -167,7 +182,7 @@ def export_command(
     *,
     common: Common,
     stream: str,
-    out: Path | None,
+    out: str | Path | None,
     to: str | None,
     fmt: str,
     replace: bool,
@@ -232,7 +247,7 @@ def export_command(
     if (out is None) == (to is None):
         msg = "give one destination: --out DIR (files) or --to URL (a database table)"
         raise UsageError(msg)
-    destination = str(to) if to is not None else cast(Path, out)
+    destination = str(to) if to is not None else cast(str | Path, out)
     if stream == "compact":
         _compact(common, out)
         return
@@ -243,6 +258,7 @@ def export_command(
         since=_since(since),
         until=_since(until, flag="--until"),
         contacts=read_contacts_file(contacts_file) if contacts_file else None,
+        storage=common.storage(),
         flatten_properties=flatten_properties,
         raw_csv=raw_csv,
         custom_only=custom_only,
@@ -272,7 +288,7 @@ def export_command(
     emit(common, export_document(result), export_summary(result))
 
 
-def _compact(common: Common, out: Path | None) -> None:
+def _compact(common: Common, out: str | Path | None) -> None:
     """``export compact --out DIR``."""
     from kraiter_sync.cli.render import compact_summary
     from kraiter_sync.export import compact

@@ -412,7 +412,8 @@ def export_summary(result: ExportResult) -> str:
     if result.table:
         where = f" to {result.table}"
     else:
-        where = f" to {result.directory}" if result.directory else ""
+        folder = result.directory or result.url
+        where = f" to {folder}" if folder else ""
     kind = result.mode + (", resumed" if result.resumed else "")
     if result.table:
         written = f"{result.rows_total:,} rows in the table"
@@ -472,7 +473,7 @@ def export_document(result: ExportResult) -> dict[str, Any]:
     }
     files: Any = result.files  # (a list of paths, or a count)
     count = files if isinstance(files, int) else len(files)
-    directory = str(result.directory) if result.directory else None
+    directory = str(result.directory) if result.directory else result.url
     fields["files"] = {"directory": directory, "count": count}
     return {**result_document("export"), **fields}
 

@@ -33,7 +33,7 @@ from kraiter_sync.errors import StateError, UsageError
 from kraiter_sync.export.compaction import finish_compaction
 from kraiter_sync.export.options import ExportOptions, ExportResult
 from kraiter_sync.export.output import (
-    TMP_NAME,
+    Folder,
     LocalFolder,
     refusal,
     replace_files,
@@ -71,14 +71,14 @@ def _write_error(what: str, where: Path, exc: BaseException) -> StateError:
     )
 
 
-def replacement_notice(state: ExportState, folder: LocalFolder) -> str | None:
+def replacement_notice(state: ExportState, folder: Folder) -> str | None:
     """What ``--replace`` will delete, in words (None: nothing)."""
     files = state.load().get("files") or {}
     if not files:
         return None
     return (
         f"--replace exports {folder.label} again in full and then deletes the "
-        f"{len(files):,} files ({_rows(files):,} rows) kraiter-sync wrote in {folder.path}"
+        f"{len(files):,} files ({_rows(files):,} rows) kraiter-sync wrote in {folder.display}"
     )
 
 
@@ -90,7 +90,7 @@ class FolderSink:
         spec: StreamSpec,
         options: ExportOptions,
         *,
-        folder: LocalFolder,
+        folder: Folder,
         state: ExportState,
         result: ExportResult,
         window: str | None = None,
@@ -117,7 +117,7 @@ class FolderSink:
         if self.data.get("swap"):
             self._finish_swap()
             changed = True
-        if self.data.get("compact"):
+        if self.data.get("compact") and isinstance(self.folder, LocalFolder):
             finish_compaction(self.folder, self.data)
             changed = True
         if changed:
@@ -127,7 +127,8 @@ class FolderSink:
         """Put a run's built files in place (journaled in ``swap``); returns deletions."""
         swap = self.data["swap"]
         staging = Path(swap["staging"])
-        if "files" not in swap:  # journaled by a version that swapped whole directories
+        if "files" not in swap and isinstance(self.folder, LocalFolder):
+            # journaled by a version that swapped whole directories
             old = Path(swap["old"])
             if old.exists() and not self.folder.path.exists():
                 old.rename(self.folder.path)
@@ -157,11 +158,11 @@ class FolderSink:
         found = survey(self.folder, files)
         if found.foreign and not data.get("claimed"):
             if not self.options.overwrite:
-                raise refusal(self.folder.path, found.foreign)
+                raise refusal(self.folder.display, found.foreign)
             log.warning(
                 "exporting into %s beside %d file(s) kraiter-sync did not write; they are "
                 "left as they are",
-                self.folder.path,
+                self.folder.display,
                 len(found.foreign),
             )
         problem = verify(self.folder, files)
@@ -169,7 +170,7 @@ class FolderSink:
         if found.adopted:
             if (files or data.get("watermark")) and problem is None and not adopt:
                 problem = (
-                    f"{self.folder.path} holds {len(found.adopted)} part file(s) the last "
+                    f"{self.folder.display} holds {len(found.adopted)} part file(s) the last "
                     f"export did not write ({', '.join(sorted(found.adopted)[:3])})"
                 )
             files.update(found.adopted)  # ours by name: replaced with the rest
@@ -211,7 +212,7 @@ class FolderSink:
         watermark = data.get("watermark")
         if not full and not watermark and data.get("files"):
             self._say(
-                f"{self.folder.path} holds an earlier export this state does not know the "
+                f"{self.folder.display} holds an earlier export this state does not know the "
                 "end of: exporting everything and replacing its files"
             )
             full = True
@@ -221,7 +222,7 @@ class FolderSink:
                 f"{k}={layout.get(k)}" for k, v in opts.layout().items() if layout.get(k) != v
             )
             msg = (
-                f"{self.folder.path} was exported with {differs}; appending with other "
+                f"{self.folder.display} was exported with {differs}; appending with other "
                 "options would mix layouts: pass --replace to export it again in full, or "
                 "choose another --out"
             )
@@ -245,10 +246,7 @@ class FolderSink:
         for other in self.folder.stagings():
             if other != staging:
                 shutil.rmtree(other, ignore_errors=True)
-        if self.folder.exists():
-            for tmp in self.folder.path.rglob(".part-*.tmp"):
-                if TMP_NAME.match(tmp.name) and not tmp.is_symlink():
-                    tmp.unlink()
+        self.folder.clean_temporary()
 
     def start(self) -> Start:
         self.data = data = self.state.load()
@@ -273,7 +271,7 @@ class FolderSink:
         if resumed:
             self._resume(run)
         data.update(stream=self.spec.name, window=self.window, run=run)
-        data["out"] = str(self.folder.path.parent.resolve())
+        data["out"] = self.folder.out_display
         self.run = run
         self.state.save()
         self._clean_strays()

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from kraiter_sync.config.storage import StorageOptions
 from kraiter_sync.errors import UsageError
 from kraiter_sync.export.paging import Fetcher
 from kraiter_sync.export.writers import FORMATS, Format
@@ -70,6 +71,8 @@ class ExportOptions:
     concurrency: int = 16
     #: Database targets: tables are named ``<prefix><stream>`` (``kraiter_events``).
     table_prefix: str = "kraiter_"
+    #: Endpoints and profiles for an object-store ``--out`` (``[storage]``; never secrets).
+    storage: StorageOptions | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -142,6 +145,8 @@ class ExportResult:
     manifest: str | None = None
     #: ``<redacted url>#<table>`` for a database target.
     table: str | None = None
+    #: The folder's URL for an object-store output (``directory`` is then None).
+    url: str | None = None
     #: The window, as its folder names it (``since-2026-11-01``), or None.
     window: str | None = None
     reason: str | None = None

@@ -4,7 +4,8 @@
 files are built elsewhere (a hidden staging directory beside the folder) and *put*
 into place whole by an atomic rename, and only files named as kraiter-sync names them
 are ever deleted. An object-store destination implements the same few methods
-(``walk``, ``put``, ``delete``, ``staging``) over ``Bucket.list`` / ``Bucket.put``.
+(``walk``, ``put``, ``delete``, ``staging``) over ``Bucket.list`` / ``Bucket.put``:
+``export.bucket.BucketFolder``; both are a :class:`Folder`.
 
 The *manifest* is the ``files`` entry of the export state document (``state.py``): every
 file an export of this (target, stream, output) wrote, by path relative to the stream
@@ -35,7 +36,7 @@ import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -44,6 +45,7 @@ from kraiter_sync.errors import UsageError
 __all__ = [
     "PART_NAME",
     "TMP_NAME",
+    "Folder",
     "LocalFolder",
     "Manifest",
     "Survey",
@@ -77,6 +79,34 @@ def _safe_rel(rel: str) -> bool:
     return bool(parts) and ".." not in parts and not Path(rel).is_absolute()
 
 
+class Folder(Protocol):
+    """What an export needs of a stream's folder: :class:`LocalFolder`, or a bucket
+    prefix (``export.bucket.BucketFolder``). Files are always built in a local
+    ``staging`` directory and then ``put`` whole."""
+
+    #: What the folder holds, for messages (``events``, ``events-since-2026-11-01``).
+    label: str
+
+    @property
+    def display(self) -> str:
+        """Where the folder is, safe to print and to store (a path, or a URL)."""
+
+    @property
+    def out_display(self) -> str:
+        """Where ``--out`` is (the folder's parent), as the state document records it."""
+
+    def check(self) -> None: ...
+    def exists(self) -> bool: ...
+    def walk(self) -> tuple[dict[str, int], list[str]]: ...
+    def size(self, rel: str) -> int | None: ...
+    def rows(self, rel: str) -> int: ...
+    def put(self, rel: str, source: Path) -> None: ...
+    def delete(self, rel: str) -> bool: ...
+    def staging(self, name: str) -> Path: ...
+    def stagings(self) -> list[Path]: ...
+    def clean_temporary(self) -> None: ...
+
+
 class LocalFolder:
     """A stream's folder on the local file system (see the module docstring)."""
 
@@ -84,6 +114,24 @@ class LocalFolder:
         self.path = path
         #: What the folder holds, for messages (``events``, ``events-since-2026-11-01``).
         self.label = label
+
+    @property
+    def display(self) -> str:
+        return str(self.path)
+
+    @property
+    def out_display(self) -> str:
+        return str(self.path.parent.resolve())
+
+    def rows(self, rel: str) -> int:
+        return count_rows(self.path / rel)
+
+    def clean_temporary(self) -> None:
+        """Delete the temporary part files older versions built in place."""
+        if self.exists():
+            for tmp in self.path.rglob(".part-*.tmp"):
+                if TMP_NAME.match(tmp.name) and not tmp.is_symlink():
+                    tmp.unlink()
 
     def check(self) -> None:
         """The folder must be a real directory, or not exist yet."""
@@ -194,7 +242,7 @@ def _ours(rel: str) -> bool:
     )
 
 
-def survey(folder: LocalFolder, manifest: Mapping[str, Any]) -> Survey:
+def survey(folder: Folder, manifest: Mapping[str, Any]) -> Survey:
     """Walk the folder (not following links): see the module docstring."""
     found = Survey()
     files, empty = folder.walk()
@@ -202,7 +250,7 @@ def survey(folder: LocalFolder, manifest: Mapping[str, Any]) -> Survey:
         if rel in manifest or TMP_NAME.match(Path(rel).name):
             continue
         if _ours(rel):
-            found.adopted[rel] = {"rows": count_rows(folder.path / rel), "bytes": size}
+            found.adopted[rel] = {"rows": folder.rows(rel), "bytes": size}
         else:
             found.foreign.append(rel)
     found.foreign = sorted([*found.foreign, *empty])
@@ -214,7 +262,7 @@ def _listed(paths: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def verify(folder: LocalFolder, manifest: Mapping[str, Mapping[str, Any]]) -> str | None:
+def verify(folder: Folder, manifest: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Why the folder does not hold what the manifest lists (None when it does): every
     file must exist, with the size it was written with."""
     missing: list[str] = []
@@ -232,10 +280,10 @@ def verify(folder: LocalFolder, manifest: Mapping[str, Mapping[str, Any]]) -> st
         problems.append(f"{len(changed)} changed size since they were written ({_listed(changed)})")
     if not problems:
         return None
-    return f"{folder.path} does not hold what the last export wrote: " + "; ".join(problems)
+    return f"{folder.display} does not hold what the last export wrote: " + "; ".join(problems)
 
 
-def refusal(directory: Path, foreign: list[str]) -> UsageError:
+def refusal(directory: str, foreign: list[str]) -> UsageError:
     """Why a directory holding the user's files is not exported into without --overwrite."""
     noun = "file" if len(foreign) == 1 else "files"
     msg = (
@@ -246,9 +294,7 @@ def refusal(directory: Path, foreign: list[str]) -> UsageError:
     return UsageError(msg)
 
 
-def replace_files(
-    folder: LocalFolder, staging: Path, new: Mapping[str, Any], old: Iterable[str]
-) -> int:
+def replace_files(folder: Folder, staging: Path, new: Mapping[str, Any], old: Iterable[str]) -> int:
     """Put the ``new`` files (built under ``staging``) in place and delete the ``old`` ones
     (the manifest's, when a run replaces the output); anything else in the folder stays.
     Safe to run again after a kill (a file already moved is not in ``staging`` any more).

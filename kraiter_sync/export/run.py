@@ -17,12 +17,13 @@ import polars as pl
 
 from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.errors import ConfigError, StateError, UsageError
+from kraiter_sync.export.bucket import parse_output
 from kraiter_sync.export.choices import is_database_url, window_label
 from kraiter_sync.export.compaction import CompactResult, compact_folder
 from kraiter_sync.export.database import Database
 from kraiter_sync.export.folder import FolderSink, new_run_id, replacement_notice
 from kraiter_sync.export.options import Clock, ExportOptions, ExportResult, ProgressSink
-from kraiter_sync.export.output import LocalFolder
+from kraiter_sync.export.output import Folder, LocalFolder
 from kraiter_sync.export.paging import Fetcher
 from kraiter_sync.export.runner import MemorySink, Runner
 from kraiter_sync.export.state import PREFIX, ExportState, state_name
@@ -32,6 +33,7 @@ from kraiter_sync.export.writers import empty_frame
 from kraiter_sync.logs import get_logger
 from kraiter_sync.state.local import StateFiles
 from kraiter_sync.state.store import SharedFiles
+from kraiter_sync.urls import is_object_url
 
 __all__ = ["compact_output", "export_async", "read_stream_async", "replace_notice"]
 
@@ -88,6 +90,25 @@ async def export_async(
             table = TableSink(spec, options, db=db, target=target, result=result, window=window)
             runner = Runner(client, spec, options, fetcher, table, clock=clock, progress=progress)
             return await runner.execute()
+    if is_object_url(out):
+        where = parse_output(str(out), options.storage)
+        state = ExportState.in_store(files, target, label, where.display)
+        with state.locked():
+            bucket = where.folder(label, Path(state_dir), target)
+            result = ExportResult(
+                spec.name,
+                None,
+                options.format,
+                "incremental",
+                manifest=state.label,
+                window=window,
+                url=bucket.display,
+            )
+            sink = FolderSink(
+                spec, options, folder=bucket, state=state, result=result, window=window
+            )
+            runner = Runner(client, spec, options, fetcher, sink, clock=clock, progress=progress)
+            return await runner.execute()
     out_path = Path(out)
     state = ExportState.in_store(files, target, label, out_path)
     with state.locked():
@@ -127,10 +148,17 @@ def replace_notice(
     if is_database_url(out):
         with Database(str(out)) as db:
             return table_notice(db, spec, options)
-    out_path = Path(out)
     files = store if store is not None else StateFiles(Path(state_dir))
-    state = ExportState.in_store(files, target, label, out_path)
-    return replacement_notice(state, LocalFolder(out_path / label, label))
+    folder: Folder
+    if is_object_url(out):
+        where = parse_output(str(out), options.storage)
+        state = ExportState.in_store(files, target, label, where.display)
+        folder = where.folder(label, Path(state_dir), target)
+    else:
+        out_path = Path(out)
+        state = ExportState.in_store(files, target, label, out_path)
+        folder = LocalFolder(out_path / label, label)
+    return replacement_notice(state, folder)
 
 
 def compact_output(
@@ -143,10 +171,19 @@ def compact_output(
 ) -> list[CompactResult]:
     """``export compact``: every stream folder (windows included) that exports of
     ``target`` wrote under ``out``, or only those of ``streams``."""
-    out_path = Path(out)
     if is_database_url(out):
         msg = "export compact works on exported files (--out DIR); a table needs no compaction"
         raise UsageError(msg)
+    if is_object_url(out):
+        shown = parse_output(str(out)).display
+        msg = (
+            f"export compact works on a local --out DIR only, not on {shown}: "
+            "compact a local export before copying it, or leave the bucket's small files "
+            "(readers handle them; a full export with --replace rewrites them as one file "
+            "per partition)"
+        )
+        raise UsageError(msg)
+    out_path = Path(out)
     wanted = set(streams) or set(STREAMS)
     results: list[CompactResult] = []
     files = store if store is not None else StateFiles(Path(state_dir))

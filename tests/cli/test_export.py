@@ -15,22 +15,14 @@ from click.testing import CliRunner
 
 from kraiter_sync.cli import main
 from kraiter_sync.emulator import EmulatorConfig, create_app, serve_in_thread
-from tests.helpers.exports import KEY, client_for, read_output, row_ids, seed, truth
+from tests.helpers.exports import KEY, client_for, read_output, row_ids, seeded_db, truth
 from tests.helpers.paths import REPO_ROOT
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, object]]:
     """A seeded emulator on real HTTP with a little latency (so a run can be killed)."""
-    db = tmp_path / "kraiter.db"
-    seeding = create_app(EmulatorConfig(db_path=db))
-
-    async def fill() -> None:
-        async with client_for(seeding) as client:
-            await seed(client, events=150)
-
-    asyncio.run(fill())
-    seeding.close()
+    db = seeded_db(tmp_path / "kraiter.db", events=150)
     app = create_app(EmulatorConfig(db_path=db, latency_ms=15))
     with serve_in_thread(app=app) as url:
         yield url, app

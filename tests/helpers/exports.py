@@ -24,6 +24,21 @@ def new_app() -> EmulatorApp:
     return create_app(EmulatorConfig())
 
 
+def seeded_db(db: Path, *, events: int) -> Path:
+    """An emulator SQLite file filled by :func:`seed` (for a served emulator to open)."""
+    import asyncio
+
+    app = create_app(EmulatorConfig(db_path=db))
+
+    async def fill() -> None:
+        async with client_for(app) as client:
+            await seed(client, events=events)
+
+    asyncio.run(fill())
+    app.close()
+    return db
+
+
 def client_for(
     app: EmulatorApp, *, wrap: Callable[[httpx.AsyncBaseTransport], Any] | None = None
 ) -> KraiterClient:

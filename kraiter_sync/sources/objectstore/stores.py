@@ -153,7 +153,8 @@ def _parse_time(value: Any) -> str | None:
 
 
 class Bucket:
-    """One bucket, container or https host: list, head, get (stream or range), put."""
+    """One bucket, container or https host: list, head, get (stream or range), put,
+    delete."""
 
     def __init__(self, url: ObjectUrl, store: Any) -> None:
         self.url = url
@@ -253,6 +254,21 @@ class Bucket:
             msg = f"{self.url.child(key)}: the object was not there after writing it"
             raise InputError(msg)
         return info
+
+    def delete(self, key: str) -> None:
+        """Delete one object (no error when it is gone already)."""
+        obstore = _obstore()
+        if self.url.cloud == "http":
+            msg = f"{self.url.child(key)}: https:// locations are read only"
+            raise InputError(msg)
+        try:
+            obstore.delete(self.store, key)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            if type(exc).__name__ == "NotFoundError":
+                return
+            raise self._fail(exc, key) from None
 
 
 def open_bucket(url: ObjectUrl, options: StorageOptions | None = None) -> Bucket:
