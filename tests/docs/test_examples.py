@@ -28,6 +28,8 @@ Every fence names its language. An HTML comment right before a block steers it::
                                                  test PostgreSQL (.ci/postgres.sh; without
                                                  one the page stops there: skipped, or
                                                  failed under CI=true), dropped after
+    <!-- docs-test: s3 BUCKET -->               a local S3 (moto, on 127.0.0.1) holding
+                                                 BUCKET, for the rest of the page
     <!-- docs-test: before
     shell lines run first, unseen by the reader (the inputs the example names)
     -->
@@ -57,6 +59,7 @@ import pytest
 
 from kraiter_sync.emulator import EmulatorConfig
 from kraiter_sync.emulator.server import serve_in_thread
+from tests.helpers.cloud import AWS_ENV, moto_server, s3_client
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.pgstate import fresh_schema
 
@@ -174,6 +177,11 @@ class Reader:
             assert done.returncode == 0, f"{block.where}: set-up failed:\n{done.stderr}"
         expected = int(block.directive("exit") or 0)
         instead = block.directive("instead")
+        bucket = block.directive("s3")
+        if bucket:
+            endpoint = self.cleanup.enter_context(moto_server())
+            s3_client(endpoint).create_bucket(Bucket=bucket)
+            self.env.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint, AWS_EC2_METADATA_DISABLED="true")
         env = self.env
         if block.directive("postgres") is not None:
             env = {**self.env, "STATE_URL": self.cleanup.enter_context(fresh_schema())}
