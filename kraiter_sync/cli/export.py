@@ -296,5 +296,23 @@ def _compact(common: Common, out: str | Path | None) -> None:
     if out is None:
         msg = "export compact works on exported files: give --out DIR"
         raise UsageError(msg)
-    for result in compact(out, settings=common.settings()):
-        click.echo(compact_summary(result))
+    results = compact(out, settings=common.settings())
+    doc = {
+        "command": "export compact",
+        "status": "ok",
+        "exit_code": 0,
+        "run_id": None,
+        "folders": [
+            {
+                "folder": str(r.folder),
+                "files_before": r.files_before,
+                "files_after": r.files_after,
+                "partitions": r.partitions,
+                "rows": r.rows,
+                "seconds": r.seconds,
+                "skipped": r.skipped,
+            }
+            for r in results
+        ],
+    }
+    emit(common, doc, "\n".join(compact_summary(r) for r in results))

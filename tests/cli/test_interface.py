@@ -115,6 +115,10 @@ def test_every_command_speaks_json_with_its_schema(tmp_path: Path) -> None:
     doc = one_json(exported)
     check_schema(doc, "export")
     assert doc["rows"] == 2
+    compacted = run(state, "export", "compact", "--out", str(tmp_path / "out"), "--json")
+    doc = one_json(compacted)
+    check_schema(doc, "export-compact")
+    assert [f["files_after"] for f in doc["folders"]] == [1]
 
     rebuilt = run(state, "state", "rebuild", "--json")
     doc = one_json(rebuilt)
