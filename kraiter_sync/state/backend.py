@@ -39,7 +39,13 @@ __all__ = [
 ]
 
 POSTGRES_EXTRA = 'pip install "kraiter-sync[postgres]"'
-WORKERS_NEED_HTTP = "--workers needs a Kraiter reachable over HTTP (--base-url), not --local"
+WORKERS_NEED_HTTP = (
+    "--workers needs a Kraiter every worker reaches over HTTP, and no API key or base URL "
+    "is set, so this is the local Kraiter in the state directory: give --base-url and "
+    "--api-key (or KRAITER_BASE_URL and KRAITER_API_KEY) of your account, or serve a local "
+    "one with `kraiter-sync emulator --port 8787` and pass --base-url http://127.0.0.1:8787 "
+    "--api-key kr_local"
+)
 WORKERS_NEED_POSTGRES = (
     "several workers share an import through a PostgreSQL state store: give "
     "--state postgresql://... (or KRAITER_SYNC_STATE), or drop --workers"

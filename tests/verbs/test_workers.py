@@ -153,6 +153,24 @@ def test_workers_need_a_postgresql_state(
     assert "Traceback" not in run.stderr
 
 
+def test_workers_on_the_local_kraiter_say_how_to_serve_it(
+    tmp_path: Path, python: str, cli_env: dict[str, str]
+) -> None:
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=5)
+    cmd = [python, "-m", "kraiter_sync", "import", str(src), "--state-dir", str(tmp_path / "st")]
+    env = {k: v for k, v in cli_env.items() if not k.startswith("KRAITER_")}
+    env["KRAITER_SYNC_STATE"] = "postgresql://kraiter@127.0.0.1:9/kraiter"
+    run = subprocess.run(
+        [*cmd, "--workers", "2"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stderr
+    assert "--local" not in run.stderr  # no such flag
+    assert "kraiter-sync emulator" in run.stderr
+    assert "--base-url http://127.0.0.1:" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_workers_refuse_rebuild_in_every_worker(
     tmp_path: Path, python: str, cli_env: dict[str, str], state_url: str
 ) -> None:
