@@ -244,7 +244,7 @@ def lost_state_error(
     check: SampleCheck,
     *,
     why: str,
-    state_dir: Path,
+    state_dir: Path | str,
     base_url: str,
     events: int,
     groups: int,
@@ -252,7 +252,9 @@ def lost_state_error(
 ) -> GuardError:
     """The refusal: what was found, what it means (``why``: :func:`needs_check`'s
     answer), and the ways on (``--rebuild`` and ``--adopt`` are ``import``'s: a ``sync``
-    job, ``command`` ``sync:<job>``, is led to ``state rebuild``)."""
+    job, ``command`` ``sync:<job>``, is led to ``state rebuild``). ``state_dir`` is where
+    the ledger lives: the state directory, or a PostgreSQL store's URL without its
+    password."""
     share = (
         f"all {check.sampled}"
         if check.found == check.sampled
@@ -270,8 +272,9 @@ def lost_state_error(
         )
     else:
         state = (
-            f"the ledger in {state_dir} holds nothing for this target: the state directory "
-            "is new or was replaced, or another state directory sent this input"
+            f"the ledger in {state_dir} holds nothing for this target: the state "
+            f"{'directory' if isinstance(state_dir, Path) else 'store'} is new or was "
+            "replaced, or another state sent this input"
         )
     adopt = (
         f"; or re-run with --adopt to check every event against Kraiter before sending it "

@@ -94,6 +94,7 @@ from kraiter_sync.upload.context import (
 from kraiter_sync.upload.core import Snapshot
 from kraiter_sync.upload.engine import ContactRow, Engine, EngineStats, EventRow, rows_of_events
 from kraiter_sync.upload.rows import outcome_rejects
+from kraiter_sync.urls import redact_url
 from kraiter_sync.validate import ValidationReport
 from kraiter_sync.validate.engine import LEGACY_KEY, LEGACY_PROPERTIES
 from kraiter_sync.verbs.rebuild import rebuild_ledger
@@ -436,7 +437,11 @@ class _Run:
             raise lost_state_error(
                 check,
                 why=why,
-                state_dir=self.settings.state_dir,
+                state_dir=(
+                    redact_url(self.settings.state_url)
+                    if self.settings.state_url
+                    else self.settings.state_dir
+                ),
                 base_url=self.settings.base_url,
                 events=events,
                 groups=self._groups(),

@@ -17,6 +17,7 @@ from kraiter_sync.api.client import KraiterClient
 from kraiter_sync.cli import main
 from kraiter_sync.emulator import EmulatorConfig, serve_in_thread
 from kraiter_sync.state.backend import open_state
+from kraiter_sync.urls import redact_url
 from tests.helpers.pgstate import pg_run, pg_state, split_schema
 from tests.helpers.schemas import check_schema
 
@@ -316,6 +317,9 @@ def test_an_empty_postgresql_store_is_lost_state_until_rebuilt(
     refused = _cli(["import", str(src), "--state", pg_state], kraiter, tmp_path)
     assert refused.exit_code == 2, refused.output
     assert "state rebuild" in refused.output
+    # the ledger that holds nothing is the store's, not the state directory's (whose
+    # SQLite ledger holds all 30)
+    assert f"the ledger in {redact_url(pg_state)} holds nothing" in refused.output
     assert _remote(kraiter) == (30, 30)
     rebuilt = _cli(["state", "rebuild", "--state", pg_state], kraiter, tmp_path)
     assert rebuilt.exit_code == 0, rebuilt.output
