@@ -76,7 +76,13 @@ class _Group(click.Group):
     """The one error → exit-code funnel for every command."""
 
     def _fail(
-        self, ctx: click.Context, exit_code: int, error: BaseException | str, *, level: int
+        self,
+        ctx: click.Context,
+        exit_code: int,
+        error: BaseException | str,
+        *,
+        level: int,
+        as_json: bool = False,
     ) -> None:
         common = self._common(ctx)
         command = getattr(common, "command", "") or (ctx.invoked_subcommand or "")
@@ -89,7 +95,7 @@ class _Group(click.Group):
             step = _next_step(error)
             if step:
                 log.log(level, "%s", step, extra={"exit_code": exit_code})
-        if getattr(common, "json", False):
+        if as_json or getattr(common, "json", False):
             click.echo(json.dumps(error_document(command, exit_code, error), ensure_ascii=False))
         ctx.exit(exit_code)
 
@@ -125,8 +131,9 @@ class _Group(click.Group):
             as_json, log_format = _sniff(ctx.meta.get(_ARGV_KEY, []))
             if not as_json and log_format != "json":
                 raise
-            # (click found it while parsing: the command's own options never ran)
-            self._fail(ctx, EXIT_USAGE, exc.format_message(), level=logging.ERROR)
+            # (click found it while parsing: the command's own options never ran, though a
+            # group's may have, without the subcommand's --json: `runs show abc --json`)
+            self._fail(ctx, EXIT_USAGE, exc.format_message(), level=logging.ERROR, as_json=as_json)
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: say so, with its traceback only with -v

@@ -172,6 +172,12 @@ def test_errors_are_json_on_both_streams(tmp_path: Path) -> None:
     assert usage.exit_code == 2
     check_schema(one_json(usage), "error")
     assert json.loads(usage.stderr.splitlines()[0])["level"] == "error"
+    # and so is one in a subcommand of a group that has options of its own
+    shown = run(state, "runs", "show", "abc", "--json")
+    assert shown.exit_code == 2
+    doc = one_json(shown)
+    check_schema(doc, "error")
+    assert "'abc' is not a valid integer" in doc["error"]["message"]
 
 
 def test_an_unexpected_exception_is_a_short_message_not_a_traceback(
