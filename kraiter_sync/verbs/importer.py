@@ -680,6 +680,7 @@ class _Run:
                 for counts in (self.result.contacts, self.result.events):
                     counts.pending = counts.read - counts.accounted
             else:
+                progress(engine.stats)  # the phase is sending now, before a batch settles
                 async with (
                     sharing.running(controller)
                     if sharing is not None and controller is not None

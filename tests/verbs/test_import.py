@@ -52,6 +52,26 @@ def test_import_sends_each_valid_event_once_and_rejects_the_rest(tmp_path: Path,
     assert set(rejects["stage"]) == {"invalid"}
 
 
+def test_progress_says_sending_before_the_first_batch_settles(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    """The heartbeat off a terminal shows the last phase reported: with fewer records
+    than a batch, nothing was reported until the send had ended, so a slow send read
+    as `validating` all along."""
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=120)
+    kraiter = LocalKraiter(tmp_path)
+    seen: list[tuple[int, int]] = []
+
+    import_(
+        [src],
+        settings=settings,
+        client_factory=kraiter.factory,
+        on_progress=lambda snap: seen.append((snap.done, snap.total)),
+    )
+
+    assert seen[0] == (0, 120)
+    assert seen[-1] == (120, 120)
+
+
 def test_rerun_sends_nothing_and_dry_run_sends_nothing(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "events.parquet"
     write_events(src, rows=60)
