@@ -107,7 +107,16 @@ def _begin_round(
 
 def _merge(results: list[ImportResult]) -> ImportResult:
     first = results[0]
-    merged = ImportResult(run_id=first.run_id, rejects_path=first.rejects_path)
+    merged = ImportResult(
+        run_id=first.run_id,
+        rejects_path=first.rejects_path,
+        # every worker validates the whole input: what it decided of it holds for all
+        dry_run=all(r.dry_run for r in results),
+        stopped=next((r.stopped for r in results if r.stopped is not None), None),
+        duplicates_path=first.duplicates_path,
+        detections=first.detections,
+        state_check=next((r.state_check for r in results if r.state_check), None),
+    )
     for kind in ("events", "contacts"):
         total = KindCounts()
         for name in (f.name for f in dataclasses.fields(KindCounts)):

@@ -139,6 +139,27 @@ def test_workers_on_one_machine_split_the_work_and_add_up_their_counts(
     assert stored_events(db, KEY) == Counter(expected)
 
 
+def test_workers_dry_run_and_reject_ratio_stop_say_so_not_incomplete(
+    tmp_path: Path, python: str, cli_env: dict[str, str], state_url: str
+) -> None:
+    """Each worker's run is a dry run or stopped by --max-reject-ratio: the added-up
+    result is that too (exit 3, its status and reason), not "incomplete, re-run" (4)."""
+    src = tmp_path / "events.parquet"
+    write_events(src, rows=40, contacts=10, seed=2)
+    db = tmp_path / "kraiter.db"
+    env = dict(cli_env, KRAITER_API_KEY=KEY, KRAITER_SYNC_STATE=state_url)
+    with serve_in_thread(EmulatorConfig(db_path=str(db))) as url:
+        cmd = _import(python, src, url, tmp_path / "st", "--workers", "2", "--json")
+        dry = subprocess.run([*cmd, "--dry-run"], env=env, capture_output=True, text=True)
+        stop = subprocess.run(
+            [*cmd, "--max-reject-ratio", "0.01"], env=env, capture_output=True, text=True
+        )
+    assert (dry.returncode, json.loads(dry.stdout)["status"]) == (3, "dry-run"), dry.stderr
+    assert stop.returncode == 3, stop.stderr
+    assert "max-reject-ratio" in json.loads(stop.stdout)["stopped"]
+    assert stored_events(db, KEY) == Counter()
+
+
 def test_workers_need_a_postgresql_state(
     tmp_path: Path, python: str, cli_env: dict[str, str]
 ) -> None:
