@@ -269,7 +269,7 @@ class KindValidation:
     ) -> None:
         self.kind = kind
         #: Called with the rows dropped or merged as duplicates, and the row each went
-        #: into (``validate.engine.DUPLICATE_SCHEMA``).
+        #: into (``validate.report.DUPLICATE_SCHEMA``).
         self.on_duplicates = on_duplicates
         self.inputs = [i for i in inputs if i.kind == kind]
         self.options = options

@@ -1,5 +1,5 @@
 """The one progress display for every long command: validate, import, retry, reconcile,
-restore, export, sync.
+restore, export, sync, state rebuild.
 
 The library reports where it stands through callbacks; this module only draws:
 
@@ -8,8 +8,9 @@ The library reports where it stands through callbacks; this module only draws:
   allows now, not a historical average that a 429 pause would distort), 429s, retries;
 * off a terminal (cron, systemd, Airflow), a heartbeat line on stderr every
   ``--heartbeat`` seconds (default 30) from a timer thread, so a log shows life even
-  while one request is stuck in a retry pause; with ``--log-format json`` the same
-  heartbeat is a JSON line (``"msg": "progress"``);
+  while one request is stuck in a retry pause, and one more when the command ends (the
+  last line says where it ended); with ``--log-format json`` the same heartbeat is a
+  JSON line (``"msg": "progress"``);
 * nothing with ``--quiet``.
 """
 
@@ -125,7 +126,6 @@ class ProgressSink:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._beats = 0
 
     @classmethod
     def for_cli(
@@ -167,11 +167,11 @@ class ProgressSink:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-            # where it ended: always as a JSON line (machines read the last one), as text
-            # only after a job that lasted a heartbeat or more
-            long = time.monotonic() - self._started >= self.heartbeat
-            if self._status is not None and (self.log_format == "json" or self._beats or long):
-                self.beat()
+            # where it ended, however fast the job was: the last heartbeat is the final
+            # state (one that ended before reporting anything says "ended"); a command
+            # that failed before reporting anything leaves the last word to its error
+            if self._status is not None or exc_type is None:
+                self.beat(final=True)
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
@@ -182,12 +182,12 @@ class ProgressSink:
         while not self._stop.wait(self.heartbeat):
             self.beat()
 
-    def beat(self) -> None:
-        """One heartbeat line: where the command stands now (or that it is starting)."""
+    def beat(self, *, final: bool = False) -> None:
+        """One heartbeat line: where the command stands now (or that it is starting, or
+        with ``final``, that it ended before reporting anything)."""
         with self._lock:
-            status = self._status or Status("starting", unit="rows")
+            status = self._status or Status("ended" if final else "starting", unit="rows")
         elapsed = time.monotonic() - self._started
-        self._beats += 1
         if self.log_format == "json":
             log.info("progress", extra={**status.fields(), "elapsed_s": round(elapsed, 1)})
         else:

@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from kraiter_sync.cli.app import main
+from kraiter_sync.cli.input_options import InputsCommand, input_options
 from kraiter_sync.cli.options import (
     Common,
-    InputsCommand,
     SendFlags,
     common_options,
     emit,
-    input_options,
     note,
     send_options,
     target_options,

@@ -9,13 +9,13 @@ import click
 
 from kraiter_sync.cli.app import main
 from kraiter_sync.cli.importing import finish_import
+from kraiter_sync.cli.input_options import validation_flags
 from kraiter_sync.cli.options import (
     Common,
     SendFlags,
     common_options,
     send_options,
     target_options,
-    validation_flags,
 )
 from kraiter_sync.logs import get_logger
 

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from kraiter_sync.cli.app import main
+from kraiter_sync.cli.input_options import InputsCommand, input_options
 from kraiter_sync.cli.options import (
     Common,
-    InputsCommand,
     common_options,
     default_rejects,
     deprecated_alias,
     emit,
-    input_options,
     no_target_options,
 )
 from kraiter_sync.cli.render import connector_text, result_document

@@ -33,8 +33,8 @@ choosing, and ``runs --config F`` must find the state ``sync --config F`` wrote.
 
 The shape of each table is a pydantic model (:class:`TargetTable`, :class:`JobTable`);
 pydantic's errors are put into words by :func:`_describe`. TOML parsers do not report
-where a *value* sits, so :class:`_LineIndex` scans the text lightly (table headers and
-``key =`` lines, skipping multi-line strings) to name the line of every key.
+where a *value* sits, so ``config.key_lines.LineIndex`` scans the text lightly (table
+headers and ``key =`` lines, skipping multi-line strings) to name the line of every key.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from typing import Annotated, Any, Literal, NoReturn
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from kraiter_sync.config import Settings, resolve_settings, state_url_problem
+from kraiter_sync.config.key_lines import LineIndex
 from kraiter_sync.config.storage import StorageOptions
 from kraiter_sync.errors import ConfigError
 from kraiter_sync.frames import Kind
@@ -82,57 +83,6 @@ def parse_duration(text: str) -> dt.timedelta:
         raise ValueError(msg)
     seconds = sum(int(n) * _UNITS[u.lower()] for n, u in _DURATION_PART.findall(text))
     return dt.timedelta(seconds=seconds)
-
-
-# --------------------------------------------------------------------------------------
-# where keys are
-# --------------------------------------------------------------------------------------
-
-_HEADER = re.compile(r"^\s*\[(?!\[)\s*(.+?)\s*\]\s*(?:#.*)?$")
-_KEY = re.compile(
-    r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
-)
-_PART = re.compile(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""")
-
-
-def _dotted(text: str) -> tuple[str, ...]:
-    return tuple(p.strip("\"'") for p in _PART.findall(text))
-
-
-class _LineIndex:
-    """Line numbers (1-based) of table headers and ``key =`` lines, by full key path."""
-
-    def __init__(self, text: str) -> None:
-        self.lines: dict[tuple[str, ...], int] = {}
-        table: tuple[str, ...] = ()
-        in_string: str | None = None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if in_string is not None:
-                if line.count(in_string) % 2 == 1:
-                    in_string = None
-                continue
-            header = _HEADER.match(line)
-            if header:
-                table = _dotted(header.group(1))
-                self.lines.setdefault(table, number)
-                continue
-            key = _KEY.match(line)
-            if key:
-                path = table + _dotted(key.group(1))
-                self.lines.setdefault(path, number)
-                self.lines.setdefault(path[:-1], number)  # dotted keys define tables too
-                rest = line[key.end() :]
-                for quote in ('"""', "'''"):
-                    if rest.count(quote) % 2 == 1:
-                        in_string = quote
-                        break
-
-    def line(self, *path: str) -> int | None:
-        """The line of ``path``, else of the nearest enclosing table that has one."""
-        for end in range(len(path), 0, -1):
-            if path[:end] in self.lines:
-                return self.lines[path[:end]]
-        return None
 
 
 # --------------------------------------------------------------------------------------
@@ -422,7 +372,7 @@ def _describe(error: Mapping[str, Any], allowed: Sequence[str]) -> str:
 class _Checker:
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
-        self.index = _LineIndex(text)
+        self.index = LineIndex(text)
 
     def fail(self, message: str, *path: str) -> NoReturn:
         """Raise a ConfigError naming the file, the line and the key at ``path``."""

@@ -252,9 +252,9 @@ def lost_state_error(
 ) -> GuardError:
     """The refusal: what was found, what it means (``why``: :func:`needs_check`'s
     answer), and the ways on (``--rebuild`` and ``--adopt`` are ``import``'s: a ``sync``
-    job, ``command`` ``sync:<job>``, is led to ``state rebuild``). ``state_dir`` is where
-    the ledger lives: the state directory, or a PostgreSQL store's URL without its
-    password."""
+    job, ``command`` ``sync:<job>``, and a ``retry`` are led to ``state rebuild``).
+    ``state_dir`` is where the ledger lives: the state directory, or a PostgreSQL
+    store's URL without its password."""
     share = (
         f"all {check.sampled}"
         if check.found == check.sampled
@@ -298,6 +298,11 @@ def lost_state_error(
             f"{found}Rebuild the ledger from Kraiter with `kraiter-sync state rebuild` "
             f"(the same --config or --state-dir; {cost}), then run the sync of job "
             f"{job} again"
+        )
+    elif command == "retry":
+        msg = (
+            f"{found}Rebuild the ledger from Kraiter with `kraiter-sync state rebuild` "
+            f"(the same --state-dir; {cost}), then run the retry again"
         )
     else:
         msg = (

@@ -56,20 +56,17 @@ Modules: ``options`` (knobs, rule messages), ``emails``, ``domains`` (special-us
 IDNA 2008, TLDs), ``names``, ``timestamps``, ``properties``, ``text_types`` (typing of CSV
 text values, declared types), ``originals`` (original values for the rejects file),
 ``keys`` (event_key, ``canonical_json``: the one equality of properties, SeenKeys),
-``engine`` (the per-chunk validators, reports, whole-input runner). The ``validate``
-verb (rejects file, JSON report, exit code) is :mod:`kraiter_sync.verbs.validate`.
+``engine`` (the per-chunk validators, whole-input runner), ``report`` (a chunk's result,
+the report and its merging over chunks). The ``validate`` verb (rejects file, JSON
+report, exit code) is :mod:`kraiter_sync.verbs.validate`.
 """
 
 from __future__ import annotations
 
 from kraiter_sync.validate.emails import normalise_email, normalise_emails
 from kraiter_sync.validate.engine import (
-    DUPLICATE_SCHEMA,
     REJECT_SCHEMA,
     ChunkedValidation,
-    ReportAccumulator,
-    ValidationReport,
-    ValidationResult,
     merge_contacts,
     merged_contacts,
     validate_contacts,
@@ -77,6 +74,12 @@ from kraiter_sync.validate.engine import (
 )
 from kraiter_sync.validate.keys import SeenKeys, event_keys
 from kraiter_sync.validate.options import RULE_MESSAGES, ValidationOptions
+from kraiter_sync.validate.report import (
+    DUPLICATE_SCHEMA,
+    ReportAccumulator,
+    ValidationReport,
+    ValidationResult,
+)
 
 __all__ = [
     "DUPLICATE_SCHEMA",

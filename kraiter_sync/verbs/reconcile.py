@@ -4,7 +4,8 @@ Contacts: a snapshot of Kraiter (``plan.snapshot``), the pure diff (``plan.conta
 guards (``plan.guards``), and with ``apply`` the writes through the engine
 (``verbs.apply``). Events: per (contact, name) counts against Kraiter
 (``plan.events``), and with ``apply`` the missing ones through the engine with the
-ledger. ``apply_saved_plan`` carries out a plan saved with ``--plan-out``.
+ledger (``verbs.reconcile_events``). ``apply_saved_plan`` carries out a plan saved with
+``--plan-out``.
 
 Without ``apply`` nothing is written and no lock is taken; with it the run holds the
 state lock and is recorded in the ledger (``kraiter-sync runs``).
@@ -29,23 +30,20 @@ from kraiter_sync.errors import (
     EXIT_OK,
     EXIT_REJECTED,
     GuardError,
-    outcome_exit_code,
     status_for_exit,
 )
 from kraiter_sync.frames import Kind
 from kraiter_sync.inputs import ChunkSource, Input, InputOptions, read_inputs
 from kraiter_sync.plan.contact_plan import plan_contacts, read_plan, write_plan
 from kraiter_sync.plan.contacts import ContactPlan
-from kraiter_sync.plan.events import EventsPlan, plan_events
 from kraiter_sync.plan.guards import (
     DEFAULT_MAX_DELETE_RATIO,
     check_mirror_guards,
-    check_triggers,
     refuse_unsafe_mirror,
     verify_plan_fresh,
 )
-from kraiter_sync.plan.snapshot import Caller, RemoteSnapshot, Strategy, once
-from kraiter_sync.state.rejects import RejectsWriter, reject_row, rejects_frame
+from kraiter_sync.plan.snapshot import Caller, RemoteSnapshot, Strategy
+from kraiter_sync.state.rejects import RejectsWriter, rejects_frame
 from kraiter_sync.state.store import StateStore
 from kraiter_sync.upload.context import (
     ClientFactory,
@@ -56,10 +54,11 @@ from kraiter_sync.upload.context import (
     recorded_run,
 )
 from kraiter_sync.upload.core import EngineStats, Snapshot
-from kraiter_sync.upload.engine import Engine, EventRow, Outcome
+from kraiter_sync.upload.engine import Engine, Outcome
 from kraiter_sync.upload.rows import outcome_rejects
 from kraiter_sync.validate import ValidationReport
 from kraiter_sync.verbs.apply import ApplyResult, apply_plan, remote_by_id
+from kraiter_sync.verbs.reconcile_events import EventsReconcileResult, reconcile_events
 
 __all__ = [
     "EventsReconcileResult",
@@ -177,123 +176,6 @@ class ReconcileResult:
             "tombstone": str(tombstone) if tombstone else None,
         }
         return doc
-
-
-@dataclass
-class EventsReconcileResult:
-    """Counts per (contact, name), the missing events, and what --apply sent."""
-
-    counts: pl.DataFrame
-    missing: pl.DataFrame
-    contacts_absent: int = 0
-    sent: int = 0
-    failed: int = 0
-    rejects: list[dict[str, Any]] = field(default_factory=list)
-    applied: bool = False
-    rejects_path: Path | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return outcome_exit_code(failed=self.failed, rejected=len(self.rejects))
-
-    def record(self) -> dict[str, Any]:
-        """The counts for the run record and ``--json``."""
-        c = self.counts
-        totals = {
-            k: int(c[k].sum()) if c.height else 0 for k in ("local", "remote", "missing", "extra")
-        }
-        return {
-            **totals,
-            "contacts": c["contact"].n_unique() if c.height else 0,
-            "contacts_absent": self.contacts_absent,
-            "applied": self.applied,
-            "sent": self.sent,
-            "rejected": len(self.rejects),
-            "failed": self.failed,
-            "exit_code": self.exit_code,
-        }
-
-
-# ---- events -----------------------------------------------------------------------------
-
-
-async def reconcile_events(
-    client: KraiterClient,
-    local_events: pl.DataFrame,
-    *,
-    concurrency: int = 16,
-    call: Caller = once,
-    engine: Engine | None = None,
-    allow_triggers: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> EventsReconcileResult:
-    """Compare the canonical local events with Kraiter's; with an ``engine``, send the
-    missing ones through it (marked in flight in the ledger first, ambiguous outcomes
-    verified, never sent twice).
-
-    A contact that does not exist is created first (one upsert), so the result does not
-    depend on how Kraiter treats events for unknown emails.
-    """
-    plan = await plan_events(
-        client, local_events, concurrency=concurrency, call=call, on_progress=on_progress
-    )
-    result = EventsReconcileResult(
-        counts=plan.counts, missing=plan.missing, contacts_absent=len(plan.absent)
-    )
-    if engine is not None:
-        if not allow_triggers and plan.missing.height:
-            await check_triggers(
-                client,
-                set(plan.missing["name"].unique().to_list()),
-                call=call,
-                what="these missing events trigger live sequences, and sending them",
-            )
-        result.applied = True
-        await _send_missing(engine, result, plan)
-    return result
-
-
-async def _send_missing(engine: Engine, result: EventsReconcileResult, plan: EventsPlan) -> None:
-    ids = dict(plan.ids)
-    if plan.absent:
-        # Not from the ledger's cache: reconcile has just seen that these do not exist.
-        ensured = await engine.ensure_contacts(plan.absent, use_cache=False)
-        ids.update(ensured.ids)
-        result.failed += sum(1 for exc in ensured.failed.values() if exc.retriable)
-    rows: list[EventRow] = []
-    for r in plan.missing.iter_rows(named=True):
-        contact_id = ids.get(r["contact"])
-        if contact_id is None:
-            result.rejects.append(
-                reject_row(
-                    source_file=r["source_file"],
-                    source_row=r["source_row"],
-                    field="contact",
-                    rule="api.NOT_FOUND",
-                    message=f"contact {r['contact']} could not be created",
-                    name=r["name"],
-                )
-            )
-            continue
-        rows.append(
-            EventRow(
-                r["event_key"],
-                contact_id,
-                r["name"],
-                r["ts"],
-                r["properties_json"],
-                r["source_file"],
-                int(r["source_row"]),
-                None if r["contact"].startswith("id:") else r["contact"],
-            )
-        )
-    before = dataclasses.replace(engine.stats)
-    await engine.resend_events(rows)
-    stats = engine.stats
-    result.sent += (stats.events_sent - before.events_sent) + (
-        stats.events_verified - before.events_verified
-    )
-    result.failed += stats.events_failed - before.events_failed
 
 
 # ---- the verb ---------------------------------------------------------------------------

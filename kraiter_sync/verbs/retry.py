@@ -74,6 +74,7 @@ def retry_(
                     client_factory=client_factory,
                     on_progress=on_progress,
                     args={"retry": label, "kind": kind},
+                    command="retry",
                 )
             )
             part.unlink(missing_ok=True)

@@ -229,6 +229,29 @@ def test_long_verbs_write_heartbeats_off_a_terminal(tmp_path: Path) -> None:
     assert "progress" not in quiet.stderr
 
 
+def test_a_job_faster_than_a_heartbeat_still_ends_with_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # the timer never fires within an hour: these lines come from the end of each job
+    with ProgressSink(mode="lines", heartbeat=3600) as sink:
+        sink.validating()(42)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("progress (")
+    assert "validating: 42 rows" in lines[0]
+    with ProgressSink(mode="lines", heartbeat=3600):
+        pass  # ended before reporting anything
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert "ended: 0 rows" in lines[0]
+    with pytest.raises(RuntimeError), ProgressSink(mode="lines", heartbeat=3600):
+        raise RuntimeError  # failed before reporting anything: its error is the last line
+    assert capsys.readouterr().err == ""
+    with ProgressSink(mode="off"):
+        pass  # heartbeats off (-q, --heartbeat 0): nothing at the end either
+    assert capsys.readouterr().err == ""
+
+
 def test_export_progress_never_goes_backwards() -> None:
     sink = ProgressSink(mode="off")
     show = sink.exporting()

@@ -290,3 +290,43 @@ def test_cli_refusal_is_exit_2_and_names_the_next_step(tmp_path: Path) -> None:
     assert rebuilt.exit_code == 3, rebuilt.stderr
     assert "events: 84 read, 80 already imported" in rebuilt.stdout
     assert "ledger rebuilt from Kraiter: 80 events held, " in rebuilt.stdout
+
+
+def test_retry_after_lost_state_is_led_to_state_rebuild(tmp_path: Path) -> None:
+    """``retry`` has no --rebuild or --adopt: its refusal names ``state rebuild``."""
+    import asyncio
+
+    from kraiter_sync.api.ratelimit import RateController
+    from kraiter_sync.verbs.retry import retry_
+
+    kraiter = LocalKraiter(tmp_path)
+    settings = _settings(tmp_path / "state")
+
+    async def make_contact() -> str:
+        async with kraiter.factory(RateController()) as client:
+            return str((await client.create_contact("ada@example.com"))["id"])
+
+    real_id = asyncio.run(make_contact())
+    src = tmp_path / "events.csv"
+    rows = [f"cnt_gone,login,2025-02-0{i}T10:00:00Z,team" for i in (1, 2, 3)]
+    src.write_text("contact_id,event,timestamp,plan\n" + "\n".join(rows) + "\n")
+    first = import_([src], settings=settings, client_factory=kraiter.factory)
+    assert (first.events.rejected, first.exit_code) == (3, 3)
+    rejects = first.rejects_path
+    assert rejects is not None
+    rejects.write_text(rejects.read_text().replace("cnt_gone", real_id))  # the cause fixed
+    fixed = retry_(rejects, settings=settings, client_factory=kraiter.factory)
+    assert (fixed.events.sent, fixed.exit_code) == (3, 0)
+
+    for path in _ledger_files(settings.state_dir):
+        path.unlink()
+    with pytest.raises(GuardError) as info:
+        retry_(rejects, settings=settings, client_factory=kraiter.factory)
+    message = str(info.value)
+    assert "lost state? all 3 events sampled from this input" in message
+    assert "`kraiter-sync state rebuild`" in message
+    assert message.endswith("then run the retry again")
+    assert "--rebuild" not in message
+    assert "--adopt" not in message
+    assert kraiter.transports[-1].writes == 0
+    assert sum(kraiter.events().values()) == 3  # nothing sent twice
