@@ -3,6 +3,7 @@ mid-load, replays after the pipeline folder is lost; counted in the emulator."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -101,6 +102,29 @@ def test_docs_example_sends_valid_rows_once_and_rejects_the_bad_one(
             assert KEY.encode() not in path.read_bytes(), path
 
 
+def _held(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+        try:
+            (held,) = conn.execute("SELECT count(*) FROM events").fetchone()
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+    return int(held)
+
+
+def _sends_more(db: Path, more: int, proc: subprocess.Popen[bytes]) -> bool:
+    """Wait until Kraiter holds ``more`` events beyond what it held at the start; False
+    when the process ended first."""
+    goal = _held(db) + more
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _held(db) >= goal:
+            return True
+        time.sleep(0.02)
+    return proc.poll() is None
+
+
 @pytest.mark.slow
 def test_killed_dlt_loads_and_a_lost_pipeline_folder_send_each_event_once(
     tmp_path: Path, cli_env: dict[str, str]
@@ -119,8 +143,9 @@ def test_killed_dlt_loads_and_a_lost_pipeline_folder_send_each_event_once(
             proc = subprocess.Popen(
                 cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            time.sleep(rng.uniform(2.0, 4.0))
-            if proc.poll() is not None:
+            # Killed once it has sent some more events (a random number), never after a
+            # fixed time: an idle machine finishes the load sooner than a busy one.
+            if not _sends_more(db, rng.randint(ROWS // 16, ROWS // 8), proc):
                 break
             proc.send_signal(signal.SIGKILL)
             proc.wait()
