@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kraiter_sync.errors import status_for_exit
+from kraiter_sync.urls import redact_url
 
 if TYPE_CHECKING:
     from kraiter_sync.connectors import Connector
@@ -137,7 +138,10 @@ def rebuild_line(rebuild: Mapping[str, Any]) -> str:
 
 
 def resume_command() -> str:
-    """This command line again, minus any --api-key value (never echo a key)."""
+    """This command line again, minus any --api-key value (never echo a key), and with
+    any password taken out of URLs (``--state postgresql://me@host/db``): a line that
+    works when pasted (the password from PGPASSWORD or ~/.pgpass), where a masked one
+    would be sent as the password."""
     kept: list[str] = []
     skip = False
     for arg in sys.argv[1:]:
@@ -149,7 +153,8 @@ def resume_command() -> str:
             continue
         if arg.startswith("--api-key="):
             continue
-        kept.append(arg)
+        option, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        kept.append(f"{option}{equals}{redact_url(value)}" if "://" in value else arg)
     return shlex.join(["kraiter-sync", *kept])
 
 
