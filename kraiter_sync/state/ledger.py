@@ -60,7 +60,7 @@ from kraiter_sync.state.runs import (
     runs_query,
 )
 from kraiter_sync.state.schema import KEY_VERSION, MIGRATIONS, SCHEMA_VERSION
-from kraiter_sync.state.store import EventState, RunLog, key_list
+from kraiter_sync.state.store import EventState, RunLog, in_chunks, key_list
 from kraiter_sync.state.tenants import tenant_conflict
 
 if TYPE_CHECKING:
@@ -76,15 +76,6 @@ __all__ = [
 
 #: Keys per SQL statement for chunked lookups (well under SQLite's variable limit).
 _CHUNK = 10_000
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class Ledger:
@@ -176,7 +167,7 @@ class Ledger:
         wanted = key_list(keys)
         tid = self._target_id(target)
         found: dict[str, EventState] = {}
-        for chunk in _chunks(wanted):
+        for chunk in in_chunks(wanted, _CHUNK):
             marks = ",".join("?" * len(chunk))
             rows = self._query(
                 f"SELECT event_key, state FROM events WHERE target = ? AND event_key IN ({marks})",
@@ -187,7 +178,7 @@ class Ledger:
 
     def mark_inflight(self, target: str, keys: Sequence[str] | Any, run_id: int | None) -> None:
         """Record ``keys`` as about to be sent, in one transaction (call before sending)."""
-        now = _now()
+        now = time.time()
         tid = self._target_id(target)
         rows = [(tid, key, run_id, now) for key in key_list(keys)]
         with self._tx() as db:
@@ -202,7 +193,7 @@ class Ledger:
 
     def mark_done(self, target: str, done: Iterable[tuple[str, str | None]]) -> None:
         """Record ``(key, remote_id)`` pairs as created on Kraiter."""
-        now = _now()
+        now = time.time()
         tid = self._target_id(target)
         rows = [(remote_id, now, tid, key) for key, remote_id in done]
         with self._tx() as db:
@@ -222,7 +213,7 @@ class Ledger:
 
     def mark_rejected(self, target: str, rejected: Iterable[tuple[str, str, str]]) -> None:
         """Record ``(key, code, message)`` triples as refused by Kraiter."""
-        now = _now()
+        now = time.time()
         tid = self._target_id(target)
         rows = [(tid, key, code, message, now) for key, code, message in rejected]
         with self._tx() as db:
@@ -249,7 +240,7 @@ class Ledger:
         removed = 0
         tid = self._target_id(target)
         with self._tx() as db:
-            for chunk in _chunks(key_list(keys)):
+            for chunk in in_chunks(key_list(keys), _CHUNK):
                 marks = ",".join("?" * len(chunk))
                 cur = db.execute(
                     f"DELETE FROM events WHERE target = ? AND event_key IN ({marks})",
@@ -286,7 +277,7 @@ class Ledger:
         id, or ``rejected``), for ``(old, new)`` pairs of the same event under two key
         versions, so that later runs find it under the new key at once."""
         tid = self._target_id(target)
-        rows = [(tid, new, _now(), tid, old) for old, new in pairs]
+        rows = [(tid, new, time.time(), tid, old) for old, new in pairs]
         with self._tx() as db:
             cur = db.executemany(
                 "INSERT OR IGNORE INTO events (target, event_key, state, remote_id, code, "
@@ -368,7 +359,7 @@ class Ledger:
     ) -> None:
         """Remember the key (its fingerprint) a tenant name is used with on ``base``; a
         different key is refused (ConfigError) unless ``rotate`` makes it the new one."""
-        now = _now()
+        now = time.time()
         with self._tx() as db:
             row = db.execute(
                 "SELECT key_fingerprint FROM tenants WHERE base = ? AND tenant = ?",
@@ -399,7 +390,7 @@ class Ledger:
                 "INSERT INTO watermarks (target, stream, value, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (target, stream) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at",
-                (target, stream, value, _now()),
+                (target, stream, value, time.time()),
             )
 
     # -------------------------------------------------------------- contacts cache
@@ -434,7 +425,7 @@ class Ledger:
                     raise translate(exc, self.path) from None
                 self._json_each = False  # an SQLite built without its JSON functions
         found: list[tuple[str, str, str | None]] = []
-        for chunk in _chunks(wanted):
+        for chunk in in_chunks(wanted, _CHUNK):
             marks = ",".join("?" * len(chunk))
             found.extend(
                 self._query(
@@ -448,7 +439,7 @@ class Ledger:
     def put_contacts(self, target: str, contacts: Iterable[tuple[str, str, str | None]]) -> None:
         """Cache ``(email, contact_id, props_hash)`` triples; a None hash keeps the known one
         (making sure a contact exists says nothing about its properties)."""
-        now = _now()
+        now = time.time()
         rows = [(target, email, cid, props, now) for email, cid, props in contacts]
         with self._tx() as db:
             db.executemany(

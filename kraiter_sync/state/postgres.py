@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +50,13 @@ from kraiter_sync.state.runs import (
     runs_query,
 )
 from kraiter_sync.state.schema import KEY_VERSION
-from kraiter_sync.state.store import BusyMessage, EventState, key_list
+from kraiter_sync.state.store import BusyMessage, EventState, in_chunks, key_list
 from kraiter_sync.state.tenants import tenant_conflict
 
 __all__ = ["PostgresStore", "run_lock_name"]
 
 #: Keys per statement for lookups (one array parameter each).
 _CHUNK = 50_000
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class PostgresStore:
@@ -131,7 +122,7 @@ class PostgresStore:
     def known_states(self, target: str, keys: Sequence[str] | Any) -> dict[str, EventState]:
         tid = self._target_id(target)
         found: dict[str, EventState] = {}
-        for chunk in _chunks(key_list(keys)):
+        for chunk in in_chunks(key_list(keys), _CHUNK):
             rows = self.db.query(
                 "SELECT event_key, state FROM {s}.events WHERE target = %s "
                 "AND event_key = ANY(%s::text[])",
@@ -156,7 +147,7 @@ class PostgresStore:
                     "run_id = excluded.run_id, updated_at = excluded.updated_at, code = NULL, "
                     "message = NULL WHERE e.state <> 'done'"
                 ),
-                [tid, run_id, _now(), unique],
+                [tid, run_id, time.time(), unique],
             )
 
     def mark_done(self, target: str, done: Iterable[tuple[str, str | None]]) -> None:
@@ -173,7 +164,7 @@ class PostgresStore:
                     "remote_id = excluded.remote_id, code = NULL, message = NULL, "
                     "updated_at = excluded.updated_at"
                 ),
-                [tid, _now(), list(pairs), list(pairs.values())],
+                [tid, time.time(), list(pairs), list(pairs.values())],
             )
 
     def mark_rejected(self, target: str, rejected: Iterable[tuple[str, str, str]]) -> None:
@@ -192,7 +183,7 @@ class PostgresStore:
                 ),
                 [
                     tid,
-                    _now(),
+                    time.time(),
                     list(last),
                     [code for code, _ in last.values()],
                     [message for _, message in last.values()],
@@ -211,7 +202,7 @@ class PostgresStore:
         tid = self._target_id(target)
         removed = 0
         with self.db.tx() as conn:
-            for chunk in _chunks(key_list(keys)):
+            for chunk in in_chunks(key_list(keys), _CHUNK):
                 cur = conn.execute(
                     self.db.q(
                         "DELETE FROM {s}.events WHERE target = %s AND event_key = ANY(%s::text[])"
@@ -263,7 +254,7 @@ class PostgresStore:
                     "JOIN {s}.events AS e ON e.target = %s AND e.event_key = p.old "
                     "AND e.state IN ('done', 'rejected') ON CONFLICT DO NOTHING"
                 ),
-                [tid, _now(), [o for o, _ in listed], [n for _, n in listed], tid],
+                [tid, time.time(), [o for o, _ in listed], [n for _, n in listed], tid],
             )
             return max(cur.rowcount, 0)
 
@@ -329,7 +320,7 @@ class PostgresStore:
     ) -> None:
         """As :meth:`Ledger.bind_tenant <kraiter_sync.state.ledger.Ledger.bind_tenant>`;
         the first binding wins when two machines bind a new name at once."""
-        now = _now()
+        now = time.time()
         with self.db.tx() as conn:
             conn.execute(
                 self.db.q(
@@ -372,7 +363,7 @@ class PostgresStore:
                     "VALUES (%s, %s, %s, %s) ON CONFLICT (target, stream) DO UPDATE SET "
                     "value = excluded.value, updated_at = excluded.updated_at"
                 ),
-                [target, stream, value, _now()],
+                [target, stream, value, time.time()],
             )
 
     # -------------------------------------------------------------- contacts cache
@@ -388,7 +379,7 @@ class PostgresStore:
         """``(email, contact_id, props_hash)`` of the cached ones, in the order asked."""
         tid = self._target_id(target)
         found: list[tuple[str, str, str | None]] = []
-        for chunk in _chunks(key_list(emails)):
+        for chunk in in_chunks(key_list(emails), _CHUNK):
             found.extend(
                 tuple(row)
                 for row in self.db.query(
@@ -423,7 +414,7 @@ class PostgresStore:
                 ),
                 [
                     tid,
-                    _now(),
+                    time.time(),
                     list(merged),
                     [cid for cid, _ in merged.values()],
                     [digest for _, digest in merged.values()],
@@ -455,7 +446,7 @@ class PostgresStore:
                     "ON CONFLICT (name) DO UPDATE SET data = excluded.data, "
                     "updated_at = excluded.updated_at"
                 ),
-                [name, data, _now()],
+                [name, data, time.time()],
             )
 
     def list_blobs(self, prefix: str) -> list[str]:

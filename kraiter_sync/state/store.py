@@ -14,7 +14,7 @@ A :class:`SharedFiles` (blobs and locks alone) is what an export needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -32,6 +32,7 @@ __all__ = [
     "SharedFiles",
     "StateStore",
     "Watermarks",
+    "in_chunks",
     "key_list",
 ]
 
@@ -44,6 +45,12 @@ def key_list(keys: Iterable[str] | Any) -> list[str]:
     if callable(to_list):
         return list(to_list())
     return list(keys)
+
+
+def in_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of at most ``size`` (keys per statement, for both backends)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class EventLedger(Protocol):
